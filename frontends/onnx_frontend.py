@@ -1,0 +1,282 @@
+"""ONNX → graphcore IR: validate, inline local functions, infer shapes, and never read external weights.
+
+Initializers become parameter Values with their shapes only; a small integer initializer keeps its value
+because shape arithmetic needs it. Weights stored as ONNX external data stay on disk: their locations
+are checked (they must stay inside the model's folder) and nothing else is read.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from google.protobuf.message import DecodeError
+from onnx import helper, numpy_helper
+
+from graphcore.errors import ModelLoadError
+from graphcore.ir import Dim, Graph, Node, Value
+
+__all__ = ["MAX_OPSET", "MIN_OPSET", "load_onnx", "read_onnx"]
+
+MIN_OPSET = 7
+MAX_OPSET = onnx.defs.onnx_opset_version()
+SMALL_CONST = 4096
+NOT_TRAINABLE_INPUTS = {("BatchNormalization", 3), ("BatchNormalization", 4)}
+
+
+def read_onnx(source: str | os.PathLike | onnx.ModelProto) -> tuple[onnx.ModelProto, Path | None]:
+    """Parse and validate a model without loading external data; raises ModelLoadError with one line."""
+    if isinstance(source, onnx.ModelProto):
+        model = onnx.ModelProto()
+        model.CopyFrom(source)
+        base = None
+        name = model.graph.name or "model"
+    else:
+        path = Path(source)
+        name = str(path)
+        if not path.exists():
+            raise ModelLoadError(f"{name}: no such file")
+        if not path.is_file():
+            raise ModelLoadError(f"{name}: not a file")
+        if path.stat().st_size == 0:
+            raise ModelLoadError(f"{name}: the file is empty")
+        try:
+            model = onnx.load(str(path), load_external_data=False)
+        except (DecodeError, RuntimeError, ValueError, UnicodeDecodeError, TypeError) as exc:
+            raise ModelLoadError(f"{name}: not a readable ONNX model ({_short(exc)})") from None
+        except Exception as exc:
+            raise ModelLoadError(f"{name}: not a readable ONNX model ({_short(exc)})") from None
+        base = path.resolve().parent
+    if model.ir_version <= 0 or not model.HasField("graph") or len(model.graph.node) == 0:
+        raise ModelLoadError(f"{name}: not an ONNX model (no graph or no nodes)")
+    _check_opset(model, name)
+    _check_external(model, base, name)
+    if len(model.functions):
+        try:
+            from onnx import inliner
+
+            model = inliner.inline_local_functions(model)
+        except Exception as exc:
+            raise ModelLoadError(f"{name}: cannot inline its local functions ({_short(exc)})") from None
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        raise ModelLoadError(f"{name}: invalid ONNX graph ({_short(exc)})") from None
+    except Exception as exc:
+        raise ModelLoadError(f"{name}: invalid ONNX graph ({_short(exc)})") from None
+    return model, base
+
+
+def load_onnx(source: str | os.PathLike | onnx.ModelProto) -> Graph:
+    """Read an ONNX model (path or ModelProto) into the IR, with inferred shapes."""
+    model, base = read_onnx(source)
+    name = str(source) if not isinstance(source, onnx.ModelProto) else (model.graph.name or "model")
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
+    except Exception as exc:
+        raise ModelLoadError(f"{name}: shape inference failed ({_short(exc)})") from None
+    graph = _to_ir(inferred, name)
+    graph.meta["model"] = model
+    graph.meta["base_dir"] = base
+    graph.meta["source"] = None if isinstance(source, onnx.ModelProto) else str(source)
+    return graph
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    msg = text[0] if text else type(exc).__name__
+    return msg[:300]
+
+
+def _opset(model: onnx.ModelProto) -> int | None:
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return int(imp.version)
+    return None
+
+
+def _check_opset(model: onnx.ModelProto, name: str) -> None:
+    v = _opset(model)
+    if v is None:
+        raise ModelLoadError(f"{name}: the model imports no default ONNX opset")
+    if not MIN_OPSET <= v <= MAX_OPSET:
+        raise ModelLoadError(
+            f"{name}: opset {v} is not supported (supported: {MIN_OPSET} to {MAX_OPSET}); "
+            "convert it with onnx.version_converter first"
+        )
+
+
+def _external_tensors(model: onnx.ModelProto):
+    yield from model.graph.initializer
+    for node in model.graph.node:
+        for att in node.attribute:
+            if att.type == onnx.AttributeProto.TENSOR:
+                yield att.t
+
+
+def _check_external(model: onnx.ModelProto, base: Path | None, name: str) -> None:
+    for t in _external_tensors(model):
+        if t.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        info = {e.key: e.value for e in t.external_data}
+        loc = info.get("location")
+        if not loc:
+            raise ModelLoadError(f"{name}: tensor '{t.name}' has external data without a location")
+        if base is None:
+            raise ModelLoadError(
+                f"{name}: tensor '{t.name}' uses external data; load the model from its file path"
+            )
+        target = (base / loc).resolve()
+        if os.path.isabs(loc) or os.path.commonpath([str(target), str(base)]) != str(base):
+            raise ModelLoadError(
+                f"{name}: tensor '{t.name}' points to external data outside the model's folder ({loc!r}); refused"
+            )
+        if not target.is_file():
+            raise ModelLoadError(f"{name}: external data file {loc!r} for tensor '{t.name}' is missing")
+
+
+def _dims(tp: onnx.TypeProto) -> tuple[Dim, ...] | None:
+    if not tp.HasField("tensor_type") or not tp.tensor_type.HasField("shape"):
+        return None
+    out: list[Dim] = []
+    for d in tp.tensor_type.shape.dim:
+        if d.HasField("dim_value"):
+            out.append(int(d.dim_value))
+        elif d.HasField("dim_param") and d.dim_param:
+            out.append(str(d.dim_param))
+        else:
+            out.append(None)
+    return tuple(out)
+
+
+def _dtype(elem: int) -> str | None:
+    try:
+        return np.dtype(helper.tensor_dtype_to_np_dtype(elem)).name
+    except Exception:
+        return None
+
+
+def _attr(att: onnx.AttributeProto) -> Any:
+    if att.type == onnx.AttributeProto.TENSOR:
+        if att.t.data_location == onnx.TensorProto.EXTERNAL:
+            return None
+        return numpy_helper.to_array(att.t)
+    if att.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
+        return "<subgraph>"
+    val = helper.get_attribute_value(att)
+    if isinstance(val, bytes):
+        return val.decode("utf-8", "replace")
+    if isinstance(val, list) and val and isinstance(val[0], bytes):
+        return [x.decode("utf-8", "replace") for x in val]
+    return val
+
+
+def _constant_value(node: onnx.NodeProto) -> tuple[np.ndarray | None, tuple[int, ...] | None, str | None]:
+    """The value of a Constant node: (array if cheap to hold, shape, dtype)."""
+    for att in node.attribute:
+        if att.name == "value":
+            t = att.t
+            shape = tuple(int(d) for d in t.dims)
+            dtype = _dtype(t.data_type)
+            if t.data_location == onnx.TensorProto.EXTERNAL:
+                return None, shape, dtype
+            return numpy_helper.to_array(t), shape, dtype
+        if att.name in ("value_int", "value_float"):
+            arr = np.array(helper.get_attribute_value(att))
+            return arr, (), arr.dtype.name
+        if att.name in ("value_ints", "value_floats"):
+            arr = np.array(helper.get_attribute_value(att))
+            return arr, arr.shape, arr.dtype.name
+    return None, None, None
+
+
+def _to_ir(model: onnx.ModelProto, name: str) -> Graph:
+    g = model.graph
+    opset = _opset(model)
+    graph = Graph(name=Path(name).stem if name else "model", fmt="onnx", opset=opset)
+    shapes: dict[str, tuple[tuple[Dim, ...] | None, str | None]] = {}
+    for vi in [*g.input, *g.value_info, *g.output]:
+        shapes[vi.name] = (_dims(vi.type), _dtype(vi.type.tensor_type.elem_type))
+
+    for t in g.initializer:
+        shape = tuple(int(d) for d in t.dims)
+        dtype = _dtype(t.data_type)
+        const = None
+        n = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        if t.data_location != onnx.TensorProto.EXTERNAL and n <= SMALL_CONST and dtype and dtype[0] in "iub":
+            const = numpy_helper.to_array(t)
+        graph.value(
+            t.name,
+            shape=shape,
+            dtype=dtype,
+            is_param=True,
+            trainable=bool(dtype and dtype.startswith(("float", "bfloat"))),
+            const=const,
+        )
+    init_names = {t.name for t in g.initializer}
+    for vi in g.input:
+        if vi.name in init_names:
+            continue
+        shape, dtype = shapes[vi.name]
+        graph.inputs.append(graph.value(vi.name, shape=shape, dtype=dtype))
+
+    const_params: dict[str, str] = {}
+    for idx, pn in enumerate(g.node):
+        node_name = pn.name or f"{pn.op_type}_{idx}"
+        inputs: list[Value | None] = []
+        for nm in pn.input:
+            if not nm:
+                inputs.append(None)
+                continue
+            if nm not in graph.values:
+                shape, dtype = shapes.get(nm, (None, None))
+                graph.value(nm, shape=shape, dtype=dtype)
+            inputs.append(graph.values[nm])
+        outputs: list[Value] = []
+        for nm in pn.output:
+            shape, dtype = shapes.get(nm, (None, None))
+            if not nm:
+                nm = f"{node_name}::unused{len(outputs)}"
+            outputs.append(graph.value(nm, shape=shape, dtype=dtype))
+        attrs = {a.name: _attr(a) for a in pn.attribute}
+        if pn.op_type in ("Softmax", "LogSoftmax", "Hardmax") and pn.domain in ("", "ai.onnx"):
+            attrs["_opset"] = opset
+        if pn.op_type == "Constant" and pn.domain in ("", "ai.onnx") and outputs:
+            arr, shape, dtype = _constant_value(pn)
+            out = outputs[0]
+            if shape is not None:
+                out.shape = shape
+                out.dtype = dtype
+            n = int(np.prod(shape, dtype=np.int64)) if shape else 1
+            is_float = bool(dtype and dtype.startswith(("float", "bfloat")))
+            if is_float and n > 64:
+                # A weight stored as a Constant node: analysed like an initializer.
+                out.is_param = True
+                out.trainable = True
+                const_params[out.name] = node_name
+            elif arr is not None and (n <= SMALL_CONST):
+                out.const = arr
+        node = Node(
+            name=node_name,
+            op=pn.op_type,
+            inputs=inputs,
+            outputs=outputs,
+            attrs=attrs,
+            domain=pn.domain if pn.domain != "ai.onnx" else "",
+            origin=idx,
+        )
+        graph.add_node(node)
+        for i, v in enumerate(inputs):
+            if v is not None and v.is_param and (pn.op_type, i) in NOT_TRAINABLE_INPUTS:
+                v.trainable = False
+    for vo in g.output:
+        graph.outputs.append(graph.values.get(vo.name) or graph.value(vo.name, shape=shapes[vo.name][0]))
+    graph.meta["constant_params"] = const_params
+    try:
+        graph.sort()
+    except ValueError as exc:
+        raise ModelLoadError(f"{name}: {exc}") from None
+    return graph

@@ -1,0 +1,300 @@
+"""Pruning analysis: run every op rule once, then read node groups and ZIGs off the channel graph.
+
+Cost: one pass over the nodes (each rule is vectorized over its axis sizes), one sparse
+connected-components call over all channel elements, and a few segment reductions — linear in the
+size of the graph.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from graphcore.channels import ChannelGraph, SlotKey
+from graphcore.errors import AnalysisError
+from graphcore.fold import fold_node
+from graphcore.groups import NodeGroup, PruneAnalysis
+from graphcore.ir import Graph, Node, Value
+from graphcore.ops import rule_for
+
+__all__ = ["analyze", "build_channel_graph", "node_flops"]
+
+
+def build_channel_graph(graph: Graph) -> tuple[ChannelGraph, dict[str, int], dict[str, int]]:
+    """Run every op rule in topological order; returns the channel graph, kind counts and unknown ops."""
+    ctx = ChannelGraph()
+    kinds: dict[str, int] = {}
+    unknown: dict[str, int] = {}
+    for v in graph.inputs:
+        ctx.pin_all(v, f"graph input '{v.name}' has a fixed width")
+    for node in graph.nodes:
+        ctx.node = node
+        ctx.touched = set()
+        ctx.handled_shape_inputs = set()
+        fold_node(ctx, node)
+        rule = rule_for(node)
+        if rule is None:
+            key = f"{node.domain}::{node.op}" if node.domain else node.op
+            unknown[key] = unknown.get(key, 0) + 1
+            kinds["unknown"] = kinds.get("unknown", 0) + 1
+            for v in [*node.inputs, *node.outputs]:
+                ctx.pin_all(v, f"unknown op {key}: its channel semantics are not declared")
+        else:
+            kind = rule.kind_of(node)
+            kinds[kind] = kinds.get(kind, 0) + 1
+            try:
+                rule.relate(ctx, node)
+            except Exception as exc:  # a rule that cannot handle this node must block, never guess
+                for v in [*node.inputs, *node.outputs]:
+                    ctx.pin_all(v, f"rule for {node.op} could not handle this node ({type(exc).__name__}: {exc})")
+        _pin_untouched(ctx, node)
+        _pin_unhandled_sizes(ctx, node)
+    ctx.node = None
+    for v in graph.outputs:
+        ctx.pin_all(v, f"graph output '{v.name}' must keep its shape")
+    return ctx, kinds, unknown
+
+
+def _pin_untouched(ctx: ChannelGraph, node: Node) -> None:
+    for v in [*node.inputs, *node.outputs]:
+        if v is None or v.shape is None:
+            continue
+        for a in range(len(v.shape)):
+            k = ctx.slot(v, a)
+            if k is not None and k not in ctx.touched:
+                ctx.pin_key(k, f"{node.op} does not say how axis {a} of '{v.name}' maps")
+
+
+def _pin_unhandled_sizes(ctx: ChannelGraph, node: Node) -> None:
+    for i, v in enumerate(node.inputs):
+        if v is None or i in ctx.handled_shape_inputs:
+            continue
+        entries = ctx.entries.get(v.name)
+        if not entries:
+            continue
+        for e in entries:
+            for name, axis in e.sources():
+                src = ctx.values.get(name)
+                if src is not None:
+                    ctx.pin(src, axis, f"its size is used in a computation by {node.label}")
+
+
+def node_flops(node: Node) -> int:
+    """Multiply-adds × 2 of the ops that dominate cost (convolutions and matrix products)."""
+    y = node.outputs[0] if node.outputs else None
+    if y is None or y.numel is None:
+        return 0
+    if node.op in ("Conv", "ConvTranspose"):
+        w = node.input(1)
+        if w is None or w.static_shape is None:
+            return 0
+        ws = w.static_shape
+        if node.op == "Conv":
+            per_out = int(np.prod(ws[1:], dtype=np.int64))
+            return 2 * y.numel * per_out
+        x = node.input(0)
+        if x is None or x.numel is None:
+            return 0
+        return 2 * x.numel * int(np.prod(ws[1:], dtype=np.int64))
+    if node.op in ("Gemm", "MatMul", "Einsum"):
+        a = node.input(0)
+        if a is None or a.shape is None or not a.shape or not isinstance(a.shape[-1], int):
+            return 0
+        k = a.shape[0] if node.op == "Gemm" and node.attr("transA", 0) else a.shape[-1]
+        if node.op == "Einsum":
+            b = node.input(1)
+            if a.numel is None or b is None or b.numel is None:
+                return 0
+            return 2 * max(y.numel, 1) * max(1, int(round((a.numel * b.numel / max(y.numel, 1)) ** 0.5)))
+        return 2 * y.numel * int(k)  # type: ignore[arg-type]
+    return 0
+
+
+def analyze(graph: Graph, mode: str = "prune") -> PruneAnalysis:
+    """Find node groups and ZIGs of ``graph``; each group says whether it is prunable and why not."""
+    if mode != "prune":
+        raise AnalysisError(f"mode {mode!r} is not available yet; use mode='prune'")
+    ctx, kinds, unknown = build_channel_graph(graph)
+    n = ctx.total
+    a, b = ctx.links()
+    if n == 0:
+        labels = np.zeros(0, dtype=np.int64)
+    else:
+        mat = coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(n, n))
+        _, labels = connected_components(mat, directed=False)
+        labels = labels.astype(np.int64)
+
+    reasons: list[str] = []
+    elem_reason = np.full(n, -1, dtype=np.int64)
+    for key, why in ctx.pins.items():
+        reasons.append(why)
+        o = ctx.offset[key]
+        elem_reason[o : o + ctx.size[key]] = len(reasons) - 1
+    for keys, why in ctx.requirements:
+        ok = np.zeros(ctx.size[keys[0]], dtype=bool)
+        for k in keys:
+            ok |= ctx.zero(ctx.values[k[0]], k[1])
+        bad = np.nonzero(~ok)[0]
+        if bad.size:
+            reasons.append(why + ": removal is exact only for a channel that is zero there")
+            elem_reason[ctx.offset[keys[0]] + bad] = len(reasons) - 1
+
+    ncomp = int(labels.max()) + 1 if n else 0
+    comp_reason = np.full(ncomp, -1, dtype=np.int64)
+    blocked = elem_reason >= 0
+    comp_reason[labels[blocked]] = elem_reason[blocked]
+
+    param_slots: list[SlotKey] = [k for k in ctx.offset if ctx.values[k[0]].is_param]
+    comp_trainable = np.zeros(ncomp, dtype=bool)
+    for k in param_slots:
+        v = ctx.values[k[0]]
+        if v.trainable:
+            comp_trainable[labels[ctx.elements(k)]] = True
+
+    for k in ctx.structural:
+        comp_trainable[labels[ctx.elements(k)]] = False
+    # ZIG ids in order of first appearance, so groups read in graph order.
+    zig_comps = np.nonzero(comp_trainable)[0]
+    first_elem = np.full(ncomp, n, dtype=np.int64)
+    np.minimum.at(first_elem, labels, np.arange(n, dtype=np.int64))
+    zig_comps = zig_comps[np.argsort(first_elem[zig_comps], kind="stable")]
+    zig_of_comp = np.full(ncomp, -1, dtype=np.int64)
+    zig_of_comp[zig_comps] = np.arange(len(zig_comps))
+
+    # Signature of each ZIG: the parameter axes it touches.
+    pair_zig: list[np.ndarray] = []
+    pair_slot: list[np.ndarray] = []
+    param_axes: dict[tuple[str, int], np.ndarray] = {}
+    costs_params: list[tuple[np.ndarray, np.ndarray]] = []
+    flops_of_param = _flops_per_param(graph)
+    costs_flops: list[tuple[np.ndarray, np.ndarray]] = []
+    for si, k in enumerate(param_slots):
+        owner = zig_of_comp[labels[ctx.elements(k)]]
+        if not (owner >= 0).any():
+            continue
+        param_axes[k] = owner
+        hit = np.nonzero(owner >= 0)[0]
+        pair_zig.append(owner[hit])
+        pair_slot.append(np.full(hit.size, si, dtype=np.int64))
+        v = ctx.values[k[0]]
+        size = ctx.size[k]
+        per = (v.numel or 0) // max(size, 1)
+        costs_params.append((owner[hit], np.full(hit.size, per, dtype=np.int64)))
+        fl = flops_of_param.get(k[0], 0) // max(size, 1)
+        if fl:
+            costs_flops.append((owner[hit], np.full(hit.size, fl, dtype=np.int64)))
+
+    nz = len(zig_comps)
+    signature: list[tuple[int, ...]] = [() for _ in range(nz)]
+    if pair_zig:
+        pz = np.concatenate(pair_zig)
+        ps = np.concatenate(pair_slot)
+        combo = np.unique(pz * (len(param_slots) + 1) + ps)
+        uz, us = combo // (len(param_slots) + 1), combo % (len(param_slots) + 1)
+        bounds = np.searchsorted(uz, np.arange(nz + 1))
+        for z in range(nz):
+            signature[z] = tuple(us[bounds[z] : bounds[z + 1]].tolist())
+
+    zig_params = _segment_sum(costs_params, nz)
+    zig_flops = _segment_sum(costs_flops, nz)
+
+    group_of_sig: dict[tuple[int, ...], int] = {}
+    members: list[list[int]] = []
+    for z in range(nz):
+        g = group_of_sig.setdefault(signature[z], len(members))
+        if g == len(members):
+            members.append([])
+        members[g].append(z)
+
+    zig_group = np.zeros(nz, dtype=np.int64)
+    groups: list[NodeGroup] = []
+    for gid, zs in enumerate(members):
+        ids = np.array(zs, dtype=np.int64)
+        zig_group[ids] = gid
+        slots = [param_slots[s] for s in signature[zs[0]]]
+        rs = comp_reason[zig_comps[ids]]
+        reason = reasons[int(rs[rs >= 0][0])] if (rs >= 0).any() else None
+        if reason is None and len(zs) < 2:
+            reason = "a single channel: removing it would empty the group"
+        groups.append(
+            NodeGroup(
+                id=gid,
+                zig_ids=ids,
+                params=slots,
+                prunable=reason is None,
+                reason=reason,
+                num_params=int(zig_params[ids].sum()),
+                flops=int(zig_flops[ids].sum()),
+                nodes=_nodes_of(slots, graph),
+            )
+        )
+
+    params_total = sum(v.numel or 0 for v in graph.params if v.trainable)
+    flops_total = sum(node_flops(nd) for nd in graph.nodes)
+    result = PruneAnalysis(
+        graph=graph,
+        groups=groups,
+        zig_group=zig_group,
+        param_axes={k: v for k, v in param_axes.items()},
+        trainable={v.name: v.trainable for v in graph.params},
+        param_shapes={v.name: v.static_shape or () for v in graph.params},
+        flops_total=int(flops_total),
+        params_total=int(params_total),
+        internal=_Internal(ctx, labels, zig_of_comp),
+    )
+    result.vertex_kinds = kinds  # type: ignore[attr-defined]
+    result.unknown_ops = unknown  # type: ignore[attr-defined]
+    return result
+
+
+class _Internal:
+    """What construct needs beyond the public result: which element of which axis is which channel."""
+
+    def __init__(self, ctx: ChannelGraph, labels: np.ndarray, zig_of_comp: np.ndarray) -> None:
+        self.ctx = ctx
+        self.labels = labels
+        self.zig_of_comp = zig_of_comp
+
+    def kept_masks(self, removed_zigs: np.ndarray) -> dict[SlotKey, np.ndarray]:
+        """For every static axis of every value: which indices survive removing ``removed_zigs``."""
+        nz = int(self.zig_of_comp.max()) + 1 if self.zig_of_comp.size else 0
+        gone = np.zeros(nz + 1, dtype=bool)
+        gone[np.asarray(removed_zigs, dtype=np.int64)] = True
+        elem_zig = self.zig_of_comp[self.labels] if self.labels.size else self.labels
+        elem_gone = gone[elem_zig]  # -1 indexes the sentinel (always False)
+        out: dict[SlotKey, np.ndarray] = {}
+        for k, o in self.ctx.offset.items():
+            out[k] = ~elem_gone[o : o + self.ctx.size[k]]
+        return out
+
+
+def _segment_sum(parts: list[tuple[np.ndarray, np.ndarray]], n: int) -> np.ndarray:
+    out = np.zeros(n, dtype=np.int64)
+    for idx, val in parts:
+        np.add.at(out, idx, val)
+    return out
+
+
+def _flops_per_param(graph: Graph) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for node in graph.nodes:
+        f = node_flops(node)
+        if not f:
+            continue
+        for v in node.inputs:
+            if v is not None and v.is_param and v.rank and v.rank >= 2:
+                out[v.name] = out.get(v.name, 0) + f
+    return out
+
+
+def _nodes_of(slots: list[SlotKey], graph: Graph) -> list[str]:
+    names: list[str] = []
+    for name, _ in slots:
+        v: Value | None = graph.values.get(name)
+        if v is None:
+            continue
+        for c, _ in v.consumers:
+            if c.name not in names:
+                names.append(c.name)
+    return names

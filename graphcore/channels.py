@@ -1,0 +1,241 @@
+"""The channel-element graph: every index of every static tensor axis is one element.
+
+Op rules (``graphcore.ops``) say which elements are the same channel (``link``), which axes may never
+shrink (``pin``), and which elements are exactly zero once the parameters of their channel are zeroed
+(``set_zero``). Connected components of linked elements are the ZIGs. Building everything as numpy index
+arrays keeps the analysis linear in graph size: each rule emits O(axis size) work in vectorized form and
+the components come from one sparse connected-components call.
+
+Zero tracking (``zero``) is evaluated for all channels at once. That is exact per channel because an
+element's zero-ness only ever depends on elements it is linked to, i.e. on its own channel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from graphcore.ir import Node, Value
+
+__all__ = ["ChannelGraph", "Entry", "SlotKey"]
+
+SlotKey = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One element of a tracked shape value (a 0-D or 1-D integer tensor).
+
+    kind ``lit``: a literal; ``src`` = (constant value name, flat index) when it can be rewritten there.
+    kind ``dim``: the runtime size of axis ``ref[1]`` of value ``ref[0]`` (``value`` = its static size).
+    kind ``expr``: computed by arithmetic; ``value`` when known, ``refs`` are the axes it was computed from.
+    """
+
+    kind: str
+    value: int | None
+    src: tuple[str, int] | None = None
+    ref: SlotKey | None = None
+    refs: tuple[SlotKey, ...] = ()
+
+    @staticmethod
+    def lit(v: int, src: tuple[str, int] | None = None) -> Entry:
+        return Entry("lit", int(v), src=src)
+
+    @staticmethod
+    def dim(value: Value, axis: int) -> Entry:
+        d = value.shape[axis] if value.shape is not None else None
+        return Entry("dim", d if isinstance(d, int) else None, ref=(value.name, axis))
+
+    def sources(self) -> tuple[SlotKey, ...]:
+        if self.kind == "dim" and self.ref is not None:
+            return (self.ref,)
+        return self.refs
+
+
+class ChannelGraph:
+    """Accumulates elements, links, pins and zero flags while op rules run in topological order."""
+
+    def __init__(self) -> None:
+        self.offset: dict[SlotKey, int] = {}
+        self.size: dict[SlotKey, int] = {}
+        self.values: dict[str, Value] = {}
+        self.total = 0
+        self._links_a: list[np.ndarray] = []
+        self._links_b: list[np.ndarray] = []
+        self.pins: dict[SlotKey, str] = {}
+        self.structural: set[SlotKey] = set()
+        self.zeros: dict[SlotKey, np.ndarray] = {}
+        self.requirements: list[tuple[list[SlotKey], str]] = []
+        self.entries: dict[str, list[Entry]] = {}
+        self.touched: set[SlotKey] = set()
+        self.handled_shape_inputs: set[int] = set()
+        self.node: Node | None = None
+        self.notes: dict[str, str] = {}
+
+    # -- slots ------------------------------------------------------------------------------------
+    def slot(self, v: Value | None, axis: int) -> SlotKey | None:
+        """The key of axis ``axis`` of ``v`` when that axis has a static size, else None."""
+        if v is None or v.shape is None:
+            return None
+        rank = len(v.shape)
+        if axis < 0:
+            axis += rank
+        if not 0 <= axis < rank:
+            return None
+        d = v.shape[axis]
+        if not isinstance(d, int) or d < 0:
+            return None
+        key = (v.name, axis)
+        if key not in self.offset:
+            self.offset[key] = self.total
+            self.size[key] = d
+            self.values[v.name] = v
+            self.total += d
+        return key
+
+    def elements(self, key: SlotKey) -> np.ndarray:
+        o = self.offset[key]
+        return np.arange(o, o + self.size[key], dtype=np.int64)
+
+    # -- relations ----------------------------------------------------------------------------------
+    def touch(self, v: Value | None, axis: int) -> None:
+        k = self.slot(v, axis)
+        if k is not None:
+            self.touched.add(k)
+
+    def link(self, a: Value | None, axis_a: int, b: Value | None, axis_b: int) -> bool:
+        """Element i of axis ``axis_a`` of ``a`` is the same channel as element i of ``b``'s axis."""
+        ka, kb = self.slot(a, axis_a), self.slot(b, axis_b)
+        if ka is None and kb is None:
+            return True
+        if ka is None or kb is None or self.size[ka] != self.size[kb]:
+            for k in (ka, kb):
+                if k is not None:
+                    self.pin_key(k, "linked to an axis whose size is unknown or different")
+            return False
+        self.touched.add(ka)
+        self.touched.add(kb)
+        if ka != kb:
+            self._links_a.append(self.elements(ka))
+            self._links_b.append(self.elements(kb))
+        return True
+
+    def link_index(
+        self, a: Value | None, axis_a: int, idx_a: np.ndarray, b: Value | None, axis_b: int, idx_b: np.ndarray
+    ) -> bool:
+        """Element ``idx_a[i]`` of a's axis is the same channel as element ``idx_b[i]`` of b's axis."""
+        ka, kb = self.slot(a, axis_a), self.slot(b, axis_b)
+        if ka is None or kb is None:
+            for k in (ka, kb):
+                if k is not None:
+                    self.pin_key(k, "linked to an axis whose size is unknown")
+            return False
+        self.touched.add(ka)
+        self.touched.add(kb)
+        self._links_a.append(self.offset[ka] + np.asarray(idx_a, dtype=np.int64))
+        self._links_b.append(self.offset[kb] + np.asarray(idx_b, dtype=np.int64))
+        return True
+
+    def tie_blocks(self, v: Value | None, axis: int, block: int) -> None:
+        """Consecutive blocks of ``block`` elements must be removed together."""
+        k = self.slot(v, axis)
+        if k is None or block <= 1:
+            if k is not None:
+                self.touched.add(k)
+            return
+        e = self.elements(k)
+        n = (len(e) // block) * block
+        starts = e[:n].reshape(-1, block)
+        self._links_a.append(starts[:, :-1].ravel())
+        self._links_b.append(starts[:, 1:].ravel())
+        self.touched.add(k)
+
+    def pin(self, v: Value | None, axis: int, reason: str) -> None:
+        k = self.slot(v, axis)
+        if k is not None:
+            self.pin_key(k, reason)
+
+    def pin_key(self, k: SlotKey, reason: str) -> None:
+        self.touched.add(k)
+        if k not in self.pins:
+            where = f" ({self.node.label})" if self.node is not None else ""
+            self.pins[k] = reason + where
+
+    def fix(self, v: Value | None, axis: int, reason: str) -> None:
+        """An axis that is structure, not channels (kernel taps): never removed, never reported."""
+        k = self.slot(v, axis)
+        if k is not None:
+            self.pin_key(k, reason)
+            self.structural.add(k)
+
+    def pin_all(self, v: Value | None, reason: str) -> None:
+        if v is None or v.shape is None:
+            return
+        for a in range(len(v.shape)):
+            self.pin(v, a, reason)
+
+    def is_pinned(self, v: Value | None, axis: int) -> bool:
+        k = self.slot(v, axis)
+        return k is not None and k in self.pins
+
+    def require_zero(self, slots: list[tuple[Value | None, int]], reason: str) -> None:
+        """The elements are reduced over: removal is exact only where one of the operands is zero."""
+        keys = [self.slot(v, a) for v, a in slots]
+        keys = [k for k in keys if k is not None]
+        for k in keys:
+            self.touched.add(k)
+        if keys:
+            where = f" ({self.node.label})" if self.node is not None else ""
+            self.requirements.append((keys, reason + where))
+
+    # -- zero tracking -----------------------------------------------------------------------------
+    def zero(self, v: Value | None, axis: int) -> np.ndarray:
+        """Per element of the axis: is the whole slice exactly zero once its channel is zeroed."""
+        k = self.slot(v, axis)
+        if k is None:
+            return np.zeros(0, dtype=bool)
+        z = self.zeros.get(k)
+        if z is None:
+            assert v is not None
+            z = np.full(self.size[k], bool(v.is_param and v.trainable))
+            self.zeros[k] = z
+        return z
+
+    def set_zero(self, v: Value | None, axis: int, z: np.ndarray | bool) -> None:
+        k = self.slot(v, axis)
+        if k is None:
+            return
+        arr = np.broadcast_to(np.asarray(z, dtype=bool), (self.size[k],)).copy()
+        self.zeros[k] = arr
+
+    # -- shape values ------------------------------------------------------------------------------
+    def get_entries(self, v: Value | None) -> list[Entry] | None:
+        if v is None:
+            return None
+        e = self.entries.get(v.name)
+        if e is not None:
+            return e
+        if v.const is not None and v.const.ndim <= 1 and v.const.size <= 64 and v.const.dtype.kind in "iu":
+            src = v.name if (v.is_param or (v.producer is not None and v.producer.op == "Constant")) else None
+            flat = v.const.reshape(-1)
+            e = [Entry.lit(int(x), (src, i) if src else None) for i, x in enumerate(flat)]
+            self.entries[v.name] = e
+            return e
+        return None
+
+    def set_entries(self, v: Value, entries: list[Entry], scalar: bool = False) -> None:
+        self.entries[v.name] = entries
+        if all(e.value is not None for e in entries) and v.const is None:
+            arr = np.array([e.value for e in entries], dtype=np.int64)
+            v.const = arr.reshape(()) if scalar and arr.size == 1 else arr
+
+    def handled(self, index: int) -> None:
+        """The current rule consumed the shape value of input ``index`` knowingly."""
+        self.handled_shape_inputs.add(index)
+
+    # -- results -----------------------------------------------------------------------------------
+    def links(self) -> tuple[np.ndarray, np.ndarray]:
+        if not self._links_a:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        return np.concatenate(self._links_a), np.concatenate(self._links_b)

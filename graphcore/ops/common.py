@@ -1,0 +1,109 @@
+"""Building blocks the op declarations are written with."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from graphcore.channels import ChannelGraph
+from graphcore.ir import Node, Value
+
+__all__ = [
+    "broadcast",
+    "const_ints",
+    "identity",
+    "norm_axis",
+    "rank",
+]
+
+
+def rank(v: Value | None) -> int | None:
+    return None if v is None or v.shape is None else len(v.shape)
+
+
+def norm_axis(axis: int, r: int) -> int:
+    return axis + r if axis < 0 else axis
+
+
+def const_ints(ctx: ChannelGraph, node: Node, index: int) -> list[int] | None:
+    """A small integer operand whose value is known (constant or folded), marked as consumed."""
+    v = node.input(index)
+    if v is None:
+        return None
+    if v.const is not None and v.const.dtype.kind in "iub":
+        return [int(x) for x in v.const.reshape(-1)]
+    entries = ctx.get_entries(v)
+    if entries is not None and all(e.value is not None for e in entries):
+        return [int(e.value) for e in entries]  # type: ignore[arg-type]
+    return None
+
+
+def identity(ctx: ChannelGraph, src: Value | None, dst: Value | None, zero_preserving: bool = True) -> None:
+    """Same shape in and out, channel by channel (activations, Identity, Cast, Dropout ...)."""
+    if src is None or dst is None or src.shape is None:
+        return
+    r = len(src.shape)
+    if dst.shape is None:
+        dst.shape = src.shape
+    if len(dst.shape) != r:
+        ctx.pin_all(src, "rank changed by an elementwise op")
+        ctx.pin_all(dst, "rank changed by an elementwise op")
+        return
+    for a in range(r):
+        if ctx.link(src, a, dst, a):
+            z = ctx.zero(src, a)
+            ctx.set_zero(dst, a, z if zero_preserving else np.zeros_like(z))
+
+
+def broadcast(
+    ctx: ChannelGraph,
+    ins: Sequence[Value | None],
+    out: Value,
+    mode: str,
+) -> None:
+    """Numpy broadcasting: equal-size axes are the same channel; size-1 axes are broadcast copies.
+
+    ``mode`` says when an output slice is zero: ``all`` (Add, Sub, Max ...: every operand zero),
+    ``any`` (Mul: one operand zero), ``first`` (Div, PRelu: the first operand zero), ``none``.
+    """
+    present = [v for v in ins if v is not None]
+    if out.shape is None or any(v.shape is None for v in present):
+        for v in [*present, out]:
+            ctx.pin_all(v, "shape unknown")
+        return
+    r = len(out.shape)
+    for a in range(r):
+        zs: list[np.ndarray | bool] = []
+        out_d = out.shape[a]
+        for v in ins:
+            if v is None:
+                zs.append(False)
+                continue
+            shift = r - len(v.shape)  # type: ignore[arg-type]
+            ax = a - shift
+            if ax < 0:
+                zs.append(False)
+                continue
+            d = v.shape[ax]  # type: ignore[index]
+            if d == 1 and out_d != 1:
+                ctx.pin(v, ax, "broadcast axis")
+                zs.append(False)
+            elif ctx.link(v, ax, out, a):
+                zs.append(ctx.zero(v, ax))
+            else:
+                zs.append(False)
+        key = ctx.slot(out, a)
+        if key is None:
+            continue
+        n = ctx.size[key]
+        arrs = [np.broadcast_to(np.asarray(z, dtype=bool), (n,)) for z in zs]
+        if mode == "all":
+            z = np.logical_and.reduce(arrs) if arrs else np.zeros(n, bool)
+        elif mode == "any":
+            z = np.logical_or.reduce(arrs) if arrs else np.zeros(n, bool)
+        elif mode == "first":
+            z = arrs[0]
+        else:
+            z = np.zeros(n, bool)
+        ctx.set_zero(out, a, z)

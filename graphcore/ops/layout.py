@@ -1,0 +1,535 @@
+"""Operators that move, regroup, cut or join axes without computing: the places channels change address.
+
+Reshape-like ops are matched axis group by axis group. When several axes merge into one (Flatten before a
+Linear, heads merged back into the hidden size) the output index carries the *carrier* axis: channel c
+owns a whole block of the merged axis. When one axis splits (hidden size into heads × head size) the
+carrier is the outermost part: removing a head removes a whole block. The other parts are pinned, so
+every removal keeps the tensor rectangular.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from graphcore.channels import ChannelGraph, Entry
+from graphcore.ir import Dim, Node, Value
+from graphcore.ops.common import broadcast, const_ints, identity, rank
+from graphcore.ops.registry import register_op
+
+Groups = list[tuple[list[int], list[int]]]
+
+
+def _greedy(a: list[Dim], b: list[Dim]) -> tuple[Groups, int, int]:
+    """Match leading axes of ``a`` and ``b`` by products; stop at the first axis that cannot match."""
+    groups: Groups = []
+    i = j = 0
+    while i < len(a) and j < len(b):
+        if a[i] == 1 and b[j] != 1:
+            groups.append(([i], []))
+            i += 1
+            continue
+        if b[j] == 1 and a[i] != 1:
+            groups.append(([], [j]))
+            j += 1
+            continue
+        if not isinstance(a[i], int) or not isinstance(b[j], int):
+            if a[i] is not None and a[i] == b[j]:
+                groups.append(([i], [j]))
+                i += 1
+                j += 1
+                continue
+            break
+        pa, pb = int(a[i]), int(b[j])  # type: ignore[arg-type]
+        ia, ib = [i], [j]
+        ii, jj = i + 1, j + 1
+        ok = True
+        while pa != pb:
+            if pa < pb:
+                if ii >= len(a) or not isinstance(a[ii], int):
+                    ok = False
+                    break
+                pa *= int(a[ii])  # type: ignore[arg-type]
+                ia.append(ii)
+                ii += 1
+            else:
+                if jj >= len(b) or not isinstance(b[jj], int):
+                    ok = False
+                    break
+                pb *= int(b[jj])  # type: ignore[arg-type]
+                ib.append(jj)
+                jj += 1
+        if not ok:
+            break
+        groups.append((ia, ib))
+        i, j = ii, jj
+    while i < len(a) and a[i] == 1 and j == len(b):
+        groups.append(([i], []))
+        i += 1
+    while j < len(b) and b[j] == 1 and i == len(a):
+        groups.append(([], [j]))
+        j += 1
+    return groups, i, j
+
+
+def factorize(a: list[Dim], b: list[Dim]) -> Groups:
+    """Pair axis groups of two shapes with equal element counts; an unmatched middle is one group."""
+    head, i, j = _greedy(a, b)
+    if i == len(a) and j == len(b):
+        return head
+    ra, rb = a[i:][::-1], b[j:][::-1]
+    tail, ti, tj = _greedy(ra, rb)
+    na, nb = len(a), len(b)
+    tail_groups = [([na - 1 - x for x in ia][::-1], [nb - 1 - y for y in ib][::-1]) for ia, ib in tail][::-1]
+    middle = (list(range(i, na - ti)), list(range(j, nb - tj)))
+    return [*head, middle, *tail_groups]
+
+
+def regroup(ctx: ChannelGraph, x: Value, y: Value, what: str) -> None:
+    """Link ``x`` to ``y`` (same elements, different shape) group by group."""
+    assert x.shape is not None and y.shape is not None
+    for ia, ib in factorize(list(x.shape), list(y.shape)):
+        if not ia or not ib:
+            for a in ia:
+                ctx.pin(x, a, f"{what}: size-1 axis")
+            for b in ib:
+                ctx.pin(y, b, f"{what}: size-1 axis")
+            continue
+        sa = [x.shape[a] for a in ia]
+        sb = [y.shape[b] for b in ib]
+        if len(ia) == 1 and len(ib) == 1 and sa[0] == sb[0]:
+            if ctx.link(x, ia[0], y, ib[0]):
+                ctx.set_zero(y, ib[0], ctx.zero(x, ia[0]))
+            continue
+        if not all(isinstance(s, int) for s in [*sa, *sb]):
+            for a in ia:
+                ctx.pin(x, a, f"{what}: axes regrouped with unknown sizes")
+            for b in ib:
+                ctx.pin(y, b, f"{what}: axes regrouped with unknown sizes")
+            continue
+        if len(ib) == 1:
+            _merge(ctx, x, ia, y, ib[0], what)
+        elif len(ia) == 1:
+            _split(ctx, x, ia[0], y, ib, what)
+        else:
+            for a in ia:
+                ctx.pin(x, a, f"{what}: axes regrouped many-to-many")
+            for b in ib:
+                ctx.pin(y, b, f"{what}: axes regrouped many-to-many")
+
+
+def _carrier(sizes: list[int], pinned: list[bool]) -> int:
+    candidates = [k for k, s in enumerate(sizes) if s > 1]
+    free = [k for k in candidates if not pinned[k]]
+    return (free or candidates or [0])[0]
+
+
+def _merge(ctx: ChannelGraph, x: Value, ia: list[int], y: Value, b: int, what: str) -> None:
+    sizes = [int(x.shape[a]) for a in ia]  # type: ignore[index]
+    c = _carrier(sizes, [ctx.is_pinned(x, a) for a in ia])
+    stride = int(np.prod(sizes[c + 1 :], dtype=np.int64))
+    n = int(np.prod(sizes, dtype=np.int64))
+    out_idx = np.arange(n, dtype=np.int64)
+    src = (out_idx // stride) % sizes[c]
+    ctx.link_index(y, b, out_idx, x, ia[c], src)
+    ctx.set_zero(y, b, ctx.zero(x, ia[c])[src])
+    for k, a in enumerate(ia):
+        if k != c:
+            ctx.pin(x, a, f"{what}: merged into another axis's blocks")
+
+
+def _split(ctx: ChannelGraph, x: Value, a: int, y: Value, ib: list[int], what: str) -> None:
+    sizes = [int(y.shape[b]) for b in ib]  # type: ignore[index]
+    c = _carrier(sizes, [False] * len(sizes))
+    stride = int(np.prod(sizes[c + 1 :], dtype=np.int64))
+    n = int(np.prod(sizes, dtype=np.int64))
+    in_idx = np.arange(n, dtype=np.int64)
+    dst = (in_idx // stride) % sizes[c]
+    ctx.link_index(x, a, in_idx, y, ib[c], dst)
+    z = np.ones(sizes[c], dtype=bool)
+    np.logical_and.at(z, dst, ctx.zero(x, a))
+    ctx.set_zero(y, ib[c], z)
+    for k, b in enumerate(ib):
+        if k != c:
+            ctx.pin(y, b, f"{what}: part of a split axis (only whole blocks are removable)")
+
+
+def shape_operand(ctx: ChannelGraph, node: Node, index: int, out: Value) -> None:
+    """A tensor that spells ``out``'s shape (Reshape target, Expand shape ...).
+
+    Known literals are rewritten by construct; a runtime copy of another axis's size must be the same
+    channel space as the output axis it sizes; anything computed pins that output axis.
+    """
+    v = node.input(index)
+    if v is None:
+        return
+    ctx.handled(index)
+    entries = ctx.get_entries(v)
+    r = rank(out)
+    if r is None:
+        return
+    if entries is None or len(entries) != r:
+        for k in range(r):
+            ctx.pin(out, k, f"{node.op} shape operand not understood")
+        return
+    if all(e.value is not None for e in entries):
+        # Entirely static: construct writes the new shape as a fresh constant. Runtime copies of other
+        # axes must still be the same channel space, else the model itself would change sizes.
+        for k, e in enumerate(entries):
+            if e.kind == "dim" and e.ref is not None and ctx.slot(out, k) is not None:
+                src = ctx.values.get(e.ref[0])
+                if src is not None:
+                    ctx.link(src, e.ref[1], out, k)
+        return
+    for k, e in enumerate(entries):
+        if ctx.slot(out, k) is None:
+            continue
+        if e.kind == "lit" and e.src is not None:
+            continue
+        if e.kind == "dim" and e.ref is not None:
+            src = ctx.values.get(e.ref[0])
+            if src is not None and ctx.link(src, e.ref[1], out, k):
+                continue
+        ctx.pin(out, k, f"{node.op} shape operand is computed at run time")
+
+
+def _reshape(ctx: ChannelGraph, node: Node) -> None:
+    x, y = node.input(0), node.outputs[0]
+    if x is None or x.shape is None or y.shape is None:
+        ctx.pin_all(x, f"{node.op} with unknown shapes")
+        ctx.pin_all(y, f"{node.op} with unknown shapes")
+        ctx.handled(1)
+        return
+    regroup(ctx, x, y, node.op)
+    if node.op == "Reshape":
+        shape_operand(ctx, node, 1, y)
+
+
+def _transpose(ctx: ChannelGraph, node: Node) -> None:
+    x, y = node.input(0), node.outputs[0]
+    r = rank(x)
+    if r is None:
+        ctx.pin_all(y, "Transpose with unknown shape")
+        return
+    perm = node.attr("perm") or list(range(r))[::-1]
+    for k, p in enumerate(perm):
+        if ctx.link(x, p, y, k):
+            ctx.set_zero(y, k, ctx.zero(x, p))
+
+
+def _squeeze_like(ctx: ChannelGraph, node: Node) -> None:
+    x, y = node.input(0), node.outputs[0]
+    rx, ry = rank(x), rank(y)
+    if x is None or rx is None or ry is None:
+        ctx.pin_all(x, f"{node.op} with unknown shapes")
+        ctx.pin_all(y, f"{node.op} with unknown shapes")
+        return
+    axes = node.attr("axes")
+    if axes is None and node.input(1) is not None:
+        ctx.handled(1)
+        axes = const_ints(ctx, node, 1)
+        if axes is None:
+            ctx.pin_all(x, f"{node.op} with computed axes")
+            ctx.pin_all(y, f"{node.op} with computed axes")
+            return
+    if node.op == "Squeeze":
+        if axes is None:
+            axes = [a for a, d in enumerate(x.shape) if d == 1]  # type: ignore[union-attr]
+        removed = {a % rx for a in axes}
+        kept_in = [a for a in range(rx) if a not in removed]
+        kept_out = list(range(ry))
+    else:
+        inserted = {a % ry for a in (axes or [])}
+        kept_in = list(range(rx))
+        kept_out = [a for a in range(ry) if a not in inserted]
+    if len(kept_in) != len(kept_out):
+        ctx.pin_all(x, f"{node.op} rank mismatch")
+        ctx.pin_all(y, f"{node.op} rank mismatch")
+        return
+    for a, b in zip(kept_in, kept_out):
+        if ctx.link(x, a, y, b):
+            ctx.set_zero(y, b, ctx.zero(x, a))
+
+
+def _concat(ctx: ChannelGraph, node: Node) -> None:
+    y = node.outputs[0]
+    ins = [v for v in node.inputs if v is not None]
+    ry = rank(y)
+    if ry is None or any(v.shape is None for v in ins):
+        for v in [*ins, y]:
+            ctx.pin_all(v, "Concat with unknown shapes")
+        return
+    axis = int(node.attr("axis", 0))
+    axis = axis + ry if axis < 0 else axis
+    key = ctx.slot(y, axis)
+    offset = 0
+    zs = []
+    for v in ins:
+        d = v.shape[axis]  # type: ignore[index]
+        if key is None or not isinstance(d, int):
+            ctx.pin(v, axis, "Concat of unknown width")
+            if key is not None:
+                ctx.pin_key(key, "Concat of unknown width")
+            offset = -1
+            break
+        ctx.link_index(v, axis, np.arange(d), y, axis, offset + np.arange(d))
+        zs.append(ctx.zero(v, axis))
+        offset += d
+    if key is not None and offset == ctx.size[key]:
+        ctx.set_zero(y, axis, np.concatenate(zs) if zs else np.zeros(0, bool))
+    for a in range(ry):
+        if a == axis:
+            continue
+        za = None
+        for v in ins:
+            if ctx.link(v, a, y, a):
+                zv = ctx.zero(v, a)
+                za = zv.copy() if za is None else za & zv
+        if za is not None:
+            ctx.set_zero(y, a, za)
+
+
+def _split_op(ctx: ChannelGraph, node: Node) -> None:
+    x = node.input(0)
+    outs = node.outputs
+    rx = rank(x)
+    if x is None or rx is None or any(o.shape is None for o in outs):
+        for v in [x, *outs]:
+            ctx.pin_all(v, "Split with unknown shapes")
+        return
+    axis = int(node.attr("axis", 0))
+    axis = axis + rx if axis < 0 else axis
+    if node.input(1) is not None:
+        ctx.handled(1)
+    sizes = [o.shape[axis] for o in outs]  # type: ignore[index]
+    key = ctx.slot(x, axis)
+    if key is None or not all(isinstance(s, int) for s in sizes) or sum(sizes) != ctx.size[key]:  # type: ignore[arg-type]
+        for v in [x, *outs]:
+            ctx.pin(v, axis, "Split with unknown sizes")
+    else:
+        z = ctx.zero(x, axis)
+        offset = 0
+        for o, s in zip(outs, sizes):
+            ctx.link_index(x, axis, offset + np.arange(s), o, axis, np.arange(s))  # type: ignore[arg-type]
+            ctx.set_zero(o, axis, z[offset : offset + s])  # type: ignore[operator]
+            offset += s  # type: ignore[operator]
+    for a in range(rx):
+        if a != axis:
+            for o in outs:
+                if ctx.link(x, a, o, a):
+                    ctx.set_zero(o, a, ctx.zero(x, a))
+
+
+def _slice_params(ctx: ChannelGraph, node: Node, r: int):
+    if node.input(1) is None:  # opset < 10: attributes
+        starts, ends = node.attr("starts"), node.attr("ends")
+        axes = node.attr("axes") or list(range(len(starts or [])))
+        steps = [1] * len(axes)
+    else:
+        starts = const_ints(ctx, node, 1)
+        ends = const_ints(ctx, node, 2)
+        axes = const_ints(ctx, node, 3) if node.input(3) is not None else None
+        steps = const_ints(ctx, node, 4) if node.input(4) is not None else None
+        if starts is None or ends is None:
+            return None
+        if axes is None:
+            axes = list(range(len(starts)))
+        if steps is None:
+            steps = [1] * len(axes)
+    if starts is None or ends is None or axes is None:
+        return None
+    return {(a + r if a < 0 else a): (s, e, st) for a, s, e, st in zip(axes, starts, ends, steps)}
+
+
+def slice_range(start: int, end: int, step: int, dim: int) -> range:
+    """ONNX Slice clamping rules for one axis."""
+    if start < 0:
+        start += dim
+    if end < 0:
+        end += dim
+    if step > 0:
+        start = min(max(start, 0), dim)
+        end = min(max(end, 0), dim)
+    else:
+        start = min(max(start, 0), dim - 1)
+        end = min(max(end, -1), dim - 1)
+    return range(start, end, step)
+
+
+def _slice(ctx: ChannelGraph, node: Node) -> None:
+    x, y = node.input(0), node.outputs[0]
+    r = rank(x)
+    if x is None or r is None or y.shape is None:
+        ctx.pin_all(x, "Slice with unknown shapes")
+        ctx.pin_all(y, "Slice with unknown shapes")
+        return
+    params = _slice_params(ctx, node, r)
+    if params is None:
+        ctx.pin_all(x, "Slice with computed bounds")
+        ctx.pin_all(y, "Slice with computed bounds")
+        return
+    for a in range(r):
+        if a not in params:
+            if ctx.link(x, a, y, a):
+                ctx.set_zero(y, a, ctx.zero(x, a))
+            continue
+        d = x.shape[a]
+        s, e, st = params[a]
+        if not isinstance(d, int):
+            ctx.pin(y, a, "Slice of an axis of unknown size")
+            continue
+        rg = slice_range(s, e, st, d)
+        if st != 1 or len(rg) != y.shape[a]:
+            ctx.pin(x, a, "Slice with a step or unexpected size")
+            ctx.pin(y, a, "Slice with a step or unexpected size")
+            continue
+        idx = np.arange(rg.start, rg.stop, dtype=np.int64)
+        ctx.link_index(x, a, idx, y, a, np.arange(len(idx)))
+        ctx.touch(x, a)
+        ctx.set_zero(y, a, ctx.zero(x, a)[idx])
+
+
+def _pad(ctx: ChannelGraph, node: Node) -> None:
+    x, y = node.input(0), node.outputs[0]
+    r = rank(x)
+    if x is None or r is None:
+        ctx.pin_all(y, "Pad with unknown shape")
+        return
+    pads = node.attr("pads") if node.input(1) is None else const_ints(ctx, node, 1)
+    axes = const_ints(ctx, node, 3) if node.input(3) is not None else list(range(r))
+    value = node.input(2)
+    nonzero_fill = value is not None and (value.const is None or float(np.asarray(value.const).sum()) != 0.0)
+    if node.attr("value", 0.0) not in (0, 0.0, None):
+        nonzero_fill = True
+    if pads is None or axes is None:
+        ctx.pin_all(x, "Pad with computed pads")
+        ctx.pin_all(y, "Pad with computed pads")
+        return
+    n = len(axes)
+    padded = {axes[k] % r for k in range(n) if pads[k] != 0 or pads[k + n] != 0}
+    for a in range(r):
+        if a in padded:
+            ctx.pin(x, a, "Pad pads this axis")
+            ctx.pin(y, a, "Pad pads this axis")
+        elif ctx.link(x, a, y, a):
+            ctx.set_zero(y, a, ctx.zero(x, a) & (not nonzero_fill))
+
+
+def _resize(ctx: ChannelGraph, node: Node) -> None:
+    x, y = node.input(0), node.outputs[0]
+    r = rank(x)
+    if x is None or r is None or y.shape is None:
+        ctx.pin_all(x, f"{node.op} with unknown shapes")
+        ctx.pin_all(y, f"{node.op} with unknown shapes")
+        return
+    crop = node.attr("coordinate_transformation_mode", b"") in (b"tf_crop_and_resize", "tf_crop_and_resize")
+    for i in range(1, len(node.inputs)):
+        ctx.handled(i)
+    sizes = node.input(3)
+    for a in range(r):
+        if not crop and x.shape[a] == y.shape[a] and isinstance(x.shape[a], int):
+            if ctx.link(x, a, y, a):
+                ctx.set_zero(y, a, ctx.zero(x, a))
+        else:
+            ctx.pin(x, a, f"{node.op} resamples this axis")
+            ctx.pin(y, a, f"{node.op} resamples this axis")
+    if sizes is not None:
+        shape_operand(ctx, node, 3, y)
+
+
+def _expand(ctx: ChannelGraph, node: Node) -> None:
+    x, y = node.input(0), node.outputs[0]
+    broadcast(ctx, [x], y, "all")
+    shape_operand(ctx, node, 1, y)
+
+
+def _tile(ctx: ChannelGraph, node: Node) -> None:
+    x, y = node.input(0), node.outputs[0]
+    r = rank(x)
+    reps = const_ints(ctx, node, 1)
+    if x is None or r is None or reps is None:
+        ctx.pin_all(x, "Tile with computed repeats")
+        ctx.pin_all(y, "Tile with computed repeats")
+        return
+    for a in range(r):
+        if reps[a] == 1 and ctx.link(x, a, y, a):
+            ctx.set_zero(y, a, ctx.zero(x, a))
+        else:
+            ctx.pin(x, a, "Tile repeats this axis")
+            ctx.pin(y, a, "Tile repeats this axis")
+
+
+def _space_depth(ctx: ChannelGraph, node: Node) -> None:
+    x, y = node.input(0), node.outputs[0]
+    ctx.link(x, 0, y, 0)
+    ctx.pin_all(x, f"{node.op} moves channels into space")
+    ctx.pin_all(y, f"{node.op} moves channels into space")
+
+
+def _shape(ctx: ChannelGraph, node: Node) -> None:
+    x = node.input(0)
+    r = rank(x)
+    if x is None or r is None:
+        return
+    for a in range(r):
+        ctx.touch(x, a)
+    start = int(node.attr("start", 0))
+    end = node.attr("end")
+    start = start + r if start < 0 else start
+    end = r if end is None else (int(end) + r if int(end) < 0 else int(end))
+    ctx.set_entries(node.outputs[0], [Entry.dim(x, a) for a in range(max(start, 0), min(end, r))])
+
+
+def _size(ctx: ChannelGraph, node: Node) -> None:
+    x = node.input(0)
+    r = rank(x)
+    if x is None or r is None:
+        return
+    refs = tuple((x.name, a) for a in range(r))
+    n = x.numel
+    for a in range(r):
+        ctx.touch(x, a)
+    ctx.set_entries(node.outputs[0], [Entry("expr", n, refs=refs)], scalar=True)
+    for a in range(r):
+        ctx.pin(x, a, "its size is read by Size")
+
+
+def _constant_of_shape(ctx: ChannelGraph, node: Node) -> None:
+    y = node.outputs[0]
+    shape_operand(ctx, node, 0, y)
+    value = node.attr("value")
+    is_zero = value is None or float(np.asarray(value).reshape(-1)[0]) == 0.0
+    if y.shape is not None:
+        for a in range(len(y.shape)):
+            ctx.set_zero(y, a, is_zero)
+            if ctx.slot(y, a) is not None and ctx.slot(y, a) not in ctx.pins:
+                ctx.touch(y, a)
+
+
+def _nothing(ctx: ChannelGraph, node: Node) -> None:
+    """Constants and shape-only ops: nothing flows through channels."""
+
+
+register_op("Reshape", _reshape, shape_operands=(1,))
+register_op("Flatten", _reshape)
+register_op("Transpose", _transpose)
+register_op("Squeeze", _squeeze_like)
+register_op("Unsqueeze", _squeeze_like)
+register_op("Concat", _concat, kind=lambda n: "joint" if len(n.inputs) > 1 else "accessory")
+register_op("Split", _split_op)
+register_op("Slice", _slice)
+register_op("Pad", _pad, zero_preserving=True)
+register_op("Resize", _resize, zero_preserving=True, shape_operands=(3,))
+register_op("Upsample", _resize, zero_preserving=True)
+register_op("Expand", _expand, shape_operands=(1,))
+register_op("Tile", _tile)
+register_op("DepthToSpace", _space_depth)
+register_op("SpaceToDepth", _space_depth)
+register_op("Shape", _shape, kind="shape")
+register_op("Size", _size, kind="shape")
+register_op("ConstantOfShape", _constant_of_shape, kind="shape", shape_operands=(0,))
+register_op("Constant", _nothing, kind="shape")
+register_op("Range", _nothing, kind="shape")
+register_op("NonZero", _nothing, kind="shape")
+register_op("EyeLike", _nothing, kind="shape")
+
+__all__ = ["factorize", "identity", "regroup", "shape_operand", "slice_range"]

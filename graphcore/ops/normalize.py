@@ -1,0 +1,227 @@
+"""Normalizations, pooling, reductions and softmax: where statistics or sums cross an axis.
+
+The exactness rule lives here: an axis a statistic is taken over (LayerNorm's normalized axes, a mean,
+a softmax) is pinned, because removing a channel there changes the result even when it is zero. Sums
+are exact where the removed channel is zero, which ``require_zero`` checks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from graphcore.channels import ChannelGraph
+from graphcore.ir import Node, Value
+from graphcore.ops.common import const_ints, rank
+from graphcore.ops.registry import register_op
+
+
+def _affine_zero(ctx: ChannelGraph, y: Value, axis: int, params: list[Value | None]) -> None:
+    z = None
+    for p in params:
+        if p is None:
+            continue
+        zp = ctx.zero(p, 0)
+        z = zp.copy() if z is None else z & zp
+    if z is not None:
+        ctx.set_zero(y, axis, z)
+
+
+def _batchnorm(ctx: ChannelGraph, node: Node) -> None:
+    x, scale, bias, mean, var = (node.input(i) for i in range(5))
+    y = node.outputs[0]
+    r = rank(x)
+    if r is None:
+        ctx.pin_all(y, "BatchNormalization with unknown shape")
+        return
+    for a in range(r):
+        ctx.link(x, a, y, a)
+    for p in (scale, bias, mean, var):
+        ctx.link(p, 0, y, 1)
+    for extra in node.outputs[1:]:
+        ctx.link(extra, 0, y, 1)
+    _affine_zero(ctx, y, 1, [scale, bias])
+
+
+def _instancenorm(ctx: ChannelGraph, node: Node) -> None:
+    x, scale, bias = node.input(0), node.input(1), node.input(2)
+    y = node.outputs[0]
+    r = rank(x)
+    if r is None:
+        ctx.pin_all(y, "InstanceNormalization with unknown shape")
+        return
+    ctx.link(x, 0, y, 0)
+    ctx.link(x, 1, y, 1)
+    ctx.link(scale, 0, y, 1)
+    ctx.link(bias, 0, y, 1)
+    for a in range(2, r):
+        ctx.pin(x, a, "InstanceNormalization normalizes over this axis")
+        ctx.pin(y, a, "InstanceNormalization normalizes over this axis")
+    _affine_zero(ctx, y, 1, [scale, bias])
+
+
+def _groupnorm(ctx: ChannelGraph, node: Node) -> None:
+    x, scale, bias = node.input(0), node.input(1), node.input(2)
+    y = node.outputs[0]
+    r = rank(x)
+    g = int(node.attr("num_groups", 1))
+    if r is None or x is None or not isinstance(x.shape[1], int) or x.shape[1] % g:
+        ctx.pin_all(x, "GroupNormalization with unknown shape")
+        ctx.pin_all(y, "GroupNormalization with unknown shape")
+        return
+    c = x.shape[1]
+    block = c // g
+    ctx.link(x, 0, y, 0)
+    ctx.link(x, 1, y, 1)
+    # A whole group of channels can go: the other groups' statistics do not see it.
+    ctx.tie_blocks(y, 1, block)
+    for p in (scale, bias):
+        if p is None or p.shape is None:
+            continue
+        if p.shape[0] == c:
+            ctx.link(p, 0, y, 1)
+        elif p.shape[0] == g:
+            ctx.link_index(p, 0, np.arange(g), y, 1, np.arange(g) * block)
+    for a in range(2, r):
+        ctx.pin(x, a, "GroupNormalization normalizes over this axis")
+        ctx.pin(y, a, "GroupNormalization normalizes over this axis")
+    if scale is not None and scale.shape is not None and scale.shape[0] == c:
+        _affine_zero(ctx, y, 1, [scale, bias])
+
+
+def _layernorm(ctx: ChannelGraph, node: Node) -> None:
+    x = node.input(0)
+    y = node.outputs[0]
+    r = rank(x)
+    if r is None:
+        ctx.pin_all(y, f"{node.op} with unknown shape")
+        return
+    axis = int(node.attr("axis", -1))
+    axis = axis + r if axis < 0 else axis
+    reason = f"{node.op} normalizes over this axis: removing a channel changes its statistics"
+    for a in range(r):
+        if a < axis:
+            ctx.link(x, a, y, a)
+        else:
+            ctx.pin(x, a, reason)
+            ctx.pin(y, a, reason)
+            for p in node.inputs[1:3]:
+                pr = rank(p)
+                if pr is not None and a - (r - pr) >= 0:
+                    ctx.pin(p, a - (r - pr), reason)
+    for extra in node.outputs[1:]:
+        for a in range(min(axis, rank(extra) or 0)):
+            ctx.link(x, a, extra, a)
+
+
+def _axis_stat(op_label: str, axes_of):
+    """Statistics over ``axes_of(node, rank)``; every other axis passes through unchanged."""
+
+    def relate(ctx: ChannelGraph, node: Node) -> None:
+        x = node.input(0)
+        y = node.outputs[0]
+        r = rank(x)
+        if r is None:
+            ctx.pin_all(y, f"{node.op} with unknown shape")
+            return
+        axes = axes_of(node, r)
+        for a in range(r):
+            if a in axes:
+                ctx.pin(x, a, f"{node.op} {op_label} over this axis")
+                ctx.pin(y, a, f"{node.op} {op_label} over this axis")
+            else:
+                ctx.link(x, a, y, a)
+
+    return relate
+
+
+def _softmax_axes(node: Node, r: int) -> set[int]:
+    axis = int(node.attr("axis", 1 if node.attr("_opset", 13) < 13 else -1))
+    axis = axis + r if axis < 0 else axis
+    if node.attr("_opset", 13) < 13:
+        return set(range(axis, r))
+    return {axis}
+
+
+def _pool(ctx: ChannelGraph, node: Node) -> None:
+    x = node.input(0)
+    y = node.outputs[0]
+    r = rank(x)
+    if r is None:
+        ctx.pin_all(y, f"{node.op} with unknown shape")
+        return
+    for a in (0, 1):
+        if ctx.link(x, a, y, a) and a == 1:
+            ctx.set_zero(y, 1, ctx.zero(x, 1))
+    for a in range(2, r):
+        ctx.pin(x, a, f"{node.op} pools over this axis")
+        ctx.pin(y, a, f"{node.op} pools over this axis")
+    for extra in node.outputs[1:]:
+        ctx.link(x, 0, extra, 0)
+        ctx.link(x, 1, extra, 1)
+
+
+SUMS = {"ReduceSum", "ReduceL1", "ReduceL2", "ReduceSumSquare"}
+ZERO_KEEPING = SUMS | {"ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd"}
+
+
+def _reduce(ctx: ChannelGraph, node: Node) -> None:
+    x = node.input(0)
+    y = node.outputs[0]
+    r = rank(x)
+    if r is None or rank(y) is None:
+        ctx.pin_all(x, f"{node.op} with unknown shape")
+        ctx.pin_all(y, f"{node.op} with unknown shape")
+        return
+    axes = node.attr("axes")
+    if axes is None and node.input(1) is not None:
+        axes = const_ints(ctx, node, 1)
+        if axes is None:
+            ctx.pin_all(x, f"{node.op} with computed axes")
+            ctx.pin_all(y, f"{node.op} with computed axes")
+            return
+    if node.op in ("ArgMax", "ArgMin"):
+        axes = [int(node.attr("axis", 0))]
+    if not axes:
+        axes = [] if node.attr("noop_with_empty_axes", 0) else list(range(r))
+    axes_set = {a + r if a < 0 else a for a in axes}
+    keep = bool(node.attr("keepdims", 1))
+    oax = 0
+    for a in range(r):
+        if a in axes_set:
+            if node.op in SUMS:
+                ctx.require_zero([(x, a)], f"{node.op} sums over this axis")
+            else:
+                ctx.pin(x, a, f"{node.op} reduces over this axis")
+            if keep:
+                ctx.pin(y, oax, f"{node.op} reduced axis")
+                oax += 1
+            continue
+        if ctx.link(x, a, y, oax) and node.op in ZERO_KEEPING:
+            ctx.set_zero(y, oax, ctx.zero(x, a))
+        oax += 1
+
+
+register_op("BatchNormalization", _batchnorm, doc="per-channel scale/bias/mean/var; zero when scale=bias=0")
+register_op("InstanceNormalization", _instancenorm)
+register_op("GroupNormalization", _groupnorm, doc="whole groups of channels are removable")
+register_op("LayerNormalization", _layernorm, doc="normalized axes pinned (not exact under removal)")
+register_op("RMSNormalization", _layernorm, doc="normalized axes pinned (not exact under removal)")
+register_op("SkipLayerNormalization", _layernorm, domain="com.microsoft")
+register_op(
+    "LpNormalization",
+    _axis_stat("normalizes", lambda n, r: {int(n.attr("axis", -1)) % r}),
+)
+register_op(
+    "MeanVarianceNormalization",
+    _axis_stat("normalizes", lambda n, r: {a % r for a in n.attr("axes", [0, 2, 3])}),
+)
+register_op("LRN", _axis_stat("normalizes", lambda n, r: {1}))
+for _op in ("Softmax", "LogSoftmax", "Hardmax"):
+    register_op(_op, _axis_stat("normalizes", _softmax_axes), zero_preserving=False)
+for _op in ("MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool", "MaxRoiPool"):
+    register_op(_op, _pool, zero_preserving=True)
+for _op in (
+    "ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
+    "ReduceSumSquare", "ReduceLogSum", "ReduceLogSumExp", "ArgMax", "ArgMin",
+):  # fmt: skip
+    register_op(_op, _reduce)

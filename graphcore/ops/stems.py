@@ -1,0 +1,254 @@
+"""Operators with weights that create a new channel space: convolutions, Gemm/MatMul/Einsum, embeddings."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from graphcore.channels import ChannelGraph
+from graphcore.ir import Node, Value
+from graphcore.ops.common import rank
+from graphcore.ops.registry import register_op
+
+
+def _has_weight(node: Node) -> bool:
+    return any(v is not None and (v.is_param or v.const is not None) for v in node.inputs[:2])
+
+
+def _stem_or_joint(node: Node) -> str:
+    return "stem" if _has_weight(node) else "joint"
+
+
+def _conv(ctx: ChannelGraph, node: Node) -> None:
+    x, w, b = node.input(0), node.input(1), node.input(2)
+    y = node.outputs[0]
+    if x is None or w is None or x.shape is None or w.shape is None or y.shape is None:
+        for v in (x, w, b, y):
+            ctx.pin_all(v, "Conv with unknown shapes")
+        return
+    g = int(node.attr("group", 1))
+    ctx.link(x, 0, y, 0)
+    ctx.link(w, 0, y, 1)
+    z = ctx.zero(w, 0).copy()
+    if b is not None:
+        ctx.link(b, 0, y, 1)
+        z &= ctx.zero(b, 0)
+    ctx.set_zero(y, 1, z)
+    for a in range(2, len(w.shape)):
+        ctx.fix(w, a, "Conv kernel axis")
+    cin, cout = x.shape[1], w.shape[0]
+    if g == 1:
+        ctx.link(x, 1, w, 1)
+        ctx.require_zero([(x, 1), (w, 1)], "Conv sums over its input channels")
+    elif isinstance(cin, int) and isinstance(cout, int) and cin % g == 0 and cout % g == 0:
+        # A group of the convolution only sees its own block of input channels: removing whole
+        # blocks (input block k with output block k) keeps every other group's result unchanged.
+        bi, bo = cin // g, cout // g
+        ctx.tie_blocks(x, 1, bi)
+        ctx.tie_blocks(y, 1, bo)
+        ctx.link_index(x, 1, np.arange(g) * bi, y, 1, np.arange(g) * bo)
+        ctx.fix(w, 1, "grouped Conv: the per-group input width is fixed")
+    else:
+        ctx.pin(x, 1, "grouped Conv with unknown channel counts")
+        ctx.pin(y, 1, "grouped Conv with unknown channel counts")
+
+
+def _conv_transpose(ctx: ChannelGraph, node: Node) -> None:
+    x, w, b = node.input(0), node.input(1), node.input(2)
+    y = node.outputs[0]
+    if x is None or w is None or x.shape is None or w.shape is None or y.shape is None:
+        for v in (x, w, b, y):
+            ctx.pin_all(v, "ConvTranspose with unknown shapes")
+        return
+    g = int(node.attr("group", 1))
+    ctx.link(x, 0, y, 0)
+    ctx.link(x, 1, w, 0)
+    for a in range(2, len(w.shape)):
+        ctx.fix(w, a, "ConvTranspose kernel axis")
+    cin, cout = x.shape[1], y.shape[1]
+    if g == 1:
+        ctx.link(w, 1, y, 1)
+        z = ctx.zero(w, 1).copy()
+        if b is not None:
+            ctx.link(b, 0, y, 1)
+            z &= ctx.zero(b, 0)
+        ctx.set_zero(y, 1, z)
+        ctx.require_zero([(x, 1), (w, 0)], "ConvTranspose sums over its input channels")
+    elif isinstance(cin, int) and isinstance(cout, int) and cin % g == 0 and cout % g == 0:
+        bi, bo = cin // g, cout // g
+        ctx.tie_blocks(x, 1, bi)
+        ctx.tie_blocks(y, 1, bo)
+        ctx.link_index(x, 1, np.arange(g) * bi, y, 1, np.arange(g) * bo)
+        ctx.fix(w, 1, "grouped ConvTranspose: the per-group output width is fixed")
+        if b is not None:
+            ctx.link(b, 0, y, 1)
+    else:
+        ctx.pin(x, 1, "grouped ConvTranspose with unknown channel counts")
+        ctx.pin(y, 1, "grouped ConvTranspose with unknown channel counts")
+
+
+def contraction(
+    ctx: ChannelGraph,
+    operands: list[tuple[Value, str]],
+    out: Value,
+    out_labels: str,
+    what: str,
+) -> None:
+    """Einsum semantics: equal labels are the same channel; labels missing from the output are summed.
+
+    The output slice at index i of label l is zero when any operand holding l is zero there; a summed
+    index can be removed exactly only where some operand is zero (``require_zero``).
+    """
+    by_label: dict[str, list[tuple[Value, int]]] = {}
+    for v, labels in operands:
+        for ax, lab in enumerate(labels):
+            by_label.setdefault(lab, []).append((v, ax))
+    out_pos = {lab: ax for ax, lab in enumerate(out_labels)}
+    for lab, slots in by_label.items():
+        real = [(v, ax) for v, ax in slots if v.shape is not None and v.shape[ax] != 1]
+        if lab in out_pos:
+            oax = out_pos[lab]
+            key = ctx.slot(out, oax)
+            zs = []
+            for v, ax in slots:
+                if (v, ax) in real or (out.shape is not None and out.shape[oax] == 1):
+                    if ctx.link(v, ax, out, oax):
+                        zs.append(ctx.zero(v, ax))
+                else:
+                    ctx.pin(v, ax, "broadcast axis")
+            if key is not None:
+                n = ctx.size[key]
+                z = np.logical_or.reduce([np.broadcast_to(z_, (n,)) for z_ in zs]) if zs else np.zeros(n, bool)
+                ctx.set_zero(out, oax, z)
+        else:
+            for (v, ax), (w, bx) in zip(real, real[1:]):
+                ctx.link(v, ax, w, bx)
+            for v, ax in slots:
+                if (v, ax) not in real:
+                    ctx.pin(v, ax, "broadcast axis")
+            if real:
+                ctx.require_zero(real, f"{what} sums over this axis")
+
+
+_LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def _matmul(ctx: ChannelGraph, node: Node) -> None:
+    a, b = node.input(0), node.input(1)
+    y = node.outputs[0]
+    ra, rb, ry = rank(a), rank(b), rank(y)
+    if a is None or b is None or ra is None or rb is None or ry is None:
+        for v in (a, b, y):
+            ctx.pin_all(v, "MatMul with unknown shapes")
+        return
+    batch = max(ra if ra >= 2 else 0, rb if rb >= 2 else 0) - 2
+    batch = max(batch, 0)
+    blabels = _LETTERS[:batch]
+    la_full = blabels[batch - (ra - 2) :] + "MK" if ra >= 2 else "K"
+    lb_full = blabels[batch - (rb - 2) :] + "KN" if rb >= 2 else "K"
+    out = blabels + ("M" if ra >= 2 else "") + ("N" if rb >= 2 else "")
+    if len(out) != ry:
+        for v in (a, b, y):
+            ctx.pin_all(v, "MatMul rank mismatch")
+        return
+    contraction(ctx, [(a, la_full), (b, lb_full)], y, out, "MatMul")
+
+
+def _gemm(ctx: ChannelGraph, node: Node) -> None:
+    a, b, c = node.input(0), node.input(1), node.input(2)
+    y = node.outputs[0]
+    if a is None or b is None or a.shape is None or b.shape is None or y.shape is None:
+        for v in (a, b, c, y):
+            ctx.pin_all(v, "Gemm with unknown shapes")
+        return
+    la = "KM" if node.attr("transA", 0) else "MK"
+    lb = "NK" if node.attr("transB", 0) else "KN"
+    contraction(ctx, [(a, la), (b, lb)], y, "MN", "Gemm")
+    if c is not None and c.shape is not None:
+        zs = [ctx.zero(y, 0).copy(), ctx.zero(y, 1).copy()]
+        shift = 2 - len(c.shape)
+        for ax in range(2):
+            cx = ax - shift
+            if cx < 0:
+                zs[ax][:] = False
+                continue
+            if c.shape[cx] == y.shape[ax]:
+                ctx.link(c, cx, y, ax)
+                zs[ax] &= ctx.zero(c, cx)
+            else:
+                ctx.pin(c, cx, "broadcast axis")
+                zs[ax][:] = False
+        ctx.set_zero(y, 0, zs[0])
+        ctx.set_zero(y, 1, zs[1])
+
+
+def _einsum(ctx: ChannelGraph, node: Node) -> None:
+    eq = str(node.attr("equation", "")).replace(" ", "")
+    y = node.outputs[0]
+    ins = [v for v in node.inputs if v is not None]
+    try:
+        lhs, rhs = eq.split("->") if "->" in eq else (eq, None)
+        terms = lhs.split(",")
+        if len(terms) != len(ins) or any(v.shape is None for v in ins):
+            raise ValueError
+        n_ell = 0
+        for t, v in zip(terms, ins):
+            if "..." in t:
+                n_ell = max(n_ell, len(v.shape) - (len(t) - 3))  # type: ignore[arg-type]
+        ell = "".join(ch for ch in "0123456789"[:n_ell])
+        expanded = []
+        for t, v in zip(terms, ins):
+            if "..." in t:
+                k = len(v.shape) - (len(t) - 3)  # type: ignore[arg-type]
+                t = t.replace("...", ell[n_ell - k :])
+            if len(t) != len(v.shape):  # type: ignore[arg-type]
+                raise ValueError
+            expanded.append(t)
+        if rhs is None:
+            counts: dict[str, int] = {}
+            for t in expanded:
+                for ch in t:
+                    counts[ch] = counts.get(ch, 0) + 1
+            rhs = ell + "".join(sorted(ch for ch, c in counts.items() if c == 1 and ch not in ell))
+        else:
+            rhs = rhs.replace("...", ell)
+        if y.shape is not None and len(rhs) != len(y.shape):
+            raise ValueError
+    except ValueError:
+        for v in [*ins, y]:
+            ctx.pin_all(v, f"Einsum equation {eq!r} not understood")
+        return
+    contraction(ctx, list(zip(ins, expanded)), y, rhs, "Einsum")
+
+
+def _gather(ctx: ChannelGraph, node: Node) -> None:
+    data, idx = node.input(0), node.input(1)
+    y = node.outputs[0]
+    rd, ri = rank(data), rank(idx)
+    if data is None or idx is None or rd is None or ri is None or rank(y) is None:
+        for v in (data, idx, y):
+            ctx.pin_all(v, "Gather with unknown shapes")
+        return
+    axis = int(node.attr("axis", 0))
+    axis = axis + rd if axis < 0 else axis
+    ctx.pin(data, axis, "indexed by Gather")
+    for ax in range(rd):
+        if ax == axis:
+            continue
+        oax = ax if ax < axis else ax + ri - 1
+        if ctx.link(data, ax, y, oax):
+            ctx.set_zero(y, oax, ctx.zero(data, ax))
+    for ax in range(ri):
+        ctx.link(idx, ax, y, axis + ax)
+
+
+register_op("Conv", _conv, kind="stem", doc="weight [out, in/groups, k...]; grouped: whole groups")
+register_op("ConvTranspose", _conv_transpose, kind="stem", doc="weight [in, out/groups, k...]")
+register_op("MatMul", _matmul, kind=_stem_or_joint, doc="stem with a constant weight, joint otherwise")
+register_op("Gemm", _gemm, kind="stem", doc="transA/transB aware; C broadcast onto the output")
+register_op("Einsum", _einsum, kind=_stem_or_joint)
+register_op(
+    "Gather",
+    _gather,
+    kind=lambda n: "stem" if n.input(0) is not None and n.input(0).is_param else "accessory",
+    doc="data axis is indexed (never pruned); other data axes pass through; embeddings are stems",
+)
