@@ -75,7 +75,9 @@ def load_onnx(source: str | os.PathLike | onnx.ModelProto) -> Graph:
     model, base = read_onnx(source)
     name = str(source) if not isinstance(source, onnx.ModelProto) else (model.graph.name or "model")
     try:
-        inferred = onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(
+            model, check_type=False, strict_mode=False, data_prop=True
+        )
     except Exception as exc:
         raise ModelLoadError(f"{name}: shape inference failed ({_short(exc)})") from None
     graph = _to_ir(inferred, name)

@@ -47,7 +47,9 @@ def build_channel_graph(graph: Graph) -> tuple[ChannelGraph, dict[str, int], dic
                 rule.relate(ctx, node)
             except Exception as exc:  # a rule that cannot handle this node must block, never guess
                 for v in [*node.inputs, *node.outputs]:
-                    ctx.pin_all(v, f"rule for {node.op} could not handle this node ({type(exc).__name__}: {exc})")
+                    ctx.pin_all(
+                        v, f"rule for {node.op} could not handle this node ({type(exc).__name__}: {exc})"
+                    )
         _pin_untouched(ctx, node)
         _pin_unhandled_sizes(ctx, node)
     ctx.node = None
@@ -80,11 +82,30 @@ def _pin_unhandled_sizes(ctx: ChannelGraph, node: Node) -> None:
                     ctx.pin(src, axis, f"its size is used in a computation by {node.label}")
 
 
+class _Sized:
+    """A view of a Value whose symbolic dims (batch, sequence) count as 1."""
+
+    def __init__(self, v: Value) -> None:
+        self.shape = v.shape
+        self.static_shape = v.static_shape
+        self.numel = (
+            None
+            if v.shape is None
+            else int(np.prod([d if isinstance(d, int) else 1 for d in v.shape], dtype=np.int64))
+        )
+        self.value = v
+
+
 def node_flops(node: Node) -> int:
-    """Multiply-adds × 2 of the ops that dominate cost (convolutions and matrix products)."""
-    y = node.outputs[0] if node.outputs else None
-    if y is None or y.numel is None:
+    """Multiply-adds × 2 of the ops that dominate cost (convolutions and matrix products).
+
+    Symbolic dimensions (batch, sequence length) count as 1.
+    """
+    raw = node.outputs[0] if node.outputs else None
+    if raw is None or raw.shape is None:
         return 0
+    y = _Sized(raw)
+    node = _SizedNode(node)
     if node.op in ("Conv", "ConvTranspose"):
         w = node.input(1)
         if w is None or w.static_shape is None:
@@ -109,6 +130,17 @@ def node_flops(node: Node) -> int:
             return 2 * max(y.numel, 1) * max(1, int(round((a.numel * b.numel / max(y.numel, 1)) ** 0.5)))
         return 2 * y.numel * int(k)  # type: ignore[arg-type]
     return 0
+
+
+class _SizedNode:
+    def __init__(self, node: Node) -> None:
+        self.op = node.op
+        self.attr = node.attr
+        self._node = node
+
+    def input(self, i: int) -> _Sized | None:
+        v = self._node.input(i)
+        return None if v is None else _Sized(v)
 
 
 def analyze(graph: Graph, mode: str = "prune") -> PruneAnalysis:

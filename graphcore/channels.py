@@ -34,12 +34,12 @@ class Entry:
 
     kind: str
     value: int | None
-    src: tuple[str, int] | None = None
+    src: tuple | None = None
     ref: SlotKey | None = None
     refs: tuple[SlotKey, ...] = ()
 
     @staticmethod
-    def lit(v: int, src: tuple[str, int] | None = None) -> Entry:
+    def lit(v: int, src: tuple | None = None) -> Entry:
         return Entry("lit", int(v), src=src)
 
     @staticmethod
@@ -71,7 +71,7 @@ class ChannelGraph:
         self.touched: set[SlotKey] = set()
         self.handled_shape_inputs: set[int] = set()
         self.node: Node | None = None
-        self.notes: dict[str, str] = {}
+        self.shape_operands: list[tuple[str, int, str, list[Entry]]] = []
 
     # -- slots ------------------------------------------------------------------------------------
     def slot(self, v: Value | None, axis: int) -> SlotKey | None:
@@ -210,18 +210,28 @@ class ChannelGraph:
         self.zeros[k] = arr
 
     # -- shape values ------------------------------------------------------------------------------
-    def get_entries(self, v: Value | None) -> list[Entry] | None:
+    def get_entries(self, v: Value | None, node: Node | None = None, index: int = -1) -> list[Entry] | None:
+        """The tracked elements of ``v``; literals read straight from a constant remember the use site
+        (``node``, ``index``) so that construct can rewrite them for this use only."""
         if v is None:
             return None
         e = self.entries.get(v.name)
-        if e is not None:
+        if e is None:
+            e = self._const_entries(v)
+        if e is None or node is None:
             return e
+        return [
+            Entry(x.kind, x.value, src=(*x.src, node.name, index), ref=x.ref, refs=x.refs)
+            if x.kind == "lit" and x.src is not None and len(x.src) == 2
+            else x
+            for x in e
+        ]
+
+    def _const_entries(self, v: Value) -> list[Entry] | None:
         if v.const is not None and v.const.ndim <= 1 and v.const.size <= 64 and v.const.dtype.kind in "iu":
             src = v.name if (v.is_param or (v.producer is not None and v.producer.op == "Constant")) else None
             flat = v.const.reshape(-1)
-            e = [Entry.lit(int(x), (src, i) if src else None) for i, x in enumerate(flat)]
-            self.entries[v.name] = e
-            return e
+            return [Entry.lit(int(x), (src, i) if src else None) for i, x in enumerate(flat)]
         return None
 
     def set_entries(self, v: Value, entries: list[Entry], scalar: bool = False) -> None:

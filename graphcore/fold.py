@@ -37,7 +37,7 @@ def fold_node(ctx: ChannelGraph, node: Node) -> None:
     fn = _FOLDERS.get(node.op)
     if fn is None or node.domain not in ("", "ai.onnx") or not node.outputs:
         return
-    ins = [ctx.get_entries(v) for v in node.inputs]
+    ins = [ctx.get_entries(v, node, i) for i, v in enumerate(node.inputs)]
     out = fn(ctx, node, ins)
     if out is not None:
         scalar = node.outputs[0].rank == 0
@@ -96,7 +96,9 @@ def _slice(ctx: ChannelGraph, node: Node, ins):
     vals = []
     for i in (1, 2, 3, 4):
         v = node.input(i)
-        vals.append(None if v is None or v.const is None else [int(x) for x in np.asarray(v.const).reshape(-1)])
+        vals.append(
+            None if v is None or v.const is None else [int(x) for x in np.asarray(v.const).reshape(-1)]
+        )
     if node.input(1) is None:
         vals = [node.attr("starts"), node.attr("ends"), node.attr("axes"), None]
     starts, ends, axes, steps = vals
@@ -104,7 +106,9 @@ def _slice(ctx: ChannelGraph, node: Node, ins):
         return None
     step = steps[0] if steps else 1
     ctx.handled(0)
-    return list(data[slice(starts[0], ends[0], step)]) if abs(ends[0]) < 2**62 else list(data[starts[0] :: step])
+    return (
+        list(data[slice(starts[0], ends[0], step)]) if abs(ends[0]) < 2**62 else list(data[starts[0] :: step])
+    )
 
 
 def _arith(fn: Callable[[int, int], int]) -> Folder:

@@ -93,6 +93,12 @@ class PruneAnalysis:
     def zig_slices(self, zig_id: int) -> list[ParamSlice]:
         return self.slices([zig_id])
 
+    def report(self, removed: list[ParamSlice] | None = None):
+        """The pydantic report (``graphcore.report.Report``)."""
+        from graphcore.report import build_report
+
+        return build_report(self, removed)
+
 
 @dataclass
 class Selection:

@@ -163,10 +163,12 @@ def shape_operand(ctx: ChannelGraph, node: Node, index: int, out: Value) -> None
     if v is None:
         return
     ctx.handled(index)
-    entries = ctx.get_entries(v)
+    entries = ctx.get_entries(v, node, index)
     r = rank(out)
     if r is None:
         return
+    if entries is not None and len(entries) == r:
+        ctx.shape_operands.append((node.name, index, out.name, entries))
     if entries is None or len(entries) != r:
         for k in range(r):
             ctx.pin(out, k, f"{node.op} shape operand not understood")
@@ -515,8 +517,60 @@ register_op("Transpose", _transpose)
 register_op("Squeeze", _squeeze_like)
 register_op("Unsqueeze", _squeeze_like)
 register_op("Concat", _concat, kind=lambda n: "joint" if len(n.inputs) > 1 else "accessory")
-register_op("Split", _split_op)
-register_op("Slice", _slice)
+
+
+def _shrink_split(node: Node, plan) -> dict:
+    x = node.input(0)
+    r = rank(x)
+    axis = int(node.attr("axis", 0))
+    axis = axis + r if axis < 0 and r is not None else axis
+    old = [o.shape[axis] for o in node.outputs]  # type: ignore[index]
+    new = [plan.new_shape(o)[axis] for o in node.outputs]
+    if old == new:
+        return {}
+    sizes = np.array(new, dtype=np.int64)
+    if node.input(1) is not None or "num_outputs" in node.attrs:
+        return {"inputs": {1: sizes}, "drop_attrs": ["num_outputs"]}
+    return {"attrs": {"split": [int(s) for s in new]}}
+
+
+def _shrink_slice(node: Node, plan) -> dict:
+    x = node.input(0)
+    r = rank(x)
+    if x is None or r is None:
+        return {}
+    params = _slice_params(ChannelGraph(), node, r)
+    if params is None:
+        return {}
+    axes = sorted(params)
+    starts, ends, steps, changed = [], [], [], False
+    for a in axes:
+        s, e, st = params[a]
+        steps.append(st)
+        mask = plan.kept(x, a)
+        if mask is None or mask.all() or not isinstance(x.shape[a], int):
+            starts.append(s)
+            ends.append(e)
+            continue
+        rg = slice_range(s, e, st, int(x.shape[a]))
+        new_start = int(mask[: rg.start].sum())
+        starts.append(new_start)
+        ends.append(new_start + int(mask[rg.start : rg.stop].sum()))
+        changed = True
+    if not changed:
+        return {}
+    if node.input(1) is None:
+        return {"attrs": {"starts": starts, "ends": ends, "axes": axes}}
+    out = {1: np.array(starts, dtype=np.int64), 2: np.array(ends, dtype=np.int64)}
+    if node.input(3) is not None:
+        out[3] = np.array(axes, dtype=np.int64)
+    if node.input(4) is not None:
+        out[4] = np.array(steps, dtype=np.int64)
+    return {"inputs": out}
+
+
+register_op("Split", _split_op, shrink=_shrink_split)
+register_op("Slice", _slice, shrink=_shrink_slice)
 register_op("Pad", _pad, zero_preserving=True)
 register_op("Resize", _resize, zero_preserving=True, shape_operands=(3,))
 register_op("Upsample", _resize, zero_preserving=True)

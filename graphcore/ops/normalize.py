@@ -203,7 +203,19 @@ def _reduce(ctx: ChannelGraph, node: Node) -> None:
 
 register_op("BatchNormalization", _batchnorm, doc="per-channel scale/bias/mean/var; zero when scale=bias=0")
 register_op("InstanceNormalization", _instancenorm)
-register_op("GroupNormalization", _groupnorm, doc="whole groups of channels are removable")
+
+
+def _shrink_groupnorm(node: Node, plan) -> dict:
+    y = node.outputs[0]
+    old, new = y.shape[1], plan.new_shape(y)[1]
+    if old == new:
+        return {}
+    return {"attrs": {"num_groups": int(node.attr("num_groups", 1)) * new // old}}
+
+
+register_op(
+    "GroupNormalization", _groupnorm, shrink=_shrink_groupnorm, doc="whole groups of channels are removable"
+)
 register_op("LayerNormalization", _layernorm, doc="normalized axes pinned (not exact under removal)")
 register_op("RMSNormalization", _layernorm, doc="normalized axes pinned (not exact under removal)")
 register_op("SkipLayerNormalization", _layernorm, domain="com.microsoft")
@@ -218,7 +230,15 @@ register_op(
 register_op("LRN", _axis_stat("normalizes", lambda n, r: {1}))
 for _op in ("Softmax", "LogSoftmax", "Hardmax"):
     register_op(_op, _axis_stat("normalizes", _softmax_axes), zero_preserving=False)
-for _op in ("MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool", "MaxRoiPool"):
+for _op in (
+    "MaxPool",
+    "AveragePool",
+    "LpPool",
+    "GlobalAveragePool",
+    "GlobalMaxPool",
+    "GlobalLpPool",
+    "MaxRoiPool",
+):
     register_op(_op, _pool, zero_preserving=True)
 for _op in (
     "ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",

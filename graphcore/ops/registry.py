@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from graphcore.channels import ChannelGraph
 from graphcore.ir import Node
@@ -17,6 +18,7 @@ __all__ = ["KINDS", "OpRule", "register_op", "rule_for", "rules"]
 KINDS = ("stem", "joint", "accessory", "shape", "unknown")
 
 Relate = Callable[[ChannelGraph, Node], None]
+Shrink = Callable[[Node, Any], dict]
 
 
 @dataclass(frozen=True)
@@ -25,8 +27,9 @@ class OpRule:
 
     ``relate`` links, pins and tracks zeros for one node. ``kind`` is the vertex kind (or a function of
     the node, e.g. MatMul is a stem with a constant weight and a joint between two activations).
-    ``zero_preserving`` documents f(0) = 0 for elementwise ops. ``channel_attrs`` names attributes that
-    construct must recompute after pruning (e.g. Conv ``group``).
+    ``zero_preserving`` documents f(0) = 0 for elementwise ops. ``shrink`` recomputes what a smaller
+    model needs beyond sliced tensors (Conv ``group``, Split sizes, Slice bounds) from a
+    ``graphcore.shrink.ShrinkPlan``: it returns ``{"attrs": {...}, "inputs": {index: array}}``.
     """
 
     op: str
@@ -36,6 +39,7 @@ class OpRule:
     zero_preserving: bool | None = None
     shape_operands: tuple[int, ...] = ()
     doc: str = ""
+    shrink: Shrink | None = None
 
     def kind_of(self, node: Node) -> str:
         return self.kind(node) if callable(self.kind) else self.kind
@@ -53,6 +57,7 @@ def register_op(
     zero_preserving: bool | None = None,
     shape_operands: tuple[int, ...] = (),
     doc: str = "",
+    shrink: Shrink | None = None,
     replace: bool = False,
 ) -> OpRule:
     """Declare how ``op`` (in ``domain``) moves channels. Re-declaring needs ``replace=True``."""
@@ -61,7 +66,7 @@ def register_op(
         raise ValueError(f"op {op!r} in domain {domain!r} is already declared")
     if not callable(kind) and kind not in KINDS:
         raise ValueError(f"unknown vertex kind {kind!r}; expected one of {KINDS}")
-    rule = OpRule(op, relate, kind, _norm_domain(domain), zero_preserving, shape_operands, doc)
+    rule = OpRule(op, relate, kind, _norm_domain(domain), zero_preserving, shape_operands, doc, shrink)
     _RULES[key] = rule
     return rule
 

@@ -117,7 +117,11 @@ def contraction(
                     ctx.pin(v, ax, "broadcast axis")
             if key is not None:
                 n = ctx.size[key]
-                z = np.logical_or.reduce([np.broadcast_to(z_, (n,)) for z_ in zs]) if zs else np.zeros(n, bool)
+                z = (
+                    np.logical_or.reduce([np.broadcast_to(z_, (n,)) for z_ in zs])
+                    if zs
+                    else np.zeros(n, bool)
+                )
                 ctx.set_zero(out, oax, z)
         else:
             for (v, ax), (w, bx) in zip(real, real[1:]):
@@ -241,8 +245,28 @@ def _gather(ctx: ChannelGraph, node: Node) -> None:
         ctx.link(idx, ax, y, axis + ax)
 
 
-register_op("Conv", _conv, kind="stem", doc="weight [out, in/groups, k...]; grouped: whole groups")
-register_op("ConvTranspose", _conv_transpose, kind="stem", doc="weight [in, out/groups, k...]")
+def _shrink_groups(node: Node, plan) -> dict:
+    """Whole groups were removed: the group count falls with the output channels."""
+    g = int(node.attr("group", 1))
+    y = node.outputs[0]
+    if g == 1 or y.shape is None:
+        return {}
+    old, new = y.shape[1], plan.new_shape(y)[1]
+    if old == new:
+        return {}
+    return {"attrs": {"group": g * new // old}}
+
+
+register_op(
+    "Conv",
+    _conv,
+    kind="stem",
+    shrink=_shrink_groups,
+    doc="weight [out, in/groups, k...]; grouped: whole groups",
+)
+register_op(
+    "ConvTranspose", _conv_transpose, kind="stem", shrink=_shrink_groups, doc="weight [in, out/groups, k...]"
+)
 register_op("MatMul", _matmul, kind=_stem_or_joint, doc="stem with a constant weight, joint otherwise")
 register_op("Gemm", _gemm, kind="stem", doc="transA/transB aware; C broadcast onto the output")
 register_op("Einsum", _einsum, kind=_stem_or_joint)

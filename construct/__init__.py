@@ -1,0 +1,78 @@
+"""construct: lower a pruned analysis to a smaller ONNX model or torch module, and prove it equal."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from construct.onnx_construct import prune_onnx, save_onnx, zero_slices, zig_norms
+from construct.verify import DEFAULT_RTOL, VerifyReport, compare_models
+from graphcore.errors import ZigraphError
+from graphcore.groups import ParamSlice
+
+__all__ = [
+    "DEFAULT_RTOL",
+    "VerifyReport",
+    "prune_onnx",
+    "save_onnx",
+    "to_onnx",
+    "to_torch",
+    "verify",
+    "zig_norms",
+]
+
+
+def _read(model: str | os.PathLike | onnx.ModelProto) -> tuple[onnx.ModelProto, Path | None]:
+    from frontends.onnx_frontend import read_onnx
+
+    return read_onnx(model)
+
+
+def _as_slices(removed: Any) -> list[ParamSlice]:
+    out = []
+    for r in removed or []:
+        if isinstance(r, ParamSlice):
+            out.append(r)
+        elif isinstance(r, dict):
+            try:
+                out.append(ParamSlice(str(r["param"]), int(r["axis"]), tuple(int(i) for i in r["indices"])))
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ZigraphError(f"a removed entry must have param, axis and indices ({exc})") from None
+        else:
+            raise ZigraphError(f"cannot read removed slice {r!r}")
+    return out
+
+
+def verify(
+    full: str | os.PathLike | onnx.ModelProto,
+    small: str | os.PathLike | onnx.ModelProto,
+    removed: Any = None,
+    samples: int = 3,
+    rtol: float = DEFAULT_RTOL,
+    seed: int = 0,
+) -> VerifyReport:
+    """Zero ``removed`` (slices of the full model's tensors) and compare with ``small`` in onnxruntime."""
+    full_model, base = _read(full)
+    small_model, small_base = _read(small)
+    zeroed = zero_slices(full_model, base, _as_slices(removed))
+    from construct.onnx_construct import _internalize
+
+    _internalize(small_model, small_base)
+    return compare_models(zeroed, small_model, samples=samples, rtol=rtol, seed=seed)
+
+
+def to_torch(model: Any, analysis: Any, removed: Any = None) -> Any:
+    """A physically smaller ``nn.Module``; removed groups are found from exact zeros."""
+    from construct.torch_construct import to_torch as _to_torch
+
+    return _to_torch(model, analysis, removed)
+
+
+def to_onnx(small: Any, example_inputs: Any, path: str | os.PathLike, **kwargs: Any) -> Any:
+    """Export a torch module to ONNX and verify the export in onnxruntime."""
+    from construct.torch_export import to_onnx as _to_onnx
+
+    return _to_onnx(small, example_inputs, path, **kwargs)

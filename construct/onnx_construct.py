@@ -1,0 +1,250 @@
+"""Lower a shrink plan onto an ONNX model: slice initializers, rewrite shape constants, keep the rest.
+
+Names, opset, metadata, graph inputs and outputs are preserved. A constant that feeds a rewritten shape
+is cloned for that use only, so sharing between layers never leaks one layer's new width into another.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from graphcore.errors import ZigraphError
+from graphcore.groups import ParamSlice, PruneAnalysis
+from graphcore.ir import Graph
+from graphcore.shrink import ShrinkPlan, plan
+
+__all__ = ["prune_onnx", "save_onnx", "tensor_array", "zero_slices", "zig_norms"]
+
+
+def tensor_array(t: onnx.TensorProto, base_dir: Path | None) -> np.ndarray:
+    if t.data_location == onnx.TensorProto.EXTERNAL:
+        if base_dir is None:
+            raise ZigraphError(f"tensor '{t.name}' uses external data but the model folder is unknown")
+        return numpy_helper.to_array(t, base_dir=str(base_dir))
+    return numpy_helper.to_array(t)
+
+
+def _param_arrays(graph: Graph, names: set[str] | None = None) -> dict[str, np.ndarray]:
+    """Weights by name (initializers and Constant-node weights), read only when asked for."""
+    model: onnx.ModelProto = graph.meta["model"]
+    base = graph.meta.get("base_dir")
+    out: dict[str, np.ndarray] = {}
+    for t in model.graph.initializer:
+        if names is None or t.name in names:
+            out[t.name] = tensor_array(t, base)
+    const_params = graph.meta.get("constant_params", {})
+    if const_params:
+        for pn in model.graph.node:
+            if pn.op_type == "Constant" and pn.output and pn.output[0] in const_params:
+                if names is None or pn.output[0] in names:
+                    for att in pn.attribute:
+                        if att.name == "value":
+                            out[pn.output[0]] = tensor_array(att.t, base)
+    return out
+
+
+def zig_norms(analysis: PruneAnalysis, arrays: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    """L2 norm of every ZIG over all its slices of trainable parameters.
+
+    ``arrays`` maps parameter names to values (a torch model's weights); by default the ONNX model's
+    initializers are read.
+    """
+    graph: Graph = analysis.graph  # type: ignore[assignment]
+    names = {name for name, _ in analysis.param_axes if analysis.trainable.get(name)}
+    if arrays is None:
+        arrays = _param_arrays(graph, names)
+    sq = np.zeros(analysis.num_zigs, dtype=np.float64)
+    for (name, axis), owner in analysis.param_axes.items():
+        if name not in arrays:
+            continue
+        arr = arrays[name].astype(np.float64, copy=False)
+        other = tuple(a for a in range(arr.ndim) if a != axis)
+        per = (arr**2).sum(axis=other) if other else arr**2
+        hit = owner >= 0
+        np.add.at(sq, owner[hit], per[hit])
+    return np.sqrt(sq)
+
+
+def _set_tensor(t: onnx.TensorProto, arr: np.ndarray) -> None:
+    new = numpy_helper.from_array(
+        arr.astype(helper.tensor_dtype_to_np_dtype(t.data_type), copy=False), t.name
+    )
+    t.CopyFrom(new)
+
+
+def _model_copy(graph: Graph) -> onnx.ModelProto:
+    model = onnx.ModelProto()
+    model.CopyFrom(graph.meta["model"])
+    return model
+
+
+def _tensors_by_name(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
+    out = {t.name: t for t in model.graph.initializer}
+    for pn in model.graph.node:
+        if pn.op_type == "Constant" and pn.output:
+            for att in pn.attribute:
+                if att.name == "value":
+                    out.setdefault(pn.output[0], att.t)
+    return out
+
+
+def _load_all(model: onnx.ModelProto, names: set[str], base: Path | None) -> None:
+    for name, t in _tensors_by_name(model).items():
+        if name in names and t.data_location == onnx.TensorProto.EXTERNAL:
+            _set_tensor(t, tensor_array(t, base))
+
+
+def zero_slices(source: onnx.ModelProto, base: Path | None, removed: list[ParamSlice]) -> onnx.ModelProto:
+    """The original model with exactly the removed slices set to zero (for verification)."""
+    model = onnx.ModelProto()
+    model.CopyFrom(source)
+    tensors = _tensors_by_name(model)
+    by_param: dict[str, list[ParamSlice]] = {}
+    for s in removed:
+        by_param.setdefault(s.param, []).append(s)
+    for name, slices in by_param.items():
+        t = tensors.get(name)
+        if t is None:
+            raise ZigraphError(f"removed slice names '{name}', which is not a tensor of the model")
+        arr = tensor_array(t, base).copy()
+        for s in slices:
+            if not 0 <= s.axis < arr.ndim or (s.indices and max(s.indices) >= arr.shape[s.axis]):
+                raise ZigraphError(
+                    f"removed slice of '{name}' (axis {s.axis}) does not fit its shape {arr.shape}"
+                )
+            idx = [slice(None)] * arr.ndim
+            idx[s.axis] = list(s.indices)  # type: ignore[call-overload]
+            arr[tuple(idx)] = 0
+        _set_tensor(t, arr)
+    _internalize(model, base)
+    return model
+
+
+def _internalize(model: onnx.ModelProto, base: Path | None) -> None:
+    for t in _tensors_by_name(model).values():
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            _set_tensor(t, tensor_array(t, base))
+
+
+def prune_onnx(analysis: PruneAnalysis, removed_zigs) -> tuple[onnx.ModelProto, ShrinkPlan]:
+    """Build the smaller ONNX model for ``removed_zigs``; the input model is never modified."""
+    graph: Graph = analysis.graph  # type: ignore[assignment]
+    if graph.format != "onnx" or "model" not in graph.meta:
+        raise ZigraphError("prune_onnx needs an analysis of an ONNX model (frontends.load('model.onnx'))")
+    p = plan(analysis, removed_zigs)
+    model = _model_copy(graph)
+    base = graph.meta.get("base_dir")
+    tensors = _tensors_by_name(model)
+    for name, axes in p.param_keep.items():
+        t = tensors[name]
+        arr = tensor_array(t, base)
+        for axis, keep in axes:
+            arr = np.take(arr, keep, axis=axis)
+        _set_tensor(t, np.ascontiguousarray(arr))
+    _internalize(model, base)
+
+    nodes_by_name = {}
+    for n in graph.nodes:
+        nodes_by_name[n.name] = model.graph.node[n.origin]
+    used = {t.name for t in model.graph.initializer} | {o for pn in model.graph.node for o in pn.output}
+    counter = [0]
+
+    def fresh(stem: str) -> str:
+        while True:
+            counter[0] += 1
+            name = f"{stem}__zigraph{counter[0]}"
+            if name not in used:
+                used.add(name)
+                return name
+
+    # Literals rewritten per use: clone the constant for that node input.
+    per_use: dict[tuple[str, str, int], dict[int, int]] = {}
+    for (const, flat, use_node, use_idx), new in p.literal_rewrites.items():
+        per_use.setdefault((const, use_node, use_idx), {})[flat] = new
+    for (const, use_node, use_idx), changes in per_use.items():
+        base_arr = graph.values[const].const
+        if base_arr is None:
+            raise ZigraphError(f"internal error: constant '{const}' has no value to rewrite")
+        arr = np.array(base_arr, copy=True)
+        flat = arr.reshape(-1)
+        for i, v in changes.items():
+            flat[i] = v
+        name = fresh(const)
+        model.graph.initializer.append(numpy_helper.from_array(flat.reshape(arr.shape), name))
+        nodes_by_name[use_node].input[use_idx] = name
+    for (node_name, idx), arr in p.operand_rewrites.items():
+        pn = nodes_by_name[node_name]
+        name = fresh(pn.input[idx] or node_name)
+        model.graph.initializer.append(numpy_helper.from_array(arr.astype(np.int64), name))
+        pn.input[idx] = name
+    for node_name, upd in p.node_updates.items():
+        pn = nodes_by_name[node_name]
+        drop = set(upd.get("drop_attrs", [])) | set(upd.get("attrs", {}))
+        keep_attrs = [a for a in pn.attribute if a.name not in drop]
+        del pn.attribute[:]
+        pn.attribute.extend(keep_attrs)
+        for k, v in upd.get("attrs", {}).items():
+            pn.attribute.append(helper.make_attribute(k, v))
+        for idx, arr in upd.get("inputs", {}).items():
+            name = fresh(f"{node_name}_in{idx}")
+            model.graph.initializer.append(numpy_helper.from_array(np.asarray(arr, dtype=np.int64), name))
+            while len(pn.input) <= idx:
+                pn.input.append("")
+            pn.input[idx] = name
+    _drop_unused_initializers(model)
+    del model.graph.value_info[:]
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
+        model.graph.value_info.extend(inferred.graph.value_info)
+    except Exception as exc:
+        raise ZigraphError(f"internal error: the pruned model fails shape inference ({exc})") from None
+    return model, p
+
+
+def _drop_unused_initializers(model: onnx.ModelProto) -> None:
+    used = {i for pn in model.graph.node for i in pn.input} | {o.name for o in model.graph.output}
+    used |= _subgraph_inputs(model.graph)
+    keep = [t for t in model.graph.initializer if t.name in used]
+    if len(keep) != len(model.graph.initializer):
+        del model.graph.initializer[:]
+        model.graph.initializer.extend(keep)
+
+
+def _subgraph_inputs(g: onnx.GraphProto) -> set[str]:
+    out: set[str] = set()
+    for pn in g.node:
+        for att in pn.attribute:
+            subs = [att.g] if att.type == onnx.AttributeProto.GRAPH else list(att.graphs)
+            for sg in subs:
+                out |= {i for n in sg.node for i in n.input}
+                out |= _subgraph_inputs(sg)
+    return out
+
+
+def save_onnx(model: onnx.ModelProto, path: str | os.PathLike, external: bool | None = None) -> None:
+    """Write atomically: a temporary file in the target folder, then an atomic rename."""
+    path = Path(path)
+    folder = path.resolve().parent
+    folder.mkdir(parents=True, exist_ok=True)
+    if external is None:
+        external = model.ByteSize() > 1_900_000_000
+    tmpdir = tempfile.mkdtemp(prefix=".zigraph-", dir=folder)
+    try:
+        tmp = Path(tmpdir) / path.name
+        if external:
+            data_name = path.name + ".data"
+            onnx.save_model(model, str(tmp), save_as_external_data=True, location=data_name)
+            os.replace(Path(tmpdir) / data_name, folder / data_name)
+        else:
+            onnx.save_model(model, str(tmp))
+        os.replace(tmp, path)
+    finally:
+        for f in Path(tmpdir).glob("*"):
+            f.unlink()
+        os.rmdir(tmpdir)

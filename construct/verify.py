@@ -1,0 +1,148 @@
+"""The proof: onnxruntime runs the zeroed full model and the small model on the same random inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from pydantic import BaseModel
+
+from graphcore.errors import ZigraphError
+
+__all__ = ["OutputError", "VerifyReport", "compare_models", "random_inputs"]
+
+DEFAULT_RTOL = 1e-4
+
+
+class OutputError(BaseModel):
+    name: str
+    max_abs: float
+    max_rel: float
+    scale: float
+
+
+class VerifyReport(BaseModel):
+    """Max absolute error and error relative to the output's scale (max |full output|), per output."""
+
+    passed: bool
+    samples: int
+    rtol: float
+    max_abs: float
+    max_rel: float
+    outputs: list[OutputError]
+
+
+def _session(model: onnx.ModelProto):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    opts.log_severity_level = 3
+    try:
+        return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise ZigraphError(f"onnxruntime cannot load the model ({str(exc).splitlines()[0][:300]})") from None
+
+
+def _index_bounds(model: onnx.ModelProto) -> dict[str, int]:
+    """Integer inputs used as Gather indices (token ids) must stay below the table size."""
+    sizes = {t.name: list(t.dims) for t in model.graph.initializer}
+    follow = {"Cast", "Reshape", "Unsqueeze", "Squeeze", "Identity", "Flatten"}
+    producers_of: dict[str, list[onnx.NodeProto]] = {}
+    for pn in model.graph.node:
+        for i in pn.input:
+            producers_of.setdefault(i, []).append(pn)
+    bounds: dict[str, int] = {}
+    for inp in model.graph.input:
+        frontier = [inp.name]
+        seen = set()
+        while frontier:
+            name = frontier.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            for pn in producers_of.get(name, []):
+                if pn.op_type == "Gather" and len(pn.input) > 1 and pn.input[1] == name:
+                    dims = sizes.get(pn.input[0])
+                    axis = next((a.i for a in pn.attribute if a.name == "axis"), 0)
+                    if dims:
+                        b = dims[axis]
+                        bounds[inp.name] = min(bounds.get(inp.name, b), b)
+                elif pn.op_type in follow:
+                    frontier.extend(pn.output)
+    return bounds
+
+
+def random_inputs(
+    model: onnx.ModelProto, rng: np.random.Generator, dim_default: int = 2
+) -> dict[str, np.ndarray]:
+    from onnx import helper
+
+    inits = {t.name for t in model.graph.initializer}
+    bounds = _index_bounds(model)
+    feeds: dict[str, np.ndarray] = {}
+    for inp in model.graph.input:
+        if inp.name in inits:
+            continue
+        tt = inp.type.tensor_type
+        dtype = helper.tensor_dtype_to_np_dtype(tt.elem_type)
+        shape = [d.dim_value if d.HasField("dim_value") else dim_default for d in tt.shape.dim]
+        if np.issubdtype(dtype, np.floating):
+            feeds[inp.name] = rng.standard_normal(shape).astype(dtype)
+        elif dtype == np.bool_:
+            feeds[inp.name] = rng.integers(0, 2, shape).astype(bool)
+        else:
+            high = bounds.get(inp.name, 2)
+            feeds[inp.name] = rng.integers(0, max(high, 1), shape).astype(dtype)
+    return feeds
+
+
+def compare_models(
+    full: onnx.ModelProto,
+    small: onnx.ModelProto,
+    samples: int = 3,
+    rtol: float = DEFAULT_RTOL,
+    seed: int = 0,
+) -> VerifyReport:
+    """Run both models on ``samples`` random inputs and compare every output."""
+    a, b = _session(full), _session(small)
+    names = [o.name for o in a.get_outputs()]
+    if names != [o.name for o in b.get_outputs()]:
+        raise ZigraphError("the two models do not have the same outputs")
+    rng = np.random.default_rng(seed)
+    worst: dict[str, list[float]] = {n: [0.0, 0.0, 0.0] for n in names}
+    for _ in range(samples):
+        feeds = random_inputs(full, rng)
+        ra = a.run(None, feeds)
+        rb = b.run(None, feeds)
+        for n, x, y in zip(names, ra, rb):
+            x = np.asarray(x)
+            y = np.asarray(y)
+            if x.shape != y.shape:
+                raise ZigraphError(f"output '{n}' changed shape: {x.shape} -> {y.shape}")
+            if x.dtype.kind not in "fc":
+                err = float(np.abs(x.astype(np.int64) - y.astype(np.int64)).max()) if x.size else 0.0
+                scale = 1.0
+            else:
+                xf, yf = x.astype(np.float64), y.astype(np.float64)
+                both_nan = np.isnan(xf) & np.isnan(yf)
+                diff = np.where(both_nan, 0.0, np.abs(xf - yf))
+                err = float(np.nan_to_num(diff, nan=np.inf).max()) if x.size else 0.0
+                scale = float(np.nanmax(np.abs(xf))) if x.size and not np.isnan(xf).all() else 0.0
+            w = worst[n]
+            w[0] = max(w[0], err)
+            w[2] = max(w[2], scale)
+    outs = []
+    for n in names:
+        err, _, scale = worst[n]
+        rel = err / max(scale, 1e-12) if err > 0 else 0.0
+        outs.append(OutputError(name=n, max_abs=err, max_rel=rel, scale=scale))
+    max_abs = max((o.max_abs for o in outs), default=0.0)
+    max_rel = max((o.max_rel for o in outs), default=0.0)
+    return VerifyReport(
+        passed=bool(max_rel <= rtol),
+        samples=samples,
+        rtol=rtol,
+        max_abs=max_abs,
+        max_rel=max_rel,
+        outputs=outs,
+    )

@@ -1,0 +1,3 @@
+from zigraph.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,188 @@
+"""The ``zigraph`` command line. Exit codes: 0 success, 1 verification failed, 2 bad input or usage."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from graphcore.errors import ZigraphError
+
+__all__ = ["main"]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2
+        sys.stderr.write(f"zigraph: error: {message} (see 'zigraph --help')\n")
+        raise SystemExit(2)
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        dims = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--input-shape must look like 1,3,224,224, got {text!r}") from None
+    if not dims or any(d <= 0 for d in dims):
+        raise argparse.ArgumentTypeError(f"--input-shape needs positive sizes, got {text!r}")
+    return dims
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="zigraph", description="Find, train and cut zero-invariant groups; prove the result.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def model_args(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("model", help="an .onnx file, or package.module:factory for a torch model")
+        sp.add_argument(
+            "--input-shape", action="append", type=_shape, default=[], help="torch models: one per input"
+        )
+
+    a = sub.add_parser("analyze", help="vertex kinds, node groups and what is prunable")
+    model_args(a)
+    a.add_argument("--mode", choices=["prune", "erase"], default="prune")
+    a.add_argument("--json", metavar="PATH", help="write the JSON report")
+    a.add_argument("--dot", metavar="PATH", help="write a Graphviz file (and an SVG when dot is installed)")
+    a.add_argument("--groups", type=int, default=12, help="groups to list in the summary (default 12)")
+
+    pr = sub.add_parser("prune", help="one-shot pruning to a smaller ONNX model, verified")
+    model_args(pr)
+    pr.add_argument("--sparsity", required=True, help="fraction of prunable ZIGs to remove, in [0, 1)")
+    pr.add_argument("--criterion", default="l2", choices=["l2", "random"])
+    pr.add_argument("--seed", type=int, default=0)
+    pr.add_argument("-o", "--output", required=True, metavar="OUT.onnx")
+    pr.add_argument("--report", metavar="PATH")
+    pr.add_argument("--no-verify", action="store_true")
+    pr.add_argument("--samples", type=int, default=3)
+
+    er = sub.add_parser("erase", help="one-shot erasing of whole structures (not available yet)")
+    model_args(er)
+    er.add_argument("--sparsity", required=True)
+    er.add_argument("--seed", type=int, default=0)
+    er.add_argument("-o", "--output", required=True)
+    er.add_argument("--report")
+    er.add_argument("--no-verify", action="store_true")
+
+    v = sub.add_parser("verify", help="prove SMALL equals FULL with the report's removed slices zeroed")
+    v.add_argument("full")
+    v.add_argument("small")
+    v.add_argument("--zero", required=True, metavar="REPORT", help="a report with a 'removed' list")
+    v.add_argument("--samples", type=int, default=3)
+    v.add_argument("--rtol", type=float, default=1e-4)
+
+    d = sub.add_parser("demo", help="end to end on a built-in model")
+    d.add_argument("--quick", action="store_true", help="a shorter run (used by the tests)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _run(args)
+    except ZigraphError as exc:
+        sys.stderr.write(f"zigraph: error: {exc}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("zigraph: interrupted\n")
+        return 130
+    except MemoryError:
+        sys.stderr.write("zigraph: error: out of memory while processing the model\n")
+        return 2
+    except Exception as exc:  # never a traceback: say what failed and where to report it
+        msg = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        sys.stderr.write(f"zigraph: error: could not process the input ({type(exc).__name__}: {msg})\n")
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "analyze":
+        return _analyze(args)
+    if args.command == "prune":
+        return _prune(args)
+    if args.command == "erase":
+        raise ZigraphError("erase mode is not available yet; use 'zigraph prune'")
+    if args.command == "verify":
+        return _verify(args)
+    if args.command == "demo":
+        from zigraph.demo import run_demo
+
+        return run_demo(quick=args.quick)
+    raise ZigraphError(f"unknown command {args.command}")  # pragma: no cover
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    import graphcore
+    from graphcore.dot import to_dot
+    from graphcore.report import write_json_atomic
+    from zigraph.pipeline import load_model
+    from zigraph.summary import format_summary
+
+    if args.mode != "prune":
+        raise ZigraphError("erase mode is not available yet; use --mode prune")
+    loaded = load_model(args.model, args.input_shape)
+    analysis = graphcore.analyze(loaded.graph, mode=args.mode)
+    report = analysis.report()
+    print(format_summary(report, max_groups=args.groups))
+    if args.json:
+        write_json_atomic(args.json, report.model_dump_json(indent=2) + "\n")
+        print(f"report: {args.json}")
+    if args.dot:
+        write_json_atomic(args.dot, to_dot(analysis))
+        print(f"graph:  {args.dot}")
+        if shutil.which("dot"):
+            svg = str(Path(args.dot).with_suffix(".svg"))
+            subprocess.run(["dot", "-Tsvg", args.dot, "-o", svg], check=False, timeout=300)
+            print(f"svg:    {svg}")
+    return 0
+
+
+def _prune(args: argparse.Namespace) -> int:
+    from graphcore.report import write_json_atomic
+    from zigraph.pipeline import ensure_sparsity, load_model, prune_model, report_json
+    from zigraph.summary import format_prune
+
+    sparsity = ensure_sparsity(args.sparsity)
+    out = Path(args.output)
+    if out.suffix != ".onnx":
+        raise ZigraphError(f"-o must name an .onnx file, got {args.output!r}")
+    if not args.model.endswith(".onnx") or not Path(args.model).exists():
+        pass
+    elif out.resolve() == Path(args.model).resolve():
+        raise ZigraphError("-o must not overwrite the input model")
+    loaded = load_model(args.model, args.input_shape)
+    report = prune_model(
+        loaded, sparsity, out, criterion=args.criterion, seed=args.seed, verify=not args.no_verify,
+        samples=args.samples,
+    )  # fmt: skip
+    if args.report:
+        write_json_atomic(args.report, report_json(report))
+    print(format_prune(report))
+    ver = report["result"].get("verification")
+    return 1 if ver is not None and not ver["passed"] else 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    import construct
+
+    try:
+        data = json.loads(Path(args.zero).read_text())
+    except FileNotFoundError:
+        raise ZigraphError(f"{args.zero}: no such file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ZigraphError(f"{args.zero}: not a JSON report ({exc})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("removed"), list):
+        raise ZigraphError(
+            f"{args.zero}: the report has no 'removed' list (write it with zigraph prune --report)"
+        )
+    rep = construct.verify(args.full, args.small, data["removed"], samples=args.samples, rtol=args.rtol)
+    status = "PASSED" if rep.passed else "FAILED"
+    print(f"verification {status}: max abs error {rep.max_abs:.3e}, max relative error {rep.max_rel:.3e} "
+          f"(tolerance {rep.rtol:g}, {rep.samples} samples)")  # fmt: skip
+    return 0 if rep.passed else 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
