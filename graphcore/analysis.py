@@ -28,10 +28,12 @@ def build_channel_graph(graph: Graph) -> tuple[ChannelGraph, dict[str, int], dic
     unknown: dict[str, int] = {}
     for v in graph.inputs:
         ctx.pin_all(v, f"graph input '{v.name}' has a fixed width")
+        ctx.input_symbols.update(d for d in (v.shape or ()) if isinstance(d, str))
     for node in graph.nodes:
         ctx.node = node
         ctx.touched = set()
         ctx.handled_shape_inputs = set()
+        ctx.resolve_symbols(node)
         fold_node(ctx, node)
         rule = rule_for(node)
         if rule is None:

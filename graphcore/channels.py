@@ -72,6 +72,17 @@ class ChannelGraph:
         self.handled_shape_inputs: set[int] = set()
         self.node: Node | None = None
         self.shape_operands: list[tuple[str, int, str, list[Entry]]] = []
+        self.subst: dict[str, int] = {}
+        self.input_symbols: set[str] = set()
+        self.pending_pins: dict[SlotKey, str] = {}
+
+    def resolve_symbols(self, node: Node) -> None:
+        """Apply symbol sizes learned upstream (e.g. a head count) to this node's values."""
+        if not self.subst:
+            return
+        for v in [*node.inputs, *node.outputs]:
+            if v is not None and v.shape is not None and any(isinstance(d, str) for d in v.shape):
+                v.shape = tuple(self.subst.get(d, d) if isinstance(d, str) else d for d in v.shape)
 
     # -- slots ------------------------------------------------------------------------------------
     def slot(self, v: Value | None, axis: int) -> SlotKey | None:
@@ -92,6 +103,8 @@ class ChannelGraph:
             self.size[key] = d
             self.values[v.name] = v
             self.total += d
+            if key in self.pending_pins:
+                self.pins.setdefault(key, self.pending_pins.pop(key))
         return key
 
     def elements(self, key: SlotKey) -> np.ndarray:
@@ -107,6 +120,10 @@ class ChannelGraph:
     def link(self, a: Value | None, axis_a: int, b: Value | None, axis_b: int) -> bool:
         """Element i of axis ``axis_a`` of ``a`` is the same channel as element i of ``b``'s axis."""
         ka, kb = self.slot(a, axis_a), self.slot(b, axis_b)
+        if ka is None and kb is not None:
+            ka = self._learn(a, axis_a, self.size[kb])
+        elif kb is None and ka is not None:
+            kb = self._learn(b, axis_b, self.size[ka])
         if ka is None and kb is None:
             return True
         if ka is None or kb is None or self.size[ka] != self.size[kb]:
@@ -120,6 +137,17 @@ class ChannelGraph:
             self._links_a.append(self.elements(ka))
             self._links_b.append(self.elements(kb))
         return True
+
+    def _learn(self, v: Value | None, axis: int, size: int) -> SlotKey | None:
+        """An inferred symbol (not a graph input's) linked to a static axis must have that size."""
+        if v is None or v.shape is None:
+            return None
+        d = v.shape[axis]
+        if not isinstance(d, str) or d in self.input_symbols or d in self.subst:
+            return None
+        self.subst[d] = size
+        v.shape = tuple(size if x == d else x for x in v.shape)
+        return self.slot(v, axis)
 
     def link_index(
         self, a: Value | None, axis_a: int, idx_a: np.ndarray, b: Value | None, axis_b: int, idx_b: np.ndarray
@@ -155,6 +183,11 @@ class ChannelGraph:
         k = self.slot(v, axis)
         if k is not None:
             self.pin_key(k, reason)
+        elif v is not None and v.shape is not None and -len(v.shape) <= axis < len(v.shape):
+            # A symbolic axis may become static later (a learned size): the pin must still hold then.
+            a = axis % len(v.shape)
+            where = f" ({self.node.label})" if self.node is not None else ""
+            self.pending_pins.setdefault((v.name, a), reason + where)
 
     def pin_key(self, k: SlotKey, reason: str) -> None:
         self.touched.add(k)

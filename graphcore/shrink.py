@@ -71,7 +71,13 @@ def plan(analysis: PruneAnalysis, removed_zigs) -> ShrinkPlan:
         if tuple(old) == tuple(new):
             continue
         if all(e.value is not None for e in entries):
-            p.operand_rewrites[(node_name, index)] = np.array(new, dtype=np.int64)
+            # Every element is known: write a fresh operand, changing only the sizes that moved
+            # (-1 and 0 keep inferring / copying, which follows the pruning by itself).
+            fresh = [
+                int(e.value) if old[k] == new[k] or e.value in (-1, 0) else int(new[k])  # type: ignore[arg-type]
+                for k, e in enumerate(entries)
+            ]
+            p.operand_rewrites[(node_name, index)] = np.array(fresh, dtype=np.int64)
             continue
         for k, e in enumerate(entries):
             if old[k] == new[k]:

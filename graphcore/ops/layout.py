@@ -194,8 +194,58 @@ def shape_operand(ctx: ChannelGraph, node: Node, index: int, out: Value) -> None
         ctx.pin(out, k, f"{node.op} shape operand is computed at run time")
 
 
+def _refine_target(ctx: ChannelGraph, node: Node, x: Value, y: Value) -> None:
+    """Fill output dims that shape inference left unknown from the tracked target entries.
+
+    A dim learned this way also resolves the same symbol everywhere downstream (``ctx.subst``).
+    """
+    entries = ctx.get_entries(node.input(1))
+    if entries is None or y.shape is None or len(entries) != len(y.shape) or x.shape is None:
+        return
+    dims: list[Dim] = list(y.shape)
+    infer_at = None
+    for k, e in enumerate(entries):
+        if isinstance(dims[k], int):
+            continue
+        if e.value is not None and e.value > 0:
+            dims[k] = int(e.value)
+        elif e.value == 0 and k < len(x.shape) and not node.attr("allowzero", 0):
+            dims[k] = x.shape[k]
+        elif e.value == -1:
+            infer_at = k
+        elif e.kind == "dim" and e.ref is not None:
+            src = ctx.values.get(e.ref[0])
+            if src is not None and src.shape is not None and e.ref[1] < len(src.shape):
+                dims[k] = src.shape[e.ref[1]]
+    if infer_at is not None:
+        dims[infer_at] = _divide(list(x.shape), [d for i, d in enumerate(dims) if i != infer_at])
+    for old, new in zip(y.shape, dims):
+        if isinstance(old, str) and isinstance(new, int):
+            ctx.subst.setdefault(old, new)
+    y.shape = tuple(dims)
+
+
+def _divide(num: list[Dim], den: list[Dim]) -> Dim:
+    """numel(num) / numel(den) when symbols cancel and integers divide; else None."""
+    syms = [d for d in num if not isinstance(d, int)]
+    n = int(np.prod([d for d in num if isinstance(d, int)], dtype=np.int64))
+    d_int = 1
+    for d in den:
+        if isinstance(d, int):
+            d_int *= d
+        elif d in syms and d is not None:
+            syms.remove(d)
+        else:
+            return None
+    if syms or d_int == 0 or n % d_int:
+        return None
+    return n // d_int
+
+
 def _reshape(ctx: ChannelGraph, node: Node) -> None:
     x, y = node.input(0), node.outputs[0]
+    if node.op == "Reshape" and x is not None and y.shape is not None:
+        _refine_target(ctx, node, x, y)
     if x is None or x.shape is None or y.shape is None:
         ctx.pin_all(x, f"{node.op} with unknown shapes")
         ctx.pin_all(y, f"{node.op} with unknown shapes")

@@ -99,15 +99,14 @@ def _layernorm(ctx: ChannelGraph, node: Node) -> None:
     axis = axis + r if axis < 0 else axis
     reason = f"{node.op} normalizes over this axis: removing a channel changes its statistics"
     for a in range(r):
-        if a < axis:
-            ctx.link(x, a, y, a)
-        else:
-            ctx.pin(x, a, reason)
+        ctx.link(x, a, y, a)
+        if a >= axis:
+            # Linked so the report shows the whole channel space, pinned because it is not exact.
             ctx.pin(y, a, reason)
             for p in node.inputs[1:3]:
                 pr = rank(p)
-                if pr is not None and a - (r - pr) >= 0:
-                    ctx.pin(p, a - (r - pr), reason)
+                if pr is not None and a - (r - pr) >= 0 and p is not None and p.shape[a - (r - pr)] != 1:
+                    ctx.link(p, a - (r - pr), y, a)
     for extra in node.outputs[1:]:
         for a in range(min(axis, rank(extra) or 0)):
             ctx.link(x, a, extra, a)
@@ -125,11 +124,9 @@ def _axis_stat(op_label: str, axes_of):
             return
         axes = axes_of(node, r)
         for a in range(r):
+            ctx.link(x, a, y, a)
             if a in axes:
-                ctx.pin(x, a, f"{node.op} {op_label} over this axis")
                 ctx.pin(y, a, f"{node.op} {op_label} over this axis")
-            else:
-                ctx.link(x, a, y, a)
 
     return relate
 

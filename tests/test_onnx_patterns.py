@@ -1,0 +1,263 @@
+"""Hand-built ONNX graphs: the groups we expect, written out by hand, and exact pruning of each."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.helpers import analyze, assert_exact, group_of, params_of, random_removal
+from tests.onnx_builder import G
+
+
+def _head(g: G, x: str, c: int, classes: int = 3) -> None:
+    p = g.op("GlobalAveragePool", [x])
+    f = g.op("Flatten", [p])
+    y = g.gemm(f, c, classes, "fc")
+    g.nodes[-1].output[0] = "y"
+    g.output("y")
+
+
+def residual() -> G:
+    g = G()
+    x = g.input("x", [1, 4, 8, 8])
+    a = g.op("Relu", [g.conv(x, 4, 8, name="conv1")])
+    b = g.conv(a, 8, 8, name="conv2")
+    c = g.op("Relu", [g.op("Add", [a, b])])
+    _head(g, g.conv(c, 8, 6, name="conv3"), 6)
+    return g
+
+
+def test_residual_add_ties_both_branches():
+    a = analyze(residual().model())
+    res = group_of(a, "conv1.weight", 0)
+    assert res.prunable and res.size == 8
+    assert params_of(res) >= {("conv1.weight", 0), ("conv1.bias", 0), ("conv2.weight", 0), ("conv2.weight", 1),
+                              ("conv2.bias", 0), ("conv3.weight", 1)}  # fmt: skip
+    mid = group_of(a, "conv3.weight", 0)
+    assert mid.prunable and mid.size == 6 and ("fc.weight", 1) in mid.params
+    out = group_of(a, "fc.weight", 0)
+    assert not out.prunable and "graph output" in out.reason
+    inp = group_of(a, "conv1.weight", 1)
+    assert not inp.prunable and "graph input" in inp.reason
+
+
+def concat() -> G:
+    g = G()
+    x = g.input("x", [1, 4, 6, 6])
+    a = g.conv(x, 4, 3, name="conv_a")
+    b = g.conv(x, 4, 5, name="conv_b")
+    c = g.op("Concat", [a, b], axis=1)
+    d = g.op("Relu", [g.bn(c, 8, name="bn")])
+    _head(g, g.conv(d, 8, 4, name="conv_c"), 4)
+    return g
+
+
+def test_concat_branches_keep_their_offsets():
+    a = analyze(concat().model())
+    ga, gb = group_of(a, "conv_a.weight", 0), group_of(a, "conv_b.weight", 0)
+    assert ga is not gb and ga.prunable and gb.prunable and (ga.size, gb.size) == (3, 5)
+    first_b = {(s.param, s.axis): s.indices for s in a.zig_slices(int(gb.zig_ids[0]))}
+    assert first_b[("bn.weight", 0)] == (3,) and first_b[("conv_c.weight", 1)] == (3,)
+    last_a = {(s.param, s.axis): s.indices for s in a.zig_slices(int(ga.zig_ids[-1]))}
+    assert last_a[("bn.running_var", 0)] == (2,)
+
+
+def depthwise() -> G:
+    g = G()
+    x = g.input("x", [1, 4, 6, 6])
+    a = g.op("Relu", [g.conv(x, 4, 8, name="conv1")])
+    d = g.op("Relu", [g.conv(a, 8, 8, group=8, name="dw")])
+    _head(g, g.conv(d, 8, 6, k=1, name="pw"), 6)
+    return g
+
+
+def test_depthwise_ties_input_and_output_channels():
+    a = analyze(depthwise().model())
+    grp = group_of(a, "conv1.weight", 0)
+    assert grp.prunable and grp.size == 8
+    assert params_of(grp) >= {("dw.weight", 0), ("dw.bias", 0), ("pw.weight", 1)}
+    assert not any(("dw.weight", 1) in g.params for g in a.groups)  # the per-group width is structure
+
+
+def grouped() -> G:
+    g = G()
+    x = g.input("x", [1, 4, 6, 6])
+    a = g.op("Relu", [g.conv(x, 4, 8, name="conv1")])
+    b = g.op("Relu", [g.conv(a, 8, 8, group=2, name="gconv")])
+    _head(g, g.conv(b, 8, 6, name="conv3"), 6)
+    return g
+
+
+def test_grouped_conv_removes_whole_groups():
+    a = analyze(grouped().model())
+    grp = group_of(a, "conv1.weight", 0)
+    assert grp.prunable and grp.size == 2  # two conv groups of four channels
+    sl = {(s.param, s.axis): s.indices for s in a.zig_slices(int(grp.zig_ids[1]))}
+    assert sl[("conv1.weight", 0)] == (4, 5, 6, 7) and sl[("gconv.weight", 0)] == (4, 5, 6, 7)
+    small, plan, _ = assert_exact(a, grp.zig_ids[:1])
+    conv = next(n for n in small.graph.node if n.name.startswith("Conv") and n.input[1] == "gconv.weight")
+    assert next(at.i for at in conv.attribute if at.name == "group") == 1
+
+
+def split() -> G:
+    g = G()
+    x = g.input("x", [1, 4, 6, 6])
+    a = g.op("Relu", [g.conv(x, 4, 8, name="conv1")])
+    s1, s2 = g.op("Split", [a, g.const("sizes", [3, 5])], n_out=2, axis=1)
+    c = g.op("Add", [g.conv(s1, 3, 4, name="conv_a"), g.conv(s2, 5, 4, name="conv_b")])
+    _head(g, c, 4)
+    return g
+
+
+def test_split_ranges_are_separate_groups():
+    a = analyze(split().model())
+    sizes = sorted(g.size for g in a.groups if ("conv1.weight", 0) in g.params)
+    assert sizes == [3, 5]
+    assert all(g.prunable for g in a.groups if ("conv1.weight", 0) in g.params)
+    assert_exact(a, random_removal(a, np.random.default_rng(1), 0.5))
+
+
+def flatten_gemm() -> G:
+    g = G()
+    x = g.input("x", [1, 4, 4, 4])
+    a = g.op("Relu", [g.conv(x, 4, 3, name="conv")])
+    f = g.op("Flatten", [a], axis=1)
+    g.gemm(f, 48, 5, "fc")
+    g.nodes[-1].output[0] = "y"
+    g.output("y")
+    return g
+
+
+def test_flatten_into_gemm_owns_spatial_blocks():
+    a = analyze(flatten_gemm().model())
+    grp = group_of(a, "conv.weight", 0)
+    assert grp.prunable and grp.size == 3
+    sl = {(s.param, s.axis): s.indices for s in a.zig_slices(int(grp.zig_ids[1]))}
+    assert sl[("fc.weight", 1)] == tuple(range(16, 32))
+
+
+def squeeze_excite() -> G:
+    g = G()
+    x = g.input("x", [1, 4, 6, 6])
+    y = g.op("Relu", [g.conv(x, 4, 8, name="conv1")])
+    s = g.op("GlobalAveragePool", [y])
+    s = g.op("Relu", [g.conv(s, 8, 2, k=1, name="reduce")])
+    s = g.op("Sigmoid", [g.conv(s, 2, 8, k=1, name="expand")])
+    z = g.op("Mul", [y, s])
+    _head(g, g.conv(z, 8, 6, name="conv3"), 6)
+    return g
+
+
+def test_squeeze_excite_gate_shares_the_channel():
+    a = analyze(squeeze_excite().model())
+    grp = group_of(a, "conv1.weight", 0)
+    assert grp.prunable and grp.size == 8
+    assert params_of(grp) >= {
+        ("reduce.weight", 1),
+        ("expand.weight", 0),
+        ("expand.bias", 0),
+        ("conv3.weight", 1),
+    }
+    inner = group_of(a, "reduce.weight", 0)
+    assert inner.prunable and inner.size == 2 and ("expand.weight", 1) in inner.params
+
+
+def matmul_transposed() -> G:
+    g = G()
+    x = g.input("x", [1, 5, 6])
+    wt = g.op("Transpose", [g.w("w1", (8, 6))], perm=[1, 0])
+    h = g.op("Relu", [g.op("MatMul", [x, wt])])
+    g.op("MatMul", [h, g.w("w2", (8, 4))])
+    g.nodes[-1].output[0] = "y"
+    g.output("y")
+    return g
+
+
+def test_matmul_with_transposed_constant_weight():
+    a = analyze(matmul_transposed().model())
+    grp = group_of(a, "w1", 0)
+    assert grp.prunable and grp.size == 8 and ("w2", 0) in grp.params
+
+
+def layernorm() -> G:
+    g = G()
+    x = g.input("x", [1, 5, 6])
+    h = g.op("MatMul", [x, g.w("w1", (6, 8))])
+    h = g.op("LayerNormalization", [h, g.w("ln.weight", (8,)), g.w("ln.bias", (8,))], axis=-1)
+    h = g.op("MatMul", [h, g.w("w2", (8, 7))])
+    h = g.op("Relu", [h])
+    g.op("MatMul", [h, g.w("w3", (7, 4))])
+    g.nodes[-1].output[0] = "y"
+    g.output("y")
+    return g
+
+
+def test_layernorm_over_the_channel_axis_is_not_prunable():
+    a = analyze(layernorm().model())
+    grp = group_of(a, "w1", 1)
+    assert not grp.prunable and "LayerNormalization" in grp.reason
+    assert ("ln.weight", 0) in grp.params
+    mlp = group_of(a, "w2", 1)
+    assert mlp.prunable and mlp.size == 7
+
+
+def unknown_op() -> G:
+    g = G()
+    x = g.input("x", [1, 4, 6, 6])
+    a = g.conv(x, 4, 8, name="conv1")
+    b = g.op("Foo", [a], domain="custom")
+    g.shape_of(b, [1, 8, 6, 6])
+    c = g.op("Relu", [g.conv(b, 8, 6, name="conv2")])
+    _head(g, g.conv(c, 6, 5, name="conv3"), 5)
+    return g
+
+
+def test_unknown_custom_op_blocks_its_neighbours():
+    a = analyze(unknown_op().model({"custom": 1}))
+    before = group_of(a, "conv1.weight", 0)
+    assert not before.prunable and "custom::Foo" in before.reason
+    after = group_of(a, "conv2.weight", 1)
+    assert not after.prunable and "custom::Foo" in after.reason
+    assert group_of(a, "conv2.weight", 0).prunable  # one stem further the channels are free again
+    assert a.report().unknown_ops == {"custom::Foo": 1}
+
+
+def sigmoid_between_convs() -> G:
+    g = G()
+    x = g.input("x", [1, 4, 6, 6])
+    a = g.op("Sigmoid", [g.conv(x, 4, 8, name="conv1")])
+    _head(g, g.conv(a, 8, 6, name="conv2"), 6)
+    return g
+
+
+def channel_mean() -> G:
+    g = G()
+    x = g.input("x", [1, 4, 6, 6])
+    a = g.op("Relu", [g.conv(x, 4, 8, name="conv1")])
+    m = g.op("ReduceMean", [a, g.const("axes", [1])], keepdims=1)
+    _head(g, g.op("Add", [g.conv(a, 8, 3, name="conv2"), m]), 3)
+    return g
+
+
+def test_f0_nonzero_activation_is_exact_when_consumers_drop_the_channel():
+    a = analyze(sigmoid_between_convs().model())
+    assert group_of(a, "conv1.weight", 0).prunable
+    assert_exact(a, random_removal(a, np.random.default_rng(0), 0.5))
+
+
+def test_mean_over_channels_is_not_prunable():
+    a = analyze(channel_mean().model())
+    grp = group_of(a, "conv1.weight", 0)
+    assert not grp.prunable and "ReduceMean" in grp.reason
+
+
+PATTERNS = [residual, concat, depthwise, grouped, split, flatten_gemm, squeeze_excite, matmul_transposed,
+            layernorm, sigmoid_between_convs, channel_mean]  # fmt: skip
+
+
+@pytest.mark.parametrize("build", PATTERNS, ids=lambda f: f.__name__)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_every_pattern_prunes_exactly(build, seed):
+    a = analyze(build().model())
+    removed = random_removal(a, np.random.default_rng(seed))
+    assert_exact(a, removed)
