@@ -54,6 +54,11 @@ def read_onnx(source: str | os.PathLike | onnx.ModelProto) -> tuple[onnx.ModelPr
         raise ModelLoadError(f"{name}: not an ONNX model (no graph or no nodes)")
     _check_opset(model, name)
     _check_external(model, base, name)
+    try:
+        # A path lets the checker resolve external data next to the model (it reads no weights).
+        onnx.checker.check_model(model if base is None else str(source))
+    except Exception as exc:
+        raise ModelLoadError(f"{name}: invalid ONNX graph ({_short(exc)})") from None
     if len(model.functions):
         try:
             from onnx import inliner
@@ -61,12 +66,6 @@ def read_onnx(source: str | os.PathLike | onnx.ModelProto) -> tuple[onnx.ModelPr
             model = inliner.inline_local_functions(model)
         except Exception as exc:
             raise ModelLoadError(f"{name}: cannot inline its local functions ({_short(exc)})") from None
-    try:
-        onnx.checker.check_model(model)
-    except onnx.checker.ValidationError as exc:
-        raise ModelLoadError(f"{name}: invalid ONNX graph ({_short(exc)})") from None
-    except Exception as exc:
-        raise ModelLoadError(f"{name}: invalid ONNX graph ({_short(exc)})") from None
     return model, base
 
 
