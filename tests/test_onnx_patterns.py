@@ -261,3 +261,32 @@ def test_every_pattern_prunes_exactly(build, seed):
     a = analyze(build().model())
     removed = random_removal(a, np.random.default_rng(seed))
     assert_exact(a, removed)
+
+
+def division_by_a_channel() -> G:
+    g = G()
+    x = g.input("x", [1, 4, 6, 6])
+    a = g.conv(x, 4, 8, name="conv_num")
+    b = g.op("Add", [g.op("Relu", [g.conv(x, 4, 8, name="conv_den")]), g.const("one", 1.0, np.float32)])
+    _head(g, g.conv(g.op("Div", [a, b]), 8, 6, name="conv3"), 6)
+    return g
+
+
+def test_dividing_by_a_zeroed_channel_is_not_prunable():
+    # Zeroing conv_den's channel makes the denominator 0 + 1 here, but Relu(0) + 1 is not provably
+    # nonzero in general; a bare zeroed denominator would give inf × 0 = NaN downstream.
+    g = G()
+    x = g.input("x", [1, 4, 6, 6])
+    a = g.conv(x, 4, 8, name="conv_num")
+    b = g.conv(x, 4, 8, name="conv_den")
+    _head(g, g.conv(g.op("Div", [a, b]), 8, 6, name="conv3"), 6)
+    a = analyze(g.model())
+    grp = group_of(a, "conv_den.weight", 0)
+    assert not grp.prunable and "division by zero" in grp.reason
+
+
+def test_dividing_by_a_shifted_channel_stays_prunable_and_exact():
+    a = analyze(division_by_a_channel().model())
+    assert group_of(a, "conv_den.weight", 0).prunable
+    for seed in range(3):
+        assert_exact(a, random_removal(a, np.random.default_rng(seed)))

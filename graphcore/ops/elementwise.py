@@ -21,9 +21,22 @@ UNARY = {
 }  # fmt: skip
 
 
+# f(0) is infinite or undefined: a zeroed channel would turn into inf/NaN, and inf × 0 = NaN poisons
+# every consumer, so such channels are never removable.
+BLOWS_UP_AT_ZERO = {"Log", "Reciprocal", "Acosh", "Atanh"}
+
+
+def _pin_where_zero(ctx: ChannelGraph, v, node: Node, what: str) -> None:
+    for a in range(len(v.shape) if v is not None and v.shape is not None else 0):
+        if ctx.slot(v, a) is not None and ctx.zero(v, a).any():
+            ctx.pin(v, a, f"{node.op} of a zeroed channel is {what}")
+
+
 def _unary(zero_preserving: bool):
     def relate(ctx: ChannelGraph, node: Node) -> None:
         x = node.input(0)
+        if node.op in BLOWS_UP_AT_ZERO:
+            _pin_where_zero(ctx, x, node, "infinite")
         identity(ctx, x, node.outputs[0], zero_preserving)
         for extra in node.outputs[1:]:  # Dropout's mask
             identity(ctx, x, extra, False)
@@ -47,6 +60,8 @@ def _clip(ctx: ChannelGraph, node: Node) -> None:
 def _binary(mode: str):
     def relate(ctx: ChannelGraph, node: Node) -> None:
         out = node.outputs[0]
+        if node.op in ("Div", "Mod") and len(node.inputs) > 1:
+            _pin_where_zero(ctx, node.input(1), node, "a division by zero")
         broadcast(ctx, node.inputs, out, mode)
 
     return relate
@@ -55,6 +70,8 @@ def _binary(mode: str):
 def _pow(ctx: ChannelGraph, node: Node) -> None:
     e = node.input(1)
     positive = e is not None and e.const is not None and e.const.size == 1 and float(e.const) > 0
+    if not positive:
+        _pin_where_zero(ctx, node.input(0), node, "infinite for a non-positive exponent")
     broadcast(ctx, node.inputs, node.outputs[0], "first" if positive else "none")
 
 
