@@ -1,0 +1,402 @@
+"""The base every group-sparse optimizer builds on: ZIG-aware ``torch.optim.Optimizer``.
+
+A subclass decides *which* ZIGs to penalize, by how much, and which to zero; this class does the rest
+with batched primitives (see ``layout``): per-ZIG statistics of the parameters and the search
+direction, the penalized trial step with its half-space test, exact zeroing within the per-group and
+target budgets, keeping zero groups at zero, first-order variants (SGD with momentum / dampening /
+Nesterov / weight decay, Adam, AdamW), state-dict round trips and DDP (the model may be wrapped;
+every decision is a deterministic function of parameters and gradients, which DDP keeps identical on
+all ranks, so no extra communication is needed).
+
+Built as ``Opt(model, analysis, **hyperparameters)``; every hyperparameter lands in
+``param_groups[0]`` so learning-rate schedulers and ``state_dict`` see it as with any torch optimizer.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from graphcore.groups import PruneAnalysis
+from optimizers.first_order import VARIANTS, decoupled_decay, direction
+from optimizers.layout import Scratch, ZigLayout
+from optimizers.selection import select_with_caps
+
+__all__ = ["GroupOptimizer", "GroupStats", "removed_zigs", "safe_norm", "unwrap_model"]
+
+
+def safe_norm(x2: torch.Tensor) -> torch.Tensor:
+    """``sqrt(x2)`` with 1 where x2 is 0, for dividing by a group norm that may vanish."""
+    return torch.where(x2 > 0, x2, torch.ones_like(x2)).sqrt()
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The module whose parameter names the analysis uses (DDP and DataParallel prefix ``module.``)."""
+    wrappers = (nn.parallel.DistributedDataParallel, nn.DataParallel)
+    while isinstance(model, wrappers):
+        model = model.module
+    return model
+
+
+@dataclass(frozen=True)
+class Need:
+    """What a step needs besides the plain first-order update (see :meth:`GroupOptimizer.need`)."""
+
+    pre: bool = False  # per-ZIG statistics of x and D before the step; update() then takes the step
+    d2: bool = False  # with ``pre``: also ||D_g||²
+    post: bool = False  # ||x_g||² right after the plain step (proximal methods)
+
+
+@dataclass
+class GroupStats:
+    """Per-ZIG statistics of one step, all of length ``num_zigs + 1`` (see ``ZigLayout``).
+
+    ``x2`` is ``||x_g||²`` before the step (``Need.pre``) or after the plain step (``Need.post``);
+    ``directions`` holds D for every ZIG-holding parameter (None where it got no gradient).
+    """
+
+    x2: torch.Tensor
+    xd: torch.Tensor | None = None
+    d2: torch.Tensor | None = None
+    directions: list[torch.Tensor | None] = field(default_factory=list)
+
+
+class GroupOptimizer(torch.optim.Optimizer):
+    """A ``torch.optim.Optimizer`` over a model's parameters that knows the ZIGs of ``analysis``.
+
+    Every trainable parameter of the model is optimized (parameters with ``requires_grad=False`` or
+    marked untrainable in the analysis are left alone); the ones holding ZIG slices come first in
+    ``param_groups[0]["params"]``. A ZIG with a slice on an untouched parameter can never be driven
+    to zero, so it is not prunable for the optimizer (``self.prunable``).
+
+    A step is one pass over the parameters (first-order direction, then the plain update, or the
+    statistics a subclass asked for), at most one batch of per-ZIG decisions, and — when the subclass
+    penalizes — a second pass that applies the penalized update. Subclasses override :meth:`need`
+    and :meth:`update` and, when they keep state beyond the per-parameter buffers,
+    :meth:`_extra_state` / :meth:`_load_extra_state`.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        analysis: PruneAnalysis,
+        *,
+        lr: float = 0.1,
+        variant: str = "sgd",
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        nesterov: bool = False,
+        weight_decay: float = 0.0,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        fixed_zero_groups: bool = True,
+        **hyperparameters: Any,
+    ) -> None:
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+        if lr < 0 or momentum < 0 or weight_decay < 0:
+            raise ValueError("lr, momentum and weight_decay must be non-negative")
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+        module = unwrap_model(model)
+        named = dict(module.named_parameters(remove_duplicate=False))
+        frozen = {n for n, p in named.items() if not p.requires_grad or not analysis.trainable.get(n, True)}
+        self.analysis = analysis
+        self.layout = ZigLayout(analysis, {n: p for n, p in named.items() if n not in frozen})
+        params = list(self.layout.params)
+        for n, p in named.items():
+            if n not in frozen and all(p is not q for q in params):
+                params.append(p)
+        if not params:
+            raise ValueError("the model has no trainable parameters")
+        defaults = dict(
+            lr=lr, variant=variant, momentum=momentum, dampening=dampening, nesterov=nesterov,
+            weight_decay=weight_decay, betas=tuple(betas), eps=eps, fixed_zero_groups=fixed_zero_groups,
+            **hyperparameters,
+        )
+        super().__init__([{"params": params}], defaults)
+        self.num_grouped = len(self.layout.params)
+        self._init_zig_tables(analysis, frozen)
+        self._t = 0
+        self._scratch = Scratch()
+        self._zero = torch.zeros(self.layout.num_zigs + 1, dtype=torch.bool, device=self.layout.device)
+        self._keep: list[torch.Tensor | None] = [None] * self.num_grouped
+        with torch.no_grad():
+            self._set_zero(self._observed_zero(self.layout.sq_norms()))
+
+    # ------------------------------------------------------------------ construction helpers
+    def _init_zig_tables(self, analysis: PruneAnalysis, frozen: set[str]) -> None:
+        """Per-ZIG group ids, the prunable mask, and per-group limits on zero ZIGs."""
+        num_zigs, num_groups = analysis.num_zigs, len(analysis.groups)
+        group = np.full(num_zigs + 1, num_groups, dtype=np.int64)
+        in_prunable = np.zeros(num_zigs + 1, dtype=bool)
+        for i, g in enumerate(analysis.groups):
+            group[np.asarray(g.zig_ids, dtype=np.int64)] = i
+            in_prunable[np.asarray(g.zig_ids, dtype=np.int64)] = g.prunable
+        stuck = np.zeros(num_zigs + 1, dtype=bool)  # ZIGs with a slice on a parameter we do not train
+        for (name, _axis), owner in analysis.param_axes.items():
+            if name in frozen:
+                own = np.asarray(owner, dtype=np.int64)
+                stuck[own[own >= 0]] = True
+        eligible = in_prunable & ~stuck & self.layout.has_slices.cpu().numpy()
+        eligible[num_zigs] = False
+        size = np.bincount(group, minlength=num_groups + 1)
+        n_eligible = np.bincount(group[eligible], minlength=num_groups + 1)
+        min_keep = np.array([max(int(g.min_keep), 0) for g in analysis.groups] + [0], dtype=np.int64)
+        # at most size - min_keep ZIGs of a group may be zero, and only eligible ones can be
+        cap = np.clip(np.minimum(n_eligible, size - min_keep), 0, None)
+        cap[num_groups] = 0
+        dev = self.layout.device
+        self.zig_group = torch.as_tensor(group, device=dev)
+        self.prunable = torch.as_tensor(eligible, device=dev)
+        self.group_size = torch.as_tensor(size, device=dev)
+        self.group_cap = torch.as_tensor(cap, device=dev)
+        self.num_prunable = int(in_prunable[:num_zigs].sum())  # what target sparsities count
+        self.max_zero = int(cap.sum())
+
+    # ------------------------------------------------------------------ the step
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """One optimizer step: directions and plain updates (or statistics), then :meth:`update`."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        group = self.param_groups[0]
+        self._t += 1
+        need = self.need(group)
+        stats = self._sweep(group, need)
+        if need.pre or need.post:
+            self.update(stats, group)
+        return loss
+
+    def need(self, group: dict) -> Need:
+        """What this step needs; the default, ``Need()``, is the plain first-order step."""
+        return Need()
+
+    def update(self, stats: GroupStats, group: dict) -> None:
+        """Finish a step that asked for statistics.
+
+        With ``Need.pre`` the ZIG-holding parameters have not moved yet: call :meth:`penalized_step`
+        (a zero coefficient everywhere gives the plain step). With ``Need.post`` they have.
+        """
+        raise NotImplementedError(f"{type(self).__name__} asked for statistics but does not use them")
+
+    def keeps_zero(self, group: dict) -> bool:
+        """Whether zero ZIGs are held at zero in this step (``fixed_zero_groups`` by default)."""
+        return bool(group["fixed_zero_groups"])
+
+    def _sweep(self, group: dict, need: Need) -> GroupStats:
+        """The pass over all parameters: direction, then either statistics or the plain update."""
+        lr = group["lr"]
+        decay = decoupled_decay(group["variant"], lr, group["weight_decay"])
+        keep = self._keep if self.keeps_zero(group) else [None] * self.num_grouped
+        layout, scratch = self.layout, self._scratch
+        xs: list[torch.Tensor] = []
+        xds: list[torch.Tensor] = []
+        dds: list[torch.Tensor] = []
+        stats = GroupStats(x2=torch.empty(0))
+        for i, p in enumerate(group["params"]):
+            d = None if p.grad is None else direction(p, _dense_grad(p), self.state[p], group)
+            if i >= self.num_grouped:
+                if d is not None:
+                    _plain_update(p, d, lr, decay, None)
+                continue
+            slot = layout.slots[i]
+            if need.pre:
+                parts = layout.reduce(slot, p, None, scratch)
+                xs.extend(parts)
+                stats.directions.append(d)
+                if d is None:
+                    xds.extend(torch.zeros_like(v) for v in parts)
+                    dds.extend(torch.zeros_like(v) for v in parts)
+                    continue
+                xds.extend(layout.reduce(slot, p, d, scratch))
+                if need.d2:
+                    dds.extend(layout.reduce(slot, d, None, scratch))
+                continue
+            if d is not None:
+                _plain_update(p, d, lr, decay, keep[i])
+            if need.post:
+                xs.extend(layout.reduce(slot, p, None, scratch))
+        if need.pre or need.post:
+            stats.x2 = layout.segment_sum(xs)
+            self._set_zero(self._observed_zero(stats.x2))
+        if need.pre:
+            stats.xd = layout.segment_sum(xds)
+            stats.d2 = layout.segment_sum(dds) if need.d2 else None
+        return stats
+
+    # ------------------------------------------------------------------ primitives for subclasses
+    @property
+    def steps_done(self) -> int:
+        """Number of :meth:`step` calls so far (restored by ``load_state_dict``)."""
+        return self._t
+
+    def penalized_step(self, stats: GroupStats, group: dict, coef: torch.Tensor) -> torch.Tensor:
+        """Step the ZIG-holding parameters, adding the group-lasso gradient on penalized ZIGs.
+
+        ``coef`` is ``λ_g/||x_g||`` per ZIG (0 where not penalized); an entry owned by several ZIGs
+        gets the sum. The parameters become the trial point ``x̂ = (decay − lr·Σcoef)·x − lr·D``
+        (zero ZIGs stay zero when :meth:`keeps_zero`). Returns ``<x̂_g, x_g>`` for every ZIG, from the
+        statistics plus, for parameters owned along several axes, cross terms read while the
+        parameter is being updated anyway.
+        """
+        lr = group["lr"]
+        decay = decoupled_decay(group["variant"], lr, group["weight_decay"])
+        keep = self._keep if self.keeps_zero(group) else [None] * self.num_grouped
+        layout = self.layout
+        touched = layout.touched(coef != 0)
+        cross = layout.zeros_flat()
+        for slot in layout.slots:
+            i = slot.param
+            p = layout.params[i]
+            if touched[i] and len(slot.axes) > 1:  # overlapping owners: their share of <x̂_g, x_g>
+                layout.put_flat(cross, slot, layout.cross(slot, coef, p, self._scratch))
+            if touched[i]:
+                p.mul_((decay - lr * layout.broadcast_sum(coef, slot)).to(p.dtype))
+                decay_i = 1.0
+            else:
+                decay_i = decay
+            d = stats.directions[i]
+            if d is not None:
+                _plain_update(p, d, lr, decay_i, keep[i])
+            elif decay_i != 1.0:
+                p.mul_(decay_i)
+        return (decay - lr * coef) * stats.x2 - lr * layout.segment_sum([cross]) - lr * stats.xd
+
+    def half_space_zero(
+        self, hat_dot: torch.Tensor, x2: torch.Tensor, active: torch.Tensor, epsilon: float,
+        budget: int | None,
+    ) -> torch.Tensor:
+        """Half-space projection: zero the active ZIGs with ``<x̂_g, x_g> < ε||x_g||²`` (within limits).
+
+        When more qualify than the per-group room or ``budget`` allow, those whose trial point went
+        furthest past the boundary (smallest ``<x̂_g, x_g>/||x_g||²``) go first. Returns the ZIGs zeroed.
+        """
+        candidates = active & (hat_dot < epsilon * x2)
+        ratio = hat_dot / safe_norm(x2).square()
+        chosen = select_with_caps(candidates, ratio, self.zig_group, self.room(), budget)
+        self.zero_zigs(chosen)
+        return chosen
+
+    def zero_zigs(self, mask: torch.Tensor) -> None:
+        """Set every slice of the ZIGs in ``mask`` exactly to zero and remember them as zero."""
+        if not bool(mask.any()):
+            return
+        self.layout.zero_(mask)
+        self._set_zero(self._zero | mask)
+
+    def room(self) -> torch.Tensor:
+        """Per node group: how many more of its ZIGs may become zero (``min_keep`` respected)."""
+        zero = self._zero & self.prunable
+        used = torch.bincount(self.zig_group[zero], minlength=self.group_cap.numel())
+        return self.group_cap - used
+
+    def target_count(self, sparsity: float) -> int:
+        """Number of zero ZIGs a group sparsity asks for: ``floor(s · #prunable ZIGs)``, within limits."""
+        if not 0.0 <= sparsity <= 1.0:
+            raise ValueError(f"target group sparsity must be in [0, 1], got {sparsity}")
+        return min(math.floor(sparsity * self.num_prunable + 1e-9), self.max_zero)
+
+    def num_zero(self) -> int:
+        """Number of prunable ZIGs that are exactly zero (as last observed or set)."""
+        return int((self._zero & self.prunable).sum())
+
+    def group_sparsity(self) -> float:
+        """Zero prunable ZIGs over all prunable ZIGs."""
+        return self.num_zero() / self.num_prunable if self.num_prunable else 0.0
+
+    def zero_zig_ids(self) -> np.ndarray:
+        """Ids of the prunable ZIGs that are exactly zero."""
+        return torch.nonzero(self._zero & self.prunable).flatten().cpu().numpy()
+
+    # ------------------------------------------------------------------ zero bookkeeping
+    def _observed_zero(self, x2: torch.Tensor) -> torch.Tensor:
+        """Prunable ZIGs that are exactly zero; only those are ever held at zero."""
+        return (x2 == 0) & self.prunable
+
+    def _set_zero(self, zero: torch.Tensor) -> None:
+        """Record the zero ZIGs and rebuild the per-parameter keep masks the updates multiply D by."""
+        if torch.equal(zero, self._zero):
+            return
+        self._zero = zero
+        keep = (~zero).to(self.layout.dtype)
+        touched = self.layout.touched(zero)
+        self._keep = [
+            self.layout.broadcast_prod(keep, slot).to(self.layout.params[slot.param].dtype)
+            if touched[slot.param] else None
+            for slot in self.layout.slots
+        ]
+
+    # ------------------------------------------------------------------ state dict
+    def _extra_state(self) -> dict[str, Any]:
+        """State beyond torch's per-parameter buffers; subclasses extend the dict."""
+        return {"step": self._t, "zero": self._zero.cpu()}
+
+    def _load_extra_state(self, extra: Mapping[str, Any]) -> None:
+        self._t = int(extra["step"])
+        self._zero = torch.zeros_like(self._zero)
+        self._keep = [None] * self.num_grouped
+        self._set_zero(extra["zero"].to(self.layout.device))
+
+    def state_dict(self) -> dict[str, Any]:
+        sd = super().state_dict()
+        sd["zigraph"] = self._extra_state()
+        return sd
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        extra = state_dict.pop("zigraph", None)
+        super().load_state_dict(state_dict)
+        if extra is not None:
+            self._load_extra_state(extra)
+
+
+def removed_zigs(model: nn.Module, analysis: PruneAnalysis, *, prunable_only: bool = True) -> np.ndarray:
+    """Ids of the ZIGs all of whose slices on the model's parameters are exactly zero.
+
+    This is how construct finds what an optimizer (built-in or plugin) removed: exact zeros are the
+    whole contract. ZIGs with no slice on a parameter are never reported. With ``prunable_only``
+    (the default) only ZIGs of prunable node groups count, and a group never loses more than
+    ``size - min_keep`` ZIGs: surplus zero ZIGs (lowest ids removed first) are kept, which is exact
+    because a zero channel kept in the network changes nothing.
+    """
+    module = unwrap_model(model)
+    layout = ZigLayout(analysis, dict(module.named_parameters(remove_duplicate=False)))
+    with torch.no_grad():
+        zero = ((layout.sq_norms() == 0) & layout.has_slices).cpu().numpy()[:-1]
+    if not prunable_only:
+        return np.nonzero(zero)[0].astype(np.int64)
+    keep = np.zeros_like(zero)
+    for g in analysis.groups:
+        if not g.prunable:
+            continue
+        ids = np.asarray(g.zig_ids, dtype=np.int64)
+        hit = np.sort(ids[zero[ids]])
+        keep[hit[: max(len(ids) - int(g.min_keep), 0)]] = True
+    return np.nonzero(keep)[0].astype(np.int64)
+
+
+def _dense_grad(p: torch.Tensor) -> torch.Tensor:
+    if p.grad.is_sparse:
+        raise RuntimeError("group optimizers do not support sparse gradients")
+    return p.grad
+
+
+def _plain_update(
+    p: torch.Tensor, d: torch.Tensor, lr: float, decay: float, keep: torch.Tensor | None
+) -> None:
+    """``p ← decay·p − lr·D``; with a keep mask (0 on zero ZIGs) those entries stay exactly zero."""
+    if decay != 1.0:
+        p.mul_(decay)
+    if keep is None:
+        p.add_(d, alpha=-lr)
+    else:
+        p.addcmul_(d, keep, value=-lr)

@@ -1,0 +1,76 @@
+"""First-order search directions D (the "gradient variant" of ALGORITHMS.md §4.2 step 1).
+
+Every group optimizer moves a parameter by ``x ← decay·x − lr·D`` outside the groups it penalizes, so
+these kernels return D instead of updating the parameter; the group math then reads the same D (for
+cosines, λ bounds and the trial point). They follow ``torch.optim.SGD`` and ``Adam``/``AdamW``
+exactly (same state names, same first-step rules: SGD with these directions is bit-identical to
+torch's).
+
+They work one tensor at a time on purpose: a group optimizer reads each parameter and its direction
+several times in a step (statistics, then the update), and doing all of that per parameter while it
+is warm in cache is much cheaper than streaming every parameter once per operation, which is what
+``torch._foreach_*`` does on CPU. torch's own SGD and Adam take the per-tensor path on CPU too.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import MutableMapping
+
+import torch
+
+__all__ = ["VARIANTS", "adam_direction", "decoupled_decay", "direction", "sgd_direction"]
+
+VARIANTS = ("sgd", "adam", "adamw")
+
+State = MutableMapping[str, object]
+
+
+def sgd_direction(
+    param: torch.Tensor, grad: torch.Tensor, state: State, *, momentum: float, dampening: float,
+    nesterov: bool, weight_decay: float,
+) -> torch.Tensor:
+    """D for SGD: ``g + wd·x`` through the momentum buffer (the first buffer is that gradient)."""
+    d = grad.add(param, alpha=weight_decay) if weight_decay else grad
+    if momentum == 0:
+        return d
+    buf = state.get("momentum_buffer")
+    if buf is None:
+        buf = state["momentum_buffer"] = torch.clone(d).detach()
+    else:
+        buf.mul_(momentum).add_(d, alpha=1.0 - dampening)
+    return d.add(buf, alpha=momentum) if nesterov else buf
+
+
+def adam_direction(
+    param: torch.Tensor, grad: torch.Tensor, state: State, *, betas: tuple[float, float], eps: float,
+    weight_decay: float,
+) -> torch.Tensor:
+    """D for Adam: bias-corrected ``m̂ / (sqrt(v̂) + eps)``; ``weight_decay`` is the coupled (Adam) kind."""
+    beta1, beta2 = betas
+    if "exp_avg" not in state:
+        state["step"] = 0
+        state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+        state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+    step = state["step"] = int(state["step"]) + 1
+    if weight_decay:
+        grad = grad.add(param, alpha=weight_decay)
+    exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+    exp_avg.lerp_(grad, 1.0 - beta1)
+    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
+    denom = (exp_avg_sq.sqrt() / math.sqrt(1.0 - beta2**step)).add_(eps)
+    return torch.div(exp_avg, denom, out=denom).div_(1.0 - beta1**step)
+
+
+def direction(param: torch.Tensor, grad: torch.Tensor, state: State, group: dict) -> torch.Tensor:
+    """D for the first-order variant named in ``group["variant"]`` (hyperparameters from ``group``)."""
+    if group["variant"] == "sgd":
+        return sgd_direction(param, grad, state, momentum=group["momentum"], dampening=group["dampening"],
+                             nesterov=group["nesterov"], weight_decay=group["weight_decay"])
+    coupled = group["weight_decay"] if group["variant"] == "adam" else 0.0
+    return adam_direction(param, grad, state, betas=group["betas"], eps=group["eps"], weight_decay=coupled)
+
+
+def decoupled_decay(variant: str, lr: float, weight_decay: float) -> float:
+    """The factor AdamW multiplies the parameters by before its step (1 for the coupled variants)."""
+    return 1.0 - lr * weight_decay if variant == "adamw" else 1.0
