@@ -207,8 +207,9 @@ def _to_ir(model: onnx.ModelProto, name: str) -> Graph:
         dtype = _dtype(t.data_type)
         const = None
         n = int(np.prod(shape, dtype=np.int64)) if shape else 1
-        if t.data_location != onnx.TensorProto.EXTERNAL and n <= SMALL_CONST and dtype and dtype[0] in "iub":
-            const = numpy_helper.to_array(t)
+        small_int = n <= SMALL_CONST and dtype is not None and dtype[0] in "iub"
+        if t.data_location != onnx.TensorProto.EXTERNAL and (small_int or n <= 64):
+            const = numpy_helper.to_array(t)  # shape arithmetic and scalar operands (exponents, eps)
         graph.value(
             t.name,
             shape=shape,

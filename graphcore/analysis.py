@@ -15,6 +15,7 @@ from graphcore.channels import ChannelGraph, SlotKey
 from graphcore.errors import AnalysisError
 from graphcore.fold import fold_node
 from graphcore.groups import NodeGroup, PruneAnalysis
+from graphcore.infer import fill_output_shape
 from graphcore.ir import Graph, Node, Value
 from graphcore.ops import rule_for
 
@@ -34,6 +35,7 @@ def build_channel_graph(graph: Graph) -> tuple[ChannelGraph, dict[str, int], dic
         ctx.touched = set()
         ctx.handled_shape_inputs = set()
         ctx.resolve_symbols(node)
+        fill_output_shape(ctx, node)
         fold_node(ctx, node)
         rule = rule_for(node)
         if rule is None:

@@ -290,3 +290,39 @@ def test_dividing_by_a_shifted_channel_stays_prunable_and_exact():
     assert group_of(a, "conv_den.weight", 0).prunable
     for seed in range(3):
         assert_exact(a, random_removal(a, np.random.default_rng(seed)))
+
+
+def test_cube_with_an_initializer_exponent_is_zero_preserving():
+    # Regression: GPT-2's tanh-GELU computes x ** 3.0 with the exponent in an initializer; the
+    # exponent's value must be known, or every MLP channel is wrongly blocked.
+    g = G()
+    x = g.input("x", [1, 4, 6, 6])
+    a = g.conv(x, 4, 8, name="conv1")
+    cube = g.op("Pow", [a, g.const("three", 3.0, np.float32)])
+    _head(g, g.conv(cube, 8, 6, name="conv2"), 6)
+    a = analyze(g.model())
+    assert group_of(a, "conv1.weight", 0).prunable
+    assert_exact(a, random_removal(a, np.random.default_rng(0), 0.5))
+
+
+def test_packed_qkv_projection_prunes_the_hidden_channels_not_the_qkv_index():
+    # nn.MultiheadAttention packs q, k, v into one [3 × hidden] projection, reshaped to [..., 3, hidden]
+    # and indexed along the 3: the carrier of that split must be the hidden axis.
+    g = G()
+    x = g.input("x", [1, 5, 6])
+    h = g.op("MatMul", [x, g.w("w_qkv", (6, 24))])
+    r = g.op("Reshape", [h, g.const("to", [1, 5, 3, 8])])
+    q = g.op("Gather", [r, g.const("i0", 0)], axis=2)
+    v = g.op("Gather", [r, g.const("i2", 2)], axis=2)
+    g.op("MatMul", [g.op("Mul", [q, v]), g.w("w_out", (8, 4))])
+    g.nodes[-1].output[0] = "out"
+    g.output("out")
+    a = analyze(g.model())
+    grp = group_of(a, "w_qkv", 1)
+    assert grp.prunable and grp.size == 8
+    assert {(s.param, s.axis): s.indices for s in a.zig_slices(int(grp.zig_ids[1]))}[("w_qkv", 1)] == (
+        1,
+        9,
+        17,
+    )
+    assert_exact(a, random_removal(a, np.random.default_rng(0), 0.5))

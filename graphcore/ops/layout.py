@@ -137,9 +137,57 @@ def _merge(ctx: ChannelGraph, x: Value, ia: list[int], y: Value, b: int, what: s
             ctx.pin(x, a, f"{what}: merged into another axis's blocks")
 
 
+_AXIS_PRESERVING = {"Identity", "Cast", "Relu", "Dropout", "Contiguous"}
+
+
+def _indexed_downstream(v: Value, axis: int, depth: int = 8) -> bool:
+    """Is this axis soon indexed or cut (Gather/Split/Slice along it)? Then it makes a poor carrier:
+    packed q/k/v projections are split as [3, hidden] and then indexed along the 3."""
+    frontier = [(v, axis, depth)]
+    while frontier:
+        val, ax, d = frontier.pop()
+        if d == 0:
+            continue
+        for node, idx in val.consumers:
+            if idx != 0 or not node.outputs:
+                continue
+            r = val.rank or 0
+            if node.op in ("Gather", "Split") and int(node.attr("axis", 0)) % max(r, 1) == ax:
+                return True
+            if node.op == "Slice":
+                axes_v = node.input(3)
+                if axes_v is None:
+                    return True
+                if axes_v.const is None or ax in {int(q) % max(r, 1) for q in axes_v.const.reshape(-1)}:
+                    return True
+                continue
+            out = node.outputs[0]
+            if node.op == "Transpose":
+                perm = node.attr("perm") or list(range(r))[::-1]
+                if ax in perm:
+                    frontier.append((out, perm.index(ax), d - 1))
+            elif node.op in ("Squeeze", "Unsqueeze") and out.rank is not None:
+                axes = node.attr("axes")
+                if axes is None and node.input(1) is not None and node.input(1).const is not None:
+                    axes = [int(i) for i in node.input(1).const.reshape(-1)]
+                if axes is None:
+                    continue
+                if node.op == "Unsqueeze":
+                    ins = sorted(a % out.rank for a in axes)
+                    kept = [i for i in range(out.rank) if i not in ins]
+                    frontier.append((out, kept[ax], d - 1))
+                else:
+                    rem = {a % r for a in axes}
+                    if ax not in rem:
+                        frontier.append((out, ax - sum(1 for q in rem if q < ax), d - 1))
+            elif node.op in _AXIS_PRESERVING:
+                frontier.append((out, ax, d - 1))
+    return False
+
+
 def _split(ctx: ChannelGraph, x: Value, a: int, y: Value, ib: list[int], what: str) -> None:
     sizes = [int(y.shape[b]) for b in ib]  # type: ignore[index]
-    c = _carrier(sizes, [False] * len(sizes))
+    c = _carrier(sizes, [_indexed_downstream(y, b) for b in ib])
     stride = int(np.prod(sizes[c + 1 :], dtype=np.int64))
     n = int(np.prod(sizes, dtype=np.int64))
     in_idx = np.arange(n, dtype=np.int64)
@@ -331,13 +379,17 @@ def _concat(ctx: ChannelGraph, node: Node) -> None:
     for a in range(ry):
         if a == axis:
             continue
-        za = None
-        for v in ins:
-            if ctx.link(v, a, y, a):
-                zv = ctx.zero(v, a)
-                za = zv.copy() if za is None else za & zv
-        if za is not None:
-            ctx.set_zero(y, a, za)
+        linked = [v for v in ins if ctx.link(v, a, y, a)]
+        key_a = ctx.slot(y, a)
+        if key_a is None or not linked:
+            continue
+        # A link may learn the output's size only after an earlier input linked with no static size:
+        # that input has no zero flags for the axis, so it counts as not zero (conservative).
+        za = np.ones(ctx.size[key_a], dtype=bool)
+        for v in linked:
+            zv = ctx.zero(v, a)
+            za &= zv if zv.shape == za.shape else False
+        ctx.set_zero(y, a, za)
 
 
 def _split_op(ctx: ChannelGraph, node: Node) -> None:
