@@ -133,7 +133,8 @@ def _check_external(model: onnx.ModelProto, base: Path | None, name: str) -> Non
         target = (base / loc).resolve()
         if os.path.isabs(loc) or os.path.commonpath([str(target), str(base)]) != str(base):
             raise ModelLoadError(
-                f"{name}: tensor '{t.name}' points to external data outside the model's folder ({loc!r}); refused"
+                f"{name}: tensor '{t.name}' points to external data outside the model's folder "
+                f"({loc!r}); refused"
             )
         if not target.is_file():
             raise ModelLoadError(f"{name}: external data file {loc!r} for tensor '{t.name}' is missing")

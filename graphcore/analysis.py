@@ -131,7 +131,7 @@ def node_flops(node: Node) -> int:
             b = node.input(1)
             if a.numel is None or b is None or b.numel is None:
                 return 0
-            return 2 * max(y.numel, 1) * max(1, int(round((a.numel * b.numel / max(y.numel, 1)) ** 0.5)))
+            return 2 * max(y.numel, 1) * max(1, round((a.numel * b.numel / max(y.numel, 1)) ** 0.5))
         return 2 * y.numel * int(k)  # type: ignore[arg-type]
     return 0
 

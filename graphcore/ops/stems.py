@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from graphcore.channels import ChannelGraph
@@ -124,7 +126,7 @@ def contraction(
                 )
                 ctx.set_zero(out, oax, z)
         else:
-            for (v, ax), (w, bx) in zip(real, real[1:]):
+            for (v, ax), (w, bx) in itertools.pairwise(real):
                 ctx.link(v, ax, w, bx)
             for v, ax in slots:
                 if (v, ax) not in real:
