@@ -41,11 +41,11 @@ def _param_arrays(graph: Graph, names: set[str] | None = None) -> dict[str, np.n
     const_params = graph.meta.get("constant_params", {})
     if const_params:
         for pn in model.graph.node:
-            if pn.op_type == "Constant" and pn.output and pn.output[0] in const_params:
-                if names is None or pn.output[0] in names:
-                    for att in pn.attribute:
-                        if att.name == "value":
-                            out[pn.output[0]] = tensor_array(att.t, base)
+            wanted = pn.output and pn.output[0] in const_params and (names is None or pn.output[0] in names)
+            if pn.op_type == "Constant" and wanted:
+                for att in pn.attribute:
+                    if att.name == "value":
+                        out[pn.output[0]] = tensor_array(att.t, base)
     return out
 
 

@@ -29,7 +29,7 @@ def select_zigs(
     if criterion not in CRITERIA:
         raise ZigraphError(f"unknown criterion {criterion!r}; choose one of {', '.join(CRITERIA)}")
     cand = analysis.prunable_zig_ids()
-    target = int(round(sparsity * cand.size))
+    target = round(sparsity * cand.size)
     if target == 0 or cand.size == 0:
         return np.zeros(0, dtype=np.int64)
     if criterion == "random" or scores is None:

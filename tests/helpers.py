@@ -37,7 +37,7 @@ def random_removal(
         if not g.prunable:
             continue
         cap = g.size - g.min_keep
-        k = int(rng.integers(0, cap + 1)) if fraction is None else int(round(fraction * cap))
+        k = int(rng.integers(0, cap + 1)) if fraction is None else round(fraction * cap)
         chosen.extend(rng.choice(g.zig_ids, size=k, replace=False).tolist())
     return np.array(sorted(chosen), dtype=np.int64)
 

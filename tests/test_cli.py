@@ -181,7 +181,7 @@ def test_external_data_is_analyzed_without_reading_weights(tmp_path, capsys):
     onnx.save_model(model, str(folder / "m.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
                     location="weights.bin", size_threshold=0)  # fmt: skip
     (folder / "weights.bin").write_bytes(b"\0" * 8)  # garbage: analysis must not read it
-    code, out, err = run(["analyze", folder / "m.onnx"], capsys)
+    code, _out, err = run(["analyze", folder / "m.onnx"], capsys)
     assert code == 0, err
 
 

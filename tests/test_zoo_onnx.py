@@ -73,7 +73,7 @@ def _groups(name: str, zoo_dir: Path):
 def test_resnet18_groups_follow_the_residual_stages(zoo_dir):
     # 8 BasicBlocks each own one internal group; each of the 4 stages ties its residual stream
     # (layer1's stream also holds the stem conv, which has no downsample in between).
-    a, n_groups, n_zigs = _groups("resnet18", zoo_dir)
+    _a, n_groups, n_zigs = _groups("resnet18", zoo_dir)
     assert n_groups == 8 + 4
     assert n_zigs == 2 * (64 + 128 + 256 + 512) + (64 + 128 + 256 + 512)
 
@@ -81,7 +81,7 @@ def test_resnet18_groups_follow_the_residual_stages(zoo_dir):
 @pytest.mark.slow
 def test_resnet50_groups_follow_the_residual_stages(zoo_dir):
     # 16 Bottlenecks × 2 internal groups, 4 residual streams, and the stem (ends at a downsample).
-    a, n_groups, n_zigs = _groups("resnet50", zoo_dir)
+    _a, n_groups, n_zigs = _groups("resnet50", zoo_dir)
     assert n_groups == 32 + 4 + 1
     internal = 2 * (3 * 64 + 4 * 128 + 6 * 256 + 3 * 512)
     assert n_zigs == internal + (256 + 512 + 1024 + 2048) + 64

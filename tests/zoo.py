@@ -12,9 +12,9 @@ from pathlib import Path
 
 TORCHVISION = [
     "resnet18", "resnet50", "resnext50_32x4d", "wide_resnet50_2", "vgg11_bn", "alexnet", "densenet121",
-    "googlenet", "inception_v3", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0",
-    "efficientnet_v2_s", "regnet_x_400mf", "regnet_y_400mf", "shufflenet_v2_x0_5", "squeezenet1_0", "mnasnet0_5",
-    "convnext_tiny", "vit_b_16", "swin_t", "maxvit_t",
+    "googlenet", "inception_v3", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large",
+    "efficientnet_b0", "efficientnet_v2_s", "regnet_x_400mf", "regnet_y_400mf", "shufflenet_v2_x0_5",
+    "squeezenet1_0", "mnasnet0_5", "convnext_tiny", "vit_b_16", "swin_t", "maxvit_t",
 ]  # fmt: skip
 HF = ["bert", "gpt2", "llama"]
 CI_SUBSET = {"resnet18", "mobilenet_v3_small", "shufflenet_v2_x0_5", "bert", "gpt2", "llama"}
@@ -25,7 +25,7 @@ def randomize(module, seed: int = 0):
 
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for name, p in module.named_parameters():
+        for p in module.parameters():
             p.copy_(
                 torch.randn(p.shape, generator=g) * (0.5 / max(1, p[0].numel()) ** 0.5 if p.ndim > 1 else 0.2)
             )
