@@ -1,0 +1,431 @@
+"""How fast is the analysis, and does it stay linear? Measured side by side in one run.
+
+Two questions, because they fail in different ways:
+
+(a) Real models. IR build + analysis of the ONNX exports of ResNet-50, ViT-B/16 and DenseNet-121
+    against Torch-Pruning's ``DependencyGraph().build_dependency(model, example_inputs)`` on the same
+    torchvision models (target: ≥ 10× faster). Our clock starts from an already parsed ``ModelProto``
+    (``frontends.load(proto)`` + ``graphcore.analyze``), as the peer's starts from a built ``nn.Module``;
+    the time from the file (``frontends.load(path)``, which parses it) is printed too, and so is where
+    the time goes: validation (copy + ``onnx.checker``), ONNX shape inference, our IR conversion and our
+    analysis. The peer is interleaved with us round by round and medians are reported, so that a busy
+    machine slows both sides alike.
+(b) Synthetic deep models of 1k, 10k and 100k nodes built directly with ``onnx.helper`` (residual
+    Conv/BN/Relu/Add blocks with 8 channels, and MatMul/Add/Relu chains): time, the growth factor per 10×
+    nodes (target ≤ 12×, i.e. linear) and peak memory. Each size runs in a fresh subprocess so that its
+    peak RSS (VmHWM) is its own; the Python heap peak (``tracemalloc``) is taken in a second,
+    separate pass so that tracing does not slow the timed one.
+
+Torch-Pruning is not a dependency of zigraph. Install it only for the bench::
+
+    pip download torch-pruning --no-deps -d /tmp/tp && python -m zipfile -e /tmp/tp/*.whl /tmp/tp_site
+    PYTHONPATH=/tmp/tp_site python bench/analysis_speed.py
+
+Without it the peer column is skipped with a message. ``--quick`` runs one round and stops at 10k nodes;
+``--json PATH`` writes every number for scripts/bench_figures.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import tracemalloc
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+REAL_MODELS = ("resnet50", "vit_b_16", "densenet121")
+SIZES = (1_000, 10_000, 100_000)
+FAMILIES = ("conv", "mlp")
+TARGET_RATIO = 10.0
+TARGET_GROWTH = 12.0
+
+
+def default_cache() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "zigraph" / "bench"
+
+
+# -- timing what frontends.load does, phase by phase ---------------------------------------------------
+
+
+@contextlib.contextmanager
+def phase_timers() -> Iterator[dict[str, float]]:
+    """Accumulate the time spent in onnx.checker, ONNX shape inference and our IR conversion.
+
+    The functions are wrapped where ``frontends.onnx_frontend`` looks them up, so the bench measures the
+    frontend as it is instead of re-implementing its steps; a phase the frontend no longer has reads 0.
+    """
+    import onnx
+
+    import frontends.onnx_frontend as fe
+
+    acc = {"check": 0.0, "shape_inference": 0.0, "to_ir": 0.0}
+    patches = [
+        (onnx.checker, "check_model", "check"),
+        (onnx.shape_inference, "infer_shapes", "shape_inference"),
+        (fe, "_to_ir", "to_ir"),
+    ]
+    saved = []
+    for owner, attr, key in patches:
+        orig = getattr(owner, attr, None)
+        if orig is None:
+            continue
+        saved.append((owner, attr, orig))
+
+        def timed(*a: Any, _orig: Callable = orig, _key: str = key, **k: Any) -> Any:
+            t = time.perf_counter()
+            try:
+                return _orig(*a, **k)
+            finally:
+                acc[_key] += time.perf_counter() - t
+
+        setattr(owner, attr, timed)
+    try:
+        yield acc
+    finally:
+        for owner, attr, orig in saved:
+            setattr(owner, attr, orig)
+
+
+def time_zigraph(source: Any) -> dict[str, float]:
+    """``frontends.load(source)`` + ``graphcore.analyze``, with the load split into its phases."""
+    import frontends
+    import graphcore
+
+    with phase_timers() as acc:
+        t0 = time.perf_counter()
+        graph = frontends.load(source)
+        t1 = time.perf_counter()
+        analysis = graphcore.analyze(graph)
+        t2 = time.perf_counter()
+    load = t1 - t0
+    other = max(load - acc["check"] - acc["shape_inference"] - acc["to_ir"], 0.0)
+    return {
+        "total": t2 - t0,
+        "load": load,
+        "validate": acc["check"] + other,  # copy, opset/external-data checks, checker, inlining
+        "shape_inference": acc["shape_inference"],
+        "to_ir": acc["to_ir"],
+        "analyze": t2 - t1,
+        "engine": acc["to_ir"] + (t2 - t1),  # our own code: IR conversion + analysis
+        "nodes": len(graph.nodes),
+        "groups": len(analysis.groups),
+    }
+
+
+def _median(rows: list[dict[str, float]]) -> dict[str, float]:
+    return {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+
+
+# -- (a) real models against Torch-Pruning ----------------------------------------------------------
+
+
+def peer_available() -> bool:
+    try:
+        import torch_pruning  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def time_peer(model: Any, example: Any) -> float:
+    import torch_pruning as tp
+
+    t = time.perf_counter()
+    tp.DependencyGraph().build_dependency(model, example_inputs=example)
+    return time.perf_counter() - t
+
+
+def bench_real(cache: Path, rounds: int, models: tuple[str, ...]) -> list[dict[str, Any]]:
+    import onnx
+    import torch
+
+    from tests.zoo import export, torchvision_model
+
+    peer = peer_available()
+    if not peer:
+        print(
+            "torch_pruning is not importable: the Torch-Pruning column is skipped "
+            "(see the docstring for a bench-only install)\n"
+        )
+    rows = []
+    for name in models:
+        path = export(name, cache, dynamo=True)
+        proto = onnx.load(str(path))
+        module = torchvision_model(name) if peer else None
+        example = torch.randn(1, 3, 224, 224)
+        ours, from_file, theirs = [], [], []
+        time_zigraph(proto)  # warm-up: imports, first-call caches
+        if peer:
+            time_peer(module, example)
+        for _ in range(rounds):
+            ours.append(time_zigraph(proto))
+            from_file.append(time_zigraph(str(path))["total"])
+            if peer:
+                theirs.append(time_peer(module, example))
+        row: dict[str, Any] = {
+            "model": name,
+            "ours": _median(ours),
+            "from_file": statistics.median(from_file),
+        }
+        if peer:
+            row["peer"] = statistics.median(theirs)
+            row["ratio"] = row["peer"] / row["ours"]["total"]
+            row["ratio_engine"] = row["peer"] / row["ours"]["engine"]
+        rows.append(row)
+        del proto, module
+    return rows
+
+
+def print_real(rows: list[dict[str, Any]]) -> None:
+    print("(a) IR build + analysis vs Torch-Pruning DependencyGraph.build_dependency (median seconds)")
+    head = (
+        f"{'model':<12}{'nodes':>7}{'file':>8}{'parsed':>8}{'valid.':>8}{'shapes':>8}{'to_ir':>8}"
+        f"{'analyze':>8}{'TP':>8}{'ratio':>8}{'engine':>8}"
+    )
+    print(head)
+    for r in rows:
+        o = r["ours"]
+        tp = f"{r['peer']:8.3f}" if "peer" in r else f"{'—':>8}"
+        ratio = f"{r['ratio']:7.1f}×" if "ratio" in r else f"{'—':>8}"
+        eng = f"{r['ratio_engine']:7.1f}×" if "ratio_engine" in r else f"{'—':>8}"
+        print(
+            f"{r['model']:<12}{o['nodes']:>7.0f}{r['from_file']:8.3f}{o['total']:8.3f}{o['validate']:8.3f}"
+            f"{o['shape_inference']:8.3f}{o['to_ir']:8.3f}{o['analyze']:8.3f}{tp}{ratio}{eng}"
+        )
+    print(
+        "file: frontends.load(path) + analyze; parsed: frontends.load(ModelProto) + analyze\n"
+        "= valid. + shapes + to_ir + analyze; ratio = TP / parsed (target ≥ 10×);\n"
+        "engine = TP / (to_ir + analyze), our own code alone.\n"
+    )
+
+
+# -- (b) synthetic deep graphs ---------------------------------------------------------------------------
+
+
+def synthetic_model(nodes: int, family: str = "conv", channels: int = 8) -> Any:
+    """A valid ONNX model of exactly ``nodes`` nodes: a deep chain that every pass must walk.
+
+    ``conv``: stem Conv/BN/Relu, residual blocks Conv→BN→Relu→Conv→BN→Add→Relu on a 4×4 map, head
+    GlobalAveragePool→Flatten→Gemm. ``mlp``: MatMul→Add→Relu blocks and a final MatMul. Leftover nodes
+    are extra Relu on the stream. Weights are tiny and distinct (no initializer is shared).
+    """
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits: list[onnx.TensorProto] = []
+    body: list[onnx.NodeProto] = []
+
+    def w(name: str, *shape: int) -> str:
+        inits.append(numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name))
+        return name
+
+    def node(op: str, ins: list[str], **attrs: Any) -> str:
+        out = f"t{len(body)}"
+        body.append(helper.make_node(op, ins, [out], name=f"n{len(body)}", **attrs))
+        return out
+
+    c = channels
+    if family == "conv":
+        x_info = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 4, 4])
+
+        def conv_bn(x: str, cin: int, i: int) -> str:
+            y = node("Conv", [x, w(f"conv{i}.w", c, cin, 3, 3), w(f"conv{i}.b", c)], pads=[1, 1, 1, 1])
+            return node(
+                "BatchNormalization",
+                [y, w(f"bn{i}.s", c), w(f"bn{i}.b", c), w(f"bn{i}.m", c), w(f"bn{i}.v", c)],
+            )
+
+        x = node("Relu", [conv_bn("x", 3, 0)])
+        fixed, per = 6, 7
+        for b in range((nodes - fixed) // per):
+            y = node("Relu", [conv_bn(x, c, 2 * b + 1)])
+            x = node("Relu", [node("Add", [conv_bn(y, c, 2 * b + 2), x])])
+        for _ in range((nodes - fixed) % per):
+            x = node("Relu", [x])
+        x = node("Flatten", [node("GlobalAveragePool", [x])])
+        y = node("Gemm", [x, w("fc.w", 10, c), w("fc.b", 10)], transB=1)
+    elif family == "mlp":
+        c *= 2
+        x_info = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", c])
+        x, fixed, per = "x", 1, 3
+        for b in range((nodes - fixed) // per):
+            x = node("Relu", [node("Add", [node("MatMul", [x, w(f"fc{b}.w", c, c)]), w(f"fc{b}.b", c)])])
+        for _ in range((nodes - fixed) % per):
+            x = node("Relu", [x])
+        y = node("MatMul", [x, w("head.w", c, 10)])
+    else:
+        raise ValueError(f"unknown family {family!r}; choose one of {', '.join(FAMILIES)}")
+    y_info = helper.make_tensor_value_info(y, TensorProto.FLOAT, ["N", 10])
+    graph = helper.make_graph(body, f"deep_{family}_{nodes}", [x_info], [y_info], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    assert len(model.graph.node) == nodes, (len(model.graph.node), nodes)
+    return model
+
+
+def _status_mib(field: str) -> float:
+    """A memory line of /proc/self/status in MiB (Linux); NaN elsewhere."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def _peak_rss_mib() -> float:
+    """This process's peak RSS. VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork + exec, so a
+    child started by a big parent would report the parent's peak."""
+    hwm = _status_mib("VmHWM")
+    return hwm if hwm == hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def synthetic_worker(nodes: int, family: str, trace: bool) -> dict[str, Any]:
+    """Runs in a fresh interpreter: build the model, then time (and measure) load + analyze from it."""
+    model = synthetic_model(nodes, family)
+    rss_before = _status_mib("VmRSS")
+    out: dict[str, Any] = {"family": family, "nodes": nodes, "model_mib": model.ByteSize() / 2**20}
+    out.update(time_zigraph(model))
+    out["peak_rss_mib"] = _peak_rss_mib()
+    out["rss_before_mib"] = rss_before
+    if trace:
+        tracemalloc.start()
+        time_zigraph(model)
+        out["py_heap_peak_mib"] = tracemalloc.get_traced_memory()[1] / 2**20
+        tracemalloc.stop()
+    return out
+
+
+def bench_synthetic(sizes: tuple[int, ...], families: tuple[str, ...], trace: bool) -> list[dict[str, Any]]:
+    rows = []
+    for family in families:
+        for n in sizes:
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", str(n), family]
+            if not trace:
+                cmd.append("--no-tracemalloc")
+            proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+            if proc.returncode != 0:
+                tail = proc.stderr.strip().splitlines()[-1:] or [""]
+                rows.append({"family": family, "nodes": n, "error": tail[0]})
+                print(f"  {family} {n}: FAILED ({tail[0]})", flush=True)
+                continue
+            row = json.loads(proc.stdout.strip().splitlines()[-1])
+            rows.append(row)
+            print(f"  {family} {n:>7}: {row['total']:.2f} s", flush=True)
+    return rows
+
+
+def growth(rows: list[dict[str, Any]]) -> None:
+    """Add to each row the growth of its total time from the previous (10× smaller) size."""
+    prev: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        p = prev.get(r["family"])
+        if "error" not in r and p is not None:
+            r["growth"] = r["total"] / p["total"]
+            r["growth_engine"] = r["engine"] / p["engine"]
+        if "error" not in r:
+            prev[r["family"]] = r
+
+
+def print_synthetic(rows: list[dict[str, Any]]) -> None:
+    print("(b) synthetic deep graphs: IR build + analysis from a parsed ModelProto (seconds)")
+    print(
+        f"{'family':<7}{'nodes':>8}{'total':>8}{'valid.':>8}{'shapes':>8}{'to_ir':>8}{'analyze':>8}"
+        f"{'growth':>8}{'engine':>8}{'µs/node':>8}{'RSS MiB':>9}{'heap MiB':>9}"
+    )
+    for r in rows:
+        if "error" in r:
+            print(f"{r['family']:<7}{r['nodes']:>8}  FAILED: {r['error']}")
+            continue
+        g = f"{r['growth']:7.1f}×" if "growth" in r else f"{'':>8}"
+        ge = f"{r['growth_engine']:7.1f}×" if "growth_engine" in r else f"{'':>8}"
+        heap = f"{r['py_heap_peak_mib']:9.0f}" if "py_heap_peak_mib" in r else f"{'—':>9}"
+        print(
+            f"{r['family']:<7}{r['nodes']:>8}{r['total']:8.2f}{r['validate']:8.2f}{r['shape_inference']:8.2f}"
+            f"{r['to_ir']:8.2f}{r['analyze']:8.2f}{g}{ge}{1e6 * r['total'] / r['nodes']:8.0f}"
+            f"{r['peak_rss_mib']:9.0f}{heap}"
+        )
+    print(
+        "growth: total time over the 10× smaller graph's (target ≤ 12×); engine: the same for to_ir +\n"
+        "analyze; RSS: the process's peak resident memory (the model itself included); heap: the\n"
+        "Python heap peak of load + analyze under tracemalloc (onnx's C++ allocations not included).\n"
+    )
+
+
+def verdict(real: list[dict[str, Any]], synth: list[dict[str, Any]]) -> list[str]:
+    lines = []
+    ratios = [r["ratio"] for r in real if "ratio" in r]
+    if ratios:
+        ok = min(ratios) >= TARGET_RATIO
+        lines.append(
+            f"speed vs Torch-Pruning: {min(ratios):.1f}× to {max(ratios):.1f}× "
+            f"(target ≥ {TARGET_RATIO:.0f}×): {'MET' if ok else 'NOT MET'}"
+        )
+    grows = [r["growth"] for r in synth if "growth" in r]
+    if grows:
+        ok = max(grows) <= TARGET_GROWTH
+        lines.append(
+            f"growth per 10× nodes: at most {max(grows):.1f}× (target ≤ {TARGET_GROWTH:.0f}×): "
+            f"{'MET' if ok else 'NOT MET'}"
+        )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="one round, synthetic sizes up to 10k")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--models", default=",".join(REAL_MODELS))
+    p.add_argument("--sizes", help="comma-separated synthetic node counts")
+    p.add_argument("--families", default=",".join(FAMILIES))
+    p.add_argument("--cache", default=str(default_cache()), help="where the ONNX exports are kept")
+    p.add_argument("--skip-real", action="store_true")
+    p.add_argument("--skip-synthetic", action="store_true")
+    p.add_argument("--no-tracemalloc", action="store_true")
+    p.add_argument("--json", help="write every number here")
+    p.add_argument("--worker", nargs=2, metavar=("NODES", "FAMILY"), help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        print(json.dumps(synthetic_worker(int(args.worker[0]), args.worker[1], not args.no_tracemalloc)))
+        return 0
+
+    rounds = 1 if args.quick else args.rounds
+    sizes = tuple(int(s) for s in args.sizes.split(",")) if args.sizes else SIZES[:2] if args.quick else SIZES
+    cache = Path(args.cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    real: list[dict[str, Any]] = []
+    synth: list[dict[str, Any]] = []
+    if not args.skip_real:
+        real = bench_real(cache, rounds, tuple(args.models.split(",")))
+        print_real(real)
+    if not args.skip_synthetic:
+        synth = bench_synthetic(sizes, tuple(args.families.split(",")), not args.no_tracemalloc)
+        growth(synth)
+        print_synthetic(synth)
+    lines = verdict(real, synth)
+    print("\n".join(lines))
+    if args.json:
+        env = {"python": sys.version.split()[0], "cpus": os.cpu_count(), "peer": peer_available()}
+        Path(args.json).write_text(
+            json.dumps({"real": real, "synthetic": synth, "verdict": lines, "env": env}, indent=1)
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
