@@ -330,7 +330,7 @@ class GroupOptimizer(torch.optim.Optimizer):
         keep = (~zero).to(self.layout.dtype)
         touched = self.layout.touched(zero)
         self._keep = [
-            self.layout.broadcast_prod(keep, slot).to(self.layout.params[slot.param].dtype)
+            _fast_operand(self.layout.broadcast_prod(keep, slot), self.layout.params[slot.param])
             if touched[slot.param] else None
             for slot in self.layout.slots
         ]
@@ -400,3 +400,22 @@ def _plain_update(
         p.add_(d, alpha=-lr)
     else:
         p.addcmul_(d, keep, value=-lr)
+
+
+def _fast_operand(mask: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
+    """A keep mask in the form elementwise kernels stream fastest against ``param``.
+
+    A mask that broadcasts over a long contiguous run (``[O, 1, 1, 1]`` on a conv weight) stays
+    compact; one whose run is short (``[O, I, 1, 1]`` on a 3x3 kernel: runs of 9) makes every update
+    several times slower than a dense operand, so it is stored expanded, once per change of the
+    zero set.
+    """
+    mask = mask.to(param.dtype)
+    run = 1
+    for size, m in zip(reversed(param.shape), reversed(mask.shape)):
+        if m != 1:
+            break
+        run *= size
+    if run >= 64 or mask.numel() == param.numel():
+        return mask
+    return mask.expand(param.shape).contiguous()
