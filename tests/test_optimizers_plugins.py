@@ -62,7 +62,8 @@ def test_entry_point_plugin_from_an_installed_distribution(tmp_path: Path, monke
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: zigraph-halving-plugin\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text(
-        f"[{ENTRY_POINT_GROUP}]\nhalving = zigraph_halving_plugin:HalveAtThree\n")
+        f"[{ENTRY_POINT_GROUP}]\nhalving = zigraph_halving_plugin:HalveAtThree\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     assert "halving" in optimizers.available()
     cls = optimizers.get("halving")
@@ -89,3 +90,25 @@ def test_broken_plugin_names_itself(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(ImportError, match="broken"):
         optimizers.get("broken")
+
+
+def test_the_documented_example_optimizer_trains_to_its_target() -> None:
+    """docs/optimizers.md "Write your own optimizer": the code shown there runs as shown."""
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "optimizers.md").read_text()
+    section = doc.split("## Write your own optimizer", 1)[1]
+    code = section.split("```python", 1)[1].split("```", 1)[0]
+    namespace: dict = {}
+    exec(compile(code, "docs/optimizers.md", "exec"), namespace)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 6), nn.ReLU(), nn.Linear(6, 1))
+    analysis = linear_chain_analysis(model, ["0", "2", "4"])
+    opt = optimizers.get("gradual-magnitude")(model, analysis, lr=0.05, momentum=0.9,
+                                              target_group_sparsity=0.5, every=3, rounds=2)
+    x, y = torch.randn(32, 5), torch.randn(32, 1)
+    for step in range(1, 10):
+        opt.zero_grad()
+        nn.functional.mse_loss(model(x), y).backward()
+        opt.step()
+        if step == 3:
+            assert opt.num_zero() == 3  # half of the goal after the first round
+    assert len(optimizers.removed_zigs(model, analysis)) == 7 == opt.num_zero()
