@@ -11,6 +11,7 @@ from graphcore.errors import ZigraphError
 __all__ = ["OutputError", "VerifyReport", "compare_models", "random_inputs"]
 
 DEFAULT_RTOL = 1e-4
+MAX_INPUT_ELEMENTS = 1 << 28
 
 
 class OutputError(BaseModel):
@@ -86,6 +87,8 @@ def random_inputs(
         tt = inp.type.tensor_type
         dtype = helper.tensor_dtype_to_np_dtype(tt.elem_type)
         shape = [d.dim_value if d.HasField("dim_value") else dim_default for d in tt.shape.dim]
+        if int(np.prod(shape, dtype=np.float64)) > MAX_INPUT_ELEMENTS:
+            raise ZigraphError(f"input '{inp.name}' of shape {shape} is too large to verify with random data")
         if np.issubdtype(dtype, np.floating):
             feeds[inp.name] = rng.standard_normal(shape).astype(dtype)
         elif dtype == np.bool_:

@@ -152,6 +152,13 @@ def analyze(graph: Graph, mode: str = "prune") -> PruneAnalysis:
     if mode != "prune":
         raise AnalysisError(f"mode {mode!r} is not available yet; use mode='prune'")
     ctx, kinds, unknown = build_channel_graph(graph)
+    while ctx.subst:
+        # A size learned downstream (a symbolic axis linked to a static one) came too late for the rules
+        # that ran before: they saw the axis as unknown and related nothing, which left channels
+        # unlinked (a consumer's weight slices prunable on their own). Run again with it known
+        # everywhere; every pass removes the symbols it learned, so this ends.
+        _apply_learned(graph, ctx.subst)
+        ctx, kinds, unknown = build_channel_graph(graph)
     n = ctx.total
     a, b = ctx.links()
     if n == 0:
@@ -303,6 +310,12 @@ class _Internal:
         for k, o in self.ctx.offset.items():
             out[k] = ~elem_gone[o : o + self.ctx.size[k]]
         return out
+
+
+def _apply_learned(graph: Graph, subst: dict[str, int]) -> None:
+    for v in graph.values.values():
+        if v.shape is not None and any(isinstance(d, str) and d in subst for d in v.shape):
+            v.shape = tuple(subst.get(d, d) if isinstance(d, str) else d for d in v.shape)
 
 
 def _segment_sum(parts: list[tuple[np.ndarray, np.ndarray]], n: int) -> np.ndarray:

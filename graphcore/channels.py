@@ -22,6 +22,11 @@ __all__ = ["ChannelGraph", "Entry", "SlotKey"]
 
 SlotKey = tuple[str, int]
 
+MAX_AXIS = 1 << 24
+"""Axes longer than this are never channels (no weight has 16M rows); they are treated as unknown so
+that absurd dimensions in a malformed model cost no memory."""
+MAX_ELEMENTS = 1 << 27
+
 
 @dataclass(frozen=True)
 class Entry:
@@ -95,10 +100,16 @@ class ChannelGraph:
         if not 0 <= axis < rank:
             return None
         d = v.shape[axis]
-        if not isinstance(d, int) or d < 0:
+        if not isinstance(d, int) or d < 0 or d > MAX_AXIS:
             return None
         key = (v.name, axis)
         if key not in self.offset:
+            if self.total + d > MAX_ELEMENTS:
+                from graphcore.errors import AnalysisError
+
+                raise AnalysisError(
+                    f"the model has more than {MAX_ELEMENTS} channel indices in total; it is too large to analyze"
+                )
             self.offset[key] = self.total
             self.size[key] = d
             self.values[v.name] = v

@@ -49,3 +49,14 @@ def test_head_count_learned_from_a_runtime_reshape_target():
     heads = group_of(a, "wq", 1)
     assert heads.prunable and heads.size == 2 and ("wo", 0) in heads.params
     assert_exact(a, random_removal(a, np.random.default_rng(0), 0.5))
+
+
+def test_absurd_dimensions_cost_no_memory():
+    # A malformed model may declare a 2**40-long axis; it must be treated as unknown, not allocated.
+    g = G()
+    x = g.input("x", [1, 2**40])
+    g.op("Relu", [x])
+    g.nodes[-1].output[0] = "out"
+    g.output("out")
+    a = analyze(g.model())
+    assert a.num_zigs == 0
