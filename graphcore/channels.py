@@ -108,7 +108,8 @@ class ChannelGraph:
                 from graphcore.errors import AnalysisError
 
                 raise AnalysisError(
-                    f"the model has more than {MAX_ELEMENTS} channel indices in total; it is too large to analyze"
+                    f"the model has more than {MAX_ELEMENTS} channel indices in total; "
+                    "it is too large to analyze"
                 )
             self.offset[key] = self.total
             self.size[key] = d
