@@ -106,6 +106,7 @@ class GroupOptimizer(torch.optim.Optimizer):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
         module = unwrap_model(model)
         named = dict(module.named_parameters(remove_duplicate=False))
+        _check_names(analysis, named, {n for n, _ in module.named_buffers(remove_duplicate=False)})
         frozen = {n for n, p in named.items() if not p.requires_grad or not analysis.trainable.get(n, True)}
         self.analysis = analysis
         self.layout = ZigLayout(analysis, {n: p for n, p in named.items() if n not in frozen})
@@ -382,6 +383,17 @@ def removed_zigs(model: nn.Module, analysis: PruneAnalysis, *, prunable_only: bo
         hit = np.sort(ids[zero[ids]])
         keep[hit[: max(len(ids) - int(g.min_keep), 0)]] = True
     return np.nonzero(keep)[0].astype(np.int64)
+
+
+def _check_names(analysis: PruneAnalysis, params: Mapping[str, torch.Tensor], buffers: set[str]) -> None:
+    """Fail early when the analysis names tensors the model does not have (another model's analysis)."""
+    unknown = sorted({name for name, _ in analysis.param_axes if name not in params and name not in buffers})
+    if unknown:
+        shown = ", ".join(repr(n) for n in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+        raise ValueError(
+            f"the analysis refers to {len(unknown)} tensors the model does not have ({shown}); pass the "
+            "model the analysis was made from (the unwrapped module's parameter names are used)"
+        )
 
 
 def _dense_grad(p: torch.Tensor) -> torch.Tensor:

@@ -120,6 +120,7 @@ class DHSPG(GroupOptimizer):
             **kwargs,
         )
         self.redundant: torch.Tensor | None = None  # G_R, set once at the partition step
+        self.saliency: torch.Tensor | None = None  # the scores the partition ranked by
         self.goal = 0  # K, the number of zero ZIGs the schedule ends with (set at the partition)
         self.last_lambda: torch.Tensor | None = None
 

@@ -65,9 +65,16 @@ def conv_analysis(model: ConvNet) -> PruneAnalysis:
     c3_rows = np.array([9, 10, -1])
     fc_cols = np.repeat(c3_rows, 4)
     param_axes = {
-        ("conv1.weight", 0): c1, ("bn.weight", 0): c1, ("bn.bias", 0): c1, ("bn.running_mean", 0): c1,
-        ("conv2.weight", 1): c1, ("conv2.weight", 0): c2, ("conv2.bias", 0): c2,
-        ("conv3.weight", 1): c2, ("conv3.weight", 0): c3_rows, ("conv3.bias", 0): c3_rows,
+        ("conv1.weight", 0): c1,
+        ("bn.weight", 0): c1,
+        ("bn.bias", 0): c1,
+        ("bn.running_mean", 0): c1,
+        ("conv2.weight", 1): c1,
+        ("conv2.weight", 0): c2,
+        ("conv2.bias", 0): c2,
+        ("conv3.weight", 1): c2,
+        ("conv3.weight", 0): c3_rows,
+        ("conv3.bias", 0): c3_rows,
         ("fc.weight", 1): fc_cols,
     }
     groups = [
@@ -77,8 +84,14 @@ def conv_analysis(model: ConvNet) -> PruneAnalysis:
     ]
     zig_group = np.concatenate([np.full(4, 0), np.full(5, 1), np.full(3, 2)])
     named = dict(model.named_parameters())
-    return PruneAnalysis(None, groups, zig_group, param_axes, {n: True for n in named},
-                         {n: tuple(p.shape) for n, p in named.items()})
+    return PruneAnalysis(
+        None,
+        groups,
+        zig_group,
+        param_axes,
+        {n: True for n in named},
+        {n: tuple(p.shape) for n, p in named.items()},
+    )
 
 
 def brute_entries(model: nn.Module, analysis: PruneAnalysis) -> dict[int, list[tuple[str, tuple]]]:
@@ -96,8 +109,6 @@ def brute_entries(model: nn.Module, analysis: PruneAnalysis) -> dict[int, list[t
     return out
 
 
-
-
 # ---------------------------------------------------------------------------------------------- layout
 def test_layout_norms_dots_and_cross_terms_match_brute_force() -> None:
     torch.manual_seed(1)
@@ -106,13 +117,17 @@ def test_layout_norms_dots_and_cross_terms_match_brute_force() -> None:
     layout = ZigLayout(analysis, dict(model.named_parameters()))
     named = {n: p.detach() for n, p in model.named_parameters()}
     others = [torch.randn_like(p) for p in layout.params]
-    other_of = {name: others[i] for i, p in enumerate(layout.params)
-                for name, q in model.named_parameters() if q is p}
+    other_of = {
+        name: others[i] for i, p in enumerate(layout.params) for name, q in model.named_parameters() if q is p
+    }
     with torch.no_grad():
         sq = layout.sq_norms().numpy()[:-1]
         scratch = Scratch()
-        parts = [v for s in layout.slots
-                 for v in layout.reduce(s, layout.params[s.param], others[s.param], scratch)]
+        parts = [
+            v
+            for s in layout.slots
+            for v in layout.reduce(s, layout.params[s.param], others[s.param], scratch)
+        ]
         dots = layout.segment_sum(parts).numpy()[:-1]
     entries = brute_entries(model, analysis)
     want = [sum(float(named[n][i]) ** 2 for n, i in entries[z]) for z in range(analysis.num_zigs)]
@@ -148,6 +163,14 @@ def test_layout_rejects_mismatched_analysis() -> None:
     analysis = mlp_analysis(mlp(hidden=(7, 5)))
     with pytest.raises(ValueError, match="another model"):
         ZigLayout(analysis, dict(model.named_parameters()))
+
+
+def test_optimizer_rejects_another_models_analysis() -> None:
+    model = mlp()
+    analysis = mlp_analysis(model)
+    analysis.param_axes[("encoder.0.weight", 0)] = np.arange(3)
+    with pytest.raises(ValueError, match=r"does not have.*encoder\.0\.weight"):
+        GroupOptimizer(model, analysis)
 
 
 def test_select_with_caps_respects_room_budget_and_priority() -> None:
@@ -192,8 +215,9 @@ def test_sgd_variant_equals_torch_sgd(hp: dict) -> None:
 @pytest.mark.parametrize("variant,torch_cls", [("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW)])
 def test_adam_variants_equal_torch(variant: str, torch_cls: type) -> None:
     ours, ref = mlp(4), mlp(4)
-    opt = GroupOptimizer(ours, mlp_analysis(ours), lr=1e-2, variant=variant, weight_decay=0.05,
-                         betas=(0.8, 0.99), eps=1e-6)
+    opt = GroupOptimizer(
+        ours, mlp_analysis(ours), lr=1e-2, variant=variant, weight_decay=0.05, betas=(0.8, 0.99), eps=1e-6
+    )
     _train(ours, opt, 8)
     _train(ref, torch_cls(ref.parameters(), lr=1e-2, weight_decay=0.05, betas=(0.8, 0.99), eps=1e-6), 8)
     for a, b in zip(ours.parameters(), ref.parameters()):
@@ -219,9 +243,14 @@ def test_first_sgd_momentum_step_by_hand() -> None:
 
 def _single_param_analysis(model: nn.Linear) -> PruneAnalysis:
     owner = np.arange(model.out_features)
-    return PruneAnalysis(None, [NodeGroup(0, owner, [("weight", 0)], prunable=True)],
-                         np.zeros(model.out_features, dtype=np.int64), {("weight", 0): owner},
-                         {"weight": True}, {"weight": tuple(model.weight.shape)})
+    return PruneAnalysis(
+        None,
+        [NodeGroup(0, owner, [("weight", 0)], prunable=True)],
+        np.zeros(model.out_features, dtype=np.int64),
+        {("weight", 0): owner},
+        {"weight": True},
+        {"weight": tuple(model.weight.shape)},
+    )
 
 
 # ---------------------------------------------------------------------------------------------- zeroing
