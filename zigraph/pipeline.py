@@ -8,7 +8,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +75,7 @@ def prune_model(
     norms = construct.zig_norms(analysis, _param_arrays(loaded))
     chosen = select_zigs(analysis, sparsity, relative_scores(analysis, norms), criterion=criterion, seed=seed)
     out = Path(out)
+    torch_report = None
     if loaded.module is None:
         small, plan = construct.prune_onnx(analysis, chosen)
         removed = plan.removed
@@ -97,7 +97,10 @@ def prune_model(
                 if s.param in named and analysis.trainable.get(s.param):
                     named[s.param].index_fill_(s.axis, torch.tensor(s.indices, dtype=torch.long), 0.0)
         small_module = construct.to_torch(zeroed, analysis)
-        construct.to_onnx(small_module, loaded.example_inputs, out, verify=False)
+        # The small ONNX model, run in onnxruntime, against the zeroed full torch model.
+        torch_report = construct.to_onnx(
+            small_module, loaded.example_inputs, out, verify=verify, samples=samples, reference=zeroed
+        )
         params_before = sum(p.numel() for p in loaded.module.parameters())
         params_after = sum(p.numel() for p in small_module.parameters())
     report = analysis.report(removed).model_dump()
@@ -111,30 +114,17 @@ def prune_model(
         "output": str(out),
         "seconds": round(time.perf_counter() - t0, 3),
     }
-    if verify:
-        full = _full_onnx(loaded, analysis)
-        rep = construct.verify(full, out, removed, samples=samples)
-        result["verification"] = rep.model_dump()
+    if verify and loaded.module is None:
+        full = loaded.graph.meta["model"] if loaded.graph.meta.get("base_dir") is None else loaded.source
+        result["verification"] = construct.verify(full, out, removed, samples=samples).model_dump()
+    elif verify and torch_report is not None:
+        result["verification"] = torch_report.model_dump()
     report["result"] = result
     return report
 
 
 def _onnx_params(model) -> int:
     return int(sum(int(np.prod(t.dims, dtype=np.int64)) for t in model.graph.initializer))
-
-
-def _full_onnx(loaded: LoadedModel, analysis: Any):
-    """The full model as ONNX: the input file itself, or an export of the torch module."""
-    if loaded.module is None:
-        return loaded.graph.meta["model"] if loaded.graph.meta.get("base_dir") is None else loaded.source
-    import onnx
-    import torch
-
-    tmp = tempfile.mkdtemp(prefix="zigraph-full-")
-    path = Path(tmp) / "full.onnx"
-    inputs = loaded.example_inputs if isinstance(loaded.example_inputs, tuple) else (loaded.example_inputs,)
-    torch.onnx.export(copy.deepcopy(loaded.module).eval(), inputs, str(path), dynamo=True, verbose=False)
-    return onnx.load(str(path))
 
 
 def report_json(report: dict) -> str:
