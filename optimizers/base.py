@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from graphcore.groups import PruneAnalysis
-from optimizers.first_order import VARIANTS, decoupled_decay, direction
+from optimizers.first_order import VARIANTS, decoupled_decay, direction, directions
 from optimizers.layout import Scratch, ZigLayout
 from optimizers.selection import select_with_caps
 
@@ -96,6 +96,7 @@ class GroupOptimizer(torch.optim.Optimizer):
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         fixed_zero_groups: bool = True,
+        foreach: bool | None = None,
         **hyperparameters: Any,
     ) -> None:
         if variant not in VARIANTS:
@@ -117,8 +118,16 @@ class GroupOptimizer(torch.optim.Optimizer):
         if not params:
             raise ValueError("the model has no trainable parameters")
         defaults = dict(
-            lr=lr, variant=variant, momentum=momentum, dampening=dampening, nesterov=nesterov,
-            weight_decay=weight_decay, betas=tuple(betas), eps=eps, fixed_zero_groups=fixed_zero_groups,
+            lr=lr,
+            variant=variant,
+            momentum=momentum,
+            dampening=dampening,
+            nesterov=nesterov,
+            weight_decay=weight_decay,
+            betas=tuple(betas),
+            eps=eps,
+            fixed_zero_groups=fixed_zero_groups,
+            foreach=foreach,
             **hyperparameters,
         )
         super().__init__([{"params": params}], defaults)
@@ -198,12 +207,16 @@ class GroupOptimizer(torch.optim.Optimizer):
         lr = group["lr"]
         decay = decoupled_decay(group["variant"], lr, group["weight_decay"])
         keep = self._keep if self.keeps_zero(group) else [None] * self.num_grouped
-        layout, scratch = self.layout, self._scratch
-        xs: list[torch.Tensor] = []
-        xds: list[torch.Tensor] = []
-        dds: list[torch.Tensor] = []
-        stats = GroupStats(x2=torch.empty(0))
-        for i, p in enumerate(group["params"]):
+        layout, scratch, params = self.layout, self._scratch, group["params"]
+        if not (need.pre or need.post) and self._foreach(group):
+            self._plain_foreach(group, lr, decay, keep)
+            return GroupStats(x2=torch.empty(0))
+        # per ZIG-holding parameter: one per-index vector per owned axis
+        xs: list[list[torch.Tensor]] = [[] for _ in range(self.num_grouped)]
+        xds: list[list[torch.Tensor]] = [[] for _ in range(self.num_grouped)]
+        dds: list[list[torch.Tensor]] = [[] for _ in range(self.num_grouped)]
+        stats = GroupStats(x2=torch.empty(0), directions=[None] * self.num_grouped)
+        for i, p in enumerate(params):
             d = None if p.grad is None else direction(p, _dense_grad(p), self.state[p], group)
             if i >= self.num_grouped:
                 if d is not None:
@@ -211,28 +224,49 @@ class GroupOptimizer(torch.optim.Optimizer):
                 continue
             slot = layout.slots[i]
             if need.pre:
-                parts = layout.reduce(slot, p, None, scratch)
-                xs.extend(parts)
-                stats.directions.append(d)
-                if d is None:
-                    xds.extend(torch.zeros_like(v) for v in parts)
-                    dds.extend(torch.zeros_like(v) for v in parts)
-                    continue
-                xds.extend(layout.reduce(slot, p, d, scratch))
+                stats.directions[i] = d
+                if slot.is_vector:
+                    continue  # all vectors at once below
+                xs[i] = layout.reduce(slot, p, None, scratch)
+                dz = torch.zeros_like(p) if d is None else d
+                xds[i] = layout.reduce(slot, p, dz, scratch)
                 if need.d2:
-                    dds.extend(layout.reduce(slot, d, None, scratch))
+                    dds[i] = layout.reduce(slot, dz, None, scratch)
                 continue
             if d is not None:
                 _plain_update(p, d, lr, decay, keep[i])
             if need.post:
-                xs.extend(layout.reduce(slot, p, None, scratch))
+                xs[i] = layout.reduce(slot, p, None, scratch)
+        if need.pre and layout.vectors:
+            ps = [params[i] for i in layout.vectors]
+            ds = [
+                torch.zeros_like(params[i]) if stats.directions[i] is None else stats.directions[i]
+                for i in layout.vectors
+            ]
+            quantities = [(xs, ps, None), (xds, ps, ds)] + ([(dds, ds, None)] if need.d2 else [])
+            for out, a, b in quantities:
+                for i, v in zip(layout.vectors, layout.reduce_vectors(a, b)):
+                    out[i] = [v]
         if need.pre or need.post:
-            stats.x2 = layout.segment_sum(xs)
+            stats.x2 = layout.segment_sum([v for parts in xs for v in parts])
             self._set_zero(self._observed_zero(stats.x2))
         if need.pre:
-            stats.xd = layout.segment_sum(xds)
-            stats.d2 = layout.segment_sum(dds) if need.d2 else None
+            stats.xd = layout.segment_sum([v for parts in xds for v in parts])
+            stats.d2 = layout.segment_sum([v for parts in dds for v in parts]) if need.d2 else None
         return stats
+
+    def _foreach(self, group: dict) -> bool:
+        """Batch plain steps with foreach kernels: by default on GPUs (few launches), not on CPU."""
+        return self.layout.device.type == "cuda" if group["foreach"] is None else bool(group["foreach"])
+
+    def _plain_foreach(self, group: dict, lr: float, decay: float, keep: list[torch.Tensor | None]) -> None:
+        """The plain step of every parameter with a gradient, in a handful of foreach kernels."""
+        idx = [i for i, p in enumerate(group["params"]) if p.grad is not None]
+        ps = [group["params"][i] for i in idx]
+        ds = directions(ps, [_dense_grad(p) for p in ps], [self.state[p] for p in ps], group)
+        if decay != 1.0:
+            torch._foreach_mul_(ps, decay)
+        _foreach_update(ps, ds, [keep[i] if i < self.num_grouped else None for i in idx], lr)
 
     # ------------------------------------------------------------------ primitives for subclasses
     @property
@@ -257,6 +291,8 @@ class GroupOptimizer(torch.optim.Optimizer):
         cross = layout.zeros_flat()
         for slot in layout.slots:
             i = slot.param
+            if slot.is_vector:
+                continue  # all vectors at once below
             p = layout.params[i]
             if touched[i] and len(slot.axes) > 1:  # overlapping owners: their share of <x̂_g, x_g>
                 layout.put_flat(cross, slot, layout.cross(slot, coef, p, self._scratch))
@@ -270,10 +306,32 @@ class GroupOptimizer(torch.optim.Optimizer):
                 _plain_update(p, d, lr, decay_i, keep[i])
             elif decay_i != 1.0:
                 p.mul_(decay_i)
+        if layout.vectors:
+            self._vector_step(stats, coef, lr, decay, keep)
         return (decay - lr * coef) * stats.x2 - lr * layout.segment_sum([cross]) - lr * stats.xd
 
+    def _vector_step(
+        self, stats: GroupStats, coef: torch.Tensor, lr: float, decay: float, keep: list[torch.Tensor | None]
+    ) -> None:
+        """:meth:`penalized_step` for the vector parameters (biases, BN), batched with foreach kernels."""
+        layout = self.layout
+        ps = [layout.params[i] for i in layout.vectors]
+        factors = layout.vector_coef(decay - lr * coef)
+        torch._foreach_mul_(ps, [f if f.dtype == p.dtype else f.to(p.dtype) for f, p in zip(factors, ps)])
+        moved = [i for i in layout.vectors if stats.directions[i] is not None]
+        _foreach_update(
+            [layout.params[i] for i in moved],
+            [stats.directions[i] for i in moved],
+            [keep[i] for i in moved],
+            lr,
+        )
+
     def half_space_zero(
-        self, hat_dot: torch.Tensor, x2: torch.Tensor, active: torch.Tensor, epsilon: float,
+        self,
+        hat_dot: torch.Tensor,
+        x2: torch.Tensor,
+        active: torch.Tensor,
+        epsilon: float,
         budget: int | None,
     ) -> torch.Tensor:
         """Half-space projection: zero the active ZIGs with ``<x̂_g, x_g> < ε||x_g||²`` (within limits).
@@ -332,7 +390,8 @@ class GroupOptimizer(torch.optim.Optimizer):
         touched = self.layout.touched(zero)
         self._keep = [
             _fast_operand(self.layout.broadcast_prod(keep, slot), self.layout.params[slot.param])
-            if touched[slot.param] else None
+            if touched[slot.param]
+            else None
             for slot in self.layout.slots
         ]
 
@@ -412,6 +471,20 @@ def _plain_update(
         p.add_(d, alpha=-lr)
     else:
         p.addcmul_(d, keep, value=-lr)
+
+
+def _foreach_update(
+    ps: list[torch.Tensor], ds: list[torch.Tensor], keeps: list[torch.Tensor | None], lr: float
+) -> None:
+    """:func:`_plain_update` without the decay for many tensors, in two foreach kernels."""
+    plain = [(p, d) for p, d, k in zip(ps, ds, keeps) if k is None]
+    masked = [(p, d, k) for p, d, k in zip(ps, ds, keeps) if k is not None]
+    if plain:
+        torch._foreach_add_([p for p, _ in plain], [d for _, d in plain], alpha=-lr)
+    if masked:
+        torch._foreach_addcmul_(
+            [p for p, _, _ in masked], [d for _, d, _ in masked], [k for _, _, k in masked], value=-lr
+        )
 
 
 def _fast_operand(mask: torch.Tensor, param: torch.Tensor) -> torch.Tensor:

@@ -6,10 +6,12 @@ cosines, λ bounds and the trial point). They follow ``torch.optim.SGD`` and ``A
 exactly (same state names, same first-step rules: SGD with these directions is bit-identical to
 torch's).
 
-They work one tensor at a time on purpose: a group optimizer reads each parameter and its direction
-several times in a step (statistics, then the update), and doing all of that per parameter while it
-is warm in cache is much cheaper than streaming every parameter once per operation, which is what
-``torch._foreach_*`` does on CPU. torch's own SGD and Adam take the per-tensor path on CPU too.
+Two forms compute the same numbers. :func:`direction` works on one tensor: a step that also needs
+per-ZIG statistics reads each parameter and its direction several times, and doing all of that per
+parameter while it is warm in cache is much cheaper than streaming every parameter once per
+operation (torch's own SGD and Adam take the per-tensor path on CPU too). :func:`directions` batches
+a plain step with ``torch._foreach_*`` kernels, which is what a GPU needs: a few kernel launches
+instead of a few per parameter.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from collections.abc import MutableMapping
 
 import torch
 
-__all__ = ["VARIANTS", "adam_direction", "decoupled_decay", "direction", "sgd_direction"]
+__all__ = ["VARIANTS", "adam_direction", "decoupled_decay", "direction", "directions", "sgd_direction"]
 
 VARIANTS = ("sgd", "adam", "adamw")
 
@@ -27,8 +29,14 @@ State = MutableMapping[str, object]
 
 
 def sgd_direction(
-    param: torch.Tensor, grad: torch.Tensor, state: State, *, momentum: float, dampening: float,
-    nesterov: bool, weight_decay: float,
+    param: torch.Tensor,
+    grad: torch.Tensor,
+    state: State,
+    *,
+    momentum: float,
+    dampening: float,
+    nesterov: bool,
+    weight_decay: float,
 ) -> torch.Tensor:
     """D for SGD: ``g + wd·x`` through the momentum buffer (the first buffer is that gradient)."""
     d = grad.add(param, alpha=weight_decay) if weight_decay else grad
@@ -43,7 +51,12 @@ def sgd_direction(
 
 
 def adam_direction(
-    param: torch.Tensor, grad: torch.Tensor, state: State, *, betas: tuple[float, float], eps: float,
+    param: torch.Tensor,
+    grad: torch.Tensor,
+    state: State,
+    *,
+    betas: tuple[float, float],
+    eps: float,
     weight_decay: float,
 ) -> torch.Tensor:
     """D for Adam: bias-corrected ``m̂ / (sqrt(v̂) + eps)``; ``weight_decay`` is the coupled (Adam) kind."""
@@ -65,10 +78,73 @@ def adam_direction(
 def direction(param: torch.Tensor, grad: torch.Tensor, state: State, group: dict) -> torch.Tensor:
     """D for the first-order variant named in ``group["variant"]`` (hyperparameters from ``group``)."""
     if group["variant"] == "sgd":
-        return sgd_direction(param, grad, state, momentum=group["momentum"], dampening=group["dampening"],
-                             nesterov=group["nesterov"], weight_decay=group["weight_decay"])
+        return sgd_direction(
+            param,
+            grad,
+            state,
+            momentum=group["momentum"],
+            dampening=group["dampening"],
+            nesterov=group["nesterov"],
+            weight_decay=group["weight_decay"],
+        )
     coupled = group["weight_decay"] if group["variant"] == "adam" else 0.0
     return adam_direction(param, grad, state, betas=group["betas"], eps=group["eps"], weight_decay=coupled)
+
+
+def directions(
+    params: list[torch.Tensor], grads: list[torch.Tensor], states: list[State], group: dict
+) -> list[torch.Tensor]:
+    """:func:`direction` for many tensors at once, with ``torch._foreach_*`` kernels (same numbers)."""
+    if not params:
+        return []
+    if group["variant"] != "sgd":
+        coupled = group["weight_decay"] if group["variant"] == "adam" else 0.0
+        return _adam_foreach(params, grads, states, group["betas"], group["eps"], coupled)
+    momentum, wd = group["momentum"], group["weight_decay"]
+    ds = list(torch._foreach_add(grads, params, alpha=wd)) if wd else list(grads)
+    if momentum == 0:
+        return ds
+    old = [i for i, st in enumerate(states) if st.get("momentum_buffer") is not None]
+    if old:
+        bufs = [states[i]["momentum_buffer"] for i in old]
+        torch._foreach_mul_(bufs, momentum)
+        torch._foreach_add_(bufs, [ds[i] for i in old], alpha=1.0 - group["dampening"])
+    for st, d in zip(states, ds):
+        if st.get("momentum_buffer") is None:
+            st["momentum_buffer"] = torch.clone(d).detach()
+    bufs = [st["momentum_buffer"] for st in states]
+    return list(torch._foreach_add(ds, bufs, alpha=momentum)) if group["nesterov"] else bufs
+
+
+def _adam_foreach(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    states: list[State],
+    betas: tuple[float, float],
+    eps: float,
+    weight_decay: float,
+) -> list[torch.Tensor]:
+    beta1, beta2 = betas
+    for p, st in zip(params, states):
+        if "exp_avg" not in st:
+            st["step"] = 0
+            st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        st["step"] = int(st["step"]) + 1
+    if weight_decay:
+        grads = list(torch._foreach_add(grads, params, alpha=weight_decay))
+    exp_avgs = [st["exp_avg"] for st in states]
+    exp_avg_sqs = [st["exp_avg_sq"] for st in states]
+    torch._foreach_lerp_(exp_avgs, grads, 1.0 - beta1)
+    torch._foreach_mul_(exp_avg_sqs, beta2)
+    torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1.0 - beta2)
+    steps = [int(st["step"]) for st in states]
+    denom = list(torch._foreach_sqrt(exp_avg_sqs))
+    torch._foreach_div_(denom, [math.sqrt(1.0 - beta2**t) for t in steps])
+    torch._foreach_add_(denom, eps)
+    out = list(torch._foreach_div(exp_avgs, denom))
+    torch._foreach_div_(out, [1.0 - beta1**t for t in steps])
+    return out
 
 
 def decoupled_decay(variant: str, lr: float, weight_decay: float) -> float:

@@ -37,6 +37,17 @@ class ParamAxes:
     axes: tuple[int, ...]  # owned axes, increasing
     owners: tuple[torch.Tensor, ...]  # int64, one per owned axis; num_zigs where nobody owns the index
     rest: tuple[int, ...]  # the axes nobody owns (reduced away)
+    # The parameter viewed with each owned axis alone and each run of unowned axes merged: a conv
+    # weight [O, I, 3, 3] owned by rows and columns is [O, I, 9], a 1x1 one [O, I]. Reductions then
+    # run over one contiguous block instead of a strided set of axes.
+    blocks: tuple[int, ...]
+    owned_pos: tuple[int, ...]  # where the owned axes are in ``blocks``
+    rest_pos: tuple[int, ...]  # where the merged unowned runs are
+
+    @property
+    def is_vector(self) -> bool:
+        """One owned axis and nothing else of size > 1 (a bias, a BN scale): batched with its kind."""
+        return len(self.owned_pos) == 1 and not self.rest_pos
 
 
 class Scratch:
@@ -86,8 +97,10 @@ class ZigLayout:
             by_tensor.setdefault(id(tensor), {}).setdefault(axis, np.asarray(owner, dtype=np.int64))
         devices = {t.device for t in tensors.values()}
         if len(devices) > 1:
-            raise ValueError(f"ZIG parameters live on several devices {sorted(map(str, devices))}; "
-                             "group optimizers need one device per process (as under DDP)")
+            raise ValueError(
+                f"ZIG parameters live on several devices {sorted(map(str, devices))}; "
+                "group optimizers need one device per process (as under DDP)"
+            )
         self.device = devices.pop() if devices else torch.device("cpu")
         wide = any(t.dtype == torch.float64 for t in tensors.values())
         self.dtype = torch.float64 if wide else torch.float32
@@ -105,7 +118,10 @@ class ZigLayout:
                 cat_owner.append(own)
                 owners.append(torch.as_tensor(own, device=self.device))
             rest = tuple(d for d in range(tensor.dim()) if d not in axes)
-            self.slots.append(ParamAxes(len(self.params), axes, tuple(owners), rest))
+            blocks, owned_pos, rest_pos = _block_shape(tuple(tensor.shape), axes)
+            self.slots.append(
+                ParamAxes(len(self.params), axes, tuple(owners), rest, blocks, owned_pos, rest_pos)
+            )
             self.params.append(tensor)
         numel[self.num_zigs] = 0.0
         #: number of scalars of every ZIG on these parameters (an entry owned twice counts twice)
@@ -116,10 +132,17 @@ class ZigLayout:
         # Segment sums in a fixed order (sorted by owner): deterministic on every device, which is
         # what keeps decisions identical on all DDP ranks (index_add_ uses atomics on CUDA).
         self._order = torch.as_tensor(np.argsort(owner_all, kind="stable"), device=self.device)
-        self._lengths = torch.as_tensor(np.bincount(owner_all, minlength=self.num_zigs + 1),
-                                        device=self.device)
-        self._slot_lengths = torch.as_tensor([len(o) for o in cat_owner], dtype=torch.int64,
-                                             device=self.device)
+        self._lengths = torch.as_tensor(
+            np.bincount(owner_all, minlength=self.num_zigs + 1), device=self.device
+        )
+        self._slot_lengths = torch.as_tensor(
+            [len(o) for o in cat_owner], dtype=torch.int64, device=self.device
+        )
+        #: the parameters whose slots are vectors, handled together to save per-tensor overhead
+        self.vectors = [slot.param for slot in self.slots if slot.is_vector]
+        vec_owners = [self.slots[i].owners[0] for i in self.vectors]
+        self._vec_owner = torch.cat(vec_owners) if vec_owners else torch.zeros(0, dtype=torch.int64)
+        self._vec_sizes = [len(o) for o in vec_owners]
         starts = np.cumsum([0] + [len(o) for o in cat_owner])
         self._offsets: list[int] = []  # per slot: where its axes start in the concatenated vector
         k = 0
@@ -135,13 +158,28 @@ class ZigLayout:
 
         One vector per owned axis, in ``slot.axes`` order, in accumulation dtype.
         """
-        xv, owned, rest = _blocks(slot, x)
-        if not rest and len(owned) == 1:  # a vector (bias, BN scale): small, no scratch needed
-            return [(xv * xv if y is None else xv * y.reshape(xv.shape)).to(self.dtype)]
-        if y is None and len(owned) == 1 and rest == (1,) and xv.shape[1] >= 64:
-            return [_sq_norm(xv, rest).to(self.dtype)]  # rows of a weight: one fast reduction
-        prod = _product(xv, None if y is None else y.reshape(xv.shape), scratch)
-        return [_sum_except(prod, pos).to(self.dtype) for pos in owned]
+        xv = x.reshape(slot.blocks)
+        if slot.is_vector:  # a bias, a BN scale: small, no scratch needed
+            return [(xv * xv if y is None else xv * y.reshape(slot.blocks)).to(self.dtype)]
+        if y is None and slot.owned_pos == (0,) and slot.blocks[1] >= 64:
+            return [_sq_norm(xv, (1,)).to(self.dtype)]  # rows of a weight: one fast reduction
+        prod = _product(xv, None if y is None else y.reshape(slot.blocks), scratch)
+        return [_sum_except(prod, pos).to(self.dtype) for pos in slot.owned_pos]
+
+    def reduce_vectors(
+        self, xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor] | None = None
+    ) -> list[torch.Tensor]:
+        """:meth:`reduce` for all the vector parameters (``self.vectors`` order) in a few kernels."""
+        if not xs:
+            return []
+        flat = torch.cat([x.reshape(-1) for x in xs])
+        other = flat if ys is None else torch.cat([y.reshape(-1) for y in ys])
+        return list(torch.split((flat * other).to(self.dtype), self._vec_sizes))
+
+    def vector_coef(self, coef: torch.Tensor) -> list[torch.Tensor]:
+        """``coef`` of the owner of every entry of each vector parameter, shaped like the parameter."""
+        flat = torch.split(coef[self._vec_owner], self._vec_sizes)
+        return [v.view(self.params[i].shape) for i, v in zip(self.vectors, flat)]
 
     def cross(
         self, slot: ParamAxes, coef: torch.Tensor, x: torch.Tensor, scratch: Scratch | None = None
@@ -154,8 +192,8 @@ class ZigLayout:
         """
         if len(slot.axes) == 1:
             return [torch.zeros(len(slot.owners[0]), dtype=self.dtype, device=self.device)]
-        xv, owned, _ = _blocks(slot, x)
-        sq = _product(xv, None, scratch)
+        owned = slot.owned_pos
+        sq = _product(x.reshape(slot.blocks), None, scratch)
         ks = [coef[own].to(sq.dtype) for own in slot.owners]
         if owned == (0, 1):  # [n0, n1] or [n0, n1, B]: two matrix-vector products, no temporary
             n0, n1 = sq.shape[0], sq.shape[1]
@@ -186,7 +224,7 @@ class ZigLayout:
         """Write one slot's per-axis vectors into their place in ``flat``."""
         start = self._offsets[slot.param]
         for part in parts:
-            flat[start: start + part.numel()] = part
+            flat[start : start + part.numel()] = part
             start += part.numel()
 
     def sq_norms(self, tensors: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
@@ -224,7 +262,7 @@ class ZigLayout:
         per_axis = torch.segment_reduce(hit, "max", lengths=self._slot_lengths, initial=0).tolist()
         out, i = [], 0
         for slot in self.slots:
-            out.append(any(per_axis[i: i + len(slot.axes)]))
+            out.append(any(per_axis[i : i + len(slot.axes)]))
             i += len(slot.axes)
         return out
 
@@ -243,8 +281,9 @@ class ZigLayout:
         fill_slices(self.params, self.zero_slices(mask))
 
 
-def fill_slices(tensors: Sequence[torch.Tensor], slices: Sequence[tuple[int, int, torch.Tensor]],
-                value: float = 0.0) -> None:
+def fill_slices(
+    tensors: Sequence[torch.Tensor], slices: Sequence[tuple[int, int, torch.Tensor]], value: float = 0.0
+) -> None:
     """Write ``value`` into the given ``(tensor index, axis, indices)`` slices (touches only those)."""
     for i, axis, idx in slices:
         tensors[i].index_fill_(axis, idx, value)
@@ -264,29 +303,26 @@ def _product(x: torch.Tensor, y: torch.Tensor | None, scratch: Scratch | None) -
     return torch.mul(x, y, out=scratch.like(x))
 
 
-def _blocks(slot: ParamAxes, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...], tuple[int, ...]]:
-    """``x`` viewed with each owned axis on its own and each run of unowned axes merged into one.
-
-    A conv weight ``[O, I, 3, 3]`` owned by rows and columns becomes ``[O, I, 9]``, a 1x1 one ``[O, I]``:
-    reductions then run over one contiguous block instead of a strided set of axes. Returns the view
-    and the positions of the owned and of the merged unowned dims in it.
-    """
-    shape: list[int] = []
+def _block_shape(
+    shape: tuple[int, ...], axes: tuple[int, ...]
+) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """``ParamAxes.blocks`` of a parameter shape: owned axes alone, runs of unowned ones merged."""
+    blocks: list[int] = []
     owned: list[int] = []
     run = 1
-    for d, size in enumerate(x.shape):
-        if d in slot.axes:
+    for d, size in enumerate(shape):
+        if d in axes:
             if run != 1:
-                shape.append(run)
+                blocks.append(run)
             run = 1
-            owned.append(len(shape))
-            shape.append(size)
+            owned.append(len(blocks))
+            blocks.append(size)
         else:
             run *= size
     if run != 1:
-        shape.append(run)
-    rest = tuple(i for i in range(len(shape)) if i not in owned)
-    return x.reshape(shape), tuple(owned), rest
+        blocks.append(run)
+    rest = tuple(i for i in range(len(blocks)) if i not in owned)
+    return tuple(blocks), tuple(owned), rest
 
 
 def _others(naxes: int, k: int) -> tuple[int, ...]:

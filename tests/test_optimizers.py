@@ -194,6 +194,7 @@ def _train(model: nn.Module, opt: torch.optim.Optimizer, steps: int, seed: int =
         opt.step()
 
 
+@pytest.mark.parametrize("foreach", [False, True])
 @pytest.mark.parametrize(
     "hp",
     [
@@ -203,20 +204,28 @@ def _train(model: nn.Module, opt: torch.optim.Optimizer, steps: int, seed: int =
         dict(momentum=0.8, nesterov=True, weight_decay=1e-3),
     ],
 )
-def test_sgd_variant_equals_torch_sgd(hp: dict) -> None:
+def test_sgd_variant_equals_torch_sgd(hp: dict, foreach: bool) -> None:
     ours, ref = mlp(3), mlp(3)
-    opt = GroupOptimizer(ours, mlp_analysis(ours), lr=0.05, variant="sgd", **hp)
+    opt = GroupOptimizer(ours, mlp_analysis(ours), lr=0.05, variant="sgd", foreach=foreach, **hp)
     _train(ours, opt, 6)
     _train(ref, torch.optim.SGD(ref.parameters(), lr=0.05, **hp), 6)
     for a, b in zip(ours.parameters(), ref.parameters()):
         assert torch.equal(a, b)  # same kernels in the same order: bit-identical
 
 
+@pytest.mark.parametrize("foreach", [False, True])
 @pytest.mark.parametrize("variant,torch_cls", [("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW)])
-def test_adam_variants_equal_torch(variant: str, torch_cls: type) -> None:
+def test_adam_variants_equal_torch(variant: str, torch_cls: type, foreach: bool) -> None:
     ours, ref = mlp(4), mlp(4)
     opt = GroupOptimizer(
-        ours, mlp_analysis(ours), lr=1e-2, variant=variant, weight_decay=0.05, betas=(0.8, 0.99), eps=1e-6
+        ours,
+        mlp_analysis(ours),
+        lr=1e-2,
+        variant=variant,
+        weight_decay=0.05,
+        betas=(0.8, 0.99),
+        eps=1e-6,
+        foreach=foreach,
     )
     _train(ours, opt, 8)
     _train(ref, torch_cls(ref.parameters(), lr=1e-2, weight_decay=0.05, betas=(0.8, 0.99), eps=1e-6), 8)

@@ -27,8 +27,9 @@ def rows_model(rows: list[list[float]]) -> tuple[nn.Linear, PruneAnalysis]:
         model.weight.copy_(torch.tensor(rows))
     ids = np.arange(n)
     group = NodeGroup(0, ids, [("weight", 0)], prunable=True)
-    analysis = PruneAnalysis(None, [group], np.zeros(n, dtype=np.int64), {("weight", 0): ids},
-                             {"weight": True}, {"weight": (n, k)})
+    analysis = PruneAnalysis(
+        None, [group], np.zeros(n, dtype=np.int64), {("weight", 0): ids}, {"weight": True}, {"weight": (n, k)}
+    )
     return model, analysis
 
 
@@ -155,8 +156,15 @@ def test_dhspg_first_step_by_hand() -> None:
     """
     for eps, zero in ((0.95, True), (0.9, False)):
         model, analysis = rows_model([[3.0, 4.0], [1.0, 0.0]])
-        opt = DHSPG(model, analysis, lr=0.1, target_group_sparsity=0.5, tolerance_group_sparsity=0.0,
-                    epsilon=eps, pruning_steps=100)
+        opt = DHSPG(
+            model,
+            analysis,
+            lr=0.1,
+            target_group_sparsity=0.5,
+            tolerance_group_sparsity=0.0,
+            epsilon=eps,
+            pruning_steps=100,
+        )
         model.weight.grad = torch.tensor([[-1.0, 0.0], [0.5, 0.0]])
         opt.step()
         assert opt.redundant[:2].tolist() == [False, True] and opt.goal == 1
@@ -174,6 +182,8 @@ def test_dhspg_first_step_by_hand() -> None:
         dict(variant="sgd", momentum=0.9, epsilon=0.95, nesterov=True),
         dict(variant="adam", lr=1e-2, epsilon=0.9),
         dict(variant="adamw", lr=1e-2, epsilon=0.5, pruning_periods=3),
+        dict(variant="adam", lr=1e-2, epsilon=0.9, foreach=True),
+        dict(variant="sgd", momentum=0.9, epsilon=0.9, weight_decay=1e-3, foreach=True),
     ],
 )
 def test_dhspg_reaches_target_exactly_and_zero_groups_stay_zero(hp: dict) -> None:
@@ -219,8 +229,9 @@ def test_dhspg_never_touches_unprunable_groups() -> None:
 
 @pytest.mark.parametrize("split", [3, 9])  # before the partition, inside the pruning window
 def test_dhspg_state_dict_round_trip_resumes_identically(split: int) -> None:
-    hp = dict(lr=0.05, momentum=0.9, target_group_sparsity=0.5, start_pruning_steps=4, pruning_steps=12,
-              epsilon=0.9)
+    hp = dict(
+        lr=0.05, momentum=0.9, target_group_sparsity=0.5, start_pruning_steps=4, pruning_steps=12, epsilon=0.9
+    )
     model = mlp(4)
     analysis = chain(model)
     opt = DHSPG(model, analysis, **hp)
@@ -262,8 +273,9 @@ def test_proxsg_soft_thresholding_hand_numbers() -> None:
 def test_hspg_stops_at_target_and_keeps_zero_groups() -> None:
     model = mlp(5)
     analysis = chain(model)
-    opt = HSPG(model, analysis, lr=0.1, lmbda=0.5, epsilon=0.9, start_pruning_steps=2,
-               target_group_sparsity=0.25)
+    opt = HSPG(
+        model, analysis, lr=0.1, lmbda=0.5, epsilon=0.9, start_pruning_steps=2, target_group_sparsity=0.25
+    )
     train(model, opt, 40)
     assert opt.num_zero() <= 7
     zero = optimizers.removed_zigs(model, analysis)
