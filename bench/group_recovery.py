@@ -136,22 +136,40 @@ COMMON = dict(lr=0.05, momentum=0.9)
 
 def dhspg(lmbda: float, tolerance: float) -> Factory:
     def make(model: nn.Module, analysis: PruneAnalysis, target: float, steps: int) -> torch.optim.Optimizer:
-        return DHSPG(model, analysis, target_group_sparsity=target, tolerance_group_sparsity=tolerance,
-                     start_pruning_steps=steps // 4, pruning_steps=steps // 2, lmbda=lmbda, epsilon=0.9,
-                     **COMMON)
+        return DHSPG(
+            model,
+            analysis,
+            target_group_sparsity=target,
+            tolerance_group_sparsity=tolerance,
+            start_pruning_steps=steps // 4,
+            pruning_steps=steps // 2,
+            lmbda=lmbda,
+            epsilon=0.9,
+            **COMMON,
+        )
+
     return make
 
 
 def hspg(lmbda: float) -> Factory:
     def make(model: nn.Module, analysis: PruneAnalysis, target: float, steps: int) -> torch.optim.Optimizer:
-        return HSPG(model, analysis, lmbda=lmbda, epsilon=0.9, start_pruning_steps=steps // 4,
-                    target_group_sparsity=target, **COMMON)
+        return HSPG(
+            model,
+            analysis,
+            lmbda=lmbda,
+            epsilon=0.9,
+            start_pruning_steps=steps // 4,
+            target_group_sparsity=target,
+            **COMMON,
+        )
+
     return make
 
 
 def proxsg(lmbda: float) -> Factory:
     def make(model: nn.Module, analysis: PruneAnalysis, target: float, steps: int) -> torch.optim.Optimizer:
         return ProxSG(model, analysis, lmbda=lmbda, target_group_sparsity=target, **COMMON)
+
     return make
 
 
@@ -164,8 +182,14 @@ def summarize(rows: list[tuple]) -> tuple[float, float, float, float]:
     )
 
 
-def tuned(family: Callable[[float], Factory], lambdas: list[float], problem: Problem, tune: list[int],
-          test: list[int], steps: int) -> tuple[str, tuple]:
+def tuned(
+    family: Callable[[float], Factory],
+    lambdas: list[float],
+    problem: Problem,
+    tune: list[int],
+    test: list[int],
+    steps: int,
+) -> tuple[str, tuple]:
     """λ with the best mean F1 on the tuning instances, evaluated on the test instances."""
     f1 = {lm: summarize(run_method(family(lm), problem, tune, steps))[2] for lm in lambdas}
     lmbda = max(lambdas, key=lambda lm: f1[lm])
@@ -194,10 +218,12 @@ def main() -> None:
     for name, note, family in methods:
         setting, summary = tuned(family, args.lambdas, problem, tune, test, args.steps)
         rows.append((name, ", ".join(x for x in (note, setting) if x), summary))
-    print(f"teacher reads {problem.k} of {problem.d} inputs (irrelevant ones correlated, ρ = {problem.rho}, "
-          f"label scale {problem.scale[0]}-{problem.scale[1]}); K = {problem.d - problem.k} redundant "
-          f"input groups; {args.steps} steps; λ from {args.lambdas} chosen on {len(tune)} separate "
-          f"instances, scores on {len(test)} test instances")
+    print(
+        f"teacher reads {problem.k} of {problem.d} inputs (irrelevant ones correlated, ρ = {problem.rho}, "
+        f"label scale {problem.scale[0]}-{problem.scale[1]}); K = {problem.d - problem.k} redundant "
+        f"input groups; {args.steps} steps; λ from {args.lambdas} chosen on {len(tune)} separate "
+        f"instances, scores on {len(test)} test instances"
+    )
     print(f"{'method':<8}{'setting':<18}{'precision':>10}{'recall':>8}{'F1':>7}{'exact':>7}")
     for name, setting, (prec, rec, f1, exact) in rows:
         print(f"{name:<8}{setting:<18}{prec:>10.3f}{rec:>8.3f}{f1:>7.3f}{exact:>7.2f}")

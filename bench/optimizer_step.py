@@ -69,8 +69,12 @@ def resnet_analysis(model: nn.Module) -> PruneAnalysis:
     add_group([("fc.weight", 0), ("fc.bias", 0)], fc.out_features, prunable=False)
     named = dict(model.named_parameters())
     return PruneAnalysis(
-        graph=None, groups=groups, zig_group=np.concatenate(zig_group), param_axes=param_axes,
-        trainable={n: True for n in named}, param_shapes={n: tuple(p.shape) for n, p in named.items()},
+        graph=None,
+        groups=groups,
+        zig_group=np.concatenate(zig_group),
+        param_axes=param_axes,
+        trainable={n: True for n in named},
+        param_shapes={n: tuple(p.shape) for n, p in named.items()},
     )
 
 
@@ -87,8 +91,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--steps", type=int, default=3, help="steps per round and phase")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (1 by default: stable ratios on a shared machine)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (1 by default: stable ratios on a shared machine)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -107,11 +115,26 @@ def main() -> None:
     warm = 10**9  # phase "warm-up": never partitions
     dh_warm = DHSPG(m_dh, analysis, lr=0.1, momentum=0.9, target_group_sparsity=0.5, start_pruning_steps=warm)
     m_win = fresh()
-    dh_win = DHSPG(m_win, analysis, lr=0.1, momentum=0.9, target_group_sparsity=0.5,
-                   start_pruning_steps=0, pruning_steps=10**9, epsilon=0.0)
+    dh_win = DHSPG(
+        m_win,
+        analysis,
+        lr=0.1,
+        momentum=0.9,
+        target_group_sparsity=0.5,
+        start_pruning_steps=0,
+        pruning_steps=10**9,
+        epsilon=0.0,
+    )
     m_post = fresh()
-    dh_post = DHSPG(m_post, analysis, lr=0.1, momentum=0.9, target_group_sparsity=0.5,
-                    start_pruning_steps=0, pruning_steps=1)
+    dh_post = DHSPG(
+        m_post,
+        analysis,
+        lr=0.1,
+        momentum=0.9,
+        target_group_sparsity=0.5,
+        start_pruning_steps=0,
+        pruning_steps=1,
+    )
     for opt in (sgd, dh_warm, dh_win, dh_post):  # first steps allocate buffers / partition / prune
         _timed(opt, 2)
     times: dict[str, list[float]] = {k: [] for k in ("sgd", "warm-up", "window", "after")}
@@ -122,19 +145,25 @@ def main() -> None:
         times["after"].append(_timed(dh_post, args.steps))
     med = {k: statistics.median(v) for k, v in times.items()}
     n_params = sum(p.numel() for p in m_dh.parameters())
-    print(f"ResNet-50: {n_params / 1e6:.1f} M parameters, {analysis.num_zigs} ZIGs "
-          f"({prunable} prunable), torch threads {torch.get_num_threads()}")
+    print(
+        f"ResNet-50: {n_params / 1e6:.1f} M parameters, {analysis.num_zigs} ZIGs "
+        f"({prunable} prunable), torch threads {torch.get_num_threads()}"
+    )
     print(f"after-phase check: {dh_post.num_zero()} zero ZIGs (goal {dh_post.goal})")
     print(f"{'optimizer / phase':<34}{'ms/step':>10}{'ratio vs SGD':>14}")
     print(f"{'torch.optim.SGD(momentum=0.9)':<34}{med['sgd'] * 1e3:>10.1f}{1.0:>14.2f}")
-    for key, label in (("warm-up", "DHSPG warm-up (t <= T_w)"), ("window", "DHSPG pruning window"),
-                       ("after", "DHSPG after target reached")):
+    for key, label in (
+        ("warm-up", "DHSPG warm-up (t <= T_w)"),
+        ("window", "DHSPG pruning window"),
+        ("after", "DHSPG after target reached"),
+    ):
         print(f"{label:<34}{med[key] * 1e3:>10.1f}{med[key] / med['sgd']:>14.2f}")
     # a schedule shaped like the authors' CIFAR runs: 10% warm-up, 10% window, 80% after
     sched = 0.1 * med["warm-up"] + 0.1 * med["window"] + 0.8 * med["after"]
     print(f"{'DHSPG whole schedule (10/10/80 %)':<34}{sched * 1e3:>10.1f}{sched / med['sgd']:>14.2f}")
-    print(f"ratio (target <= 1.5): window {med['window'] / med['sgd']:.2f}, "
-          f"schedule {sched / med['sgd']:.2f}")
+    print(
+        f"ratio (target <= 1.5): window {med['window'] / med['sgd']:.2f}, schedule {sched / med['sgd']:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -112,11 +112,21 @@ class DHSPG(GroupOptimizer):
         if group_divisible < 1:
             raise ValueError("group_divisible must be >= 1")
         super().__init__(
-            model, analysis, lr=lr, variant=variant, weight_decay=weight_decay,
-            target_group_sparsity=target_group_sparsity, tolerance_group_sparsity=tolerance_group_sparsity,
-            start_pruning_steps=int(start_pruning_steps), pruning_steps=int(pruning_steps),
-            pruning_periods=int(pruning_periods), lmbda=lmbda, lmbda_amplify=lmbda_amplify,
-            hat_lmbda_coeff=hat_lmbda_coeff, epsilon=epsilon, group_divisible=int(group_divisible),
+            model,
+            analysis,
+            lr=lr,
+            variant=variant,
+            weight_decay=weight_decay,
+            target_group_sparsity=target_group_sparsity,
+            tolerance_group_sparsity=tolerance_group_sparsity,
+            start_pruning_steps=int(start_pruning_steps),
+            pruning_steps=int(pruning_steps),
+            pruning_periods=int(pruning_periods),
+            lmbda=lmbda,
+            lmbda_amplify=lmbda_amplify,
+            hat_lmbda_coeff=hat_lmbda_coeff,
+            epsilon=epsilon,
+            group_divisible=int(group_divisible),
             **kwargs,
         )
         self.redundant: torch.Tensor | None = None  # G_R, set once at the partition step
@@ -152,8 +162,9 @@ class DHSPG(GroupOptimizer):
             self.penalized_step(stats, group, torch.zeros_like(stats.x2))  # the plain step
             return
         active = self.redundant & ~self._zero
-        lam = select_lambda(stats.x2, stats.xd, stats.d2, group["lmbda"], group["lmbda_amplify"],
-                            group["hat_lmbda_coeff"])
+        lam = select_lambda(
+            stats.x2, stats.xd, stats.d2, group["lmbda"], group["lmbda_amplify"], group["hat_lmbda_coeff"]
+        )
         lam = torch.where(active, lam, torch.zeros_like(lam))
         hat_dot = self.penalized_step(stats, group, lam / safe_norm(stats.x2))
         self.half_space_zero(hat_dot, stats.x2, active, group["epsilon"], self.goal - self.num_zero())
@@ -171,8 +182,15 @@ class DHSPG(GroupOptimizer):
         share = min(group["target_group_sparsity"] + group["tolerance_group_sparsity"], 0.999)
         count = max(math.floor(share * self.num_prunable + 1e-9), target)
         self.saliency = saliency_scores(stats.x2, stats.xd, stats.d2, self.layout.zig_numel, self.prunable)
-        self.redundant = choose_redundant(self.saliency, self.prunable, self.zig_group, self.group_cap,
-                                          self.group_size, count, group["group_divisible"])
+        self.redundant = choose_redundant(
+            self.saliency,
+            self.prunable,
+            self.zig_group,
+            self.group_cap,
+            self.group_size,
+            count,
+            group["group_divisible"],
+        )
         reachable = int((self.redundant | (self._zero & self.prunable)).sum())
         self.goal = min(target, reachable)
 

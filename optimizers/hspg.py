@@ -39,9 +39,15 @@ class HSPG(GroupOptimizer):
     ) -> None:
         if lmbda < 0 or not 0.0 <= epsilon < 1.0 or start_pruning_steps < 0:
             raise ValueError("need lmbda >= 0, 0 <= epsilon < 1 and start_pruning_steps >= 0")
-        super().__init__(model, analysis, lmbda=lmbda, epsilon=epsilon,
-                         start_pruning_steps=int(start_pruning_steps),
-                         target_group_sparsity=target_group_sparsity, **kwargs)
+        super().__init__(
+            model,
+            analysis,
+            lmbda=lmbda,
+            epsilon=epsilon,
+            start_pruning_steps=int(start_pruning_steps),
+            target_group_sparsity=target_group_sparsity,
+            **kwargs,
+        )
 
     def _budget(self, group: dict) -> int | None:
         sparsity = group["target_group_sparsity"]

@@ -40,8 +40,14 @@ class ProxSG(GroupOptimizer):
     ) -> None:
         if lmbda < 0:
             raise ValueError("lmbda must be non-negative")
-        super().__init__(model, analysis, lmbda=lmbda, target_group_sparsity=target_group_sparsity,
-                         fixed_zero_groups=fixed_zero_groups, **kwargs)
+        super().__init__(
+            model,
+            analysis,
+            lmbda=lmbda,
+            target_group_sparsity=target_group_sparsity,
+            fixed_zero_groups=fixed_zero_groups,
+            **kwargs,
+        )
 
     def _budget(self, group: dict) -> int | None:
         sparsity = group["target_group_sparsity"]

@@ -36,8 +36,9 @@ def linear_chain_analysis(model: nn.Module, layers: list[str], *, min_keep: int 
         params = [(f"{name}.weight", 0), (f"{nxt}.weight", 1)]
         if layer.bias is not None:
             params.insert(1, (f"{name}.bias", 0))
-        groups.append(NodeGroup(id=i, zig_ids=ids, params=params, prunable=True, min_keep=min_keep,
-                                nodes=[name]))
+        groups.append(
+            NodeGroup(id=i, zig_ids=ids, params=params, prunable=True, min_keep=min_keep, nodes=[name])
+        )
         zig_group.append(np.full(width, i, dtype=np.int64))
         first += width
     named = dict(model.named_parameters())

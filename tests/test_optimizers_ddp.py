@@ -22,8 +22,9 @@ from optimizers.synthetic import linear_chain_analysis
 
 STEPS = 24
 GLOBAL_BATCH = 16
-HP = dict(lr=0.05, momentum=0.9, target_group_sparsity=0.5, start_pruning_steps=4, pruning_steps=16,
-          epsilon=0.9)
+HP = dict(
+    lr=0.05, momentum=0.9, target_group_sparsity=0.5, start_pruning_steps=4, pruning_steps=16, epsilon=0.9
+)
 
 
 def make_model() -> nn.Sequential:
@@ -43,7 +44,7 @@ def train(model: nn.Module, module: nn.Module, rank: int, world: int) -> torch.o
     opt = optimizers.get("dhspg")(model, analysis, **HP)
     share = GLOBAL_BATCH // world
     for x, y in batches():
-        xs, ys = x[rank * share:(rank + 1) * share], y[rank * share:(rank + 1) * share]
+        xs, ys = x[rank * share : (rank + 1) * share], y[rank * share : (rank + 1) * share]
         opt.zero_grad()
         nn.functional.mse_loss(model(xs), ys).backward()
         opt.step()
@@ -59,8 +60,13 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         module = make_model()
         ddp = nn.parallel.DistributedDataParallel(module)
         opt = train(ddp, module, rank, world)
-        torch.save({"params": [p.detach().clone() for p in module.parameters()],
-                    "zero": opt.zero_zig_ids().tolist()}, Path(out) / f"rank{rank}.pt")
+        torch.save(
+            {
+                "params": [p.detach().clone() for p in module.parameters()],
+                "zero": opt.zero_zig_ids().tolist(),
+            },
+            Path(out) / f"rank{rank}.pt",
+        )
     finally:
         dist.destroy_process_group()
 

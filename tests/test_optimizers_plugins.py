@@ -102,8 +102,9 @@ def test_the_documented_example_optimizer_trains_to_its_target() -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 6), nn.ReLU(), nn.Linear(6, 1))
     analysis = linear_chain_analysis(model, ["0", "2", "4"])
-    opt = optimizers.get("gradual-magnitude")(model, analysis, lr=0.05, momentum=0.9,
-                                              target_group_sparsity=0.5, every=3, rounds=2)
+    opt = optimizers.get("gradual-magnitude")(
+        model, analysis, lr=0.05, momentum=0.9, target_group_sparsity=0.5, every=3, rounds=2
+    )
     x, y = torch.randn(32, 5), torch.randn(32, 1)
     for step in range(1, 10):
         opt.zero_grad()
