@@ -72,7 +72,8 @@ def test_save_load_round_trip(pruned, tmp_path):
     back = load_small(path)
     assert verify_torch(small, back, x).max_rel == 0.0
     assert isinstance(back.get_submodule("att"), PrunedMultiheadAttention)
-    assert {k: v.shape for k, v in back.state_dict().items()} == {k: v.shape for k, v in small.state_dict().items()}
+    shapes = {k: v.shape for k, v in small.state_dict().items()}
+    assert {k: v.shape for k, v in back.state_dict().items()} == shapes
     assert back.training == small.training
     back.train()
     back(x).sum().backward()

@@ -50,7 +50,8 @@ def test_ir_uses_onnx_names_and_conventions():
     assert dw and dw[0].inputs[1].shape == (8, 1, 3, 3)
     bn = _node(g, "BatchNormalization")
     names = [v.name for v in bn.inputs[1:]]
-    assert names == ["features.1.weight", "features.1.bias", "features.1.running_mean", "features.1.running_var"]
+    stats = ["features.1.weight", "features.1.bias", "features.1.running_mean", "features.1.running_var"]
+    assert names == stats
     assert bn.inputs[1].trainable and not bn.inputs[3].trainable
     assert _node(g, "LayerNormalization").attr("axis") == -1
     assert _node(g, "GroupNormalization").attr("num_groups") == 2
@@ -114,7 +115,7 @@ def test_unknown_function_blocks_its_neighbours():
     g = load_torch(U(), torch.randn(1, 3, 4, 4))
     a = graphcore.analyze(g)
     assert a.unknown_ops == {"torch::mystery": 1}
-    grp = [gr for gr in a.groups if ("a.weight", 0) in gr.params][0]
+    grp = next(gr for gr in a.groups if ("a.weight", 0) in gr.params)
     assert not grp.prunable and "mystery" in grp.reason
 
 
@@ -171,7 +172,7 @@ def test_export_fallback_traces_and_prunes():
     assert g.meta["tracer"] == "export"
     assert _node(g, "Conv").inputs[1].name == "a.weight"
     a = graphcore.analyze(g)
-    grp = [gr for gr in a.groups if ("a.weight", 0) in gr.params][0]
+    grp = next(gr for gr in a.groups if ("a.weight", 0) in gr.params)
     assert grp.prunable
     sel = grp.zig_ids[:3]
     z = zeroed_copy(m, a, sel)

@@ -16,9 +16,9 @@ from construct.torch_verify import prune_check, randomize_
 torchvision = pytest.importorskip("torchvision")
 
 FULL = [
-    "resnet18", "resnet50", "vgg11_bn", "densenet121", "mobilenet_v2", "mobilenet_v3_large", "efficientnet_b0",
-    "regnet_y_400mf", "shufflenet_v2_x1_0", "squeezenet1_1", "mnasnet1_0", "convnext_tiny", "vit_b_16",
-    "swin_t", "maxvit_t",
+    "resnet18", "resnet50", "vgg11_bn", "densenet121", "mobilenet_v2", "mobilenet_v3_large",
+    "efficientnet_b0", "regnet_y_400mf", "shufflenet_v2_x1_0", "squeezenet1_1", "mnasnet1_0",
+    "convnext_tiny", "vit_b_16", "swin_t", "maxvit_t",
 ]  # fmt: skip
 NEEDS_224 = {"vit_b_16", "swin_t", "maxvit_t"}
 
