@@ -112,8 +112,10 @@ class GroupOptimizer(torch.optim.Optimizer):
         self.analysis = analysis
         self.layout = ZigLayout(analysis, {n: p for n, p in named.items() if n not in frozen})
         params = list(self.layout.params)
+        seen = {id(p) for p in params}
         for n, p in named.items():
-            if n not in frozen and all(p is not q for q in params):
+            if n not in frozen and id(p) not in seen:  # tied weights appear under several names
+                seen.add(id(p))
                 params.append(p)
         if not params:
             raise ValueError("the model has no trainable parameters")
@@ -382,18 +384,18 @@ class GroupOptimizer(torch.optim.Optimizer):
         return (x2 == 0) & self.prunable
 
     def _set_zero(self, zero: torch.Tensor) -> None:
-        """Record the zero ZIGs and rebuild the per-parameter keep masks the updates multiply D by."""
+        """Record the zero ZIGs; rebuild the keep masks (D is multiplied by them) where they changed."""
         if torch.equal(zero, self._zero):
             return
+        changed = self.layout.touched(zero ^ self._zero)
         self._zero = zero
         keep = (~zero).to(self.layout.dtype)
-        touched = self.layout.touched(zero)
-        self._keep = [
-            _fast_operand(self.layout.broadcast_prod(keep, slot), self.layout.params[slot.param])
-            if touched[slot.param]
-            else None
-            for slot in self.layout.slots
-        ]
+        has_zero = self.layout.touched(zero)
+        for slot in self.layout.slots:
+            i = slot.param
+            if changed[i]:
+                mask = self.layout.broadcast_prod(keep, slot)
+                self._keep[i] = _fast_operand(mask, self.layout.params[i]) if has_zero[i] else None
 
     # ------------------------------------------------------------------ state dict
     def _extra_state(self) -> dict[str, Any]:

@@ -26,7 +26,7 @@ import torch
 
 from graphcore.groups import PruneAnalysis
 
-__all__ = ["ParamAxes", "Scratch", "ZigLayout", "fill_slices"]
+__all__ = ["ParamAxes", "Scratch", "ZigLayout"]
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,6 @@ class ParamAxes:
     param: int  # position in ZigLayout.params
     axes: tuple[int, ...]  # owned axes, increasing
     owners: tuple[torch.Tensor, ...]  # int64, one per owned axis; num_zigs where nobody owns the index
-    rest: tuple[int, ...]  # the axes nobody owns (reduced away)
     # The parameter viewed with each owned axis alone and each run of unowned axes merged: a conv
     # weight [O, I, 3, 3] owned by rows and columns is [O, I, 9], a 1x1 one [O, I]. Reductions then
     # run over one contiguous block instead of a strided set of axes.
@@ -53,8 +52,8 @@ class ParamAxes:
 class Scratch:
     """One reusable buffer per (device, dtype) for products that are reduced right away.
 
-    Allocating a parameter-sized temporary every step costs page faults on CPU; writing into a
-    buffer that stays warm in cache makes ``<x_g, D_g>`` cost little more than reading x and D.
+    Allocating a parameter-sized temporary for every product costs page faults on CPU (freshly
+    mapped memory); one buffer sized to the largest parameter is reused by every reduction instead.
     """
 
     def __init__(self) -> None:
@@ -117,11 +116,8 @@ class ZigLayout:
                 np.add.at(numel, own, tensor.numel() // max(tensor.shape[axis], 1))
                 cat_owner.append(own)
                 owners.append(torch.as_tensor(own, device=self.device))
-            rest = tuple(d for d in range(tensor.dim()) if d not in axes)
             blocks, owned_pos, rest_pos = _block_shape(tuple(tensor.shape), axes)
-            self.slots.append(
-                ParamAxes(len(self.params), axes, tuple(owners), rest, blocks, owned_pos, rest_pos)
-            )
+            self.slots.append(ParamAxes(len(self.params), axes, tuple(owners), blocks, owned_pos, rest_pos))
             self.params.append(tensor)
         numel[self.num_zigs] = 0.0
         #: number of scalars of every ZIG on these parameters (an entry owned twice counts twice)
@@ -278,15 +274,8 @@ class ZigLayout:
 
     def zero_(self, mask: torch.Tensor) -> None:
         """Set every slice of the ZIGs in ``mask`` (bool, length num_zigs + 1) exactly to zero."""
-        fill_slices(self.params, self.zero_slices(mask))
-
-
-def fill_slices(
-    tensors: Sequence[torch.Tensor], slices: Sequence[tuple[int, int, torch.Tensor]], value: float = 0.0
-) -> None:
-    """Write ``value`` into the given ``(tensor index, axis, indices)`` slices (touches only those)."""
-    for i, axis, idx in slices:
-        tensors[i].index_fill_(axis, idx, value)
+        for i, axis, idx in self.zero_slices(mask):
+            self.params[i].index_fill_(axis, idx, 0.0)
 
 
 def _axis_shape(ndim: int, axis: int, size: int) -> tuple[int, ...]:
@@ -323,10 +312,6 @@ def _block_shape(
         blocks.append(run)
     rest = tuple(i for i in range(len(blocks)) if i not in owned)
     return tuple(blocks), tuple(owned), rest
-
-
-def _others(naxes: int, k: int) -> tuple[int, ...]:
-    return tuple(j for j in range(naxes) if j != k)
 
 
 def _sq_norm(x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
