@@ -1,0 +1,155 @@
+"""Load + analyze from torch, side by side with Torch-Pruning's dependency graph, in one run.
+
+For ResNet-50, ViT-B/16 and DenseNet-121 (torchvision, random weights, one 1×3×224×224 input) this
+times ``frontends.torch_frontend.load_torch`` + ``graphcore.analyze`` against
+``torch_pruning.DependencyGraph().build_dependency(model, example_inputs)`` — both start from a built
+``nn.Module`` and end with the channel dependencies of every layer. The two are interleaved round by
+round after one untimed warm-up each, and medians are printed, so that a busy machine slows both alike.
+The ratio is ours / theirs: the target is ≤ 1.0. Our time is also split into its phases: tracing
+(``torch.fx.symbolic_trace``), shape propagation (the graph run once on meta tensors), IR build, analysis.
+
+Torch-Pruning is not a dependency of zigraph; install it only for the bench::
+
+    pip download torch-pruning --no-deps -d /tmp/tp && python -m zipfile -e /tmp/tp/*.whl /tmp/tp_site
+    PYTHONPATH=/tmp/tp_site python bench/torch_analysis_speed.py
+
+Without it the peer column is skipped with a message. ``--rounds N`` (default 5), ``--models a,b``,
+``--json PATH`` writes every number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+MODELS = ("resnet50", "vit_b_16", "densenet121")
+TARGET_RATIO = 1.0
+
+
+@contextlib.contextmanager
+def phase_timers() -> Iterator[dict[str, float]]:
+    """Accumulate the time spent in each phase by wrapping the functions where our code looks them up."""
+    import frontends.torch_frontend as fe
+    import frontends.torch_lower as lower
+    import frontends.torch_trace as tr
+    import graphcore
+
+    acc = {"trace": 0.0, "shapes": 0.0, "ir": 0.0}
+    patches = [
+        (tr.fx, "symbolic_trace", "trace"),
+        (tr, "_record_meta", "shapes"),
+        (lower.Builder, "build", "ir"),
+    ]
+    saved = []
+    for owner, attr, key in patches:
+        orig = getattr(owner, attr)
+        saved.append((owner, attr, orig))
+
+        def wrapped(*a: Any, __orig: Callable = orig, __key: str = key, **k: Any) -> Any:
+            t = time.perf_counter()
+            try:
+                return __orig(*a, **k)
+            finally:
+                acc[__key] += time.perf_counter() - t
+
+        setattr(owner, attr, wrapped)
+    try:
+        yield acc
+    finally:
+        for owner, attr, orig in saved:
+            setattr(owner, attr, orig)
+    del fe, graphcore
+
+
+def ours(model: Any, x: Any) -> tuple[float, dict[str, float], int]:
+    import graphcore
+    from frontends.torch_frontend import load_torch
+
+    with phase_timers() as acc:
+        t0 = time.perf_counter()
+        graph = load_torch(model, x)
+        t1 = time.perf_counter()
+        analysis = graphcore.analyze(graph)
+        t2 = time.perf_counter()
+    phases = dict(acc)
+    phases["analyze"] = t2 - t1
+    phases["load"] = t1 - t0
+    return t2 - t0, phases, len(analysis.groups)
+
+
+def theirs(tp: Any, model: Any, x: Any) -> float:
+    t0 = time.perf_counter()
+    tp.DependencyGraph().build_dependency(model, example_inputs=x)
+    return time.perf_counter() - t0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args(argv)
+    warnings.simplefilter("ignore")
+    import torch
+    import torchvision
+
+    torch.set_grad_enabled(True)
+    try:
+        import torch_pruning as tp
+    except ImportError:
+        tp = None
+        print("torch_pruning is not importable: the peer column is skipped (see the docstring to install it)")
+    results: dict[str, Any] = {}
+    head = f"{'model':<14}{'ours ms':>10}{'TP ms':>10}{'ratio':>8}"
+    print(f"{head}   phases (ms): trace / shapes / IR / analyze")
+    for name in args.models.split(","):
+        torch.manual_seed(0)
+        model = getattr(torchvision.models, name)(weights=None).eval()
+        x = torch.randn(1, 3, 224, 224)
+        ours(model, x)  # warm-up: imports, first-call caches
+        if tp is not None:
+            theirs(tp, model, x)
+        mine: list[float] = []
+        peer: list[float] = []
+        phases: list[dict[str, float]] = []
+        groups = 0
+        for _ in range(args.rounds):
+            t, ph, groups = ours(model, x)
+            mine.append(t)
+            phases.append(ph)
+            if tp is not None:
+                peer.append(theirs(tp, model, x))
+        m = statistics.median(mine)
+        p = statistics.median(peer) if peer else None
+        med = {k: statistics.median(ph[k] for ph in phases) for k in phases[0]}
+        ratio = m / p if p else None
+        results[name] = {
+            "ours_s": mine, "tp_s": peer, "ratio": ratio, "phases_median_s": med, "groups": groups
+        }  # fmt: skip
+        peer_txt = f"{1000 * p:>10.0f}" if p else f"{'-':>10}"
+        ratio_txt = f"{ratio:>8.2f}" if ratio is not None else f"{'-':>8}"
+        ph_txt = " / ".join(f"{1000 * med[k]:.0f}" for k in ("trace", "shapes", "ir", "analyze"))
+        print(f"{name:<14}{1000 * m:>10.0f}{peer_txt}{ratio_txt}   {ph_txt}")
+    ratios = [r["ratio"] for r in results.values() if r["ratio"] is not None]
+    if ratios:
+        worst = max(ratios)
+        verdict = "meets" if worst <= TARGET_RATIO else "misses"
+        print(f"worst ratio ours/TP = {worst:.2f} ({verdict} the target ≤ {TARGET_RATIO})")
+    if args.json is not None:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
