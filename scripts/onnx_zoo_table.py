@@ -50,7 +50,7 @@ def run_case(name: str, exporter: str, cache: Path, sparsity: float, samples: in
     from tests.zoo import export
     from zigraph.pipeline import LoadedModel, prune_model
 
-    row: dict[str, Any] = {"model": name, "exporter": exporter}
+    row: dict[str, Any] = {"model": name, "exporter": exporter, "engine": engine_version()}
     t = time.perf_counter()
     path = export(name, cache, dynamo=exporter == "dynamo")
     row["export_s"] = round(time.perf_counter() - t, 2)
@@ -221,10 +221,28 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def engine_version() -> str:
+    """The commit the table was made with, and whether the engine had uncommitted changes."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "graphcore", "frontends", "construct", "zigraph"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "an unknown commit"
+    return f"commit {head}{' with uncommitted engine changes' if dirty else ''}"
+
+
 def write_doc(rows: list[dict[str, Any]], sparsity: float, samples: int) -> str:
     import onnxruntime
     import torch
 
+    versions = sorted({r.get("engine", "a commit not recorded") for r in rows})
     text = "\n".join(
         [
             "# ONNX zoo: one-shot pruning, verified",
@@ -241,8 +259,8 @@ def write_doc(rows: list[dict[str, Any]], sparsity: float, samples: int) -> str:
             "(BatchNorm statistics included); *FLOPs* are the analysis' convolution and matrix-product",
             "FLOPs; *analysis s* is `frontends.load(path)` + `graphcore.analyze` in a fresh process.",
             "",
-            f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, "
-            f"generated {time.strftime('%Y-%m-%d')}.",
+            f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, generated",
+            f"{time.strftime('%Y-%m-%d')}; engine at {'; '.join(versions)}.",
             "",
             *summary_lines(rows),
             "",
