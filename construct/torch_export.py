@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,22 @@ from graphcore.errors import ZigraphError
 __all__ = ["export_onnx", "run_onnx", "to_onnx"]
 
 
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """The exporter narrates its steps on stdout and its optimizer logs warnings: keep them off."""
+    loggers = [logging.getLogger(n) for n in ("onnxscript", "torch.onnx", "onnx_ir")]
+    levels = [lg.level for lg in loggers]
+    try:
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, lv in zip(loggers, levels):
+            lg.setLevel(lv)
+
+
 def export_onnx(
     module: nn.Module, example_inputs: Any, path: str | os.PathLike, optimize: bool = True
 ) -> None:
@@ -40,9 +58,7 @@ def export_onnx(
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".onnx", dir=target.parent)
     os.close(fd)
     try:
-        quiet = io.StringIO()  # the exporter narrates its steps on stdout
-        with eval_mode(module), torch.no_grad(), contextlib.redirect_stdout(quiet), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with eval_mode(module), torch.no_grad(), _quiet():
             program = torch.onnx.export(module, inputs, dynamo=True, optimize=optimize, verbose=False)
         if program is None:
             raise ZigraphError("torch.onnx.export returned no program")
