@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.fx as fx
+import torch.nn.functional as F
 from torch import nn
 
 from construct.torch_modules import PrunedMultiheadAttention
@@ -76,6 +77,7 @@ def to_torch(model: nn.Module, analysis: PruneAnalysis, removed: Any = None) -> 
         if site_list is not None and key[1] < len(site_list) and site_list[key[1]] is not None:
             _write(small, nodes, site_list[key[1]], int(new))  # type: ignore[arg-type]
     _apply_fixups(small, nodes, tm, p)
+    _restore_training_switches(small)
     _refresh_modules(small)
     small.graph.lint()
     small.recompile()
@@ -227,6 +229,51 @@ def _apply_fixups(small: fx.GraphModule, nodes: dict[str, fx.Node], tm: TorchMet
                 new = PrunedMultiheadAttention.from_module(mod, heads, int(data["head_dim"]))
                 parent, attr = _owner(small, str(node.target))
                 setattr(parent, attr, new)
+
+
+_DROPOUTS = {
+    F.dropout: nn.Dropout, F.dropout1d: nn.Dropout1d, F.dropout2d: nn.Dropout2d, F.dropout3d: nn.Dropout3d,
+    F.alpha_dropout: nn.AlphaDropout, F.feature_alpha_dropout: nn.FeatureAlphaDropout,
+}  # fmt: skip
+_STOCHASTIC_DEPTH = "torchvision.ops.stochastic_depth.stochastic_depth"
+
+
+def _restore_training_switches(small: fx.GraphModule) -> None:
+    """Functional dropout / stochastic depth recorded ``training=False`` (the graph is traced in eval
+    mode); as modules they follow ``small.train()`` again, so the small model regularizes like the
+    original when fine-tuned. Eval-mode results are unchanged."""
+    graph = small.graph
+    for node in list(graph.nodes):
+        if node.op != "call_function":
+            continue
+        target = node.target
+        qual = f"{getattr(target, '__module__', '')}.{getattr(target, '__name__', '')}"
+        if target in _DROPOUTS:
+            p, training = _arg(node, 1, "p", 0.5), _arg(node, 2, "training", True)
+            if training is not False or not isinstance(p, float | int) or p == 0:
+                continue
+            module: nn.Module = _DROPOUTS[target](p, _arg(node, 3, "inplace", False))
+        elif qual == _STOCHASTIC_DEPTH:
+            p, training = _arg(node, 1, "p", None), _arg(node, 3, "training", True)
+            if training is not False or not isinstance(p, float | int) or p == 0:
+                continue
+            from torchvision.ops import StochasticDepth
+
+            module = StochasticDepth(p, _arg(node, 2, "mode", "row"))
+        else:
+            continue
+        name = f"train_{node.name}"
+        small.add_submodule(name, module)
+        with graph.inserting_before(node):
+            new = graph.call_module(name, (node.args[0] if node.args else node.kwargs["input"],))
+        node.replace_all_uses_with(new)
+        graph.erase_node(node)
+
+
+def _arg(node: fx.Node, i: int, name: str, default: Any) -> Any:
+    if i < len(node.args):
+        return node.args[i]
+    return node.kwargs.get(name, default)
 
 
 def _refresh_modules(small: nn.Module) -> None:

@@ -254,6 +254,34 @@ class ShuffleBlock(nn.Module):
         return torch.cat([l, self.c(r)], dim=1)
 
 
+class SingleHead(nn.Module):
+    """SDPA on un-split projections: the head width itself is prunable, the scale must not follow."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.q, self.k, self.v = nn.Linear(16, 12), nn.Linear(16, 12), nn.Linear(16, 10)
+        self.o = nn.Linear(10, 16)
+
+    def forward(self, x):
+        return self.o(F.scaled_dot_product_attention(self.q(x), self.k(x), self.v(x)))
+
+
+class Regularized(nn.Module):
+    """Functional dropout and torchvision stochastic depth, both driven by ``self.training``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from torchvision.ops import StochasticDepth
+
+        self.a = nn.Linear(8, 32)
+        self.b = nn.Linear(32, 8)
+        self.sd = StochasticDepth(0.5, "row")
+
+    def forward(self, x):
+        h = F.dropout(F.relu(self.a(x)), 0.3, self.training)
+        return x + self.sd(self.b(h))
+
+
 CASES = {
     "residual": (Residual, lambda: torch.randn(2, 3, 8, 8)),
     "concat_split": (ConcatSplit, lambda: torch.randn(2, 3, 6, 6)),
@@ -267,6 +295,8 @@ CASES = {
     "channels_last": (ChannelsLast, lambda: torch.randn(2, 3, 8, 8)),
     "misc": (Misc, lambda: torch.randn(2, 3, 6, 6)),
     "shuffle": (ShuffleBlock, lambda: torch.randn(2, 3, 6, 6)),
+    "single_head": (SingleHead, lambda: torch.randn(2, 5, 16)),
+    "regularized": (Regularized, lambda: torch.randn(4, 8)),
 }
 
 
@@ -393,3 +423,28 @@ def test_user_module_untouched_by_tracing_in_train_mode():
     load_torch(model, x)
     assert model.training and all(m.training for m in model.modules())
     assert all(torch.equal(sd[k], v) for k, v in model.state_dict().items())
+
+
+def test_single_head_attention_keeps_its_scale():
+    model, x = _build("single_head")
+    a = graphcore.analyze(load_torch(model, x))
+    g = _group_with(a, "q.weight", 0)
+    assert g.prunable and ("k.weight", 0) in g.params
+    small = to_torch(zeroed_copy(model, a, g.zig_ids[:5]), a)
+    sdpa = next(n for n in small.graph.nodes if n.target is F.scaled_dot_product_attention)
+    assert sdpa.kwargs["scale"] == pytest.approx(1 / math.sqrt(12))
+    assert verify_torch(zeroed_copy(model, a, g.zig_ids[:5]), small, x).max_rel <= 1e-4
+
+
+def test_training_switches_follow_the_small_module():
+    model, x = _build("regularized")
+    a = graphcore.analyze(load_torch(model, x))
+    small = to_torch(zeroed_copy(model, a, _group_with(a, "a.weight", 0).zig_ids[:10]), a)
+    kinds = {type(m).__name__ for n, m in small.named_children() if n.startswith("train_")}
+    assert kinds == {"Dropout", "StochasticDepth"}
+    small.train()
+    torch.manual_seed(0)
+    first = small(x)
+    assert not torch.equal(first, small(x))  # dropout and stochastic depth are live again
+    small.eval()
+    assert torch.equal(small(x), small(x))
