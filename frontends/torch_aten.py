@@ -53,6 +53,10 @@ _share(torch.exp, "exp")
 _share(torch.sqrt, "sqrt")
 _share(torch.neg, "neg")
 _share(torch.erf, "erf")
+_share(torch.sin, "sin")
+_share(torch.cos, "cos")
+_share(torch.abs, "abs")
+_share(torch.reciprocal, "reciprocal")
 _share(torch.clone, "clone", "contiguous", "alias", "detach", "dropout", "lift_fresh_copy")
 _share(torch.clamp, "clamp", "clip")
 _share(torch.add, "add", "add_")
@@ -239,3 +243,11 @@ def _constant_pad(b: Builder, n: fx.Node) -> Value:
     y = b.out(n)
     b.emit(n, "Pad", inputs, [y], mode="constant")
     return y
+
+
+@on_function(*_overloads("rsqrt"))
+def _rsqrt(b: Builder, n: fx.Node) -> Value:
+    x = T._x(b, n)
+    root = b.tmp(n, "sqrt", T._shape(x), x.dtype)
+    b.emit(n, "Sqrt", [x], [root])
+    return T.simple(b, n, "Reciprocal", root)

@@ -172,6 +172,15 @@ for _op, _targets, _methods in [
     on_method(*_methods)(_h)
 
 
+@on_function(torch.rsqrt)
+@on_method("rsqrt")
+def _rsqrt(b: Builder, n: fx.Node) -> Value:
+    x = _x(b, n)
+    root = b.tmp(n, "sqrt", _shape(x), x.dtype)
+    b.emit(n, "Sqrt", [x], [root])
+    return simple(b, n, "Reciprocal", root)
+
+
 @on_function(F.gelu)
 @on_method("gelu")
 def _gelu_fn(b: Builder, n: fx.Node) -> Value:
