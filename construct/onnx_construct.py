@@ -198,6 +198,7 @@ def prune_onnx(analysis: PruneAnalysis, removed_zigs) -> tuple[onnx.ModelProto, 
                 pn.input.append("")
             pn.input[idx] = name
     _drop_unused_initializers(model)
+    _sync_initializer_inputs(model)
     del model.graph.value_info[:]
     try:
         inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
@@ -207,13 +208,28 @@ def prune_onnx(analysis: PruneAnalysis, removed_zigs) -> tuple[onnx.ModelProto, 
     return model, p
 
 
+def _sync_initializer_inputs(model: onnx.ModelProto) -> None:
+    """IR version 3 models list every initializer as a graph input too: keep those declarations true."""
+    dims = {t.name: list(t.dims) for t in model.graph.initializer}
+    for inp in model.graph.input:
+        if inp.name in dims and inp.type.HasField("tensor_type"):
+            shape = inp.type.tensor_type.shape
+            del shape.dim[:]
+            for d in dims[inp.name]:
+                shape.dim.add().dim_value = d
+
+
 def _drop_unused_initializers(model: onnx.ModelProto) -> None:
     used = {i for pn in model.graph.node for i in pn.input} | {o.name for o in model.graph.output}
     used |= _subgraph_inputs(model.graph)
     keep = [t for t in model.graph.initializer if t.name in used]
     if len(keep) != len(model.graph.initializer):
+        dropped = {t.name for t in model.graph.initializer} - {t.name for t in keep}
         del model.graph.initializer[:]
         model.graph.initializer.extend(keep)
+        inputs = [i for i in model.graph.input if i.name not in dropped]  # IR v3 lists them as inputs
+        del model.graph.input[:]
+        model.graph.input.extend(inputs)
 
 
 def _subgraph_inputs(g: onnx.GraphProto) -> set[str]:
