@@ -30,11 +30,11 @@ def test_local_functions_are_inlined():
     rng = np.random.default_rng(0)
     w1 = numpy_helper.from_array(rng.standard_normal((8, 4, 3, 3)).astype(np.float32), "w1")
     w2 = numpy_helper.from_array(rng.standard_normal((5, 8, 3, 3)).astype(np.float32), "w2")
+    conv = helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1])
+    body = [conv, helper.make_node("Relu", ["c"], ["y"])]
     fn = helper.make_function(
-        "local", "ConvRelu", ["x", "w"], ["y"],
-        [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["y"])],
-        opset_imports=[helper.make_opsetid("", 18)],
-    )  # fmt: skip
+        "local", "ConvRelu", ["x", "w"], ["y"], body, opset_imports=[helper.make_opsetid("", 18)]
+    )
     nodes = [
         helper.make_node("ConvRelu", ["x", "w1"], ["h"], domain="local", name="block1"),
         helper.make_node("Conv", ["h", "w2"], ["y"], pads=[1, 1, 1, 1], name="conv2"),
