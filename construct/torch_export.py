@@ -25,8 +25,7 @@ from torch import nn
 
 from construct.torch_verify import compare_outputs, run_torch
 from construct.verify import DEFAULT_RTOL, VerifyReport
-from frontends.torch_frontend import example_tuple
-from frontends.torch_trace import eval_mode
+from frontends.torch_frontend import eval_mode, example_tuple
 from graphcore.errors import ZigraphError
 
 __all__ = ["export_onnx", "run_onnx", "to_onnx"]

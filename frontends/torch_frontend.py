@@ -18,12 +18,12 @@ from torch import nn
 
 import graphcore.ops.torch_extra  # noqa: F401  (declares zigraph.torch::PinAxes)
 from frontends import torch_aten, torch_ops  # noqa: F401  (handler registration)
-from frontends.torch_lower import Builder, TorchMeta
-from frontends.torch_trace import trace
+from frontends.torch_lower import Builder, LitSite, TorchMeta
+from frontends.torch_trace import eval_mode, trace
 from graphcore.errors import ModelLoadError
 from graphcore.ir import Graph
 
-__all__ = ["TorchMeta", "example_tuple", "load_factory", "load_torch"]
+__all__ = ["LitSite", "TorchMeta", "eval_mode", "example_tuple", "load_factory", "load_torch"]
 
 
 def example_tuple(example_inputs: Any) -> tuple:

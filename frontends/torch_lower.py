@@ -1,16 +1,11 @@
 """FX graph → graphcore IR: the walk, the environment and the helpers every op handler uses.
 
 Each FX node becomes zero or more IR nodes with ONNX operator names and ONNX conventions, so the
-op table in ``graphcore.ops`` applies unchanged. What construct needs to map a pruning back onto the
-FX graph is recorded in ``TorchMeta`` (``graph.meta["torch"]``):
-
-* ``sites``: every integer literal of an FX argument that spells a size (a view target, split sizes,
-  slice bounds, conv ``groups``) lives in a const IR Value named ``lit::<fx node>::<tag>``; ``sites``
-  says, per flat index of that Value, where the literal sits in the FX node and what it sizes.
-* ``fixups``: per-node rewrites that are not a single literal (chunk → split with new sizes, the
-  softmax scale of SDPA, a MultiheadAttention whose heads shrink).
-* ``aliases``: tied parameters appear once in the IR, under the first FQN ``named_parameters()``
-  gives; the other names map to it.
+op table in ``graphcore.ops`` applies unchanged. What construct needs to map a shrink plan back onto
+the FX graph is recorded in ``TorchMeta`` (``graph.meta["torch"]``): where every integer literal that
+spells a size sits in the FX arguments (an integer literal becomes a const IR Value named
+``lit::<fx node>::<tag>``), which FX node each Split came from, the FX-level fixups the plan does not
+cover, and the aliases of tied parameters (they appear once in the IR, under their first FQN).
 
 Handlers live in ``frontends.torch_ops`` (torch functions, methods, modules) and
 ``frontends.torch_aten`` (the ATen ops of a ``torch.export`` graph).
@@ -27,7 +22,7 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from frontends.torch_trace import Opaque, SizeMeta, TensorMeta, TraceResult
+from frontends.torch_trace import SizeMeta, TensorMeta, TraceResult
 from graphcore.ir import Graph, Node, Value
 
 __all__ = [
@@ -571,4 +566,4 @@ def _flatten(x: Any) -> list[Any]:
 
 
 def _is_plain_literal(m: Any) -> bool:
-    return isinstance(m, bool | str | type(None) | torch.dtype | torch.device) and not isinstance(m, Opaque)
+    return isinstance(m, bool | str | type(None) | torch.dtype | torch.device)
