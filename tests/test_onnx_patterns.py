@@ -332,3 +332,26 @@ def test_packed_qkv_projection_prunes_the_hidden_channels_not_the_qkv_index():
         17,
     )
     assert_exact(a, random_removal(a, np.random.default_rng(0), 0.5))
+
+
+def test_castlike_type_operand_does_not_pin_the_activation():
+    # Regression: CastLike's second input only lends its type; leaving its axes unmapped pinned a
+    # whole activation (every conv group of an unoptimized dynamo export became unprunable).
+    g = G()
+    x = g.input("x", [1, 4, 6, 6])
+    a = g.op("Relu", [g.conv(x, 4, 8, name="conv1")])
+    scale = g.op("CastLike", [g.const("s", 2.0, np.float32), a])
+    _head(g, g.conv(g.op("Mul", [a, scale]), 8, 6, name="conv2"), 6)
+    a = analyze(g.model())
+    assert group_of(a, "conv1.weight", 0).prunable
+
+
+def test_layer_scale_broadcast_axes_are_not_reported_as_groups():
+    g = G()
+    x = g.input("x", [1, 4, 6, 6])
+    a = g.conv(x, 4, 8, name="conv1")
+    y = g.op("Mul", [a, g.w("gamma", (1, 8, 1, 1))])
+    _head(g, g.conv(y, 8, 6, name="conv2"), 6)
+    a = analyze(g.model())
+    assert ("gamma", 1) in group_of(a, "conv1.weight", 0).params
+    assert not any(("gamma", 0) in grp.params for grp in a.groups)

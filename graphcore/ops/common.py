@@ -86,7 +86,10 @@ def broadcast(
                 zs.append(False)
                 continue
             d = v.shape[ax]  # type: ignore[index]
-            if d == 1 and out_d != 1:
+            if d == 1 and v.is_param:  # a layer scale's [1, C, 1, 1]: structure, not a channel
+                ctx.fix(v, ax, "broadcast axis")
+                zs.append(False)
+            elif d == 1 and out_d != 1:
                 ctx.pin(v, ax, "broadcast axis")
                 zs.append(False)
             elif ctx.link(v, ax, out, a):

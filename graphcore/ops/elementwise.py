@@ -40,8 +40,11 @@ def _unary(zero_preserving: bool):
         identity(ctx, x, node.outputs[0], zero_preserving)
         for extra in node.outputs[1:]:  # Dropout's mask
             identity(ctx, x, extra, False)
-        for i in range(1, len(node.inputs)):  # Dropout ratio, CastLike target
+        for i in range(1, len(node.inputs)):  # Dropout ratio, CastLike's type-only operand
             ctx.handled(i)
+            v = node.input(i)
+            for a in range((v.rank or 0) if v is not None else 0):
+                ctx.touch(v, a)
 
     return relate
 
