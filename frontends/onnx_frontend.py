@@ -54,9 +54,9 @@ def read_onnx(source: str | os.PathLike | onnx.ModelProto) -> tuple[onnx.ModelPr
         raise ModelLoadError(f"{name}: not an ONNX model (no graph or no nodes)")
     _check_opset(model, name)
     _check_external(model, base, name)
+    _check_declared(model, name)
     try:
-        # A path lets the checker resolve external data next to the model (it reads no weights).
-        onnx.checker.check_model(model if base is None else str(source))
+        onnx.checker.check_model(light_copy(model))
     except Exception as exc:
         raise ModelLoadError(f"{name}: invalid ONNX graph ({_short(exc)})") from None
     if len(model.functions):
@@ -74,16 +74,61 @@ def load_onnx(source: str | os.PathLike | onnx.ModelProto) -> Graph:
     model, base = read_onnx(source)
     name = str(source) if not isinstance(source, onnx.ModelProto) else (model.graph.name or "model")
     try:
+        # Strict: a type or shape error ONNX can see (a float64 weight on a float32 Conv, ranks that
+        # cannot match) is bad input now, not an "internal error" when the pruned model is checked.
         inferred = onnx.shape_inference.infer_shapes(
-            model, check_type=False, strict_mode=False, data_prop=True
+            light_copy(model), check_type=True, strict_mode=True, data_prop=True
         )
     except Exception as exc:
-        raise ModelLoadError(f"{name}: shape inference failed ({_short(exc)})") from None
-    graph = _to_ir(inferred, name)
+        raise ModelLoadError(f"{name}: invalid ONNX graph (shape inference: {_short(exc)})") from None
+    graph = _to_ir(model, name, inferred.graph)
     graph.meta["model"] = model
     graph.meta["base_dir"] = base
     graph.meta["source"] = None if isinstance(source, onnx.ModelProto) else str(source)
     return graph
+
+
+def _repeated(field) -> bool:
+    flag = getattr(field, "is_repeated", None)
+    return bool(flag) if flag is not None else field.label == 3  # protobuf < 5: LABEL_REPEATED
+
+
+def light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model without its weight bytes: large or external initializers become typed graph inputs.
+
+    The checker and shape inference serialize the whole model; for a 350 MB ViT that cost seconds
+    while the analysis itself takes a fraction of one. Small initializers (shape constants) stay,
+    because shape inference reads their values.
+    """
+    light = onnx.ModelProto()
+    for field, value in model.ListFields():
+        if field.name == "graph":
+            continue
+        if _repeated(field):
+            getattr(light, field.name).extend(value)
+        elif field.type == field.TYPE_MESSAGE:
+            getattr(light, field.name).CopyFrom(value)
+        else:
+            setattr(light, field.name, value)
+    g, lg = model.graph, light.graph
+    for field, value in g.ListFields():
+        if field.name in ("initializer", "input"):
+            continue
+        if _repeated(field):
+            getattr(lg, field.name).extend(value)
+        elif field.type == field.TYPE_MESSAGE:
+            getattr(lg, field.name).CopyFrom(value)
+        else:
+            setattr(lg, field.name, value)
+    lg.input.extend(g.input)
+    declared = {i.name for i in g.input}
+    for t in g.initializer:
+        n = int(np.prod(t.dims, dtype=np.float64)) if len(t.dims) else 1
+        if t.data_location != onnx.TensorProto.EXTERNAL and n <= SMALL_CONST:
+            lg.initializer.append(t)
+        elif t.name not in declared:
+            lg.input.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+    return light
 
 
 def _short(exc: BaseException) -> str:
@@ -138,6 +183,41 @@ def _check_external(model: onnx.ModelProto, base: Path | None, name: str) -> Non
             )
         if not target.is_file():
             raise ModelLoadError(f"{name}: external data file {loc!r} for tensor '{t.name}' is missing")
+
+
+_FIELD_OF = {
+    onnx.TensorProto.FLOAT: "float_data", onnx.TensorProto.DOUBLE: "double_data",
+    onnx.TensorProto.INT64: "int64_data", onnx.TensorProto.INT32: "int32_data",
+}  # fmt: skip
+
+
+def _check_declared(model: onnx.ModelProto, name: str) -> None:
+    """What the checker lets through but nothing downstream can use: no outputs, negative sizes, and
+    tensors whose data does not fill their declared shape (counted, never decoded)."""
+    if not len(model.graph.output):
+        raise ModelLoadError(f"{name}: invalid ONNX graph (it has no outputs)")
+    for vi in [*model.graph.input, *model.graph.output, *model.graph.value_info]:
+        for d in vi.type.tensor_type.shape.dim:
+            if d.HasField("dim_value") and d.dim_value < 0:
+                raise ModelLoadError(
+                    f"{name}: invalid ONNX graph ('{vi.name}' has a negative size {d.dim_value})"
+                )
+    for t in _external_tensors(model):
+        if any(d < 0 for d in t.dims):
+            raise ModelLoadError(f"{name}: invalid ONNX graph (tensor '{t.name}' has a negative size)")
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            continue
+        n = int(np.prod(t.dims, dtype=np.float64))
+        held = None
+        if t.HasField("raw_data") and t.data_type in _FIELD_OF:
+            held = len(t.raw_data) / np.dtype(helper.tensor_dtype_to_np_dtype(t.data_type)).itemsize
+        elif t.data_type in _FIELD_OF:
+            held = len(getattr(t, _FIELD_OF[t.data_type]))
+        if held is not None and held != n:
+            raise ModelLoadError(
+                f"{name}: invalid ONNX graph (tensor '{t.name}' of shape {list(t.dims)} "
+                f"holds {held:g} values)"
+            )
 
 
 def _dims(tp: onnx.TypeProto) -> tuple[Dim, ...] | None:
@@ -195,12 +275,13 @@ def _constant_value(node: onnx.NodeProto) -> tuple[np.ndarray | None, tuple[int,
     return None, None, None
 
 
-def _to_ir(model: onnx.ModelProto, name: str) -> Graph:
+def _to_ir(model: onnx.ModelProto, name: str, inferred: onnx.GraphProto | None = None) -> Graph:
     g = model.graph
     opset = _opset(model)
     graph = Graph(name=Path(name).stem if name else "model", fmt="onnx", opset=opset)
     shapes: dict[str, tuple[tuple[Dim, ...] | None, str | None]] = {}
-    for vi in [*g.input, *g.value_info, *g.output]:
+    src = inferred if inferred is not None else g
+    for vi in [*g.input, *src.value_info, *src.output]:
         shapes[vi.name] = (_dims(vi.type), _dtype(vi.type.tensor_type.elem_type))
 
     for t in g.initializer:

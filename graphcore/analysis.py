@@ -7,6 +7,8 @@ size of the graph.
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
@@ -35,7 +37,8 @@ def build_channel_graph(graph: Graph) -> tuple[ChannelGraph, dict[str, int], dic
         ctx.touched = set()
         ctx.handled_shape_inputs = set()
         ctx.resolve_symbols(node)
-        fill_output_shape(ctx, node)
+        with contextlib.suppress(Exception):  # best effort: a shape left unknown only makes rules block
+            fill_output_shape(ctx, node)
         fold_node(ctx, node)
         rule = rule_for(node)
         if rule is None:
@@ -224,7 +227,9 @@ def analyze(graph: Graph, mode: str = "prune") -> PruneAnalysis:
         size = ctx.size[k]
         per = (v.numel or 0) // max(size, 1)
         costs_params.append((owner[hit], np.full(hit.size, per, dtype=np.int64)))
-        fl = flops_of_param.get(k[0], 0) // max(size, 1)
+        # Saturated: a malformed model's absurd dimension must not overflow int64 (no real layer
+        # spends 2**40 FLOPs on one channel at batch 1).
+        fl = min(max(flops_of_param.get(k[0], 0) // max(size, 1), 0), 1 << 40)
         if fl:
             costs_flops.append((owner[hit], np.full(hit.size, fl, dtype=np.int64)))
 
@@ -338,12 +343,11 @@ def _flops_per_param(graph: Graph) -> dict[str, int]:
 
 
 def _nodes_of(slots: list[SlotKey], graph: Graph) -> list[str]:
-    names: list[str] = []
+    names: dict[str, None] = {}  # ordered set: a list lookup made deep residual graphs quadratic
     for name, _ in slots:
         v: Value | None = graph.values.get(name)
         if v is None:
             continue
         for c, _ in v.consumers:
-            if c.name not in names:
-                names.append(c.name)
-    return names
+            names[c.name] = None
+    return list(names)
