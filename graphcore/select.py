@@ -18,12 +18,17 @@ def select_zigs(
     scores: np.ndarray | None = None,
     criterion: str = "l2",
     seed: int | None = 0,
+    multiple: int = 1,
 ) -> np.ndarray:
     """Remove ``round(sparsity × #prunable ZIGs)`` ZIGs, lowest score first, keeping every group alive.
 
     ``scores`` has one entry per ZIG (for ``l2``: the ZIG's norm relative to its group's mean norm, so
     layers of different scale compete fairly). ``random`` ignores scores and draws with ``seed``.
+    ``multiple`` > 1 keeps a multiple of that many channels in every pruned group (hardware kernels
+    run ragged widths slowly): the highest-ranked removals of a group are given back.
     """
+    if multiple < 1:
+        raise ZigraphError(f"multiple must be >= 1, got {multiple}")
     if not 0.0 <= sparsity < 1.0:
         raise ZigraphError(f"sparsity must be in [0, 1), got {sparsity}")
     if criterion not in CRITERIA:
@@ -47,7 +52,22 @@ def select_zigs(
             chosen.append(z)
             if len(chosen) == target:
                 break
+    if multiple > 1:
+        chosen = _round_kept(analysis, chosen, multiple)
     return np.array(sorted(chosen), dtype=np.int64)
+
+
+def _round_kept(analysis: PruneAnalysis, chosen: list[int], multiple: int) -> list[int]:
+    """``chosen`` is in removal order; drop each group's last picks until its kept count is a multiple."""
+    per_group: dict[int, list[int]] = {}
+    for z in chosen:
+        per_group.setdefault(int(analysis.zig_group[z]), []).append(z)
+    out: list[int] = []
+    for gid, zs in per_group.items():
+        size = analysis.groups[gid].size
+        extra = (-(size - len(zs))) % multiple
+        out.extend(zs[: len(zs) - extra] if extra <= len(zs) else [])
+    return out
 
 
 def relative_scores(analysis: PruneAnalysis, norms: np.ndarray) -> np.ndarray:

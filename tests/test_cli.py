@@ -195,3 +195,22 @@ def test_external_data_model_prunes_exactly(tmp_path, capsys):
     assert code == 0 and "PASSED" in out, err
     small = onnx.load(str(tmp_path / "s.onnx"))
     assert numpy_helper.to_array(small.graph.initializer[0]).size > 0
+
+
+def test_prune_with_width_multiple(model_path, tmp_path, capsys):
+    rep = tmp_path / "r.json"
+    argv = [
+        "prune",
+        model_path,
+        "--sparsity",
+        "0.5",
+        "--multiple",
+        "4",
+        "-o",
+        tmp_path / "s.onnx",
+        "--report",
+        rep,
+    ]
+    code, _, err = run(argv, capsys)
+    assert code == 0, err
+    assert json.loads(rep.read_text())["result"]["multiple"] == 4

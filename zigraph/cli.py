@@ -53,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--sparsity", required=True, help="fraction of prunable ZIGs to remove, in [0, 1)")
     pr.add_argument("--criterion", default="l2", choices=["l2", "random"])
     pr.add_argument("--seed", type=int, default=0)
+    pr.add_argument("--multiple", type=int, default=1, help="keep a multiple of N channels per group")
     pr.add_argument("-o", "--output", required=True, metavar="OUT.onnx")
     pr.add_argument("--report", metavar="PATH")
     pr.add_argument("--no-verify", action="store_true")
@@ -158,7 +159,7 @@ def _prune(args: argparse.Namespace) -> int:
     loaded = load_model(args.model, args.input_shape)
     report = prune_model(
         loaded, sparsity, out, criterion=args.criterion, seed=args.seed, verify=not args.no_verify,
-        samples=args.samples,
+        samples=args.samples, multiple=args.multiple,
     )  # fmt: skip
     if args.report:
         write_json_atomic(args.report, report_json(report))

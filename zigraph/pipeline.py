@@ -64,6 +64,7 @@ def prune_model(
     seed: int = 0,
     verify: bool = True,
     samples: int = 3,
+    multiple: int = 1,
 ) -> dict:
     """One-shot pruning to ``out`` (.onnx); returns the report as a dict (with ``removed``, ``result``)."""
     import construct
@@ -73,7 +74,8 @@ def prune_model(
     t0 = time.perf_counter()
     analysis = graphcore.analyze(loaded.graph)
     norms = construct.zig_norms(analysis, _param_arrays(loaded))
-    chosen = select_zigs(analysis, sparsity, relative_scores(analysis, norms), criterion=criterion, seed=seed)
+    scores = relative_scores(analysis, norms)
+    chosen = select_zigs(analysis, sparsity, scores, criterion=criterion, seed=seed, multiple=multiple)
     out = Path(out)
     torch_report = None
     if loaded.module is None:
@@ -108,6 +110,7 @@ def prune_model(
         "sparsity": sparsity,
         "criterion": criterion,
         "seed": seed,
+        "multiple": multiple,
         "zigs_removed": len(chosen),
         "params_before": int(params_before),
         "params_after": int(params_after),
