@@ -85,6 +85,7 @@ def _train(model, opt, data, epochs: int, desc: str, quiet: bool) -> None:
     xtr, ytr = data[0], data[1]
     gen = torch.Generator().manual_seed(0)
     steps = epochs * ((len(xtr) + 63) // 64)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)  # the same for every run
     with tqdm(total=steps, desc=f"{desc:<22}", ncols=90, disable=quiet, leave=True) as bar:
         for _ in range(epochs):
             model.train()
@@ -95,6 +96,7 @@ def _train(model, opt, data, epochs: int, desc: str, quiet: bool) -> None:
                 loss = torch.nn.functional.cross_entropy(model(xtr[idx]), ytr[idx])
                 loss.backward()
                 opt.step()
+                schedule.step()
                 bar.update(1)
     model.eval()
 
