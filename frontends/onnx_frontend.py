@@ -196,13 +196,21 @@ def _check_declared(model: onnx.ModelProto, name: str) -> None:
     tensors whose data does not fill their declared shape (counted, never decoded)."""
     if not len(model.graph.output):
         raise ModelLoadError(f"{name}: invalid ONNX graph (it has no outputs)")
+    for pn in model.graph.node:  # protobuf hands back bytes for a string field that is not UTF-8
+        for text in (pn.name, pn.op_type, pn.domain, *pn.input, *pn.output):
+            if not isinstance(text, str):
+                raise ModelLoadError(f"{name}: invalid ONNX graph (a name is not UTF-8 text: {text[:60]!r})")
     for vi in [*model.graph.input, *model.graph.output, *model.graph.value_info]:
+        if not isinstance(vi.name, str):
+            raise ModelLoadError(f"{name}: invalid ONNX graph (a name is not UTF-8 text: {vi.name[:60]!r})")
         for d in vi.type.tensor_type.shape.dim:
             if d.HasField("dim_value") and d.dim_value < 0:
                 raise ModelLoadError(
                     f"{name}: invalid ONNX graph ('{vi.name}' has a negative size {d.dim_value})"
                 )
     for t in _external_tensors(model):
+        if not isinstance(t.name, str):
+            raise ModelLoadError(f"{name}: invalid ONNX graph (a name is not UTF-8 text: {t.name[:60]!r})")
         if any(d < 0 for d in t.dims):
             raise ModelLoadError(f"{name}: invalid ONNX graph (tensor '{t.name}' has a negative size)")
         if t.data_location == onnx.TensorProto.EXTERNAL:

@@ -171,10 +171,21 @@ class ChannelGraph:
                 if k is not None:
                     self.pin_key(k, "linked to an axis whose size is unknown")
             return False
+        ia, ib = np.asarray(idx_a, dtype=np.int64), np.asarray(idx_b, dtype=np.int64)
+        fits = ia.shape == ib.shape and (
+            not ia.size
+            or (min(ia.min(), ib.min()) >= 0 and ia.max() < self.size[ka] and ib.max() < self.size[kb])
+        )
+        if not fits:
+            # Declared shapes that contradict each other (a malformed model): an index past the end
+            # would land on another axis's elements. Block both axes instead.
+            self.pin_key(ka, "linked by indices that do not fit the declared shapes")
+            self.pin_key(kb, "linked by indices that do not fit the declared shapes")
+            return False
         self.touched.add(ka)
         self.touched.add(kb)
-        self._links_a.append(self.offset[ka] + np.asarray(idx_a, dtype=np.int64))
-        self._links_b.append(self.offset[kb] + np.asarray(idx_b, dtype=np.int64))
+        self._links_a.append(self.offset[ka] + ia)
+        self._links_b.append(self.offset[kb] + ib)
         return True
 
     def tie_blocks(self, v: Value | None, axis: int, block: int) -> None:
@@ -230,6 +241,10 @@ class ChannelGraph:
         keys = [k for k in keys if k is not None]
         for k in keys:
             self.touched.add(k)
+        if len({self.size[k] for k in keys}) > 1:  # contradicting declared shapes (a malformed model)
+            for k in keys:
+                self.pin_key(k, reason + ": the reduced axes differ in size")
+            return
         if keys:
             where = f" ({self.node.label})" if self.node is not None else ""
             self.requirements.append((keys, reason + where))

@@ -1,0 +1,681 @@
+"""Architecture specs: a small printable grammar of networks, built into ``nn.Module`` and ONNX.
+
+A spec is plain data (dicts, lists, ints, strings), so a failing example prints as a Python literal
+that a regression test can paste verbatim. ``build(spec)`` turns it into a module with random weights
+drawn from ``spec["seed"]`` (random batch-norm statistics included: zero-initialised or equal weights
+would make the equivalence checks vacuous, and exporters deduplicate identical initializers, which
+would tie unrelated layers together). ``export(...)`` writes the ONNX model.
+
+The stream a layer sees is one of three *states*:
+
+* ``("image", C, H, W)`` — an ``[N, C, H, W]`` feature map,
+* ``("seq", S, C)`` — tokens ``[N, S, C]``, channels last,
+* ``("vec", C)`` — features ``[N, C]``.
+
+``step(layer, state)`` gives the state after a layer; the strategies use it to draw only valid
+networks and ``build`` checks it while it builds.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "ACTIVATIONS",
+    "EXPORTERS",
+    "Built",
+    "SpecError",
+    "build",
+    "export",
+    "input_state",
+    "step",
+]
+
+State = tuple
+Spec = dict[str, Any]
+Layer = dict[str, Any]
+
+# name -> f(0) == 0 ? (documentation; the op table decides what the engine believes)
+ACTIVATIONS: dict[str, bool] = {
+    "relu": True, "leaky_relu": True, "gelu": True, "silu": True, "tanh": True, "elu": True,
+    "hardswish": True, "relu6": True, "identity": True, "softsign": True,
+    "sigmoid": False, "softplus": False, "exp": False, "hardsigmoid": False, "cos": False,
+}  # fmt: skip
+
+EXPORTERS = ("torchscript", "torchscript-preserve", "dynamo")
+"""``torchscript``: eval-mode export (folds BN into convs, renames those weights). ``torchscript-preserve``:
+keeps every module and its parameter names (``training=PRESERVE``), so names match the torch frontend.
+``dynamo``: ``torch.export`` based, slower (about a second per tiny model) but what users get by default."""
+
+
+class SpecError(ValueError):
+    """The spec does not describe a valid network (a bug in the strategy or a hand-edited spec)."""
+
+
+# -- states ------------------------------------------------------------------------------------------
+def input_state(spec: Spec) -> State:
+    inp = spec["input"]
+    kind = inp["kind"]
+    if kind == "image":
+        _, c, h, w = inp["shape"]
+        return ("image", c, h, w)
+    if kind == "seq":
+        _, s, c = inp["shape"]
+        return ("seq", s, c)
+    if kind == "tokens":
+        return ("seq", inp["seq"], inp["dim"])
+    raise SpecError(f"unknown input kind {kind!r}")
+
+
+def channels(state: State) -> int:
+    return state[1] if state[0] == "image" else state[-1]
+
+
+def with_channels(state: State, c: int) -> State:
+    if state[0] == "image":
+        return ("image", c, state[2], state[3])
+    if state[0] == "seq":
+        return ("seq", state[1], c)
+    return ("vec", c)
+
+
+def _conv_out(size: int, k: int, stride: int, pad: int) -> int:
+    return (size + 2 * pad - k) // stride + 1
+
+
+def step(layer: Layer, state: State) -> State:
+    """The state after ``layer``; raises SpecError when the layer does not fit ``state``."""
+    op = layer["op"]
+    kind = state[0]
+    c = channels(state)
+
+    def need(cond: bool, why: str) -> None:
+        if not cond:
+            raise SpecError(f"{op} on {state}: {why}")
+
+    if op in ("act", "tap", "dropout", "scale"):
+        return state
+    if op in ("bn", "ln", "rms", "chanstat", "glu_gate"):
+        return state
+    if op == "conv":
+        need(kind == "image", "needs an image")
+        g = layer["groups"]
+        need(c % g == 0 and layer["out"] % g == 0, "groups must divide both widths")
+        k, s = layer["k"], layer["stride"]
+        h, w = _conv_out(state[2], k, s, k // 2), _conv_out(state[3], k, s, k // 2)
+        need(h >= 1 and w >= 1, "spatial size vanishes")
+        return ("image", layer["out"], h, w)
+    if op == "convT":
+        need(kind == "image", "needs an image")
+        g = layer["groups"]
+        need(c % g == 0 and layer["out"] % g == 0, "groups must divide both widths")
+        if layer["stride"] == 2:
+            need(layer["k"] == 2, "stride 2 uses k=2")
+            return ("image", layer["out"], state[2] * 2, state[3] * 2)
+        need(layer["k"] % 2 == 1, "stride 1 uses an odd kernel")
+        return ("image", layer["out"], state[2], state[3])
+    if op in ("gn",):
+        need(kind == "image" and c % layer["groups"] == 0, "groups must divide C")
+        return state
+    if op in ("inorm", "ln_cl", "shuffle", "se", "shared"):
+        need(kind == "image", "needs an image")
+        if op == "shuffle":
+            need(c % layer["groups"] == 0, "groups must divide C")
+        return state
+    if op == "pool":
+        need(kind == "image" and state[2] >= 2 and state[3] >= 2, "needs an image of at least 2x2")
+        return ("image", c, state[2] // 2, state[3] // 2)
+    if op == "cl_linear":
+        need(kind == "image", "needs an image")
+        return ("image", layer["out"], state[2], state[3])
+    if op == "to_seq":
+        need(kind == "image", "needs an image")
+        return ("seq", state[2] * state[3], c)
+    if op == "flatten":
+        need(kind == "image", "needs an image")
+        return ("vec", c * state[2] * state[3])
+    if op == "gap":
+        need(kind == "image", "needs an image")
+        return ("vec", c)
+    if op == "linear":
+        need(kind in ("seq", "vec"), "needs tokens or features")
+        return with_channels(state, layer["out"])
+    if op == "attn":
+        need(kind == "seq", "needs tokens")
+        need(layer["heads"] % layer["kv_heads"] == 0, "kv_heads must divide heads")
+        return state
+    if op == "pos":
+        need(kind == "seq", "needs tokens")
+        return state
+    if op == "cls":
+        need(kind == "seq", "needs tokens")
+        return ("seq", state[1] + 1, c)
+    if op in ("mean_seq", "first_token"):
+        need(kind == "seq", "needs tokens")
+        return ("vec", c)
+    if op == "glu":
+        need(c % 2 == 0, "needs an even width")
+        return with_channels(state, c // 2)
+    if op == "residual":
+        out = _run(layer["body"], state)
+        if out != state:
+            need(kind == "image" and out[0] == "image", "a projection shortcut needs images")
+            need(state[2] % out[2] == 0 and state[2] // out[2] == state[3] // out[3], "odd stride")
+        return out
+    if op == "gate":
+        need(_run(layer["body"], state) == state, "the gate body must keep the shape")
+        return state
+    if op in ("concat", "split"):
+        if op == "split":
+            need(sum(layer["sizes"]) == c and len(layer["sizes"]) == len(layer["branches"]), "sizes")
+            ins = [with_channels(state, s) for s in layer["sizes"]]
+        else:
+            ins = [state] * len(layer["branches"])
+        outs = [_run(b, s) for b, s in zip(layer["branches"], ins)]
+        need(all(o[0] == kind for o in outs), "branches must keep the kind")
+        need(len({(o[:1] + o[2:]) if kind == "image" else o[:-1] for o in outs}) == 1, "branch shapes")
+        return with_channels(outs[0], sum(channels(o) for o in outs))
+    if op == "head":
+        need(kind in ("seq", "vec"), "needs tokens or features")
+        return with_channels(state, layer["out"])
+    if op == "tied_head":
+        need(kind == "seq", "needs tokens")
+        return with_channels(state, layer["vocab"])
+    raise SpecError(f"unknown op {op!r}")
+
+
+def _run(layers: list[Layer], state: State) -> State:
+    for layer in layers:
+        state = step(layer, state)
+    return state
+
+
+def output_states(spec: Spec) -> State:
+    return _run(spec["layers"], input_state(spec))
+
+
+# -- modules -----------------------------------------------------------------------------------------
+def _act(name: str, x: torch.Tensor) -> torch.Tensor:
+    if name == "identity":
+        return x
+    if name == "exp":
+        return torch.exp(torch.clamp(x, max=3.0))
+    if name == "cos":
+        return torch.cos(x)
+    if name == "leaky_relu":
+        return F.leaky_relu(x, 0.1)
+    return getattr(F, name)(x)
+
+
+class Act(nn.Module):
+    def __init__(self, fn: str) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _act(self.fn, x)
+
+
+class Chain(nn.Module):
+    """Layers applied in order; ``tap`` layers add the current value to the network's outputs."""
+
+    def __init__(self, mods: list[nn.Module], taps: list[bool]) -> None:
+        super().__init__()
+        self.mods = nn.ModuleList(mods)
+        self.taps = taps
+
+    def forward(self, x: torch.Tensor) -> Any:
+        outs = []
+        for m, tap in zip(self.mods, self.taps):
+            if tap:
+                outs.append(x)
+            else:
+                x = m(x)
+        if outs:
+            return (x, *outs)
+        return x
+
+
+class Residual(nn.Module):
+    def __init__(self, body: nn.Module, shortcut: nn.Module | None) -> None:
+        super().__init__()
+        self.body = body
+        self.shortcut = shortcut if shortcut is not None else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x) + self.shortcut(x)
+
+
+class Gate(nn.Module):
+    def __init__(self, body: nn.Module, fn: str) -> None:
+        super().__init__()
+        self.body = body
+        self.fn = fn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * _act(self.fn, self.body(x))
+
+
+class Branches(nn.Module):
+    """Concat of branches on the same input (``sizes`` None) or on a channel split of it."""
+
+    def __init__(self, branches: list[nn.Module], sizes: list[int] | None, dim: int, chunk: bool) -> None:
+        super().__init__()
+        self.branches = nn.ModuleList(branches)
+        self.sizes = sizes
+        self.dim = dim
+        self.chunk = chunk
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.sizes is None:
+            parts = [x] * len(self.branches)
+        elif self.chunk:
+            parts = list(torch.chunk(x, len(self.sizes), dim=self.dim))
+        else:
+            parts = list(torch.split(x, self.sizes, dim=self.dim))
+        return torch.cat([b(p) for b, p in zip(self.branches, parts)], dim=self.dim)
+
+
+class Glu(nn.Module):
+    def __init__(self, dim: int, fn: str) -> None:
+        super().__init__()
+        self.dim = dim
+        self.fn = fn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = torch.chunk(x, 2, dim=self.dim)
+        return a * _act(self.fn, b)
+
+
+class ChanStat(nn.Module):
+    """``x + stat(x over channels)``: a reduction across the pruned axis."""
+
+    def __init__(self, dim: int, kind: str) -> None:
+        super().__init__()
+        self.dim = dim
+        self.kind = kind
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "sum":
+            s = x.sum(dim=self.dim, keepdim=True)
+        elif self.kind == "mean":
+            s = x.mean(dim=self.dim, keepdim=True)
+        else:
+            s = x.amax(dim=self.dim, keepdim=True)
+        return x + s
+
+
+class LayerNormCL(nn.Module):
+    """Channels-last LayerNorm on an image: permute, normalize the last axis, permute back."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class LinearCL(nn.Module):
+    """A Linear on the channel axis of an image through a channels-last permute (ConvNeXt style)."""
+
+    def __init__(self, c: int, out: int, bias: bool) -> None:
+        super().__init__()
+        self.fc = nn.Linear(c, out, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class Shuffle(nn.Module):
+    def __init__(self, groups: int) -> None:
+        super().__init__()
+        self.groups = groups
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        x = x.reshape(n, self.groups, c // self.groups, h, w).transpose(1, 2)
+        return x.reshape(n, c, h, w)
+
+
+class SE(nn.Module):
+    def __init__(self, c: int, hidden: int, fc: bool, fn: str) -> None:
+        super().__init__()
+        self.fc = fc
+        self.fn = fn
+        if fc:
+            self.f1, self.f2 = nn.Linear(c, hidden), nn.Linear(hidden, c)
+        else:
+            self.f1, self.f2 = nn.Conv2d(c, hidden, 1), nn.Conv2d(hidden, c, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = F.adaptive_avg_pool2d(x, 1)
+        if self.fc:
+            s = self.f2(F.relu(self.f1(s.flatten(1))))[:, :, None, None]
+        else:
+            s = self.f2(F.relu(self.f1(s)))
+        return x * _act(self.fn, s)
+
+
+class Shared(nn.Module):
+    """One convolution used twice: the same weight produces and consumes the same channels."""
+
+    def __init__(self, c: int, k: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, k, padding=k // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.relu(self.conv(x)))
+
+
+class Scale(nn.Module):
+    def __init__(self, shape: tuple[int, ...], mode: str) -> None:
+        super().__init__()
+        self.param = nn.Parameter(torch.ones(shape))
+        self.mode = mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.param if self.mode == "mul" else x + self.param
+
+
+class Pool(nn.Module):
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.max_pool2d(x, 2) if self.kind == "max" else F.avg_pool2d(x, 2)
+
+
+class Lambda(nn.Module):
+    def __init__(self, what: str) -> None:
+        super().__init__()
+        self.what = what
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.what == "to_seq":
+            return x.flatten(2).transpose(1, 2)
+        if self.what == "flatten":
+            return x.flatten(1)
+        if self.what == "gap":
+            return F.adaptive_avg_pool2d(x, 1).flatten(1)
+        if self.what == "mean_seq":
+            return x.mean(dim=1)
+        if self.what == "first_token":
+            return x[:, 0]
+        return x
+
+
+class Cls(nn.Module):
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.token = nn.Parameter(torch.zeros(1, 1, c))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.token.expand(x.shape[0], -1, -1), x], dim=1)
+
+
+class Attention(nn.Module):
+    """Multi-head (grouped-query when kv_heads < heads) self-attention written out with Linear layers."""
+
+    def __init__(self, c: int, heads: int, kv_heads: int, head_dim: int, bias: bool) -> None:
+        super().__init__()
+        self.h, self.kvh, self.d = heads, kv_heads, head_dim
+        self.q = nn.Linear(c, heads * head_dim, bias=bias)
+        self.k = nn.Linear(c, kv_heads * head_dim, bias=bias)
+        self.v = nn.Linear(c, kv_heads * head_dim, bias=bias)
+        self.o = nn.Linear(heads * head_dim, c, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, s, _ = x.shape
+        q = self.q(x).reshape(n, s, self.h, self.d).transpose(1, 2)
+        k = self.k(x).reshape(n, s, self.kvh, self.d).transpose(1, 2)
+        v = self.v(x).reshape(n, s, self.kvh, self.d).transpose(1, 2)
+        if self.kvh != self.h:
+            k = k.repeat_interleave(self.h // self.kvh, dim=1)
+            v = v.repeat_interleave(self.h // self.kvh, dim=1)
+        att = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(self.d), dim=-1)
+        y = (att @ v).transpose(1, 2).reshape(n, s, self.h * self.d)
+        return self.o(y)
+
+
+class TiedHead(nn.Module):
+    """Output projection that reuses the embedding table (tied input/output embeddings)."""
+
+    def __init__(self, emb: nn.Embedding) -> None:
+        super().__init__()
+        self.emb = [emb]  # not a submodule: the parameter is shared, registered once by the embedding
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.emb[0].weight)
+
+
+class Net(nn.Module):
+    def __init__(self, embed: nn.Module | None, body: Chain) -> None:
+        super().__init__()
+        self.embed = embed
+        self.body = body
+
+    def forward(self, x: torch.Tensor) -> Any:
+        if self.embed is not None:
+            x = self.embed(x)
+        return self.body(x)
+
+
+def _norm(layer: Layer, state: State) -> nn.Module:
+    op, kind, c = layer["op"], state[0], channels(state)
+    if op == "bn":
+        return nn.BatchNorm2d(c) if kind == "image" else _BN1d(c, kind)
+    if op == "gn":
+        return nn.GroupNorm(layer["groups"], c, affine=layer.get("affine", True))
+    if op == "inorm":
+        return nn.InstanceNorm2d(c, affine=layer.get("affine", True))
+    if op == "ln":
+        return LayerNormCL(c) if kind == "image" else nn.LayerNorm(c)
+    if op == "rms":
+        return _RMS(c)
+    raise SpecError(op)
+
+
+class _BN1d(nn.Module):
+    def __init__(self, c: int, kind: str) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm1d(c)
+        self.seq = kind == "seq"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.seq:
+            return self.bn(x.transpose(1, 2)).transpose(1, 2)
+        return self.bn(x)
+
+
+class _RMS(nn.Module):
+    """RMSNorm written out (exports to every opset; ``nn.RMSNorm`` needs opset 23 in ONNX)."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(c))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5) * self.weight
+
+
+def _chain(layers: list[Layer], state: State, ctx: dict) -> tuple[Chain, State]:
+    mods: list[nn.Module] = []
+    taps: list[bool] = []
+    for layer in layers:
+        m, state = _layer(layer, state, ctx)
+        mods.append(m)
+        taps.append(layer["op"] == "tap")
+    return Chain(mods, taps), state
+
+
+def _layer(layer: Layer, state: State, ctx: dict) -> tuple[nn.Module, State]:
+    op = layer["op"]
+    out = step(layer, state)
+    kind, c = state[0], channels(state)
+    cdim = 1 if kind == "image" else -1
+    if op == "tap":
+        if ctx["nested"]:
+            raise SpecError("tap is only allowed at the top level")
+        return nn.Identity(), out
+    if op == "act":
+        return Act(layer["fn"]), out
+    if op == "dropout":
+        return nn.Dropout(0.5), out
+    if op == "conv":
+        return nn.Conv2d(c, layer["out"], layer["k"], layer["stride"], layer["k"] // 2,
+                         groups=layer["groups"], bias=layer["bias"]), out  # fmt: skip
+    if op == "convT":
+        pad = 0 if layer["stride"] == 2 else layer["k"] // 2
+        return nn.ConvTranspose2d(c, layer["out"], layer["k"], layer["stride"], pad,
+                                  groups=layer["groups"], bias=layer["bias"]), out  # fmt: skip
+    if op in ("bn", "gn", "inorm", "ln", "rms"):
+        return _norm(layer, state), out
+    if op == "ln_cl":
+        return LayerNormCL(c), out
+    if op == "pool":
+        return Pool(layer["kind"]), out
+    if op == "shuffle":
+        return Shuffle(layer["groups"]), out
+    if op == "se":
+        return SE(c, layer["hidden"], layer["fc"], layer.get("fn", "sigmoid")), out
+    if op == "shared":
+        return Shared(c, layer["k"]), out
+    if op == "scale":
+        shape = (c, 1, 1) if kind == "image" else (c,)
+        return Scale(shape, layer.get("mode", "mul")), out
+    if op == "cl_linear":
+        return LinearCL(c, layer["out"], layer.get("bias", True)), out
+    if op in ("to_seq", "flatten", "gap", "mean_seq", "first_token"):
+        return Lambda(op), out
+    if op in ("linear", "head"):
+        return nn.Linear(c, layer["out"], bias=layer.get("bias", True)), out
+    if op == "attn":
+        return Attention(
+            c, layer["heads"], layer["kv_heads"], layer["head_dim"], layer.get("bias", True)
+        ), out
+    if op == "pos":
+        return Scale((state[1], c), "add"), out
+    if op == "cls":
+        return Cls(c), out
+    if op == "glu":
+        return Glu(cdim, layer.get("fn", "sigmoid")), out
+    if op == "chanstat":
+        return ChanStat(cdim, layer["kind"]), out
+    if op == "residual":
+        inner = dict(ctx, nested=True)
+        body, _ = _chain(layer["body"], state, inner)
+        shortcut = None
+        if out != state:
+            stride = state[2] // out[2]
+            shortcut = nn.Conv2d(c, channels(out), 1, stride, bias=False)
+        return Residual(body, shortcut), out
+    if op == "gate":
+        body, _ = _chain(layer["body"], state, dict(ctx, nested=True))
+        return Gate(body, layer.get("fn", "sigmoid")), out
+    if op in ("concat", "split"):
+        inner = dict(ctx, nested=True)
+        sizes = layer.get("sizes")
+        ins = [with_channels(state, s) for s in sizes] if sizes else [state] * len(layer["branches"])
+        branches = [_chain(b, s, inner)[0] for b, s in zip(layer["branches"], ins)]
+        chunk = bool(sizes) and len(set(sizes)) == 1 and layer.get("chunk", False)
+        return Branches(branches, sizes, cdim, chunk), out
+    if op == "tied_head":
+        if ctx["embed"] is None or ctx["embed"].weight.shape != (layer["vocab"], c):
+            raise SpecError("tied_head needs a token input whose embedding width is the stream width")
+        return TiedHead(ctx["embed"]), out
+    raise SpecError(f"unknown op {op!r}")
+
+
+# -- building ----------------------------------------------------------------------------------------
+@dataclass
+class Built:
+    """A spec materialized: the eval-mode module and one example input tuple."""
+
+    spec: Spec
+    module: nn.Module
+    inputs: tuple[torch.Tensor, ...]
+    output_names: list[str]
+
+
+def build(spec: Spec) -> Built:
+    """The network of ``spec`` with seeded random weights, in eval mode."""
+    inp = spec["input"]
+    embed = None
+    if inp["kind"] == "tokens":
+        embed = nn.Embedding(inp["vocab"], inp["dim"])
+    ctx = {"embed": embed, "nested": False}
+    body, _ = _chain(spec["layers"], input_state(spec), ctx)
+    net = Net(embed, body)
+    randomize(net, int(spec.get("seed", 0)))
+    g = torch.Generator().manual_seed(int(spec.get("seed", 0)) + 1)
+    if inp["kind"] == "tokens":
+        x = torch.randint(0, inp["vocab"], (1, inp["seq"]), generator=g)
+    else:
+        x = torch.randn(*inp["shape"], generator=g)
+    n_out = 1 + sum(1 for layer in spec["layers"] if layer["op"] == "tap")
+    return Built(spec, net.eval(), (x,), [f"y{i}" for i in range(n_out)])
+
+
+def randomize(module: nn.Module, seed: int) -> nn.Module:
+    """Distinct random weights and batch-norm statistics, scaled so activations stay near unit size."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if name.endswith(("token", "param")):
+                p.copy_(0.5 + 0.5 * torch.randn(p.shape, generator=g))
+            elif p.ndim >= 2:
+                fan_in = 1 if name.startswith("embed") else p[0].numel()
+                p.copy_(torch.randn(p.shape, generator=g) / math.sqrt(fan_in))
+            elif name.endswith("weight"):
+                p.copy_(1.0 + 0.3 * torch.randn(p.shape, generator=g))
+            else:
+                p.copy_(0.3 * torch.randn(p.shape, generator=g))
+        for name, b in module.named_buffers():
+            if b.dtype.is_floating_point:
+                if name.endswith("running_var"):
+                    b.copy_(torch.rand(b.shape, generator=g) + 0.5)
+                else:
+                    b.copy_(0.3 * torch.randn(b.shape, generator=g))
+    return module
+
+
+def export(built: Built, exporter: str = "torchscript", opset: int | None = None) -> bytes:
+    """The ONNX export of ``built`` as serialized bytes (the module itself is never modified)."""
+    module = copy.deepcopy(built.module).eval()
+    names = ["x"]
+    outs = built.output_names
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if exporter == "dynamo":
+            import logging
+
+            logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+            prog = torch.onnx.export(
+                module, built.inputs, dynamo=True, opset_version=opset or 18, verbose=False,
+                input_names=names, output_names=outs,
+            )  # fmt: skip
+            return prog.model_proto.SerializeToString()
+        if exporter not in ("torchscript", "torchscript-preserve"):
+            raise SpecError(f"unknown exporter {exporter!r}; choose one of {EXPORTERS}")
+        mode = (
+            torch.onnx.TrainingMode.PRESERVE
+            if exporter.endswith("preserve")
+            else torch.onnx.TrainingMode.EVAL
+        )
+        f = io.BytesIO()
+        torch.onnx.export(
+            module, built.inputs, f, dynamo=False, opset_version=opset or 17, input_names=names,
+            output_names=outs, training=mode,
+        )  # fmt: skip
+        return f.getvalue()

@@ -1,0 +1,279 @@
+"""Bugs the fuzzer found (``python -m fuzz``), each pinned by the smallest example that showed it.
+
+Architecture specs are the fuzzer's own shrunk examples (``fuzz.arch``); malformed inputs are written
+out with the ONNX builder so that each test shows the one thing that is wrong with its model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import construct
+import frontends
+from construct.verify import compare_models
+from fuzz.arch import build, export
+from fuzz.properties import check_analysis, check_prune_exact
+from graphcore.channels import ChannelGraph
+from graphcore.ir import Graph, Node, Value
+from tests.onnx_builder import G
+from tests.test_onnx_patterns import residual, unknown_op
+from zigraph.cli import main
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+def _cli(argv, capsys) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def _one_error_line(err: str) -> str:
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("zigraph: error:"), err
+    assert "could not process the input" not in lines[0], lines[0]  # an internal exception leaked
+    return lines[0]
+
+
+# -- analysis -----------------------------------------------------------------------------------------
+
+# torch.chunk exported by TorchScript: the chunk widths are computed at run time (Shape -> Div -> Slice),
+# so ONNX shape inference leaves them symbolic and a later node learns them.
+_CHUNKED = {
+    "input": {"kind": "image", "shape": [1, 2, 2, 8]},
+    "layers": [
+        {"op": "gap"},
+        {"op": "split", "sizes": [1, 1], "chunk": True, "branches": [
+            [],
+            [{"op": "concat", "branches": [[{"op": "chanstat", "kind": "max"}],
+                                           [{"op": "linear", "out": 7, "bias": True}], []]},
+             {"op": "linear", "out": 16, "bias": True}],
+        ]},
+        {"op": "linear", "out": 1, "bias": False},
+    ],
+    "seed": 362,
+}  # fmt: skip
+
+
+def test_a_size_learned_late_does_not_leave_consumer_weights_prunable_alone():
+    # Found: a Concat of inputs of unknown width ran before a Gemm learned the width (9) from its
+    # weight; the Concat never related that axis, so the Gemm's weight columns formed a "prunable"
+    # group of their own. Cutting it gave a model onnxruntime refused (9 vs 1 columns). The analysis
+    # now runs again with learned sizes known from the start (graphcore/analysis.py).
+    model = onnx.load_from_string(export(build(_CHUNKED), "torchscript-preserve"))
+    a = check_analysis(frontends.load(model))
+    for g in a.prunable_groups:
+        check_prune_exact(a, np.asarray(g.zig_ids[: g.size - g.min_keep]))
+    assert not any(("body.mods.1.branches.1.mods.1.weight", 1) in g.params for g in a.prunable_groups)
+
+
+def test_concat_with_an_input_of_late_learned_width_does_not_crash_its_rule():
+    # Found: Concat's zero flags combined an empty array (an input with no static size yet) with one
+    # whose size a later link had learned -> "operands could not be broadcast", caught as a blocked
+    # group "rule for Concat could not handle this node" (graphcore/ops/layout.py).
+    spec = {
+        "input": {"kind": "image", "shape": [1, 4, 3, 8]},
+        "layers": [
+            {"op": "pool", "kind": "avg"}, {"op": "to_seq"},
+            {"op": "split", "sizes": [2, 2], "chunk": True, "branches": [
+                [{"op": "pos"}, {"op": "act", "fn": "relu"},
+                 {"op": "concat", "branches": [
+                     [{"op": "act", "fn": "hardswish"}, {"op": "glu", "fn": "tanh"}, {"op": "bn"}],
+                     [{"op": "scale", "mode": "add"}, {"op": "bn"}, {"op": "rms"}]]}],
+                [{"op": "concat", "branches": [[{"op": "chanstat", "kind": "sum"}],
+                                               [{"op": "dropout"}, {"op": "bn"}]]},
+                 {"op": "bn"}, {"op": "dropout"}],
+            ]},
+            {"op": "scale", "mode": "add"}, {"op": "scale", "mode": "mul"}, {"op": "first_token"},
+        ],
+        "seed": 1976,
+    }  # fmt: skip
+    model = onnx.load_from_string(export(build(spec), "torchscript-preserve"))
+    check_analysis(frontends.load(model))  # fails on any "could not handle this node" reason
+
+
+def test_indices_past_an_axis_end_block_instead_of_linking_another_axis():
+    # Found with declared shapes that contradict the ops (a Concat whose inputs are wider than its
+    # declared output): the offsets ran past the output axis into other values' elements.
+    ctx = ChannelGraph()
+    a, b = Value("a", shape=(1, 4)), Value("b", shape=(1, 3))
+    assert not ctx.link_index(a, 1, np.arange(4), b, 1, np.arange(4))
+    assert ctx.is_pinned(a, 1) and ctx.is_pinned(b, 1)
+    assert ctx.links()[0].size == 0
+
+
+def test_a_reduction_over_axes_of_different_sizes_blocks_them():
+    # Found: a weight reshaped to another layout (valid data, wrong shape) gave Conv a 3-wide input
+    # and an 8-wide weight axis; the analysis crashed combining their zero flags.
+    ctx = ChannelGraph()
+    x, w = Value("x", shape=(1, 3)), Value("w", shape=(5, 8), is_param=True, trainable=True)
+    ctx.require_zero([(x, 1), (w, 1)], "sums")
+    assert ctx.is_pinned(x, 1) and ctx.is_pinned(w, 1) and not ctx.requirements
+
+
+def test_shape_filling_that_fails_does_not_crash_the_analysis():
+    # Found: graphcore/infer.py raised (IndexError, a rank-0 Gather input) outside the rules' guard.
+    import graphcore
+
+    g = Graph()
+    x = g.value("x", shape=())
+    idx = g.value("i", shape=(2,), dtype="int64")
+    y = g.value("y")
+    g.inputs = [x, idx]
+    g.add_node(Node("gather", "Gather", [x, idx], [y], {"axis": 0}))
+    g.outputs = [y]
+    graphcore.analyze(g)
+
+
+def test_outputs_that_are_infinite_in_both_models_agree():
+    # Found: a LayerNorm weight of +inf (a valid model) gave inf in both outputs; inf - inf is nan,
+    # so verification failed comparing a model with itself.
+    g = G()
+    x = g.input("x", [1, 4])
+    w = g.const("w", [np.inf, 1.0, 2.0, 3.0], dtype=np.float32)
+    g.op("Mul", [x, w])
+    g.nodes[-1].output[0] = "y"
+    g.output("y")
+    m = g.model()
+    rep = compare_models(m, m, samples=2)
+    assert rep.passed and rep.max_rel == 0.0
+
+
+# -- bad input through the command line ----------------------------------------------------------------
+
+
+def test_a_model_without_outputs_is_bad_input(tmp_path, capsys):
+    m = residual().model()
+    del m.graph.output[:]
+    onnx.save(m, str(tmp_path / "m.onnx"))
+    code, _, err = _cli(["analyze", tmp_path / "m.onnx"], capsys)
+    assert code == 2 and "no outputs" in _one_error_line(err)
+
+
+def test_a_tensor_whose_data_does_not_fill_its_shape_is_bad_input(tmp_path, capsys):
+    # Found: ValueError "cannot reshape array of size 8 into shape (1,)" leaked from numpy_helper.
+    m = residual().model()
+    small = next(t for t in m.graph.initializer if t.name == "conv1.bias")
+    small.dims[0] = 1
+    onnx.save(m, str(tmp_path / "m.onnx"))
+    out = tmp_path / "out.onnx"
+    code, _, err = _cli(["prune", tmp_path / "m.onnx", "--sparsity", "0.5", "-o", out], capsys)
+    assert code == 2 and "holds 8 values" in _one_error_line(err) and not out.exists()
+
+
+def test_a_type_error_is_bad_input_at_load_not_an_internal_error(tmp_path, capsys):
+    # Found: a float64 weight on a float32 Conv passed the checker and failed only once pruned, as
+    # "internal error: the pruned model fails shape inference". Now strict inference at load.
+    m = residual().model()
+    t = next(t for t in m.graph.initializer if t.name == "conv2.weight")
+    t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float64), t.name))
+    onnx.save(m, str(tmp_path / "m.onnx"))
+    for argv in (["analyze", tmp_path / "m.onnx"], ["prune", tmp_path / "m.onnx", "--sparsity", "0.5",
+                                                     "-o", tmp_path / "o.onnx"]):  # fmt: skip
+        code, _, err = _cli(argv, capsys)
+        line = _one_error_line(err)
+        assert code == 2 and "invalid ONNX graph" in line and "internal error" not in line
+
+
+def test_a_negative_size_is_bad_input(tmp_path, capsys):
+    # Found: an input of size -1 reached numpy ("negative dimensions are not allowed").
+    m = residual().model()
+    m.graph.input[0].type.tensor_type.shape.dim[0].dim_value = -1
+    onnx.save(m, str(tmp_path / "m.onnx"))
+    code, _, err = _cli(["analyze", tmp_path / "m.onnx"], capsys)
+    assert code == 2 and "negative size" in _one_error_line(err)
+
+
+def _runtime_failure() -> onnx.ModelProto:
+    """Valid for the checker and for shape inference, but onnxruntime fails running it."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 6])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 4])
+    shape = numpy_helper.from_array(np.array([4, 4], dtype=np.int64), "shape")
+    w = numpy_helper.from_array(np.ones((4, 4), dtype=np.float32), "w")
+    nodes = [
+        helper.make_node("Reshape", ["x", "shape"], ["r"]),
+        helper.make_node("MatMul", ["r", "w"], ["y"]),
+    ]
+    graph = helper.make_graph(nodes, "g", [x], [y], [shape, w])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    m.ir_version = 8
+    return m
+
+
+def test_a_model_onnxruntime_cannot_run_is_one_clear_line(tmp_path):
+    # Found: the ONNX Runtime "Fail" exception reached the user as "could not process the input
+    # (Fail: ...)". Verification now says which model onnxruntime could not run.
+    from graphcore.errors import ZigraphError
+
+    m = _runtime_failure()
+    with pytest.raises(ZigraphError, match="onnxruntime cannot run the model"):
+        construct.verify(m, m, [])
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="zigraph/pipeline.py saves OUT before verifying it; an error in verification (exit 2) leaves "
+    "the file behind. Outside fuzz's files: reported, not fixed here.",
+)
+def test_prune_that_fails_verification_leaves_no_output(tmp_path, capsys):
+    # Found by the malformed-input fuzzer (mutation unknown_op): a valid model with a custom op that
+    # onnxruntime cannot run is pruned and written, then verification fails to load it: exit 2 with
+    # OUT on disk, against "never write the output" on error.
+    path = tmp_path / "m.onnx"
+    onnx.save(unknown_op().model({"custom": 1}), str(path))
+    out = tmp_path / "out.onnx"
+    code, _, err = _cli(["prune", path, "--sparsity", "0.5", "-o", out], capsys)
+    assert code == 2 and _one_error_line(err)
+    assert not out.exists()
+
+
+def test_regressions_module_needs_no_network(tmp_path: Path):
+    # The fuzzer's exports are made here from specs; keep them deterministic across runs.
+    assert export(build(_CHUNKED), "torchscript") == export(build(_CHUNKED), "torchscript")
+
+
+def test_flops_of_an_absurd_axis_saturate_instead_of_overflowing():
+    # Found (mutation absurd_dim): a 2**60-long axis made one channel's FLOPs exceed int64 and
+    # np.full raised OverflowError inside the analysis.
+    import graphcore
+
+    g = Graph()
+    x = g.value("x", shape=(1, 2**60, 7))
+    w1 = g.value("w1", shape=(7, 4), is_param=True, trainable=True)
+    w2 = g.value("w2", shape=(4, 3), is_param=True, trainable=True)
+    y, z = g.value("y", shape=(1, 2**60, 4)), g.value("z", shape=(1, 2**60, 3))
+    g.inputs = [x]
+    g.add_node(Node("m1", "MatMul", [x, w1], [y]))
+    g.add_node(Node("m2", "MatMul", [y, w2], [z]))
+    g.outputs = [z]
+    a = graphcore.analyze(g)
+    assert all(0 <= grp.flops < 2**63 for grp in a.groups)
+
+
+def test_a_name_that_is_not_utf8_is_bad_input(tmp_path, capsys):
+    # Found (mutation flip_bytes): protobuf returns bytes for such a name and the report's pydantic
+    # validation failed ("could not process the input (ValidationError ...)").
+    data = residual().model().SerializeToString().replace(b"Relu_", b"R\xc3lu_")
+    (tmp_path / "m.onnx").write_bytes(data)
+    code, _, err = _cli(["analyze", tmp_path / "m.onnx"], capsys)
+    assert code == 2 and "not UTF-8" in _one_error_line(err)
+
+
+def test_an_input_with_more_axes_than_numpy_allows_is_one_clear_error():
+    # Found (mutation huge_rank): random inputs of rank 67 raised numpy's ValueError in verification.
+    from graphcore.errors import ZigraphError
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1] * 67)
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1] * 67)
+    m = helper.make_model(
+        helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y]),
+        opset_imports=[helper.make_opsetid("", 18)],
+    )
+    m.ir_version = 8
+    with pytest.raises(ZigraphError, match="too many to verify"):
+        construct.verify(m, m, [])
