@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -221,15 +222,20 @@ def check_onnx(
     exporter: str = "torchscript",
     second_round: bool = True,
     keep: list[bytes] | None = None,
+    rewrite: Callable[[onnx.ModelProto], onnx.ModelProto] | None = None,
 ) -> Outcome:
     """Export, analyze, prune a random subset, verify in onnxruntime; then the same on the result.
 
-    ``keep`` collects the exported model (the malformed-input fuzzer mutates these).
+    ``keep`` collects the exported model (the malformed-input fuzzer mutates these). ``rewrite`` edits
+    the exported model before the analysis — how a custom op gets into the fuzzed networks (replace
+    the nodes your op stands for; docs/fuzzing.md).
     """
     built = build(spec)
     data = _export(built, exporter)
     if keep is not None:
         keep.append(data)
+    if rewrite is not None:
+        data = rewrite(onnx.load_from_string(data)).SerializeToString()
     graph = _load_onnx(data, f"the {exporter} export")
     analysis = check_analysis(graph)
     removed = random_removal(analysis, removal_seed)
@@ -461,7 +467,11 @@ def check_optimizer(spec: dict, name: str, steps: int = 6, seed: int = 0, **hype
     except _Skip as s:
         return Outcome(skipped=[str(s)])
     analysis = check_analysis(graph)
-    model = copy.deepcopy(built.module).train()
+    # Stepped in eval mode: batch-norm statistics stay fixed and dropout off, so the trained network
+    # is a pure function of its weights (a batch of one would not even have batch statistics).
+    model = copy.deepcopy(built.module).eval()
+    if not any(p.requires_grad for p in model.parameters()):
+        return Outcome(skipped=["the network has no parameters to optimize"])
     opt = optimizers.get(name)(model, analysis, **hyper)
     gen = torch.Generator().manual_seed(seed)
     for _ in range(steps):

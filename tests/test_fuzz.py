@@ -34,7 +34,13 @@ from fuzz.malformed import (
     library_verdict,
     mutate,
 )
-from fuzz.properties import PropertyFailure, check_architecture, check_onnx, torch_construct_available
+from fuzz.properties import (
+    PropertyFailure,
+    check_architecture,
+    check_onnx,
+    check_optimizer,
+    torch_construct_available,
+)
 from fuzz.runner import regression_test, run, signature
 from fuzz.strategies import ALL_OPS, architectures, exporters, removal_seeds
 from zigraph.cli import main
@@ -282,3 +288,39 @@ def test_mutations_are_reproducible():
     assert mutate(data, "truncate", 1) != data
     onnx.ModelProto().ParseFromString(mutate(data, "unknown_op", 0))  # still a parseable model
     assert np.frombuffer(data, dtype=np.uint8).size > 0
+
+
+# -- the recipes of docs/fuzzing.md -----------------------------------------------------------------
+
+
+def _relu_to_contrib_gelu(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Put an op of another domain (onnxruntime's com.microsoft::Gelu) where the exporter wrote Relu."""
+    for node in model.graph.node:
+        if node.op_type == "Relu":
+            node.op_type, node.domain = "Gelu", "com.microsoft"
+    model.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
+    return model
+
+
+@settings(max_examples=10, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(spec=architectures(activations=("relu",)), removal_seed=removal_seeds())
+def test_a_custom_op_rule_is_fuzzed_through_a_rewrite(spec, removal_seed):
+    from graphcore import register_op
+    from graphcore.ops.common import identity
+
+    def relate(ctx, node):
+        identity(ctx, node.input(0), node.outputs[0], zero_preserving=True)
+
+    register_op("Gelu", relate, domain="com.microsoft", zero_preserving=True, replace=True)
+    check_onnx(spec, removal_seed, rewrite=_relu_to_contrib_gelu)
+
+
+@settings(max_examples=5, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(
+    spec=architectures(kinds=("image", "seq"), ops={"conv", "linear", "bn", "act", "residual", "gap", "head"})
+)
+def test_an_optimizer_is_fuzzed_for_its_contract(spec):
+    check_optimizer(
+        spec, "dhspg", steps=8, lr=0.1, target_group_sparsity=0.5, start_pruning_steps=2, pruning_steps=4,
+        pruning_periods=2,
+    )  # fmt: skip
