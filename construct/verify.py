@@ -37,7 +37,7 @@ def _session(model: onnx.ModelProto):
 
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    opts.log_severity_level = 3
+    opts.log_severity_level = 4  # fatal only: a failure is reported once, as our own one-line error
     try:
         return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     except Exception as exc:

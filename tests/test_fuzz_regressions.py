@@ -215,6 +215,19 @@ def test_a_model_onnxruntime_cannot_run_is_one_clear_line(tmp_path):
         construct.verify(m, m, [])
 
 
+def test_onnxruntime_failing_at_run_time_prints_only_our_line(tmp_path, capfd):
+    # Found (python -m fuzz --seed 2026, mutation reshape_init): onnxruntime logged its own coloured
+    # "[E:onnxruntime ...] Non-zero status code" line to stderr before ours: two lines, not one.
+    m = _runtime_failure()
+    onnx.save(m, str(tmp_path / "m.onnx"))
+    (tmp_path / "r.json").write_text('{"removed": []}')
+    code = main(
+        ["verify", str(tmp_path / "m.onnx"), str(tmp_path / "m.onnx"), "--zero", str(tmp_path / "r.json")]
+    )
+    err = capfd.readouterr().err  # file-descriptor level: onnxruntime writes there, not to sys.stderr
+    assert code == 2 and "onnxruntime cannot run the model" in _one_error_line(err)
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="zigraph/pipeline.py saves OUT before verifying it; an error in verification (exit 2) leaves "
