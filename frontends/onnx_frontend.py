@@ -7,6 +7,7 @@ are checked (they must stay inside the model's folder) and nothing else is read.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from onnx import helper, numpy_helper
 
 from graphcore.errors import ModelLoadError
 from graphcore.ir import Dim, Graph, Node, Value
+from graphcore.util import gc_paused
 
 __all__ = ["MAX_OPSET", "MIN_OPSET", "load_onnx", "read_onnx"]
 
@@ -81,7 +83,8 @@ def load_onnx(source: str | os.PathLike | onnx.ModelProto) -> Graph:
         )
     except Exception as exc:
         raise ModelLoadError(f"{name}: invalid ONNX graph (shape inference: {_short(exc)})") from None
-    graph = _to_ir(model, name, inferred.graph)
+    with gc_paused():
+        graph = _to_ir(model, name, inferred.graph)
     graph.meta["model"] = model
     graph.meta["base_dir"] = base
     graph.meta["source"] = None if isinstance(source, onnx.ModelProto) else str(source)
@@ -123,7 +126,7 @@ def light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
     lg.input.extend(g.input)
     declared = {i.name for i in g.input}
     for t in g.initializer:
-        n = int(np.prod(t.dims, dtype=np.float64)) if len(t.dims) else 1
+        n = math.prod(t.dims) if len(t.dims) else 1
         if t.data_location != onnx.TensorProto.EXTERNAL and n <= SMALL_CONST:
             lg.initializer.append(t)
         elif t.name not in declared:
@@ -215,7 +218,7 @@ def _check_declared(model: onnx.ModelProto, name: str) -> None:
             raise ModelLoadError(f"{name}: invalid ONNX graph (tensor '{t.name}' has a negative size)")
         if t.data_location == onnx.TensorProto.EXTERNAL:
             continue
-        n = int(np.prod(t.dims, dtype=np.float64))
+        n = math.prod(t.dims)
         held = None
         if t.HasField("raw_data") and t.data_type in _FIELD_OF:
             held = len(t.raw_data) / np.dtype(helper.tensor_dtype_to_np_dtype(t.data_type)).itemsize
@@ -296,7 +299,7 @@ def _to_ir(model: onnx.ModelProto, name: str, inferred: onnx.GraphProto | None =
         shape = tuple(int(d) for d in t.dims)
         dtype = _dtype(t.data_type)
         const = None
-        n = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        n = math.prod(shape) if shape else 1
         small_int = n <= SMALL_CONST and dtype is not None and dtype[0] in "iub"
         if t.data_location != onnx.TensorProto.EXTERNAL and (small_int or n <= 64):
             const = numpy_helper.to_array(t)  # shape arithmetic and scalar operands (exponents, eps)
@@ -342,7 +345,7 @@ def _to_ir(model: onnx.ModelProto, name: str, inferred: onnx.GraphProto | None =
             if shape is not None:
                 out.shape = shape
                 out.dtype = dtype
-            n = int(np.prod(shape, dtype=np.int64)) if shape else 1
+            n = math.prod(shape) if shape else 1
             is_float = bool(dtype and dtype.startswith(("float", "bfloat")))
             if is_float and n > 64:
                 # A weight stored as a Constant node: analysed like an initializer.

@@ -8,6 +8,7 @@ size of the graph.
 from __future__ import annotations
 
 import contextlib
+import math
 
 import numpy as np
 from scipy.sparse import coo_matrix
@@ -20,6 +21,7 @@ from graphcore.groups import NodeGroup, PruneAnalysis
 from graphcore.infer import fill_output_shape
 from graphcore.ir import Graph, Node, Value
 from graphcore.ops import rule_for
+from graphcore.util import gc_paused
 
 __all__ = ["analyze", "build_channel_graph", "node_flops"]
 
@@ -95,11 +97,7 @@ class _Sized:
     def __init__(self, v: Value) -> None:
         self.shape = v.shape
         self.static_shape = v.static_shape
-        self.numel = (
-            None
-            if v.shape is None
-            else int(np.prod([d if isinstance(d, int) else 1 for d in v.shape], dtype=np.int64))
-        )
+        self.numel = None if v.shape is None else math.prod([d if isinstance(d, int) else 1 for d in v.shape])
         self.value = v
 
 
@@ -119,12 +117,12 @@ def node_flops(node: Node) -> int:
             return 0
         ws = w.static_shape
         if node.op == "Conv":
-            per_out = int(np.prod(ws[1:], dtype=np.int64))
+            per_out = math.prod(ws[1:])
             return 2 * y.numel * per_out
         x = node.input(0)
         if x is None or x.numel is None:
             return 0
-        return 2 * x.numel * int(np.prod(ws[1:], dtype=np.int64))
+        return 2 * x.numel * math.prod(ws[1:])
     if node.op in ("Gemm", "MatMul", "Einsum"):
         a = node.input(0)
         if a is None or a.shape is None or not a.shape or not isinstance(a.shape[-1], int):
@@ -152,6 +150,11 @@ class _SizedNode:
 
 def analyze(graph: Graph, mode: str = "prune") -> PruneAnalysis:
     """Find node groups and ZIGs of ``graph``; each group says whether it is prunable and why not."""
+    with gc_paused():
+        return _analyze(graph, mode)
+
+
+def _analyze(graph: Graph, mode: str) -> PruneAnalysis:
     if mode != "prune":
         raise AnalysisError(f"mode {mode!r} is not available yet; use mode='prune'")
     ctx, kinds, unknown = build_channel_graph(graph)

@@ -7,6 +7,7 @@ must know Reshape targets and Split sizes.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,7 +47,7 @@ class Value:
     @property
     def numel(self) -> int | None:
         s = self.static_shape
-        return None if s is None else int(np.prod(s, dtype=np.int64))
+        return None if s is None else math.prod(s)
 
 
 @dataclass(eq=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -80,7 +81,7 @@ def _params_prunable(analysis: PruneAnalysis) -> int:
     total = 0
     for name, axes in per_param.items():
         shape = analysis.param_shapes.get(name, ())
-        numel = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        numel = math.prod(shape) if shape else 1
         uncovered = 1
         for a, d in enumerate(shape):
             uncovered *= axes.get(a, d)

@@ -9,6 +9,8 @@ every removal keeps the tensor rectangular.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from graphcore.channels import ChannelGraph, Entry
@@ -126,8 +128,8 @@ def _carrier(sizes: list[int], pinned: list[bool]) -> int:
 def _merge(ctx: ChannelGraph, x: Value, ia: list[int], y: Value, b: int, what: str) -> None:
     sizes = [int(x.shape[a]) for a in ia]  # type: ignore[index]
     c = _carrier(sizes, [ctx.is_pinned(x, a) for a in ia])
-    stride = int(np.prod(sizes[c + 1 :], dtype=np.int64))
-    n = int(np.prod(sizes, dtype=np.int64))
+    stride = math.prod(sizes[c + 1 :])
+    n = math.prod(sizes)
     out_idx = np.arange(n, dtype=np.int64)
     src = (out_idx // stride) % sizes[c]
     ctx.link_index(y, b, out_idx, x, ia[c], src)
@@ -188,8 +190,8 @@ def _indexed_downstream(v: Value, axis: int, depth: int = 8) -> bool:
 def _split(ctx: ChannelGraph, x: Value, a: int, y: Value, ib: list[int], what: str) -> None:
     sizes = [int(y.shape[b]) for b in ib]  # type: ignore[index]
     c = _carrier(sizes, [_indexed_downstream(y, b) for b in ib])
-    stride = int(np.prod(sizes[c + 1 :], dtype=np.int64))
-    n = int(np.prod(sizes, dtype=np.int64))
+    stride = math.prod(sizes[c + 1 :])
+    n = math.prod(sizes)
     in_idx = np.arange(n, dtype=np.int64)
     dst = (in_idx // stride) % sizes[c]
     ctx.link_index(x, a, in_idx, y, ib[c], dst)
@@ -276,7 +278,7 @@ def _refine_target(ctx: ChannelGraph, node: Node, x: Value, y: Value) -> None:
 def _divide(num: list[Dim], den: list[Dim]) -> Dim:
     """numel(num) / numel(den) when symbols cancel and integers divide; else None."""
     syms = [d for d in num if not isinstance(d, int)]
-    n = int(np.prod([d for d in num if isinstance(d, int)], dtype=np.int64))
+    n = math.prod([d for d in num if isinstance(d, int)])
     d_int = 1
     for d in den:
         if isinstance(d, int):
