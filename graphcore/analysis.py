@@ -237,33 +237,16 @@ def _analyze(graph: Graph, mode: str) -> PruneAnalysis:
             costs_flops.append((owner[hit], np.full(hit.size, fl, dtype=np.int64)))
 
     nz = len(zig_comps)
-    signature: list[tuple[int, ...]] = [() for _ in range(nz)]
-    if pair_zig:
-        pz = np.concatenate(pair_zig)
-        ps = np.concatenate(pair_slot)
-        combo = np.unique(pz * (len(param_slots) + 1) + ps)
-        uz, us = combo // (len(param_slots) + 1), combo % (len(param_slots) + 1)
-        bounds = np.searchsorted(uz, np.arange(nz + 1))
-        for z in range(nz):
-            signature[z] = tuple(us[bounds[z] : bounds[z + 1]].tolist())
-
     zig_params = _segment_sum(costs_params, nz)
     zig_flops = _segment_sum(costs_flops, nz)
-
-    group_of_sig: dict[tuple[int, ...], int] = {}
-    members: list[list[int]] = []
-    for z in range(nz):
-        g = group_of_sig.setdefault(signature[z], len(members))
-        if g == len(members):
-            members.append([])
-        members[g].append(z)
+    members, signature = _group_by_signature(pair_zig, pair_slot, nz, len(param_slots))
 
     zig_group = np.zeros(nz, dtype=np.int64)
     groups: list[NodeGroup] = []
-    for gid, zs in enumerate(members):
-        ids = np.array(zs, dtype=np.int64)
+    for gid, ids in enumerate(members):
+        zs = ids
         zig_group[ids] = gid
-        slots = [param_slots[s] for s in signature[zs[0]]]
+        slots = [param_slots[s] for s in signature[gid]]
         rs = comp_reason[zig_comps[ids]]
         reason = reasons[int(rs[rs >= 0][0])] if (rs >= 0).any() else None
         if reason is None and len(zs) < 2:
@@ -324,6 +307,55 @@ def _apply_learned(graph: Graph, subst: dict[str, int]) -> None:
     for v in graph.values.values():
         if v.shape is not None and any(isinstance(d, str) and d in subst for d in v.shape):
             v.shape = tuple(subst.get(d, d) if isinstance(d, str) else d for d in v.shape)
+
+
+def _group_by_signature(
+    pair_zig: list[np.ndarray], pair_slot: list[np.ndarray], nz: int, nslots: int
+) -> tuple[list[np.ndarray], list[list[int]]]:
+    """ZIGs touching exactly the same parameter axes form one node group, in order of first ZIG.
+
+    Vectorized: each ZIG's set of axes is hashed twice (sums of random 62-bit keys), so grouping is
+    one sort instead of a Python loop over tens of thousands of channels; the sets of the groups'
+    first ZIGs are then compared exactly, so a hash collision can never merge two groups.
+    """
+    if nz == 0:
+        return [], []
+    if not pair_zig:
+        return [np.arange(nz, dtype=np.int64)], [[]]
+    pz = np.concatenate(pair_zig)
+    ps = np.concatenate(pair_slot)
+    combo = np.unique(pz * (nslots + 1) + ps)
+    uz, us = combo // (nslots + 1), combo % (nslots + 1)
+    rng = np.random.default_rng(0x5EED)
+    keys = rng.integers(1, 2**62, size=(2, nslots + 1), dtype=np.int64)
+    h = np.zeros((nz, 2), dtype=np.int64)
+    with np.errstate(over="ignore"):
+        np.add.at(h[:, 0], uz, keys[0][us])
+        np.add.at(h[:, 1], uz, keys[1][us])
+    _, inverse = np.unique(h, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    ng = int(inverse.max()) + 1
+    first = np.full(ng, nz, dtype=np.int64)
+    np.minimum.at(first, inverse, np.arange(nz, dtype=np.int64))
+    rank = np.empty(ng, dtype=np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(ng)
+    gid = rank[inverse]
+    order = np.argsort(gid, kind="stable")
+    cuts = np.searchsorted(gid[order], np.arange(ng + 1))
+    members = [order[cuts[g] : cuts[g + 1]] for g in range(ng)]
+    bounds = np.searchsorted(uz, np.arange(nz + 1))
+
+    def slots_of(z: int) -> list[int]:
+        return us[bounds[z] : bounds[z + 1]].tolist()
+
+    signature = [slots_of(int(m[0])) for m in members]
+    for g, m in enumerate(members):  # exact check of the hash: every member has the first's axes
+        k = len(signature[g])
+        sizes = bounds[m + 1] - bounds[m]
+        same = (sizes == k).all() and (us[bounds[m][:, None] + np.arange(k)[None, :]] == signature[g]).all()
+        if not same:
+            raise AssertionError("internal error: node-group signature hash collision")
+    return members, signature
 
 
 def _segment_sum(parts: list[tuple[np.ndarray, np.ndarray]], n: int) -> np.ndarray:
