@@ -96,6 +96,19 @@ def _repeated(field) -> bool:
     return bool(flag) if flag is not None else field.label == 3  # protobuf < 5: LABEL_REPEATED
 
 
+def _copy_fields(src, dst, skip: tuple[str, ...]) -> None:
+    """Copy every set field of protobuf message ``src`` into ``dst`` except those named in ``skip``."""
+    for field, value in src.ListFields():
+        if field.name in skip:
+            continue
+        if _repeated(field):
+            getattr(dst, field.name).extend(value)
+        elif field.type == field.TYPE_MESSAGE:
+            getattr(dst, field.name).CopyFrom(value)
+        else:
+            setattr(dst, field.name, value)
+
+
 def light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
     """The model without its weight bytes: large or external initializers become typed graph inputs.
 
@@ -104,25 +117,9 @@ def light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
     because shape inference reads their values.
     """
     light = onnx.ModelProto()
-    for field, value in model.ListFields():
-        if field.name == "graph":
-            continue
-        if _repeated(field):
-            getattr(light, field.name).extend(value)
-        elif field.type == field.TYPE_MESSAGE:
-            getattr(light, field.name).CopyFrom(value)
-        else:
-            setattr(light, field.name, value)
+    _copy_fields(model, light, skip=("graph",))
     g, lg = model.graph, light.graph
-    for field, value in g.ListFields():
-        if field.name in ("initializer", "input"):
-            continue
-        if _repeated(field):
-            getattr(lg, field.name).extend(value)
-        elif field.type == field.TYPE_MESSAGE:
-            getattr(lg, field.name).CopyFrom(value)
-        else:
-            setattr(lg, field.name, value)
+    _copy_fields(g, lg, skip=("initializer", "input"))
     lg.input.extend(g.input)
     declared = {i.name for i in g.input}
     for t in g.initializer:
