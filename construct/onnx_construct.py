@@ -204,8 +204,34 @@ def prune_onnx(analysis: PruneAnalysis, removed_zigs) -> tuple[onnx.ModelProto, 
         inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
         model.graph.value_info.extend(inferred.graph.value_info)
     except Exception as exc:
+        _check_declared_outputs(graph.meta["model"])  # the input's own lie, visible only once folded
         raise ZigraphError(f"internal error: the pruned model fails shape inference ({exc})") from None
     return model, p
+
+
+def _check_declared_outputs(model: onnx.ModelProto) -> None:
+    """Raise a bad-input error when the original model computes other output shapes than it declares.
+
+    Shape inference cannot see through a shape computed at run time, so such a model loads; pruning
+    writes those shapes as constants and inference then reports the contradiction on the small model.
+    """
+    from construct.verify import _session, random_inputs
+
+    try:
+        session = _session(model)
+        got = session.run(None, random_inputs(model, np.random.default_rng(0)))
+    except Exception:
+        return
+    for out, arr in zip(model.graph.output, got):
+        dims = out.type.tensor_type.shape.dim
+        declared = [d.dim_value if d.HasField("dim_value") else None for d in dims]
+        actual = list(np.shape(arr))
+        if len(dims) and (
+            len(declared) != len(actual) or any(d not in (None, a) for d, a in zip(declared, actual))
+        ):
+            raise ZigraphError(
+                f"output '{out.name}' is declared with shape {declared} but the model computes {actual}"
+            )
 
 
 def _sync_initializer_inputs(model: onnx.ModelProto) -> None:

@@ -169,7 +169,9 @@ def step(layer: Layer, state: State) -> State:
         out = _run(layer["body"], state)
         if out != state:
             need(kind == "image" and out[0] == "image", "a projection shortcut needs images")
-            need(state[2] % out[2] == 0 and state[2] // out[2] == state[3] // out[3], "odd stride")
+            stride = max(state[2] // out[2], 1)  # what the 1x1 projection shortcut uses (see _layer)
+            same = (state[2] - 1) // stride + 1 == out[2] and (state[3] - 1) // stride + 1 == out[3]
+            need(same, "the 1x1 projection shortcut cannot match the body's output size")
         return out
     if op == "gate":
         need(_run(layer["body"], state) == state, "the gate body must keep the shape")
@@ -577,7 +579,7 @@ def _layer(layer: Layer, state: State, ctx: dict) -> tuple[nn.Module, State]:
         body, _ = _chain(layer["body"], state, inner)
         shortcut = None
         if out != state:
-            stride = state[2] // out[2]
+            stride = max(state[2] // out[2], 1)
             shortcut = nn.Conv2d(c, channels(out), 1, stride, bias=False)
         return Residual(body, shortcut), out
     if op == "gate":

@@ -42,6 +42,7 @@ __all__ = [
     "Worker",
     "assert_contract",
     "check_cli",
+    "has_nonfinite_weights",
     "judge_cli",
     "library_verdict",
     "mutate",
@@ -505,8 +506,30 @@ def run_cli(args: list[str], out: Path | None = None, timeout: float = 120.0) ->
     return CliResult(rc, so, se, bool(out and out.exists()), time.perf_counter() - t0)
 
 
-def judge_cli(command: str, res: CliResult) -> Verdict:
-    """The bad-input contract for one CLI run (``command`` is ``analyze`` or ``prune``)."""
+def has_nonfinite_weights(data: bytes) -> bool:
+    """Whether a float weight holds NaN or inf. Then zeroing is not removal (0 * inf is nan, where the
+    removed channel contributes nothing), so a failed verification is the truth, not a bug."""
+    model = onnx.ModelProto()
+    try:
+        model.ParseFromString(data)
+        tensors = [*model.graph.initializer]
+        tensors += [
+            a.t for n in model.graph.node for a in n.attribute if a.type == onnx.AttributeProto.TENSOR
+        ]
+        for t in tensors:
+            floating = t.data_type in (TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16)
+            if floating and not np.isfinite(numpy_helper.to_array(t)).all():
+                return True
+    except Exception:  # unreadable: not a model whose verification could run
+        return False
+    return False
+
+
+def judge_cli(command: str, res: CliResult, nonfinite: bool = False) -> Verdict:
+    """The bad-input contract for one CLI run (``command`` is ``analyze`` or ``prune``).
+
+    ``nonfinite``: the model has NaN or inf weights, where verification may rightly fail (exit 1).
+    """
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     if res.rc is None:
         return Verdict(False, False, f"{command}: hung (killed after {res.seconds:.0f} s)")
@@ -521,9 +544,11 @@ def judge_cli(command: str, res: CliResult) -> Verdict:
             return Verdict(False, False, f"{command}: exit 2 but stderr is not one error line: {lines[:3]}")
         if res.output_written:
             return Verdict(False, False, f"{command}: exit 2 but the output file was written ({lines[0]})")
-        if "could not process the input (" in lines[0]:
+        if "could not process the input (" in lines[0] or "internal error" in lines[0]:
             return Verdict(False, False, f"{command}: an internal exception reached the user: {lines[0]}")
         return Verdict(True, False, lines[0])
+    if res.rc == 1 and "Traceback" not in res.stderr and "FAILED" in res.stdout and nonfinite:
+        return Verdict(True, True, "verification failed on non-finite weights (0 * inf is nan)")
     if res.rc == 1 and "Traceback" not in res.stderr and "FAILED" in res.stdout:
         return Verdict(
             False, True, f"SOUNDNESS: {command} verification failed on a valid model: {res.stdout[-300:]}"
@@ -548,7 +573,7 @@ def check_cli(data: bytes, workdir: Path, timeout: float = 120.0) -> list[Verdic
     res = run_cli(["analyze", str(model), "--json", str(report)], report, timeout)
     verdicts = [judge_cli("analyze", res)]
     res = run_cli(["prune", str(model), "--sparsity", "0.5", "-o", str(small)], small, timeout)
-    verdicts.append(judge_cli("prune", res))
+    verdicts.append(judge_cli("prune", res, nonfinite=has_nonfinite_weights(data)))
     return verdicts
 
 
@@ -612,6 +637,8 @@ def library_verdict(data: bytes, seed: int = 0) -> Verdict:
             tb = traceback.extract_tb(exc.__traceback__)[-1]
             where = f"{Path(tb.filename).name}:{tb.lineno}"
             return Verdict(False, False, f"{stage}: {type(exc).__name__} at {where}: {str(exc)[:300]}")
+        if not rep.passed and has_nonfinite_weights(data):
+            return Verdict(True, True, "verification failed on non-finite weights (0 * inf is nan)")
         if not rep.passed:
             return Verdict(
                 False, True, f"SOUNDNESS: pruned model differs from the zeroed one (rel {rep.max_rel:.3e})"

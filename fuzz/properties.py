@@ -355,9 +355,10 @@ def _group_keys(analysis: PruneAnalysis) -> dict[tuple[str, int], tuple[int, int
 
 GAP_WORDS = ("unknown op", "unknown shape", "unknown width", "does not say how", "shapes unknown",
              "size is unknown", "with unknown", "not understood", "computed at run time",
-             "used in a computation")  # fmt: skip
+             "used in a computation", "computed bounds")  # fmt: skip
 """Reasons that say a frontend could not see something: an op it does not know, a shape it could not
-infer, or a size the model computes at run time (a TorchScript ``chunk`` becomes Shape → Div → Slice,
+infer, or a size the model computes at run time (a TorchScript ``chunk`` becomes Shape → Div → Slice
+with computed bounds,
 which would compute other split points once the width shrinks, so ONNX must pin it where torch can
 rewrite the call). A *coverage gap* of that frontend, conservative by construction: counted, not a
 failure."""

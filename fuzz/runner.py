@@ -48,8 +48,9 @@ _FALLBACK_SPEC = {
 
 
 def signature(message: str) -> str:
-    """Failures that differ only in names and numbers are one bug."""
-    text = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", message)
+    """Failures that differ only in names, numbers, the mutation or the user-facing error are one bug."""
+    text = re.sub(r"^\[\w+\] ", "", message).split("(zigraph: error:")[0]
+    text = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", text)
     text = re.sub(r"\d+(\.\d+)?(e[-+]?\d+)?", "N", text)
     return text[:120]
 

@@ -50,6 +50,9 @@ _SEQ_OPS = ["act", "linear", "ln", "linear", "residual", "attn", "linear", "conc
 _VEC_OPS = ["act", "linear", "bn", "linear", "ln", "residual", "concat", "split", "glu", "gate", "chanstat",
             "dropout", "tap", "linear"]  # fmt: skip
 _KIND_CHANGING = {"to_seq", "flatten", "gap", "mean_seq", "first_token"}
+_MIXING = frozenset({"chanstat", "attn", "glu", "gate", "se", "ln", "rms", "gn", "inorm", "shuffle"})
+"""Ops that combine or normalize channels without a weight of their own: where a channel that is not
+exactly zero (f(0) != 0 upstream) changes other channels' values."""
 _NESTING = {"residual", "concat", "split", "gate"}
 
 
@@ -157,8 +160,8 @@ def _layer(draw: st.DrawFn, state: State, g: Grammar, depth: int, nested: bool, 
     ops = {"image": _IMAGE_OPS, "seq": _SEQ_OPS, "vec": _VEC_OPS}[state[0]]
     ops = [o for o in ops if _allowed(o, state, g, nested, keep_spatial)]
     if depth <= 0:
-        ops = [o for o in ops if o not in _NESTING] or ["act"]
-    op = draw(st.sampled_from(ops))
+        ops = [o for o in ops if o not in _NESTING]
+    op = draw(st.sampled_from(ops or ["act"]))  # an activation fits every state
     c = channels(state)
     if op == "act":
         return {"op": "act", "fn": draw(st.sampled_from(list(g.activations)))}
@@ -261,7 +264,8 @@ def _fit_widths(layer: dict, state: State, g: Grammar) -> dict:
 
 @st.composite
 def _steps(draw: st.DrawFn, state: State, g: Grammar, depth: int, nested: bool, keep_spatial: bool) -> list:
-    """One drawn layer; half of the activations come as "stem, activation, next op" (a motif).
+    """One drawn layer; half of the activations come as "stem, activation, next op" (a motif), the
+    next op half of the time one that mixes channels (``_MIXING``).
 
     A rule about f(0) only matters between a stem that zeroes a channel and the op that consumes or
     reduces it. Left to chance that chain is rare — hypothesis tends to repeat its last choice
@@ -277,7 +281,11 @@ def _steps(draw: st.DrawFn, state: State, g: Grammar, depth: int, nested: bool, 
         mid = step(layer, step(first, state))
     except SpecError:
         return [first, layer]
-    then = draw(_layer(mid, g, depth, nested, keep_spatial))
+    mixers = g.ops & _MIXING
+    if mixers and draw(st.booleans()):  # half the time, an op that mixes channels without weights
+        then = draw(_layer(mid, replace(g, ops=mixers), depth, nested, keep_spatial))
+    else:
+        then = draw(_layer(mid, g, depth, nested, keep_spatial))
     return [first, layer, then]
 
 

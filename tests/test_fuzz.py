@@ -12,6 +12,7 @@ import io
 import json
 import signal
 import tempfile
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,9 +51,10 @@ pytestmark = pytest.mark.filterwarnings("ignore")
 # -- architectures ------------------------------------------------------------------------------------
 
 
-@settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(spec=architectures())
 def test_specs_build_and_their_shapes_are_what_the_grammar_says(spec):
+    # Cheap (no export), so many examples: a grammar bug wastes fuzzing time on invalid networks.
     built = build(spec)
     with torch.no_grad():
         y = built.module(*built.inputs)
@@ -173,9 +175,13 @@ def test_regression_tests_are_printed_ready_to_paste(tmp_path):
 
 def test_runner_counts_and_stays_in_budget():
     lines: list[str] = []
+    t0 = time.monotonic()
     stats = run(0.15, seed=3, slow_exporters=False, cli_every=0, log=lines.append)
-    assert stats.architectures > 0 and stats.malformed > 0
-    assert not stats.findings, [f.message for f in stats.findings.values()]
+    assert stats.architectures > 0 and stats.malformed > 0 and stats.accepted + stats.rejected > 0
+    assert time.monotonic() - t0 < 60
+    # The run is timed, not derandomized: what it finds is for a person to read (the derandomized
+    # properties above are what CI enforces); every finding must come with its regression test.
+    assert all("def test_fuzz_" in f.test and f.test in "\n".join(lines) for f in stats.findings.values())
 
 
 # -- malformed inputs ---------------------------------------------------------------------------------

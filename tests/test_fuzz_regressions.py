@@ -228,6 +228,24 @@ def test_onnxruntime_failing_at_run_time_prints_only_our_line(tmp_path, capfd):
     assert code == 2 and "onnxruntime cannot run the model" in _one_error_line(err)
 
 
+def test_an_output_declared_with_a_shape_it_does_not_compute_is_bad_input():
+    # Found by python -m fuzz --seed 2026 (mutation bypass_node): with the class-token Concat bypassed,
+    # the output still declares 7 tokens but computes 1. Inference cannot see through the run-time
+    # Expand shape, so the model loads; pruning writes that shape as a constant and the small model
+    # failed inference: "internal error: the pruned model fails shape inference". Now it names the lie.
+    from fuzz.malformed import library_verdict, mutate
+
+    spec = {
+        "input": {"kind": "tokens", "vocab": 2, "seq": 6, "dim": 3},
+        "layers": [{"op": "attn", "heads": 2, "kv_heads": 2, "head_dim": 4, "bias": True}, {"op": "cls"},
+                   {"op": "tied_head", "vocab": 2}],
+        "seed": 882,
+    }  # fmt: skip
+    data = mutate(export(build(spec), "torchscript"), "bypass_node", 550395592)
+    verdict = library_verdict(data, 0)
+    assert verdict.ok and "declared with shape [1, 7, 2] but the model computes [1, 1, 2]" in verdict.message
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="zigraph/pipeline.py saves OUT before verifying it; an error in verification (exit 2) leaves "
