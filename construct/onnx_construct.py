@@ -269,7 +269,12 @@ def _subgraph_inputs(g: onnx.GraphProto) -> set[str]:
     return out
 
 
-def save_onnx(model: onnx.ModelProto, path: str | os.PathLike, external: bool | None = None) -> None:
+def save_onnx(
+    model: onnx.ModelProto,
+    path: str | os.PathLike,
+    external: bool | None = None,
+    data_name: str | None = None,
+) -> None:
     """Write atomically: a temporary file in the target folder, then an atomic rename."""
     path = Path(path)
     folder = path.resolve().parent
@@ -280,7 +285,7 @@ def save_onnx(model: onnx.ModelProto, path: str | os.PathLike, external: bool | 
     try:
         tmp = Path(tmpdir) / path.name
         if external:
-            data_name = path.name + ".data"
+            data_name = data_name or path.name + ".data"
             onnx.save_model(model, str(tmp), save_as_external_data=True, location=data_name)
             os.replace(Path(tmpdir) / data_name, folder / data_name)
         else:

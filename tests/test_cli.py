@@ -214,3 +214,17 @@ def test_prune_with_width_multiple(model_path, tmp_path, capsys):
     code, _, err = run(argv, capsys)
     assert code == 0, err
     assert json.loads(rep.read_text())["result"]["multiple"] == 4
+
+
+def test_a_model_that_does_not_verify_is_not_written(model_path, tmp_path, capsys, monkeypatch):
+    import construct
+    from construct.verify import VerifyReport
+
+    def failing(*args, **kwargs):
+        return VerifyReport(passed=False, samples=1, rtol=1e-4, max_abs=1.0, max_rel=1.0, outputs=[])
+
+    monkeypatch.setattr(construct, "verify", failing)
+    out = tmp_path / "s.onnx"
+    code, stdout, _ = run(["prune", model_path, "--sparsity", "0.5", "-o", out], capsys)
+    assert code == 1 and "not written" in stdout
+    assert not out.exists() and not list(tmp_path.glob(".zigraph-*"))

@@ -246,11 +246,6 @@ def test_an_output_declared_with_a_shape_it_does_not_compute_is_bad_input():
     assert verdict.ok and "declared with shape [1, 7, 2] but the model computes [1, 1, 2]" in verdict.message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="zigraph/pipeline.py saves OUT before verifying it; an error in verification (exit 2) leaves "
-    "the file behind. Outside fuzz's files: reported, not fixed here.",
-)
 def test_prune_that_fails_verification_leaves_no_output(tmp_path, capsys):
     # Found by the malformed-input fuzzer (mutation unknown_op): a valid model with a custom op that
     # onnxruntime cannot run is pruned and written, then verification fails to load it: exit 2 with

@@ -77,11 +77,39 @@ def prune_model(
     scores = relative_scores(analysis, norms)
     chosen = select_zigs(analysis, sparsity, scores, criterion=criterion, seed=seed, multiple=multiple)
     out = Path(out)
+    # Written under a temporary name and published only once verified: a run that fails for any
+    # reason, or a model that does not verify, leaves nothing at ``out``.
+    staged = out.with_name(f".zigraph-staged-{os.getpid()}-{out.name}")
+    try:
+        report = _prune_staged(loaded, analysis, chosen, staged, out.name + ".data", verify, samples)
+        result = report["result"]
+        ver = result.get("verification")
+        if ver is None or ver["passed"]:
+            os.replace(staged, out)
+            result["output"] = str(out)
+        else:
+            result["output"] = None
+            data = out.with_name(out.name + ".data")
+            if data.exists() and not out.exists():
+                data.unlink()
+    finally:
+        if staged.exists():
+            staged.unlink()
+    result.update(sparsity=sparsity, criterion=criterion, seed=seed, multiple=multiple)
+    result["seconds"] = round(time.perf_counter() - t0, 3)
+    return report
+
+
+def _prune_staged(
+    loaded: LoadedModel, analysis: Any, chosen: Any, out: Path, data_name: str, verify: bool, samples: int
+) -> dict:
+    import construct
+
     torch_report = None
     if loaded.module is None:
         small, plan = construct.prune_onnx(analysis, chosen)
         removed = plan.removed
-        construct.save_onnx(small, out)
+        construct.save_onnx(small, out, data_name=data_name)
         params_before = _onnx_params(loaded.graph.meta["model"])
         params_after = _onnx_params(small)
     else:
@@ -107,15 +135,9 @@ def prune_model(
         params_after = sum(p.numel() for p in small_module.parameters())
     report = analysis.report(removed).model_dump()
     result: dict[str, Any] = {
-        "sparsity": sparsity,
-        "criterion": criterion,
-        "seed": seed,
-        "multiple": multiple,
         "zigs_removed": len(chosen),
         "params_before": int(params_before),
         "params_after": int(params_after),
-        "output": str(out),
-        "seconds": round(time.perf_counter() - t0, 3),
     }
     if verify and loaded.module is None:
         full = loaded.graph.meta["model"] if loaded.graph.meta.get("base_dir") is None else loaded.source

@@ -46,7 +46,7 @@ def format_prune(report: dict) -> str:
     lines = [
         f"pruned     {r['zigs_removed']} of {report['num_prunable_zigs']} prunable ZIGs ({r['criterion']})",
         f"params     {human(before)} -> {human(after)} ({100.0 * after / max(before, 1):.1f}% kept)",
-        f"output     {r['output']}",
+        f"output     {r['output'] or 'not written: the pruned model did not verify'}",
     ]
     ver = r.get("verification")
     if ver is None:
