@@ -32,7 +32,7 @@ class VerifyReport(BaseModel):
     outputs: list[OutputError]
 
 
-def _session(model: onnx.ModelProto):
+def _session(model: onnx.ModelProto, what: str = "the model"):
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -41,7 +41,7 @@ def _session(model: onnx.ModelProto):
     try:
         return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     except Exception as exc:
-        raise ZigraphError(f"onnxruntime cannot load the model ({str(exc).splitlines()[0][:300]})") from None
+        raise ZigraphError(f"onnxruntime cannot load {what} ({str(exc).splitlines()[0][:300]})") from None
 
 
 def _index_bounds(model: onnx.ModelProto) -> dict[str, int]:
@@ -121,7 +121,7 @@ def compare_models(
     seed: int = 0,
 ) -> VerifyReport:
     """Run both models on ``samples`` random inputs and compare every output."""
-    a, b = _session(full), _session(small)
+    a, b = _session(full), _session(small, "the pruned model")
     names = [o.name for o in a.get_outputs()]
     if names != [o.name for o in b.get_outputs()]:
         raise ZigraphError("the two models do not have the same outputs")

@@ -546,6 +546,8 @@ def judge_cli(command: str, res: CliResult, nonfinite: bool = False) -> Verdict:
             return Verdict(False, False, f"{command}: exit 2 but the output file was written ({lines[0]})")
         if "could not process the input (" in lines[0] or "internal error" in lines[0]:
             return Verdict(False, False, f"{command}: an internal exception reached the user: {lines[0]}")
+        if "the pruned model" in lines[0]:  # the input ran; what zigraph made of it does not
+            return Verdict(False, True, f"{command}: the pruned model is broken: {lines[0]}")
         return Verdict(True, False, lines[0])
     if res.rc == 1 and "Traceback" not in res.stderr and "FAILED" in res.stdout and nonfinite:
         return Verdict(True, True, "verification failed on non-finite weights (0 * inf is nan)")
