@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from graphcore.report import write_json_atomic as _write_atomic  # writes any text atomically
+
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"
 README = ROOT / "README.md"
@@ -177,13 +179,6 @@ def readme_block(speed: dict[str, Any], lat: dict[str, Any], info: dict[str, Any
         )
     lines.append(f"- Measured on {info['cpu']} ({info['cores']} cores), {info['date']}.")
     return "\n".join(lines)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def render(cache: Path) -> str:

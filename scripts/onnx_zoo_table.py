@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from graphcore.report import write_json_atomic as _write_atomic  # writes any text atomically
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -212,13 +214,6 @@ def compact_table(rows: list[dict[str, Any]]) -> str:
         marks = [("✓" if status(ex[e]) == "PASSED" else "✗") if e in ex else "—" for e in EXPORTERS]
         lines.append(f"| {model} | {kept} | {err} | {' / '.join(marks)} |")
     return "\n".join(lines)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def engine_version() -> str:
