@@ -16,7 +16,7 @@ import numpy as np
 from graphcore.channels import ChannelGraph, Entry
 from graphcore.ir import Node
 
-__all__ = ["fold_node"]
+__all__ = ["fold_literals", "fold_node"]
 
 Folder = Callable[[ChannelGraph, Node, list[list[Entry] | None]], list[Entry] | None]
 _FOLDERS: dict[str, Folder] = {}
@@ -36,12 +36,15 @@ def fold_node(ctx: ChannelGraph, node: Node) -> None:
     """Compute the output entries of ``node`` when its tracked inputs allow it."""
     fn = _FOLDERS.get(node.op)
     if fn is None or node.domain not in ("", "ai.onnx") or not node.outputs:
+        fold_literals(ctx, node)
         return
     ins = [ctx.get_entries(v, node, i) for i, v in enumerate(node.inputs)]
     out = fn(ctx, node, ins)
     if out is not None:
         scalar = node.outputs[0].rank == 0
         ctx.set_entries(node.outputs[0], out, scalar=scalar)
+    else:
+        fold_literals(ctx, node)
 
 
 @_folder("Identity", "Cast", "CastLike")
@@ -200,3 +203,127 @@ def _range(ctx: ChannelGraph, node: Node, ins):
         return None
     refs = tuple(r for e in ins for r in e[0].sources())  # type: ignore[index]
     return [Entry("expr", v, refs=refs) for v in range(start, limit, delta)]  # type: ignore[arg-type]
+
+
+# -- literal folding ----------------------------------------------------------------------------------
+# Exports build some constant operands with a small subgraph of movement ops on literals alone: the
+# TorchScript ``F.pad`` writes its pads as Concat → Reshape(-1, 2) → Slice(step -1) → Transpose →
+# Reshape(-1) → Cast. Entries track 1-D values only, so such a chain is evaluated here, once, with
+# numpy. Only literals are folded (no runtime size, no trainable weight): the result does not change
+# when the model is pruned, so a rule may read it like any constant.
+
+_LITERAL_LIMIT = 4096
+_CAST = {1: np.float32, 2: np.uint8, 3: np.int8, 5: np.int16, 6: np.int32, 7: np.int64, 9: np.bool_,
+         10: np.float16, 11: np.float64, 12: np.uint32, 13: np.uint64}  # fmt: skip
+
+
+def _literal(ctx: ChannelGraph, v) -> np.ndarray | None:
+    if v is None or v.const is None or v.trainable or v.const.size > _LITERAL_LIMIT:
+        return None
+    entries = ctx.entries.get(v.name)
+    if entries is not None and any(e.kind != "lit" for e in entries):
+        return None  # a runtime size or an expression of one: it must keep its provenance
+    return np.asarray(v.const)
+
+
+def _ints(a: np.ndarray | None, default=None):
+    return default if a is None else [int(x) for x in a.reshape(-1)]
+
+
+def _eval_literal(node: Node, xs: list[np.ndarray | None]) -> np.ndarray | None:
+    op, x = node.op, xs[0] if xs else None
+    if (
+        op in ("Identity", "Cast", "Reshape", "Transpose", "Flatten", "Unsqueeze", "Squeeze", "Neg", "Abs")
+        and x is None
+    ):
+        return None
+    if op == "Identity":
+        return x
+    if op == "Cast":
+        to = _CAST.get(int(node.attr("to", 0)))
+        return None if to is None else x.astype(to)
+    if op == "Reshape":
+        shape = _ints(xs[1] if len(xs) > 1 else None, node.attr("shape"))
+        if shape is None:
+            return None
+        if not node.attr("allowzero", 0):
+            shape = [x.shape[k] if d == 0 and k < x.ndim else d for k, d in enumerate(shape)]
+        return x.reshape(shape)
+    if op == "Transpose":
+        perm = node.attr("perm")
+        return np.transpose(x, None if perm is None else [int(p) for p in perm])
+    if op == "Flatten":
+        axis = int(node.attr("axis", 1)) % max(x.ndim, 1) if x.ndim else 0
+        return x.reshape(int(np.prod(x.shape[:axis])), -1)
+    if op in ("Unsqueeze", "Squeeze"):
+        axes = _ints(xs[1] if len(xs) > 1 else None, node.attr("axes"))
+        if op == "Squeeze":
+            return np.squeeze(x, axis=None if axes is None else tuple(axes))
+        if axes is None:
+            return None
+        out = x
+        for a in sorted(a % (x.ndim + len(axes)) for a in axes):
+            out = np.expand_dims(out, a)
+        return out
+    if op == "Neg":
+        return -x
+    if op == "Abs":
+        return np.abs(x)
+    if op == "Concat":
+        if any(a is None for a in xs):
+            return None
+        return np.concatenate(xs, axis=int(node.attr("axis", 0)))  # type: ignore[arg-type]
+    if op == "Slice":
+        if x is None:
+            return None
+        if len(xs) > 1:
+            starts, ends = _ints(xs[1]), _ints(xs[2] if len(xs) > 2 else None)
+            axes = _ints(xs[3] if len(xs) > 3 else None)
+            steps = _ints(xs[4] if len(xs) > 4 else None)
+            if (len(node.inputs) > 3 and node.input(3) is not None and axes is None) or (
+                len(node.inputs) > 4 and node.input(4) is not None and steps is None
+            ):
+                return None
+        else:
+            starts, ends, axes, steps = node.attr("starts"), node.attr("ends"), node.attr("axes"), None
+        if starts is None or ends is None:
+            return None
+        axes = list(range(len(starts))) if axes is None else axes
+        steps = [1] * len(starts) if steps is None else steps
+        index = [slice(None)] * x.ndim
+        for s, e, a, st in zip(starts, ends, axes, steps):
+            if st == 0:
+                return None
+            n = x.shape[a]
+            # numpy reads an out-of-range end like ONNX clamps it, except a negative end past the start
+            # with a negative step, which ONNX means "through index 0".
+            e = None if (st < 0 and e < -n) else e
+            index[a] = slice(s, e, st)
+        return x[tuple(index)]
+    if op == "Gather":
+        if x is None or len(xs) < 2 or xs[1] is None:
+            return None
+        return np.take(x, xs[1].astype(np.int64), axis=int(node.attr("axis", 0)))
+    return None
+
+
+def fold_literals(ctx: ChannelGraph, node: Node) -> None:
+    """Evaluate ``node`` when every operand is a small literal and its op is a movement op."""
+    if node.domain not in ("", "ai.onnx") or len(node.outputs) != 1 or node.outputs[0].const is not None:
+        return
+    if not node.inputs or node.op not in _LITERAL_OPS:
+        return
+    xs = [_literal(ctx, v) for v in node.inputs]
+    if any(a is None and v is not None for a, v in zip(xs, node.inputs)):
+        return
+    try:
+        with np.errstate(all="ignore"):
+            out = _eval_literal(node, xs)
+    except (ValueError, IndexError, TypeError, OverflowError):
+        return  # a malformed operand: the op's rule judges the node as it stands
+    if out is not None and out.size <= _LITERAL_LIMIT:
+        node.outputs[0].const = np.asarray(out)
+
+
+_LITERAL_OPS = frozenset({"Identity", "Cast", "Reshape", "Transpose", "Flatten", "Unsqueeze", "Squeeze",
+                          "Neg", "Abs", "Concat", "Slice", "Gather"})  # fmt: skip

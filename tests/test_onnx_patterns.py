@@ -355,3 +355,61 @@ def test_layer_scale_broadcast_axes_are_not_reported_as_groups():
     a = analyze(g.model())
     assert ("gamma", 1) in group_of(a, "conv1.weight", 0).params
     assert not any(("gamma", 0) in grp.params for grp in a.groups)
+
+
+@pytest.mark.parametrize("mode", ["DCR", "CRD"])
+def test_depth_to_space_removes_a_shallow_channel_with_its_block(mode):
+    g = G()
+    x = g.input("x", [1, 3, 4, 4])
+    a = g.op("Sigmoid", [g.conv(x, 3, 8, name="conv1")])  # f(0) != 0: the block must go whole
+    d = g.op("DepthToSpace", [a], blocksize=2, mode=mode)
+    _head(g, g.conv(g.op("Relu", [d]), 2, 5, name="conv2"), 5)
+    a = analyze(g.model())
+    grp = group_of(a, "conv1.weight", 0)
+    assert grp.prunable and grp.size == 2 and ("conv2.weight", 1) in grp.params
+    first = {(s.param, s.axis): s.indices for s in a.zig_slices(int(grp.zig_ids[0]))}
+    assert first[("conv1.weight", 0)] == ((0, 2, 4, 6) if mode == "DCR" else (0, 1, 2, 3))
+    for seed in range(3):
+        assert_exact(a, random_removal(a, np.random.default_rng(seed)))
+
+
+def test_space_to_depth_removes_each_input_channel_from_every_block():
+    g = G()
+    x = g.input("x", [1, 3, 4, 4])
+    a = g.op("Relu", [g.conv(x, 3, 2, name="conv1")])
+    d = g.op("SpaceToDepth", [a], blocksize=2)  # output channel (i * 2 + j) * 2 + c
+    _head(g, g.conv(d, 8, 5, name="conv2"), 5)
+    a = analyze(g.model())
+    grp = group_of(a, "conv1.weight", 0)
+    assert grp.prunable and grp.size == 2
+    first = {(s.param, s.axis): s.indices for s in a.zig_slices(int(grp.zig_ids[0]))}
+    assert first[("conv2.weight", 1)] == (0, 2, 4, 6)
+    for seed in range(3):
+        assert_exact(a, random_removal(a, np.random.default_rng(seed)))
+
+
+def test_pads_computed_from_literals_are_folded():
+    # TorchScript writes F.pad's pads as Concat -> Reshape(-1, 2) -> Slice(step -1) -> Transpose ->
+    # Reshape(-1) -> Cast over literals; tracking 1-D values alone left the Pad's operand unknown.
+    g = G()
+    x = g.input("x", [1, 3, 4, 4])
+    a = g.op("Relu", [g.conv(x, 3, 6, name="conv1")])
+    zeros = g.op("ConstantOfShape", [g.const("four", [4])], value=_int_tensor(0))
+    pairs = g.op("Reshape", [g.op("Concat", [g.const("ones", [1, 1, 1, 1]), zeros], axis=0),
+                             g.const("pair", [-1, 2])])  # fmt: skip
+    flipped = g.op("Slice", [pairs, g.const("s", [-1]), g.const("e", [-(2**63)]), g.const("ax", [0]),
+                             g.const("st", [-1])])  # fmt: skip
+    pads = g.op("Cast", [g.op("Reshape", [g.op("Transpose", [flipped], perm=[1, 0]), g.const("flat", [-1])])],
+                to=7)  # fmt: skip
+    p = g.op("Pad", [a, pads, g.const("fill", 0.0, np.float32)], mode="constant")
+    _head(g, g.conv(p, 6, 4, name="conv2"), 4)
+    a = analyze(g.model())
+    grp = group_of(a, "conv1.weight", 0)
+    assert grp.prunable, grp.reason
+    assert_exact(a, random_removal(a, np.random.default_rng(0)))
+
+
+def _int_tensor(v: int):
+    import onnx
+
+    return onnx.helper.make_tensor("value", onnx.TensorProto.INT64, [1], [v])
