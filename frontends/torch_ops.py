@@ -1284,14 +1284,33 @@ def _upsample_mod(b: Builder, n: fx.Node) -> Value:
     return simple(b, n, "Resize", _x(b, n), mode=str(_mod(b, n).mode))
 
 
+def _space_depth(b: Builder, n: fx.Node, op: str, factor: object) -> Value:
+    # torch orders the deep side's channels c * r**2 + i * r + j: ONNX's CRD mode. ONNX's SpaceToDepth
+    # only has the (i * r + j) * C + c order, so the IR carries a CRD mode of its own for it (the IR
+    # is never exported as it stands).
+    if not isinstance(factor, int):
+        raise Unsupported(f"{op} with a traced block size")
+    return simple(b, n, op, _x(b, n), blocksize=factor, mode="CRD")
+
+
 @on_module(nn.PixelShuffle)
 def _pixel_shuffle(b: Builder, n: fx.Node) -> Value:
-    return simple(b, n, "DepthToSpace", _x(b, n), blocksize=int(_mod(b, n).upscale_factor))
+    return _space_depth(b, n, "DepthToSpace", int(_mod(b, n).upscale_factor))
 
 
 @on_module(nn.PixelUnshuffle)
 def _pixel_unshuffle(b: Builder, n: fx.Node) -> Value:
-    return simple(b, n, "SpaceToDepth", _x(b, n), blocksize=int(_mod(b, n).downscale_factor))
+    return _space_depth(b, n, "SpaceToDepth", int(_mod(b, n).downscale_factor))
+
+
+@on_function(F.pixel_shuffle, torch.pixel_shuffle)
+def _pixel_shuffle_fn(b: Builder, n: fx.Node) -> Value:
+    return _space_depth(b, n, "DepthToSpace", b.arg(n, 1, "upscale_factor"))
+
+
+@on_function(F.pixel_unshuffle, torch.pixel_unshuffle)
+def _pixel_unshuffle_fn(b: Builder, n: fx.Node) -> Value:
+    return _space_depth(b, n, "SpaceToDepth", b.arg(n, 1, "downscale_factor"))
 
 
 @on_module(nn.GLU)

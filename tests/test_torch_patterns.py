@@ -282,6 +282,25 @@ class Regularized(nn.Module):
         return x + self.sd(self.b(h))
 
 
+class SuperResolution(nn.Module):
+    """ESPCN-style: pixel shuffle (module and function), unshuffle, padding and upsampling."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 16, 3, padding=1)
+        self.shuffle = nn.PixelShuffle(2)
+        self.b = nn.Conv2d(4, 8, 3)
+        self.c = nn.Conv2d(32, 12, 1)
+        self.d = nn.Conv2d(3, 6, 3, padding=1)
+
+    def forward(self, x):
+        y = self.shuffle(torch.sigmoid(self.a(x)))  # 16 -> 4 channels, 2x size
+        y = torch.relu(self.b(F.pad(y, (1, 1, 1, 1), mode="reflect")))
+        y = F.pixel_unshuffle(y, 2)  # 8 -> 32 channels
+        y = F.pixel_shuffle(self.c(y), 2)  # 12 -> 3 channels
+        return self.d(F.interpolate(y, scale_factor=2.0, mode="nearest"))
+
+
 CASES = {
     "residual": (Residual, lambda: torch.randn(2, 3, 8, 8)),
     "concat_split": (ConcatSplit, lambda: torch.randn(2, 3, 6, 6)),
@@ -297,6 +316,7 @@ CASES = {
     "shuffle": (ShuffleBlock, lambda: torch.randn(2, 3, 6, 6)),
     "single_head": (SingleHead, lambda: torch.randn(2, 5, 16)),
     "regularized": (Regularized, lambda: torch.randn(4, 8)),
+    "super_resolution": (SuperResolution, lambda: torch.randn(2, 3, 4, 4)),
 }
 
 
@@ -387,6 +407,11 @@ def test_expected_groups():
 
     a = graphcore.analyze(load_torch(*_build("grouped")))
     assert _group_with(a, "pw.weight", 0).size == 4  # 4 groups of the grouped conv, depthwise in between
+
+    a = graphcore.analyze(load_torch(*_build("super_resolution")))
+    shallow = _group_with(a, "a.weight", 0)  # torch's pixel shuffle: a channel owns 4 consecutive ones
+    assert shallow.prunable and shallow.size == 4 and ("b.weight", 1) in shallow.params
+    assert _group_with(a, "b.weight", 0).prunable and ("c.weight", 1) in _group_with(a, "b.weight", 0).params
 
     a = graphcore.analyze(load_torch(*_build("tied")))
     assert "head.weight" not in a.param_shapes and "emb.weight" in a.param_shapes

@@ -565,10 +565,47 @@ def _tile(ctx: ChannelGraph, node: Node) -> None:
 
 
 def _space_depth(ctx: ChannelGraph, node: Node) -> None:
+    """Each channel of the shallow side owns ``blocksize**2`` channels of the deep side.
+
+    DCR (ONNX's default, and SpaceToDepth's only order) puts the deep channel at ``k * C + c``, CRD at
+    ``c * b**2 + k``. Removing a shallow channel together with its block keeps both orders intact,
+    so the deep and shallow channel axes are linked block-wise; the spatial axes are pinned.
+    """
     x, y = node.input(0), node.outputs[0]
     ctx.link(x, 0, y, 0)
-    ctx.pin_all(x, f"{node.op} moves channels into space")
-    ctx.pin_all(y, f"{node.op} moves channels into space")
+    b = int(node.attr("blocksize", 0) or 0)
+    mode = node.attr("mode", "DCR")
+    mode = mode.decode() if isinstance(mode, bytes) else str(mode)
+    deep, shallow = (x, y) if node.op == "DepthToSpace" else (y, x)
+    reason = f"{node.op} moves channels into space"
+    for v in (x, y):
+        for a in range(2, rank(v) or 0):
+            ctx.pin(v, a, reason)
+    ks, kd = ctx.slot(shallow, 1), ctx.slot(deep, 1)
+    if (
+        b < 1
+        or mode not in ("DCR", "CRD")
+        or ks is None
+        or kd is None
+        or ctx.size[kd] != ctx.size[ks] * b * b
+    ):
+        ctx.pin(x, 1, reason)
+        ctx.pin(y, 1, reason)
+        return
+    c = ctx.size[ks]
+    zd = ctx.zero(deep, 1)
+    per_channel = np.arange(c)
+    blocks = [(k * c + per_channel) if mode == "DCR" else (per_channel * b * b + k) for k in range(b * b)]
+    for idx in blocks:
+        ctx.link_index(deep, 1, idx, shallow, 1, per_channel)
+    if deep is x:
+        ctx.set_zero(y, 1, np.logical_and.reduce([zd[idx] for idx in blocks]))
+    else:
+        zs = ctx.zero(shallow, 1)
+        z = np.zeros(c * b * b, dtype=bool)
+        for idx in blocks:
+            z[idx] = zs
+        ctx.set_zero(y, 1, z)
 
 
 def _shape(ctx: ChannelGraph, node: Node) -> None:
