@@ -48,7 +48,8 @@ Layer = dict[str, Any]
 ACTIVATIONS: dict[str, bool] = {
     "relu": True, "leaky_relu": True, "gelu": True, "silu": True, "tanh": True, "elu": True,
     "hardswish": True, "relu6": True, "identity": True, "softsign": True,
-    "sigmoid": False, "softplus": False, "exp": False, "hardsigmoid": False, "cos": False,
+    "square": True, "abs": True, "mish": True, "selu": True, "hardtanh": True,
+    "sigmoid": False, "softplus": False, "exp": False, "hardsigmoid": False, "cos": False, "shift": False,
 }  # fmt: skip
 
 EXPORTERS = ("torchscript", "torchscript-preserve", "dynamo")
@@ -110,8 +111,9 @@ def step(layer: Layer, state: State) -> State:
         need(kind == "image", "needs an image")
         g = layer["groups"]
         need(c % g == 0 and layer["out"] % g == 0, "groups must divide both widths")
-        k, s = layer["k"], layer["stride"]
-        h, w = _conv_out(state[2], k, s, k // 2), _conv_out(state[3], k, s, k // 2)
+        k, s, d = layer["k"], layer["stride"], layer.get("dilation", 1)
+        span = d * (k - 1) + 1
+        h, w = _conv_out(state[2], span, s, d * (k // 2)), _conv_out(state[3], span, s, d * (k // 2))
         need(h >= 1 and w >= 1, "spatial size vanishes")
         return ("image", layer["out"], h, w)
     if op == "convT":
@@ -126,6 +128,29 @@ def step(layer: Layer, state: State) -> State:
     if op in ("gn",):
         need(kind == "image" and c % layer["groups"] == 0, "groups must divide C")
         return state
+    if op == "lrn":
+        need(kind == "image", "needs an image")
+        return state
+    if op == "upsample":
+        need(kind == "image", "needs an image")
+        return ("image", c, state[2] * 2, state[3] * 2)
+    if op == "pad":
+        need(kind == "image", "needs an image")
+        if layer["mode"] == "reflect":
+            need(state[2] >= 2 and state[3] >= 2, "reflect padding needs 2x2")
+        return ("image", c, state[2] + 2, state[3] + 2)
+    if op == "pixel_shuffle":
+        need(kind == "image" and c % 4 == 0, "needs an image with C divisible by 4")
+        return ("image", c // 4, state[2] * 2, state[3] * 2)
+    if op == "pixel_unshuffle":
+        need(kind == "image" and state[2] % 2 == 0 and state[3] % 2 == 0, "needs an even image")
+        return ("image", c * 4, state[2] // 2, state[3] // 2)
+    if op == "seq_conv":
+        need(kind == "seq", "needs tokens")
+        g = layer["groups"]
+        need(c % g == 0 and layer["out"] % g == 0, "groups must divide both widths")
+        need(layer["k"] % 2 == 1, "an odd kernel keeps the length")
+        return ("seq", state[1], layer["out"])
     if op in ("inorm", "ln_cl", "shuffle", "se", "shared"):
         need(kind == "image", "needs an image")
         if op == "shuffle":
@@ -215,6 +240,12 @@ def _act(name: str, x: torch.Tensor) -> torch.Tensor:
         return torch.cos(x)
     if name == "leaky_relu":
         return F.leaky_relu(x, 0.1)
+    if name == "square":
+        return x * x
+    if name == "abs":
+        return torch.abs(x)
+    if name == "shift":  # an affine map with a constant: f(0) = 0.5
+        return x + 0.5
     return getattr(F, name)(x)
 
 
@@ -307,6 +338,10 @@ class ChanStat(nn.Module):
         self.kind = kind
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "softmax":  # every output channel depends on every input channel
+            return torch.softmax(x, dim=self.dim)
+        if self.kind == "l2norm":  # a zero channel adds nothing to the norm
+            return F.normalize(x, dim=self.dim)
         if self.kind == "sum":
             s = x.sum(dim=self.dim, keepdim=True)
         elif self.kind == "mean":
@@ -396,6 +431,40 @@ class Pool(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.max_pool2d(x, 2) if self.kind == "max" else F.avg_pool2d(x, 2)
+
+
+class Resample(nn.Module):
+    """Spatial resampling that keeps channels apart: upsampling, padding, pixel (un)shuffle."""
+
+    def __init__(self, op: str, mode: str = "") -> None:
+        super().__init__()
+        self.op, self.mode = op, mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.op == "upsample":
+            if self.mode == "nearest":
+                return F.interpolate(x, scale_factor=2.0, mode="nearest")
+            return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+        if self.op == "pad":
+            if self.mode == "const":  # a non-zero fill: a zeroed channel is no longer zero
+                return F.pad(x, (1, 1, 1, 1), value=0.5)
+            if self.mode == "zeros":
+                return F.pad(x, (1, 1, 1, 1))
+            return F.pad(x, (1, 1, 1, 1), mode=self.mode)
+        if self.op == "pixel_shuffle":
+            return F.pixel_shuffle(x, 2)
+        return F.pixel_unshuffle(x, 2)
+
+
+class SeqConv(nn.Module):
+    """A 1-d convolution over a token sequence through a transpose (wav2vec / ConvMixer style)."""
+
+    def __init__(self, c: int, out: int, k: int, groups: int, bias: bool) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(c, out, k, padding=k // 2, groups=groups, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x.transpose(1, 2)).transpose(1, 2)
 
 
 class Lambda(nn.Module):
@@ -535,8 +604,15 @@ def _layer(layer: Layer, state: State, ctx: dict) -> tuple[nn.Module, State]:
     if op == "dropout":
         return nn.Dropout(0.5), out
     if op == "conv":
-        return nn.Conv2d(c, layer["out"], layer["k"], layer["stride"], layer["k"] // 2,
+        d = layer.get("dilation", 1)
+        return nn.Conv2d(c, layer["out"], layer["k"], layer["stride"], d * (layer["k"] // 2), dilation=d,
                          groups=layer["groups"], bias=layer["bias"]), out  # fmt: skip
+    if op == "seq_conv":
+        return SeqConv(c, layer["out"], layer["k"], layer["groups"], layer.get("bias", True)), out
+    if op in ("upsample", "pad", "pixel_shuffle", "pixel_unshuffle"):
+        return Resample(op, layer.get("mode", "")), out
+    if op == "lrn":
+        return nn.LocalResponseNorm(layer.get("size", 3)), out
     if op == "convT":
         pad = 0 if layer["stride"] == 2 else layer["k"] // 2
         return nn.ConvTranspose2d(c, layer["out"], layer["k"], layer["stride"], pad,

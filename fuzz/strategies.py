@@ -35,7 +35,7 @@ ALL_OPS = frozenset({
     "act", "bn", "gn", "inorm", "ln", "rms", "conv", "convT", "pool", "residual", "concat", "split",
     "glu", "gate", "se", "shuffle", "scale", "shared", "cl_linear", "chanstat", "dropout", "to_seq",
     "flatten", "gap", "linear", "attn", "pos", "cls", "mean_seq", "first_token", "tap", "head",
-    "tied_head",
+    "tied_head", "upsample", "pad", "pixel_shuffle", "pixel_unshuffle", "lrn", "seq_conv",
 })  # fmt: skip
 """Every op of the grammar; pass a subset as ``ops=`` to focus a run."""
 
@@ -43,14 +43,17 @@ ALL_OPS = frozenset({
 # of them in a row for a prunable group, and most other ops pin or merely pass channels through.
 _IMAGE_OPS = ["act", "conv", "bn", "conv", "pool", "residual", "conv", "concat", "split", "convT", "gn",
               "inorm", "ln", "glu", "gate", "se", "shuffle", "scale", "shared", "cl_linear", "chanstat",
-              "dropout", "to_seq", "flatten", "gap", "tap", "conv"]  # fmt: skip
+              "dropout", "to_seq", "flatten", "gap", "tap", "upsample", "pad", "pixel_shuffle",
+              "pixel_unshuffle", "lrn", "conv"]  # fmt: skip
 _SEQ_OPS = ["act", "linear", "ln", "linear", "residual", "attn", "linear", "concat", "split", "rms", "bn",
             "glu", "gate", "scale", "pos", "cls", "chanstat", "dropout", "mean_seq", "first_token", "tap",
-            "attn"]  # fmt: skip
+            "seq_conv", "attn"]  # fmt: skip
 _VEC_OPS = ["act", "linear", "bn", "linear", "ln", "residual", "concat", "split", "glu", "gate", "chanstat",
             "dropout", "tap", "linear"]  # fmt: skip
 _KIND_CHANGING = {"to_seq", "flatten", "gap", "mean_seq", "first_token"}
-_MIXING = frozenset({"chanstat", "attn", "glu", "gate", "se", "ln", "rms", "gn", "inorm", "shuffle"})
+_MIXING = frozenset(
+    {"chanstat", "attn", "glu", "gate", "se", "ln", "rms", "gn", "inorm", "shuffle", "lrn", "pixel_shuffle"}
+)
 """Ops that combine or normalize channels without a weight of their own: where a channel that is not
 exactly zero (f(0) != 0 upstream) changes other channels' values."""
 _NESTING = {"residual", "concat", "split", "gate"}
@@ -107,6 +110,13 @@ def _allowed(op: str, state: State, g: Grammar, nested: bool, keep_spatial: bool
             return h * w > 1
         if op == "gn":
             return bool(_gn_groups(c, h, w))
+        if op in ("upsample", "pixel_shuffle"):
+            fits = not keep_spatial and 2 * h <= g.max_spatial and 2 * w <= g.max_spatial
+            return fits and (op == "upsample" or c % 4 == 0)
+        if op == "pixel_unshuffle":
+            return not keep_spatial and h % 2 == 0 and w % 2 == 0 and 4 * c <= 2 * g.max_channels
+        if op == "pad":
+            return not keep_spatial and h + 2 <= g.max_spatial and w + 2 <= g.max_spatial
     if state[0] == "seq":
         if op == "cls":  # grows the sequence: never inside a body that must keep its shape
             return not keep_spatial and state[1] < 16
@@ -114,6 +124,10 @@ def _allowed(op: str, state: State, g: Grammar, nested: bool, keep_spatial: bool
             return c % 2 == 0
         if op == "split":
             return c >= 2
+    if op in ("upsample", "pad", "pixel_shuffle", "pixel_unshuffle", "lrn"):
+        return state[0] == "image"
+    if op == "seq_conv":
+        return state[0] == "seq"
     if state[0] == "vec" and op in ("glu",):
         return c % 2 == 0
     if state[0] == "vec" and op == "split":
@@ -152,7 +166,11 @@ def _conv(draw: st.DrawFn, state: State, g: Grammar, keep_spatial: bool, transpo
     stride = 1 if keep_spatial else draw(st.sampled_from([1, 2]))
     if keep_spatial and k == 2:
         k = 3
-    return {"op": "conv", "out": out, "k": k, "stride": stride, "groups": groups, "bias": draw(st.booleans())}
+    bias = draw(st.booleans())
+    layer = {"op": "conv", "out": out, "k": k, "stride": stride, "groups": groups, "bias": bias}
+    if k == 3 and draw(st.integers(0, 3)) == 0:
+        layer["dilation"] = 2
+    return layer
 
 
 @st.composite
@@ -191,7 +209,21 @@ def _layer(draw: st.DrawFn, state: State, g: Grammar, depth: int, nested: bool, 
     if op == "cl_linear":
         return {"op": "cl_linear", "out": draw(_widths(g)), "bias": draw(st.booleans())}
     if op == "chanstat":
-        return {"op": "chanstat", "kind": draw(st.sampled_from(["sum", "mean", "max"]))}
+        return {"op": "chanstat", "kind": draw(st.sampled_from(["sum", "mean", "max", "softmax", "l2norm"]))}
+    if op == "upsample":
+        return {"op": "upsample", "mode": draw(st.sampled_from(["nearest", "bilinear"]))}
+    if op == "pad":
+        modes = ["zeros", "const", "replicate"] + (["reflect"] if min(state[2], state[3]) >= 2 else [])
+        return {"op": "pad", "mode": draw(st.sampled_from(modes))}
+    if op in ("pixel_shuffle", "pixel_unshuffle"):
+        return {"op": op}
+    if op == "lrn":
+        return {"op": "lrn", "size": draw(st.sampled_from([2, 3, 5]))}
+    if op == "seq_conv":
+        out = draw(_widths(g))
+        common = [d for d in _divisors(c) if out % d == 0]
+        return {"op": "seq_conv", "out": out, "k": draw(st.sampled_from([1, 3])),
+                "groups": draw(st.sampled_from(common)), "bias": draw(st.booleans())}  # fmt: skip
     if op == "linear":
         return {"op": "linear", "out": draw(_widths(g)), "bias": draw(st.booleans())}
     if op == "attn":
