@@ -456,6 +456,25 @@ class Resample(nn.Module):
         return F.pixel_unshuffle(x, 2)
 
 
+class LocalResponseNorm(nn.Module):
+    """``nn.LocalResponseNorm`` written with static shapes: torch's own version reshapes with sizes
+    read at run time, after which the TorchScript exporter cannot export an instance norm.
+
+    The squares are pooled over a window of neighbouring channels (a pooling over the channel axis,
+    after a pad on it), so removing a channel changes its neighbours.
+    """
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # An odd window, padded by the pooling itself (an explicit F.pad loses the shapes as well).
+        pad = (self.size // 2, 0, 0)
+        div = F.avg_pool3d((x * x).unsqueeze(1), (self.size, 1, 1), stride=1, padding=pad).squeeze(1)
+        return x / (1.0 + div).pow(0.75)  # alpha = 1: a wrong rule shows above the tolerance
+
+
 class SeqConv(nn.Module):
     """A 1-d convolution over a token sequence through a transpose (wav2vec / ConvMixer style)."""
 
@@ -612,7 +631,7 @@ def _layer(layer: Layer, state: State, ctx: dict) -> tuple[nn.Module, State]:
     if op in ("upsample", "pad", "pixel_shuffle", "pixel_unshuffle"):
         return Resample(op, layer.get("mode", "")), out
     if op == "lrn":
-        return nn.LocalResponseNorm(layer.get("size", 3)), out
+        return LocalResponseNorm(layer.get("size", 3)), out
     if op == "convT":
         pad = 0 if layer["stride"] == 2 else layer["k"] // 2
         return nn.ConvTranspose2d(c, layer["out"], layer["k"], layer["stride"], pad,

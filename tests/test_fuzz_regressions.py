@@ -17,7 +17,7 @@ import construct
 import frontends
 from construct.verify import compare_models
 from fuzz.arch import build, export
-from fuzz.properties import check_analysis, check_prune_exact
+from fuzz.properties import check_analysis, check_architecture, check_prune_exact
 from graphcore.channels import ChannelGraph
 from graphcore.ir import Graph, Node, Value
 from tests.onnx_builder import G
@@ -70,6 +70,19 @@ def test_a_size_learned_late_does_not_leave_consumer_weights_prunable_alone():
     for g in a.prunable_groups:
         check_prune_exact(a, np.asarray(g.zig_ids[: g.size - g.min_keep]))
     assert not any(("body.mods.1.branches.1.mods.1.weight", 1) in g.params for g in a.prunable_groups)
+
+
+def test_the_grammar_local_response_norm_keeps_shapes_for_the_exporter():
+    # Found (a grammar bug, not an engine bug): nn.LocalResponseNorm reshapes with sizes read at run
+    # time, after which TorchScript could not export a following InstanceNorm ("unknown channel
+    # size"). The grammar's LRN is now written with static shapes (fuzz/arch.py).
+    spec = {
+        "input": {"kind": "image", "shape": [1, 2, 1, 2]},
+        "layers": [{"op": "cl_linear", "out": 3, "bias": False}, {"op": "lrn", "size": 3},
+                   {"op": "inorm", "affine": False}],
+        "seed": 0,
+    }  # fmt: skip
+    check_architecture(spec, removal_seed=0, exporter="torchscript")
 
 
 def test_concat_with_an_input_of_late_learned_width_does_not_crash_its_rule():
