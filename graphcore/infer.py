@@ -15,8 +15,13 @@ __all__ = ["fill_output_shape"]
 _SAME_SHAPE = {
     "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Gelu", "Erf", "Identity", "Cast", "Dropout", "Softmax",
     "LogSoftmax", "Neg", "Abs", "Sqrt", "Exp", "HardSwish", "HardSigmoid", "Elu", "Selu", "Softplus",
-    "Clip", "LayerNormalization", "BatchNormalization", "InstanceNormalization",
+    "Clip", "LayerNormalization", "BatchNormalization", "InstanceNormalization", "GroupNormalization",
+    "RMSNormalization", "LpNormalization", "MeanVarianceNormalization", "LRN", "Mish", "Softsign", "Celu",
+    "ThresholdedRelu", "Reciprocal", "Log", "Sin", "Cos", "Floor", "Ceil", "Round", "Sign", "Hardmax",
+    "CastLike", "Shrink",
 }  # fmt: skip
+"""Ops whose output has the shape of their first input. ONNX's own inference leaves some of them
+without a shape (GroupNormalization-21, a function op, in onnx 1.17 to 1.23)."""
 _BROADCAST = {"Add", "Sub", "Mul", "Div", "Pow", "Where", "Max", "Min", "Equal", "Less", "Greater"}
 
 

@@ -85,6 +85,38 @@ def test_the_grammar_local_response_norm_keeps_shapes_for_the_exporter():
     check_architecture(spec, removal_seed=0, exporter="torchscript")
 
 
+@pytest.mark.parametrize("op", ["BatchNormalization", "InstanceNormalization", "GroupNormalization"])
+@pytest.mark.parametrize("eps", [-1.0, 0.0, 1e-5])
+def test_a_normalization_without_a_positive_epsilon_blocks_its_channels(op, eps):
+    # Found (attribute mutation, epsilon -1): a removed channel is normalized as 0 / sqrt(0 + eps), NaN
+    # in the zeroed model, and 0 * NaN stays NaN downstream, so the cut model (finite) differed. The
+    # verification refused to write it; the analysis now blocks the channel instead (normalize.py).
+    g = G(opset=21)  # GroupNormalization-21: per-channel scale
+    x = g.input("x", [1, 3, 4, 4])
+    a = g.conv(x, 3, 4, name="conv1")
+    if op == "BatchNormalization":
+        ins = [a, g.w("s", [4]), g.w("b", [4]), g.w("m", [4]), g.w("v", [4], positive=True)]
+        n = g.op(op, ins, epsilon=eps)
+    elif op == "InstanceNormalization":
+        n = g.op(op, [a, g.w("s", [4]), g.w("b", [4])], epsilon=eps)
+    else:
+        n = g.op(op, [a, g.w("s", [4]), g.w("b", [4])], epsilon=eps, num_groups=2)
+    g.conv(g.op("Relu", [n]), 4, 2, name="conv2")
+    g.nodes[-1].output[0] = "y"
+    g.output("y")
+    model = g.model()
+    model.ir_version = 10
+    # ONNX cannot infer GroupNormalization-21 and writes a scalar shape for what follows: declare it.
+    model.graph.output[0].CopyFrom(helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 4, 4]))
+    a = check_analysis(frontends.load(model))
+    grp = next(gr for gr in a.groups if ("conv1.weight", 0) in gr.params)
+    if eps > 0:  # GroupNormalization-21 too: graphcore/infer.py carries the shape ONNX leaves out
+        assert grp.prunable, grp.reason
+        check_prune_exact(a, np.asarray(grp.zig_ids[:1]))
+    else:
+        assert not grp.prunable and "epsilon" in grp.reason
+
+
 def test_concat_with_an_input_of_late_learned_width_does_not_crash_its_rule():
     # Found: Concat's zero flags combined an empty array (an input with no static size yet) with one
     # whose size a later link had learned -> "operands could not be broadcast", caught as a blocked

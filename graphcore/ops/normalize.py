@@ -7,6 +7,8 @@ are exact where the removed channel is zero, which ``require_zero`` checks.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from graphcore.channels import ChannelGraph
@@ -26,6 +28,18 @@ def _affine_zero(ctx: ChannelGraph, y: Value, axis: int, params: list[Value | No
         ctx.set_zero(y, axis, z)
 
 
+def _pin_without_epsilon(ctx: ChannelGraph, node: Node, y: Value) -> None:
+    """A removed channel is normalized as (0 - 0) / sqrt(0 + epsilon): with epsilon <= 0 that is NaN in
+    the zeroed model, which no multiplication by a zero weight takes back, so removal is not exact."""
+    try:
+        eps = float(node.attr("epsilon", 1e-5))
+    except (TypeError, ValueError):
+        eps = math.nan
+    if not (math.isfinite(eps) and eps > 0):
+        ctx.pin(node.input(0), 1, f"{node.op} with epsilon {eps:g}: a zeroed channel divides by zero")
+        ctx.pin(y, 1, f"{node.op} with epsilon {eps:g}: a zeroed channel divides by zero")
+
+
 def _batchnorm(ctx: ChannelGraph, node: Node) -> None:
     x, scale, bias, mean, var = (node.input(i) for i in range(5))
     y = node.outputs[0]
@@ -40,6 +54,7 @@ def _batchnorm(ctx: ChannelGraph, node: Node) -> None:
     for extra in node.outputs[1:]:
         ctx.link(extra, 0, y, 1)
     _affine_zero(ctx, y, 1, [scale, bias])
+    _pin_without_epsilon(ctx, node, y)
 
 
 def _instancenorm(ctx: ChannelGraph, node: Node) -> None:
@@ -57,6 +72,7 @@ def _instancenorm(ctx: ChannelGraph, node: Node) -> None:
         ctx.pin(x, a, "InstanceNormalization normalizes over this axis")
         ctx.pin(y, a, "InstanceNormalization normalizes over this axis")
     _affine_zero(ctx, y, 1, [scale, bias])
+    _pin_without_epsilon(ctx, node, y)
 
 
 def _groupnorm(ctx: ChannelGraph, node: Node) -> None:
@@ -86,6 +102,7 @@ def _groupnorm(ctx: ChannelGraph, node: Node) -> None:
         ctx.pin(y, a, "GroupNormalization normalizes over this axis")
     if scale is not None and scale.shape is not None and scale.shape[0] == c:
         _affine_zero(ctx, y, 1, [scale, bias])
+    _pin_without_epsilon(ctx, node, y)
 
 
 def _layernorm(ctx: ChannelGraph, node: Node) -> None:
@@ -216,13 +233,11 @@ register_op(
 register_op("LayerNormalization", _layernorm, doc="normalized axes pinned (not exact under removal)")
 register_op("RMSNormalization", _layernorm, doc="normalized axes pinned (not exact under removal)")
 register_op("SkipLayerNormalization", _layernorm, domain="com.microsoft")
+# Both divide by a norm with no epsilon: a zeroed slice becomes 0 / 0 wherever it is normalized, so no
+# axis of theirs can carry a removable channel (not only the normalized ones).
+register_op("LpNormalization", _axis_stat("divides by a norm taken", lambda n, r: set(range(r))))
 register_op(
-    "LpNormalization",
-    _axis_stat("normalizes", lambda n, r: {int(n.attr("axis", -1)) % r}),
-)
-register_op(
-    "MeanVarianceNormalization",
-    _axis_stat("normalizes", lambda n, r: {a % r for a in n.attr("axes", [0, 2, 3])}),
+    "MeanVarianceNormalization", _axis_stat("divides by a deviation taken", lambda n, r: set(range(r)))
 )
 register_op("LRN", _axis_stat("normalizes", lambda n, r: {1}))
 for _op in ("Softmax", "LogSoftmax", "Hardmax"):

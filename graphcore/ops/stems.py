@@ -27,6 +27,10 @@ def _conv(ctx: ChannelGraph, node: Node) -> None:
         for v in (x, w, b, y):
             ctx.pin_all(v, "Conv with unknown shapes")
         return
+    if not len(x.shape) == len(w.shape) == len(y.shape) or len(x.shape) < 2:
+        for v in (x, w, b, y):
+            ctx.pin_all(v, "Conv with shapes of different ranks")
+        return
     g = int(node.attr("group", 1))
     ctx.link(x, 0, y, 0)
     ctx.link(w, 0, y, 1)
