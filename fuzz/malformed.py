@@ -240,10 +240,16 @@ def _break_init_shape(m: onnx.ModelProto, rng: np.random.Generator) -> onnx.Mode
     return m
 
 
+def _inline(m: onnx.ModelProto) -> list[TensorProto]:
+    """Initializers whose data is in the file: a stacked mutation may already have pointed one at
+    external data (possibly outside the folder), which a mutator must not try to read."""
+    return [t for t in m.graph.initializer if t.data_location != TensorProto.EXTERNAL]
+
+
 @_mutator
 def _reshape_init(m: onnx.ModelProto, rng: np.random.Generator) -> onnx.ModelProto | None:
     """A weight with consistent data but another layout: a *valid* file the graph cannot use."""
-    inits = [t for t in m.graph.initializer if len(t.dims) >= 2]
+    inits = [t for t in _inline(m) if len(t.dims) >= 2]
     t = _pick(rng, inits)
     if t is None:
         return None
@@ -295,7 +301,7 @@ def _absurd_dim(m: onnx.ModelProto, rng: np.random.Generator) -> onnx.ModelProto
         if len(t.dims):
             t.dims[0] = big
             return m
-    for t in m.graph.initializer:
+    for t in _inline(m):
         if t.data_type == TensorProto.INT64 and len(t.dims) == 1 and 2 <= t.dims[0] <= 6:
             arr = numpy_helper.to_array(t).copy()
             arr[int(rng.integers(0, arr.size))] = big
@@ -335,7 +341,7 @@ def _wrong_dtype(m: onnx.ModelProto, rng: np.random.Generator) -> onnx.ModelProt
 @_mutator
 def _cast_weight(m: onnx.ModelProto, rng: np.random.Generator) -> onnx.ModelProto | None:
     """A weight stored as float64 with matching data: a type error the checker must see."""
-    inits = [t for t in m.graph.initializer if t.data_type == TensorProto.FLOAT]
+    inits = [t for t in _inline(m) if t.data_type == TensorProto.FLOAT]
     t = _pick(rng, inits)
     if t is None:
         return None
@@ -346,7 +352,7 @@ def _cast_weight(m: onnx.ModelProto, rng: np.random.Generator) -> onnx.ModelProt
 @_mutator
 def _special_values(m: onnx.ModelProto, rng: np.random.Generator) -> onnx.ModelProto | None:
     """NaN, inf or exact zeros in a weight: a valid model; pruning must still verify or fail cleanly."""
-    inits = [t for t in m.graph.initializer if t.data_type == TensorProto.FLOAT and len(t.dims)]
+    inits = [t for t in _inline(m) if t.data_type == TensorProto.FLOAT and len(t.dims)]
     t = _pick(rng, inits)
     if t is None:
         return None

@@ -218,7 +218,8 @@ def _layer(draw: st.DrawFn, state: State, g: Grammar, depth: int, nested: bool, 
     if op in ("pixel_shuffle", "pixel_unshuffle"):
         return {"op": op}
     if op == "lrn":
-        return {"op": "lrn", "size": draw(st.sampled_from([3, 5]))}
+        # torch's pooling refuses a window longer than the (unpadded) channel axis
+        return {"op": "lrn", "size": draw(st.sampled_from([s for s in (3, 5) if s <= c] or [1]))}
     if op == "seq_conv":
         out = draw(_widths(g))
         common = [d for d in _divisors(c) if out % d == 0]

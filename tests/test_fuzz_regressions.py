@@ -17,6 +17,7 @@ import construct
 import frontends
 from construct.verify import compare_models
 from fuzz.arch import build, export
+from fuzz.malformed import mutate
 from fuzz.properties import check_analysis, check_architecture, check_prune_exact
 from graphcore.channels import ChannelGraph
 from graphcore.ir import Graph, Node, Value
@@ -115,6 +116,25 @@ def test_a_normalization_without_a_positive_epsilon_blocks_its_channels(op, eps)
         check_prune_exact(a, np.asarray(grp.zig_ids[:1]))
     else:
         assert not grp.prunable and "epsilon" in grp.reason
+
+
+def test_stacked_mutations_never_read_a_weight_moved_to_external_data():
+    # Found (a harness bug): "stack" pointed a bias at ../outside.bin, then "cast_weight" read that
+    # tensor and onnx refused the path. Mutators now skip tensors whose data is external.
+    spec = {"input": {"kind": "image", "shape": [1, 2, 5, 2]},
+            "layers": [{"op": "conv", "out": 9, "k": 1, "stride": 2, "groups": 1, "bias": True},
+                       {"op": "conv", "out": 8, "k": 1, "stride": 2, "groups": 1, "bias": True},
+                       {"op": "gap"}, {"op": "head", "out": 5}],
+            "seed": 8830}  # fmt: skip
+    data = export(build(spec), "torchscript")
+    mutate(data, "stack", 174429043)
+    model = onnx.load_from_string(data)
+    for t in model.graph.initializer:
+        t.ClearField("raw_data")
+        t.data_location = TensorProto.EXTERNAL
+    for name in ("cast_weight", "special_values", "reshape_init", "absurd_dim"):
+        for seed in range(4):
+            mutate(model.SerializeToString(), name, seed)
 
 
 def test_concat_with_an_input_of_late_learned_width_does_not_crash_its_rule():
