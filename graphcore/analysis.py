@@ -187,12 +187,18 @@ def _analyze(graph: Graph, mode: str) -> PruneAnalysis:
         bad = np.nonzero(~ok)[0]
         if bad.size:
             reasons.append(why + ": removal is exact only for a channel that is zero there")
-            elem_reason[ctx.offset[keys[0]] + bad] = len(reasons) - 1
+            at = ctx.offset[keys[0]] + bad
+            at = at[elem_reason[at] < 0]  # a pin on the same element is the more direct reason
+            elem_reason[at] = len(reasons) - 1
 
     ncomp = int(labels.max()) + 1 if n else 0
-    comp_reason = np.full(ncomp, -1, dtype=np.int64)
+    # A blocked group reports its first reason: pins in graph order, then unmet zero requirements
+    # (which are often a consequence of a pin upstream, e.g. a chunk with computed bounds).
+    none = len(reasons)
+    comp_reason = np.full(ncomp, none, dtype=np.int64)
     blocked = elem_reason >= 0
-    comp_reason[labels[blocked]] = elem_reason[blocked]
+    np.minimum.at(comp_reason, labels[blocked], elem_reason[blocked])
+    comp_reason[comp_reason == none] = -1
 
     param_slots: list[SlotKey] = [k for k in ctx.offset if ctx.values[k[0]].is_param]
     comp_trainable = np.zeros(ncomp, dtype=bool)

@@ -18,7 +18,7 @@ import frontends
 from construct.verify import compare_models
 from fuzz.arch import build, export
 from fuzz.malformed import mutate
-from fuzz.properties import check_analysis, check_architecture, check_prune_exact
+from fuzz.properties import check_analysis, check_architecture, check_frontends_agree, check_prune_exact
 from graphcore.channels import ChannelGraph
 from graphcore.ir import Graph, Node, Value
 from tests.onnx_builder import G
@@ -135,6 +135,22 @@ def test_stacked_mutations_never_read_a_weight_moved_to_external_data():
     for name in ("cast_weight", "special_values", "reshape_init", "absurd_dim"):
         for seed in range(4):
             mutate(model.SerializeToString(), name, seed)
+
+
+def test_a_blocked_group_reports_its_pin_before_a_consequence_of_it():
+    # Found: a TorchScript chunk (Slice with computed bounds) pinned the Concat after it, but the group
+    # reported the ReduceSum downstream ("removal is exact only for a zero channel"): a requirement
+    # overwrote the pin's reason on the same elements, and among several reasons the last element's
+    # won. The frontends check took it for a real disagreement. Pins now come first, in graph order.
+    spec = {"input": {"kind": "tokens", "vocab": 4, "seq": 6, "dim": 16},
+            "layers": [{"op": "mean_seq"},
+                       {"op": "concat", "branches": [[], [{"op": "glu", "fn": "sigmoid"}], []]},
+                       {"op": "chanstat", "kind": "sum"}, {"op": "linear", "out": 1, "bias": True}],
+            "seed": 11102}  # fmt: skip
+    model = onnx.load_from_string(export(build(spec), "torchscript-preserve"))
+    a = check_analysis(frontends.load(model))
+    assert not any("ReduceSum" in (g.reason or "") for g in a.groups)
+    check_frontends_agree(spec)
 
 
 def test_concat_with_an_input_of_late_learned_width_does_not_crash_its_rule():
