@@ -542,9 +542,23 @@ def _gn_fn(b: Builder, n: fx.Node) -> Value:
 
 @on_function(F.normalize)
 def _normalize(b: Builder, n: fx.Node) -> Value:
+    # x / max(||x||_p, eps), written out as its ONNX export is: a zeroed channel adds nothing to the
+    # norm, so it is removable (ONNX's LpNormalization has no eps, and the rule blocks it).
     x = _x(b, n)
     p, dim = b.arg(n, 1, "p", 2.0), b.static_int(b.arg(n, 2, "dim", 1))
-    return simple(b, n, "LpNormalization", x, axis=_axis(dim, _rank(x)), p=int(p))
+    eps = b.arg(n, 3, "eps", 1e-12)
+    axis = _axis(dim, _rank(x))
+    if p not in (1, 2) or not isinstance(eps, int | float) or not eps > 0:
+        return simple(b, n, "LpNormalization", x, axis=axis, p=int(p))
+    shape = list(_shape(x))
+    shape[axis] = 1
+    norm = b.tmp(n, "norm", tuple(shape), x.dtype)
+    b.emit(n, "ReduceL2" if p == 2 else "ReduceL1", [x], [norm], axes=[axis], keepdims=1)
+    floor = b.tmp(n, "floor", tuple(shape), x.dtype)
+    b.emit(n, "Clip", [norm, b.const(n, float(eps), "eps", np.float32)], [floor])
+    y = b.out(n)
+    b.emit(n, "Div", [x, floor], [y])
+    return y
 
 
 @on_module(nn.Embedding)

@@ -153,6 +153,19 @@ def test_a_blocked_group_reports_its_pin_before_a_consequence_of_it():
     check_frontends_agree(spec)
 
 
+def test_torch_normalize_is_lowered_with_its_epsilon_like_its_onnx_export():
+    # Found: the torch frontend lowered F.normalize to LpNormalization (no epsilon: blocked), while its
+    # ONNX export, x / max(||x||, eps), prunes exactly; the frontends disagreed. It is written out now.
+    spec = {"input": {"kind": "image", "shape": [1, 3, 4, 4]},
+            "layers": [{"op": "conv", "out": 8, "k": 3, "stride": 1, "groups": 1, "bias": True},
+                       {"op": "act", "fn": "relu"}, {"op": "chanstat", "kind": "l2norm"},
+                       {"op": "conv", "out": 4, "k": 1, "stride": 1, "groups": 1, "bias": True}],
+            "seed": 3}  # fmt: skip
+    out = check_frontends_agree(spec)
+    assert out.prunable_groups == 1
+    check_architecture(spec, removal_seed=1, exporter="torchscript")
+
+
 def test_concat_with_an_input_of_late_learned_width_does_not_crash_its_rule():
     # Found: Concat's zero flags combined an empty array (an input with no static size yet) with one
     # whose size a later link had learned -> "operands could not be broadcast", caught as a blocked
