@@ -436,9 +436,9 @@ class Pool(nn.Module):
 class Resample(nn.Module):
     """Spatial resampling that keeps channels apart: upsampling, padding, pixel (un)shuffle."""
 
-    def __init__(self, op: str, mode: str = "") -> None:
+    def __init__(self, op: str, mode: str = "", size: tuple[int, int, int] = (0, 0, 0)) -> None:
         super().__init__()
-        self.op, self.mode = op, mode
+        self.op, self.mode, self.size = op, mode, size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.op == "upsample":
@@ -446,11 +446,17 @@ class Resample(nn.Module):
                 return F.interpolate(x, scale_factor=2.0, mode="nearest")
             return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
         if self.op == "pad":
+            c, h, w = self.size
             if self.mode == "const":  # a non-zero fill: a zeroed channel is no longer zero
-                return F.pad(x, (1, 1, 1, 1), value=0.5)
-            if self.mode == "zeros":
-                return F.pad(x, (1, 1, 1, 1))
-            return F.pad(x, (1, 1, 1, 1), mode=self.mode)
+                y = F.pad(x, (1, 1, 1, 1), value=0.5)
+            elif self.mode == "zeros":
+                y = F.pad(x, (1, 1, 1, 1))
+            else:
+                y = F.pad(x, (1, 1, 1, 1), mode=self.mode)
+            # TorchScript computes the pads at run time and loses the shape, after which it cannot
+            # export an InstanceNorm: a reshape to the literal sizes (batch 1, as every fuzzed
+            # input has) restores it.
+            return y.reshape(1, c, h + 2, w + 2)
         if self.op == "pixel_shuffle":
             return F.pixel_shuffle(x, 2)
         return F.pixel_unshuffle(x, 2)
@@ -629,7 +635,7 @@ def _layer(layer: Layer, state: State, ctx: dict) -> tuple[nn.Module, State]:
     if op == "seq_conv":
         return SeqConv(c, layer["out"], layer["k"], layer["groups"], layer.get("bias", True)), out
     if op in ("upsample", "pad", "pixel_shuffle", "pixel_unshuffle"):
-        return Resample(op, layer.get("mode", "")), out
+        return Resample(op, layer.get("mode", ""), (c, state[2], state[3])), out
     if op == "lrn":
         return LocalResponseNorm(layer.get("size", 3)), out
     if op == "convT":

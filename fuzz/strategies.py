@@ -110,13 +110,14 @@ def _allowed(op: str, state: State, g: Grammar, nested: bool, keep_spatial: bool
             return h * w > 1
         if op == "gn":
             return bool(_gn_groups(c, h, w))
+        # Growing ops may go past max_spatial once: up to twice its area, so that they come up at all.
         if op in ("upsample", "pixel_shuffle"):
-            fits = not keep_spatial and 2 * h <= g.max_spatial and 2 * w <= g.max_spatial
+            fits = not keep_spatial and 8 * h * w <= g.max_spatial**2
             return fits and (op == "upsample" or c % 4 == 0)
         if op == "pixel_unshuffle":
             return not keep_spatial and h % 2 == 0 and w % 2 == 0 and 4 * c <= 2 * g.max_channels
         if op == "pad":
-            return not keep_spatial and h + 2 <= g.max_spatial and w + 2 <= g.max_spatial
+            return not keep_spatial and (h + 2) * (w + 2) <= 2 * g.max_spatial**2
     if state[0] == "seq":
         if op == "cls":  # grows the sequence: never inside a body that must keep its shape
             return not keep_spatial and state[1] < 16

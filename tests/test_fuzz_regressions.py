@@ -166,6 +166,15 @@ def test_torch_normalize_is_lowered_with_its_epsilon_like_its_onnx_export():
     check_architecture(spec, removal_seed=1, exporter="torchscript")
 
 
+def test_the_grammar_pad_keeps_shapes_for_the_exporter():
+    # Found (a grammar bug): TorchScript computes F.pad's pads at run time and loses the shape, then
+    # cannot export an InstanceNorm after it. The grammar's pad reshapes to literal sizes.
+    spec = {"input": {"kind": "image", "shape": [1, 2, 1, 1]},
+            "layers": [{"op": "pad", "mode": "zeros"}, {"op": "inorm", "affine": False}],
+            "seed": 0}  # fmt: skip
+    check_architecture(spec, removal_seed=0, exporter="torchscript")
+
+
 def test_concat_with_an_input_of_late_learned_width_does_not_crash_its_rule():
     # Found: Concat's zero flags combined an empty array (an input with no static size yet) with one
     # whose size a later link had learned -> "operands could not be broadcast", caught as a blocked
