@@ -15,6 +15,7 @@ import numpy as np
 
 from graphcore.channels import ChannelGraph, Entry
 from graphcore.ir import Node
+from graphcore.ops.layout import slice_params, slice_range
 
 __all__ = ["fold_literals", "fold_node"]
 
@@ -35,16 +36,13 @@ def _folder(*ops: str):
 def fold_node(ctx: ChannelGraph, node: Node) -> None:
     """Compute the output entries of ``node`` when its tracked inputs allow it."""
     fn = _FOLDERS.get(node.op)
-    if fn is None or node.domain not in ("", "ai.onnx") or not node.outputs:
-        fold_literals(ctx, node)
-        return
-    ins = [ctx.get_entries(v, node, i) for i, v in enumerate(node.inputs)]
-    out = fn(ctx, node, ins)
-    if out is not None:
-        scalar = node.outputs[0].rank == 0
-        ctx.set_entries(node.outputs[0], out, scalar=scalar)
-    else:
-        fold_literals(ctx, node)
+    if fn is not None and node.domain in ("", "ai.onnx") and node.outputs:
+        ins = [ctx.get_entries(v, node, i) for i, v in enumerate(node.inputs)]
+        out = fn(ctx, node, ins)
+        if out is not None:
+            ctx.set_entries(node.outputs[0], out, scalar=node.outputs[0].rank == 0)
+            return
+    fold_literals(ctx, node)
 
 
 @_folder("Identity", "Cast", "CastLike")
@@ -230,12 +228,13 @@ def _ints(a: np.ndarray | None, default=None):
     return default if a is None else [int(x) for x in a.reshape(-1)]
 
 
-def _eval_literal(node: Node, xs: list[np.ndarray | None]) -> np.ndarray | None:
+def _eval_literal(ctx: ChannelGraph, node: Node, xs: list[np.ndarray | None]) -> np.ndarray | None:
     op, x = node.op, xs[0] if xs else None
-    if (
-        op in ("Identity", "Cast", "Reshape", "Transpose", "Flatten", "Unsqueeze", "Squeeze", "Neg", "Abs")
-        and x is None
-    ):
+    if op == "Concat":
+        if any(a is None for a in xs):
+            return None
+        return np.concatenate(xs, axis=int(node.attr("axis", 0)))  # type: ignore[arg-type]
+    if x is None:
         return None
     if op == "Identity":
         return x
@@ -269,39 +268,15 @@ def _eval_literal(node: Node, xs: list[np.ndarray | None]) -> np.ndarray | None:
         return -x
     if op == "Abs":
         return np.abs(x)
-    if op == "Concat":
-        if any(a is None for a in xs):
+    if op == "Slice":  # the Slice rule's own reading of the operands and ONNX's clamping
+        params = slice_params(ctx, node, x.ndim)
+        if params is None:
             return None
-        return np.concatenate(xs, axis=int(node.attr("axis", 0)))  # type: ignore[arg-type]
-    if op == "Slice":
-        if x is None:
-            return None
-        if len(xs) > 1:
-            starts, ends = _ints(xs[1]), _ints(xs[2] if len(xs) > 2 else None)
-            axes = _ints(xs[3] if len(xs) > 3 else None)
-            steps = _ints(xs[4] if len(xs) > 4 else None)
-            if (len(node.inputs) > 3 and node.input(3) is not None and axes is None) or (
-                len(node.inputs) > 4 and node.input(4) is not None and steps is None
-            ):
-                return None
-        else:
-            starts, ends, axes, steps = node.attr("starts"), node.attr("ends"), node.attr("axes"), None
-        if starts is None or ends is None:
-            return None
-        axes = list(range(len(starts))) if axes is None else axes
-        steps = [1] * len(starts) if steps is None else steps
-        index = [slice(None)] * x.ndim
-        for s, e, a, st in zip(starts, ends, axes, steps):
-            if st == 0:
-                return None
-            n = x.shape[a]
-            # numpy reads an out-of-range end like ONNX clamps it, except a negative end past the start
-            # with a negative step, which ONNX means "through index 0".
-            e = None if (st < 0 and e < -n) else e
-            index[a] = slice(s, e, st)
-        return x[tuple(index)]
+        for a, (s, e, st) in params.items():
+            x = np.take(x, np.asarray(slice_range(s, e, st, x.shape[a]), dtype=np.int64), axis=a)
+        return x
     if op == "Gather":
-        if x is None or len(xs) < 2 or xs[1] is None:
+        if len(xs) < 2 or xs[1] is None:
             return None
         return np.take(x, xs[1].astype(np.int64), axis=int(node.attr("axis", 0)))
     return None
@@ -318,7 +293,7 @@ def fold_literals(ctx: ChannelGraph, node: Node) -> None:
         return
     try:
         with np.errstate(all="ignore"):
-            out = _eval_literal(node, xs)
+            out = _eval_literal(ctx, node, xs)
     except (ValueError, IndexError, TypeError, OverflowError):
         return  # a malformed operand: the op's rule judges the node as it stands
     if out is not None and out.size <= _LITERAL_LIMIT:

@@ -425,7 +425,8 @@ def _split_op(ctx: ChannelGraph, node: Node) -> None:
                     ctx.set_zero(o, a, ctx.zero(x, a))
 
 
-def _slice_params(ctx: ChannelGraph, node: Node, r: int):
+def slice_params(ctx: ChannelGraph, node: Node, r: int):
+    """{axis: (start, end, step)} of a Slice whose operands are known (attributes before opset 10)."""
     if node.input(1) is None:  # opset < 10: attributes
         starts, ends = node.attr("starts"), node.attr("ends")
         axes = node.attr("axes") or list(range(len(starts or [])))
@@ -468,7 +469,7 @@ def _slice(ctx: ChannelGraph, node: Node) -> None:
         ctx.pin_all(x, "Slice with unknown shapes")
         ctx.pin_all(y, "Slice with unknown shapes")
         return
-    params = _slice_params(ctx, node, r)
+    params = slice_params(ctx, node, r)
     if params is None:
         ctx.pin_all(x, "Slice with computed bounds")
         ctx.pin_all(y, "Slice with computed bounds")
@@ -593,12 +594,12 @@ def _space_depth(ctx: ChannelGraph, node: Node) -> None:
         ctx.pin(y, 1, reason)
         return
     c = ctx.size[ks]
-    zd = ctx.zero(deep, 1)
     per_channel = np.arange(c)
     blocks = [(k * c + per_channel) if mode == "DCR" else (per_channel * b * b + k) for k in range(b * b)]
     for idx in blocks:
         ctx.link_index(deep, 1, idx, shallow, 1, per_channel)
     if deep is x:
+        zd = ctx.zero(deep, 1)
         ctx.set_zero(y, 1, np.logical_and.reduce([zd[idx] for idx in blocks]))
     else:
         zs = ctx.zero(shallow, 1)
@@ -680,7 +681,7 @@ def _shrink_slice(node: Node, plan) -> dict:
     r = rank(x)
     if x is None or r is None:
         return {}
-    params = _slice_params(ChannelGraph(), node, r)
+    params = slice_params(ChannelGraph(), node, r)
     if params is None:
         return {}
     axes = sorted(params)
@@ -727,4 +728,4 @@ register_op("Range", _nothing, kind="shape")
 register_op("NonZero", _nothing, kind="shape")
 register_op("EyeLike", _nothing, kind="shape")
 
-__all__ = ["factorize", "identity", "regroup", "shape_operand", "slice_range"]
+__all__ = ["factorize", "identity", "regroup", "shape_operand", "slice_params", "slice_range"]
