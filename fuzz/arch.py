@@ -467,7 +467,7 @@ class LocalResponseNorm(nn.Module):
     read at run time, after which the TorchScript exporter cannot export an instance norm.
 
     The squares are pooled over a window of neighbouring channels (a pooling over the channel axis,
-    after a pad on it), so removing a channel changes its neighbours.
+    zero-padded by the pooling itself), so removing a channel changes its neighbours.
     """
 
     def __init__(self, size: int) -> None:
@@ -475,7 +475,7 @@ class LocalResponseNorm(nn.Module):
         self.size = size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # An odd window, padded by the pooling itself (an explicit F.pad loses the shapes as well).
+        # An odd window (an explicit F.pad on the channel axis loses the shapes in TorchScript too).
         pad = (self.size // 2, 0, 0)
         div = F.avg_pool3d((x * x).unsqueeze(1), (self.size, 1, 1), stride=1, padding=pad).squeeze(1)
         return x / (1.0 + div).pow(0.75)  # alpha = 1: a wrong rule shows above the tolerance

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from onnx import TensorProto, helper
 
 from tests.helpers import analyze, assert_exact, group_of, params_of, random_removal
 from tests.onnx_builder import G
+
+
+def _slices(analysis, zig: int) -> dict[tuple[str, int], tuple[int, ...]]:
+    """(param, axis) -> indices that ZIG ``zig`` removes."""
+    return {(s.param, s.axis): s.indices for s in analysis.zig_slices(zig)}
 
 
 def _head(g: G, x: str, c: int, classes: int = 3) -> None:
@@ -62,9 +68,9 @@ def test_concat_branches_keep_their_offsets():
     a = analyze(concat().model())
     ga, gb = group_of(a, "conv_a.weight", 0), group_of(a, "conv_b.weight", 0)
     assert ga is not gb and ga.prunable and gb.prunable and (ga.size, gb.size) == (3, 5)
-    first_b = {(s.param, s.axis): s.indices for s in a.zig_slices(int(gb.zig_ids[0]))}
+    first_b = _slices(a, int(gb.zig_ids[0]))
     assert first_b[("bn.weight", 0)] == (3,) and first_b[("conv_c.weight", 1)] == (3,)
-    last_a = {(s.param, s.axis): s.indices for s in a.zig_slices(int(ga.zig_ids[-1]))}
+    last_a = _slices(a, int(ga.zig_ids[-1]))
     assert last_a[("bn.running_var", 0)] == (2,)
 
 
@@ -98,7 +104,7 @@ def test_grouped_conv_removes_whole_groups():
     a = analyze(grouped().model())
     grp = group_of(a, "conv1.weight", 0)
     assert grp.prunable and grp.size == 2  # two conv groups of four channels
-    sl = {(s.param, s.axis): s.indices for s in a.zig_slices(int(grp.zig_ids[1]))}
+    sl = _slices(a, int(grp.zig_ids[1]))
     assert sl[("conv1.weight", 0)] == (4, 5, 6, 7) and sl[("gconv.weight", 0)] == (4, 5, 6, 7)
     small, _plan, _ = assert_exact(a, grp.zig_ids[:1])
     conv = next(n for n in small.graph.node if n.name.startswith("Conv") and n.input[1] == "gconv.weight")
@@ -138,7 +144,7 @@ def test_flatten_into_gemm_owns_spatial_blocks():
     a = analyze(flatten_gemm().model())
     grp = group_of(a, "conv.weight", 0)
     assert grp.prunable and grp.size == 3
-    sl = {(s.param, s.axis): s.indices for s in a.zig_slices(int(grp.zig_ids[1]))}
+    sl = _slices(a, int(grp.zig_ids[1]))
     assert sl[("fc.weight", 1)] == tuple(range(16, 32))
 
 
@@ -326,7 +332,7 @@ def test_packed_qkv_projection_prunes_the_hidden_channels_not_the_qkv_index():
     a = analyze(g.model())
     grp = group_of(a, "w_qkv", 1)
     assert grp.prunable and grp.size == 8
-    assert {(s.param, s.axis): s.indices for s in a.zig_slices(int(grp.zig_ids[1]))}[("w_qkv", 1)] == (
+    assert _slices(a, int(grp.zig_ids[1]))[("w_qkv", 1)] == (
         1,
         9,
         17,
@@ -367,7 +373,7 @@ def test_depth_to_space_removes_a_shallow_channel_with_its_block(mode):
     a = analyze(g.model())
     grp = group_of(a, "conv1.weight", 0)
     assert grp.prunable and grp.size == 2 and ("conv2.weight", 1) in grp.params
-    first = {(s.param, s.axis): s.indices for s in a.zig_slices(int(grp.zig_ids[0]))}
+    first = _slices(a, int(grp.zig_ids[0]))
     assert first[("conv1.weight", 0)] == ((0, 2, 4, 6) if mode == "DCR" else (0, 1, 2, 3))
     for seed in range(3):
         assert_exact(a, random_removal(a, np.random.default_rng(seed)))
@@ -382,7 +388,7 @@ def test_space_to_depth_removes_each_input_channel_from_every_block():
     a = analyze(g.model())
     grp = group_of(a, "conv1.weight", 0)
     assert grp.prunable and grp.size == 2
-    first = {(s.param, s.axis): s.indices for s in a.zig_slices(int(grp.zig_ids[0]))}
+    first = _slices(a, int(grp.zig_ids[0]))
     assert first[("conv2.weight", 1)] == (0, 2, 4, 6)
     for seed in range(3):
         assert_exact(a, random_removal(a, np.random.default_rng(seed)))
@@ -410,6 +416,4 @@ def test_pads_computed_from_literals_are_folded():
 
 
 def _int_tensor(v: int):
-    import onnx
-
-    return onnx.helper.make_tensor("value", onnx.TensorProto.INT64, [1], [v])
+    return helper.make_tensor("value", TensorProto.INT64, [1], [v])
