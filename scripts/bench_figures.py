@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from doc_blocks import replace_marked_block
+
 from graphcore.report import write_json_atomic as _write_atomic  # writes any text atomically
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -197,16 +199,14 @@ def render(cache: Path) -> str:
             "",
             *analysis_section(speed),
             *latency_section(lat),
+            "The digits comparison with Torch-Pruning (one training run vs prune + fine-tune) is in",
+            "[digits_vs_torch_pruning.md](digits_vs_torch_pruning.md).",
+            "",
         ]
     )
     _write_atomic(DOC, text)
-    if README.exists():
-        readme = README.read_text(encoding="utf-8")
-        i, j = readme.find(START), readme.find(END)
-        if 0 <= i < j:
-            block = f"{START}\n{readme_block(speed, lat, info)}\n{END}"
-            _write_atomic(README, readme[:i] + block + readme[j + len(END) :])
-            print(f"updated {README.name} between {START} and {END}")
+    if replace_marked_block(README, START, END, readme_block(speed, lat, info)):
+        print(f"updated {README.name} between {START} and {END}")
     return text
 
 

@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from doc_blocks import replace_marked_block
+
 from graphcore.report import write_json_atomic as _write_atomic  # writes any text atomically
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -269,15 +271,7 @@ def write_doc(rows: list[dict[str, Any]], sparsity: float, samples: int) -> str:
 
 def update_readme(rows: list[dict[str, Any]]) -> bool:
     """Replace the block between the zoo-table markers of README.md; False when there are none."""
-    if not README.exists():
-        return False
-    text = README.read_text(encoding="utf-8")
-    i, j = text.find(START), text.find(END)
-    if i < 0 or j < i:
-        return False
-    block = f"{START}\n{compact_table(rows)}\n{END}"
-    _write_atomic(README, text[:i] + block + text[j + len(END) :])
-    return True
+    return replace_marked_block(README, START, END, compact_table(rows))
 
 
 def main(argv: list[str] | None = None) -> int:
