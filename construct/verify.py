@@ -65,7 +65,7 @@ def _index_bounds(model: onnx.ModelProto) -> dict[str, int]:
                 if pn.op_type == "Gather" and len(pn.input) > 1 and pn.input[1] == name:
                     dims = sizes.get(pn.input[0])
                     axis = next((a.i for a in pn.attribute if a.name == "axis"), 0)
-                    if dims:
+                    if dims and -len(dims) <= axis < len(dims):  # else the model is not valid
                         b = dims[axis]
                         bounds[inp.name] = min(bounds.get(inp.name, b), b)
                 elif pn.op_type in follow:

@@ -85,6 +85,7 @@ def load_onnx(source: str | os.PathLike | onnx.ModelProto) -> Graph:
         raise ModelLoadError(f"{name}: invalid ONNX graph (shape inference: {_short(exc)})") from None
     with gc_paused():
         graph = _to_ir(model, name, inferred.graph)
+    _check_axes(graph, name)
     graph.meta["model"] = model
     graph.meta["base_dir"] = base
     graph.meta["source"] = None if isinstance(source, onnx.ModelProto) else str(source)
@@ -281,6 +282,32 @@ def _constant_value(node: onnx.NodeProto) -> tuple[np.ndarray | None, tuple[int,
             arr = np.array(helper.get_attribute_value(att))
             return arr, arr.shape, arr.dtype.name
     return None, None, None
+
+
+# Ops whose ``axis`` names an axis of their (first) input: valid values are -r .. r-1.
+_AXIS_OF_INPUT = frozenset({
+    "Concat", "Gather", "GatherElements", "ScatterElements", "Split", "Softmax", "LogSoftmax", "Hardmax",
+    "ArgMax", "ArgMin", "LayerNormalization", "Compress", "QuantizeLinear", "DequantizeLinear",
+})  # fmt: skip
+
+
+def _check_axes(graph: Graph, name: str) -> None:
+    """An ``axis`` out of range is bad input. ONNX's inference lets some through (Concat with axis
+    -2**40), and onnxruntime's optimizer can hide it in the original model only for the pruned one
+    to fail; our rules and the verification would index with it. Where the spec gives no range, an
+    axis may still be at most one past the input's rank (Flatten, OneHot)."""
+    for node in graph.nodes:
+        axis = node.attrs.get("axis")
+        x = node.input(0)
+        if node.domain or not isinstance(axis, int) or x is None or x.shape is None:
+            continue
+        r = len(x.shape)
+        low, high = (-r, r - 1) if node.op in _AXIS_OF_INPUT else (-r - 1, r)
+        if not low <= axis <= high:
+            where = f"{node.op} '{node.name}'"
+            raise ModelLoadError(
+                f"{name}: invalid ONNX graph ({where} has axis {axis} for an input of rank {r})"
+            )
 
 
 def _to_ir(model: onnx.ModelProto, name: str, inferred: onnx.GraphProto | None = None) -> Graph:

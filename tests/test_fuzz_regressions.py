@@ -15,7 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import construct
 import frontends
-from construct.verify import compare_models
+from construct.verify import compare_models, random_inputs
 from fuzz.arch import build, export
 from fuzz.malformed import mutate
 from fuzz.properties import check_analysis, check_architecture, check_frontends_agree, check_prune_exact
@@ -290,6 +290,43 @@ def test_a_negative_size_is_bad_input(tmp_path, capsys):
     onnx.save(m, str(tmp_path / "m.onnx"))
     code, _, err = _cli(["analyze", tmp_path / "m.onnx"], capsys)
     assert code == 2 and "negative size" in _one_error_line(err)
+
+
+@pytest.mark.parametrize("op", ["Concat", "Gather"])
+def test_an_axis_out_of_range_is_bad_input(tmp_path, capsys, op):
+    # Found (attribute mutation): axis -2**40 passes ONNX's inference. In a Concat, onnxruntime's
+    # optimizer hid it in the original model, so only the pruned one failed to run; in a Gather, the
+    # verification indexed the table's shape with it (an internal error).
+    g = G()
+    x = g.input("x", [1, 4, 6, 6])
+    a = g.op("Relu", [g.conv(x, 4, 8, name="conv1")])
+    if op == "Concat":
+        b = g.op("Concat", [a, a], axis=-(2**40))
+    else:
+        b = g.op("Gather", [a, g.const("idx", [0, 2])], axis=-(2**40))
+    g.op("ReduceSum", [b], keepdims=0)
+    g.nodes[-1].output[0] = "y"
+    g.output("y")
+    m = g.model()
+    onnx.save(m, str(tmp_path / "m.onnx"))
+    for cmd in (
+        ["analyze", tmp_path / "m.onnx"],
+        ["prune", tmp_path / "m.onnx", "--sparsity", "0.5", "-o", tmp_path / "out.onnx"],
+    ):
+        code, _, err = _cli(cmd, capsys)
+        assert code == 2 and "has axis" in _one_error_line(err)
+    assert not (tmp_path / "out.onnx").exists()
+
+
+def test_token_bounds_ignore_a_gather_axis_out_of_range():
+    # The same mutation on an embedding: verify reads Gather(table, token ids) to draw ids below the
+    # table size, and indexed the table's shape with the axis (IndexError at verify.py).
+    ids = helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 4])
+    table = numpy_helper.from_array(np.ones((5, 4), dtype=np.float32), "table")
+    node = helper.make_node("Gather", ["table", "ids"], ["y"], axis=-(2**40))
+    m = helper.make_model(helper.make_graph([node], "g", [ids], [y], [table]))
+    assert random_inputs(m, np.random.default_rng(0))["ids"].shape == (1, 3)
 
 
 def _runtime_failure() -> onnx.ModelProto:
