@@ -16,7 +16,8 @@ from onnx import helper, numpy_helper
 
 from graphcore.errors import ZigraphError
 from graphcore.groups import ParamSlice, PruneAnalysis
-from graphcore.ir import Graph
+from graphcore.ir import Graph, Node
+from graphcore.ops import legacy_attr_at
 from graphcore.shrink import ShrinkPlan, plan
 
 __all__ = ["prune_onnx", "save_onnx", "tensor_array", "zero_slices", "zig_norms"]
@@ -183,15 +184,17 @@ def prune_onnx(analysis: PruneAnalysis, removed_zigs) -> tuple[onnx.ModelProto, 
         name = fresh(pn.input[idx] or node_name)
         model.graph.initializer.append(numpy_helper.from_array(arr.astype(np.int64), name))
         pn.input[idx] = name
+    ir_nodes = {n.name: n for n in graph.nodes}
     for node_name, upd in p.node_updates.items():
         pn = nodes_by_name[node_name]
-        drop = set(upd.get("drop_attrs", [])) | set(upd.get("attrs", {}))
+        attrs, inputs = _in_original_form(ir_nodes[node_name], upd, graph.opset)
+        drop = set(upd.get("drop_attrs", [])) | set(attrs)
         keep_attrs = [a for a in pn.attribute if a.name not in drop]
         del pn.attribute[:]
         pn.attribute.extend(keep_attrs)
-        for k, v in upd.get("attrs", {}).items():
+        for k, v in attrs.items():
             pn.attribute.append(helper.make_attribute(k, v))
-        for idx, arr in upd.get("inputs", {}).items():
+        for idx, arr in inputs.items():
             name = fresh(f"{node_name}_in{idx}")
             model.graph.initializer.append(numpy_helper.from_array(np.asarray(arr, dtype=np.int64), name))
             while len(pn.input) <= idx:
@@ -207,6 +210,21 @@ def prune_onnx(analysis: PruneAnalysis, removed_zigs) -> tuple[onnx.ModelProto, 
         _check_declared_outputs(graph.meta["model"])  # the input's own lie, visible only once folded
         raise ZigraphError(f"internal error: the pruned model fails shape inference ({exc})") from None
     return model, p
+
+
+def _in_original_form(node: Node, upd: dict, opset: int | None) -> tuple[dict, dict]:
+    """Split a node update into attributes and operands as the model's opset spells them: rules read
+    operands only, and an older opset spells some of them as attributes (Slice-1 ``starts``, Split-2
+    ``split``)."""
+    attrs = dict(upd.get("attrs", {}))
+    inputs = {}
+    for idx, arr in upd.get("inputs", {}).items():
+        name = legacy_attr_at(node, idx, opset)
+        if name is None:
+            inputs[idx] = arr
+        else:
+            attrs[name] = [int(x) for x in np.asarray(arr).reshape(-1)]
+    return attrs, inputs
 
 
 def _check_declared_outputs(model: onnx.ModelProto) -> None:

@@ -8,7 +8,6 @@ size of the graph.
 from __future__ import annotations
 
 import contextlib
-import math
 
 import numpy as np
 from scipy.sparse import coo_matrix
@@ -20,7 +19,7 @@ from graphcore.fold import fold_node
 from graphcore.groups import NodeGroup, PruneAnalysis
 from graphcore.infer import fill_output_shape
 from graphcore.ir import Graph, Node, Value
-from graphcore.ops import rule_for
+from graphcore.ops import lift_legacy_attrs, onnx_rule, rule_for
 from graphcore.util import gc_paused
 
 __all__ = ["analyze", "build_channel_graph", "node_flops"]
@@ -91,61 +90,22 @@ def _pin_unhandled_sizes(ctx: ChannelGraph, node: Node) -> None:
                     ctx.pin(src, axis, f"its size is used in a computation by {node.label}")
 
 
-class _Sized:
-    """A view of a Value whose symbolic dims (batch, sequence) count as 1."""
-
-    def __init__(self, v: Value) -> None:
-        self.shape = v.shape
-        self.static_shape = v.static_shape
-        self.numel = None if v.shape is None else math.prod([d if isinstance(d, int) else 1 for d in v.shape])
-        self.value = v
-
-
 def node_flops(node: Node) -> int:
-    """Multiply-adds × 2 of the ops that dominate cost (convolutions and matrix products).
+    """FLOPs of one node (multiply-adds × 2) from its op's ``cost`` hook; 0 for ops that declare none.
 
-    Symbolic dimensions (batch, sequence length) count as 1.
+    Only the ops that dominate cost declare one (convolutions and matrix products). Symbolic dimensions
+    (batch, sequence length) count as 1. An op of another domain that declares nothing but carries an
+    ONNX op's name is costed as that op.
     """
-    raw = node.outputs[0] if node.outputs else None
-    if raw is None or raw.shape is None:
+    y = node.outputs[0] if node.outputs else None
+    if y is None or y.shape is None:
         return 0
-    y = _Sized(raw)
-    node = _SizedNode(node)
-    if node.op in ("Conv", "ConvTranspose"):
-        w = node.input(1)
-        if w is None or w.static_shape is None:
-            return 0
-        ws = w.static_shape
-        if node.op == "Conv":
-            per_out = math.prod(ws[1:])
-            return 2 * y.numel * per_out
-        x = node.input(0)
-        if x is None or x.numel is None:
-            return 0
-        return 2 * x.numel * math.prod(ws[1:])
-    if node.op in ("Gemm", "MatMul", "Einsum"):
-        a = node.input(0)
-        if a is None or a.shape is None or not a.shape or not isinstance(a.shape[-1], int):
-            return 0
-        k = a.shape[0] if node.op == "Gemm" and node.attr("transA", 0) else a.shape[-1]
-        if node.op == "Einsum":
-            b = node.input(1)
-            if a.numel is None or b is None or b.numel is None:
-                return 0
-            return 2 * max(y.numel, 1) * max(1, round((a.numel * b.numel / max(y.numel, 1)) ** 0.5))
-        return 2 * y.numel * int(k)  # type: ignore[arg-type]
-    return 0
-
-
-class _SizedNode:
-    def __init__(self, node: Node) -> None:
-        self.op = node.op
-        self.attr = node.attr
-        self._node = node
-
-    def input(self, i: int) -> _Sized | None:
-        v = self._node.input(i)
-        return None if v is None else _Sized(v)
+    rule = rule_for(node)
+    cost = rule.cost if rule is not None else None
+    if cost is None and node.domain:
+        fallback = onnx_rule(node.op)
+        cost = fallback.cost if fallback is not None else None
+    return 0 if cost is None else cost(node)
 
 
 def analyze(graph: Graph, mode: str = "prune") -> PruneAnalysis:
@@ -157,6 +117,9 @@ def analyze(graph: Graph, mode: str = "prune") -> PruneAnalysis:
 def _analyze(graph: Graph, mode: str) -> PruneAnalysis:
     if mode != "prune":
         raise AnalysisError(f"mode {mode!r} is not available yet; use mode='prune'")
+    # The ONNX frontend lifts legacy attributes at load. The torch frontend still writes Squeeze,
+    # Unsqueeze and Reduce* axes and Clip bounds as attributes: lift them here until it writes operands.
+    lift_legacy_attrs(graph)
     ctx, kinds, unknown = build_channel_graph(graph)
     while ctx.subst:
         # A size learned downstream (a symbolic axis linked to a static one) came too late for the rules

@@ -1,6 +1,27 @@
 """The op semantics table: importing this package declares every built-in operator once."""
 
-from graphcore.ops import elementwise, indexing, layout, normalize, stems  # noqa: F401  (declarations)
-from graphcore.ops.registry import KINDS, OpRule, register_op, rule_for, rules
+from graphcore.ops import elementwise, indexing, layout, normalize, stems, torch_extra  # noqa: F401
+from graphcore.ops.legacy import legacy_attr_at, lift_legacy_attrs
+from graphcore.ops.registry import (
+    KINDS,
+    LegacyAttr,
+    OpRule,
+    onnx_rule,
+    register_op,
+    register_rule,
+    rule_for,
+    rules,
+)
 
-__all__ = ["KINDS", "OpRule", "register_op", "rule_for", "rules"]
+__all__ = [
+    "KINDS",
+    "LegacyAttr",
+    "OpRule",
+    "legacy_attr_at",
+    "lift_legacy_attrs",
+    "onnx_rule",
+    "register_op",
+    "register_rule",
+    "rule_for",
+    "rules",
+]

@@ -12,6 +12,7 @@ from graphcore.ir import Node, Value
 __all__ = [
     "broadcast",
     "const_ints",
+    "const_list",
     "identity",
     "norm_axis",
     "rank",
@@ -26,6 +27,13 @@ def norm_axis(axis: int, r: int) -> int:
     return axis + r if axis < 0 else axis
 
 
+def const_list(v: Value | None) -> list[int] | None:
+    """The integers of a constant operand (no folded values: for passes that run before folding)."""
+    if v is None or v.const is None:
+        return None
+    return [int(x) for x in v.const.reshape(-1)]
+
+
 def const_ints(ctx: ChannelGraph, node: Node, index: int) -> list[int] | None:
     """A small integer operand whose value is known (constant or folded), marked as consumed."""
     v = node.input(index)
@@ -34,9 +42,10 @@ def const_ints(ctx: ChannelGraph, node: Node, index: int) -> list[int] | None:
     if v.const is not None and v.const.dtype.kind in "iub":
         return [int(x) for x in v.const.reshape(-1)]
     entries = ctx.get_entries(v)
-    if entries is not None and all(e.value is not None for e in entries):
-        return [int(e.value) for e in entries]  # type: ignore[arg-type]
-    return None
+    if entries is None:
+        return None
+    values = [e.value for e in entries]
+    return [int(x) for x in values if x is not None] if None not in values else None
 
 
 def identity(ctx: ChannelGraph, src: Value | None, dst: Value | None, zero_preserving: bool = True) -> None:
@@ -77,15 +86,14 @@ def broadcast(
         zs: list[np.ndarray | bool] = []
         out_d = out.shape[a]
         for v in ins:
-            if v is None:
+            if v is None or v.shape is None:
                 zs.append(False)
                 continue
-            shift = r - len(v.shape)  # type: ignore[arg-type]
-            ax = a - shift
+            ax = a - (r - len(v.shape))
             if ax < 0:
                 zs.append(False)
                 continue
-            d = v.shape[ax]  # type: ignore[index]
+            d = v.shape[ax]
             if d == 1 and v.is_param:  # a layer scale's [1, C, 1, 1]: structure, not a channel
                 ctx.fix(v, ax, "broadcast axis")
                 zs.append(False)

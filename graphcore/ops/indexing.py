@@ -40,7 +40,7 @@ def _elements_axes(ctx: ChannelGraph, node: Node, r: int):
     return None  # every axis is data-dependent
 
 
-register_op("Trilu", _along_axes(lambda c, n, r: {r - 2, r - 1}, "masks"), zero_preserving=True)
+register_op("Trilu", _along_axes(lambda c, n, r: {r - 2, r - 1}, "masks"))
 register_op("TopK", _along_axes(_topk_axes, "selects along"))
 for _op in ("GatherElements", "ScatterElements", "ScatterND", "GatherND", "Scatter", "ReverseSequence",
             "Compress", "Unique", "OneHot", "NonMaxSuppression"):  # fmt: skip

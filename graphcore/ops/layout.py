@@ -10,13 +10,14 @@ every removal keeps the tensor rectangular.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
 from graphcore.channels import ChannelGraph, Entry
 from graphcore.ir import Dim, Node, Value
-from graphcore.ops.common import broadcast, const_ints, identity, rank
-from graphcore.ops.registry import register_op
+from graphcore.ops.common import broadcast, const_ints, const_list, identity, rank
+from graphcore.ops.registry import LegacyAttr, ShrinkView, register_op
 
 Groups = list[tuple[list[int], list[int]]]
 
@@ -169,9 +170,7 @@ def _indexed_downstream(v: Value, axis: int, depth: int = 8) -> bool:
                 if ax in perm:
                     frontier.append((out, perm.index(ax), d - 1))
             elif node.op in ("Squeeze", "Unsqueeze") and out.rank is not None:
-                axes = node.attr("axes")
-                if axes is None and node.input(1) is not None and node.input(1).const is not None:
-                    axes = [int(i) for i in node.input(1).const.reshape(-1)]
+                axes = const_list(node.input(1))
                 if axes is None:
                     continue
                 if node.op == "Unsqueeze":
@@ -325,8 +324,8 @@ def _squeeze_like(ctx: ChannelGraph, node: Node) -> None:
         ctx.pin_all(x, f"{node.op} with unknown shapes")
         ctx.pin_all(y, f"{node.op} with unknown shapes")
         return
-    axes = node.attr("axes")
-    if axes is None and node.input(1) is not None:
+    axes = None
+    if node.input(1) is not None:
         ctx.handled(1)
         axes = const_ints(ctx, node, 1)
         if axes is None:
@@ -426,24 +425,17 @@ def _split_op(ctx: ChannelGraph, node: Node) -> None:
 
 
 def slice_params(ctx: ChannelGraph, node: Node, r: int):
-    """{axis: (start, end, step)} of a Slice whose operands are known (attributes before opset 10)."""
-    if node.input(1) is None:  # opset < 10: attributes
-        starts, ends = node.attr("starts"), node.attr("ends")
-        axes = node.attr("axes") or list(range(len(starts or [])))
-        steps = [1] * len(axes)
-    else:
-        starts = const_ints(ctx, node, 1)
-        ends = const_ints(ctx, node, 2)
-        axes = const_ints(ctx, node, 3) if node.input(3) is not None else None
-        steps = const_ints(ctx, node, 4) if node.input(4) is not None else None
-        if starts is None or ends is None:
-            return None
-        if axes is None:
-            axes = list(range(len(starts)))
-        if steps is None:
-            steps = [1] * len(axes)
-    if starts is None or ends is None or axes is None:
+    """{axis: (start, end, step)} of a Slice whose operands are known."""
+    starts = const_ints(ctx, node, 1)
+    ends = const_ints(ctx, node, 2)
+    axes = const_ints(ctx, node, 3) if node.input(3) is not None else None
+    steps = const_ints(ctx, node, 4) if node.input(4) is not None else None
+    if starts is None or ends is None:
         return None
+    if axes is None:
+        axes = list(range(len(starts)))
+    if steps is None:
+        steps = [1] * len(axes)
     return {(a + r if a < 0 else a): (s, e, st) for a, s, e, st in zip(axes, starts, ends, steps)}
 
 
@@ -501,12 +493,10 @@ def _pad(ctx: ChannelGraph, node: Node) -> None:
     if x is None or r is None:
         ctx.pin_all(y, "Pad with unknown shape")
         return
-    pads = node.attr("pads") if node.input(1) is None else const_ints(ctx, node, 1)
+    pads = const_ints(ctx, node, 1)
     axes = const_ints(ctx, node, 3) if node.input(3) is not None else list(range(r))
     value = node.input(2)
     nonzero_fill = value is not None and (value.const is None or float(np.asarray(value.const).sum()) != 0.0)
-    if node.attr("value", 0.0) not in (0, 0.0, None):
-        nonzero_fill = True
     if pads is None or axes is None:
         ctx.pin_all(x, "Pad with computed pads")
         ctx.pin_all(y, "Pad with computed pads")
@@ -653,15 +643,7 @@ def _nothing(ctx: ChannelGraph, node: Node) -> None:
     """Constants and shape-only ops: nothing flows through channels."""
 
 
-register_op("Reshape", _reshape, shape_operands=(1,))
-register_op("Flatten", _reshape)
-register_op("Transpose", _transpose)
-register_op("Squeeze", _squeeze_like)
-register_op("Unsqueeze", _squeeze_like)
-register_op("Concat", _concat, kind=lambda n: "joint" if len(n.inputs) > 1 else "accessory")
-
-
-def _shrink_split(node: Node, plan) -> dict:
+def _shrink_split(node: Node, plan: ShrinkView) -> dict[str, Any]:
     x = node.input(0)
     r = rank(x)
     axis = int(node.attr("axis", 0))
@@ -670,13 +652,10 @@ def _shrink_split(node: Node, plan) -> dict:
     new = [plan.new_shape(o)[axis] for o in node.outputs]
     if old == new:
         return {}
-    sizes = np.array(new, dtype=np.int64)
-    if node.input(1) is not None or "num_outputs" in node.attrs:
-        return {"inputs": {1: sizes}, "drop_attrs": ["num_outputs"]}
-    return {"attrs": {"split": [int(s) for s in new]}}
+    return {"inputs": {1: np.array(new, dtype=np.int64)}, "drop_attrs": ["num_outputs"]}
 
 
-def _shrink_slice(node: Node, plan) -> dict:
+def _shrink_slice(node: Node, plan: ShrinkView) -> dict[str, Any]:
     x = node.input(0)
     r = rank(x)
     if x is None or r is None:
@@ -701,8 +680,6 @@ def _shrink_slice(node: Node, plan) -> dict:
         changed = True
     if not changed:
         return {}
-    if node.input(1) is None:
-        return {"attrs": {"starts": starts, "ends": ends, "axes": axes}}
     out = {1: np.array(starts, dtype=np.int64), 2: np.array(ends, dtype=np.int64)}
     if node.input(3) is not None:
         out[3] = np.array(axes, dtype=np.int64)
@@ -711,20 +688,226 @@ def _shrink_slice(node: Node, plan) -> dict:
     return {"inputs": out}
 
 
-register_op("Split", _split_op, shrink=_shrink_split)
-register_op("Slice", _slice, shrink=_shrink_slice)
-register_op("Pad", _pad, zero_preserving=True)
-register_op("Resize", _resize, zero_preserving=True, shape_operands=(3,))
-register_op("Upsample", _resize, zero_preserving=True)
-register_op("Expand", _expand, shape_operands=(1,))
+# -- output shapes (see graphcore/infer.py) --------------------------------------------------------------
+
+
+def _transpose_shape(ctx: ChannelGraph, node: Node) -> tuple[Dim, ...] | None:
+    x = node.input(0)
+    if x is None or x.shape is None:
+        return None
+    perm = node.attr("perm") or list(range(len(x.shape)))[::-1]
+    return tuple(x.shape[p] for p in perm)
+
+
+def _unsqueeze_shape(ctx: ChannelGraph, node: Node) -> tuple[Dim, ...] | None:
+    x, axes = node.input(0), const_list(node.input(1))
+    if x is None or x.shape is None or axes is None:
+        return None
+    shape = list(x.shape)
+    r = len(shape) + len(axes)
+    for a in sorted(a % r for a in axes):
+        shape.insert(a, 1)
+    return tuple(shape)
+
+
+def _squeeze_shape(ctx: ChannelGraph, node: Node) -> tuple[Dim, ...] | None:
+    x, axes = node.input(0), const_list(node.input(1))
+    if x is None or x.shape is None:
+        return None
+    r = len(x.shape)
+    drop = {a % r for a in axes} if axes is not None else {a for a, d in enumerate(x.shape) if d == 1}
+    return tuple(d for a, d in enumerate(x.shape) if a not in drop)
+
+
+def _reshape_shape(ctx: ChannelGraph, node: Node) -> tuple[Dim, ...] | None:
+    """The rank, from the tracked target (its sizes are refined by the rule itself)."""
+    x = node.input(0)
+    entries = ctx.get_entries(node.input(1))
+    if x is None or x.shape is None or entries is None:
+        return None
+    return tuple(None for _ in entries)
+
+
+# -- shape arithmetic (see graphcore/fold.py) ------------------------------------------------------------
+
+
+def _reshape_1d(ctx: ChannelGraph, node: Node, ins: list[list[Entry] | None]) -> list[Entry] | None:
+    if ins and ins[0] is not None and (node.outputs[0].rank or 0) <= 1:
+        ctx.handled(0)
+        return list(ins[0])
+    return None
+
+
+def _concat_fold(ctx: ChannelGraph, node: Node, ins: list[list[Entry] | None]) -> list[Entry] | None:
+    parts = [e for e in ins if e is not None]
+    if not ins or len(parts) != len(ins):
+        return None
+    for i in range(len(ins)):
+        ctx.handled(i)
+    return [e for part in parts for e in part]
+
+
+def _slice_fold(ctx: ChannelGraph, node: Node, ins: list[list[Entry] | None]) -> list[Entry] | None:
+    data = ins[0] if ins else None
+    if data is None:
+        return None
+    starts, ends, axes, steps = (const_list(node.input(i)) for i in (1, 2, 3, 4))
+    if starts is None or ends is None or (axes is not None and list(axes) not in ([0], [-1])):
+        return None
+    step = steps[0] if steps else 1
+    ctx.handled(0)
+    return (
+        list(data[slice(starts[0], ends[0], step)]) if abs(ends[0]) < 2**62 else list(data[starts[0] :: step])
+    )
+
+
+def _constant_of_shape_fold(
+    ctx: ChannelGraph, node: Node, ins: list[list[Entry] | None]
+) -> list[Entry] | None:
+    shape = ins[0] if ins else None
+    if shape is None or len(shape) != 1:
+        return None
+    n = shape[0].value
+    if n is None or n > 64:
+        return None
+    value = node.attr("value")
+    fill = int(np.asarray(value).reshape(-1)[0]) if value is not None else 0
+    if value is not None and np.asarray(value).dtype.kind not in "iub":
+        return None
+    return [Entry.lit(fill) for _ in range(n)]
+
+
+def _range_fold(ctx: ChannelGraph, node: Node, ins: list[list[Entry] | None]) -> list[Entry] | None:
+    if len(ins) < 3:
+        return None
+    bounds: list[int] = []
+    refs: list[tuple[str, int]] = []
+    for e in ins:
+        if e is None or len(e) != 1 or e[0].value is None:
+            return None
+        bounds.append(e[0].value)
+        refs.extend(e[0].sources())
+    start, limit, delta = bounds[0], bounds[1], bounds[2]
+    if not delta or abs((limit - start) // delta) > 64:
+        return None
+    return [Entry("expr", v, refs=tuple(refs)) for v in range(start, limit, delta)]
+
+
+# -- literal evaluation (see graphcore/fold.py) ------------------------------------------------------------
+
+
+def _ints(a: np.ndarray | None) -> list[int] | None:
+    return None if a is None else [int(x) for x in a.reshape(-1)]
+
+
+def _concat_literal(ctx: ChannelGraph, node: Node, xs: list[np.ndarray | None]) -> np.ndarray | None:
+    parts = [a for a in xs if a is not None]
+    if len(parts) != len(xs):
+        return None
+    return np.concatenate(parts, axis=int(node.attr("axis", 0)))
+
+
+def _reshape_literal(ctx: ChannelGraph, node: Node, xs: list[np.ndarray | None]) -> np.ndarray | None:
+    x = xs[0]
+    shape = _ints(xs[1] if len(xs) > 1 else None)
+    if x is None or shape is None:
+        return None
+    if not node.attr("allowzero", 0):
+        shape = [x.shape[k] if d == 0 and k < x.ndim else d for k, d in enumerate(shape)]
+    return x.reshape(shape)
+
+
+def _transpose_literal(ctx: ChannelGraph, node: Node, xs: list[np.ndarray | None]) -> np.ndarray | None:
+    x = xs[0]
+    perm = node.attr("perm")
+    return None if x is None else np.transpose(x, None if perm is None else [int(p) for p in perm])
+
+
+def _flatten_literal(ctx: ChannelGraph, node: Node, xs: list[np.ndarray | None]) -> np.ndarray | None:
+    x = xs[0]
+    if x is None:
+        return None
+    axis = int(node.attr("axis", 1)) % max(x.ndim, 1) if x.ndim else 0
+    return x.reshape(int(np.prod(x.shape[:axis])), -1)
+
+
+def _squeeze_literal(ctx: ChannelGraph, node: Node, xs: list[np.ndarray | None]) -> np.ndarray | None:
+    x, axes = xs[0], _ints(xs[1] if len(xs) > 1 else None)
+    return None if x is None else np.squeeze(x, axis=None if axes is None else tuple(axes))
+
+
+def _unsqueeze_literal(ctx: ChannelGraph, node: Node, xs: list[np.ndarray | None]) -> np.ndarray | None:
+    x, axes = xs[0], _ints(xs[1] if len(xs) > 1 else None)
+    if x is None or axes is None:
+        return None
+    out = x
+    for a in sorted(a % (x.ndim + len(axes)) for a in axes):
+        out = np.expand_dims(out, a)
+    return out
+
+
+def _slice_literal(ctx: ChannelGraph, node: Node, xs: list[np.ndarray | None]) -> np.ndarray | None:
+    """The Slice rule's own reading of the operands and ONNX's clamping."""
+    x = xs[0]
+    if x is None:
+        return None
+    params = slice_params(ctx, node, x.ndim)
+    if params is None:
+        return None
+    for a, (s, e, st) in params.items():
+        x = np.take(x, np.asarray(slice_range(s, e, st, x.shape[a]), dtype=np.int64), axis=a)
+    return x
+
+
+_AXES = (LegacyAttr("axes", 1, 13),)
+
+register_op("Reshape", _reshape, shape=_reshape_shape, fold=_reshape_1d, literal=_reshape_literal)
+register_op("Flatten", _reshape, fold=_reshape_1d, literal=_flatten_literal)
+register_op("Transpose", _transpose, shape=_transpose_shape, literal=_transpose_literal)
+register_op(
+    "Squeeze",
+    _squeeze_like,
+    shape=_squeeze_shape,
+    fold=_reshape_1d,
+    literal=_squeeze_literal,
+    legacy_attrs=_AXES,
+)
+register_op(
+    "Unsqueeze",
+    _squeeze_like,
+    shape=_unsqueeze_shape,
+    fold=_reshape_1d,
+    literal=_unsqueeze_literal,
+    legacy_attrs=_AXES,
+)
+register_op(
+    "Concat",
+    _concat,
+    kind=lambda n: "joint" if len(n.inputs) > 1 else "accessory",
+    fold=_concat_fold,
+    literal=_concat_literal,
+)
+register_op("Split", _split_op, shrink=_shrink_split, legacy_attrs=(LegacyAttr("split", 1, 13),))
+register_op(
+    "Slice",
+    _slice,
+    shrink=_shrink_slice,
+    fold=_slice_fold,
+    literal=_slice_literal,
+    legacy_attrs=(LegacyAttr("starts", 1, 10), LegacyAttr("ends", 2, 10), LegacyAttr("axes", 3, 10)),
+)
+register_op("Pad", _pad, legacy_attrs=(LegacyAttr("pads", 1, 11), LegacyAttr("value", 2, 11, dtype=None)))
+register_op("Resize", _resize)
+register_op("Upsample", _resize)
+register_op("Expand", _expand)
 register_op("Tile", _tile)
 register_op("DepthToSpace", _space_depth)
 register_op("SpaceToDepth", _space_depth)
 register_op("Shape", _shape, kind="shape")
 register_op("Size", _size, kind="shape")
-register_op("ConstantOfShape", _constant_of_shape, kind="shape", shape_operands=(0,))
+register_op("ConstantOfShape", _constant_of_shape, kind="shape", fold=_constant_of_shape_fold)
 register_op("Constant", _nothing, kind="shape")
-register_op("Range", _nothing, kind="shape")
+register_op("Range", _nothing, kind="shape", fold=_range_fold)
 register_op("NonZero", _nothing, kind="shape")
 register_op("EyeLike", _nothing, kind="shape")
 

@@ -8,13 +8,15 @@ are exact where the removed channel is zero, which ``require_zero`` checks.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
 from graphcore.channels import ChannelGraph
 from graphcore.ir import Node, Value
 from graphcore.ops.common import const_ints, rank
-from graphcore.ops.registry import register_op
+from graphcore.ops.registry import LegacyAttr, ShrinkView, register_op
+from graphcore.ops.shape import same_shape
 
 
 def _affine_zero(ctx: ChannelGraph, y: Value, axis: int, params: list[Value | None]) -> None:
@@ -148,6 +150,10 @@ def _axis_stat(op_label: str, axes_of):
     return relate
 
 
+def _all_axes(node: Node, r: int) -> set[int]:
+    return set(range(r))
+
+
 def _softmax_axes(node: Node, r: int) -> set[int]:
     axis = int(node.attr("axis", 1 if node.attr("_opset", 13) < 13 else -1))
     axis = axis + r if axis < 0 else axis
@@ -186,8 +192,8 @@ def _reduce(ctx: ChannelGraph, node: Node) -> None:
         ctx.pin_all(x, f"{node.op} with unknown shape")
         ctx.pin_all(y, f"{node.op} with unknown shape")
         return
-    axes = node.attr("axes")
-    if axes is None and node.input(1) is not None:
+    axes = None
+    if node.input(1) is not None:
         axes = const_ints(ctx, node, 1)
         if axes is None:
             ctx.pin_all(x, f"{node.op} with computed axes")
@@ -215,33 +221,33 @@ def _reduce(ctx: ChannelGraph, node: Node) -> None:
         oax += 1
 
 
-register_op("BatchNormalization", _batchnorm, doc="per-channel scale/bias/mean/var; zero when scale=bias=0")
-register_op("InstanceNormalization", _instancenorm)
+register_op("BatchNormalization", _batchnorm, shape=same_shape)
+register_op("InstanceNormalization", _instancenorm, shape=same_shape)
 
 
-def _shrink_groupnorm(node: Node, plan) -> dict:
+def _shrink_groupnorm(node: Node, plan: ShrinkView) -> dict[str, Any]:
+    """Whole groups were removed: the group count falls with the channels."""
     y = node.outputs[0]
+    assert y.shape is not None
     old, new = y.shape[1], plan.new_shape(y)[1]
-    if old == new:
+    if old == new or not isinstance(old, int) or not isinstance(new, int):
         return {}
     return {"attrs": {"num_groups": int(node.attr("num_groups", 1)) * new // old}}
 
 
-register_op(
-    "GroupNormalization", _groupnorm, shrink=_shrink_groupnorm, doc="whole groups of channels are removable"
-)
-register_op("LayerNormalization", _layernorm, doc="normalized axes pinned (not exact under removal)")
-register_op("RMSNormalization", _layernorm, doc="normalized axes pinned (not exact under removal)")
+register_op("GroupNormalization", _groupnorm, shape=same_shape, shrink=_shrink_groupnorm)
+register_op("LayerNormalization", _layernorm, shape=same_shape)
+register_op("RMSNormalization", _layernorm, shape=same_shape)
 register_op("SkipLayerNormalization", _layernorm, domain="com.microsoft")
 # Both divide by a norm with no epsilon: a zeroed slice becomes 0 / 0 wherever it is normalized, so no
 # axis of theirs can carry a removable channel (not only the normalized ones).
-register_op("LpNormalization", _axis_stat("divides by a norm taken", lambda n, r: set(range(r))))
+register_op("LpNormalization", _axis_stat("divides by a norm taken", _all_axes), shape=same_shape)
 register_op(
-    "MeanVarianceNormalization", _axis_stat("divides by a deviation taken", lambda n, r: set(range(r)))
+    "MeanVarianceNormalization", _axis_stat("divides by a deviation taken", _all_axes), shape=same_shape
 )
-register_op("LRN", _axis_stat("normalizes", lambda n, r: {1}))
+register_op("LRN", _axis_stat("normalizes", lambda n, r: {1}), shape=same_shape)
 for _op in ("Softmax", "LogSoftmax", "Hardmax"):
-    register_op(_op, _axis_stat("normalizes", _softmax_axes), zero_preserving=False)
+    register_op(_op, _axis_stat("normalizes", _softmax_axes), shape=same_shape)
 for _op in (
     "MaxPool",
     "AveragePool",
@@ -251,9 +257,13 @@ for _op in (
     "GlobalLpPool",
     "MaxRoiPool",
 ):
-    register_op(_op, _pool, zero_preserving=True)
+    register_op(_op, _pool)
+# Reductions read their axes from operand 1; older opsets spell it as an attribute (ReduceSum until 13,
+# the others until 18).
 for _op in (
     "ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
-    "ReduceSumSquare", "ReduceLogSum", "ReduceLogSumExp", "ArgMax", "ArgMin",
+    "ReduceSumSquare", "ReduceLogSum", "ReduceLogSumExp",
 ):  # fmt: skip
+    register_op(_op, _reduce, legacy_attrs=(LegacyAttr("axes", 1, 13 if _op == "ReduceSum" else 18),))
+for _op in ("ArgMax", "ArgMin"):
     register_op(_op, _reduce)

@@ -1,48 +1,114 @@
-"""The one table that says what each operator does to channels.
+"""The one table that says what each operator does: to channels, to shapes, to literals, and what it costs.
 
-A rule is found by (domain, op). Every pass — analysis, construct, the report — asks this table; no pass
-special-cases an op name. Users add rules for their own ops with ``register_op``.
+A rule is found by (domain, op). Every pass — shape filling, folding, analysis, cost, construct, the report
+— asks this table for the hook it needs; no pass special-cases an op name. Users add rules for their own
+ops with ``register_op``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, Protocol
 
-from graphcore.channels import ChannelGraph
-from graphcore.ir import Node
+import numpy as np
 
-__all__ = ["KINDS", "OpRule", "register_op", "rule_for", "rules"]
+from graphcore.channels import ChannelGraph, Entry
+from graphcore.ir import Dim, Node, Value
+
+__all__ = [
+    "AT_ZERO",
+    "KINDS",
+    "AtZero",
+    "LegacyAttr",
+    "OpRule",
+    "ShrinkView",
+    "onnx_rule",
+    "register_op",
+    "register_rule",
+    "rule_for",
+    "rules",
+]
 
 KINDS = ("stem", "joint", "accessory", "shape", "unknown")
+AtZero = Literal["zero", "nonzero", "blows_up"]
+AT_ZERO: tuple[AtZero, ...] = ("zero", "nonzero", "blows_up")
+
+
+class ShrinkView(Protocol):
+    """What a ``shrink`` hook reads of a ``graphcore.shrink.ShrinkPlan``."""
+
+    def kept(self, v: Value | None, axis: int) -> np.ndarray | None: ...
+
+    def new_shape(self, v: Value) -> tuple[Dim, ...]: ...
+
 
 Relate = Callable[[ChannelGraph, Node], None]
-Shrink = Callable[[Node, Any], dict]
+Shrink = Callable[[Node, ShrinkView], dict[str, Any]]
+Shape = Callable[[ChannelGraph, Node], tuple[Dim, ...] | None]
+Fold = Callable[[ChannelGraph, Node, list[list[Entry] | None]], list[Entry] | None]
+LiteralEval = Callable[[ChannelGraph, Node, list[np.ndarray | None]], np.ndarray | None]
+Cost = Callable[[Node], int]
+
+
+@dataclass(frozen=True)
+class LegacyAttr:
+    """An operand that ONNX opsets before ``since`` spell as the attribute ``name``.
+
+    The ONNX frontend lifts such an attribute into operand ``index`` (a constant of ``dtype``, or of
+    input 0's dtype when ``dtype`` is None) so that rules read one form; construct writes a rewritten
+    operand back as the attribute for a model of an older opset.
+    """
+
+    name: str
+    index: int
+    since: int
+    dtype: str | None = "int64"
 
 
 @dataclass(frozen=True)
 class OpRule:
-    """How one operator moves channels.
+    """Everything the passes know about one operator.
 
-    ``relate`` links, pins and tracks zeros for one node. ``kind`` is the vertex kind (or a function of
-    the node, e.g. MatMul is a stem with a constant weight and a joint between two activations).
-    ``zero_preserving`` documents f(0) = 0 for elementwise ops. ``shrink`` recomputes what a smaller
-    model needs beyond sliced tensors (Conv ``group``, Split sizes, Slice bounds) from a
-    ``graphcore.shrink.ShrinkPlan``: it returns ``{"attrs": {...}, "inputs": {index: array}}``.
+    ``relate`` links, pins and tracks zeros for one node (analysis). ``kind`` is the vertex kind (or a
+    function of the node: MatMul is a stem with a constant weight and a joint between two activations).
+    ``shape`` gives output 0's shape when ONNX's inference left it unknown. ``fold`` computes the tracked
+    entries of a small integer output (shape arithmetic); ``literal`` evaluates the op on small literal
+    operands. ``cost`` is its FLOPs. ``at_zero`` says what an elementwise op makes of an all-zero input
+    (``zero``, ``nonzero`` or ``blows_up`` to inf/NaN; a function of the node where attributes or
+    operands decide): zero tracking and erasing read it through ``zero_at_zero``. ``legacy_attrs`` are
+    operands older opsets spell as attributes. ``shrink`` recomputes what a smaller model needs beyond
+    sliced tensors (Conv ``group``, Split sizes, Slice bounds) from a ``graphcore.shrink.ShrinkPlan``:
+    it returns ``{"attrs": {...}, "inputs": {index: array}, "drop_attrs": [...]}``.
     """
 
     op: str
     relate: Relate
     kind: str | Callable[[Node], str] = "accessory"
     domain: str = ""
-    zero_preserving: bool | None = None
-    shape_operands: tuple[int, ...] = ()
-    doc: str = ""
+    shape: Shape | None = None
+    fold: Fold | None = None
+    literal: LiteralEval | None = None
+    cost: Cost | None = None
+    at_zero: AtZero | Callable[[Node], AtZero] | None = None
+    legacy_attrs: tuple[LegacyAttr, ...] = ()
     shrink: Shrink | None = None
 
     def kind_of(self, node: Node) -> str:
         return self.kind(node) if callable(self.kind) else self.kind
+
+    def at_zero_of(self, node: Node) -> AtZero | None:
+        """f(0) of this node, or None for an op that declares nothing (not elementwise)."""
+        return self.at_zero(node) if callable(self.at_zero) else self.at_zero
+
+    def zero_at_zero(self, node: Node) -> bool | None:
+        """Is f(0) = 0 for this node (all inputs zero)? None when the op declares nothing."""
+        f0 = self.at_zero_of(node)
+        return None if f0 is None else f0 == "zero"
+
+    def blows_up_at_zero(self, node: Node) -> bool:
+        """Does a zero input make this node infinite or undefined (Log, Reciprocal, a divisor)?"""
+        return self.at_zero_of(node) == "blows_up"
 
 
 _RULES: dict[tuple[str, str], OpRule] = {}
@@ -54,25 +120,43 @@ def register_op(
     *,
     kind: str | Callable[[Node], str] = "accessory",
     domain: str = "",
-    zero_preserving: bool | None = None,
-    shape_operands: tuple[int, ...] = (),
-    doc: str = "",
+    shape: Shape | None = None,
+    fold: Fold | None = None,
+    literal: LiteralEval | None = None,
+    cost: Cost | None = None,
+    at_zero: AtZero | Callable[[Node], AtZero] | None = None,
+    legacy_attrs: tuple[LegacyAttr, ...] = (),
     shrink: Shrink | None = None,
     replace: bool = False,
 ) -> OpRule:
-    """Declare how ``op`` (in ``domain``) moves channels. Re-declaring needs ``replace=True``."""
-    key = (_norm_domain(domain), op)
+    """Declare ``op`` (in ``domain``): its channel rule and the hooks the other passes read."""
+    rule = OpRule(
+        op, relate, kind, _norm_domain(domain), shape, fold, literal, cost, at_zero, legacy_attrs, shrink
+    )
+    return register_rule(rule, replace=replace)
+
+
+def register_rule(rule: OpRule, *, replace: bool = False) -> OpRule:
+    """Put a whole declaration in the table (a test restoring a rule it replaced, a copy with one
+    field changed by ``dataclasses.replace``). Re-declaring needs ``replace=True``."""
+    key = (_norm_domain(rule.domain), rule.op)
     if key in _RULES and not replace:
-        raise ValueError(f"op {op!r} in domain {domain!r} is already declared")
-    if not callable(kind) and kind not in KINDS:
-        raise ValueError(f"unknown vertex kind {kind!r}; expected one of {KINDS}")
-    rule = OpRule(op, relate, kind, _norm_domain(domain), zero_preserving, shape_operands, doc, shrink)
+        raise ValueError(f"op {rule.op!r} in domain {rule.domain!r} is already declared")
+    if not callable(rule.kind) and rule.kind not in KINDS:
+        raise ValueError(f"unknown vertex kind {rule.kind!r}; expected one of {KINDS}")
+    if not callable(rule.at_zero) and rule.at_zero is not None and rule.at_zero not in AT_ZERO:
+        raise ValueError(f"unknown f(0) fact {rule.at_zero!r}; expected one of {AT_ZERO}")
     _RULES[key] = rule
     return rule
 
 
 def rule_for(node: Node) -> OpRule | None:
     return _RULES.get((_norm_domain(node.domain), node.op))
+
+
+def onnx_rule(op: str) -> OpRule | None:
+    """The rule of the ONNX operator named ``op`` (default domain)."""
+    return _RULES.get(("", op))
 
 
 def rules() -> dict[tuple[str, str], OpRule]:

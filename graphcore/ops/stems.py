@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import itertools
+import math
+from typing import Any, cast
 
 import numpy as np
 
-from graphcore.channels import ChannelGraph
-from graphcore.ir import Node, Value
+from graphcore.channels import ChannelGraph, Entry
+from graphcore.ir import Dim, Node, Value
 from graphcore.ops.common import rank
-from graphcore.ops.registry import register_op
+from graphcore.ops.registry import ShrinkView, register_op
+from graphcore.ops.shape import broadcast_dims
 
 
 def _has_weight(node: Node) -> bool:
@@ -251,7 +254,13 @@ def _gather(ctx: ChannelGraph, node: Node) -> None:
         ctx.link(idx, ax, y, axis + ax)
 
 
-def _shrink_groups(node: Node, plan) -> dict:
+def _embedding_or_index(node: Node) -> str:
+    """Gather from a weight is an embedding (a stem); from an activation it only indexes."""
+    data = node.input(0)
+    return "stem" if data is not None and data.is_param else "accessory"
+
+
+def _shrink_groups(node: Node, plan: ShrinkView) -> dict[str, Any]:
     """Whole groups were removed: the group count falls with the output channels."""
     g = int(node.attr("group", 1))
     y = node.outputs[0]
@@ -263,22 +272,116 @@ def _shrink_groups(node: Node, plan) -> dict:
     return {"attrs": {"group": g * new // old}}
 
 
-register_op(
-    "Conv",
-    _conv,
-    kind="stem",
-    shrink=_shrink_groups,
-    doc="weight [out, in/groups, k...]; grouped: whole groups",
-)
-register_op(
-    "ConvTranspose", _conv_transpose, kind="stem", shrink=_shrink_groups, doc="weight [in, out/groups, k...]"
-)
-register_op("MatMul", _matmul, kind=_stem_or_joint, doc="stem with a constant weight, joint otherwise")
-register_op("Gemm", _gemm, kind="stem", doc="transA/transB aware; C broadcast onto the output")
-register_op("Einsum", _einsum, kind=_stem_or_joint)
+# -- output shapes, shape arithmetic, literals and cost ------------------------------------------------
+
+
+def _gather_shape(ctx: ChannelGraph, node: Node) -> tuple[Dim, ...] | None:
+    x, idx = node.input(0), node.input(1)
+    if x is None or x.shape is None or idx is None or idx.shape is None:
+        return None
+    axis = int(node.attr("axis", 0)) % len(x.shape)
+    return (*x.shape[:axis], *idx.shape, *x.shape[axis + 1 :])
+
+
+def _matmul_shape(ctx: ChannelGraph, node: Node) -> tuple[Dim, ...] | None:
+    x, w = node.input(0), node.input(1)
+    if x is None or x.shape is None or w is None or w.shape is None:
+        return None
+    a, b = x.shape, w.shape
+    if len(a) < 2 or len(b) < 2:
+        return None
+    batch = broadcast_dims([a[:-2], b[:-2]]) if len(a) > 2 or len(b) > 2 else ()
+    return (*batch, a[-2], b[-1])
+
+
+def _gather_fold(ctx: ChannelGraph, node: Node, ins: list[list[Entry] | None]) -> list[Entry] | None:
+    data = ins[0] if ins else None
+    idx = node.input(1)
+    if data is None or idx is None or int(node.attr("axis", 0)) != 0 or idx.const is None:
+        return None
+    n = len(data)
+    picks = np.asarray(idx.const).reshape(-1)
+    try:
+        out = [data[int(i) + n if int(i) < 0 else int(i)] for i in picks]
+    except IndexError:
+        return None
+    ctx.handled(0)
+    ctx.handled(1)
+    return out
+
+
+def _gather_literal(ctx: ChannelGraph, node: Node, xs: list[np.ndarray | None]) -> np.ndarray | None:
+    x, idx = xs[0], xs[1] if len(xs) > 1 else None
+    if x is None or idx is None:
+        return None
+    return np.take(x, idx.astype(np.int64), axis=int(node.attr("axis", 0)))
+
+
+def _batch1_numel(v: Value | None) -> int | None:
+    """Elements of ``v`` with symbolic dims (batch, sequence) counted as 1."""
+    if v is None or v.shape is None:
+        return None
+    return math.prod([d if isinstance(d, int) else 1 for d in v.shape])
+
+
+def _conv_cost(node: Node) -> int:
+    w = node.input(1)
+    if w is None or w.static_shape is None:
+        return 0
+    return 2 * (_batch1_numel(node.outputs[0]) or 0) * math.prod(w.static_shape[1:])
+
+
+def _conv_transpose_cost(node: Node) -> int:
+    w = node.input(1)
+    if w is None or w.static_shape is None:
+        return 0
+    x = _batch1_numel(node.input(0))
+    return 0 if x is None else 2 * x * math.prod(w.static_shape[1:])
+
+
+def _inner_dim(node: Node) -> int | None:
+    a = node.input(0)
+    if a is None or not a.shape or not isinstance(a.shape[-1], int):
+        return None
+    return a.shape[-1]
+
+
+def _matmul_cost(node: Node) -> int:
+    k = _inner_dim(node)
+    return 0 if k is None else 2 * (_batch1_numel(node.outputs[0]) or 0) * k
+
+
+def _gemm_cost(node: Node) -> int:
+    k = _inner_dim(node)
+    a = node.input(0)
+    if k is None or a is None or a.shape is None:
+        return 0
+    if node.attr("transA", 0):
+        k = int(cast(int, a.shape[0]))
+    return 2 * (_batch1_numel(node.outputs[0]) or 0) * k
+
+
+def _einsum_cost(node: Node) -> int:
+    """Output size times the geometric mean of the contracted sizes (the equation is not read)."""
+    if _inner_dim(node) is None:
+        return 0
+    a, b = _batch1_numel(node.input(0)), _batch1_numel(node.input(1))
+    y = max(_batch1_numel(node.outputs[0]) or 0, 1)
+    if a is None or b is None:
+        return 0
+    return 2 * y * max(1, round((a * b / y) ** 0.5))
+
+
+register_op("Conv", _conv, kind="stem", shrink=_shrink_groups, cost=_conv_cost)
+register_op("ConvTranspose", _conv_transpose, kind="stem", shrink=_shrink_groups, cost=_conv_transpose_cost)
+register_op("MatMul", _matmul, kind=_stem_or_joint, shape=_matmul_shape, cost=_matmul_cost)
+register_op("Gemm", _gemm, kind="stem", cost=_gemm_cost)
+register_op("Einsum", _einsum, kind=_stem_or_joint, cost=_einsum_cost)
 register_op(
     "Gather",
     _gather,
-    kind=lambda n: "stem" if n.input(0) is not None and n.input(0).is_param else "accessory",
-    doc="data axis is indexed (never pruned); other data axes pass through; embeddings are stems",
+    kind=_embedding_or_index,
+    shape=_gather_shape,
+    fold=_gather_fold,
+    literal=_gather_literal,
 )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from graphcore.channels import ChannelGraph
 from graphcore.ir import Node
-from graphcore.ops.registry import register_op, rule_for
+from graphcore.ops.registry import register_op
 
 __all__ = ["TORCH_DOMAIN"]
 
@@ -30,7 +30,4 @@ def _pin_axes(ctx: ChannelGraph, node: Node) -> None:
             ctx.touch(x, a)
 
 
-if rule_for(Node("probe", "PinAxes", [], [], domain=TORCH_DOMAIN)) is None:
-    register_op(
-        "PinAxes", _pin_axes, kind="shape", domain=TORCH_DOMAIN, doc="pins the listed axes of input 0"
-    )
+register_op("PinAxes", _pin_axes, kind="shape", domain=TORCH_DOMAIN)
