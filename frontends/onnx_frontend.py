@@ -321,16 +321,16 @@ def _to_ir(model: onnx.ModelProto, name: str, inferred: onnx.GraphProto | None =
         shapes[vi.name] = (_dims(vi.type), _dtype(vi.type.tensor_type.elem_type))
 
     for t in g.initializer:
-        shape = tuple(int(d) for d in t.dims)
+        dims = tuple(int(d) for d in t.dims)
         dtype = _dtype(t.data_type)
         const = None
-        n = math.prod(shape) if shape else 1
+        n = math.prod(dims) if dims else 1
         small_int = n <= SMALL_CONST and dtype is not None and dtype[0] in "iub"
         if t.data_location != onnx.TensorProto.EXTERNAL and (small_int or n <= 64):
             const = numpy_helper.to_array(t)  # shape arithmetic and scalar operands (exponents, eps)
         graph.value(
             t.name,
-            shape=shape,
+            shape=dims,
             dtype=dtype,
             is_param=True,
             trainable=bool(dtype and dtype.startswith(("float", "bfloat"))),
@@ -365,12 +365,12 @@ def _to_ir(model: onnx.ModelProto, name: str, inferred: onnx.GraphProto | None =
         if pn.op_type in ("Softmax", "LogSoftmax", "Hardmax") and pn.domain in ("", "ai.onnx"):
             attrs["_opset"] = opset
         if pn.op_type == "Constant" and pn.domain in ("", "ai.onnx") and outputs:
-            arr, shape, dtype = _constant_value(pn)
+            arr, const_shape, dtype = _constant_value(pn)
             out = outputs[0]
-            if shape is not None:
-                out.shape = shape
+            if const_shape is not None:
+                out.shape = const_shape
                 out.dtype = dtype
-            n = math.prod(shape) if shape else 1
+            n = math.prod(const_shape) if const_shape else 1
             is_float = bool(dtype and dtype.startswith(("float", "bfloat")))
             if is_float and n > 64:
                 # A weight stored as a Constant node: analysed like an initializer.

@@ -46,17 +46,17 @@ def build_channel_graph(graph: Graph) -> tuple[ChannelGraph, dict[str, int], dic
             key = f"{node.domain}::{node.op}" if node.domain else node.op
             unknown[key] = unknown.get(key, 0) + 1
             kinds["unknown"] = kinds.get("unknown", 0) + 1
-            for v in [*node.inputs, *node.outputs]:
-                ctx.pin_all(v, f"unknown op {key}: its channel semantics are not declared")
+            for u in [*node.inputs, *node.outputs]:
+                ctx.pin_all(u, f"unknown op {key}: its channel semantics are not declared")
         else:
             kind = rule.kind_of(node)
             kinds[kind] = kinds.get(kind, 0) + 1
             try:
                 rule.relate(ctx, node)
             except Exception as exc:  # a rule that cannot handle this node must block, never guess
-                for v in [*node.inputs, *node.outputs]:
+                for u in [*node.inputs, *node.outputs]:
                     ctx.pin_all(
-                        v, f"rule for {node.op} could not handle this node ({type(exc).__name__}: {exc})"
+                        u, f"rule for {node.op} could not handle this node ({type(exc).__name__}: {exc})"
                     )
         _pin_untouched(ctx, node)
         _pin_unhandled_sizes(ctx, node)

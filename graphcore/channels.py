@@ -12,6 +12,7 @@ element's zero-ness only ever depends on elements it is linked to, i.e. on its o
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -235,10 +236,9 @@ class ChannelGraph:
         k = self.slot(v, axis)
         return k is not None and k in self.pins
 
-    def require_zero(self, slots: list[tuple[Value | None, int]], reason: str) -> None:
+    def require_zero(self, slots: Sequence[tuple[Value | None, int]], reason: str) -> None:
         """The elements are reduced over: removal is exact only where one of the operands is zero."""
-        keys = [self.slot(v, a) for v, a in slots]
-        keys = [k for k in keys if k is not None]
+        keys = [k for k in (self.slot(v, a) for v, a in slots) if k is not None]
         for k in keys:
             self.touched.add(k)
         if len({self.size[k] for k in keys}) > 1:  # contradicting declared shapes (a malformed model)

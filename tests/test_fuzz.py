@@ -95,26 +95,17 @@ def test_dynamo_exports_prune_exactly(spec, removal_seed):
 
 @contextlib.contextmanager
 def _rule(op: str, zero_preserving: bool) -> Iterator[None]:
-    """Replace an activation's rule for the duration of a test (the table is global)."""
-    from graphcore.ops.elementwise import _unary
-    from graphcore.ops.registry import register_op, rules
+    """Replace an activation's declared f(0) for the duration of a test (the table is global)."""
+    import dataclasses
+
+    from graphcore.ops.registry import register_rule, rules
 
     old = rules()[("", op)]
-    register_op(op, _unary(zero_preserving), zero_preserving=zero_preserving, replace=True)
+    register_rule(dataclasses.replace(old, at_zero="zero" if zero_preserving else "nonzero"), replace=True)
     try:
         yield
     finally:
-        register_op(
-            op,
-            old.relate,
-            kind=old.kind,
-            domain=old.domain,
-            zero_preserving=old.zero_preserving,
-            shape_operands=old.shape_operands,
-            doc=old.doc,
-            shrink=old.shrink,
-            replace=True,
-        )
+        register_rule(old, replace=True)
 
 
 def test_the_fuzzer_catches_a_wrong_rule():
@@ -313,7 +304,7 @@ def test_a_custom_op_rule_is_fuzzed_through_a_rewrite(spec, removal_seed):
     def relate(ctx, node):
         identity(ctx, node.input(0), node.outputs[0], zero_preserving=True)
 
-    register_op("Gelu", relate, domain="com.microsoft", zero_preserving=True, replace=True)
+    register_op("Gelu", relate, domain="com.microsoft", at_zero="zero", replace=True)
     check_onnx(spec, removal_seed, rewrite=_relu_to_contrib_gelu)
 
 

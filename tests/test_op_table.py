@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -22,20 +23,29 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # -- f(0) -------------------------------------------------------------------------------------------------
 
+
+def _f(x: float) -> np.ndarray:
+    return np.array(x, dtype=np.float32)
+
+
 _BOOL = {"Not", "And", "Or", "Xor"}
 _INT = {"BitShift", "BitwiseAnd", "BitwiseOr", "BitwiseXor", "BitwiseNot"}
-_ATTRS = {"Cast": {"to": TensorProto.FLOAT}, "BitShift": {"direction": "LEFT"}, "Mod": {"fmod": 1}}
+_ATTRS: dict[str, dict[str, Any]] = {
+    "Cast": {"to": TensorProto.FLOAT},
+    "BitShift": {"direction": "LEFT"},
+    "Mod": {"fmod": 1},
+}
 # Operands that are not data: (op, index) -> the constant, one case per entry.
 _CASES: dict[str, list[dict[int, np.ndarray | None]]] = {
     "Clip": [
         {},
-        {1: np.float32(-1.0), 2: np.float32(1.0)},
-        {1: np.float32(0.0), 2: np.float32(6.0)},
-        {1: np.float32(0.5), 2: np.float32(6.0)},
-        {1: np.float32(-1.0), 2: np.float32(-0.5)},
-        {1: None, 2: np.float32(6.0)},
+        {1: _f(-1.0), 2: _f(1.0)},
+        {1: _f(0.0), 2: _f(6.0)},
+        {1: _f(0.5), 2: _f(6.0)},
+        {1: _f(-1.0), 2: _f(-0.5)},
+        {1: None, 2: _f(6.0)},
     ],
-    "Pow": [{1: np.float32(2.0)}, {1: np.float32(0.5)}, {1: np.float32(0.0)}, {1: np.float32(-1.0)}],
+    "Pow": [{1: _f(2.0)}, {1: _f(0.5)}, {1: _f(0.0)}, {1: _f(-1.0)}],
     "CastLike": [{1: np.zeros(3, np.float32)}],
     "Where": [{0: np.zeros(3, bool)}, {0: np.ones(3, bool)}],
 }
@@ -60,7 +70,9 @@ def _evaluate(op: str, consts: dict[int, np.ndarray | None]) -> np.ndarray:
     """``op`` on all-zero data operands, with the constant operands of ``consts``."""
     elem, dtype = _elem_type(op)
     n_in = max([_arity(op), *(i + 1 for i in consts)])
-    names, feeds, inputs = [], {}, []
+    names: list[str] = []
+    feeds: dict[str, np.ndarray] = {}
+    inputs: list[onnx.ValueInfoProto] = []
     for i in range(n_in):
         if i in consts:
             c = consts[i]
@@ -80,7 +92,8 @@ def _evaluate(op: str, consts: dict[int, np.ndarray | None]) -> np.ndarray:
     graph = helper.make_graph([node], "f0", inputs, [helper.make_value_info("y", onnx.TypeProto())])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", onnx.defs.onnx_opset_version())])
     with np.errstate(all="ignore"):
-        return np.asarray(ReferenceEvaluator(model).run(None, feeds)[0])
+        outputs: list[Any] = list(ReferenceEvaluator(model).run(None, feeds))
+    return np.asarray(outputs[0])
 
 
 def _ir_node(op: str, consts: dict[int, np.ndarray | None]) -> Node:
@@ -131,8 +144,8 @@ def test_a_wrong_f0_declaration_fails_the_check():
 def _channel_sum(g: G, h: str) -> str:
     """A sum over the channel axis: exact under removal only for a channel that is zero there."""
     if g.opset < 13:
-        return g.op("ReduceSum", [h], axes=[1], keepdims=1)
-    return g.op("ReduceSum", [h, g.const(f"sum_axes{g.n}", [1])], keepdims=1)
+        return str(g.op("ReduceSum", [h], axes=[1], keepdims=1))
+    return str(g.op("ReduceSum", [h, g.const(f"sum_axes{g.n}", [1])], keepdims=1))
 
 
 def test_f0_drives_zero_tracking():
@@ -301,7 +314,10 @@ def test_no_pass_outside_the_op_table_names_an_op():
     found = []
     for path in sorted((ROOT / "graphcore").glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Constant) and node.value in ops and (path.name, node.value) not in _ALLOWED:
+            if (
+                isinstance(node, ast.Constant)
+                and node.value in ops
+                and (path.name, node.value) not in _ALLOWED
+            ):
                 found.append(f"{path.name}:{node.lineno} {node.value!r}")
     assert not found, found
-

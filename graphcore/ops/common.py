@@ -7,16 +7,32 @@ from collections.abc import Sequence
 import numpy as np
 
 from graphcore.channels import ChannelGraph
-from graphcore.ir import Node, Value
+from graphcore.ir import Dim, Node, Value
 
 __all__ = [
     "broadcast",
     "const_ints",
     "const_list",
     "identity",
+    "int_dim",
+    "known_shape",
     "norm_axis",
     "rank",
 ]
+
+
+def known_shape(v: Value) -> tuple[Dim, ...]:
+    """The shape of a value whose rule has already found it known."""
+    if v.shape is None:
+        raise ValueError(f"the shape of '{v.name}' is unknown")
+    return v.shape
+
+
+def int_dim(d: Dim) -> int:
+    """A dimension the rule has already found static."""
+    if not isinstance(d, int):
+        raise TypeError(f"dimension {d!r} is not static")
+    return d
 
 
 def rank(v: Value | None) -> int | None:
@@ -78,8 +94,8 @@ def broadcast(
     """
     present = [v for v in ins if v is not None]
     if out.shape is None or any(v.shape is None for v in present):
-        for v in [*present, out]:
-            ctx.pin_all(v, "shape unknown")
+        for u in [*present, out]:
+            ctx.pin_all(u, "shape unknown")
         return
     r = len(out.shape)
     for a in range(r):

@@ -16,7 +16,7 @@ import numpy as np
 
 from graphcore.channels import ChannelGraph, Entry
 from graphcore.ir import Dim, Node, Value
-from graphcore.ops.common import broadcast, const_ints, const_list, identity, rank
+from graphcore.ops.common import broadcast, const_ints, const_list, identity, int_dim, known_shape, rank
 from graphcore.ops.registry import LegacyAttr, ShrinkView, register_op
 
 Groups = list[tuple[list[int], list[int]]]
@@ -42,7 +42,7 @@ def _greedy(a: list[Dim], b: list[Dim]) -> tuple[Groups, int, int]:
                 j += 1
                 continue
             break
-        pa, pb = int(a[i]), int(b[j])  # type: ignore[arg-type]
+        pa, pb = int_dim(a[i]), int_dim(b[j])
         ia, ib = [i], [j]
         ii, jj = i + 1, j + 1
         ok = True
@@ -51,14 +51,14 @@ def _greedy(a: list[Dim], b: list[Dim]) -> tuple[Groups, int, int]:
                 if ii >= len(a) or not isinstance(a[ii], int):
                     ok = False
                     break
-                pa *= int(a[ii])  # type: ignore[arg-type]
+                pa *= int_dim(a[ii])
                 ia.append(ii)
                 ii += 1
             else:
                 if jj >= len(b) or not isinstance(b[jj], int):
                     ok = False
                     break
-                pb *= int(b[jj])  # type: ignore[arg-type]
+                pb *= int_dim(b[jj])
                 ib.append(jj)
                 jj += 1
         if not ok:
@@ -127,7 +127,7 @@ def _carrier(sizes: list[int], pinned: list[bool]) -> int:
 
 
 def _merge(ctx: ChannelGraph, x: Value, ia: list[int], y: Value, b: int, what: str) -> None:
-    sizes = [int(x.shape[a]) for a in ia]  # type: ignore[index]
+    sizes = [int_dim(known_shape(x)[a]) for a in ia]
     c = _carrier(sizes, [ctx.is_pinned(x, a) for a in ia])
     stride = math.prod(sizes[c + 1 :])
     n = math.prod(sizes)
@@ -187,7 +187,7 @@ def _indexed_downstream(v: Value, axis: int, depth: int = 8) -> bool:
 
 
 def _split(ctx: ChannelGraph, x: Value, a: int, y: Value, ib: list[int], what: str) -> None:
-    sizes = [int(y.shape[b]) for b in ib]  # type: ignore[index]
+    sizes = [int_dim(known_shape(y)[b]) for b in ib]
     c = _carrier(sizes, [_indexed_downstream(y, b) for b in ib])
     stride = math.prod(sizes[c + 1 :])
     n = math.prod(sizes)
@@ -334,7 +334,7 @@ def _squeeze_like(ctx: ChannelGraph, node: Node) -> None:
             return
     if node.op == "Squeeze":
         if axes is None:
-            axes = [a for a, d in enumerate(x.shape) if d == 1]  # type: ignore[union-attr]
+            axes = [a for a, d in enumerate(known_shape(x)) if d == 1]
         removed = {a % rx for a in axes}
         kept_in = [a for a in range(rx) if a not in removed]
         kept_out = list(range(ry))
@@ -365,7 +365,7 @@ def _concat(ctx: ChannelGraph, node: Node) -> None:
     offset = 0
     zs = []
     for v in ins:
-        d = v.shape[axis]  # type: ignore[index]
+        d = known_shape(v)[axis]
         if key is None or not isinstance(d, int):
             ctx.pin(v, axis, "Concat of unknown width")
             if key is not None:
@@ -405,18 +405,19 @@ def _split_op(ctx: ChannelGraph, node: Node) -> None:
     axis = axis + rx if axis < 0 else axis
     if node.input(1) is not None:
         ctx.handled(1)
-    sizes = [o.shape[axis] for o in outs]  # type: ignore[index]
+    dims = [known_shape(o)[axis] for o in outs]
+    sizes = [d for d in dims if isinstance(d, int)]
     key = ctx.slot(x, axis)
-    if key is None or not all(isinstance(s, int) for s in sizes) or sum(sizes) != ctx.size[key]:  # type: ignore[arg-type]
+    if key is None or len(sizes) != len(dims) or sum(sizes) != ctx.size[key]:
         for v in [x, *outs]:
             ctx.pin(v, axis, "Split with unknown sizes")
     else:
         z = ctx.zero(x, axis)
         offset = 0
         for o, s in zip(outs, sizes):
-            ctx.link_index(x, axis, offset + np.arange(s), o, axis, np.arange(s))  # type: ignore[arg-type]
-            ctx.set_zero(o, axis, z[offset : offset + s])  # type: ignore[operator]
-            offset += s  # type: ignore[operator]
+            ctx.link_index(x, axis, offset + np.arange(s), o, axis, np.arange(s))
+            ctx.set_zero(o, axis, z[offset : offset + s])
+            offset += s
     for a in range(rx):
         if a != axis:
             for o in outs:
@@ -471,7 +472,7 @@ def _slice(ctx: ChannelGraph, node: Node) -> None:
             if ctx.link(x, a, y, a):
                 ctx.set_zero(y, a, ctx.zero(x, a))
             continue
-        d = x.shape[a]
+        d = known_shape(x)[a]
         s, e, st = params[a]
         if not isinstance(d, int):
             ctx.pin(y, a, "Slice of an axis of unknown size")
@@ -522,8 +523,9 @@ def _resize(ctx: ChannelGraph, node: Node) -> None:
     for i in range(1, len(node.inputs)):
         ctx.handled(i)
     sizes = node.input(3)
+    xs, ys = known_shape(x), y.shape
     for a in range(r):
-        if not crop and x.shape[a] == y.shape[a] and isinstance(x.shape[a], int):
+        if not crop and xs[a] == ys[a] and isinstance(xs[a], int):
             if ctx.link(x, a, y, a):
                 ctx.set_zero(y, a, ctx.zero(x, a))
         else:
@@ -648,7 +650,7 @@ def _shrink_split(node: Node, plan: ShrinkView) -> dict[str, Any]:
     r = rank(x)
     axis = int(node.attr("axis", 0))
     axis = axis + r if axis < 0 and r is not None else axis
-    old = [o.shape[axis] for o in node.outputs]  # type: ignore[index]
+    old = [known_shape(o)[axis] for o in node.outputs]
     new = [plan.new_shape(o)[axis] for o in node.outputs]
     if old == new:
         return {}
@@ -669,11 +671,12 @@ def _shrink_slice(node: Node, plan: ShrinkView) -> dict[str, Any]:
         s, e, st = params[a]
         steps.append(st)
         mask = plan.kept(x, a)
-        if mask is None or mask.all() or not isinstance(x.shape[a], int):
+        d = known_shape(x)[a]
+        if mask is None or mask.all() or not isinstance(d, int):
             starts.append(s)
             ends.append(e)
             continue
-        rg = slice_range(s, e, st, int(x.shape[a]))
+        rg = slice_range(s, e, st, d)
         new_start = int(mask[: rg.start].sum())
         starts.append(new_start)
         ends.append(new_start + int(mask[rg.start : rg.stop].sum()))

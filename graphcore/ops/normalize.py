@@ -80,13 +80,14 @@ def _instancenorm(ctx: ChannelGraph, node: Node) -> None:
 def _groupnorm(ctx: ChannelGraph, node: Node) -> None:
     x, scale, bias = node.input(0), node.input(1), node.input(2)
     y = node.outputs[0]
-    r = rank(x)
     g = int(node.attr("num_groups", 1))
-    if r is None or x is None or not isinstance(x.shape[1], int) or x.shape[1] % g:
+    shape = x.shape if x is not None else None
+    c = shape[1] if shape is not None and len(shape) > 1 else None
+    if shape is None or not isinstance(c, int) or c % g:
         ctx.pin_all(x, "GroupNormalization with unknown shape")
         ctx.pin_all(y, "GroupNormalization with unknown shape")
         return
-    c = x.shape[1]
+    r = len(shape)
     block = c // g
     ctx.link(x, 0, y, 0)
     ctx.link(x, 1, y, 1)
@@ -123,9 +124,10 @@ def _layernorm(ctx: ChannelGraph, node: Node) -> None:
             # Linked so the report shows the whole channel space, pinned because it is not exact.
             ctx.pin(y, a, reason)
             for p in node.inputs[1:3]:
-                pr = rank(p)
-                if pr is not None and a - (r - pr) >= 0 and p is not None and p.shape[a - (r - pr)] != 1:
-                    ctx.link(p, a - (r - pr), y, a)
+                ps = p.shape if p is not None else None
+                pa = a - (r - len(ps)) if ps is not None else -1
+                if ps is not None and pa >= 0 and ps[pa] != 1:
+                    ctx.link(p, pa, y, a)
     for extra in node.outputs[1:]:
         for a in range(min(axis, rank(extra) or 0)):
             ctx.link(x, a, extra, a)

@@ -201,19 +201,20 @@ def _einsum(ctx: ChannelGraph, node: Node) -> None:
     try:
         lhs, rhs = eq.split("->") if "->" in eq else (eq, None)
         terms = lhs.split(",")
-        if len(terms) != len(ins) or any(v.shape is None for v in ins):
+        ranks = [v.rank for v in ins]
+        if len(terms) != len(ins) or None in ranks:
             raise ValueError
         n_ell = 0
-        for t, v in zip(terms, ins):
-            if "..." in t:
-                n_ell = max(n_ell, len(v.shape) - (len(t) - 3))  # type: ignore[arg-type]
+        for t, r in zip(terms, ranks):
+            if "..." in t and r is not None:
+                n_ell = max(n_ell, r - (len(t) - 3))
         ell = "".join(ch for ch in "0123456789"[:n_ell])
         expanded = []
-        for t, v in zip(terms, ins):
-            if "..." in t:
-                k = len(v.shape) - (len(t) - 3)  # type: ignore[arg-type]
+        for t, r in zip(terms, ranks):
+            if "..." in t and r is not None:
+                k = r - (len(t) - 3)
                 t = t.replace("...", ell[n_ell - k :])
-            if len(t) != len(v.shape):  # type: ignore[arg-type]
+            if len(t) != r:
                 raise ValueError
             expanded.append(t)
         if rhs is None:
@@ -267,7 +268,7 @@ def _shrink_groups(node: Node, plan: ShrinkView) -> dict[str, Any]:
     if g == 1 or y.shape is None:
         return {}
     old, new = y.shape[1], plan.new_shape(y)[1]
-    if old == new:
+    if old == new or not isinstance(old, int) or not isinstance(new, int):
         return {}
     return {"attrs": {"group": g * new // old}}
 
