@@ -4,6 +4,8 @@ and the passes outside it name no op."""
 from __future__ import annotations
 
 import ast
+import re
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -321,3 +323,49 @@ def test_no_pass_outside_the_op_table_names_an_op():
             ):
                 found.append(f"{path.name}:{node.lineno} {node.value!r}")
     assert not found, found
+
+
+# -- docs/architecture.md: "Adding an op" runs ---------------------------------------------------------
+
+
+def _doc_blocks() -> list[str]:
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    return re.findall(r"```python\n(.*?)```", text[text.index("## Adding an op") :], re.S)
+
+
+def _example_model(domain: str) -> onnx.ModelProto:
+    g = G(seed=9)
+    x = g.input("x", [2, 8])
+    h = g.op("Dense", [x, g.w("d1.weight", (16, 8)), g.w("d1.bias", (16,))], domain=domain)
+    h = g.op("Swish", [str(h)], domain=domain)
+    h = g.op("SwapLastTwo", [str(h)], domain=domain)
+    h = g.op("SwapLastTwo", [str(h)], domain=domain)
+    y = str(g.op("Dense", [str(h), g.w("d2.weight", (4, 16)), g.w("d2.bias", (4,))], domain=domain))
+    g.output(y)
+    model = g.model(domains={domain: 1})
+    # ONNX's inference knows nothing of the domain: only the declared shape hooks give shapes inside.
+    model.graph.output[0].CopyFrom(helper.make_tensor_value_info(y, TensorProto.FLOAT, [2, 4]))
+    return model
+
+
+def test_the_adding_an_op_example_runs():
+    blocks = _doc_blocks()
+    assert [b.count("register_op(") for b in blocks] == [1, 1, 1], "one declaration per new op"
+    domain = f"example.ops.{uuid.uuid4().hex[:8]}"  # a fresh domain: the table is global
+    model = _example_model(domain)
+
+    before = analyze(model)
+    blocked = group_of(before, "d1.weight", 0)
+    assert not blocked.prunable and blocked.reason and blocked.reason.startswith("unknown op"), blocked
+
+    namespace: dict[str, Any] = {}
+    for code in blocks:
+        exec(compile(code.replace('"example.ops"', repr(domain)), "docs/architecture.md", "exec"), namespace)
+    after = analyze(model)
+    grp = group_of(after, "d1.weight", 0)
+    assert grp.prunable, grp.reason
+    assert set(grp.params) == {("d1.weight", 0), ("d1.bias", 0), ("d2.weight", 1)}
+    assert grp.size == 16
+    assert not after.report().unknown_ops
+    assert after.flops_total == 2 * 2 * 16 * 8 + 2 * 2 * 4 * 16  # the Dense cost hook
+    assert group_of(after, "d2.weight", 0).prunable is False  # a graph output keeps its width
