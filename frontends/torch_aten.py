@@ -13,9 +13,9 @@ import numpy as np
 import torch
 import torch.fx as fx
 
-import frontends.torch_ops  # noqa: F401  (registers the handlers this module shares)
 from frontends.torch_lower import FUNCTIONS, INT64_MAX, Builder, Unsupported, on_function
 from frontends.torch_meta import LitSite
+from frontends.torch_ops import FAMILIES  # noqa: F401  (registers the handlers SHARED points at)
 from frontends.torch_ops.common import as_operand, norm_axis, rank, shape_of, simple, tensor_input
 from frontends.torch_ops.elementwise import to_dtype
 from frontends.torch_ops.layout import emit_split
@@ -23,7 +23,7 @@ from frontends.torch_ops.normalize import emit_batchnorm
 from frontends.torch_ops.shapes import emit_pick, emit_shape
 from graphcore.ir import Value
 
-__all__: list[str] = []
+__all__ = ["SHARED"]
 
 aten = torch.ops.aten
 
@@ -39,68 +39,69 @@ def _overloads(*names: str) -> list[Any]:
     return out
 
 
-def _share(handler_of: Any, *names: str) -> None:
-    h = FUNCTIONS[handler_of]
-    for op in _overloads(*names):
-        FUNCTIONS[op] = h
+SHARED: dict[Any, tuple[str, ...]] = {
+    torch.relu: ("relu", "relu_"),
+    torch.sigmoid: ("sigmoid", "sigmoid_"),
+    torch.tanh: ("tanh", "tanh_"),
+    torch.nn.functional.hardswish: ("hardswish", "hardswish_"),
+    torch.nn.functional.hardsigmoid: ("hardsigmoid", "hardsigmoid_"),
+    torch.nn.functional.mish: ("mish",),
+    torch.nn.functional.silu: ("silu", "silu_"),
+    torch.nn.functional.gelu: ("gelu",),
+    torch.nn.functional.leaky_relu: ("leaky_relu",),
+    torch.nn.functional.elu: ("elu",),
+    torch.exp: ("exp",),
+    torch.sqrt: ("sqrt",),
+    torch.neg: ("neg",),
+    torch.erf: ("erf",),
+    torch.sin: ("sin",),
+    torch.cos: ("cos",),
+    torch.abs: ("abs",),
+    torch.reciprocal: ("reciprocal",),
+    torch.clone: ("clone", "contiguous", "alias", "detach", "dropout", "lift_fresh_copy"),
+    torch.clamp: ("clamp", "clip"),
+    torch.add: ("add", "add_"),
+    torch.sub: ("sub", "sub_"),
+    torch.mul: ("mul", "mul_"),
+    torch.div: ("div", "div_"),
+    torch.pow: ("pow",),
+    torch.matmul: ("matmul", "bmm", "mm"),
+    torch.nn.functional.linear: ("linear",),
+    torch.nn.functional.conv2d: ("conv1d", "conv2d", "conv3d"),
+    torch.nn.functional.conv_transpose2d: ("conv_transpose1d", "conv_transpose2d", "conv_transpose3d"),
+    torch.nn.functional.layer_norm: ("layer_norm",),
+    torch.nn.functional.group_norm: ("group_norm",),
+    torch.reshape: ("view", "reshape", "_unsafe_view"),
+    torch.permute: ("permute",),
+    torch.transpose: ("transpose",),
+    torch.t: ("t",),
+    torch.squeeze: ("squeeze",),
+    torch.unsqueeze: ("unsqueeze",),
+    torch.cat: ("cat", "concat"),
+    torch.stack: ("stack",),
+    torch.flatten: ("flatten",),
+    torch.unflatten: ("unflatten",),
+    torch.mean: ("mean",),
+    torch.sum: ("sum",),
+    torch.amax: ("amax",),
+    torch.amin: ("amin",),
+    torch.einsum: ("einsum",),
+    torch.where: ("where",),
+    torch.zeros_like: ("zeros_like",),
+    torch.ones_like: ("ones_like",),
+    torch.nn.functional.scaled_dot_product_attention: ("scaled_dot_product_attention",),
+    torch.nn.functional.adaptive_avg_pool2d: ("adaptive_avg_pool2d",),
+    torch.nn.functional.max_pool2d: ("max_pool2d", "max_pool2d_with_indices"),
+    torch.nn.functional.avg_pool2d: ("avg_pool2d",),
+    torch.nn.functional.softmax: ("softmax", "_softmax"),
+    torch.nn.functional.log_softmax: ("log_softmax", "_log_softmax"),
+    torch.nn.functional.interpolate: ("upsample_nearest2d", "upsample_bilinear2d"),
+}
+"""torch function -> the ATen ops whose overloads take the same arguments, so share its handler."""
 
-
-_share(torch.relu, "relu", "relu_")
-_share(torch.sigmoid, "sigmoid", "sigmoid_")
-_share(torch.tanh, "tanh", "tanh_")
-_share(torch.nn.functional.hardswish, "hardswish", "hardswish_")
-_share(torch.nn.functional.hardsigmoid, "hardsigmoid", "hardsigmoid_")
-_share(torch.nn.functional.mish, "mish")
-_share(torch.nn.functional.silu, "silu", "silu_")
-_share(torch.nn.functional.gelu, "gelu")
-_share(torch.nn.functional.leaky_relu, "leaky_relu")
-_share(torch.nn.functional.elu, "elu")
-_share(torch.exp, "exp")
-_share(torch.sqrt, "sqrt")
-_share(torch.neg, "neg")
-_share(torch.erf, "erf")
-_share(torch.sin, "sin")
-_share(torch.cos, "cos")
-_share(torch.abs, "abs")
-_share(torch.reciprocal, "reciprocal")
-_share(torch.clone, "clone", "contiguous", "alias", "detach", "dropout", "lift_fresh_copy")
-_share(torch.clamp, "clamp", "clip")
-_share(torch.add, "add", "add_")
-_share(torch.sub, "sub", "sub_")
-_share(torch.mul, "mul", "mul_")
-_share(torch.div, "div", "div_")
-_share(torch.pow, "pow")
-_share(torch.matmul, "matmul", "bmm", "mm")
-_share(torch.nn.functional.linear, "linear")
-_share(torch.nn.functional.conv2d, "conv1d", "conv2d", "conv3d")
-_share(torch.nn.functional.conv_transpose2d, "conv_transpose1d", "conv_transpose2d", "conv_transpose3d")
-_share(torch.nn.functional.layer_norm, "layer_norm")
-_share(torch.nn.functional.group_norm, "group_norm")
-_share(torch.reshape, "view", "reshape", "_unsafe_view")
-_share(torch.permute, "permute")
-_share(torch.transpose, "transpose")
-_share(torch.t, "t")
-_share(torch.squeeze, "squeeze")
-_share(torch.unsqueeze, "unsqueeze")
-_share(torch.cat, "cat", "concat")
-_share(torch.stack, "stack")
-_share(torch.flatten, "flatten")
-_share(torch.unflatten, "unflatten")
-_share(torch.mean, "mean")
-_share(torch.sum, "sum")
-_share(torch.amax, "amax")
-_share(torch.amin, "amin")
-_share(torch.einsum, "einsum")
-_share(torch.where, "where")
-_share(torch.zeros_like, "zeros_like")
-_share(torch.ones_like, "ones_like")
-_share(torch.nn.functional.scaled_dot_product_attention, "scaled_dot_product_attention")
-_share(torch.nn.functional.adaptive_avg_pool2d, "adaptive_avg_pool2d")
-_share(torch.nn.functional.max_pool2d, "max_pool2d", "max_pool2d_with_indices")
-_share(torch.nn.functional.avg_pool2d, "avg_pool2d")
-_share(torch.nn.functional.softmax, "softmax", "_softmax")
-_share(torch.nn.functional.log_softmax, "log_softmax", "_log_softmax")
-_share(torch.nn.functional.interpolate, "upsample_nearest2d", "upsample_bilinear2d")
+for _handler_of, _names in SHARED.items():
+    for _op in _overloads(*_names):
+        FUNCTIONS[_op] = FUNCTIONS[_handler_of]
 
 
 @on_function(*_overloads("_assert_tensor_metadata", "_assert_scalar", "sym_constrain_range_for_size"))

@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
-import frontends.torch_aten  # noqa: F401  (registers every handler, the torch_ops ones first)
 import graphcore.ops.torch_extra  # noqa: F401  (declares zigraph.torch::PinAxes)
+from frontends.torch_aten import SHARED  # noqa: F401  (registers every handler: torch_ops, then ATen)
 from frontends.torch_lower import Builder
 from frontends.torch_trace import eval_mode, trace
 from graphcore.errors import ModelLoadError

@@ -8,11 +8,9 @@ the node's result. A handler raises ``Unsupported`` for a variant it cannot expr
 then becomes an unknown op (which blocks its neighbours) — never a guess.
 """
 
-# each import registers that family's handlers
-import frontends.torch_ops.attention
-import frontends.torch_ops.elementwise
-import frontends.torch_ops.indexing
-import frontends.torch_ops.layout
-import frontends.torch_ops.normalize
-import frontends.torch_ops.shapes
-import frontends.torch_ops.stems  # noqa: F401
+from frontends.torch_ops import attention, elementwise, indexing, layout, normalize, shapes, stems
+
+__all__ = ["FAMILIES"]
+
+FAMILIES = (elementwise, stems, normalize, shapes, layout, indexing, attention)
+"""The handler modules, one per op family; importing this package has registered all of them."""
