@@ -27,7 +27,7 @@ from torch import nn
 
 from construct.torch_modules import PrunedMultiheadAttention
 from construct.torch_zeros import model_tensors, removed_from_zeros
-from frontends.torch_frontend import LitSite, TorchMeta
+from frontends.torch_meta import LitSite, TorchMeta
 from graphcore.errors import ZigraphError
 from graphcore.groups import PruneAnalysis
 from graphcore.shrink import ShrinkPlan, plan

@@ -13,11 +13,17 @@ import numpy as np
 import torch
 import torch.fx as fx
 
-from frontends import torch_ops as T
-from frontends.torch_lower import FUNCTIONS, Builder, LitSite, Unsupported, on_function
+from frontends.torch_lower import FUNCTIONS, INT64_MAX, Builder, Unsupported, on_function
+from frontends.torch_meta import LitSite
+from frontends.torch_ops import FAMILIES  # noqa: F401  (registers the handlers SHARED points at)
+from frontends.torch_ops.common import as_operand, norm_axis, rank, shape_of, simple, tensor_input
+from frontends.torch_ops.elementwise import to_dtype
+from frontends.torch_ops.layout import emit_split
+from frontends.torch_ops.normalize import emit_batchnorm
+from frontends.torch_ops.shapes import emit_pick, emit_shape
 from graphcore.ir import Value
 
-__all__: list[str] = []
+__all__ = ["SHARED"]
 
 aten = torch.ops.aten
 
@@ -33,68 +39,69 @@ def _overloads(*names: str) -> list[Any]:
     return out
 
 
-def _share(handler_of: Any, *names: str) -> None:
-    h = FUNCTIONS[handler_of]
-    for op in _overloads(*names):
-        FUNCTIONS[op] = h
+SHARED: dict[Any, tuple[str, ...]] = {
+    torch.relu: ("relu", "relu_"),
+    torch.sigmoid: ("sigmoid", "sigmoid_"),
+    torch.tanh: ("tanh", "tanh_"),
+    torch.nn.functional.hardswish: ("hardswish", "hardswish_"),
+    torch.nn.functional.hardsigmoid: ("hardsigmoid", "hardsigmoid_"),
+    torch.nn.functional.mish: ("mish",),
+    torch.nn.functional.silu: ("silu", "silu_"),
+    torch.nn.functional.gelu: ("gelu",),
+    torch.nn.functional.leaky_relu: ("leaky_relu",),
+    torch.nn.functional.elu: ("elu",),
+    torch.exp: ("exp",),
+    torch.sqrt: ("sqrt",),
+    torch.neg: ("neg",),
+    torch.erf: ("erf",),
+    torch.sin: ("sin",),
+    torch.cos: ("cos",),
+    torch.abs: ("abs",),
+    torch.reciprocal: ("reciprocal",),
+    torch.clone: ("clone", "contiguous", "alias", "detach", "dropout", "lift_fresh_copy"),
+    torch.clamp: ("clamp", "clip"),
+    torch.add: ("add", "add_"),
+    torch.sub: ("sub", "sub_"),
+    torch.mul: ("mul", "mul_"),
+    torch.div: ("div", "div_"),
+    torch.pow: ("pow",),
+    torch.matmul: ("matmul", "bmm", "mm"),
+    torch.nn.functional.linear: ("linear",),
+    torch.nn.functional.conv2d: ("conv1d", "conv2d", "conv3d"),
+    torch.nn.functional.conv_transpose2d: ("conv_transpose1d", "conv_transpose2d", "conv_transpose3d"),
+    torch.nn.functional.layer_norm: ("layer_norm",),
+    torch.nn.functional.group_norm: ("group_norm",),
+    torch.reshape: ("view", "reshape", "_unsafe_view"),
+    torch.permute: ("permute",),
+    torch.transpose: ("transpose",),
+    torch.t: ("t",),
+    torch.squeeze: ("squeeze",),
+    torch.unsqueeze: ("unsqueeze",),
+    torch.cat: ("cat", "concat"),
+    torch.stack: ("stack",),
+    torch.flatten: ("flatten",),
+    torch.unflatten: ("unflatten",),
+    torch.mean: ("mean",),
+    torch.sum: ("sum",),
+    torch.amax: ("amax",),
+    torch.amin: ("amin",),
+    torch.einsum: ("einsum",),
+    torch.where: ("where",),
+    torch.zeros_like: ("zeros_like",),
+    torch.ones_like: ("ones_like",),
+    torch.nn.functional.scaled_dot_product_attention: ("scaled_dot_product_attention",),
+    torch.nn.functional.adaptive_avg_pool2d: ("adaptive_avg_pool2d",),
+    torch.nn.functional.max_pool2d: ("max_pool2d", "max_pool2d_with_indices"),
+    torch.nn.functional.avg_pool2d: ("avg_pool2d",),
+    torch.nn.functional.softmax: ("softmax", "_softmax"),
+    torch.nn.functional.log_softmax: ("log_softmax", "_log_softmax"),
+    torch.nn.functional.interpolate: ("upsample_nearest2d", "upsample_bilinear2d"),
+}
+"""torch function -> the ATen ops whose overloads take the same arguments, so share its handler."""
 
-
-_share(torch.relu, "relu", "relu_")
-_share(torch.sigmoid, "sigmoid", "sigmoid_")
-_share(torch.tanh, "tanh", "tanh_")
-_share(torch.nn.functional.hardswish, "hardswish", "hardswish_")
-_share(torch.nn.functional.hardsigmoid, "hardsigmoid", "hardsigmoid_")
-_share(torch.nn.functional.mish, "mish")
-_share(torch.nn.functional.silu, "silu", "silu_")
-_share(torch.nn.functional.gelu, "gelu")
-_share(torch.nn.functional.leaky_relu, "leaky_relu")
-_share(torch.nn.functional.elu, "elu")
-_share(torch.exp, "exp")
-_share(torch.sqrt, "sqrt")
-_share(torch.neg, "neg")
-_share(torch.erf, "erf")
-_share(torch.sin, "sin")
-_share(torch.cos, "cos")
-_share(torch.abs, "abs")
-_share(torch.reciprocal, "reciprocal")
-_share(torch.clone, "clone", "contiguous", "alias", "detach", "dropout", "lift_fresh_copy")
-_share(torch.clamp, "clamp", "clip")
-_share(torch.add, "add", "add_")
-_share(torch.sub, "sub", "sub_")
-_share(torch.mul, "mul", "mul_")
-_share(torch.div, "div", "div_")
-_share(torch.pow, "pow")
-_share(torch.matmul, "matmul", "bmm", "mm")
-_share(torch.nn.functional.linear, "linear")
-_share(torch.nn.functional.conv2d, "conv1d", "conv2d", "conv3d")
-_share(torch.nn.functional.conv_transpose2d, "conv_transpose1d", "conv_transpose2d", "conv_transpose3d")
-_share(torch.nn.functional.layer_norm, "layer_norm")
-_share(torch.nn.functional.group_norm, "group_norm")
-_share(torch.reshape, "view", "reshape", "_unsafe_view")
-_share(torch.permute, "permute")
-_share(torch.transpose, "transpose")
-_share(torch.t, "t")
-_share(torch.squeeze, "squeeze")
-_share(torch.unsqueeze, "unsqueeze")
-_share(torch.cat, "cat", "concat")
-_share(torch.stack, "stack")
-_share(torch.flatten, "flatten")
-_share(torch.unflatten, "unflatten")
-_share(torch.mean, "mean")
-_share(torch.sum, "sum")
-_share(torch.amax, "amax")
-_share(torch.amin, "amin")
-_share(torch.einsum, "einsum")
-_share(torch.where, "where")
-_share(torch.zeros_like, "zeros_like")
-_share(torch.ones_like, "ones_like")
-_share(torch.nn.functional.scaled_dot_product_attention, "scaled_dot_product_attention")
-_share(torch.nn.functional.adaptive_avg_pool2d, "adaptive_avg_pool2d")
-_share(torch.nn.functional.max_pool2d, "max_pool2d", "max_pool2d_with_indices")
-_share(torch.nn.functional.avg_pool2d, "avg_pool2d")
-_share(torch.nn.functional.softmax, "softmax", "_softmax")
-_share(torch.nn.functional.log_softmax, "log_softmax", "_log_softmax")
-_share(torch.nn.functional.interpolate, "upsample_nearest2d", "upsample_bilinear2d")
+for _handler_of, _names in SHARED.items():
+    for _op in _overloads(*_names):
+        FUNCTIONS[_op] = FUNCTIONS[_handler_of]
 
 
 @on_function(*_overloads("_assert_tensor_metadata", "_assert_scalar", "sym_constrain_range_for_size"))
@@ -104,14 +111,14 @@ def _nothing(b: Builder, n: fx.Node) -> None:
 
 @on_function(*_overloads("hardtanh", "hardtanh_"))
 def _hardtanh(b: Builder, n: fx.Node) -> Value:
-    x = T._x(b, n)
+    x = tensor_input(b, n)
     lo, hi = float(b.arg(n, 1, "min_val", -1.0)), float(b.arg(n, 2, "max_val", 1.0))
-    return T.simple(b, n, "Clip", x, min=lo, max=hi)
+    return simple(b, n, "Clip", x, min=lo, max=hi)
 
 
 @on_function(*_overloads("_to_copy", "to"))
 def _to_copy(b: Builder, n: fx.Node) -> Value:
-    return T._to(b, n)
+    return to_dtype(b, n)
 
 
 @on_function(*_overloads("embedding"))
@@ -124,19 +131,19 @@ def _embedding(b: Builder, n: fx.Node) -> Value:
 
 @on_function(*_overloads("batch_norm"))
 def _batch_norm(b: Builder, n: fx.Node) -> Value:
-    x = T._x(b, n)
+    x = tensor_input(b, n)
     w, bias, mean, var = (b.arg(n, i, None, None) for i in (1, 2, 3, 4))
-    return T.emit_batchnorm(b, n, x, w, bias, mean, var, eps=b.arg(n, 7, "eps", 1e-5))
+    return emit_batchnorm(b, n, x, w, bias, mean, var, eps=b.arg(n, 7, "eps", 1e-5))
 
 
 @on_function(*_overloads("_native_batch_norm_legit_no_training"))
 def _bn_no_training(b: Builder, n: fx.Node) -> Any:
-    x = T._x(b, n)
+    x = tensor_input(b, n)
     w, bias, mean, var = (b.arg(n, i, None, None) for i in (1, 2, 3, 4))
     res = b.make(n.name, b.meta.get(n))
     if not isinstance(res, tuple | list) or not isinstance(res[0], Value):
         raise Unsupported("batch norm result")
-    T.emit_batchnorm(b, n, x, w, bias, mean, var, eps=b.arg(n, 6, "eps", 1e-5), y=res[0])
+    emit_batchnorm(b, n, x, w, bias, mean, var, eps=b.arg(n, 6, "eps", 1e-5), y=res[0])
     return res
 
 
@@ -152,23 +159,23 @@ def _addmm(b: Builder, n: fx.Node) -> Value:
 
 @on_function(*_overloads("rsub"))
 def _rsub(b: Builder, n: fx.Node) -> Value:
-    x, other = T._x(b, n), b.arg(n, 1, "other")
+    x, other = tensor_input(b, n), b.arg(n, 1, "other")
     if n.kwargs.get("alpha", 1) != 1:
         raise Unsupported("rsub with alpha")
     y = b.out(n)
-    b.emit(n, "Sub", [T._as_operand(b, n, other, x, "o"), x], [y])
+    b.emit(n, "Sub", [as_operand(b, n, other, x, "o"), x], [y])
     return y
 
 
 @on_function(*_overloads("slice"))
 def _slice(b: Builder, n: fx.Node) -> Value:
-    x = T._x(b, n)
-    r = T._rank(x)
-    dim = T._axis(b.static_int(b.arg(n, 1, "dim", 0)), r)
+    x = tensor_input(b, n)
+    r = rank(x)
+    dim = norm_axis(b.static_int(b.arg(n, 1, "dim", 0)), r)
     start, end, step = b.arg(n, 2, "start", None), b.arg(n, 3, "end", None), b.arg(n, 4, "step", 1)
     vals: list[Value] = []
     sites: list[LitSite | None] = []
-    for which, i, bound, default in (("start", 2, start, 0), ("end", 3, end, T.INT64_MAX)):
+    for which, i, bound, default in (("start", 2, start, 0), ("end", 3, end, INT64_MAX)):
         site = None
         if bound is None or (isinstance(bound, int) and abs(bound) >= 2**62):
             vals.append(b.const(n, [default if bound is None else bound], which, np.int64))
@@ -191,8 +198,8 @@ def _slice(b: Builder, n: fx.Node) -> Value:
 
 @on_function(*_overloads("select"))
 def _select(b: Builder, n: fx.Node) -> Value:
-    x = T._x(b, n)
-    dim = T._axis(b.static_int(b.arg(n, 1, "dim")), T._rank(x))
+    x = tensor_input(b, n)
+    dim = norm_axis(b.static_int(b.arg(n, 1, "dim")), rank(x))
     idx = b.static_int(b.arg(n, 2, "index"))
     y = b.out(n)
     b.emit(n, "Gather", [x, b.const(n, idx, "index", np.int64)], [y], axis=dim)
@@ -201,15 +208,15 @@ def _select(b: Builder, n: fx.Node) -> Value:
 
 @on_function(*_overloads("split", "split_with_sizes", "chunk"))
 def _split(b: Builder, n: fx.Node) -> Any:
-    x = T._x(b, n)
+    x = tensor_input(b, n)
     dim = b.static_int(b.arg(n, 2, "dim", 0))
     kind = "chunk" if "chunk" in str(n.target) else "split"
-    return T.emit_split(b, n, x, dim, kind, b.path(n, 1, "split_size"))
+    return emit_split(b, n, x, dim, kind, b.path(n, 1, "split_size"))
 
 
 @on_function(*_overloads("expand"))
 def _expand(b: Builder, n: fx.Node) -> Value:
-    x = T._x(b, n)
+    x = tensor_input(b, n)
     sizes = b.raw(n, 1, "size")
     if not isinstance(sizes, list | tuple):
         raise Unsupported("expand size")
@@ -222,18 +229,18 @@ def _expand(b: Builder, n: fx.Node) -> Value:
 
 @on_function(*_overloads("sym_size"))
 def _sym_size(b: Builder, n: fx.Node) -> Value:
-    x = T._x(b, n)
-    s = T.emit_shape(b, n, x)
-    return T.emit_pick(b, n, s, b.static_int(b.arg(n, 1, "dim")), b.out(n))
+    x = tensor_input(b, n)
+    s = emit_shape(b, n, x)
+    return emit_pick(b, n, s, b.static_int(b.arg(n, 1, "dim")), b.out(n))
 
 
 @on_function(*_overloads("constant_pad_nd"))
 def _constant_pad(b: Builder, n: fx.Node) -> Value:
-    x = T._x(b, n)
+    x = tensor_input(b, n)
     pads, value = b.arg(n, 1, "pad"), b.arg(n, 2, "value", 0)
     if not isinstance(pads, list | tuple) or not all(isinstance(p, int) for p in pads) or len(pads) % 2:
         raise Unsupported("traced padding")
-    r = T._rank(x)
+    r = rank(x)
     begin, end = [0] * r, [0] * r
     for k in range(len(pads) // 2):
         begin[r - 1 - k], end[r - 1 - k] = pads[2 * k], pads[2 * k + 1]
@@ -247,7 +254,7 @@ def _constant_pad(b: Builder, n: fx.Node) -> Value:
 
 @on_function(*_overloads("rsqrt"))
 def _rsqrt(b: Builder, n: fx.Node) -> Value:
-    x = T._x(b, n)
-    root = b.tmp(n, "sqrt", T._shape(x), x.dtype)
+    x = tensor_input(b, n)
+    root = b.tmp(n, "sqrt", shape_of(x), x.dtype)
     b.emit(n, "Sqrt", [x], [root])
-    return T.simple(b, n, "Reciprocal", root)
+    return simple(b, n, "Reciprocal", root)

@@ -3,7 +3,8 @@
 ``load_torch`` traces the module (``torch.fx.symbolic_trace`` first, ``torch.export`` as the fallback,
 see ``frontends.torch_trace``), then maps every FX node to canonical IR nodes with ONNX op names
 (``frontends.torch_ops`` / ``frontends.torch_aten``). Parameters keep their ``named_parameters()``
-FQNs; what construct needs to map a pruning back onto the module is in ``graph.meta["torch"]``.
+FQNs; what construct needs to map a pruning back onto the module is in ``graph.meta["torch"]``, a
+``frontends.torch_meta.TorchMeta``.
 The user's module is never modified: tracing runs in eval mode and restores every training flag.
 """
 
@@ -17,13 +18,13 @@ import torch
 from torch import nn
 
 import graphcore.ops.torch_extra  # noqa: F401  (declares zigraph.torch::PinAxes)
-from frontends import torch_aten, torch_ops  # noqa: F401  (handler registration)
-from frontends.torch_lower import Builder, LitSite, TorchMeta
+from frontends.torch_aten import SHARED  # noqa: F401  (registers every handler: torch_ops, then ATen)
+from frontends.torch_lower import Builder
 from frontends.torch_trace import eval_mode, trace
 from graphcore.errors import ModelLoadError
 from graphcore.ir import Graph
 
-__all__ = ["LitSite", "TorchMeta", "eval_mode", "example_tuple", "load_factory", "load_torch"]
+__all__ = ["eval_mode", "example_tuple", "load_factory", "load_torch"]
 
 
 def example_tuple(example_inputs: Any) -> tuple:

@@ -2,19 +2,20 @@
 
 Each FX node becomes zero or more IR nodes with ONNX operator names and ONNX conventions, so the
 op table in ``graphcore.ops`` applies unchanged. What construct needs to map a shrink plan back onto
-the FX graph is recorded in ``TorchMeta`` (``graph.meta["torch"]``): where every integer literal that
-spells a size sits in the FX arguments (an integer literal becomes a const IR Value named
-``lit::<fx node>::<tag>``), which FX node each Split came from, the FX-level fixups the plan does not
-cover, and the aliases of tied parameters (they appear once in the IR, under their first FQN).
+the FX graph is recorded in a ``TorchMeta`` (``frontends.torch_meta``; ``graph.meta["torch"]``): where
+every integer literal that spells a size sits in the FX arguments (an integer literal becomes a const
+IR Value named ``lit::<fx node>::<tag>``), which FX node each Split came from, the FX-level fixups the
+plan does not cover, and the aliases of tied parameters (they appear once in the IR, under their first
+FQN).
 
-Handlers live in ``frontends.torch_ops`` (torch functions, methods, modules) and
-``frontends.torch_aten`` (the ATen ops of a ``torch.export`` graph).
+Handlers live in ``frontends.torch_ops`` (torch functions, methods, modules; one module per op
+family) and ``frontends.torch_aten`` (the ATen ops of a ``torch.export`` graph); they register here
+with ``on_function`` / ``on_method`` / ``on_module``, and this module imports neither.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -22,17 +23,20 @@ import torch
 import torch.fx as fx
 from torch import nn
 
+from frontends.torch_meta import LitSite, TorchMeta
 from frontends.torch_trace import SizeMeta, TensorMeta, TraceResult
 from graphcore.ir import Graph, Node, Value
 
 __all__ = [
+    "FUNCTIONS",
+    "INT64_MAX",
     "Builder",
-    "LitSite",
-    "TorchMeta",
+    "Handler",
     "Unsupported",
     "on_function",
     "on_method",
     "on_module",
+    "static_size",
 ]
 
 MISSING: Any = object()
@@ -43,44 +47,12 @@ class Unsupported(Exception):
     """A handler cannot express this node exactly; the node becomes an unknown op instead."""
 
 
-@dataclass(frozen=True)
-class LitSite:
-    """Where one integer literal sits in an FX node.
-
-    ``path``: ``("args", i)``, ``("args", i, k)`` (element k of a list or index-tuple argument),
-    ``("kwargs", name)``, ``("kwargs", name, k)``, ``("module", attr)`` / ``("module", attr, k)`` for an
-    attribute of the leaf module the node calls; a trailing ``"start"``/``"end"`` addresses a bound of
-    a ``slice`` object.
-    """
-
-    node: str
-    path: tuple
-    value: int
-
-
-@dataclass
-class TorchMeta:
-    """Everything construct needs to lower a shrink plan of this IR back onto the FX graph.
-
-    ``sites``: per flat index of a ``lit::`` constant, the FX literal it came from (for the plan's
-    ``literal_rewrites``). ``operand_sites``: per element of operand ``(IR node, input index)``, the FX
-    literal it came from or None for a size read at run time (for ``operand_rewrites`` and the Slice
-    bounds of ``node_updates``). ``attr_sites``: ``(IR node, attribute)`` → ``(FX node, path)`` of an
-    attribute the plan updates (Conv ``group``, GroupNorm ``num_groups``). ``splits``: IR Split node →
-    the FX node it came from (split/chunk are rewritten to explicit sizes). ``fixups``: FX-level
-    rewrites the plan does not cover (``(kind, fx node, data)``: ``mha``, ``sdpa_scale``).
-    """
-
-    gm: fx.GraphModule
-    tracer: str
-    shape_source: str
-    sites: dict[str, list[LitSite | None]] = field(default_factory=dict)
-    operand_sites: dict[tuple[str, int], list[LitSite | None]] = field(default_factory=dict)
-    attr_sites: dict[tuple[str, str], tuple[str, tuple]] = field(default_factory=dict)
-    splits: dict[str, dict] = field(default_factory=dict)
-    fixups: list[tuple[str, str, dict]] = field(default_factory=list)
-    aliases: dict[str, str] = field(default_factory=dict)
-    tensor_kind: dict[str, str] = field(default_factory=dict)
+def static_size(v: Value, axis: int) -> int:
+    """The size of ``v`` along ``axis``, which the handler needs as a number."""
+    d = None if v.shape is None else v.shape[axis]
+    if not isinstance(d, int):
+        raise Unsupported("a size is not static")
+    return d
 
 
 Handler = Callable[["Builder", fx.Node], Any]
@@ -155,13 +127,13 @@ class Builder:
 
     # -- parameters ---------------------------------------------------------------------------
     def _index_tensors(self, root: nn.Module) -> None:
-        for fqn, t in root.named_parameters(remove_duplicate=False):
-            first = self.canon.setdefault(id(t), fqn)
+        for fqn, p in root.named_parameters(remove_duplicate=False):
+            first = self.canon.setdefault(id(p), fqn)
             self.tm.tensor_kind.setdefault(first, "parameter")
             if first != fqn:
                 self.tm.aliases[fqn] = first
-        for fqn, t in root.named_buffers(remove_duplicate=False):
-            first = self.canon.setdefault(id(t), fqn)
+        for fqn, buf in root.named_buffers(remove_duplicate=False):
+            first = self.canon.setdefault(id(buf), fqn)
             self.tm.tensor_kind.setdefault(first, "buffer")
             if first != fqn:
                 self.tm.aliases[fqn] = first
@@ -234,8 +206,9 @@ class Builder:
         self, n: fx.Node, start: int, name: str | None = None
     ) -> tuple[list[Any], list[tuple | None]]:
         """``f(x, *sizes)`` or ``f(x, sizes)``: the elements and their paths."""
-        if len(n.args) == start + 1 and isinstance(n.args[start], list | tuple):
-            items = list(n.args[start])
+        only = n.args[start] if len(n.args) == start + 1 else None
+        if isinstance(only, list | tuple):
+            items = list(only)
             return [self.conv(x) for x in items], [("args", start, k) for k in range(len(items))]
         if len(n.args) > start:
             items = list(n.args[start:])
@@ -310,8 +283,8 @@ class Builder:
         self,
         n: fx.Node,
         op: str,
-        inputs: list[Value | None],
-        outputs: list[Value],
+        inputs: Sequence[Value | None],
+        outputs: Sequence[Value],
         domain: str = "",
         **attrs: Any,
     ) -> Node:
@@ -384,7 +357,7 @@ class Builder:
             if not isinstance(x, Value) or x.rank not in (0, 1):
                 raise Unsupported("shape element is not an int")
             flush()
-            k = 1 if x.rank == 0 else int(x.shape[0])  # type: ignore[index]
+            k = 1 if x.rank == 0 else static_size(x, 0)
             src = self.dims.get(x.name)
             for j in range(k):
                 all_sites.append(None)
@@ -530,21 +503,20 @@ class Builder:
         return len(self.graph.nodes), set(self.graph.values), len(self.tm.fixups)
 
     def _rollback(self, mark: tuple[int, set[str], int]) -> None:
+        """Undo a handler that gave up half-way: its nodes, its Values and its bookkeeping."""
         n_nodes, names, n_fix = mark
         gone = {node.name for node in self.graph.nodes[n_nodes:]}
-        for table in (self.tm.operand_sites, self.tm.attr_sites):
-            for key in [k for k in table if k[0] in gone]:
-                del table[key]
-        for key in [k for k in self.tm.splits if k in gone]:
-            del self.tm.splits[key]
-        for node in self.graph.nodes[n_nodes:]:
-            for i, v in enumerate(node.inputs):
-                if v is not None:
-                    v.consumers = [(c, j) for c, j in v.consumers if not (c is node and j == i)]
+        for key in [k for k in self.tm.operand_sites if k[0] in gone]:
+            del self.tm.operand_sites[key]
+        for akey in [k for k in self.tm.attr_sites if k[0] in gone]:
+            del self.tm.attr_sites[akey]
+        for skey in [k for k in self.tm.splits if k in gone]:
+            del self.tm.splits[skey]
+        for node in reversed(self.graph.nodes[n_nodes:]):  # last first: its outputs are read by none
+            self.graph.remove_node(node)
             self._node_names.discard(node.name)
-        del self.graph.nodes[n_nodes:]
         for name in [k for k in self.graph.values if k not in names]:
-            del self.graph.values[name]
+            self.graph.remove_value(self.graph.values[name])
             self.tm.sites.pop(name, None)
             self.concrete.pop(name, None)
             self.dims.pop(name, None)

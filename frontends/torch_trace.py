@@ -154,32 +154,33 @@ def trace(module: nn.Module, inputs: tuple, *, allow_export: bool = True) -> Tra
     """Trace ``module`` (fast path first, then torch.export); raises ModelLoadError naming the blocker."""
     name = type(module).__name__
     with eval_mode(module):
-        try:
-            gm = fx.symbolic_trace(module)
-        except Exception as exc:  # any tracer failure moves on to the next tracer
-            fx_error: BaseException | None = exc
-        else:
-            fx_error = None
-            try:
-                meta = _record_meta(gm, inputs)
-                source = "meta"
-            except Exception:  # ops without meta kernels: one real forward instead
-                try:
-                    meta = _record_real(gm, inputs)
-                    source = "real"
-                except Exception as exc:
-                    fx_error = exc
-            if fx_error is None:
-                return TraceResult(gm, meta, "symbolic_trace", source)
+        fast = _trace_fx(module, inputs)
+        if isinstance(fast, TraceResult):
+            return fast
         if not allow_export:
-            raise ModelLoadError(f"{name}: torch.fx cannot trace it ({_blocker(fx_error)})")
+            raise ModelLoadError(f"{name}: torch.fx cannot trace it ({_blocker(fast)})")
         try:
             return _trace_export(module, inputs)
         except Exception as exc:
             raise ModelLoadError(
-                f"{name}: cannot be traced: torch.fx stops at {_blocker(fx_error)!r}; "
+                f"{name}: cannot be traced: torch.fx stops at {_blocker(fast)!r}; "
                 f"torch.export stops at {_blocker(exc)!r}"
             ) from None
+
+
+def _trace_fx(module: nn.Module, inputs: tuple) -> TraceResult | Exception:
+    """``symbolic_trace`` and the shape of every node, or the exception that stopped either."""
+    try:
+        gm = fx.symbolic_trace(module)
+    except Exception as exc:  # any tracer failure moves on to the next tracer
+        return exc
+    try:
+        return TraceResult(gm, _record_meta(gm, inputs), "symbolic_trace", "meta")
+    except Exception:  # ops without meta kernels: one real forward instead
+        try:
+            return TraceResult(gm, _record_real(gm, inputs), "symbolic_trace", "real")
+        except Exception as exc:
+            return exc
 
 
 def _trace_export(module: nn.Module, inputs: tuple) -> TraceResult:

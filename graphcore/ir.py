@@ -7,8 +7,9 @@ must know Reshape targets and Split sizes.
 
 from __future__ import annotations
 
+import heapq
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,9 +41,10 @@ class Value:
     @property
     def static_shape(self) -> tuple[int, ...] | None:
         """The shape when every dimension is a known integer."""
-        if self.shape is None or not all(isinstance(d, int) for d in self.shape):
+        if self.shape is None:
             return None
-        return tuple(int(d) for d in self.shape)  # type: ignore[arg-type]
+        dims = tuple(int(d) for d in self.shape if isinstance(d, int))
+        return dims if len(dims) == len(self.shape) else None
 
     @property
     def numel(self) -> int | None:
@@ -75,7 +77,12 @@ class Node:
 
 
 class Graph:
-    """Nodes in topological order plus O(1) producer/consumer links on every Value."""
+    """Nodes in topological order plus O(1) producer/consumer links on every Value.
+
+    The links are kept by ``add_node`` and by the editing methods below (in the spirit of torch.fx's
+    ``replace_all_uses_with`` and ``erase_node``); code outside this class never assigns ``producer``
+    or ``consumers`` itself, so the two directions cannot disagree.
+    """
 
     def __init__(self, name: str = "model", fmt: str = "onnx", opset: int | None = None) -> None:
         self.name = name
@@ -109,35 +116,72 @@ class Graph:
         self.nodes.append(node)
         return node
 
+    # -- editing --------------------------------------------------------------------------------
+    def replace_all_uses(self, old: Value, new: Value) -> None:
+        """Every consumer of ``old``, and the graph outputs, read ``new`` instead. O(uses + outputs).
+
+        ``old`` keeps its producer and is left unused, so ``remove_node`` may take its producer next.
+        """
+        if old is new:
+            return
+        for node, i in old.consumers:
+            node.inputs[i] = new
+            new.consumers.append((node, i))
+        old.consumers = []
+        self.outputs = [new if v is old else v for v in self.outputs]
+
+    def replace_output(self, old: Value, new: Value) -> None:
+        """The node that produces ``old`` produces ``new`` in its place; ``old`` leaves the graph.
+
+        For a frontend that learns only after emitting a node which Value it must write. Refuses when
+        ``old`` is still read (move its uses first with ``replace_all_uses``) or ``new`` has a producer.
+        """
+        node = old.producer
+        if node is None:
+            raise ValueError(f"'{old.name}' has no producer to hand over")
+        if new.producer is not None:
+            raise ValueError(f"'{new.name}' is already produced by {new.producer.label}")
+        if old.consumers or self._is_output(old):
+            raise ValueError(f"cannot remove '{old.name}': it is still connected")
+        node.outputs = [new if v is old else v for v in node.outputs]
+        new.producer = node
+        old.producer = None
+        self.remove_value(old)
+
+    def remove_node(self, node: Node) -> None:
+        """Take ``node`` out of the graph: its inputs forget it, its outputs lose their producer.
+
+        Refuses while any output is still read by a node or is a graph output. O(uses of its inputs),
+        plus a scan of ``nodes`` unless ``node`` is the last one (the common case: undoing a step).
+        """
+        for v in node.outputs:
+            if v.consumers or self._is_output(v):
+                raise ValueError(f"cannot remove {node.label}: its output '{v.name}' is still used")
+        for i, u in enumerate(node.inputs):
+            if u is not None:
+                u.consumers = [(c, j) for c, j in u.consumers if not (c is node and j == i)]
+        for v in node.outputs:
+            if v.producer is node:
+                v.producer = None
+        if self.nodes and self.nodes[-1] is node:
+            self.nodes.pop()
+        else:
+            self.nodes.remove(node)
+
+    def remove_value(self, v: Value) -> None:
+        """Forget the name of a Value nothing produces or reads any more (refuses otherwise)."""
+        if v.producer is not None or v.consumers or self._is_output(v) or any(x is v for x in self.inputs):
+            raise ValueError(f"cannot remove '{v.name}': it is still connected")
+        if self.values.get(v.name) is v:
+            del self.values[v.name]
+
+    def _is_output(self, v: Value) -> bool:
+        return any(o is v for o in self.outputs)
+
     # -- queries --------------------------------------------------------------------------------
     @property
     def params(self) -> Iterator[Value]:
         return (v for v in self.values.values() if v.is_param)
-
-    def param(self, name: str) -> Value:
-        v = self.values[name]
-        if not v.is_param:
-            raise KeyError(name)
-        return v
-
-    def topological_order(self) -> list[Node]:
-        """Kahn's algorithm; iterative so that very deep graphs never hit a recursion limit."""
-        indeg: dict[int, int] = {}
-        for n in self.nodes:
-            indeg[id(n)] = sum(1 for v in n.inputs if v is not None and v.producer is not None)
-        ready = [n for n in self.nodes if indeg[id(n)] == 0]
-        order: list[Node] = []
-        while ready:
-            n = ready.pop()
-            order.append(n)
-            for v in n.outputs:
-                for c, _ in v.consumers:
-                    indeg[id(c)] -= 1
-                    if indeg[id(c)] == 0:
-                        ready.append(c)
-        if len(order) != len(self.nodes):
-            raise ValueError("the graph has a cycle")
-        return order
 
     def sort(self) -> None:
         """Put ``nodes`` in a deterministic topological order (stable for already-sorted graphs)."""
@@ -145,8 +189,6 @@ class Graph:
         indeg = {
             id(n): sum(1 for v in n.inputs if v is not None and v.producer is not None) for n in self.nodes
         }
-        import heapq
-
         heap = [(position[id(n)], n) for n in self.nodes if indeg[id(n)] == 0]
         heapq.heapify(heap)
         order: list[Node] = []
@@ -163,12 +205,6 @@ class Graph:
             raise ValueError(f"the graph has a cycle through {stuck.label}")
         self.nodes = order
 
-    def __len__(self) -> int:
-        return len(self.nodes)
-
-    def __iter__(self) -> Iterator[Node]:
-        return iter(self.nodes)
-
     def find(self, op: str) -> list[Node]:
         return [n for n in self.nodes if n.op == op]
 
@@ -178,12 +214,3 @@ class Graph:
             key = f"{n.domain}::{n.op}" if n.domain else n.op
             counts[key] = counts.get(key, 0) + 1
         return counts
-
-
-def iter_values(nodes: Iterable[Node]) -> Iterator[Value]:
-    seen: set[int] = set()
-    for n in nodes:
-        for v in [*n.inputs, *n.outputs]:
-            if v is not None and id(v) not in seen:
-                seen.add(id(v))
-                yield v

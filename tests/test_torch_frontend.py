@@ -119,6 +119,33 @@ def test_unknown_function_blocks_its_neighbours():
     assert not grp.prunable and "mystery" in grp.reason
 
 
+def test_a_handler_that_gives_up_half_way_leaves_nothing_behind():
+    """``x[:, 1:3, idx]`` emits the slice's nodes before it meets the tensor index it cannot express;
+    the rollback takes them out again (nodes, Values, literal sites, links) and one unknown op remains."""
+
+    class Advanced(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("idx", torch.tensor([0, 2]))
+
+        def forward(self, x):
+            return x[:, 1:3, self.idx] * 2
+
+    g = load_torch(Advanced(), torch.randn(2, 4, 3))
+    assert g.summary_ops() == {"torch::getitem": 1, "Mul": 1}
+    unknown = _node(g, "getitem")
+    assert unknown.attr("reason") == "advanced indexing"
+    assert not g.meta["torch"].sites and not any(name.startswith("lit::") for name in g.values)
+    for node in g.nodes:
+        for i, v in enumerate(node.inputs):
+            assert v is None or ((node, i) in v.consumers and g.values[v.name] is v)
+        for v in node.outputs:
+            assert v.producer is node and g.values[v.name] is v
+    for v in g.values.values():
+        assert v.producer is None or v.producer in g.nodes
+        assert all(c in g.nodes for c, _ in v.consumers)
+
+
 def test_shared_parameter_appears_once():
     class T(nn.Module):
         def __init__(self) -> None:
