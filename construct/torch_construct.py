@@ -36,7 +36,7 @@ __all__ = ["to_torch", "torch_plan"]
 
 
 def _meta(analysis: PruneAnalysis) -> TorchMeta:
-    tm = getattr(analysis.graph, "meta", {}).get("torch")
+    tm = analysis.graph.meta.get("torch")
     if not isinstance(tm, TorchMeta):
         raise ZigraphError(
             "to_torch needs an analysis of a torch model (frontends.load(module, example_inputs))"
