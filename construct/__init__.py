@@ -11,7 +11,7 @@ import onnx
 from construct.onnx_construct import prune_onnx, save_onnx, zero_slices, zig_norms
 from construct.verify import DEFAULT_RTOL, VerifyReport, compare_models
 from graphcore.errors import ZigraphError
-from graphcore.groups import ParamSlice
+from graphcore.groups import ParamSlice, PruneAnalysis
 
 __all__ = [
     "DEFAULT_RTOL",
@@ -64,7 +64,7 @@ def verify(
     return compare_models(zeroed, small_model, samples=samples, rtol=rtol, seed=seed)
 
 
-def to_torch(model: Any, analysis: Any, removed: Any = None) -> Any:
+def to_torch(model: Any, analysis: PruneAnalysis, removed: Any = None) -> Any:
     """A physically smaller ``nn.Module``; removed groups are found from exact zeros."""
     from construct.torch_construct import to_torch as _to_torch
 

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from graphcore import select
 from graphcore.errors import ZigraphError
 from graphcore.groups import ParamSlice, PruneAnalysis
 from graphcore.ir import Graph, Node
@@ -50,26 +52,13 @@ def _param_arrays(graph: Graph, names: set[str] | None = None) -> dict[str, np.n
     return out
 
 
-def zig_norms(analysis: PruneAnalysis, arrays: dict[str, np.ndarray] | None = None) -> np.ndarray:
-    """L2 norm of every ZIG over all its slices of trainable parameters.
-
-    ``arrays`` maps parameter names to values (a torch model's weights); by default the ONNX model's
-    initializers are read.
-    """
-    graph: Graph = analysis.graph  # type: ignore[assignment]
-    names = {name for name, _ in analysis.param_axes if analysis.trainable.get(name)}
+def zig_norms(analysis: PruneAnalysis, arrays: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+    """L2 norm of every ZIG (``graphcore.select.zig_norms``) over ``arrays``, by default the ONNX
+    model's trainable initializers, read only for the parameters the analysis names."""
     if arrays is None:
-        arrays = _param_arrays(graph, names)
-    sq = np.zeros(analysis.num_zigs, dtype=np.float64)
-    for (name, axis), owner in analysis.param_axes.items():
-        if name not in arrays:
-            continue
-        arr = arrays[name].astype(np.float64, copy=False)
-        other = tuple(a for a in range(arr.ndim) if a != axis)
-        per = (arr**2).sum(axis=other) if other else arr**2
-        hit = owner >= 0
-        np.add.at(sq, owner[hit], per[hit])
-    return np.sqrt(sq)
+        names = {name for name, _ in analysis.param_axes if analysis.trainable.get(name)}
+        arrays = _param_arrays(analysis.graph, names)
+    return select.zig_norms(analysis, arrays)
 
 
 def _set_tensor(t: onnx.TensorProto, arr: np.ndarray) -> None:
@@ -119,9 +108,7 @@ def zero_slices(source: onnx.ModelProto, base: Path | None, removed: list[ParamS
                 raise ZigraphError(
                     f"removed slice of '{name}' (axis {s.axis}) does not fit its shape {arr.shape}"
                 )
-            idx = [slice(None)] * arr.ndim
-            idx[s.axis] = list(s.indices)  # type: ignore[call-overload]
-            arr[tuple(idx)] = 0
+            np.moveaxis(arr, s.axis, 0)[list(s.indices)] = 0  # a view: writes into arr
         _set_tensor(t, arr)
     _internalize(model, base)
     return model
@@ -135,7 +122,7 @@ def _internalize(model: onnx.ModelProto, base: Path | None) -> None:
 
 def prune_onnx(analysis: PruneAnalysis, removed_zigs) -> tuple[onnx.ModelProto, ShrinkPlan]:
     """Build the smaller ONNX model for ``removed_zigs``; the input model is never modified."""
-    graph: Graph = analysis.graph  # type: ignore[assignment]
+    graph = analysis.graph
     if graph.format != "onnx" or "model" not in graph.meta:
         raise ZigraphError("prune_onnx needs an analysis of an ONNX model (frontends.load('model.onnx'))")
     p = plan(analysis, removed_zigs)

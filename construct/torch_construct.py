@@ -36,7 +36,7 @@ __all__ = ["to_torch", "torch_plan"]
 
 
 def _meta(analysis: PruneAnalysis) -> TorchMeta:
-    tm = getattr(analysis.graph, "meta", {}).get("torch")
+    tm = analysis.graph.meta.get("torch")
     if not isinstance(tm, TorchMeta):
         raise ZigraphError(
             "to_torch needs an analysis of a torch model (frontends.load(module, example_inputs))"
@@ -61,7 +61,7 @@ def to_torch(model: nn.Module, analysis: PruneAnalysis, removed: Any = None) -> 
     small = _clone(tm.gm, model, p, tm)
     replaced = {n for kind, n, _ in tm.fixups if kind == "mha"}
     nodes = {n.name: n for n in small.graph.nodes}
-    ir_nodes = {n.name: n for n in analysis.graph.nodes}  # type: ignore[attr-defined]
+    ir_nodes = {n.name: n for n in analysis.graph.nodes}
     for name, upd in p.node_updates.items():
         ir = ir_nodes.get(name)
         if ir is None or ir.origin in replaced:
@@ -74,8 +74,9 @@ def to_torch(model: nn.Module, analysis: PruneAnalysis, removed: Any = None) -> 
         _apply_sites(small, nodes, tm.operand_sites.get((node_name, index)), fresh)
     for key, new in p.literal_rewrites.items():
         site_list = tm.sites.get(key[0])
-        if site_list is not None and key[1] < len(site_list) and site_list[key[1]] is not None:
-            _write(small, nodes, site_list[key[1]], int(new))  # type: ignore[arg-type]
+        site = site_list[key[1]] if site_list is not None and key[1] < len(site_list) else None
+        if site is not None:
+            _write(small, nodes, site, int(new))
     _apply_fixups(small, nodes, tm, p)
     _restore_training_switches(small)
     _refresh_modules(small)
@@ -220,6 +221,10 @@ def _apply_fixups(small: fx.GraphModule, nodes: dict[str, fx.Node], tm: TorchMet
                 node.kwargs = {**node.kwargs, "scale": 1.0 / math.sqrt(int(data["head_dim"]))}
         elif kind == "mha":
             mod = small.get_submodule(str(node.target))
+            if not isinstance(mod, nn.MultiheadAttention):
+                raise ZigraphError(
+                    f"internal error: '{node.target}' is not the MultiheadAttention it was traced as"
+                )
             kept = p.kept_masks.get((data["heads"], data["head_axis"]))
             heads = int(kept.sum()) if kept is not None else int(data["num_heads"])
             changed = mod.in_proj_weight.shape[0] != 3 * int(data["num_heads"]) * int(data["head_dim"]) or (
@@ -281,12 +286,13 @@ def _refresh_modules(small: nn.Module) -> None:
     for mod in small.modules():
         w = getattr(mod, "weight", None)
         if isinstance(mod, nn.modules.conv._ConvNd):
+            shape = mod.weight.shape
             if mod.transposed:
-                mod.in_channels, mod.out_channels = int(w.shape[0]), int(w.shape[1]) * mod.groups
+                mod.in_channels, mod.out_channels = int(shape[0]), int(shape[1]) * mod.groups
             else:
-                mod.out_channels, mod.in_channels = int(w.shape[0]), int(w.shape[1]) * mod.groups
+                mod.out_channels, mod.in_channels = int(shape[0]), int(shape[1]) * mod.groups
         elif isinstance(mod, nn.Linear):
-            mod.out_features, mod.in_features = int(w.shape[0]), int(w.shape[1])
+            mod.out_features, mod.in_features = int(mod.weight.shape[0]), int(mod.weight.shape[1])
         elif isinstance(mod, nn.modules.batchnorm._NormBase):
             ref = w if w is not None else getattr(mod, "running_mean", None)
             if ref is not None:
@@ -296,8 +302,8 @@ def _refresh_modules(small: nn.Module) -> None:
         elif isinstance(mod, nn.GroupNorm) and w is not None:
             mod.num_channels = int(w.shape[0])
         elif isinstance(mod, nn.Embedding):
-            mod.num_embeddings, mod.embedding_dim = int(w.shape[0]), int(w.shape[1])
+            mod.num_embeddings, mod.embedding_dim = int(mod.weight.shape[0]), int(mod.weight.shape[1])
         elif isinstance(mod, nn.PReLU):
-            mod.num_parameters = int(w.numel())
+            mod.num_parameters = int(mod.weight.numel())
         elif hasattr(nn, "RMSNorm") and isinstance(mod, nn.RMSNorm) and w is not None:
             mod.normalized_shape = tuple(int(d) for d in w.shape)

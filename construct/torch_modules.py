@@ -46,7 +46,9 @@ class PrunedMultiheadAttention(nn.Module):
         nn.init.xavier_uniform_(self.in_proj_weight)
 
     @classmethod
-    def from_module(cls, mod: nn.Module, num_heads: int, head_dim: int) -> PrunedMultiheadAttention:
+    def from_module(
+        cls, mod: nn.MultiheadAttention, num_heads: int, head_dim: int
+    ) -> PrunedMultiheadAttention:
         """Wrap the (already sliced) tensors of an ``nn.MultiheadAttention``."""
         w = mod.in_proj_weight
         new = cls(

@@ -7,6 +7,7 @@ the largest absolute value of the reference output (its scale), worst over outpu
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,6 @@ from graphcore.groups import PruneAnalysis
 __all__ = [
     "compare_outputs",
     "flat_outputs",
-    "prune_check",
     "randomize_",
     "run_torch",
     "verify_torch",
@@ -80,7 +80,7 @@ def run_torch(model: nn.Module, inputs: tuple) -> list[np.ndarray]:
         model.train(was)
 
 
-def zeroed_copy(model: nn.Module, analysis: PruneAnalysis, zig_ids) -> nn.Module:
+def zeroed_copy(model: nn.Module, analysis: PruneAnalysis, zig_ids: Iterable[int]) -> nn.Module:
     """A deep copy of ``model`` with the trainable slices of ``zig_ids`` set to exactly zero."""
     z = copy.deepcopy(model)
     zero_zigs(z, analysis, zig_ids)
@@ -129,64 +129,3 @@ def randomize_(model: nn.Module, seed: int = 0) -> nn.Module:
             elif bool((t == t.reshape(-1)[0]).all()) or float(t.abs().max()) < 1e-3:
                 t.copy_(torch.randn(t.shape, generator=gen) / max(1, t[0].numel()) ** 0.5)
     return model
-
-
-def prune_check(
-    model: nn.Module,
-    example_inputs: Any,
-    sparsity: float = 0.5,
-    criterion: str = "l2",
-    seed: int = 0,
-    onnx_path: str | None = None,
-    samples: int = 2,
-) -> dict[str, Any]:
-    """One-shot prune ``model`` and measure it: the numbers of the zoo table and the zoo tests.
-
-    Selects ``sparsity`` of the prunable ZIGs (lowest relative L2 norm, or random), zeroes them in a
-    copy, builds the small module, and compares it with the zeroed copy in torch and — with
-    ``onnx_path`` — in onnxruntime after exporting the small module there.
-    """
-    import time
-
-    import graphcore
-    from construct.torch_construct import to_torch
-    from construct.torch_zeros import zig_norms_torch
-    from frontends.torch_frontend import example_tuple, load_torch
-    from graphcore.select import relative_scores, select_zigs
-
-    inputs = example_tuple(example_inputs)
-    t0 = time.perf_counter()
-    analysis = graphcore.analyze(load_torch(model, inputs))
-    load_ms = 1000 * (time.perf_counter() - t0)
-    scores = relative_scores(analysis, zig_norms_torch(model, analysis)) if criterion == "l2" else None
-    chosen = select_zigs(analysis, sparsity, scores=scores, criterion=criterion, seed=seed)
-    zeroed = zeroed_copy(model, analysis, chosen)
-    t1 = time.perf_counter()
-    small = to_torch(zeroed, analysis)
-    construct_ms = 1000 * (time.perf_counter() - t1)
-    gen = torch.Generator().manual_seed(seed)
-    batches = [inputs] + [
-        tuple(torch.randn(x.shape, generator=gen) if x.is_floating_point() else x for x in inputs)
-        for _ in range(max(samples - 1, 0))
-    ]
-    rep = verify_torch(zeroed, small, batches)
-    before = sum(p.numel() for p in model.parameters())
-    after = sum(p.numel() for p in small.parameters())
-    out: dict[str, Any] = {
-        "params_before": before,
-        "params_after": after,
-        "kept": after / max(before, 1),
-        "removed_zigs": int(chosen.size),
-        "prunable_zigs": int(analysis.prunable_zig_ids().size),
-        "torch_rel": rep.max_rel,
-        "load_analyze_ms": load_ms,
-        "construct_ms": construct_ms,
-        "small": small,
-        "analysis": analysis,
-    }
-    if onnx_path is not None:
-        from construct.torch_export import to_onnx
-
-        ort = to_onnx(small, inputs, onnx_path, reference=zeroed, samples=samples, seed=seed)
-        out["ort_rel"] = ort.max_rel if ort is not None else None
-    return out

@@ -9,13 +9,15 @@ zero, so keeping them changes nothing).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import torch
 from torch import nn
 
 from graphcore.groups import PruneAnalysis
 
-__all__ = ["model_tensors", "removed_from_zeros", "zero_zigs", "zig_norms_torch"]
+__all__ = ["model_tensors", "removed_from_zeros", "trainable_arrays", "zero_zigs"]
 
 
 def model_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -62,11 +64,11 @@ def removed_from_zeros(model: nn.Module, analysis: PruneAnalysis) -> np.ndarray:
     return np.sort(np.concatenate(out)) if out else np.zeros(0, dtype=np.int64)
 
 
-def zero_zigs(model: nn.Module, analysis: PruneAnalysis, zig_ids) -> None:
+def zero_zigs(model: nn.Module, analysis: PruneAnalysis, zig_ids: Iterable[int]) -> None:
     """Write exact zeros into every trainable slice of ``zig_ids`` (what a group optimizer ends with)."""
     tensors = model_tensors(model)
     with torch.no_grad():
-        for s in analysis.slices(list(np.asarray(zig_ids, dtype=np.int64).tolist())):
+        for s in analysis.slices(np.asarray(list(zig_ids), dtype=np.int64).tolist()):
             if not analysis.trainable.get(s.param):
                 continue
             t = tensors.get(s.param)
@@ -76,16 +78,15 @@ def zero_zigs(model: nn.Module, analysis: PruneAnalysis, zig_ids) -> None:
             t.index_fill_(s.axis, idx, 0.0)
 
 
-def zig_norms_torch(model: nn.Module, analysis: PruneAnalysis) -> np.ndarray:
-    """L2 norm of every ZIG over its slices of trainable parameters (for lowest-norm selection)."""
+def trainable_arrays(model: nn.Module, analysis: PruneAnalysis) -> dict[str, np.ndarray]:
+    """The model's trainable parameters that the analysis names, as numpy arrays (``graphcore.select
+    .zig_norms`` scores them). CPU float tensors are shared, not copied; bfloat16 is widened exactly."""
     tensors = model_tensors(model)
-    sq = np.zeros(analysis.num_zigs, dtype=np.float64)
-    with torch.no_grad():
-        for (name, axis), owner in analysis.param_axes.items():
-            t = tensors.get(name)
-            if t is None or not analysis.trainable.get(name) or t.shape[axis] != owner.shape[0]:
-                continue
-            per = t.detach().double().pow(2).movedim(axis, 0).reshape(t.shape[axis], -1).sum(1).cpu().numpy()
-            hit = owner >= 0
-            np.add.at(sq, owner[hit], per[hit])
-    return np.sqrt(sq)
+    out: dict[str, np.ndarray] = {}
+    for name, _ in analysis.param_axes:
+        t = tensors.get(name)
+        if t is None or name in out or not analysis.trainable.get(name):
+            continue
+        t = t.detach()
+        out[name] = (t.float() if t.dtype == torch.bfloat16 else t).cpu().numpy()
+    return out

@@ -181,11 +181,11 @@ def check_prune_exact(
     expected = analysis.slices(removed.tolist())
     if sorted(map(repr, plan.removed)) != sorted(map(repr, expected)):
         raise _fail("plan.removed is not exactly the slices of the removed ZIGs")
-    full = g.meta["model"]  # type: ignore[attr-defined]
+    full = g.meta["model"]
     if len(removed) and _float_params(small) >= _float_params(full):
         raise _fail(f"removing {len(removed)} ZIGs did not make the model smaller")
     try:
-        zeroed = zero_slices(full, g.meta.get("base_dir"), plan.removed)  # type: ignore[attr-defined]
+        zeroed = zero_slices(full, g.meta.get("base_dir"), plan.removed)
         rep = compare_models(zeroed, small, samples=samples, rtol=rtol, seed=seed)
     except Exception as exc:
         raise _fail(f"cannot compare the pruned model (removed {len(removed)} ZIGs)", exc) from exc
@@ -300,15 +300,15 @@ def check_torch(spec: dict, removal_seed: int = 0, samples: int = 2) -> Outcome:
     if not torch_construct_available():
         out.skipped.append("construct.to_torch is not available")
         return out
+    from construct.torch_verify import zeroed_copy
+    from construct.torch_zeros import model_tensors
+
     removed = random_removal(analysis, removal_seed)
-    zeroed = copy.deepcopy(built.module).eval()
-    named = dict(zeroed.named_parameters(remove_duplicate=False))
-    named.update(dict(zeroed.named_buffers()))
-    with torch.no_grad():
-        for s in analysis.slices(removed.tolist()):
-            if s.param not in named:
-                raise _fail(f"the torch analysis names '{s.param}', which the module does not have")
-            named[s.param].index_fill_(s.axis, torch.tensor(s.indices, dtype=torch.long), 0.0)
+    named = model_tensors(built.module)
+    for cut in analysis.slices(removed.tolist()):
+        if cut.param not in named:
+            raise _fail(f"the torch analysis names '{cut.param}', which the module does not have")
+    zeroed = zeroed_copy(built.module, analysis, removed).eval()
     try:
         small = construct.to_torch(zeroed, analysis)
     except Exception as exc:

@@ -16,7 +16,7 @@ from scipy.sparse.csgraph import connected_components
 from graphcore.channels import ChannelGraph, SlotKey
 from graphcore.errors import AnalysisError
 from graphcore.fold import fold_node
-from graphcore.groups import NodeGroup, PruneAnalysis
+from graphcore.groups import ChannelMap, NodeGroup, PruneAnalysis
 from graphcore.infer import fill_output_shape
 from graphcore.ir import Graph, Node, Value
 from graphcore.ops import lift_legacy_attrs, onnx_rule, rule_for
@@ -235,7 +235,7 @@ def _analyze(graph: Graph, mode: str) -> PruneAnalysis:
 
     params_total = sum(v.numel or 0 for v in graph.params if v.trainable)
     flops_total = sum(node_flops(nd) for nd in graph.nodes)
-    result = PruneAnalysis(
+    return PruneAnalysis(
         graph=graph,
         groups=groups,
         zig_group=zig_group,
@@ -244,32 +244,10 @@ def _analyze(graph: Graph, mode: str) -> PruneAnalysis:
         param_shapes={v.name: v.static_shape or () for v in graph.params},
         flops_total=int(flops_total),
         params_total=int(params_total),
-        internal=_Internal(ctx, labels, zig_of_comp),
+        vertex_kinds=kinds,
+        unknown_ops=unknown,
+        internal=ChannelMap(ctx, labels, zig_of_comp),
     )
-    result.vertex_kinds = kinds  # type: ignore[attr-defined]
-    result.unknown_ops = unknown  # type: ignore[attr-defined]
-    return result
-
-
-class _Internal:
-    """What construct needs beyond the public result: which element of which axis is which channel."""
-
-    def __init__(self, ctx: ChannelGraph, labels: np.ndarray, zig_of_comp: np.ndarray) -> None:
-        self.ctx = ctx
-        self.labels = labels
-        self.zig_of_comp = zig_of_comp
-
-    def kept_masks(self, removed_zigs: np.ndarray) -> dict[SlotKey, np.ndarray]:
-        """For every static axis of every value: which indices survive removing ``removed_zigs``."""
-        nz = int(self.zig_of_comp.max()) + 1 if self.zig_of_comp.size else 0
-        gone = np.zeros(nz + 1, dtype=bool)
-        gone[np.asarray(removed_zigs, dtype=np.int64)] = True
-        elem_zig = self.zig_of_comp[self.labels] if self.labels.size else self.labels
-        elem_gone = gone[elem_zig]  # -1 indexes the sentinel (always False)
-        out: dict[SlotKey, np.ndarray] = {}
-        for k, o in self.ctx.offset.items():
-            out[k] = ~elem_gone[o : o + self.ctx.size[k]]
-        return out
 
 
 def _apply_learned(graph: Graph, subst: dict[str, int]) -> None:

@@ -29,8 +29,8 @@ def to_dot(analysis: PruneAnalysis, include_shape_ops: bool = False) -> str:
                 colour[n] = c
                 tooltip[n] = f"group {g.id}: {g.size} channels" + ("" if g.prunable else f" — {g.reason}")
     lines = ["digraph zigraph {", "  rankdir=TB;", '  node [shape=box, style="rounded,filled", fontsize=10];']
-    shown = set()
-    for node in graph.nodes:  # type: ignore[attr-defined]
+    shown: set[str] = set()
+    for node in graph.nodes:
         rule = rule_for(node)
         kind = rule.kind_of(node) if rule else "unknown"
         if kind == "shape" and not include_shape_ops:
@@ -40,12 +40,12 @@ def to_dot(analysis: PruneAnalysis, include_shape_ops: bool = False) -> str:
         label = f"{node.op}\\n{node.name}"
         lines.append(f"  {_q(node.name)} [label={_q(label)}, fillcolor={_q(fill)}, tooltip={_q(tip)}];")
         shown.add(node.name)
-    for node in graph.nodes:  # type: ignore[attr-defined]
+    for node in graph.nodes:
         if node.name not in shown:
             continue
         for v in node.outputs:
-            for c, _ in v.consumers:
-                if c.name in shown:
-                    lines.append(f"  {_q(node.name)} -> {_q(c.name)};")
+            for user, _ in v.consumers:
+                if user.name in shown:
+                    lines.append(f"  {_q(node.name)} -> {_q(user.name)};")
     lines.append("}")
     return "\n".join(lines) + "\n"

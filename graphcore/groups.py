@@ -6,16 +6,24 @@ which is the contract ``construct`` and every optimizer rely on.
 
 The representation is columnar so optimizers can batch their math: for every parameter axis that any
 ZIG touches, ``param_axes[(name, axis)]`` holds the global ZIG id that owns each index (or -1).
+
+``PruneAnalysis.report()`` fills the pydantic schema of ``graphcore.report``; that module holds only the
+schema, so the two never import each other.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["NodeGroup", "ParamSlice", "PruneAnalysis", "Selection"]
+from graphcore.channels import ChannelGraph, SlotKey
+from graphcore.ir import Graph
+from graphcore.report import GroupReport, ModelInfo, ParamRef, RemovedSlice, Report
+
+__all__ = ["ChannelMap", "NodeGroup", "ParamSlice", "PruneAnalysis"]
 
 
 @dataclass(frozen=True)
@@ -26,7 +34,7 @@ class ParamSlice:
     axis: int
     indices: tuple[int, ...]
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, object]:
         return {"param": self.param, "axis": self.axis, "indices": list(self.indices)}
 
 
@@ -49,11 +57,40 @@ class NodeGroup:
         return len(self.zig_ids)
 
 
+class ChannelMap:
+    """Which element of which axis is which channel: what construct needs beyond the public result.
+
+    ``labels`` gives every element of every tracked axis of ``ctx`` its connected component, and
+    ``zig_of_comp`` the ZIG of each component (-1 where the component is no ZIG).
+    """
+
+    def __init__(self, ctx: ChannelGraph, labels: np.ndarray, zig_of_comp: np.ndarray) -> None:
+        self.ctx = ctx
+        self.labels = labels
+        self.zig_of_comp = zig_of_comp
+
+    def kept_masks(self, removed_zigs: np.ndarray) -> dict[SlotKey, np.ndarray]:
+        """For every static axis of every value: which indices survive removing ``removed_zigs``."""
+        nz = int(self.zig_of_comp.max()) + 1 if self.zig_of_comp.size else 0
+        gone = np.zeros(nz + 1, dtype=bool)
+        gone[np.asarray(removed_zigs, dtype=np.int64)] = True
+        elem_zig = self.zig_of_comp[self.labels] if self.labels.size else self.labels
+        elem_gone = gone[elem_zig]  # -1 indexes the sentinel (always False)
+        out: dict[SlotKey, np.ndarray] = {}
+        for k, o in self.ctx.offset.items():
+            out[k] = ~elem_gone[o : o + self.ctx.size[k]]
+        return out
+
+
 @dataclass
 class PruneAnalysis:
-    """Everything the pruning analysis found about one graph."""
+    """Everything the pruning analysis found about one graph.
 
-    graph: object  # graphcore.ir.Graph (kept untyped to avoid an import cycle in type checkers)
+    ``internal`` is None for analyses built by hand (tests, ``optimizers.synthetic``): enough for the
+    optimizers, not for construct, which needs to know where every channel lives.
+    """
+
+    graph: Graph
     groups: list[NodeGroup]
     zig_group: np.ndarray
     param_axes: dict[tuple[str, int], np.ndarray]
@@ -62,7 +99,9 @@ class PruneAnalysis:
     mode: str = "prune"
     flops_total: int = 0
     params_total: int = 0
-    internal: object = field(default=None, repr=False)
+    vertex_kinds: dict[str, int] = field(default_factory=dict)
+    unknown_ops: dict[str, int] = field(default_factory=dict)
+    internal: ChannelMap | None = field(default=None, repr=False)
 
     @property
     def num_zigs(self) -> int:
@@ -93,20 +132,60 @@ class PruneAnalysis:
     def zig_slices(self, zig_id: int) -> list[ParamSlice]:
         return self.slices([zig_id])
 
-    def report(self, removed: list[ParamSlice] | None = None):
-        """The pydantic report (``graphcore.report.Report``)."""
-        from graphcore.report import build_report
-
-        return build_report(self, removed)
-
-
-@dataclass
-class Selection:
-    """A set of ZIGs chosen for removal, with the slices it removes."""
-
-    zig_ids: np.ndarray
-    analysis: PruneAnalysis
-
     @property
-    def removed(self) -> list[ParamSlice]:
-        return self.analysis.slices(self.zig_ids.tolist())
+    def params_prunable(self) -> int:
+        """Parameter scalars covered by a prunable ZIG (union over axes, computed exactly)."""
+        prunable_zig = np.zeros(self.num_zigs + 1, dtype=bool)
+        prunable_zig[self.prunable_zig_ids()] = True
+        per_param: dict[str, dict[int, int]] = {}
+        for (name, axis), owner in self.param_axes.items():
+            if not self.trainable.get(name):
+                continue
+            covered = prunable_zig[owner]  # owner -1 hits the sentinel (False)
+            per_param.setdefault(name, {})[axis] = int((~covered).sum())
+        total = 0
+        for name, axes in per_param.items():
+            shape = self.param_shapes.get(name, ())
+            numel = math.prod(shape) if shape else 1
+            uncovered = 1
+            for a, d in enumerate(shape):
+                uncovered *= axes.get(a, d)
+            total += numel - uncovered
+        return int(total)
+
+    def report(self, removed: list[ParamSlice] | None = None) -> Report:
+        """The pydantic report (schema ``graphcore.report.Report``), with ``removed`` when given."""
+        graph = self.graph
+        groups = [
+            GroupReport(
+                id=g.id,
+                size=g.size,
+                params=[ParamRef(name=n, axis=a) for n, a in g.params],
+                prunable=g.prunable,
+                reason=g.reason,
+                num_params=g.num_params,
+                flops=g.flops,
+                nodes=g.nodes,
+            )
+            for g in self.groups
+        ]
+        return Report(
+            model=ModelInfo(
+                name=graph.name, format=graph.format, opset=graph.opset, source=graph.meta.get("source")
+            ),
+            mode=self.mode,
+            num_nodes=len(graph.nodes),
+            vertex_kinds=dict(self.vertex_kinds),
+            unknown_ops=dict(self.unknown_ops),
+            params_total=self.params_total,
+            params_prunable=self.params_prunable,
+            flops_total=self.flops_total,
+            num_groups=len(self.groups),
+            num_prunable_groups=sum(1 for g in self.groups if g.prunable),
+            num_zigs=self.num_zigs,
+            num_prunable_zigs=int(self.prunable_zig_ids().size),
+            groups=groups,
+            removed=None
+            if removed is None
+            else [RemovedSlice(param=s.param, axis=s.axis, indices=list(s.indices)) for s in removed],
+        )

@@ -1,19 +1,31 @@
-"""The analysis report: a pydantic model with a published JSON schema (docs/report.schema.json)."""
+"""The analysis report: a pydantic model with a published JSON schema (docs/report.schema.json).
+
+Only the schema (and writing it) lives here; ``PruneAnalysis.report()`` in ``graphcore.groups`` fills
+it, so the report depends on the analysis and never the other way round.
+"""
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import tempfile
 from pathlib import Path
 
-import numpy as np
 from pydantic import BaseModel, Field
 
-from graphcore.groups import ParamSlice, PruneAnalysis
-
-__all__ = ["SCHEMA_VERSION", "GroupReport", "Report", "build_report", "write_json_atomic"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "GroupReport",
+    "ModelInfo",
+    "OutputError",
+    "ParamRef",
+    "PruneResult",
+    "RemovedSlice",
+    "Report",
+    "VerifyReport",
+    "schema_json",
+    "write_json_atomic",
+]
 
 SCHEMA_VERSION = "1.0"
 
@@ -48,6 +60,43 @@ class ModelInfo(BaseModel):
     source: str | None = None
 
 
+class OutputError(BaseModel):
+    name: str
+    max_abs: float
+    max_rel: float
+    scale: float
+
+
+class VerifyReport(BaseModel):
+    """Max absolute error and error relative to the output's scale (max |full output|), per output."""
+
+    passed: bool
+    samples: int
+    rtol: float
+    max_abs: float
+    max_rel: float
+    outputs: list[OutputError]
+
+
+class PruneResult(BaseModel):
+    """What ``zigraph prune`` did: sizes before and after, the proof, and how the ZIGs were chosen."""
+
+    zigs_removed: int
+    params_before: int
+    params_after: int
+    verification: VerifyReport | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="onnxruntime equivalence of the written model; absent with --no-verify",
+    )
+    output: str | None = Field(default=None, description="the written model, or null when it did not verify")
+    sparsity: float
+    criterion: str
+    seed: int
+    multiple: int
+    seconds: float
+
+
 class Report(BaseModel):
     schema_version: str = SCHEMA_VERSION
     model: ModelInfo
@@ -64,68 +113,8 @@ class Report(BaseModel):
     num_prunable_zigs: int
     groups: list[GroupReport]
     removed: list[RemovedSlice] | None = None
-    result: dict | None = Field(default=None, description="after prune: sizes before/after and verification")
-
-
-def _params_prunable(analysis: PruneAnalysis) -> int:
-    """Count parameter scalars covered by a prunable ZIG (union over axes, computed exactly)."""
-    prunable_zig = np.zeros(analysis.num_zigs + 1, dtype=bool)
-    ids = analysis.prunable_zig_ids()
-    prunable_zig[ids] = True
-    per_param: dict[str, dict[int, int]] = {}
-    for (name, axis), owner in analysis.param_axes.items():
-        if not analysis.trainable.get(name):
-            continue
-        covered = prunable_zig[owner]  # owner -1 hits the sentinel (False)
-        per_param.setdefault(name, {})[axis] = int((~covered).sum())
-    total = 0
-    for name, axes in per_param.items():
-        shape = analysis.param_shapes.get(name, ())
-        numel = math.prod(shape) if shape else 1
-        uncovered = 1
-        for a, d in enumerate(shape):
-            uncovered *= axes.get(a, d)
-        total += numel - uncovered
-    return int(total)
-
-
-def build_report(analysis: PruneAnalysis, removed: list[ParamSlice] | None = None) -> Report:
-    graph = analysis.graph
-    groups = [
-        GroupReport(
-            id=g.id,
-            size=g.size,
-            params=[ParamRef(name=n, axis=a) for n, a in g.params],
-            prunable=g.prunable,
-            reason=g.reason,
-            num_params=g.num_params,
-            flops=g.flops,
-            nodes=g.nodes,
-        )
-        for g in analysis.groups
-    ]
-    return Report(
-        model=ModelInfo(
-            name=getattr(graph, "name", "model"),
-            format=getattr(graph, "format", "onnx"),
-            opset=getattr(graph, "opset", None),
-            source=getattr(graph, "meta", {}).get("source"),
-        ),
-        mode=analysis.mode,
-        num_nodes=len(graph.nodes),  # type: ignore[attr-defined]
-        vertex_kinds=dict(getattr(analysis, "vertex_kinds", {})),
-        unknown_ops=dict(getattr(analysis, "unknown_ops", {})),
-        params_total=analysis.params_total,
-        params_prunable=_params_prunable(analysis),
-        flops_total=analysis.flops_total,
-        num_groups=len(analysis.groups),
-        num_prunable_groups=sum(1 for g in analysis.groups if g.prunable),
-        num_zigs=analysis.num_zigs,
-        num_prunable_zigs=int(analysis.prunable_zig_ids().size),
-        groups=groups,
-        removed=None
-        if removed is None
-        else [RemovedSlice(param=s.param, axis=s.axis, indices=list(s.indices)) for s in removed],
+    result: PruneResult | None = Field(
+        default=None, description="after prune: sizes before/after and verification"
     )
 
 

@@ -1,15 +1,72 @@
-"""One-shot choice of ZIGs to remove: a global ranking that never empties a group."""
+"""Choosing ZIGs to remove: one rule for every caller, one-shot selection and optimizers alike.
+
+The rule (``select_with_caps``): among the candidate ZIGs, take at most ``room[g]`` from each node
+group and at most ``budget`` in all, lowest ``priority`` first, ties broken by ZIG id. Optimizers call
+it every step with their own priorities (through ``optimizers.selection``, which converts tensors);
+``select_zigs`` is the one-shot choice of the ``zigraph prune`` command built on it.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import numpy as np
 
 from graphcore.errors import ZigraphError
 from graphcore.groups import PruneAnalysis
 
-__all__ = ["CRITERIA", "select_zigs"]
+__all__ = [
+    "CRITERIA",
+    "rank_within_groups",
+    "relative_scores",
+    "select_with_caps",
+    "select_zigs",
+    "zig_norms",
+]
 
 CRITERIA = ("l2", "random")
+
+
+def rank_within_groups(group: np.ndarray, priority: np.ndarray) -> np.ndarray:
+    """Rank (0 = first) of each element among those with the same ``group``, by ascending priority.
+
+    Ties keep index order (both sorts are stable), so the ranking is a pure function of its inputs:
+    the same on every DDP rank. O(n log n).
+    """
+    n = group.shape[0]
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    by_priority = np.argsort(priority, kind="stable")
+    order = by_priority[np.argsort(group[by_priority], kind="stable")]
+    sorted_group = group[order]
+    counts = np.bincount(sorted_group)
+    starts = np.cumsum(counts) - counts
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n, dtype=np.int64) - starts[sorted_group]
+    return rank
+
+
+def select_with_caps(
+    candidates: np.ndarray,
+    priority: np.ndarray,
+    group: np.ndarray,
+    room: np.ndarray,
+    budget: int | None = None,
+) -> np.ndarray:
+    """The subset of ``candidates`` (bool per ZIG) to take: at most ``room[g]`` per group, ``budget``
+    in all, lowest ``priority`` first, ties by ZIG id. Returns a bool mask like ``candidates``."""
+    ids = np.nonzero(candidates)[0]
+    out = np.zeros(candidates.shape[0], dtype=bool)
+    if ids.size == 0 or (budget is not None and budget <= 0):
+        return out
+    pri = priority[ids]
+    rank = rank_within_groups(group[ids], pri)
+    keep = rank < room[group[ids]]
+    ids, pri = ids[keep], pri[keep]
+    if budget is not None and ids.size > budget:
+        ids = ids[np.argsort(pri, kind="stable")[:budget]]
+    out[ids] = True
+    return out
 
 
 def select_zigs(
@@ -42,32 +99,55 @@ def select_zigs(
         order = cand[rng.permutation(cand.size)]
     else:
         order = cand[np.argsort(scores[cand], kind="stable")]
-    budget = {g.id: g.size - g.min_keep for g in analysis.groups if g.prunable}
-    chosen: list[int] = []
-    zg = analysis.zig_group
-    for z in order.tolist():
-        gid = int(zg[z])
-        if budget[gid] > 0:
-            budget[gid] -= 1
-            chosen.append(z)
-            if len(chosen) == target:
-                break
+    # The removal order as a priority (its position), so ties cannot reorder it.
+    position = np.full(analysis.num_zigs, np.iinfo(np.int64).max, dtype=np.int64)
+    position[order] = np.arange(order.size, dtype=np.int64)
+    candidates = np.zeros(analysis.num_zigs, dtype=bool)
+    candidates[cand] = True
+    room = np.zeros(len(analysis.groups), dtype=np.int64)
+    for g in analysis.prunable_groups:
+        room[g.id] = g.size - g.min_keep
+    chosen = np.nonzero(select_with_caps(candidates, position, analysis.zig_group, room, target))[0]
     if multiple > 1:
-        chosen = _round_kept(analysis, chosen, multiple)
-    return np.array(sorted(chosen), dtype=np.int64)
+        chosen = _round_kept(analysis, chosen, position, multiple)
+    return chosen.astype(np.int64)
 
 
-def _round_kept(analysis: PruneAnalysis, chosen: list[int], multiple: int) -> list[int]:
-    """``chosen`` is in removal order; drop each group's last picks until its kept count is a multiple."""
-    per_group: dict[int, list[int]] = {}
-    for z in chosen:
-        per_group.setdefault(int(analysis.zig_group[z]), []).append(z)
-    out: list[int] = []
-    for gid, zs in per_group.items():
-        size = analysis.groups[gid].size
-        extra = (-(size - len(zs))) % multiple
-        out.extend(zs[: len(zs) - extra] if extra <= len(zs) else [])
-    return out
+def _round_kept(
+    analysis: PruneAnalysis, chosen: np.ndarray, position: np.ndarray, multiple: int
+) -> np.ndarray:
+    """Per group, give back the last removals (by ``position``) until its kept count is a multiple."""
+    group = analysis.zig_group[chosen]
+    rank = rank_within_groups(group, position[chosen])
+    taken = np.bincount(group, minlength=len(analysis.groups))
+    size = np.array([g.size for g in analysis.groups], dtype=np.int64)
+    extra = (-(size - taken)) % multiple
+    # A group that cannot reach a multiple by giving back removals keeps all its channels.
+    allowed = np.where(extra <= taken, taken - extra, 0)
+    return chosen[rank < allowed[group]]
+
+
+def zig_norms(analysis: PruneAnalysis, arrays: Mapping[str, np.ndarray]) -> np.ndarray:
+    """L2 norm of every ZIG over all its slices of trainable parameters (the ``l2`` criterion).
+
+    ``arrays`` maps parameter names to their values, from any framework: the ONNX lowering reads the
+    initializers (``construct.zig_norms``), the torch one shares the module's tensors
+    (``construct.torch_zeros.trainable_arrays``). Parameters missing from it, frozen ones and arrays
+    whose axis does not match the analysis add nothing.
+    """
+    sq = np.zeros(analysis.num_zigs, dtype=np.float64)
+    for (name, axis), owner in analysis.param_axes.items():
+        found = arrays.get(name)
+        if found is None or not analysis.trainable.get(name):
+            continue
+        arr = np.asarray(found).astype(np.float64, copy=False)
+        if arr.ndim <= axis or arr.shape[axis] != owner.shape[0]:
+            continue
+        other = tuple(a for a in range(arr.ndim) if a != axis)
+        per = (arr**2).sum(axis=other) if other else arr**2
+        hit = owner >= 0
+        np.add.at(sq, owner[hit], per[hit])
+    return np.sqrt(sq)
 
 
 def relative_scores(analysis: PruneAnalysis, norms: np.ndarray) -> np.ndarray:

@@ -7,6 +7,7 @@ parameter, new attribute values (Conv ``group`` ...), and the rewritten shape li
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -45,17 +46,22 @@ class ShrinkPlan:
         )
 
 
-def plan(analysis: PruneAnalysis, removed_zigs) -> ShrinkPlan:
+def plan(analysis: PruneAnalysis, removed_zigs: Iterable[int]) -> ShrinkPlan:
     """Check that ``removed_zigs`` may be removed together and derive the smaller model."""
     removed = np.unique(np.asarray(list(removed_zigs), dtype=np.int64))
     _check_selection(analysis, removed)
     internal = analysis.internal
-    kept = internal.kept_masks(removed)  # type: ignore[attr-defined]
-    ctx = internal.ctx  # type: ignore[attr-defined]
+    if internal is None:
+        raise ZigraphError(
+            "this analysis was built by hand and does not say where each channel lives; "
+            "construct needs the result of graphcore.analyze"
+        )
+    kept = internal.kept_masks(removed)
+    ctx = internal.ctx
     graph = analysis.graph
     p = ShrinkPlan(removed_zigs=removed, kept_masks=kept, removed=analysis.slices(removed.tolist()))
 
-    for v in graph.params:  # type: ignore[attr-defined]
+    for v in graph.params:
         axes = []
         for a in range(v.rank or 0):
             m = kept.get((v.name, a))
@@ -65,17 +71,18 @@ def plan(analysis: PruneAnalysis, removed_zigs) -> ShrinkPlan:
             p.param_keep[v.name] = axes
 
     for node_name, index, out_name, entries in ctx.shape_operands:
-        out = graph.values[out_name]  # type: ignore[attr-defined]
-        old = out.shape
+        out = graph.values[out_name]
         new = p.new_shape(out)
+        old = out.shape
+        assert old is not None  # new_shape checked it
         if tuple(old) == tuple(new):
             continue
-        if all(e.value is not None for e in entries):
+        known = [e.value for e in entries if e.value is not None]
+        if len(known) == len(entries):
             # Every element is known: write a fresh operand, changing only the sizes that moved
             # (-1 and 0 keep inferring / copying, which follows the pruning by itself).
             fresh = [
-                int(e.value) if old[k] == new[k] or e.value in (-1, 0) else int(new[k])  # type: ignore[arg-type]
-                for k, e in enumerate(entries)
+                int(v) if old[k] == new[k] or v in (-1, 0) else _size(new[k]) for k, v in enumerate(known)
             ]
             p.operand_rewrites[(node_name, index)] = np.array(fresh, dtype=np.int64)
             continue
@@ -85,13 +92,13 @@ def plan(analysis: PruneAnalysis, removed_zigs) -> ShrinkPlan:
             if e.kind == "lit" and e.src is not None and len(e.src) == 4:
                 if e.value in (-1, 0):
                     continue
-                p.literal_rewrites[e.src] = int(new[k])  # type: ignore[arg-type]
+                p.literal_rewrites[e.src] = _size(new[k])
             elif e.kind != "dim":
                 raise ZigraphError(
                     f"internal error: shape operand {index} of node '{node_name}' cannot follow the pruning"
                 )
 
-    for node in graph.nodes:  # type: ignore[attr-defined]
+    for node in graph.nodes:
         rule = rule_for(node)
         if rule is None or rule.shrink is None:
             continue
@@ -106,6 +113,13 @@ def plan(analysis: PruneAnalysis, removed_zigs) -> ShrinkPlan:
             if upd:
                 p.node_updates[node.name] = upd
     return p
+
+
+def _size(d: Dim) -> int:
+    """A size the pruning changed: it comes from a kept mask, so it is always a known integer."""
+    if not isinstance(d, int):
+        raise ZigraphError(f"internal error: a pruned axis has no static size ({d!r})")
+    return d
 
 
 def _check_selection(analysis: PruneAnalysis, removed: np.ndarray) -> None:

@@ -11,6 +11,7 @@ import numpy as np
 from torch import nn
 
 from graphcore.groups import NodeGroup, PruneAnalysis
+from graphcore.ir import Graph
 
 __all__ = ["linear_chain_analysis"]
 
@@ -43,7 +44,7 @@ def linear_chain_analysis(model: nn.Module, layers: list[str], *, min_keep: int 
         first += width
     named = dict(model.named_parameters())
     return PruneAnalysis(
-        graph=None,
+        graph=Graph(name="linear_chain", fmt="torch"),  # hand-built: no traced graph behind it
         groups=groups,
         zig_group=np.concatenate(zig_group) if zig_group else np.zeros(0, dtype=np.int64),
         param_axes=param_axes,

@@ -51,8 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     import torchvision
 
     import graphcore
-    from construct.torch_verify import prune_check, randomize_
+    from construct.torch_verify import randomize_
     from frontends.torch_frontend import load_torch
+    from zigraph.prune_check import prune_check
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -62,12 +63,12 @@ def main(argv: list[str] | None = None) -> int:
             x = torch.randn(1, 3, args.size, args.size)
             t = time.perf_counter()
             r = prune_check(model, x, sparsity=args.sparsity, criterion="l2", onnx_path=f"{tmp}/{name}.onnx")
-            r["load_analyze_ms"] = min(r["load_analyze_ms"], best_load_ms(model, x, load_torch, graphcore))
+            r.load_analyze_ms = min(r.load_analyze_ms, best_load_ms(model, x, load_torch, graphcore))
             rows.append((name, r))
             print(
-                f"{name}: {r['params_before']:,} -> {r['params_after']:,} ({100 * r['kept']:.1f}%), "
-                f"torch {r['torch_rel']:.1e}, ORT {r['ort_rel']:.1e}, load+analyze "
-                f"{r['load_analyze_ms']:.0f} ms ({time.perf_counter() - t:.0f} s in all)",
+                f"{name}: {r.params_before:,} -> {r.params_after:,} ({100 * r.kept:.1f}%), "
+                f"torch {r.torch_rel:.1e}, ORT {r.ort_rel:.1e}, load+analyze "
+                f"{r.load_analyze_ms:.0f} ms ({time.perf_counter() - t:.0f} s in all)",
                 flush=True,
             )
     lines = [
@@ -87,12 +88,12 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for name, r in rows:
         lines.append(
-            f"| {name} | {r['params_before']:,} | {r['params_after']:,} | {100 * r['kept']:.1f}% | "
-            f"{r['torch_rel']:.1e} | {r['ort_rel']:.1e} | {r['load_analyze_ms']:.0f} |"
+            f"| {name} | {r.params_before:,} | {r.params_after:,} | {100 * r.kept:.1f}% | "
+            f"{r.torch_rel:.1e} | {r.ort_rel:.1e} | {r.load_analyze_ms:.0f} |"
         )
     args.out.write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")
-    bad = [n for n, r in rows if r["torch_rel"] > 1e-4 or r["ort_rel"] > 1e-4 or r["kept"] > 0.9]
+    bad = [n for n, r in rows if r.torch_rel > 1e-4 or r.ort_rel is None or r.ort_rel > 1e-4 or r.kept > 0.9]
     if bad:
         print(f"outside the targets (rel err ≤ 1e-4, kept ≤ 90%): {', '.join(bad)}")
     return 1 if bad else 0

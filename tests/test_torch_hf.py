@@ -12,8 +12,9 @@ import pytest
 import torch
 
 import graphcore
-from construct.torch_verify import prune_check, randomize_
+from construct.torch_verify import randomize_
 from frontends.torch_frontend import load_torch
+from zigraph.prune_check import prune_check
 
 transformers = pytest.importorskip("transformers")
 
@@ -46,4 +47,4 @@ def test_transformer_prunes_heads_and_mlp_exactly(name):
     assert 64 in sizes or 128 in sizes  # the MLP width
     assert 2 in sizes or 4 in sizes  # heads (or GQA key/value groups)
     r = prune_check(model, (ids,), sparsity=0.5, criterion="random")
-    assert r["torch_rel"] <= 1e-4 and r["kept"] <= 0.9, r
+    assert r.torch_rel <= 1e-4 and r.kept <= 0.9, r

@@ -11,7 +11,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from construct.torch_verify import prune_check, randomize_
+from construct.torch_verify import randomize_
+from zigraph.prune_check import prune_check
 
 torchvision = pytest.importorskip("torchvision")
 
@@ -53,15 +54,15 @@ def test_zoo_subset_prunes_exactly(name):
     torch.manual_seed(0)
     x = torch.randn(1, 3, resolution(name, True), resolution(name, True))
     r = prune_check(build(name), x, sparsity=0.5, criterion="random", samples=2)
-    assert r["torch_rel"] <= 1e-4, r["torch_rel"]
-    assert r["kept"] <= 0.9, r["kept"]
-    assert r["removed_zigs"] >= 0.45 * r["prunable_zigs"]
+    assert r.torch_rel <= 1e-4, r.torch_rel
+    assert r.kept <= 0.9, r.kept
+    assert r.removed_zigs >= 0.45 * r.prunable_zigs
 
 
 def test_zoo_subset_in_onnxruntime(tmp_path):
     x = torch.randn(1, 3, 32, 32)
     r = prune_check(build("tiny_vit"), x, sparsity=0.5, criterion="l2", onnx_path=str(tmp_path / "vit.onnx"))
-    assert r["torch_rel"] <= 1e-4 and r["ort_rel"] <= 1e-4, r
+    assert r.torch_rel <= 1e-4 and r.ort_rel <= 1e-4, r
 
 
 @pytest.mark.slow
@@ -71,6 +72,6 @@ def test_zoo_full_prunes_exactly_in_torch_and_onnxruntime(name, tmp_path):
     size = 224 if name in NEEDS_224 else 96
     x = torch.randn(1, 3, size, size)
     r = prune_check(build(name), x, sparsity=0.5, criterion="l2", onnx_path=str(tmp_path / f"{name}.onnx"))
-    assert r["torch_rel"] <= 1e-4, r["torch_rel"]
-    assert r["ort_rel"] <= 1e-4, r["ort_rel"]
-    assert r["kept"] <= 0.9, r["kept"]
+    assert r.torch_rel <= 1e-4, r.torch_rel
+    assert r.ort_rel <= 1e-4, r.ort_rel
+    assert r.kept <= 0.9, r.kept

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from graphcore.errors import ZigraphError
 
@@ -16,7 +17,7 @@ __all__ = ["main"]
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2
+    def error(self, message: str) -> NoReturn:  # one line, exit 2
         sys.stderr.write(f"zigraph: error: {message} (see 'zigraph --help')\n")
         raise SystemExit(2)
 
@@ -145,7 +146,7 @@ def _analyze(args: argparse.Namespace) -> int:
 
 def _prune(args: argparse.Namespace) -> int:
     from graphcore.report import write_json_atomic
-    from zigraph.pipeline import ensure_sparsity, load_model, prune_model, report_json
+    from zigraph.pipeline import ensure_sparsity, load_model, prune, report_json
     from zigraph.summary import format_prune
 
     sparsity = ensure_sparsity(args.sparsity)
@@ -157,15 +158,15 @@ def _prune(args: argparse.Namespace) -> int:
     elif out.resolve() == Path(args.model).resolve():
         raise ZigraphError("-o must not overwrite the input model")
     loaded = load_model(args.model, args.input_shape)
-    report = prune_model(
+    report = prune(
         loaded, sparsity, out, criterion=args.criterion, seed=args.seed, verify=not args.no_verify,
         samples=args.samples, multiple=args.multiple,
     )  # fmt: skip
     if args.report:
         write_json_atomic(args.report, report_json(report))
     print(format_prune(report))
-    ver = report["result"].get("verification")
-    return 1 if ver is not None and not ver["passed"] else 0
+    ver = report.result.verification if report.result is not None else None
+    return 1 if ver is not None and not ver.passed else 0
 
 
 def _verify(args: argparse.Namespace) -> int:

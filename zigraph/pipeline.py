@@ -5,7 +5,6 @@ Only composition lives here; every step is a function of frontends, graphcore or
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import time
@@ -14,15 +13,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 
 from graphcore.errors import ZigraphError
+from graphcore.groups import ParamSlice, PruneAnalysis
+from graphcore.ir import Graph
+from graphcore.report import PruneResult, Report, VerifyReport
 
-__all__ = ["LoadedModel", "load_model", "prune_model"]
+__all__ = ["LoadedModel", "load_model", "prune", "prune_model", "report_json"]
 
 
 @dataclass
 class LoadedModel:
-    graph: Any
+    """A model in the IR, with the torch module and its example inputs when it came from torch."""
+
+    graph: Graph
     module: Any = None
     example_inputs: Any = None
     source: str = ""
@@ -49,11 +54,61 @@ def _is_torch_spec(spec: str) -> bool:
     )
 
 
-def _param_arrays(loaded: LoadedModel) -> dict[str, np.ndarray] | None:
-    if loaded.module is None:
-        return None
-    named = dict(loaded.module.named_parameters())
-    return {k: v.detach().cpu().numpy() for k, v in named.items()}
+def prune(
+    loaded: LoadedModel,
+    sparsity: float,
+    out: str | os.PathLike,
+    criterion: str = "l2",
+    seed: int = 0,
+    verify: bool = True,
+    samples: int = 3,
+    multiple: int = 1,
+) -> Report:
+    """One-shot pruning to ``out`` (.onnx); the report with ``removed`` and ``result`` filled in."""
+    import construct
+    import graphcore
+    from graphcore.select import relative_scores, select_zigs
+
+    t0 = time.perf_counter()
+    analysis = graphcore.analyze(loaded.graph)
+    arrays = None
+    if loaded.module is not None:
+        from construct.torch_zeros import trainable_arrays
+
+        arrays = trainable_arrays(loaded.module, analysis)
+    norms = construct.zig_norms(analysis, arrays)
+    scores = relative_scores(analysis, norms)
+    chosen = select_zigs(analysis, sparsity, scores, criterion=criterion, seed=seed, multiple=multiple)
+    target = Path(out)
+    # Written under a temporary name and published only once verified: a run that fails for any
+    # reason, or a model that does not verify, leaves nothing at ``target``.
+    staged = target.with_name(f".zigraph-staged-{os.getpid()}-{target.name}")
+    try:
+        built = _prune_staged(loaded, analysis, chosen, staged, target.name + ".data", verify, samples)
+        output: str | None = None
+        if built.verification is None or built.verification.passed:
+            os.replace(staged, target)
+            output = str(target)
+        else:
+            data = target.with_name(target.name + ".data")
+            if data.exists() and not target.exists():
+                data.unlink()
+    finally:
+        if staged.exists():
+            staged.unlink()
+    result = PruneResult(
+        zigs_removed=len(chosen),
+        params_before=built.params_before,
+        params_after=built.params_after,
+        verification=built.verification,
+        output=output,
+        sparsity=sparsity,
+        criterion=criterion,
+        seed=seed,
+        multiple=multiple,
+        seconds=round(time.perf_counter() - t0, 3),
+    )
+    return analysis.report(built.removed).model_copy(update={"result": result})
 
 
 def prune_model(
@@ -65,95 +120,69 @@ def prune_model(
     verify: bool = True,
     samples: int = 3,
     multiple: int = 1,
-) -> dict:
-    """One-shot pruning to ``out`` (.onnx); returns the report as a dict (with ``removed``, ``result``)."""
-    import construct
-    import graphcore
-    from graphcore.select import relative_scores, select_zigs
+) -> dict[str, Any]:
+    """``prune`` as JSON data: the report exactly as ``zigraph prune --report`` writes it."""
+    report = prune(loaded, sparsity, out, criterion, seed, verify, samples, multiple)
+    return report.model_dump()
 
-    t0 = time.perf_counter()
-    analysis = graphcore.analyze(loaded.graph)
-    norms = construct.zig_norms(analysis, _param_arrays(loaded))
-    scores = relative_scores(analysis, norms)
-    chosen = select_zigs(analysis, sparsity, scores, criterion=criterion, seed=seed, multiple=multiple)
-    out = Path(out)
-    # Written under a temporary name and published only once verified: a run that fails for any
-    # reason, or a model that does not verify, leaves nothing at ``out``.
-    staged = out.with_name(f".zigraph-staged-{os.getpid()}-{out.name}")
-    try:
-        report = _prune_staged(loaded, analysis, chosen, staged, out.name + ".data", verify, samples)
-        result = report["result"]
-        ver = result.get("verification")
-        if ver is None or ver["passed"]:
-            os.replace(staged, out)
-            result["output"] = str(out)
-        else:
-            result["output"] = None
-            data = out.with_name(out.name + ".data")
-            if data.exists() and not out.exists():
-                data.unlink()
-    finally:
-        if staged.exists():
-            staged.unlink()
-    result.update(sparsity=sparsity, criterion=criterion, seed=seed, multiple=multiple)
-    result["seconds"] = round(time.perf_counter() - t0, 3)
-    return report
+
+@dataclass
+class _Built:
+    """What building and checking the small model gave, before it is published."""
+
+    removed: list[ParamSlice]
+    params_before: int
+    params_after: int
+    verification: VerifyReport | None
 
 
 def _prune_staged(
-    loaded: LoadedModel, analysis: Any, chosen: Any, out: Path, data_name: str, verify: bool, samples: int
-) -> dict:
+    loaded: LoadedModel,
+    analysis: PruneAnalysis,
+    chosen: np.ndarray,
+    out: Path,
+    data_name: str,
+    verify: bool,
+    samples: int,
+) -> _Built:
     import construct
 
-    torch_report = None
     if loaded.module is None:
         small, plan = construct.prune_onnx(analysis, chosen)
-        removed = plan.removed
         construct.save_onnx(small, out, data_name=data_name)
-        params_before = _onnx_params(loaded.graph.meta["model"])
-        params_after = _onnx_params(small)
-    else:
-        import torch
-
-        from graphcore.shrink import plan as make_plan
-
-        plan = make_plan(analysis, chosen)
-        removed = plan.removed
-        zeroed = copy.deepcopy(loaded.module).eval()
-        named = dict(zeroed.named_parameters())
-        named.update(dict(zeroed.named_buffers()))
-        with torch.no_grad():
-            for s in removed:
-                if s.param in named and analysis.trainable.get(s.param):
-                    named[s.param].index_fill_(s.axis, torch.tensor(s.indices, dtype=torch.long), 0.0)
-        small_module = construct.to_torch(zeroed, analysis)
-        # The small ONNX model, run in onnxruntime, against the zeroed full torch model.
-        torch_report = construct.to_onnx(
-            small_module, loaded.example_inputs, out, verify=verify, samples=samples, reference=zeroed
+        verification = None
+        if verify:
+            full = loaded.graph.meta["model"] if loaded.graph.meta.get("base_dir") is None else loaded.source
+            verification = construct.verify(full, out, plan.removed, samples=samples)
+        return _Built(
+            plan.removed, _onnx_params(loaded.graph.meta["model"]), _onnx_params(small), verification
         )
-        params_before = sum(p.numel() for p in loaded.module.parameters())
-        params_after = sum(p.numel() for p in small_module.parameters())
-    report = analysis.report(removed).model_dump()
-    result: dict[str, Any] = {
-        "zigs_removed": len(chosen),
-        "params_before": int(params_before),
-        "params_after": int(params_after),
-    }
-    if verify and loaded.module is None:
-        full = loaded.graph.meta["model"] if loaded.graph.meta.get("base_dir") is None else loaded.source
-        result["verification"] = construct.verify(full, out, removed, samples=samples).model_dump()
-    elif verify and torch_report is not None:
-        result["verification"] = torch_report.model_dump()
-    report["result"] = result
-    return report
+
+    from construct.torch_verify import zeroed_copy
+    from graphcore.shrink import plan as make_plan
+
+    removed = make_plan(analysis, chosen).removed
+    zeroed = zeroed_copy(loaded.module, analysis, chosen).eval()
+    small_module = construct.to_torch(zeroed, analysis)
+    # The small ONNX model, run in onnxruntime, against the zeroed full torch model.
+    torch_report = construct.to_onnx(
+        small_module, loaded.example_inputs, out, verify=verify, samples=samples, reference=zeroed
+    )
+    return _Built(
+        removed,
+        int(sum(p.numel() for p in loaded.module.parameters())),
+        int(sum(p.numel() for p in small_module.parameters())),
+        torch_report if verify else None,
+    )
 
 
-def _onnx_params(model) -> int:
+def _onnx_params(model: onnx.ModelProto) -> int:
     return int(sum(int(np.prod(t.dims, dtype=np.int64)) for t in model.graph.initializer))
 
 
-def report_json(report: dict) -> str:
-    return json.dumps(report, indent=2) + "\n"
+def report_json(report: Report) -> str:
+    """The JSON text of ``zigraph prune --report``."""
+    return json.dumps(report.model_dump(), indent=2) + "\n"
 
 
 def ensure_sparsity(value: str) -> float:

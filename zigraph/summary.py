@@ -40,21 +40,23 @@ def format_summary(report: Report, max_groups: int = 12) -> str:
     return "\n".join(lines)
 
 
-def format_prune(report: dict) -> str:
-    r = report["result"]
-    before, after = r["params_before"], r["params_after"]
+def format_prune(report: Report) -> str:
+    r = report.result
+    if r is None:
+        raise ValueError("format_prune needs the report of a prune run (its result is missing)")
+    before, after = r.params_before, r.params_after
     lines = [
-        f"pruned     {r['zigs_removed']} of {report['num_prunable_zigs']} prunable ZIGs ({r['criterion']})",
+        f"pruned     {r.zigs_removed} of {report.num_prunable_zigs} prunable ZIGs ({r.criterion})",
         f"params     {human(before)} -> {human(after)} ({100.0 * after / max(before, 1):.1f}% kept)",
-        f"output     {r['output'] or 'not written: the pruned model did not verify'}",
+        f"output     {r.output or 'not written: the pruned model did not verify'}",
     ]
-    ver = r.get("verification")
+    ver = r.verification
     if ver is None:
         lines.append("verified   no (--no-verify)")
     else:
-        status = "PASSED" if ver["passed"] else "FAILED"
+        status = "PASSED" if ver.passed else "FAILED"
         lines.append(
-            f"verified   {status} in onnxruntime: max abs error {ver['max_abs']:.2e}, "
-            f"max relative error {ver['max_rel']:.2e} (tolerance {ver['rtol']:g})"
+            f"verified   {status} in onnxruntime: max abs error {ver.max_abs:.2e}, "
+            f"max relative error {ver.max_rel:.2e} (tolerance {ver.rtol:g})"
         )
     return "\n".join(lines)
