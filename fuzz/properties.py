@@ -375,7 +375,7 @@ AGREE_SKIP_BOUND = 0.25
 Measured when the bound was set: 4 of 105 examples skipped over six 20-example hypothesis runs (0 to
 18 % per run), 10 of 107 over two 3-minute ``python -m fuzz`` runs (12 % and 3 %), 2 of 18 in the
 derandomized CI examples; the skips were exporter renames (a bias-free Linear becomes a MatMul on a
-transposed copy of its weight) and GroupNorm followed by channels-last Linears. 25 % is about three
+transposed copy of its weight) and GroupNorm followed by channels-last Linears. 25 % is over three
 standard deviations above the ~8 % measured at forty examples, so only a real change trips it."""
 
 AGREE_MIN_EXAMPLES = 40
