@@ -9,7 +9,9 @@ and the two modules still cannot be read, tested or moved one without the other.
 from __future__ import annotations
 
 import ast
+import re
 import textwrap
+import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -56,6 +58,19 @@ def test_graphcore_imports_no_framework():
         if bad:
             problems.append(f"{path.relative_to(ROOT)} imports {sorted(bad)}")
     assert not problems, "\n".join(problems)
+
+
+# Distributions whose import name differs from their own, and the one needed without an import.
+IMPORT_NAMES = {"protobuf": "google", "scikit-learn": "sklearn", "onnx-ir": "onnx_ir"}
+NEEDED_UNIMPORTED = {"onnxscript": "torch.onnx.export(dynamo=True) runs it (construct.to_onnx)"}
+
+
+def test_every_core_dependency_is_imported():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = {re.split(r"[<>=!~ \[;]", d, maxsplit=1)[0] for d in project["dependencies"]}
+    imported = set().union(*(_imports(p) for pkg in OURS for p in (ROOT / pkg).rglob("*.py")))
+    unused = {d for d in declared - set(NEEDED_UNIMPORTED) if IMPORT_NAMES.get(d, d) not in imported}
+    assert not unused, f"declared in pyproject.toml but imported by none of {sorted(OURS)}: {sorted(unused)}"
 
 
 # -- cycles -------------------------------------------------------------------------------------------
