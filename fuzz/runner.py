@@ -25,7 +25,7 @@ from hypothesis import seed as hypothesis_seed
 
 from fuzz.arch import build, export
 from fuzz.malformed import MUTATORS, Verdict, Worker, check_cli, mutate
-from fuzz.properties import PropertyFailure, check_architecture
+from fuzz.properties import AgreementCount, PropertyFailure, check_architecture
 from fuzz.strategies import architectures, exporters, removal_seeds
 
 __all__ = ["Finding", "Stats", "regression_test", "run", "signature"]
@@ -80,11 +80,17 @@ class Stats:
     ops: Counter = field(default_factory=Counter)
     mutations: Counter = field(default_factory=Counter)
     gaps: Counter = field(default_factory=Counter)
+    agreement: AgreementCount = field(default_factory=AgreementCount)
     findings: dict[str, Finding] = field(default_factory=dict)
 
     @property
     def failures(self) -> int:
         return sum(f.count for f in self.findings.values())
+
+    @property
+    def failed(self) -> bool:
+        """A property failed, or the frontends check skipped more examples than its bound allows."""
+        return bool(self.findings) or self.agreement.exceeds()
 
 
 def _ops_of(layers: list[dict]) -> list[str]:
@@ -177,6 +183,7 @@ def _architecture_round(
             stats.with_prunable += out.prunable_groups > 0
             stats.zigs_removed += out.zigs_removed
             stats.gaps.update(signature(g) for g in out.skipped)
+            stats.agreement.add(out.agreement)
             if kept and exporter != "torchscript-preserve":
                 if len(pool) < 64:
                     pool.append((spec, exporter, kept[0]))
@@ -301,7 +308,8 @@ def run(
 def progress_line(stats: Stats, seconds: float) -> str:
     return (
         f"[{seconds / 60:5.1f} min] architectures {stats.architectures}, malformed inputs {stats.malformed} "
-        f"({stats.malformed_cli} through the CLI), failures {stats.failures} ({len(stats.findings)} distinct)"
+        f"({stats.malformed_cli} through the CLI), failures {stats.failures} ({len(stats.findings)} "
+        f"distinct), frontends check skipped {stats.agreement.skipped} of {stats.agreement.examples}"
     )
 
 
@@ -315,7 +323,10 @@ def summary(stats: Stats, seconds: float) -> str:
         f"malformed inputs      {stats.malformed} ({stats.malformed_cli} also through the CLI; "
         f"still valid and verified: {stats.accepted}, rejected cleanly: {stats.rejected})",
         f"failures              {stats.failures} ({len(stats.findings)} distinct)",
+        f"frontends compared    {stats.agreement.describe()}",
     ]
+    if stats.agreement.exceeds():
+        lines.append("FAILURE: check_frontends_agree skipped more examples than its bound allows")
     common = ", ".join(f"{op} {n}" for op, n in stats.ops.most_common())
     lines.append(f"ops drawn             {common}")
     if stats.gaps:

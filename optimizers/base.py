@@ -208,7 +208,7 @@ class GroupOptimizer(torch.optim.Optimizer):
         """The pass over all parameters: direction, then either statistics or the plain update."""
         lr = group["lr"]
         decay = decoupled_decay(group["variant"], lr, group["weight_decay"])
-        keep = self._keep if self.keeps_zero(group) else [None] * self.num_grouped
+        keep = self._keep_masks(group)
         layout, scratch, params = self.layout, self._scratch, group["params"]
         if not (need.pre or need.post) and self._foreach(group):
             self._plain_foreach(group, lr, decay, keep)
@@ -230,7 +230,7 @@ class GroupOptimizer(torch.optim.Optimizer):
                 if slot.is_vector:
                     continue  # all vectors at once below
                 xs[i] = layout.reduce(slot, p, None, scratch)
-                dz = torch.zeros_like(p) if d is None else d
+                dz = _or_zeros(d, p)
                 xds[i] = layout.reduce(slot, p, dz, scratch)
                 if need.d2:
                     dds[i] = layout.reduce(slot, dz, None, scratch)
@@ -241,10 +241,8 @@ class GroupOptimizer(torch.optim.Optimizer):
                 xs[i] = layout.reduce(slot, p, None, scratch)
         if need.pre and layout.vectors:
             ps = [params[i] for i in layout.vectors]
-            ds = [
-                torch.zeros_like(params[i]) if stats.directions[i] is None else stats.directions[i]
-                for i in layout.vectors
-            ]
+            ds = [_or_zeros(stats.directions[i], params[i]) for i in layout.vectors]
+            quantities: list[tuple[list[list[torch.Tensor]], list[torch.Tensor], list[torch.Tensor] | None]]
             quantities = [(xs, ps, None), (xds, ps, ds)] + ([(dds, ds, None)] if need.d2 else [])
             for out, a, b in quantities:
                 for i, v in zip(layout.vectors, layout.reduce_vectors(a, b)):
@@ -256,6 +254,12 @@ class GroupOptimizer(torch.optim.Optimizer):
             stats.xd = layout.segment_sum([v for parts in xds for v in parts])
             stats.d2 = layout.segment_sum([v for parts in dds for v in parts]) if need.d2 else None
         return stats
+
+    def _keep_masks(self, group: dict) -> list[torch.Tensor | None]:
+        """Per ZIG-holding parameter, the mask that holds its zero ZIGs at zero (None: nothing held)."""
+        if self.keeps_zero(group):
+            return self._keep
+        return [None] * self.num_grouped
 
     def _foreach(self, group: dict) -> bool:
         """Batch plain steps with foreach kernels: by default on GPUs (few launches), not on CPU."""
@@ -287,7 +291,7 @@ class GroupOptimizer(torch.optim.Optimizer):
         """
         lr = group["lr"]
         decay = decoupled_decay(group["variant"], lr, group["weight_decay"])
-        keep = self._keep if self.keeps_zero(group) else [None] * self.num_grouped
+        keep = self._keep_masks(group)
         layout = self.layout
         touched = layout.touched(coef != 0)
         cross = layout.zeros_flat()
@@ -320,13 +324,10 @@ class GroupOptimizer(torch.optim.Optimizer):
         ps = [layout.params[i] for i in layout.vectors]
         factors = layout.vector_coef(decay - lr * coef)
         torch._foreach_mul_(ps, [f if f.dtype == p.dtype else f.to(p.dtype) for f, p in zip(factors, ps)])
-        moved = [i for i in layout.vectors if stats.directions[i] is not None]
-        _foreach_update(
-            [layout.params[i] for i in moved],
-            [stats.directions[i] for i in moved],
-            [keep[i] for i in moved],
-            lr,
-        )
+        moved = [
+            (layout.params[i], d, keep[i]) for i in layout.vectors if (d := stats.directions[i]) is not None
+        ]
+        _foreach_update([p for p, _, _ in moved], [d for _, d, _ in moved], [k for _, _, k in moved], lr)
 
     def half_space_zero(
         self,
@@ -458,9 +459,17 @@ def _check_names(analysis: PruneAnalysis, params: Mapping[str, torch.Tensor], bu
 
 
 def _dense_grad(p: torch.Tensor) -> torch.Tensor:
-    if p.grad.is_sparse:
+    grad = p.grad
+    if grad is None:  # callers step only parameters that got a gradient
+        raise RuntimeError("a parameter without a gradient has no direction")
+    if grad.is_sparse:
         raise RuntimeError("group optimizers do not support sparse gradients")
-    return p.grad
+    return grad
+
+
+def _or_zeros(d: torch.Tensor | None, p: torch.Tensor) -> torch.Tensor:
+    """A parameter's direction, or zeros where it got no gradient (its statistics see no movement)."""
+    return torch.zeros_like(p) if d is None else d
 
 
 def _plain_update(

@@ -21,6 +21,7 @@ Schedule, in optimizer steps t = 1, 2, ...:
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -155,15 +156,17 @@ class DHSPG(GroupOptimizer):
         return Need()
 
     def update(self, stats: GroupStats, group: dict) -> None:
-        if not self.partitioned:
-            self._partition(stats, group)
+        xd, d2 = stats.xd, stats.d2
+        if xd is None or d2 is None:
+            raise RuntimeError("DHSPG updates from the statistics of Need(pre=True, d2=True)")
+        redundant = self.redundant if self.redundant is not None else self._partition(stats.x2, xd, d2, group)
         j = self._window_step(group)
         if j > group["pruning_steps"] or self.num_zero() >= self.goal:
             self.penalized_step(stats, group, torch.zeros_like(stats.x2))  # the plain step
             return
-        active = self.redundant & ~self._zero
+        active = redundant & ~self._zero
         lam = select_lambda(
-            stats.x2, stats.xd, stats.d2, group["lmbda"], group["lmbda_amplify"], group["hat_lmbda_coeff"]
+            stats.x2, xd, d2, group["lmbda"], group["lmbda_amplify"], group["hat_lmbda_coeff"]
         )
         lam = torch.where(active, lam, torch.zeros_like(lam))
         hat_dot = self.penalized_step(stats, group, lam / safe_norm(stats.x2))
@@ -171,18 +174,20 @@ class DHSPG(GroupOptimizer):
         periods, steps = group["pruning_periods"], group["pruning_steps"]
         short = self.goal * (j * periods // steps) // periods - self.num_zero()
         if short > 0:  # end of a period behind schedule: project the smallest candidates
-            left = self.redundant & ~self._zero
+            left = redundant & ~self._zero
             mean_sq = stats.x2 / self.layout.zig_numel.clamp_min(1)
             self.zero_zigs(select_with_caps(left, mean_sq, self.zig_group, self.room(), short))
         self.last_lambda = lam
 
-    def _partition(self, stats: GroupStats, group: dict) -> None:
-        """Split prunable ZIGs into important and redundant once (§4.3) and fix the goal K."""
+    def _partition(self, x2: torch.Tensor, xd: torch.Tensor, d2: torch.Tensor, group: dict) -> torch.Tensor:
+        """Split prunable ZIGs into important and redundant once (§4.3) and fix the goal K.
+
+        Returns the redundant set G_R (also kept as ``self.redundant``)."""
         target = self.target_count(group["target_group_sparsity"])
         share = min(group["target_group_sparsity"] + group["tolerance_group_sparsity"], 0.999)
         count = max(math.floor(share * self.num_prunable + 1e-9), target)
-        self.saliency = saliency_scores(stats.x2, stats.xd, stats.d2, self.layout.zig_numel, self.prunable)
-        self.redundant = choose_redundant(
+        self.saliency = saliency_scores(x2, xd, d2, self.layout.zig_numel, self.prunable)
+        redundant = self.redundant = choose_redundant(
             self.saliency,
             self.prunable,
             self.zig_group,
@@ -191,8 +196,9 @@ class DHSPG(GroupOptimizer):
             count,
             group["group_divisible"],
         )
-        reachable = int((self.redundant | (self._zero & self.prunable)).sum())
+        reachable = int((redundant | (self._zero & self.prunable)).sum())
         self.goal = min(target, reachable)
+        return redundant
 
     def _extra_state(self) -> dict[str, Any]:
         extra = super()._extra_state()
@@ -200,7 +206,7 @@ class DHSPG(GroupOptimizer):
         extra["goal"] = self.goal
         return extra
 
-    def _load_extra_state(self, extra: dict[str, Any]) -> None:
+    def _load_extra_state(self, extra: Mapping[str, Any]) -> None:
         super()._load_extra_state(extra)
         red = extra.get("redundant")
         self.redundant = None if red is None else red.to(self.layout.device)

@@ -26,6 +26,24 @@ __all__ = ["VARIANTS", "adam_direction", "decoupled_decay", "direction", "direct
 VARIANTS = ("sgd", "adam", "adamw")
 
 State = MutableMapping[str, object]
+"""One parameter's optimizer state (``torch.optim.Optimizer.state[p]``): untyped by torch, so every
+read goes through :func:`_tensor` or :func:`_step`, which say what this module stored there."""
+
+
+def _tensor(state: State, key: str) -> torch.Tensor:
+    """A buffer this module stored (``momentum_buffer``, ``exp_avg``, ``exp_avg_sq``)."""
+    value = state[key]
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"optimizer state {key!r} is a {type(value).__name__}, not a tensor")
+    return value
+
+
+def _step(state: State) -> int:
+    """The Adam step count (an int here; a tensor in a state dict written by ``torch.optim.Adam``)."""
+    value = state["step"]
+    if not isinstance(value, int | float | torch.Tensor):
+        raise TypeError(f"optimizer state 'step' is a {type(value).__name__}, not a number")
+    return int(value)
 
 
 def sgd_direction(
@@ -42,10 +60,10 @@ def sgd_direction(
     d = grad.add(param, alpha=weight_decay) if weight_decay else grad
     if momentum == 0:
         return d
-    buf = state.get("momentum_buffer")
-    if buf is None:
+    if state.get("momentum_buffer") is None:
         buf = state["momentum_buffer"] = torch.clone(d).detach()
     else:
+        buf = _tensor(state, "momentum_buffer")
         buf.mul_(momentum).add_(d, alpha=1.0 - dampening)
     return d.add(buf, alpha=momentum) if nesterov else buf
 
@@ -65,10 +83,10 @@ def adam_direction(
         state["step"] = 0
         state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
         state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-    step = state["step"] = int(state["step"]) + 1
+    step = state["step"] = _step(state) + 1
     if weight_decay:
         grad = grad.add(param, alpha=weight_decay)
-    exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+    exp_avg, exp_avg_sq = _tensor(state, "exp_avg"), _tensor(state, "exp_avg_sq")
     exp_avg.lerp_(grad, 1.0 - beta1)
     exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
     denom = (exp_avg_sq.sqrt() / math.sqrt(1.0 - beta2**step)).add_(eps)
@@ -106,13 +124,13 @@ def directions(
         return ds
     old = [i for i, st in enumerate(states) if st.get("momentum_buffer") is not None]
     if old:
-        bufs = [states[i]["momentum_buffer"] for i in old]
+        bufs = [_tensor(states[i], "momentum_buffer") for i in old]
         torch._foreach_mul_(bufs, momentum)
         torch._foreach_add_(bufs, [ds[i] for i in old], alpha=1.0 - group["dampening"])
     for st, d in zip(states, ds):
         if st.get("momentum_buffer") is None:
             st["momentum_buffer"] = torch.clone(d).detach()
-    bufs = [st["momentum_buffer"] for st in states]
+    bufs = [_tensor(st, "momentum_buffer") for st in states]
     return list(torch._foreach_add(ds, bufs, alpha=momentum)) if group["nesterov"] else bufs
 
 
@@ -130,15 +148,15 @@ def _adam_foreach(
             st["step"] = 0
             st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        st["step"] = int(st["step"]) + 1
+        st["step"] = _step(st) + 1
     if weight_decay:
         grads = list(torch._foreach_add(grads, params, alpha=weight_decay))
-    exp_avgs = [st["exp_avg"] for st in states]
-    exp_avg_sqs = [st["exp_avg_sq"] for st in states]
+    exp_avgs = [_tensor(st, "exp_avg") for st in states]
+    exp_avg_sqs = [_tensor(st, "exp_avg_sq") for st in states]
     torch._foreach_lerp_(exp_avgs, grads, 1.0 - beta1)
     torch._foreach_mul_(exp_avg_sqs, beta2)
     torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1.0 - beta2)
-    steps = [int(st["step"]) for st in states]
+    steps = [_step(st) for st in states]
     denom = list(torch._foreach_sqrt(exp_avg_sqs))
     torch._foreach_div_(denom, [math.sqrt(1.0 - beta2**t) for t in steps])
     torch._foreach_add_(denom, eps)

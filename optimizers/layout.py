@@ -235,20 +235,20 @@ class ZigLayout:
     def broadcast_sum(self, coef: torch.Tensor, slot: ParamAxes) -> torch.Tensor:
         """``coef`` summed over the owners of every entry of one parameter (a broadcastable tensor)."""
         ndim = self.params[slot.param].dim()
-        out = None
+        out: torch.Tensor | None = None
         for axis, own in zip(slot.axes, slot.owners):
             v = coef[own].view(_axis_shape(ndim, axis, len(own)))
             out = v if out is None else out + v
-        return out
+        return _owned(out, slot)
 
     def broadcast_prod(self, factor: torch.Tensor, slot: ParamAxes) -> torch.Tensor:
         """``factor`` multiplied over the owners of every entry of one parameter."""
         ndim = self.params[slot.param].dim()
-        out = None
+        out: torch.Tensor | None = None
         for axis, own in zip(slot.axes, slot.owners):
             v = factor[own].view(_axis_shape(ndim, axis, len(own)))
             out = v if out is None else out * v
-        return out
+        return _owned(out, slot)
 
     def touched(self, mask: torch.Tensor) -> list[bool]:
         """For each parameter, whether any of its indices is owned by a ZIG in ``mask`` (one sync)."""
@@ -276,6 +276,13 @@ class ZigLayout:
         """Set every slice of the ZIGs in ``mask`` (bool, length num_zigs + 1) exactly to zero."""
         for i, axis, idx in self.zero_slices(mask):
             self.params[i].index_fill_(axis, idx, 0.0)
+
+
+def _owned(out: torch.Tensor | None, slot: ParamAxes) -> torch.Tensor:
+    """A broadcast over a slot's owned axes; a slot always has one (the layout lists no other)."""
+    if out is None:
+        raise ValueError(f"parameter {slot.param} has no owned axis")
+    return out
 
 
 def _axis_shape(ndim: int, axis: int, size: int) -> tuple[int, ...]:

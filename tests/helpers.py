@@ -31,13 +31,17 @@ def params_of(group: NodeGroup) -> set[tuple[str, int]]:
 def random_removal(
     analysis: PruneAnalysis, rng: np.random.Generator, fraction: float | None = None
 ) -> np.ndarray:
-    """A random subset of prunable ZIGs that leaves every group at least ``min_keep`` channels."""
+    """A random subset of prunable ZIGs that leaves every group at least ``min_keep`` channels.
+
+    Every prunable group that can lose a channel loses at least one: a removal of nothing would prove
+    nothing.
+    """
     chosen: list[int] = []
     for g in analysis.groups:
-        if not g.prunable:
-            continue
         cap = g.size - g.min_keep
-        k = int(rng.integers(0, cap + 1)) if fraction is None else round(fraction * cap)
+        if not g.prunable or cap < 1:
+            continue
+        k = int(rng.integers(1, cap + 1)) if fraction is None else max(1, round(fraction * cap))
         chosen.extend(rng.choice(g.zig_ids, size=k, replace=False).tolist())
     return np.array(sorted(chosen), dtype=np.int64)
 

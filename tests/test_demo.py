@@ -11,3 +11,17 @@ def test_demo_trains_prunes_constructs_and_verifies(capsys):
     assert run_demo(quick=True) == 0
     out = capsys.readouterr().out
     assert "DHSPG, constructed" in out and "PASSED" in out
+
+
+def test_a_missing_verification_report_fails_the_demo(monkeypatch, capsys):
+    # An export that was never compared proves nothing: the demo must say so and exit non-zero, not
+    # print PASSED. Training and the latency runs are skipped here; only the verdict is under test.
+    import construct
+    from zigraph import demo
+
+    monkeypatch.setattr(demo, "_train", lambda *args, **kwargs: None)
+    monkeypatch.setattr(demo, "_onnx_stats", lambda *args, **kwargs: (0, 0.0))
+    monkeypatch.setattr(construct, "to_onnx", lambda *args, **kwargs: None)
+    assert demo.run_demo(quick=True) == 1
+    out = capsys.readouterr().out
+    assert "FAILED: no verification report" in out and "PASSED" not in out
