@@ -279,6 +279,16 @@ def test_clip_bounds_in_both_spellings(opset, lo, prunable):
     _assert_prunes_exactly(g.model(), "c1.weight", prunable)
 
 
+def test_clip_bound_computed_at_run_time_is_not_assumed_open():
+    """A min fed by the graph (it may be 0.5 at run time) must not let a zeroed channel count as zero."""
+    g = G(seed=6, opset=13)
+    x = g.input("x", [1, 4, 6, 6])
+    lo = g.input("lo", [])
+    h = g.op("Clip", [g.conv(x, 4, 8, name="c1"), lo, g.const("hi", 6.0, np.float32)])
+    g.output(_channel_sum(g, h))
+    _assert_prunes_exactly(g.model(), "c1.weight", expect_prunable=False)
+
+
 @pytest.mark.parametrize(("value", "prunable"), [(0.0, True), (1.0, False)])
 @pytest.mark.parametrize("opset", [9, 13])
 def test_pad_in_both_spellings(opset, value, prunable):

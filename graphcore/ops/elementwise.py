@@ -67,7 +67,10 @@ def _scalar(v: Value | None) -> float | None:
 
 
 def _clip_at_zero(node: Node) -> AtZero:
-    """f(0) = 0 when min <= 0 <= max (a bound not given, or not a constant, counts as open)."""
+    """f(0) = 0 when min <= 0 <= max. A bound not given is open; a bound computed at run time may be
+    above zero (or below), so the zero is never assumed through it."""
+    if any(v is not None and v.const is None for v in node.inputs[1:3]):
+        return "nonzero"
     lo, hi = _scalar(node.input(1)), _scalar(node.input(2))
     inside = (lo is None or lo <= 0.0) and (hi is None or hi >= 0.0)
     return "zero" if inside else "nonzero"
