@@ -17,7 +17,6 @@ from typing import Any
 import torch
 from torch import nn
 
-import graphcore.ops.torch_extra  # noqa: F401  (declares zigraph.torch::PinAxes)
 from frontends.torch_aten import SHARED  # noqa: F401  (registers every handler: torch_ops, then ATen)
 from frontends.torch_lower import Builder
 from frontends.torch_trace import eval_mode, trace

@@ -209,7 +209,6 @@ def _describe(root: Path, packages: Iterable[str]) -> str:
     return "\n".join(lines)
 
 
-@pytest.mark.xfail(strict=False, reason="cycles removed by sibling branches")
 def test_no_import_cycles():
     cycles = _describe(ROOT, sorted(OURS))
     assert not cycles, "import cycles (imports inside functions count):\n" + cycles
