@@ -91,17 +91,6 @@ def prune(path: Path, out: Path, sparsity: float) -> dict[str, Any]:
     return res
 
 
-def round_kept(analysis: Any, chosen: np.ndarray, scores: np.ndarray, multiple: int) -> np.ndarray:
-    """Per group, give back the highest-scoring removals until the kept count is a multiple."""
-    gone = set(chosen.tolist())
-    for g in analysis.groups:
-        removed = sorted((z for z in g.zig_ids.tolist() if z in gone), key=lambda z: scores[z])
-        kept = g.size - len(removed)
-        back = min(g.size, -(-kept // multiple) * multiple) - kept
-        gone.difference_update(removed[len(removed) - back :] if back > 0 else [])
-    return np.array(sorted(gone), dtype=np.int64)
-
-
 def prune_rounded(path: Path, out: Path, sparsity: float, multiple: int) -> dict[str, Any]:
     """The same selection as ``prune``, with kept channel counts rounded up to ``multiple``; verified."""
     import construct
@@ -112,7 +101,7 @@ def prune_rounded(path: Path, out: Path, sparsity: float, multiple: int) -> dict
     graph = frontends.load(str(path))
     analysis = graphcore.analyze(graph)
     scores = relative_scores(analysis, construct.zig_norms(analysis))
-    chosen = round_kept(analysis, select_zigs(analysis, sparsity, scores), scores, multiple)
+    chosen = select_zigs(analysis, sparsity, scores, multiple=multiple)
     small, plan = construct.prune_onnx(analysis, chosen)
     construct.save_onnx(small, out)
     ver = construct.verify(str(path), str(out), plan.removed, samples=2)
