@@ -15,8 +15,6 @@ import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 OURS = {"graphcore", "frontends", "optimizers", "construct", "fuzz", "zigraph"}
 ALLOWED = {
