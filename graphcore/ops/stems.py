@@ -44,21 +44,26 @@ def _conv(ctx: ChannelGraph, node: Node) -> None:
     ctx.set_zero(y, 1, z)
     for a in range(2, len(w.shape)):
         ctx.fix(w, a, "Conv kernel axis")
-    cin, cout = x.shape[1], w.shape[0]
     if g == 1:
         ctx.link(x, 1, w, 1)
         ctx.require_zero([(x, 1), (w, 1)], "Conv sums over its input channels")
-    elif isinstance(cin, int) and isinstance(cout, int) and cin % g == 0 and cout % g == 0:
-        # A group of the convolution only sees its own block of input channels: removing whole
-        # blocks (input block k with output block k) keeps every other group's result unchanged.
-        bi, bo = cin // g, cout // g
-        ctx.tie_blocks(x, 1, bi)
-        ctx.tie_blocks(y, 1, bo)
-        ctx.link_index(x, 1, np.arange(g) * bi, y, 1, np.arange(g) * bo)
+    elif _tie_group_blocks(ctx, x, y, g, x.shape[1], w.shape[0], "Conv"):
         ctx.fix(w, 1, "grouped Conv: the per-group input width is fixed")
-    else:
-        ctx.pin(x, 1, "grouped Conv with unknown channel counts")
-        ctx.pin(y, 1, "grouped Conv with unknown channel counts")
+
+
+def _tie_group_blocks(ctx: ChannelGraph, x: Value, y: Value, g: int, cin: Dim, cout: Dim, op: str) -> bool:
+    """A group of a convolution only sees its own block of input channels: removing whole blocks (input
+    block k with output block k) keeps every other group's result unchanged. Where the channel counts
+    are unknown or do not split into ``g`` groups, both channel axes are pinned instead (False)."""
+    if not (isinstance(cin, int) and isinstance(cout, int) and cin % g == 0 and cout % g == 0):
+        ctx.pin(x, 1, f"grouped {op} with unknown channel counts")
+        ctx.pin(y, 1, f"grouped {op} with unknown channel counts")
+        return False
+    bi, bo = cin // g, cout // g
+    ctx.tie_blocks(x, 1, bi)
+    ctx.tie_blocks(y, 1, bo)
+    ctx.link_index(x, 1, np.arange(g) * bi, y, 1, np.arange(g) * bo)
+    return True
 
 
 def _conv_transpose(ctx: ChannelGraph, node: Node) -> None:
@@ -73,7 +78,6 @@ def _conv_transpose(ctx: ChannelGraph, node: Node) -> None:
     ctx.link(x, 1, w, 0)
     for a in range(2, len(w.shape)):
         ctx.fix(w, a, "ConvTranspose kernel axis")
-    cin, cout = x.shape[1], y.shape[1]
     if g == 1:
         ctx.link(w, 1, y, 1)
         z = ctx.zero(w, 1).copy()
@@ -82,17 +86,10 @@ def _conv_transpose(ctx: ChannelGraph, node: Node) -> None:
             z &= ctx.zero(b, 0)
         ctx.set_zero(y, 1, z)
         ctx.require_zero([(x, 1), (w, 0)], "ConvTranspose sums over its input channels")
-    elif isinstance(cin, int) and isinstance(cout, int) and cin % g == 0 and cout % g == 0:
-        bi, bo = cin // g, cout // g
-        ctx.tie_blocks(x, 1, bi)
-        ctx.tie_blocks(y, 1, bo)
-        ctx.link_index(x, 1, np.arange(g) * bi, y, 1, np.arange(g) * bo)
+    elif _tie_group_blocks(ctx, x, y, g, x.shape[1], y.shape[1], "ConvTranspose"):
         ctx.fix(w, 1, "grouped ConvTranspose: the per-group output width is fixed")
         if b is not None:
             ctx.link(b, 0, y, 1)
-    else:
-        ctx.pin(x, 1, "grouped ConvTranspose with unknown channel counts")
-        ctx.pin(y, 1, "grouped ConvTranspose with unknown channel counts")
 
 
 def contraction(
