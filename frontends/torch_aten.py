@@ -16,7 +16,7 @@ import torch.fx as fx
 from frontends.torch_lower import FUNCTIONS, INT64_MAX, Builder, Unsupported, on_function
 from frontends.torch_meta import LitSite
 from frontends.torch_ops import FAMILIES  # noqa: F401  (registers the handlers SHARED points at)
-from frontends.torch_ops.common import as_operand, norm_axis, rank, shape_of, simple, tensor_input
+from frontends.torch_ops.common import as_operand, clip, norm_axis, rank, shape_of, simple, tensor_input
 from frontends.torch_ops.elementwise import to_dtype
 from frontends.torch_ops.layout import emit_split
 from frontends.torch_ops.normalize import emit_batchnorm
@@ -113,7 +113,7 @@ def _nothing(b: Builder, n: fx.Node) -> None:
 def _hardtanh(b: Builder, n: fx.Node) -> Value:
     x = tensor_input(b, n)
     lo, hi = float(b.arg(n, 1, "min_val", -1.0)), float(b.arg(n, 2, "max_val", 1.0))
-    return simple(b, n, "Clip", x, min=lo, max=hi)
+    return clip(b, n, x, lo, hi)
 
 
 @on_function(*_overloads("_to_copy", "to"))

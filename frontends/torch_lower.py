@@ -279,6 +279,14 @@ class Builder:
         a = np.asarray(arr, dtype=dtype)
         return self.graph.value(self.fresh(f"{n.name}::{tag}"), shape=a.shape, dtype=a.dtype.name, const=a)
 
+    def axes(self, n: fx.Node, axes: Sequence[int]) -> Value:
+        """The ``axes`` operand of Squeeze, Unsqueeze and Reduce*: a plain int64 constant.
+
+        Rules read operands only (older ONNX opsets spelled it as an attribute). Pruning changes sizes,
+        never which axes an op works on, so this is no ``lit::`` shape literal construct would rewrite.
+        """
+        return self.const(n, [int(a) for a in axes], "axes", np.int64)
+
     def emit(
         self,
         n: fx.Node,
@@ -365,7 +373,7 @@ class Builder:
                     pinned.append(pos + j)
             if x.rank == 0:
                 u = self.tmp(n, "u", (1,), "int64")
-                self.emit(n, "Unsqueeze", [x], [u], axes=[0])
+                self.emit(n, "Unsqueeze", [x, self.axes(n, [0])], [u])
                 pieces.append(u)
             else:
                 pieces.append(x)

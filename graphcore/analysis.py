@@ -19,7 +19,7 @@ from graphcore.fold import fold_node
 from graphcore.groups import ChannelMap, NodeGroup, PruneAnalysis
 from graphcore.infer import fill_output_shape
 from graphcore.ir import Graph, Node, Value
-from graphcore.ops import lift_legacy_attrs, onnx_rule, rule_for
+from graphcore.ops import onnx_rule, rule_for
 from graphcore.util import gc_paused
 
 __all__ = ["analyze", "build_channel_graph", "node_flops"]
@@ -117,9 +117,6 @@ def analyze(graph: Graph, mode: str = "prune") -> PruneAnalysis:
 def _analyze(graph: Graph, mode: str) -> PruneAnalysis:
     if mode != "prune":
         raise AnalysisError(f"mode {mode!r} is not available yet; use mode='prune'")
-    # The ONNX frontend lifts legacy attributes at load. The torch frontend still writes Squeeze,
-    # Unsqueeze and Reduce* axes and Clip bounds as attributes: lift them here until it writes operands.
-    lift_legacy_attrs(graph)
     ctx, kinds, unknown = build_channel_graph(graph)
     while ctx.subst:
         # A size learned downstream (a symbolic axis linked to a static one) came too late for the rules

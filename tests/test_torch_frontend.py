@@ -16,6 +16,8 @@ from construct.torch_construct import to_torch
 from construct.torch_verify import randomize_, verify_torch, zeroed_copy
 from frontends.torch_frontend import load_factory, load_torch
 from graphcore.errors import ModelLoadError
+from graphcore.ops import rule_for
+from tests.test_torch_patterns import CASES, _build
 
 
 class Small(nn.Module):
@@ -206,6 +208,84 @@ def test_export_fallback_traces_and_prunes():
     small = to_torch(z, a)
     assert verify_torch(z, small, x).max_rel <= 1e-4
     assert small.get_parameter("a.weight").shape[0] == 5
+
+
+class LegacySpelled(nn.Module):
+    """Every op whose axes or bounds older ONNX opsets spell as attributes, written in torch."""
+
+    def __init__(self, branch: bool = False) -> None:
+        super().__init__()
+        self.branch = branch
+        self.a = nn.Conv2d(3, 8, 3, padding=1)
+        self.b = nn.Conv2d(8, 8, 1)
+        self.hardtanh = nn.Hardtanh(-2.0, 3.0)
+        self.relu6 = nn.ReLU6()
+        self.prelu = nn.PReLU(8)
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, x):
+        y = self.relu6(self.a(x))
+        if self.branch and y.shape[1] > 4:  # control flow on a shape: only torch.export traces it
+            y = y * 2
+        y = self.hardtanh(self.b(y)) + torch.clamp(y, min=0.0) + y.clamp(max=1.5) + F.hardtanh(y)
+        s = y.mean((2, 3), keepdim=True) + y.sum(2, keepdim=True).amax(3, keepdim=True)
+        z = (y * s).unsqueeze(1).squeeze(1)
+        out = z.amin((2, 3)) + z[:, None, :, 0, 0].squeeze(1)
+        if not self.branch:  # no handler declares torch.export's aten relu6, prelu, max.dim, unbind
+            z = self.prelu(F.relu6(z))
+            lo, hi = torch.stack([z.amin((2, 3)), z.flatten(2).max(2)[0]], dim=-1).unbind(-1)
+            out = out + lo + hi
+        return self.head(out)
+
+
+def _legacy_attrs_left(graph) -> list[tuple[str, str]]:
+    """Nodes that still spell an operand the way an older ONNX opset did (``OpRule.legacy_attrs``)."""
+    left = []
+    for node in graph.nodes:
+        rule = rule_for(node)
+        left += [(node.name, x.name) for x in (rule.legacy_attrs if rule else ()) if x.name in node.attrs]
+    return left
+
+
+def _bound(node, index: int) -> float | None:
+    v = node.input(index)
+    return None if v is None else float(v.const)
+
+
+@pytest.mark.parametrize(("branch", "tracer"), [(False, "symbolic_trace"), (True, "export")])
+def test_axes_and_clip_bounds_are_operands(branch, tracer):
+    """The torch frontend writes the one form the rules read: no legacy attribute, constant operands."""
+    m = randomize_(LegacySpelled(branch)).eval()
+    x = torch.randn(2, 3, 5, 5)
+    g = frontends.load(m, x)
+    assert g.meta["tracer"] == tracer
+    ops = {node.op for node in g.nodes}
+    assert {"Squeeze", "Unsqueeze", "ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "Clip"} <= ops
+    assert _legacy_attrs_left(g) == []
+    for node in g.nodes:
+        if node.op in ("Squeeze", "Unsqueeze") or node.op.startswith("Reduce"):
+            axes = node.input(1)
+            assert axes is not None and axes.const is not None and axes.dtype == "int64", node.name
+            assert not axes.name.startswith("lit::")  # an axis is no size: construct never rewrites it
+    bounds = {(_bound(c, 1), _bound(c, 2)) for c in g.find("Clip")}
+    assert bounds == {(0.0, 6.0), (-2.0, 3.0), (0.0, None), (None, 1.5), (-1.0, 1.0)}
+    assert all(c.inputs[k].dtype == "float32" for c in g.find("Clip") for k in (1, 2) if c.input(k))
+    a = graphcore.analyze(g)
+    grp = next(gr for gr in a.groups if ("a.weight", 0) in gr.params)
+    assert grp.prunable
+    z = zeroed_copy(m, a, grp.zig_ids[:3])
+    small = to_torch(z, a)
+    assert verify_torch(z, small, x).max_rel <= 1e-4
+    assert small.get_parameter("a.weight").shape[0] == 5
+
+
+def test_pattern_models_carry_no_legacy_attribute():
+    covered: set[str] = set()
+    for name in sorted(CASES):
+        g = frontends.load(*_build(name))
+        assert _legacy_attrs_left(g) == [], name
+        covered |= {node.op for node in g.nodes if (rule := rule_for(node)) and rule.legacy_attrs}
+    assert {"Unsqueeze", "ReduceMean", "Clip", "Split", "Slice"} <= covered  # the check read such nodes
 
 
 def test_untraceable_model_names_the_blocker():

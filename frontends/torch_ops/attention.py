@@ -160,7 +160,7 @@ def _mha(b: Builder, n: fx.Node) -> Any:
     emit_linear(b, n, merged, ow, ob, res[0])
     if need_weights and len(res) > 1 and isinstance(res[1], Value):
         if average:
-            b.emit(n, "ReduceMean", [probs], [res[1]], axes=[1], keepdims=0)
+            b.emit(n, "ReduceMean", [probs, b.axes(n, [1])], [res[1]], keepdims=0)
         else:
             b.emit(n, "Identity", [probs], [res[1]])
     b.fixup("mha", n, heads=qh.name, head_axis=1, num_heads=h, head_dim=d)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
+import numpy as np
 import torch.fx as fx
 from torch import nn
 
 from frontends.torch_lower import Builder, Unsupported
 from graphcore.ir import Value
 
-__all__ = ["as_operand", "module_of", "norm_axis", "rank", "shape_of", "simple", "tensor_input"]
+__all__ = ["as_operand", "clip", "module_of", "norm_axis", "rank", "shape_of", "simple", "tensor_input"]
 
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
@@ -54,6 +55,29 @@ def simple(b: Builder, n: fx.Node, op: str, x: Value, **attrs: Any) -> Value:
     y = b.out(n)
     b.emit(n, op, [x], [y], **attrs)
     return y
+
+
+def clip(b: Builder, n: fx.Node, x: Value, lo: float | None, hi: float | None) -> Value:
+    """``Clip`` of ``x`` to the FX node's result, with its bounds as operands (ONNX since opset 11).
+
+    Rules read operands only. A bound has ``x``'s dtype, as ONNX requires; a missing one is a missing
+    operand.
+    """
+    y = b.out(n)
+    inputs: list[Value | None] = [x]
+    for k, (bound, tag) in enumerate(((lo, "min"), (hi, "max")), start=1):
+        if bound is not None:
+            inputs.extend([None] * (k - len(inputs)))
+            inputs.append(b.const(n, bound, tag, _dtype_of(x)))
+    b.emit(n, "Clip", inputs, [y])
+    return y
+
+
+def _dtype_of(x: Value) -> np.dtype:
+    try:
+        return np.dtype(x.dtype or "float32")
+    except TypeError:  # a dtype numpy cannot hold (bfloat16): the bound's value is what a rule reads
+        return np.dtype(np.float32)
 
 
 def as_operand(b: Builder, n: fx.Node, x: Any, other: Any, tag: str) -> Value:

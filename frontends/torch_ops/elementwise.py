@@ -18,6 +18,7 @@ from torch import nn
 from frontends.torch_lower import Builder, Handler, Unsupported, on_function, on_method, on_module
 from frontends.torch_ops.common import (
     as_operand,
+    clip,
     module_of,
     norm_axis,
     rank,
@@ -80,7 +81,7 @@ def _hsig_mod(b: Builder, n: fx.Node) -> Value:
 @on_module(nn.Hardtanh)  # ReLU6 is a Hardtanh
 def _hardtanh_mod(b: Builder, n: fx.Node) -> Value:
     mod = module_of(b, n, nn.Hardtanh)
-    return simple(b, n, "Clip", tensor_input(b, n), min=float(mod.min_val), max=float(mod.max_val))
+    return clip(b, n, tensor_input(b, n), float(mod.min_val), float(mod.max_val))
 
 
 def emit_silu(b: Builder, n: fx.Node, x: Value) -> Value:
@@ -179,13 +180,13 @@ def _softplus_fn(b: Builder, n: fx.Node) -> Value:
 
 @on_function(F.relu6)
 def _relu6_fn(b: Builder, n: fx.Node) -> Value:
-    return simple(b, n, "Clip", tensor_input(b, n), min=0.0, max=6.0)
+    return clip(b, n, tensor_input(b, n), 0.0, 6.0)
 
 
 @on_function(F.hardtanh)
 def _hardtanh_fn(b: Builder, n: fx.Node) -> Value:
     lo, hi = b.arg(n, 1, "min_val", -1.0), b.arg(n, 2, "max_val", 1.0)
-    return simple(b, n, "Clip", tensor_input(b, n), min=float(lo), max=float(hi))
+    return clip(b, n, tensor_input(b, n), float(lo), float(hi))
 
 
 @on_function(torch.clamp, torch.clip)
@@ -194,12 +195,8 @@ def _clamp(b: Builder, n: fx.Node) -> Value:
     lo, hi = b.arg(n, 1, "min", None), b.arg(n, 2, "max", None)
     if isinstance(lo, Value) or isinstance(hi, Value):
         raise Unsupported("clamp with tensor bounds")
-    attrs = {}
-    if lo is not None:
-        attrs["min"] = float(lo)
-    if hi is not None:
-        attrs["max"] = float(hi)
-    return simple(b, n, "Clip", tensor_input(b, n), **attrs)
+    x = tensor_input(b, n)
+    return clip(b, n, x, None if lo is None else float(lo), None if hi is None else float(hi))
 
 
 @on_method("to", "type", "float", "half", "double", "bfloat16", "type_as")
@@ -308,7 +305,7 @@ def _prelu_mod(b: Builder, n: fx.Node) -> Value:
         b.emit(n, "PRelu", [x, w], [y])
         return y
     slope = b.tmp(n, "slope", (mod.num_parameters, *([1] * (r - 2))), w.dtype)
-    b.emit(n, "Unsqueeze", [w], [slope], axes=list(range(1, r - 1)))
+    b.emit(n, "Unsqueeze", [w, b.axes(n, range(1, r - 1))], [slope])
     b.emit(n, "PRelu", [x, slope], [y])
     return y
 

@@ -111,7 +111,7 @@ def _index_tensor(b: Builder, n: fx.Node, x: Value, raw_idx: Any, idx: Any) -> V
             for p in attrs["axes"]:
                 shape.insert(p, 1)
             nxt = final if last else b.tmp(n, "u", tuple(shape), x.dtype)
-            b.emit(n, "Unsqueeze", [cur], [nxt], **attrs)
+            b.emit(n, "Unsqueeze", [cur, b.axes(n, attrs["axes"])], [nxt])
         cur = nxt
     return final
 
@@ -137,7 +137,7 @@ def _emit_slice(
             vals.append(b.lit(n, [bound], [site], f"{which}{axis}"))
         elif isinstance(bound, Value) and bound.rank == 0:
             u = b.tmp(n, which, (1,), "int64")
-            b.emit(n, "Unsqueeze", [bound], [u], axes=[0])
+            b.emit(n, "Unsqueeze", [bound, b.axes(n, [0])], [u])
             vals.append(u)
             b.pin(n, x, [axis], "sliced at a bound computed at run time")
         else:

@@ -149,7 +149,9 @@ def _squeeze(b: Builder, n: fx.Node) -> Value:
     axes = [a for a in axes if xs[a] == 1]
     if not axes:
         return simple(b, n, "Identity", x)
-    return simple(b, n, "Squeeze", x, axes=axes)
+    y = b.out(n)
+    b.emit(n, "Squeeze", [x, b.axes(n, axes)], [y])
+    return y
 
 
 @on_function(torch.unsqueeze)
@@ -157,7 +159,9 @@ def _squeeze(b: Builder, n: fx.Node) -> Value:
 def _unsqueeze(b: Builder, n: fx.Node) -> Value:
     x = tensor_input(b, n)
     d = b.static_int(b.arg(n, 1, "dim"))
-    return simple(b, n, "Unsqueeze", x, axes=[norm_axis(d, rank(x) + 1)])
+    y = b.out(n)
+    b.emit(n, "Unsqueeze", [x, b.axes(n, [norm_axis(d, rank(x) + 1)])], [y])
+    return y
 
 
 @on_method("expand")
@@ -218,7 +222,7 @@ def _stack(b: Builder, n: fx.Node) -> Value:
         s = list(shape_of(v))
         s.insert(d, 1)
         u = b.tmp(n, f"u{i}", tuple(s), v.dtype)
-        b.emit(n, "Unsqueeze", [v], [u], axes=[d])
+        b.emit(n, "Unsqueeze", [v, b.axes(n, [d])], [u])
         parts.append(u)
     b.emit(n, "Concat", parts, [y], axis=d)
     return y
@@ -269,7 +273,7 @@ def _unbind(b: Builder, n: fx.Node) -> Any:
     parts = [b.tmp(n, f"part{i}", tuple(s), x.dtype) for i in range(len(res))]
     b.emit(n, "Split", [x, b.const(n, [1] * len(res), "sizes", np.int64)], parts, axis=a)
     for p, v in zip(parts, res):
-        b.emit(n, "Squeeze", [p], [v], axes=[a])
+        b.emit(n, "Squeeze", [p, b.axes(n, [a])], [v])
     return res
 
 

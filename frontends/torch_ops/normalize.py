@@ -159,7 +159,7 @@ def _normalize(b: Builder, n: fx.Node) -> Value:
     shape = list(shape_of(x))
     shape[axis] = 1
     norm = b.tmp(n, "norm", tuple(shape), x.dtype)
-    b.emit(n, "ReduceL2" if p == 2 else "ReduceL1", [x], [norm], axes=[axis], keepdims=1)
+    b.emit(n, "ReduceL2" if p == 2 else "ReduceL1", [x, b.axes(n, [axis])], [norm], keepdims=1)
     floor = b.tmp(n, "floor", tuple(shape), x.dtype)
     b.emit(n, "Clip", [norm, b.const(n, float(eps), "eps", np.float32)], [floor])
     y = b.out(n)
@@ -275,12 +275,12 @@ def _reduce(op: str, arg_op: str | None = None) -> Handler:
         if isinstance(res, tuple | list):  # max(x, dim) -> (values, indices)
             if arg_op is None or len(res) != 2 or len(axes) != 1:
                 raise Unsupported("reduction result")
-            b.emit(n, op, [x], [res[0]], axes=axes, keepdims=int(keep))
+            b.emit(n, op, [x, b.axes(n, axes)], [res[0]], keepdims=int(keep))
             b.emit(n, arg_op, [x], [res[1]], axis=axes[0], keepdims=int(keep))
             return res
         if not isinstance(res, Value):
             raise Unsupported("reduction result")
-        b.emit(n, op, [x], [res], axes=axes, keepdims=int(keep))
+        b.emit(n, op, [x, b.axes(n, axes)], [res], keepdims=int(keep))
         return res
 
     return h
