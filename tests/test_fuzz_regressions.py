@@ -15,6 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import construct
 import frontends
+import graphcore
 from construct.verify import compare_models, random_inputs
 from fuzz.arch import build, export
 from fuzz.malformed import mutate
@@ -443,3 +444,42 @@ def test_an_input_with_more_axes_than_numpy_allows_is_one_clear_error():
     m.ir_version = 8
     with pytest.raises(ZigraphError, match="too many to verify"):
         construct.verify(m, m, [])
+
+
+def test_a_unit_scale_keeps_the_channel_axis_where_inference_lost_its_width():
+    # Found (python -m fuzz --seed 1201): a chunk (Slice with computed bounds) and a Concat left the
+    # channel width unknown before a nearest upsampling; Resize pinned every axis whose output size it
+    # could not compare, though its constant scale on the channel axis is 1, so the ONNX side blocked
+    # a group the torch side pruned exactly.
+    spec = {
+        "input": {"kind": "image", "shape": [1, 4, 1, 2]},
+        "layers": [
+            {"op": "act", "fn": "relu"},
+            {"op": "split", "sizes": [2, 2], "chunk": True,
+             "branches": [[{"op": "conv", "out": 9, "k": 1, "stride": 1, "groups": 1, "bias": False},
+                           {"op": "scale", "mode": "mul"}], []]},
+            {"op": "upsample", "mode": "nearest"},
+            {"op": "gap"},
+            {"op": "head", "out": 1},
+        ],
+        "seed": 0,
+    }  # fmt: skip
+    check_architecture(spec, removal_seed=0, exporter="torchscript")
+
+
+@pytest.mark.parametrize("mode", ["tf_half_pixel_for_nn", "tf_crop_and_resize"])
+def test_resize_that_may_shift_indices_keeps_every_axis(mode):
+    # The spec samples tf_half_pixel_for_nn half a pixel further on (the next index when rounded up)
+    # and crops with tf_crop_and_resize: even at scale 1 index c need not come from index c.
+    g = G(seed=3, opset=13)
+    x = g.input("x", [1, 4, 4, 4])
+    c = g.conv(x, 4, 8, name="c1")
+    roi = g.const("roi", [0, 0, 0, 0, 1, 1, 1, 1], np.float32)
+    scales = g.const("scales", [1, 1, 2, 2], np.float32)
+    h = g.op("Resize", [c, roi, scales], mode="nearest", coordinate_transformation_mode=mode,
+             nearest_mode="ceil")  # fmt: skip
+    g.output(g.conv(h, 8, 3, k=1, name="c2"))
+    a = graphcore.analyze(frontends.load(g.model()))
+    mine = [grp for grp in a.groups if ("c1.weight", 0) in grp.params]
+    assert mine and not any(grp.prunable for grp in mine)
+    assert "Resize resamples this axis" in (mine[0].reason or "")

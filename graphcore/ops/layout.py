@@ -519,13 +519,15 @@ def _resize(ctx: ChannelGraph, node: Node) -> None:
         ctx.pin_all(x, f"{node.op} with unknown shapes")
         ctx.pin_all(y, f"{node.op} with unknown shapes")
         return
-    crop = node.attr("coordinate_transformation_mode", b"") in (b"tf_crop_and_resize", "tf_crop_and_resize")
     for i in range(1, len(node.inputs)):
         ctx.handled(i)
     sizes = node.input(3)
     xs, ys = known_shape(x), y.shape
+    unit = _unit_scale_axes(node, r)
+    copies = _copies_unscaled_axes(node)
     for a in range(r):
-        if not crop and xs[a] == ys[a] and isinstance(xs[a], int):
+        same = xs[a] == ys[a] and isinstance(xs[a], int)
+        if copies and (same or a in unit):
             if ctx.link(x, a, y, a):
                 ctx.set_zero(y, a, ctx.zero(x, a))
         else:
@@ -533,6 +535,25 @@ def _resize(ctx: ChannelGraph, node: Node) -> None:
             ctx.pin(y, a, f"{node.op} resamples this axis")
     if sizes is not None:
         shape_operand(ctx, node, 3, y)
+
+
+def _copies_unscaled_axes(node: Node) -> bool:
+    """Whether an axis Resize does not scale is copied index for index. Cropping reads a region of
+    interest, and tf_half_pixel_for_nn samples half a pixel further on (rounded up, or interpolated, that
+    is the next index), so neither maps index c onto index c."""
+    mode = node.attr("coordinate_transformation_mode", b"half_pixel")
+    mode = mode.decode() if isinstance(mode, bytes) else str(mode)
+    return mode not in ("tf_crop_and_resize", "tf_half_pixel_for_nn")
+
+
+def _unit_scale_axes(node: Node, r: int) -> set[int]:
+    """Axes with a constant scale of exactly 1: unchanged even where shape inference lost the output's
+    size (a Concat of computed widths before the upsampling)."""
+    scales = node.input(1 if len(node.inputs) == 2 else 2)  # Upsample and Resize-10: (X, scales)
+    if scales is None or scales.const is None or scales.const.size != r:
+        return set()
+    flat = np.asarray(scales.const, dtype=np.float64).reshape(-1)
+    return {a for a in range(r) if flat[a] == 1.0}
 
 
 def _expand(ctx: ChannelGraph, node: Node) -> None:
