@@ -17,7 +17,7 @@ from frontends.torch_meta import LitSite
 from frontends.torch_ops.common import rank, shape_of
 from frontends.torch_ops.shapes import emit_pick
 from graphcore.ir import Value
-from graphcore.ops.layout import slice_range
+from graphcore.ops.joins import slice_range
 
 __all__: list[str] = []
 

@@ -1,6 +1,16 @@
 """The op semantics table: importing this package declares every built-in operator once."""
 
-from graphcore.ops import elementwise, indexing, layout, normalize, stems, torch_extra  # noqa: F401
+from graphcore.ops import (  # noqa: F401  (each module declares its family)
+    elementwise,
+    indexing,
+    joins,
+    layout,
+    normalize,
+    resample,
+    sizes,
+    stems,
+    torch_extra,
+)
 from graphcore.ops.legacy import legacy_attr_at, lift_legacy_attrs
 from graphcore.ops.registry import (
     KINDS,

@@ -1,4 +1,6 @@
-"""Operators that move, regroup, cut or join axes without computing: the places channels change address.
+"""Operators that move or regroup axes without computing: the places channels change address.
+
+Concat, Split and Slice live in ``joins.py``; padding, resampling and tiling in ``resample.py``.
 
 Reshape-like ops are matched axis group by axis group. When several axes merge into one (Flatten before a
 Linear, heads merged back into the hidden size) the output index carries the *carrier* axis: channel c
@@ -10,14 +12,13 @@ every removal keeps the tensor rectangular.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 
 from graphcore.channels import ChannelGraph, Entry
 from graphcore.ir import Dim, Node, Value
-from graphcore.ops.common import broadcast, const_ints, const_list, identity, int_dim, known_shape, rank
-from graphcore.ops.registry import LegacyAttr, ShrinkView, register_op
+from graphcore.ops.common import const_ints, const_list, identity, int_dim, known_shape, rank
+from graphcore.ops.registry import LegacyAttr, register_op
 
 Groups = list[tuple[list[int], list[int]]]
 
@@ -351,233 +352,6 @@ def _squeeze_like(ctx: ChannelGraph, node: Node) -> None:
             ctx.set_zero(y, b, ctx.zero(x, a))
 
 
-def _concat(ctx: ChannelGraph, node: Node) -> None:
-    y = node.outputs[0]
-    ins = [v for v in node.inputs if v is not None]
-    ry = rank(y)
-    if ry is None or any(v.shape is None for v in ins):
-        for v in [*ins, y]:
-            ctx.pin_all(v, "Concat with unknown shapes")
-        return
-    axis = int(node.attr("axis", 0))
-    axis = axis + ry if axis < 0 else axis
-    key = ctx.slot(y, axis)
-    offset = 0
-    zs = []
-    for v in ins:
-        d = known_shape(v)[axis]
-        if key is None or not isinstance(d, int):
-            ctx.pin(v, axis, "Concat of unknown width")
-            if key is not None:
-                ctx.pin_key(key, "Concat of unknown width")
-            offset = -1
-            break
-        ctx.link_index(v, axis, np.arange(d), y, axis, offset + np.arange(d))
-        zs.append(ctx.zero(v, axis))
-        offset += d
-    if key is not None and offset == ctx.size[key]:
-        ctx.set_zero(y, axis, np.concatenate(zs) if zs else np.zeros(0, bool))
-    for a in range(ry):
-        if a == axis:
-            continue
-        linked = [v for v in ins if ctx.link(v, a, y, a)]
-        key_a = ctx.slot(y, a)
-        if key_a is None or not linked:
-            continue
-        # A link may learn the output's size only after an earlier input linked with no static size:
-        # that input has no zero flags for the axis, so it counts as not zero (conservative).
-        za = np.ones(ctx.size[key_a], dtype=bool)
-        for v in linked:
-            zv = ctx.zero(v, a)
-            za &= zv if zv.shape == za.shape else False
-        ctx.set_zero(y, a, za)
-
-
-def _split_op(ctx: ChannelGraph, node: Node) -> None:
-    x = node.input(0)
-    outs = node.outputs
-    rx = rank(x)
-    if x is None or rx is None or any(o.shape is None for o in outs):
-        for v in [x, *outs]:
-            ctx.pin_all(v, "Split with unknown shapes")
-        return
-    axis = int(node.attr("axis", 0))
-    axis = axis + rx if axis < 0 else axis
-    if node.input(1) is not None:
-        ctx.handled(1)
-    dims = [known_shape(o)[axis] for o in outs]
-    sizes = [d for d in dims if isinstance(d, int)]
-    key = ctx.slot(x, axis)
-    if key is None or len(sizes) != len(dims) or sum(sizes) != ctx.size[key]:
-        for v in [x, *outs]:
-            ctx.pin(v, axis, "Split with unknown sizes")
-    else:
-        z = ctx.zero(x, axis)
-        offset = 0
-        for o, s in zip(outs, sizes):
-            ctx.link_index(x, axis, offset + np.arange(s), o, axis, np.arange(s))
-            ctx.set_zero(o, axis, z[offset : offset + s])
-            offset += s
-    for a in range(rx):
-        if a != axis:
-            for o in outs:
-                if ctx.link(x, a, o, a):
-                    ctx.set_zero(o, a, ctx.zero(x, a))
-
-
-def slice_params(ctx: ChannelGraph, node: Node, r: int):
-    """{axis: (start, end, step)} of a Slice whose operands are known."""
-    starts = const_ints(ctx, node, 1)
-    ends = const_ints(ctx, node, 2)
-    axes = const_ints(ctx, node, 3) if node.input(3) is not None else None
-    steps = const_ints(ctx, node, 4) if node.input(4) is not None else None
-    if starts is None or ends is None:
-        return None
-    if axes is None:
-        axes = list(range(len(starts)))
-    if steps is None:
-        steps = [1] * len(axes)
-    return {(a + r if a < 0 else a): (s, e, st) for a, s, e, st in zip(axes, starts, ends, steps)}
-
-
-def slice_range(start: int, end: int, step: int, dim: int) -> range:
-    """ONNX Slice clamping rules for one axis."""
-    if start < 0:
-        start += dim
-    if end < 0:
-        end += dim
-    if step > 0:
-        start = min(max(start, 0), dim)
-        end = min(max(end, 0), dim)
-    else:
-        start = min(max(start, 0), dim - 1)
-        end = min(max(end, -1), dim - 1)
-    return range(start, end, step)
-
-
-def _slice(ctx: ChannelGraph, node: Node) -> None:
-    x, y = node.input(0), node.outputs[0]
-    r = rank(x)
-    if x is None or r is None or y.shape is None:
-        ctx.pin_all(x, "Slice with unknown shapes")
-        ctx.pin_all(y, "Slice with unknown shapes")
-        return
-    params = slice_params(ctx, node, r)
-    if params is None:
-        ctx.pin_all(x, "Slice with computed bounds")
-        ctx.pin_all(y, "Slice with computed bounds")
-        return
-    for a in range(r):
-        if a not in params:
-            if ctx.link(x, a, y, a):
-                ctx.set_zero(y, a, ctx.zero(x, a))
-            continue
-        d = known_shape(x)[a]
-        s, e, st = params[a]
-        if not isinstance(d, int):
-            ctx.pin(y, a, "Slice of an axis of unknown size")
-            continue
-        rg = slice_range(s, e, st, d)
-        if st != 1 or len(rg) != y.shape[a]:
-            ctx.pin(x, a, "Slice with a step or unexpected size")
-            ctx.pin(y, a, "Slice with a step or unexpected size")
-            continue
-        idx = np.arange(rg.start, rg.stop, dtype=np.int64)
-        ctx.link_index(x, a, idx, y, a, np.arange(len(idx)))
-        ctx.touch(x, a)
-        ctx.set_zero(y, a, ctx.zero(x, a)[idx])
-
-
-def _pad(ctx: ChannelGraph, node: Node) -> None:
-    x, y = node.input(0), node.outputs[0]
-    r = rank(x)
-    if x is None or r is None:
-        ctx.pin_all(y, "Pad with unknown shape")
-        return
-    pads = const_ints(ctx, node, 1)
-    axes = const_ints(ctx, node, 3) if node.input(3) is not None else list(range(r))
-    value = node.input(2)
-    nonzero_fill = value is not None and (value.const is None or float(np.asarray(value.const).sum()) != 0.0)
-    if pads is None or axes is None:
-        ctx.pin_all(x, "Pad with computed pads")
-        ctx.pin_all(y, "Pad with computed pads")
-        return
-    n = len(axes)
-    padded = {axes[k] % r for k in range(n) if pads[k] != 0 or pads[k + n] != 0}
-    for a in range(r):
-        if a in padded:
-            ctx.pin(x, a, "Pad pads this axis")
-            ctx.pin(y, a, "Pad pads this axis")
-        elif ctx.link(x, a, y, a):
-            ctx.set_zero(y, a, ctx.zero(x, a) & (not nonzero_fill))
-
-
-def _resize(ctx: ChannelGraph, node: Node) -> None:
-    x, y = node.input(0), node.outputs[0]
-    r = rank(x)
-    if x is None or r is None or y.shape is None:
-        ctx.pin_all(x, f"{node.op} with unknown shapes")
-        ctx.pin_all(y, f"{node.op} with unknown shapes")
-        return
-    for i in range(1, len(node.inputs)):
-        ctx.handled(i)
-    sizes = node.input(3)
-    xs, ys = known_shape(x), y.shape
-    unit = _unit_scale_axes(node, r)
-    copies = _copies_unscaled_axes(node)
-    for a in range(r):
-        same = xs[a] == ys[a] and isinstance(xs[a], int)
-        if copies and (same or a in unit):
-            if ctx.link(x, a, y, a):
-                ctx.set_zero(y, a, ctx.zero(x, a))
-        else:
-            ctx.pin(x, a, f"{node.op} resamples this axis")
-            ctx.pin(y, a, f"{node.op} resamples this axis")
-    if sizes is not None:
-        shape_operand(ctx, node, 3, y)
-
-
-def _copies_unscaled_axes(node: Node) -> bool:
-    """Whether an axis Resize does not scale is copied index for index. Cropping reads a region of
-    interest, and tf_half_pixel_for_nn samples half a pixel further on (rounded up, or interpolated, that
-    is the next index), so neither maps index c onto index c."""
-    mode = node.attr("coordinate_transformation_mode", b"half_pixel")
-    mode = mode.decode() if isinstance(mode, bytes) else str(mode)
-    return mode not in ("tf_crop_and_resize", "tf_half_pixel_for_nn")
-
-
-def _unit_scale_axes(node: Node, r: int) -> set[int]:
-    """Axes with a constant scale of exactly 1: unchanged even where shape inference lost the output's
-    size (a Concat of computed widths before the upsampling)."""
-    scales = node.input(1 if len(node.inputs) == 2 else 2)  # Upsample and Resize-10: (X, scales)
-    if scales is None or scales.const is None or scales.const.size != r:
-        return set()
-    flat = np.asarray(scales.const, dtype=np.float64).reshape(-1)
-    return {a for a in range(r) if flat[a] == 1.0}
-
-
-def _expand(ctx: ChannelGraph, node: Node) -> None:
-    x, y = node.input(0), node.outputs[0]
-    broadcast(ctx, [x], y, "all")
-    shape_operand(ctx, node, 1, y)
-
-
-def _tile(ctx: ChannelGraph, node: Node) -> None:
-    x, y = node.input(0), node.outputs[0]
-    r = rank(x)
-    reps = const_ints(ctx, node, 1)
-    if x is None or r is None or reps is None:
-        ctx.pin_all(x, "Tile with computed repeats")
-        ctx.pin_all(y, "Tile with computed repeats")
-        return
-    for a in range(r):
-        if reps[a] == 1 and ctx.link(x, a, y, a):
-            ctx.set_zero(y, a, ctx.zero(x, a))
-        else:
-            ctx.pin(x, a, "Tile repeats this axis")
-            ctx.pin(y, a, "Tile repeats this axis")
-
-
 def _space_depth(ctx: ChannelGraph, node: Node) -> None:
     """Each channel of the shallow side owns ``blocksize**2`` channels of the deep side.
 
@@ -620,96 +394,6 @@ def _space_depth(ctx: ChannelGraph, node: Node) -> None:
         for idx in blocks:
             z[idx] = zs
         ctx.set_zero(y, 1, z)
-
-
-def _shape(ctx: ChannelGraph, node: Node) -> None:
-    x = node.input(0)
-    r = rank(x)
-    if x is None or r is None:
-        return
-    for a in range(r):
-        ctx.touch(x, a)
-    start = int(node.attr("start", 0))
-    end = node.attr("end")
-    start = start + r if start < 0 else start
-    end = r if end is None else (int(end) + r if int(end) < 0 else int(end))
-    ctx.set_entries(node.outputs[0], [Entry.dim(x, a) for a in range(max(start, 0), min(end, r))])
-
-
-def _size(ctx: ChannelGraph, node: Node) -> None:
-    x = node.input(0)
-    r = rank(x)
-    if x is None or r is None:
-        return
-    refs = tuple((x.name, a) for a in range(r))
-    n = x.numel
-    for a in range(r):
-        ctx.touch(x, a)
-    ctx.set_entries(node.outputs[0], [Entry("expr", n, refs=refs)], scalar=True)
-    for a in range(r):
-        ctx.pin(x, a, "its size is read by Size")
-
-
-def _constant_of_shape(ctx: ChannelGraph, node: Node) -> None:
-    y = node.outputs[0]
-    shape_operand(ctx, node, 0, y)
-    value = node.attr("value")
-    is_zero = value is None or float(np.asarray(value).reshape(-1)[0]) == 0.0
-    if y.shape is not None:
-        for a in range(len(y.shape)):
-            ctx.set_zero(y, a, is_zero)
-            if ctx.slot(y, a) is not None and ctx.slot(y, a) not in ctx.pins:
-                ctx.touch(y, a)
-
-
-def _nothing(ctx: ChannelGraph, node: Node) -> None:
-    """Constants and shape-only ops: nothing flows through channels."""
-
-
-def _shrink_split(node: Node, plan: ShrinkView) -> dict[str, Any]:
-    x = node.input(0)
-    r = rank(x)
-    axis = int(node.attr("axis", 0))
-    axis = axis + r if axis < 0 and r is not None else axis
-    old = [known_shape(o)[axis] for o in node.outputs]
-    new = [plan.new_shape(o)[axis] for o in node.outputs]
-    if old == new:
-        return {}
-    return {"inputs": {1: np.array(new, dtype=np.int64)}, "drop_attrs": ["num_outputs"]}
-
-
-def _shrink_slice(node: Node, plan: ShrinkView) -> dict[str, Any]:
-    x = node.input(0)
-    r = rank(x)
-    if x is None or r is None:
-        return {}
-    params = slice_params(ChannelGraph(), node, r)
-    if params is None:
-        return {}
-    axes = sorted(params)
-    starts, ends, steps, changed = [], [], [], False
-    for a in axes:
-        s, e, st = params[a]
-        steps.append(st)
-        mask = plan.kept(x, a)
-        d = known_shape(x)[a]
-        if mask is None or mask.all() or not isinstance(d, int):
-            starts.append(s)
-            ends.append(e)
-            continue
-        rg = slice_range(s, e, st, d)
-        new_start = int(mask[: rg.start].sum())
-        starts.append(new_start)
-        ends.append(new_start + int(mask[rg.start : rg.stop].sum()))
-        changed = True
-    if not changed:
-        return {}
-    out = {1: np.array(starts, dtype=np.int64), 2: np.array(ends, dtype=np.int64)}
-    if node.input(3) is not None:
-        out[3] = np.array(axes, dtype=np.int64)
-    if node.input(4) is not None:
-        out[4] = np.array(steps, dtype=np.int64)
-    return {"inputs": out}
 
 
 # -- output shapes (see graphcore/infer.py) --------------------------------------------------------------
@@ -762,73 +446,11 @@ def _reshape_1d(ctx: ChannelGraph, node: Node, ins: list[list[Entry] | None]) ->
     return None
 
 
-def _concat_fold(ctx: ChannelGraph, node: Node, ins: list[list[Entry] | None]) -> list[Entry] | None:
-    parts = [e for e in ins if e is not None]
-    if not ins or len(parts) != len(ins):
-        return None
-    for i in range(len(ins)):
-        ctx.handled(i)
-    return [e for part in parts for e in part]
-
-
-def _slice_fold(ctx: ChannelGraph, node: Node, ins: list[list[Entry] | None]) -> list[Entry] | None:
-    data = ins[0] if ins else None
-    if data is None:
-        return None
-    starts, ends, axes, steps = (const_list(node.input(i)) for i in (1, 2, 3, 4))
-    if starts is None or ends is None or (axes is not None and list(axes) not in ([0], [-1])):
-        return None
-    step = steps[0] if steps else 1
-    ctx.handled(0)
-    return (
-        list(data[slice(starts[0], ends[0], step)]) if abs(ends[0]) < 2**62 else list(data[starts[0] :: step])
-    )
-
-
-def _constant_of_shape_fold(
-    ctx: ChannelGraph, node: Node, ins: list[list[Entry] | None]
-) -> list[Entry] | None:
-    shape = ins[0] if ins else None
-    if shape is None or len(shape) != 1:
-        return None
-    n = shape[0].value
-    if n is None or n > 64:
-        return None
-    value = node.attr("value")
-    fill = int(np.asarray(value).reshape(-1)[0]) if value is not None else 0
-    if value is not None and np.asarray(value).dtype.kind not in "iub":
-        return None
-    return [Entry.lit(fill) for _ in range(n)]
-
-
-def _range_fold(ctx: ChannelGraph, node: Node, ins: list[list[Entry] | None]) -> list[Entry] | None:
-    if len(ins) < 3:
-        return None
-    bounds: list[int] = []
-    refs: list[tuple[str, int]] = []
-    for e in ins:
-        if e is None or len(e) != 1 or e[0].value is None:
-            return None
-        bounds.append(e[0].value)
-        refs.extend(e[0].sources())
-    start, limit, delta = bounds[0], bounds[1], bounds[2]
-    if not delta or abs((limit - start) // delta) > 64:
-        return None
-    return [Entry("expr", v, refs=tuple(refs)) for v in range(start, limit, delta)]
-
-
 # -- literal evaluation (see graphcore/fold.py) ------------------------------------------------------------
 
 
 def _ints(a: np.ndarray | None) -> list[int] | None:
     return None if a is None else [int(x) for x in a.reshape(-1)]
-
-
-def _concat_literal(ctx: ChannelGraph, node: Node, xs: list[np.ndarray | None]) -> np.ndarray | None:
-    parts = [a for a in xs if a is not None]
-    if len(parts) != len(xs):
-        return None
-    return np.concatenate(parts, axis=int(node.attr("axis", 0)))
 
 
 def _reshape_literal(ctx: ChannelGraph, node: Node, xs: list[np.ndarray | None]) -> np.ndarray | None:
@@ -870,21 +492,7 @@ def _unsqueeze_literal(ctx: ChannelGraph, node: Node, xs: list[np.ndarray | None
     return out
 
 
-def _slice_literal(ctx: ChannelGraph, node: Node, xs: list[np.ndarray | None]) -> np.ndarray | None:
-    """The Slice rule's own reading of the operands and ONNX's clamping."""
-    x = xs[0]
-    if x is None:
-        return None
-    params = slice_params(ctx, node, x.ndim)
-    if params is None:
-        return None
-    for a, (s, e, st) in params.items():
-        x = np.take(x, np.asarray(slice_range(s, e, st, x.shape[a]), dtype=np.int64), axis=a)
-    return x
-
-
 _AXES = (LegacyAttr("axes", 1, 13),)
-
 register_op("Reshape", _reshape, shape=_reshape_shape, fold=_reshape_1d, literal=_reshape_literal)
 register_op("Flatten", _reshape, fold=_reshape_1d, literal=_flatten_literal)
 register_op("Transpose", _transpose, shape=_transpose_shape, literal=_transpose_literal)
@@ -904,35 +512,7 @@ register_op(
     literal=_unsqueeze_literal,
     legacy_attrs=_AXES,
 )
-register_op(
-    "Concat",
-    _concat,
-    kind=lambda n: "joint" if len(n.inputs) > 1 else "accessory",
-    fold=_concat_fold,
-    literal=_concat_literal,
-)
-register_op("Split", _split_op, shrink=_shrink_split, legacy_attrs=(LegacyAttr("split", 1, 13),))
-register_op(
-    "Slice",
-    _slice,
-    shrink=_shrink_slice,
-    fold=_slice_fold,
-    literal=_slice_literal,
-    legacy_attrs=(LegacyAttr("starts", 1, 10), LegacyAttr("ends", 2, 10), LegacyAttr("axes", 3, 10)),
-)
-register_op("Pad", _pad, legacy_attrs=(LegacyAttr("pads", 1, 11), LegacyAttr("value", 2, 11, dtype=None)))
-register_op("Resize", _resize)
-register_op("Upsample", _resize)
-register_op("Expand", _expand)
-register_op("Tile", _tile)
 register_op("DepthToSpace", _space_depth)
 register_op("SpaceToDepth", _space_depth)
-register_op("Shape", _shape, kind="shape")
-register_op("Size", _size, kind="shape")
-register_op("ConstantOfShape", _constant_of_shape, kind="shape", fold=_constant_of_shape_fold)
-register_op("Constant", _nothing, kind="shape")
-register_op("Range", _nothing, kind="shape", fold=_range_fold)
-register_op("NonZero", _nothing, kind="shape")
-register_op("EyeLike", _nothing, kind="shape")
 
-__all__ = ["factorize", "identity", "regroup", "shape_operand", "slice_params", "slice_range"]
+__all__ = ["factorize", "identity", "regroup", "shape_operand"]

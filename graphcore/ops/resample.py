@@ -1,0 +1,110 @@
+"""Operators that pad, resample, expand or tile axes: an axis they change is pinned, one they leave alone
+passes through channel by channel.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from graphcore.channels import ChannelGraph
+from graphcore.ir import Node
+from graphcore.ops.common import broadcast, const_ints, known_shape, rank
+from graphcore.ops.layout import shape_operand
+from graphcore.ops.registry import LegacyAttr, register_op
+
+
+def _pad(ctx: ChannelGraph, node: Node) -> None:
+    x, y = node.input(0), node.outputs[0]
+    r = rank(x)
+    if x is None or r is None:
+        ctx.pin_all(y, "Pad with unknown shape")
+        return
+    pads = const_ints(ctx, node, 1)
+    axes = const_ints(ctx, node, 3) if node.input(3) is not None else list(range(r))
+    value = node.input(2)
+    nonzero_fill = value is not None and (value.const is None or float(np.asarray(value.const).sum()) != 0.0)
+    if pads is None or axes is None:
+        ctx.pin_all(x, "Pad with computed pads")
+        ctx.pin_all(y, "Pad with computed pads")
+        return
+    n = len(axes)
+    padded = {axes[k] % r for k in range(n) if pads[k] != 0 or pads[k + n] != 0}
+    for a in range(r):
+        if a in padded:
+            ctx.pin(x, a, "Pad pads this axis")
+            ctx.pin(y, a, "Pad pads this axis")
+        elif ctx.link(x, a, y, a):
+            ctx.set_zero(y, a, ctx.zero(x, a) & (not nonzero_fill))
+
+
+def _resize(ctx: ChannelGraph, node: Node) -> None:
+    x, y = node.input(0), node.outputs[0]
+    r = rank(x)
+    if x is None or r is None or y.shape is None:
+        ctx.pin_all(x, f"{node.op} with unknown shapes")
+        ctx.pin_all(y, f"{node.op} with unknown shapes")
+        return
+    for i in range(1, len(node.inputs)):
+        ctx.handled(i)
+    sizes = node.input(3)
+    xs, ys = known_shape(x), y.shape
+    unit = _unit_scale_axes(node, r)
+    copies = _copies_unscaled_axes(node)
+    for a in range(r):
+        same = xs[a] == ys[a] and isinstance(xs[a], int)
+        if copies and (same or a in unit):
+            if ctx.link(x, a, y, a):
+                ctx.set_zero(y, a, ctx.zero(x, a))
+        else:
+            ctx.pin(x, a, f"{node.op} resamples this axis")
+            ctx.pin(y, a, f"{node.op} resamples this axis")
+    if sizes is not None:
+        shape_operand(ctx, node, 3, y)
+
+
+def _copies_unscaled_axes(node: Node) -> bool:
+    """Whether an axis Resize does not scale is copied index for index. Cropping reads a region of
+    interest, and tf_half_pixel_for_nn samples half a pixel further on (rounded up, or interpolated, that
+    is the next index), so neither maps index c onto index c."""
+    mode = node.attr("coordinate_transformation_mode", b"half_pixel")
+    mode = mode.decode() if isinstance(mode, bytes) else str(mode)
+    return mode not in ("tf_crop_and_resize", "tf_half_pixel_for_nn")
+
+
+def _unit_scale_axes(node: Node, r: int) -> set[int]:
+    """Axes with a constant scale of exactly 1: unchanged even where shape inference lost the output's
+    size (a Concat of computed widths before the upsampling)."""
+    scales = node.input(1 if len(node.inputs) == 2 else 2)  # Upsample and Resize-10: (X, scales)
+    if scales is None or scales.const is None or scales.const.size != r:
+        return set()
+    flat = np.asarray(scales.const, dtype=np.float64).reshape(-1)
+    return {a for a in range(r) if flat[a] == 1.0}
+
+
+def _expand(ctx: ChannelGraph, node: Node) -> None:
+    x, y = node.input(0), node.outputs[0]
+    broadcast(ctx, [x], y, "all")
+    shape_operand(ctx, node, 1, y)
+
+
+def _tile(ctx: ChannelGraph, node: Node) -> None:
+    x, y = node.input(0), node.outputs[0]
+    r = rank(x)
+    reps = const_ints(ctx, node, 1)
+    if x is None or r is None or reps is None:
+        ctx.pin_all(x, "Tile with computed repeats")
+        ctx.pin_all(y, "Tile with computed repeats")
+        return
+    for a in range(r):
+        if reps[a] == 1 and ctx.link(x, a, y, a):
+            ctx.set_zero(y, a, ctx.zero(x, a))
+        else:
+            ctx.pin(x, a, "Tile repeats this axis")
+            ctx.pin(y, a, "Tile repeats this axis")
+
+
+register_op("Pad", _pad, legacy_attrs=(LegacyAttr("pads", 1, 11), LegacyAttr("value", 2, 11, dtype=None)))
+register_op("Resize", _resize)
+register_op("Upsample", _resize)
+register_op("Expand", _expand)
+register_op("Tile", _tile)
