@@ -112,18 +112,10 @@ def prune(
 
 
 def prune_model(
-    loaded: LoadedModel,
-    sparsity: float,
-    out: str | os.PathLike,
-    criterion: str = "l2",
-    seed: int = 0,
-    verify: bool = True,
-    samples: int = 3,
-    multiple: int = 1,
+    loaded: LoadedModel, sparsity: float, out: str | os.PathLike, **options: Any
 ) -> dict[str, Any]:
-    """``prune`` as JSON data: the report exactly as ``zigraph prune --report`` writes it."""
-    report = prune(loaded, sparsity, out, criterion, seed, verify, samples, multiple)
-    return report.model_dump()
+    """``prune`` (same options) as JSON data: the report exactly as ``zigraph prune --report`` writes it."""
+    return prune(loaded, sparsity, out, **options).model_dump()
 
 
 @dataclass
