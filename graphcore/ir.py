@@ -130,6 +130,18 @@ class Graph:
         old.consumers = []
         self.outputs = [new if v is old else v for v in self.outputs]
 
+    def set_input(self, node: Node, index: int, v: Value | None) -> None:
+        """Operand ``index`` of ``node`` reads ``v`` (None: absent), padding absent operands before it;
+        the old operand forgets this use. O(uses of the old operand)."""
+        while len(node.inputs) <= index:
+            node.inputs.append(None)
+        old = node.inputs[index]
+        if old is not None:
+            old.consumers = [(c, j) for c, j in old.consumers if not (c is node and j == index)]
+        node.inputs[index] = v
+        if v is not None:
+            v.consumers.append((node, index))
+
     def replace_output(self, old: Value, new: Value) -> None:
         """The node that produces ``old`` produces ``new`` in its place; ``old`` leaves the graph.
 

@@ -121,3 +121,15 @@ def test_replace_output_refuses_a_used_or_produced_value():
         c.g.replace_output(c.z, c.y)
     with pytest.raises(ValueError, match="no producer"):
         c.g.replace_output(c.x, c.g.value("other"))
+
+
+def test_set_input_pads_absent_operands_and_moves_the_use():
+    c = _chain()
+    axes = c.g.value("axes", shape=(1,))
+    c.g.set_input(c.neg, 2, axes)  # past the end: operand 1 stays absent
+    assert c.neg.inputs == [c.y, None, axes] and axes.consumers == [(c.neg, 2)]
+    c.g.set_input(c.neg, 0, c.x)  # y's use moves to x
+    assert c.y.consumers == [] and (c.neg, 0) in c.x.consumers
+    c.g.set_input(c.neg, 2, None)
+    assert axes.consumers == [] and c.neg.inputs[2] is None
+    _links_agree(c.g)

@@ -49,8 +49,4 @@ def _lift(graph: Graph, node: Node, legacy: LegacyAttr) -> None:
     while name in graph.values:
         k += 1
         name = f"{node.name}::{legacy.name}{k}"
-    v = graph.value(name, shape=arr.shape, dtype=arr.dtype.name, const=arr)
-    while len(node.inputs) <= legacy.index:
-        node.inputs.append(None)
-    node.inputs[legacy.index] = v
-    v.consumers.append((node, legacy.index))
+    graph.set_input(node, legacy.index, graph.value(name, shape=arr.shape, dtype=arr.dtype.name, const=arr))
