@@ -19,7 +19,7 @@ from graphcore.fold import fold_node
 from graphcore.groups import ChannelMap, NodeGroup, PruneAnalysis
 from graphcore.infer import fill_output_shape
 from graphcore.ir import Graph, Node, Value
-from graphcore.ops import onnx_rule, rule_for
+from graphcore.ops import declarations_for, rule_for
 from graphcore.util import gc_paused
 
 __all__ = ["analyze", "build_channel_graph", "node_flops"]
@@ -100,11 +100,7 @@ def node_flops(node: Node) -> int:
     y = node.outputs[0] if node.outputs else None
     if y is None or y.shape is None:
         return 0
-    rule = rule_for(node)
-    cost = rule.cost if rule is not None else None
-    if cost is None and node.domain:
-        fallback = onnx_rule(node.op)
-        cost = fallback.cost if fallback is not None else None
+    cost = next((r.cost for r in declarations_for(node) if r.cost is not None), None)
     return 0 if cost is None else cost(node)
 
 

@@ -9,20 +9,15 @@ from __future__ import annotations
 
 from graphcore.channels import ChannelGraph
 from graphcore.ir import Node
-from graphcore.ops import onnx_rule, rule_for
+from graphcore.ops import declarations_for
 from graphcore.ops.registry import Shape
 
 __all__ = ["fill_output_shape", "shape_hook"]
 
 
 def shape_hook(node: Node) -> Shape | None:
-    """The node's declared ``shape``; an op of another domain that declares none but carries an ONNX
-    op's name (com.microsoft::Gelu) is taken to have that op's shape."""
-    rule = rule_for(node)
-    if rule is not None and rule.shape is not None:
-        return rule.shape
-    fallback = onnx_rule(node.op) if node.domain else None
-    return None if fallback is None else fallback.shape
+    """The first ``shape`` hook among the node's declarations (``declarations_for``)."""
+    return next((r.shape for r in declarations_for(node) if r.shape is not None), None)
 
 
 def fill_output_shape(ctx: ChannelGraph, node: Node) -> None:

@@ -23,7 +23,7 @@ __all__ = [
     "LegacyAttr",
     "OpRule",
     "ShrinkView",
-    "onnx_rule",
+    "declarations_for",
     "register_op",
     "register_rule",
     "rule_for",
@@ -154,9 +154,13 @@ def rule_for(node: Node) -> OpRule | None:
     return _RULES.get((_norm_domain(node.domain), node.op))
 
 
-def onnx_rule(op: str) -> OpRule | None:
-    """The rule of the ONNX operator named ``op`` (default domain)."""
-    return _RULES.get(("", op))
+def declarations_for(node: Node) -> list[OpRule]:
+    """The rules a pass may read for ``node``, in order: its own, then — for an op of another domain
+    that carries an ONNX op's name (com.microsoft::Gelu) — that ONNX op's, for the hooks (shape, cost)
+    its own declaration leaves out."""
+    own = rule_for(node)
+    namesake = _RULES.get(("", node.op)) if _norm_domain(node.domain) else None
+    return [r for r in (own, namesake) if r is not None]
 
 
 def rules() -> dict[tuple[str, str], OpRule]:
