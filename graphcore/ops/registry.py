@@ -7,7 +7,7 @@ ops with ``register_op``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -23,7 +23,9 @@ __all__ = [
     "LegacyAttr",
     "OpRule",
     "ShrinkView",
+    "ZeroWhen",
     "declarations_for",
+    "output_is_zero",
     "register_op",
     "register_rule",
     "rule_for",
@@ -49,6 +51,7 @@ Shape = Callable[[ChannelGraph, Node], tuple[Dim, ...] | None]
 Fold = Callable[[ChannelGraph, Node, list[list[Entry] | None]], list[Entry] | None]
 LiteralEval = Callable[[ChannelGraph, Node, list[np.ndarray | None]], np.ndarray | None]
 Cost = Callable[[Node], int]
+ZeroWhen = Callable[[Node, Sequence[bool]], bool]
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,11 @@ class OpRule:
     operands older opsets spell as attributes. ``shrink`` recomputes what a smaller model needs beyond
     sliced tensors (Conv ``group``, Split sizes, Slice bounds) from a ``graphcore.shrink.ShrinkPlan``:
     it returns ``{"attrs": {...}, "inputs": {index: array}, "drop_attrs": [...]}``.
+    ``zero_when`` answers the erasing question: given which operands are entirely zero (a missing
+    optional operand counts as zero), is the output exactly zero and finite? A Conv is zero when its
+    weight is (and its bias is zero or absent), a BatchNormalization when its scale and bias are; an op
+    that declares nothing falls back to ``at_zero`` (zero when every operand is zero and f(0) = 0), and
+    an op that declares neither is never assumed zero.
     """
 
     op: str
@@ -93,6 +101,7 @@ class OpRule:
     at_zero: AtZero | Callable[[Node], AtZero] | None = None
     legacy_attrs: tuple[LegacyAttr, ...] = ()
     shrink: Shrink | None = None
+    zero_when: ZeroWhen | None = None
 
     def kind_of(self, node: Node) -> str:
         return self.kind(node) if callable(self.kind) else self.kind
@@ -127,11 +136,23 @@ def register_op(
     at_zero: AtZero | Callable[[Node], AtZero] | None = None,
     legacy_attrs: tuple[LegacyAttr, ...] = (),
     shrink: Shrink | None = None,
+    zero_when: ZeroWhen | None = None,
     replace: bool = False,
 ) -> OpRule:
     """Declare ``op`` (in ``domain``): its channel rule and the hooks the other passes read."""
     rule = OpRule(
-        op, relate, kind, _norm_domain(domain), shape, fold, literal, cost, at_zero, legacy_attrs, shrink
+        op,
+        relate,
+        kind,
+        _norm_domain(domain),
+        shape,
+        fold,
+        literal,
+        cost,
+        at_zero,
+        legacy_attrs,
+        shrink,
+        zero_when,
     )
     return register_rule(rule, replace=replace)
 
@@ -161,6 +182,21 @@ def declarations_for(node: Node) -> list[OpRule]:
     own = rule_for(node)
     namesake = _RULES.get(("", node.op)) if _norm_domain(node.domain) else None
     return [r for r in (own, namesake) if r is not None]
+
+
+def output_is_zero(node: Node, zero_inputs: Sequence[bool]) -> bool:
+    """Is ``node``'s output exactly zero (and finite) when the operands flagged in ``zero_inputs`` are
+    all-zero? Reads ``zero_when``, else ``at_zero``; False for an op the table does not know."""
+    flags = [bool(z) or v is None for z, v in zip(zero_inputs, node.inputs, strict=False)]
+    flags += [True] * (len(node.inputs) - len(flags))
+    for rule in declarations_for(node):
+        if rule.zero_when is not None:
+            return bool(rule.zero_when(node, flags))
+    for rule in declarations_for(node):
+        f0 = rule.at_zero_of(node)
+        if f0 is not None:
+            return f0 == "zero" and all(flags)
+    return False
 
 
 def rules() -> dict[tuple[str, str], OpRule]:
