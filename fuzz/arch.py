@@ -157,6 +157,9 @@ def step(layer: Layer, state: State) -> State:
             need(c % layer["groups"] == 0, "groups must divide C")
         return state
     if op == "pool":
+        if layer.get("same"):  # 3x3, stride 1, padding 1: a DARTS candidate op that keeps the size
+            need(kind == "image", "needs an image")
+            return state
         need(kind == "image" and state[2] >= 2 and state[3] >= 2, "needs an image of at least 2x2")
         return ("image", c, state[2] // 2, state[3] // 2)
     if op == "cl_linear":
@@ -200,6 +203,10 @@ def step(layer: Layer, state: State) -> State:
         return out
     if op == "gate":
         need(_run(layer["body"], state) == state, "the gate body must keep the shape")
+        return state
+    if op == "sum":  # parallel candidate ops on the same input, summed (a DARTS-like cell)
+        need(len(layer["branches"]) >= 1, "at least one branch")
+        need(all(_run(b, state) == state for b in layer["branches"]), "every branch must keep the shape")
         return state
     if op in ("concat", "split"):
         if op == "split":
@@ -318,6 +325,20 @@ class Branches(nn.Module):
         return torch.cat([b(p) for b, p in zip(self.branches, parts)], dim=self.dim)
 
 
+class SumBranches(nn.Module):
+    """Branches on the same input, summed: an empty branch is the identity (a skip)."""
+
+    def __init__(self, branches: list[nn.Module]) -> None:
+        super().__init__()
+        self.branches = nn.ModuleList(branches)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        total = self.branches[0](x)
+        for b in self.branches[1:]:
+            total = total + b(x)
+        return total
+
+
 class Glu(nn.Module):
     def __init__(self, dim: int, fn: str) -> None:
         super().__init__()
@@ -425,11 +446,16 @@ class Scale(nn.Module):
 
 
 class Pool(nn.Module):
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, same: bool = False) -> None:
         super().__init__()
         self.kind = kind
+        self.same = same
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.same:
+            if self.kind == "max":
+                return F.max_pool2d(x, 3, 1, 1)
+            return F.avg_pool2d(x, 3, 1, 1)
         return F.max_pool2d(x, 2) if self.kind == "max" else F.avg_pool2d(x, 2)
 
 
@@ -647,7 +673,7 @@ def _layer(layer: Layer, state: State, ctx: dict) -> tuple[nn.Module, State]:
     if op == "ln_cl":
         return LayerNormCL(c), out
     if op == "pool":
-        return Pool(layer["kind"]), out
+        return Pool(layer["kind"], bool(layer.get("same", False))), out
     if op == "shuffle":
         return Shuffle(layer["groups"]), out
     if op == "se":
@@ -686,6 +712,9 @@ def _layer(layer: Layer, state: State, ctx: dict) -> tuple[nn.Module, State]:
     if op == "gate":
         body, _ = _chain(layer["body"], state, dict(ctx, nested=True))
         return Gate(body, layer.get("fn", "sigmoid")), out
+    if op == "sum":
+        inner = dict(ctx, nested=True)
+        return SumBranches([_chain(b, state, inner)[0] for b in layer["branches"]]), out
     if op in ("concat", "split"):
         inner = dict(ctx, nested=True)
         sizes = layer.get("sizes")
