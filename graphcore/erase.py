@@ -116,15 +116,14 @@ class EraseAnalysis(PruneAnalysis):
         if bad:
             s = self.structures[bad[0]]
             return f"structure {s.id} is not erasable: {s.reason}"
-        alive, lost = self._forward(ids)
+        alive, problem = self._forward(ids)
+        if problem is not None:
+            return problem
         flow = self._flow
-        graph = self.graph
-        for v in graph.outputs:
+        for v in self.graph.outputs:
             p = v.producer
             if p is not None and not alive[flow.index[p.name]]:
                 return f"graph output '{v.name}' would no longer be computed"
-        if lost:
-            return f"joint {flow.nodes[lost[0]].label} would lose every input"
         return None
 
     def select(self, order: Sequence[int], k: int) -> list[int]:
@@ -257,16 +256,26 @@ class EraseAnalysis(PruneAnalysis):
                 raise AnalysisError(f"no removal structure {i} (there are {len(self.structures)})")
         return ids
 
-    def _forward(self, ids: list[int]) -> tuple[list[bool], list[int]]:
-        """Which nodes still compute something; and the needed joints left with no live input."""
+    def _forward(self, ids: list[int]) -> tuple[list[bool], str | None]:
+        """Which nodes still compute something, in one pass in graph order.
+
+        An Add/Sum/Concat joint that lost some inputs keeps the others: a Sum only where they already
+        have its output's shape, a Concat only where each lost input is an erased branch whose channels
+        the plan cuts. One that lost every input is gone too (a zero its consumers drop in turn); any
+        other operator that lost an input is gone. Returns the first joint that cannot drop its input.
+        """
         flow = self._flow
         n = len(flow.nodes)
         removed = [False] * n
+        cut: set[int] = set()  # last nodes of erased Concat branches (their channels are planned)
         for i in ids:
-            for name in self.structures[i].segment:
+            seg = self.structures[i].segment
+            for name in seg:
                 removed[flow.index[name]] = True
+            if i in self.concat_zigs:
+                cut.add(flow.index[seg[-1]])
         alive = [True] * n
-        lost_any: list[int] = []
+        problem: str | None = None
         for i in range(n):
             if removed[i]:
                 alive[i] = False
@@ -274,22 +283,33 @@ class EraseAnalysis(PruneAnalysis):
             ins = flow.data_inputs[i]
             if not ins:
                 continue
-            live = [p < 0 or alive[p] for p in ins]
-            if all(live):
+            dead = [p for p in ins if p >= 0 and not alive[p]]
+            if not dead:
                 continue
-            if flow.joint[i] and flow.nodes[i].op in ANY_JOINTS and any(live):
+            node = flow.nodes[i]
+            if not flow.joint[i] or node.op not in ANY_JOINTS or len(dead) == len(ins):
+                alive[i] = False
                 continue
-            alive[i] = False
-            if flow.joint[i] and flow.nodes[i].op in ANY_JOINTS:
-                lost_any.append(i)
-        needed = self._backward(alive)
-        lost = [i for i in lost_any if self._wanted(i, needed)]
-        return alive, lost
+            if problem is None:
+                problem = self._drop_problem(node, dead, cut, alive)
+        return alive, problem
 
-    def _wanted(self, i: int, needed: list[bool]) -> bool:
-        """Would node ``i`` be needed if it were alive (some consumer or graph output wants it)?"""
+    def _drop_problem(self, node: Node, dead: list[int], cut: set[int], alive: list[bool]) -> str | None:
         flow = self._flow
-        return flow.feeds_output[i] or any(needed[c] for c in flow.consumers[i])
+        if node.op == "Concat":
+            if any(p not in cut for p in dead):
+                return f"{node.label} would lose an input whose channels are not cut from its consumers"
+            return None
+        out = node.outputs[0].shape
+        for v in node.inputs:
+            if v is None or id(v) not in flow.data_values:
+                continue
+            p = v.producer
+            if p is not None and not alive[flow.index[p.name]]:
+                continue
+            if out is None or v.shape is None or tuple(v.shape) != tuple(out):
+                return f"{node.label} would be left with '{v.name}', which does not have its output's shape"
+        return None
 
     def _backward(self, alive: list[bool]) -> list[bool]:
         flow = self._flow
@@ -533,9 +553,6 @@ class _Builder:
             return "its parameters are also used outside it (shared weights stay)"
         if flow.feeds_output[last]:
             return f"its output '{lnode.outputs[0].name}' is a graph output"
-        why = self._zero_invariant(seg, variables)
-        if why is not None:
-            return why
         succ = self.data_consumers[last]
         if not succ:
             return "its output is not used"
@@ -543,21 +560,26 @@ class _Builder:
             cn = flow.nodes[ci]
             if not flow.joint[ci]:
                 return f"its output also feeds {cn.label}, which would lose its input"
+            if cn.op not in ANY_JOINTS:
+                return (
+                    f"it feeds {cn.label}: a zero operand of {cn.op} is not the same as no operand"
+                    " (only Add, Sum and Concat joints can drop an input)"
+                )
+        why = self._zero_invariant(seg, variables)
+        if why is not None:
+            return why
+        for ci in succ:
+            cn = flow.nodes[ci]
             if cn.op == "Concat":
                 if len(succ) != 1:
                     return f"it feeds {cn.label} and other operators"
                 why = self._concat(sid, seg, cn, variables)
                 if why is not None:
                     return why
-            elif cn.op in _SUMS:
+            else:
                 why = self._sum_shapes(cn, lnode)
                 if why is not None:
                     return why
-            else:
-                return (
-                    f"it feeds {cn.label}: a zero operand of {cn.op} is not the same as no operand"
-                    " (only Add, Sum and Concat joints can drop an input)"
-                )
         names = {flow.nodes[i].name for i in gone}
         for i in gone:
             for v in flow.nodes[i].outputs:
