@@ -23,6 +23,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--no-torch", action="store_true", help="skip the torch-side properties")
     p.add_argument("--no-dynamo", action="store_true", help="TorchScript exports only (faster)")
     p.add_argument("--malformed-share", type=float, default=0.35, help="share of the time for mutants")
+    p.add_argument("--no-erase", action="store_true", help="skip the erasing-mode rounds (on by default)")
     p.add_argument("--cli-every", type=int, default=5, help="judge every N-th mutant through the CLI too")
     args = p.parse_args(argv)
     if args.minutes <= 0 or not 0 <= args.malformed_share < 1:
@@ -46,6 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         malformed_share=args.malformed_share,
         cli_every=args.cli_every,
         log=log,
+        erase=not args.no_erase,
     )
     print("\n" + summary(stats, time.monotonic() - t0), flush=True)
     return 1 if stats.failed else 0

@@ -82,21 +82,30 @@ def _flat(draw: st.DrawFn, state: State, g: EraseGrammar) -> dict:
         width, k = draw(st.integers(1, g.max_channels)), draw(st.sampled_from([1, 3]))
         return _conv(width, k, bias=draw(st.booleans()))
     if kind == "act":
-        return {"op": "act", "fn": draw(st.sampled_from(g.activations))}
+        return draw(_act(g))
     if kind == "bn":
         return {"op": "bn"}
     return {"op": "pool", "kind": draw(st.sampled_from(["max", "avg"])), "same": True}
 
 
 @st.composite
+def _act(draw: st.DrawFn, g: EraseGrammar) -> dict:
+    """Two times in three a simple f(0) = 0 activation (when the grammar has one), else any: so that
+    most branches stay erasable and a good share do not."""
+    simple = [a for a in g.activations if a in SIMPLE_ACTIVATIONS]
+    pool = simple if simple and draw(st.integers(0, 2)) > 0 else list(g.activations)
+    return {"op": "act", "fn": draw(st.sampled_from(pool))}
+
+
+@st.composite
 def _tail(draw: st.DrawFn, g: EraseGrammar) -> list[dict]:
-    """What follows a branch's last stem: nothing, an activation (maybe f(0) != 0), a BN, a pool."""
-    n = draw(st.integers(0, 2))
+    """What follows a branch's last stem: nothing (half the time), an activation, a BN, a pool."""
+    n = draw(st.sampled_from([0, 0, 1, 2]))
     out: list[dict] = []
     for _ in range(n):
         kind = draw(st.sampled_from(["act", "act", "bn", "pool"]))
         if kind == "act":
-            out.append({"op": "act", "fn": draw(st.sampled_from(g.activations))})
+            out.append(draw(_act(g)))
         elif kind == "bn":
             out.append({"op": "bn"})
         else:
@@ -183,7 +192,7 @@ def _candidate(draw: st.DrawFn, state: State, g: EraseGrammar) -> list[dict]:
     if kind == "pool":
         return [{"op": "pool", "kind": draw(st.sampled_from(["max", "avg"])), "same": True}]
     if kind == "act":
-        return [{"op": "act", "fn": draw(st.sampled_from(g.activations))}]
+        return [draw(_act(g))]
     if kind == "conv":
         layers = [_conv(c, draw(st.sampled_from([1, 3])), bias=draw(st.booleans()))]
     else:
@@ -237,7 +246,7 @@ def erase_architectures(
             spec["layers"].append(conv)
             state = step(conv, state)
         if draw(st.integers(0, 3)) == 0:  # between blocks, maybe an activation with f(0) != 0
-            spec["layers"].append({"op": "act", "fn": draw(st.sampled_from(g.activations))})
+            spec["layers"].append(draw(_act(g)))
     if head if head is not None else draw(st.booleans()):
         spec["layers"] += [{"op": "gap"}, {"op": "head", "out": draw(st.integers(1, 4))}]
     spec["seed"] = draw(st.integers(0, 2**16))
@@ -308,6 +317,9 @@ class BranchFact:
     certain: bool = field(default=False)
     """A claim of erasability the properties enforce: only with simple activations
     (``SIMPLE_ACTIVATIONS``), so that no frontend or exporter writes a joint inside the branch."""
+    pooled: bool = field(default=False)
+    """It pools after its last stem (a claim the torch frontend cannot meet yet: see the xfail test in
+    tests/test_fuzz_erase.py)."""
 
 
 def branch_facts(spec: dict) -> list[BranchFact]:
@@ -326,7 +338,9 @@ def branch_facts(spec: dict) -> list[BranchFact]:
                 continue
             params = frozenset(p for i, sub in enumerate(body) for p in _own_params(f"{where}mods.{i}.", sub))
             simple = all(sub["op"] != "act" or sub["fn"] in SIMPLE_ACTIVATIONS for sub in body)
-            out.append(BranchFact(where, params, zero, certain=zero and simple))
+            last = max(i for i, sub in enumerate(body) if sub["op"] in _STEMS)
+            pooled = any(sub["op"] == "pool" for sub in body[last + 1 :])
+            out.append(BranchFact(where, params, zero, certain=zero and simple, pooled=pooled))
     return out
 
 

@@ -4,7 +4,9 @@ Rounds alternate. An *architecture round* is one hypothesis run of ``check_archi
 spec, removal seed, exporter); a failure is shrunk by hypothesis and kept with its minimal example. A
 *malformed round* mutates exports collected in the architecture rounds and judges every mutant
 in-process (:class:`fuzz.malformed.Worker`) and every ``cli_every``-th one through the real command
-line. Each distinct failure (by a signature of its message) is printed once, as a pytest test.
+line. An *erase round* (on unless ``erase=False``) draws super-networks with removable branches
+(``fuzz.erase_arch``) and checks erasing mode on each (``fuzz.erase_properties``). Each distinct failure
+(by a signature of its message) is printed once, as a pytest test.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from hypothesis import HealthCheck, Phase, Verbosity, given, settings
 from hypothesis import seed as hypothesis_seed
 
 from fuzz.arch import build, export
+from fuzz.erase_arch import erase_architectures
+from fuzz.erase_properties import EraseCount, check_erase_architecture
 from fuzz.malformed import MUTATORS, Verdict, Worker, check_cli, mutate
 from fuzz.properties import AgreementCount, PropertyFailure, check_architecture
 from fuzz.strategies import architectures, exporters, removal_seeds
@@ -81,6 +85,8 @@ class Stats:
     mutations: Counter = field(default_factory=Counter)
     gaps: Counter = field(default_factory=Counter)
     agreement: AgreementCount = field(default_factory=AgreementCount)
+    erase_networks: int = 0
+    erase: EraseCount = field(default_factory=EraseCount)
     findings: dict[str, Finding] = field(default_factory=dict)
 
     @property
@@ -115,6 +121,15 @@ def regression_test(kind: str, example: dict, message: str, seed: int) -> str:
     spec = pprint.pformat(example["spec"], width=100, sort_dicts=False)
     spec = spec.replace("\n", "\n" + " " * 11)
     doc = message.splitlines()[0][:200].replace('"""', "'''").replace("\\", "/")
+    if kind == "erase":
+        return (
+            "from fuzz.erase_properties import check_erase_architecture\n\n\n"
+            f"def test_fuzz_erase_{_slug(message)}():\n"
+            f'    """python -m fuzz --seed {seed}: {doc}"""\n'
+            f"    spec = {spec}\n"
+            f"    check_erase_architecture(spec, seed={example['erase_seed']}, "
+            f"exporter={example['exporter']!r})\n"
+        )
     if kind == "architecture":
         return (
             "from fuzz.properties import check_architecture\n\n\n"
@@ -212,6 +227,69 @@ def _architecture_round(
         log(f"\nFAILURE (architecture): {message}\n--- regression test ---\n{test}")
 
 
+def _erase_round(
+    stats: Stats,
+    round_seed: int,
+    examples: int,
+    deadline: float,
+    torch_side: bool,
+    slow: bool,
+    run_seed: int,
+    log: Callable[[str], None],
+) -> None:
+    """One hypothesis run of the erasing properties; a failure is shrunk and reported like the others."""
+    failing: dict = {}
+
+    @hypothesis_seed(round_seed)
+    @settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        derandomize=False,
+        suppress_health_check=list(HealthCheck),
+        phases=[Phase.generate, Phase.shrink],
+        report_multiple_bugs=False,
+        print_blob=False,
+        verbosity=Verbosity.quiet,
+    )
+    @given(spec=erase_architectures(), erase_seed=removal_seeds(), exporter=exporters(slow=slow))
+    def prop(spec: dict, erase_seed: int, exporter: str) -> None:
+        if time.monotonic() > deadline and not failing:
+            return
+        stats.erase_networks += 1
+        stats.exporters[exporter] += 1
+        stats.ops.update(_ops_of(spec["layers"]))
+        try:
+            out = check_erase_architecture(spec, erase_seed, exporter, torch_side=torch_side)
+        except PropertyFailure as exc:
+            message = str(exc)
+        except Exception as exc:
+            message = f"fuzz harness error: {type(exc).__name__}: {exc} ({traceback.format_exc(limit=-3)!r})"
+        else:
+            stats.erase.add(out)
+            return
+        sig = signature(message)
+        known = stats.findings.get(sig)
+        if known is not None and known.kind == "erase":
+            return
+        failing.update(spec=spec, erase_seed=erase_seed, exporter=exporter, message=message)
+        raise PropertyFailure(message)
+
+    try:
+        prop()
+    except Exception:
+        if not failing:
+            raise
+        message = failing["message"]
+        sig = signature(message)
+        if sig in stats.findings:
+            stats.findings[sig].count += 1
+            return
+        test = regression_test("erase", failing, message, run_seed)
+        stats.findings[sig] = Finding("erase", message, test)
+        log(f"\nFAILURE (erase): {message}\n--- regression test ---\n{test}")
+
+
 def _malformed_round(
     stats: Stats,
     rng: np.random.Generator,
@@ -269,6 +347,7 @@ def run(
     malformed_share: float = 0.35,
     cli_every: int = 5,
     log: Callable[[str], None] = print,
+    erase: bool = True,
 ) -> Stats:
     """Fuzz for ``minutes``; every distinct failure is logged once with its regression test."""
     start = time.monotonic()
@@ -295,6 +374,10 @@ def run(
                     seed,
                     log,
                 )
+                if erase and time.monotonic() < deadline:
+                    _erase_round(
+                        stats, seed * 100_003 + round_no, 8, deadline, torch_side, slow_exporters, seed, log
+                    )
                 spent = time.monotonic() - t0
                 if not pool:
                     pool.append((_FALLBACK_SPEC, "torchscript", export(build(_FALLBACK_SPEC), "torchscript")))
@@ -313,7 +396,8 @@ def progress_line(stats: Stats, seconds: float) -> str:
     return (
         f"[{seconds / 60:5.1f} min] architectures {stats.architectures}, malformed inputs {stats.malformed} "
         f"({stats.malformed_cli} through the CLI), failures {stats.failures} ({len(stats.findings)} "
-        f"distinct), frontends check skipped {stats.agreement.skipped} of {stats.agreement.examples}"
+        f"distinct), frontends check skipped {stats.agreement.skipped} of {stats.agreement.examples}, "
+        f"erase networks {stats.erase_networks} ({stats.erase.selections} selections verified)"
     )
 
 
@@ -331,6 +415,9 @@ def summary(stats: Stats, seconds: float) -> str:
     ]
     if stats.agreement.exceeds():
         lines.append("FAILURE: check_frontends_agree skipped more examples than its bound allows")
+    if stats.erase_networks:
+        lines.append(f"erasing: super-networks tried {stats.erase_networks}")
+        lines += ["  " + line for line in stats.erase.describe().splitlines()]
     common = ", ".join(f"{op} {n}" for op, n in stats.ops.most_common())
     lines.append(f"ops drawn             {common}")
     if stats.gaps:
