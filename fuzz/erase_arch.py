@@ -318,8 +318,8 @@ class BranchFact:
     """A claim of erasability the properties enforce: only with simple activations
     (``SIMPLE_ACTIVATIONS``), so that no frontend or exporter writes a joint inside the branch."""
     pooled: bool = field(default=False)
-    """It pools after its last stem (a claim the torch frontend cannot meet yet: see the xfail test in
-    tests/test_fuzz_erase.py)."""
+    """It pools after its first stem: the torch frontend cannot see yet that such a pool keeps a zero map
+    zero (see the expected failures in tests/test_fuzz_erase.py)."""
 
 
 def branch_facts(spec: dict) -> list[BranchFact]:
@@ -338,8 +338,8 @@ def branch_facts(spec: dict) -> list[BranchFact]:
                 continue
             params = frozenset(p for i, sub in enumerate(body) for p in _own_params(f"{where}mods.{i}.", sub))
             simple = all(sub["op"] != "act" or sub["fn"] in SIMPLE_ACTIVATIONS for sub in body)
-            last = max(i for i, sub in enumerate(body) if sub["op"] in _STEMS)
-            pooled = any(sub["op"] == "pool" for sub in body[last + 1 :])
+            first = min(i for i, sub in enumerate(body) if sub["op"] in _STEMS)
+            pooled = any(sub["op"] == "pool" for sub in body[first + 1 :])
             out.append(BranchFact(where, params, zero, certain=zero and simple, pooled=pooled))
     return out
 

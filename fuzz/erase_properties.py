@@ -475,8 +475,8 @@ def check_erase_exact_torch(
 def check_spec_facts(spec: dict, analysis: Any, pools: bool = True) -> int:
     """Hold the analysis to the spec's own facts, over torch parameter names. Returns how many held.
 
-    ``pools=False`` leaves out the claim that a branch pooling after its last stem is erasable (the torch
-    frontend cannot meet it yet; tests/test_fuzz_erase.py pins that as an expected failure)."""
+    ``pools=False`` leaves out the claim for branches that pool after their first stem (the torch frontend
+    cannot meet it yet; tests/test_fuzz_erase.py pins that as an expected failure)."""
     by_param = {p: s for s in analysis.structures for p in s.params}
     held = 0
     if is_plain(spec):

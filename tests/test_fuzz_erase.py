@@ -65,7 +65,7 @@ def _h2spg_available() -> bool:
 
 
 # -- the grammar ---------------------------------------------------------------------------------------
-@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(spec=erase_architectures())
 def test_super_networks_build_with_the_shapes_the_grammar_says(spec):
     built = build(spec)
@@ -376,3 +376,24 @@ def test_a_pool_after_the_last_conv_keeps_a_residual_branch_erasable_from_torch(
     onnx_side = check_erase_analysis(frontends.load(_onnx(built)))
     assert check_spec_facts(spec, onnx_side) == 1  # ONNX: erasable, as the spec says
     check_spec_facts(spec, check_erase_analysis(frontends.load(built.module, built.inputs)))
+
+
+@needs_erase
+@pytest.mark.xfail(
+    strict=True,
+    reason="erase analysis: a segment is refused as soon as an op after an earlier zeroed stem does not map "
+    "0 to 0, although a later stem with zero parameters makes the output zero again",
+)
+def test_an_activation_between_two_convs_keeps_a_residual_branch_erasable():
+    """python -m fuzz (erase round): conv -> sigmoid -> conv in a residual body is refused with "Sigmoid ...
+    after its last parameter does not map zero to zero" — the Sigmoid is not after the last parameter,
+    and the last conv, zeroed, outputs zero whatever it reads. (From torch the same happens with a pool
+    between a BN and a conv.)"""
+    body = [_conv(1, True), {"op": "act", "fn": "sigmoid"}, _conv(3, True)]
+    spec = {
+        "input": {"kind": "image", "shape": [1, 2, 4, 4]},
+        "layers": [{"op": "residual", "body": body}],
+        "seed": 0,
+    }
+    analysis = check_erase_analysis(frontends.load(_onnx(build(spec))))
+    assert [s.erasable for s in analysis.structures] == [True], analysis.structures[0].reason
