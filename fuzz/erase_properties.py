@@ -522,18 +522,24 @@ def _zero_structures(module: Any, analysis: Any) -> list[int]:
     ]
 
 
-def check_h2spg(spec: dict, seed: int = 0, steps: int = 8, **hyper: Any) -> EraseCount:
+def check_h2spg(
+    spec: dict, seed: int = 0, steps: int = 8, optimizer: str = "h2spg", **hyper: Any
+) -> EraseCount:
     """H2SPG with a tiny window on random data: every state valid, the zero structures at the end a valid
-    selection, and constructing from them exact (torch, and ONNX from the trained module's export)."""
+    selection, and constructing from them exact (torch, and ONNX from the trained module's export).
+
+    ``optimizer`` names another erasing optimizer (a plugin) to hold to the same contract; ``hyper``
+    overrides the hyperparameters (DHSPG's window names: ``start_pruning_steps``, ``pruning_steps``,
+    ``pruning_periods``, ``lr``, ``target_group_sparsity``)."""
     import torch
 
     import optimizers
 
     out = EraseCount()
     try:
-        make = optimizers.get("h2spg")
+        make = optimizers.get(optimizer)
     except Exception:
-        return out.skip("the h2spg optimizer is not available")
+        return out.skip(f"the {optimizer} optimizer is not available")
     built = build(spec)
     try:
         graph = frontends.load(built.module, built.inputs)
