@@ -274,8 +274,16 @@ def _windows_see_input(node: Node) -> bool:
     """Does every window of a MaxPool / AveragePool hold at least one input element? A window that lies
     wholly in the padding has no element to take the max or mean of (-inf, or 0 / 0 without
     count_include_pad). With unit dilations it holds one when each pad is below the kernel size, and in
-    ceil mode, where one more window may start past the input's end, when stride + end pad <= kernel."""
-    kernel = [int(k) for k in node.attr("kernel_shape", [])]
+    ceil mode, where one more window may start past the input's end, when stride + end pad <= kernel.
+
+    ONNX requires ``kernel_shape``; a pool without it comes from the torch frontend, whose module keeps
+    the window. PyTorch refuses a padding above half the kernel and drops a window that would start in
+    the right padding, and an adaptive pool's bins are never empty: each window holds an input element
+    (but a dilated window on an input shorter than the dilation, which is -inf whatever the input).
+    """
+    if "kernel_shape" not in node.attrs:
+        return True
+    kernel = [int(k) for k in node.attr("kernel_shape")]
     n = len(kernel)
     if not n or any(int(d) != 1 for d in node.attr("dilations", [1] * n)):
         return False
