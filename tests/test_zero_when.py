@@ -201,6 +201,11 @@ def _norm_cases() -> list[Case]:
         Case("LayerNormalization", (_x(2, 3, 4), _x(3, 4), _x(3, 4)), {"axis": 1}),
         Case("LayerNormalization", (_x(2, 3, 4), _x(4), _x(4)), {"epsilon": 0.0}, claims=False),
         Case("RMSNormalization", (_x(2, 3, 4), _x(4))),
+        # No scale (torch's elementwise_affine=False, affine=False): it is one, not zero — never called
+        # zero, so the evaluator (which wants the scale) is never asked.
+        Case("LayerNormalization", (_x(2, 3, 4), None, None), claims=False),
+        Case("GroupNormalization", (_x(2, 4, 3), None, None), {"num_groups": 2}, claims=False),
+        Case("RMSNormalization", (_x(2, 3, 4), None), claims=False),
         *(
             Case(
                 "SkipLayerNormalization",

@@ -15,7 +15,7 @@ import numpy as np
 
 from graphcore.channels import ChannelGraph
 from graphcore.ir import Node, Value
-from graphcore.ops.common import const_ints, data_zero, is_zero, never, operand_values, rank
+from graphcore.ops.common import const_ints, data_zero, factor_zero, is_zero, never, operand_values, rank
 from graphcore.ops.registry import LegacyAttr, ShrinkView, ZeroWhen, register_op
 from graphcore.ops.shape import same_shape
 
@@ -240,11 +240,11 @@ def _epsilon(node: Node, default: float) -> float | None:
 
 
 def _affine_zero_when(scale: int, bias: int | None, epsilon: float = 1e-5) -> ZeroWhen:
-    """LayerNormalization and friends: zero when operand ``scale`` is and ``bias`` is zero or absent,
-    whatever the input (``epsilon`` is the op's default)."""
+    """LayerNormalization and friends: zero when operand ``scale`` is (present and) zero and ``bias`` is
+    zero or absent, whatever the input (``epsilon`` is the op's default)."""
 
     def zero_when(node: Node, zero: Sequence[bool]) -> bool:
-        affine = is_zero(zero, scale) and (bias is None or is_zero(zero, bias))
+        affine = factor_zero(node, zero, scale) and (bias is None or is_zero(zero, bias))
         return affine and _epsilon(node, epsilon) is not None
 
     return zero_when
