@@ -317,9 +317,6 @@ class BranchFact:
     certain: bool = field(default=False)
     """A claim of erasability the properties enforce: only with simple activations
     (``SIMPLE_ACTIVATIONS``), so that no frontend or exporter writes a joint inside the branch."""
-    pooled: bool = field(default=False)
-    """It pools after its first stem: the torch frontend cannot see yet that such a pool keeps a zero map
-    zero (see the expected failures in tests/test_fuzz_erase.py)."""
 
 
 def branch_facts(spec: dict) -> list[BranchFact]:
@@ -338,9 +335,7 @@ def branch_facts(spec: dict) -> list[BranchFact]:
                 continue
             params = frozenset(p for i, sub in enumerate(body) for p in _own_params(f"{where}mods.{i}.", sub))
             simple = all(sub["op"] != "act" or sub["fn"] in SIMPLE_ACTIVATIONS for sub in body)
-            first = min(i for i, sub in enumerate(body) if sub["op"] in _STEMS)
-            pooled = any(sub["op"] == "pool" for sub in body[first + 1 :])
-            out.append(BranchFact(where, params, zero, certain=zero and simple, pooled=pooled))
+            out.append(BranchFact(where, params, zero, certain=zero and simple))
     return out
 
 

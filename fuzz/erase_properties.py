@@ -472,11 +472,8 @@ def check_erase_exact_torch(
 
 
 # -- 5. what the spec says ---------------------------------------------------------------------------
-def check_spec_facts(spec: dict, analysis: Any, pools: bool = True) -> int:
-    """Hold the analysis to the spec's own facts, over torch parameter names. Returns how many held.
-
-    ``pools=False`` leaves out the claim for branches that pool after their first stem (the torch frontend
-    cannot meet it yet; tests/test_fuzz_erase.py pins that as an expected failure)."""
+def check_spec_facts(spec: dict, analysis: Any) -> int:
+    """Hold the analysis to the spec's own facts, over torch parameter names. Returns how many held."""
     by_param = {p: s for s in analysis.structures for p in s.params}
     held = 0
     if is_plain(spec):
@@ -499,7 +496,7 @@ def check_spec_facts(spec: dict, analysis: Any, pools: bool = True) -> int:
                         "with f(0) != 0 after its last stem"
                     )
             held += 1
-        elif fact.certain and (pools or not fact.pooled):
+        elif fact.certain:
             if len(holders) != 1 or set(analysis.structures[next(iter(holders))].params) != fact.params:
                 raise _fail(
                     f"the branch {fact.where}… (parameters {sorted(fact.params)[:4]}) is not one structure: "
@@ -627,7 +624,7 @@ def _torch_side(spec: dict, built: Built, seed: int) -> EraseCount:
         erasable=sum(s.erasable for s in analysis.structures),
     )
     check_selection_rule(analysis, seed)
-    out.facts += check_spec_facts(spec, analysis, pools=False)
+    out.facts += check_spec_facts(spec, analysis)
     selections = (
         random_selection(analysis, seed),
         norm_selection(analysis, _torch_norms(built.module, analysis)),

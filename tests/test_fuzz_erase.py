@@ -156,7 +156,7 @@ def test_a_plain_chain_has_nothing_to_erase(spec, exporter):
 def test_gates_are_never_erasable(spec):
     built = build(spec)
     analysis = check_erase_analysis(frontends.load(built.module, built.inputs))
-    check_spec_facts(spec, analysis, pools=False)
+    check_spec_facts(spec, analysis)
     held = {p for s in analysis.structures if s.erasable for p in s.params}
     assert not held & gate_params(spec)
 
@@ -357,16 +357,11 @@ def test_h2spg_zeros_survive_to_an_exact_erasure_after_export():
 
 
 @needs_erase
-@pytest.mark.xfail(
-    strict=True,
-    reason="torch frontend: pools lower without kernel_shape/pads, so MaxPool's and AveragePool's zero_when "
-    "cannot see that every window holds an input element",
-)
 @pytest.mark.parametrize("kind", ["max", "avg"])
 def test_a_pool_after_the_last_conv_keeps_a_residual_branch_erasable_from_torch(kind):
-    """python -m fuzz (erase round): the branch conv -> 3x3 pool (stride 1, padding 1) of a residual is
+    """python -m fuzz (erase round): the branch conv -> 3x3 pool (stride 1, padding 1) of a residual was
     erasable from ONNX but not from torch ("MaxPool 'max_pool2d' after its last parameter does not map
-    zero to zero"); a zero map pooled is zero whatever the window, as long as it holds an input element."""
+    zero to zero": the torch frontend lowers pools without kernel_shape); fixed on main by daa4218."""
     spec = {
         "input": {"kind": "image", "shape": [1, 2, 4, 4]},
         "layers": [{"op": "residual", "body": [_conv(1, False), {"op": "pool", "kind": kind, "same": True}]}],
