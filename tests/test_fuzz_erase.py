@@ -392,3 +392,15 @@ def test_an_activation_between_two_convs_keeps_a_residual_branch_erasable():
     }
     analysis = check_erase_analysis(frontends.load(_onnx(build(spec))))
     assert [s.erasable for s in analysis.structures] == [True], analysis.structures[0].reason
+
+
+@needs_erase
+def test_an_erase_round_counts_what_it_checked():
+    import time
+
+    from fuzz.runner import _erase_round
+
+    stats, lines = Stats(), []
+    _erase_round(stats, 5, 2, time.monotonic() + 600, True, False, 0, lines.append)
+    assert stats.erase_networks == 2 and stats.erase.networks >= 2, stats.erase.describe()
+    assert all("def test_fuzz_erase_" in f.test for f in stats.findings.values()), lines
