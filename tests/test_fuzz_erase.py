@@ -7,7 +7,6 @@ The example counts come from the hypothesis profile (``HYPOTHESIS_PROFILE=ci``: 
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 
 import pytest
 import torch
@@ -27,6 +26,7 @@ from fuzz.erase_properties import (
     check_h2spg,
     check_selection_rule,
     check_spec_facts,
+    has_module,
 )
 from fuzz.properties import PropertyFailure
 from fuzz.runner import Stats, regression_test, summary
@@ -42,10 +42,8 @@ FAST = settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_to
 
 
 def _have(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ImportError:
-        return False
+    package, _, name = module.rpartition(".")
+    return has_module(package, name)
 
 
 needs_erase = pytest.mark.skipif(not _have("graphcore.erase"), reason="the erasing analysis is not here yet")
