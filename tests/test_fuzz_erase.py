@@ -402,3 +402,35 @@ def test_an_erase_round_counts_what_it_checked():
     _erase_round(stats, 5, 2, time.monotonic() + 600, True, False, 0, lines.append)
     assert stats.erase_networks == 2 and stats.erase.networks >= 2, stats.erase.describe()
     assert all("def test_fuzz_erase_" in f.test for f in stats.findings.values()), lines
+
+
+@needs_erase
+@needs_construct
+def test_the_erase_fuzzer_catches_a_wrong_zero_rule():
+    # Mutation testing of the fuzzer: claim Sigmoid maps a zero input to zero. A branch ending in a
+    # sigmoid then looks erasable, and erasing it drops sigmoid(0) = 0.5 from the sum. Only the ONNX
+    # exactness check runs (eval export, no spec facts): it must catch it on its own.
+    from graphcore.ops.registry import register_rule, rules
+
+    found: list[str] = []
+
+    @settings(max_examples=40, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+    @given(
+        spec=erase_architectures(blocks=("residual", "sum"), activations=("sigmoid", "relu"), max_blocks=2)
+    )
+    def prop(spec):
+        try:
+            check_erase_architecture(spec, spec["seed"], "torchscript", torch_side=False)
+        except PropertyFailure as exc:
+            found.append(str(exc))
+            raise
+
+    old = rules()[("", "Sigmoid")]
+    register_rule(dataclasses.replace(old, zero_when=lambda node, zero: bool(zero[0])), replace=True)
+    try:
+        with pytest.raises(PropertyFailure, match="SOUNDNESS"):
+            prop()
+    finally:
+        register_rule(old, replace=True)
+    assert found
+    check_erase_architecture(_SIGMOID_TAIL, 0, "torchscript", torch_side=False)  # the true rule: clean
