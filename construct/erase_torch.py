@@ -172,8 +172,9 @@ def _not_in_place(n: fx.Node) -> None:
     which other nodes (or the caller) still read: make it compute out of place (same values)."""
     if n.op == "call_module":
         mod = n.graph.owning_module.get_submodule(str(n.target)) if n.graph.owning_module else None
-        if mod is not None and getattr(mod, "inplace", False) is True:
-            setattr(mod, "inplace", False)  # the module stays; only the memory reuse goes
+        state = vars(mod) if mod is not None else {}
+        if state.get("inplace") is True:  # a plain flag (ReLU, Hardtanh, SiLU, Dropout ...)
+            state["inplace"] = False
     elif n.op == "call_method" and str(n.target).endswith("_") and hasattr(torch.Tensor, str(n.target)[:-1]):
         n.target = str(n.target)[:-1]
     elif n.op == "call_function":
