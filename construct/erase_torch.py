@@ -79,7 +79,7 @@ def _erase_fx(gm: fx.GraphModule, graph: Graph, ep: Any, gone: set[str]) -> None
         _bypass(nodes, ir[joint], ep.bypass[joint], ep.bypass)
     for joint, positions in ep.drop_inputs.items():
         _drop_inputs(nodes, ir[joint], set(positions))
-    doomed = {ir[n].origin for n in gone if isinstance(ir[n].origin, str) and ir[n].origin in nodes}
+    doomed = _doomed(graph, gone, nodes)
     erased_attrs = _delete(fxg, doomed)
     left = [n for n in fxg.nodes if n.name in doomed]
     if left:
@@ -87,6 +87,24 @@ def _erase_fx(gm: fx.GraphModule, graph: Graph, ep: Any, gone: set[str]) -> None
         raise ZigraphError(f"internal error: erased FX node '{left[0].name}' is still used by {users}")
     gm.delete_all_unused_submodules()
     _delete_unused_attrs(gm, erased_attrs)
+
+
+def _doomed(graph: Graph, gone: set[str], nodes: dict[str, fx.Node]) -> set[str]:
+    """FX nodes that go: the IR node computing the FX node's value goes (or, for a node of several
+    values, all its IR nodes with outputs). Output-less IR nodes (``PinAxes``, which only record a
+    constraint of a surviving reshape) decide nothing; constants and shape arithmetic the plan leaves
+    are deleted later if nothing reads them."""
+    by_fx: dict[str, list[Node]] = {}
+    for n in graph.nodes:
+        if isinstance(n.origin, str) and n.origin in nodes:
+            by_fx.setdefault(n.origin, []).append(n)
+    out = set()
+    for name, irs in by_fx.items():
+        main = [n for n in irs if any(v.name == name for v in n.outputs)]  # computes the FX node's value
+        real = main or [n for n in irs if n.outputs] or irs
+        if all(n.name in gone for n in real):
+            out.add(name)
+    return out
 
 
 def _fx_node(nodes: dict[str, fx.Node], joint: Node) -> fx.Node:
