@@ -80,7 +80,8 @@ def _erase_fx(gm: fx.GraphModule, graph: Graph, ep: Any, gone: set[str]) -> None
     for joint, positions in ep.drop_inputs.items():
         _drop_inputs(nodes, ir[joint], set(positions))
     doomed = _doomed(graph, gone, nodes)
-    erased_attrs = _delete(fxg, doomed)
+    traced = {n.origin for n in graph.nodes if isinstance(n.origin, str)}
+    erased_attrs = _delete(fxg, doomed, traced)
     left = [n for n in fxg.nodes if n.name in doomed]
     if left:
         users = ", ".join(sorted(u.name for u in left[0].users))
@@ -219,9 +220,10 @@ def _out_of_place(target: Any) -> Any:
     return None
 
 
-def _delete(fxg: fx.Graph, doomed: set[str]) -> set[str]:
-    """Erase the ``doomed`` nodes (users first) and then every pure node that only fed erased ones;
-    returns the ``get_attr`` targets that were erased."""
+def _delete(fxg: fx.Graph, doomed: set[str], traced: set[str]) -> set[str]:
+    """Erase the ``doomed`` nodes (users first), the unused nodes the frontend mapped to nothing that
+    read them (``torch.export``'s ``_assert_tensor_metadata`` checks on an erased tensor), and then
+    every pure node that only fed erased ones; returns the ``get_attr`` targets that were erased."""
     attrs: set[str] = set()
     lost_a_user: set[str] = set()
     changed = True
@@ -230,7 +232,8 @@ def _delete(fxg: fx.Graph, doomed: set[str]) -> set[str]:
         for n in reversed(list(fxg.nodes)):
             if n.users or n.op in ("placeholder", "output"):
                 continue
-            if n.name in doomed or (n.name in lost_a_user and _pure(n)):
+            checks_doomed = n.name not in traced and any(x.name in doomed for x in n.all_input_nodes)
+            if n.name in doomed or checks_doomed or (n.name in lost_a_user and _pure(n)):
                 lost_a_user.update(x.name for x in n.all_input_nodes)
                 if n.op == "get_attr":
                     attrs.add(str(n.target))
