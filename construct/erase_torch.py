@@ -33,7 +33,13 @@ from graphcore.shrink import plan as shrink_plan
 
 __all__ = ["erase_torch", "zeroed_by_slices"]
 
-_CATS = (torch.cat, torch.concat, torch.concatenate)
+_CATS = (
+    torch.cat,
+    torch.concat,
+    torch.concatenate,
+    torch.ops.aten.cat.default,
+    torch.ops.aten.concat.default,
+)
 _INPLACE_OPERATORS = {
     operator.iadd: operator.add, operator.isub: operator.sub, operator.imul: operator.mul,
     operator.itruediv: operator.truediv,
@@ -210,7 +216,14 @@ def _not_in_place(n: fx.Node) -> None:
 
 
 def _out_of_place(target: Any) -> Any:
-    """``torch.relu_`` -> ``torch.relu``, ``F.relu_`` -> ``F.relu``: the same function without the write."""
+    """``torch.relu_`` -> ``torch.relu``, ``F.relu_`` -> ``F.relu``, ``aten.add_.Tensor`` ->
+    ``aten.add.Tensor``: the same function without the write (None when there is none)."""
+    if isinstance(target, torch._ops.OpOverload):  # torch.export: aten.relu_.default -> aten.relu.default
+        ns, _, base = target._schema.name.partition("::")
+        if not base.endswith("_") or base.endswith("__"):
+            return None
+        packet = getattr(getattr(torch.ops, ns, None), base[:-1], None)
+        return getattr(packet, target._overloadname, None) if packet is not None else None
     name = getattr(target, "__name__", "")
     if not name.endswith("_") or name.endswith("__"):
         return None
