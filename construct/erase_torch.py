@@ -26,6 +26,7 @@ from torch import nn
 from construct.erase_zeros import erased_structures
 from construct.torch_construct import lower
 from construct.torch_zeros import model_tensors
+from graphcore.erase import EraseAnalysis, ErasePlan
 from graphcore.errors import ZigraphError
 from graphcore.groups import ParamSlice
 from graphcore.ir import Graph, Node
@@ -46,7 +47,9 @@ _INPLACE_OPERATORS = {
 }  # fmt: skip
 
 
-def erase_torch(model: nn.Module, analysis: Any, erased: Iterable[int] | None = None) -> fx.GraphModule:
+def erase_torch(
+    model: nn.Module, analysis: EraseAnalysis, erased: Iterable[int] | None = None
+) -> fx.GraphModule:
     """A smaller module equal to ``model`` with the structures ``erased`` zeroed; ``model`` is not modified.
 
     ``erased``: structure ids; by default the structures whose variables are all exactly zero in ``model``.
@@ -55,9 +58,12 @@ def erase_torch(model: nn.Module, analysis: Any, erased: Iterable[int] | None = 
         erased = erased_structures(model, analysis)
     ep = analysis.plan(list(erased))
     gone = set(ep.removed_nodes) | set(ep.bypass)
-    sp = shrink_plan(analysis.prune, ep.removed_zigs, erased_nodes=gone)
+    prune = analysis.prune
+    if prune is None:
+        raise ZigraphError("this erasing analysis has no channel map; build it with graphcore.analyze")
+    sp = shrink_plan(prune, ep.removed_zigs, erased_nodes=gone)
     graph: Graph = analysis.graph
-    return lower(model, analysis.prune, sp, skip=gone, edit=lambda gm: _erase_fx(gm, graph, ep, gone))
+    return lower(model, prune, sp, skip=gone, edit=lambda gm: _erase_fx(gm, graph, ep, gone))
 
 
 def zeroed_by_slices(model: nn.Module, removed: Iterable[ParamSlice]) -> nn.Module:
@@ -76,7 +82,7 @@ def zeroed_by_slices(model: nn.Module, removed: Iterable[ParamSlice]) -> nn.Modu
 
 
 # -- the FX edit ---------------------------------------------------------------------------------------
-def _erase_fx(gm: fx.GraphModule, graph: Graph, ep: Any, gone: set[str]) -> None:
+def _erase_fx(gm: fx.GraphModule, graph: Graph, ep: ErasePlan, gone: set[str]) -> None:
     fxg = gm.graph
     nodes = {n.name: n for n in fxg.nodes}
     ir = {n.name: n for n in graph.nodes}
