@@ -131,6 +131,21 @@ class ConcatSkip(nn.Module):
         return self.head(self.mix(torch.cat([h, self.a(h), self.b(h)], 1)))
 
 
+class ConcatFlat(nn.Module):
+    """Concat, then a flatten with a literal width into a Linear: the literal follows the erasure."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = cbr(3, 8)
+        self.a = cbr(8, 4)
+        self.b = cbr(8, 6)
+        self.fc = nn.Linear(160, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.stem(x)
+        return self.fc(torch.cat([self.a(h), self.b(h)], 1).reshape(x.shape[0], 160))
+
+
 class Down(nn.Module):
     def __init__(self, cin: int, cout: int) -> None:
         super().__init__()
@@ -281,6 +296,7 @@ CASES = {
     ),
     "concat-skip": Case(ConcatSkip, (2, 3, 8, 8), (Mark("b.", "/b/"),)),
     "concat-both": Case(ConcatSkip, (2, 3, 8, 8), (Mark("a.", "/a/"), Mark("b.", "/b/"))),
+    "concat-flatten": Case(ConcatFlat, (2, 3, 4, 4), (Mark("a.", "/a/"),)),
     "conv-shortcut-branch": Case(ConvShortcut, (2, 3, 8, 8), (Mark("down.branch.", "/branch/"),)),
     "conv-shortcut-shortcut": Case(ConvShortcut, (2, 3, 8, 8), (Mark("down.shortcut.", "/shortcut/"),)),
     "transformer-attn": Case(Transformer, (2, 5, 6), (Mark("blocks.0.attn.", "/blocks.0/attn/"),)),
@@ -536,3 +552,47 @@ def test_erasing_the_outer_block_takes_the_inner() -> None:
     small = construct.to_torch(model, analysis, [outer])
     assert not [n for n, _ in small.named_parameters() if n.startswith("outer.")]
     assert not [n for n, _ in small.named_modules() if n.startswith("outer")]
+
+
+class PlainRes(nn.Module):
+    def __init__(self, c: int, first: nn.Conv2d) -> None:
+        super().__init__()
+        self.first = first
+        self.second = nn.Sequential(nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.second(torch.relu(self.first(x)))
+
+
+class TiedPlain(nn.Module):
+    """Both blocks call the same first convolution (one initializer in ONNX)."""
+
+    def __init__(self, c: int = 8) -> None:
+        super().__init__()
+        self.stem = cbr(3, c)
+        shared = nn.Conv2d(c, c, 3, padding=1)
+        self.blocks = nn.Sequential(PlainRes(c, shared), PlainRes(c, shared))
+        self.head = Head(c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(self.stem(x)))
+
+
+def test_onnx_shared_weight_stays() -> None:
+    shape = (2, 3, 8, 8)
+    source = _export(_model(Case(TiedPlain, shape, ())), shape)
+    analysis = _erase_analysis(frontends.load(source))
+    sid = _structure(analysis, "/blocks.0/", onnx_names=True)
+    plan = analysis.plan([sid])
+    first = [n for n in source.graph.node if "/blocks.0/first/" in n.name]
+    assert (
+        first
+        and first[0].input[1] == next(n for n in source.graph.node if "/blocks.1/first/" in n.name).input[1]
+    )
+    shared = first[0].input[1]
+    assert shared not in plan.removed_params
+    small = construct.erase_onnx(source, analysis, [sid])
+    onnx.checker.check_model(small, full_check=True)
+    assert shared in {t.name for t in small.graph.initializer}
+    assert not [n for n in small.graph.node if "/blocks.0/" in n.name]
+    assert construct.verify(source, small, plan.removed).passed
