@@ -596,3 +596,35 @@ def test_onnx_shared_weight_stays() -> None:
     assert shared in {t.name for t in small.graph.initializer}
     assert not [n for n in small.graph.node if "/blocks.0/" in n.name]
     assert construct.verify(source, small, plan.removed).passed
+
+
+def test_onnx_erase_reads_external_data(tmp_path) -> None:
+    """Weights stored next to the model are read for the erased copy, which holds them itself."""
+    case = CASES["concat-skip"]
+    source = _export(_model(case), case.shape)
+    path = tmp_path / "model.onnx"
+    onnx.save_model(source, str(path), save_as_external_data=True, location="model.data", size_threshold=0)
+    analysis = _erase_analysis(frontends.load(str(path)))
+    sid = _structure(analysis, "/b/", onnx_names=True)
+    small = construct.erase_onnx(str(path), analysis, [sid])
+    assert all(t.data_location != onnx.TensorProto.EXTERNAL for t in small.graph.initializer)
+    onnx.checker.check_model(small, full_check=True)
+    assert construct.verify(str(path), small, analysis.plan([sid]).removed).passed
+    construct.save_onnx(small, tmp_path / "small.onnx")
+    assert construct.verify(str(path), str(tmp_path / "small.onnx"), analysis.plan([sid]).removed).passed
+
+
+def test_erased_structures_is_a_valid_selection() -> None:
+    """Every candidate of a DARTS cell at zero cannot all go: the zero structures are taken in id
+    order while the erasure stays valid, so one candidate (zero, harmless) stays."""
+    case = CASES["darts-one"]
+    model = _model(case)
+    analysis = _erase_analysis(frontends.load(model, (torch.randn(case.shape),)))
+    ops = sorted({_structure(analysis, f"cell.ops.{i}.") for i in range(3)})
+    assert len(ops) == 3 and not analysis.valid(ops)
+    arrays = {k: v.detach().numpy().copy() for k, v in model.named_parameters()}
+    for sid in ops:
+        for p in analysis.structures[sid].params:
+            arrays[p][...] = 0
+    chosen = construct.erased_structures(arrays, analysis)
+    assert chosen == ops[:2] and analysis.valid(chosen)
