@@ -252,6 +252,22 @@ class Tail(nn.Module):
         return h + self.f(h)
 
 
+class MethodInPlace(nn.Module):
+    """``out.add_(x)`` and then ``out`` read again: the in-place joint's operand stands for its result."""
+
+    def __init__(self, c: int = 8) -> None:
+        super().__init__()
+        self.stem = cbr(3, c)
+        self.body = nn.Sequential(nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c))
+        self.head = Head(c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.stem(x)
+        out = self.body(h)
+        out.add_(h)
+        return self.head(torch.relu(out))
+
+
 class InputSkip(nn.Module):
     """The joint reads the graph input and is the graph output: ONNX needs an Identity to keep the name."""
 
@@ -308,6 +324,7 @@ CASES = {
     ),
     "alias": Case(Alias, (2, 3, 8, 8), (Mark("f.", "/f/"),)),
     "tail": Case(Tail, (2, 3, 8, 8), (Mark("f.", "/f/"),)),
+    "method-in-place": Case(MethodInPlace, (2, 3, 8, 8), (Mark("body.", "/body/"),)),
     "input-skip": Case(InputSkip, (2, 3, 8, 8), (Mark("f.", "/f/"),)),
 }
 
@@ -518,9 +535,10 @@ def test_onnx_erase_runs_in_onnxruntime_with_symbolic_batch() -> None:
     assert y.shape == (5, 5)
 
 
-@pytest.mark.parametrize(
-    "name", ["stacked-2", "concat-skip", "darts-all-but-one", "transformer-attn", "alias"]
-)
+EXPORTED = ["stacked-2", "concat-skip", "darts-all-but-one", "transformer-attn", "alias", "method-in-place"]
+
+
+@pytest.mark.parametrize("name", EXPORTED)
 def test_torch_erase_through_torch_export(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A module symbolic_trace cannot take is traced by torch.export (ATen ops): the same erasure works."""
     import frontends.torch_trace as torch_trace
