@@ -165,6 +165,7 @@ def _bypass(nodes: dict[str, fx.Node], joint: Node, value: str, bypass: dict[str
                 after = True
             elif after and mutated in n.all_input_nodes and mutated is not keep:
                 n.replace_input_with(mutated, keep)
+                _not_in_place(n)
     for u in list(f.users):
         _not_in_place(u)
     f.replace_all_uses_with(keep)
@@ -199,26 +200,55 @@ def _drop_inputs(nodes: dict[str, fx.Node], joint: Node, drop: set[int]) -> None
 
 
 def _not_in_place(n: fx.Node) -> None:
-    """A node that wrote into the joint's fresh result would now write into the surviving tensor,
-    which other nodes (or the caller) still read: make it compute out of place (same values)."""
+    """A node that wrote into the joint's fresh result would now write into the surviving tensor, which
+    other nodes (or the caller) still read: it computes out of place instead, and the nodes after it
+    that read the tensor it wrote read its result (what they saw in the original)."""
+    if not _make_out_of_place(n):
+        return
+    mutated = n.args[0] if n.args else None
+    if not isinstance(mutated, fx.Node):
+        return
+    cur = n.next
+    while cur.op != "root":
+        if mutated in cur.all_input_nodes:
+            cur.replace_input_with(mutated, n)
+        cur = cur.next
+
+
+def _make_out_of_place(n: fx.Node) -> bool:
     if n.op == "call_module":
-        mod = n.graph.owning_module.get_submodule(str(n.target)) if n.graph.owning_module else None
-        state = vars(mod) if mod is not None else {}
-        if state.get("inplace") is True:  # a plain flag (ReLU, Hardtanh, SiLU, Dropout ...)
-            state["inplace"] = False
-    elif n.op == "call_method" and str(n.target).endswith("_") and hasattr(torch.Tensor, str(n.target)[:-1]):
+        gm = n.graph.owning_module
+        mod = gm.get_submodule(str(n.target)) if gm is not None else None
+        if gm is None or mod is None or vars(mod).get("inplace") is not True:
+            return False
+        twin = copy.copy(mod)  # the module may be called elsewhere: only this call changes
+        vars(twin)["inplace"] = False  # a plain flag (ReLU, Hardtanh, SiLU, Dropout ...)
+        name = base = str(n.target).replace(".", "_") + "_out_of_place"
+        k = 0
+        while hasattr(gm, name):
+            k += 1
+            name = f"{base}{k}"
+        gm.add_submodule(name, twin)
+        n.target = name
+        return True
+    if n.op == "call_method" and str(n.target).endswith("_") and hasattr(torch.Tensor, str(n.target)[:-1]):
         n.target = str(n.target)[:-1]
-    elif n.op == "call_function":
-        if n.target in _INPLACE_OPERATORS:
-            n.target = _INPLACE_OPERATORS[n.target]
-        elif _out_of_place(n.target) is not None:
-            n.target = _out_of_place(n.target)
-        elif n.kwargs.get("inplace") is True:
-            n.kwargs = {**n.kwargs, "inplace": False}
-        elif n.target in (F.relu, F.relu6, F.hardtanh, F.leaky_relu, F.elu, F.silu, F.hardswish) and any(
-            a is True for a in n.args[1:]
-        ):
-            n.args = tuple(False if (i > 0 and a is True) else a for i, a in enumerate(n.args))
+        return True
+    if n.op != "call_function":
+        return False
+    if n.target in _INPLACE_OPERATORS:
+        n.target = _INPLACE_OPERATORS[n.target]
+    elif _out_of_place(n.target) is not None:
+        n.target = _out_of_place(n.target)
+    elif n.kwargs.get("inplace") is True:
+        n.kwargs = {**n.kwargs, "inplace": False}
+    elif n.target in (F.relu, F.relu6, F.hardtanh, F.leaky_relu, F.elu, F.silu, F.hardswish) and any(
+        a is True for a in n.args[1:]
+    ):
+        n.args = tuple(False if (i > 0 and a is True) else a for i, a in enumerate(n.args))
+    else:
+        return False
+    return True
 
 
 def _out_of_place(target: Any) -> Any:

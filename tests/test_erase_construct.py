@@ -268,6 +268,24 @@ class MethodInPlace(nn.Module):
         return self.head(torch.relu(out))
 
 
+class ReluAfterJoint(nn.Module):
+    """``s.relu_()`` on the joint's result, with ``s`` read afterwards: once the joint is bypassed the
+    ReLU must not write into ``h`` (read again by ``g``), and ``s``'s later reader must see the ReLU."""
+
+    def __init__(self, c: int = 8) -> None:
+        super().__init__()
+        self.stem = cbr(3, c)
+        self.f = nn.Sequential(nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c))
+        self.g = nn.Conv2d(c, c, 1)
+        self.head = Head(c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.stem(x) - 0.5
+        s = h + self.f(h)
+        s.relu_()
+        return self.head(s + self.g(h))
+
+
 class InputSkip(nn.Module):
     """The joint reads the graph input and is the graph output: ONNX needs an Identity to keep the name."""
 
@@ -325,6 +343,7 @@ CASES = {
     "alias": Case(Alias, (2, 3, 8, 8), (Mark("f.", "/f/"),)),
     "tail": Case(Tail, (2, 3, 8, 8), (Mark("f.", "/f/"),)),
     "method-in-place": Case(MethodInPlace, (2, 3, 8, 8), (Mark("body.", "/body/"),)),
+    "relu-after-joint": Case(ReluAfterJoint, (2, 3, 8, 8), (Mark("f.", "/f/"),)),
     "input-skip": Case(InputSkip, (2, 3, 8, 8), (Mark("f.", "/f/"),)),
 }
 
