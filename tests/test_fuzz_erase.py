@@ -415,9 +415,7 @@ def test_the_erase_fuzzer_catches_a_wrong_zero_rule():
     found: list[str] = []
 
     @settings(max_examples=40, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
-    @given(
-        spec=erase_architectures(blocks=("residual", "sum"), activations=("sigmoid", "relu"), max_blocks=2)
-    )
+    @given(spec=erase_architectures(blocks=("residual", "sum"), activations=("sigmoid",), max_blocks=2))
     def prop(spec):
         try:
             check_erase_architecture(spec, spec["seed"], "torchscript", torch_side=False)
