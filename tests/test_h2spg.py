@@ -3,7 +3,8 @@
 The analysis here is built by hand for a residual MLP whose structures and validity rule are known in
 closed form: blocks ``x + f_i(x)`` (erasable, an identity skip keeps the graph connected), a last
 block ``shortcut(x) + last(x)`` whose two branches are each erasable but not both (erasing both cuts
-the graph), and a stem and head that are not erasable.
+the graph), and a stem and head that are not erasable. The last tests run on the real erase analysis
+(``graphcore.analyze(..., mode="erase")``) of a small residual CNN with a conv-shortcut block.
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ def hand_analysis(model: ResidualMLP) -> HandErase:
             )
         )
     analysis = HandErase(
-        graph=None,  # type: ignore[arg-type]  # hand-built: no traced graph behind it
+        graph=None,  # hand-built: no traced graph behind it
         groups=groups,
         zig_group=np.arange(len(groups)),
         param_axes=param_axes,
@@ -229,7 +230,7 @@ def test_request_beyond_what_stays_valid_erases_the_most_and_says_so() -> None:
     assert report.note is not None and "4 of the 5" in report.note
 
 
-def test_search_walks_scores_most_redundant_first() -> None:
+def test_search_walks_scores_most_redundant_first(monkeypatch: pytest.MonkeyPatch) -> None:
     model, analysis, opt = make(start_pruning_steps=6, target_structures=3)
     calls: list[tuple[list[int], int]] = []
     select = analysis.select
@@ -238,7 +239,7 @@ def test_search_walks_scores_most_redundant_first() -> None:
         calls.append((list(order), k))
         return select(order, k)
 
-    analysis.select = spy  # type: ignore[method-assign]
+    monkeypatch.setattr(analysis, "select", spy)
     train(model, opt, batches(2, 7))
     assert len(calls) == 1  # the search runs once, at the first step after warm-up
     order, k = calls[0]
@@ -398,3 +399,120 @@ def test_rejects_bad_hyperparameters(hp: dict, match: str) -> None:
     model = ResidualMLP(2)
     with pytest.raises(ValueError, match=match):
         H2SPG(model, hand_analysis(model), **hp)
+
+
+# ------------------------------------------------------------------ the real erase analysis of a CNN
+class Block(nn.Module):
+    """A residual block; with ``stride`` or a width change its shortcut is a 1x1 conv (itself erasable)."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(cin, cout, 3, stride, 1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(),
+            nn.Conv2d(cout, cout, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(cout),
+        )
+        self.shortcut: nn.Module | None = None
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skip = x if self.shortcut is None else self.shortcut(x)
+        return torch.relu(skip + self.body(x))
+
+
+class ResidualCNN(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, 8, 3, 1, 1, bias=False), nn.BatchNorm2d(8), nn.ReLU())
+        self.blocks = nn.Sequential(Block(8, 8), Block(8, 8), Block(8, 16, 2), Block(16, 16))
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(self.stem(x)).mean((2, 3)))
+
+
+@pytest.fixture(scope="module")
+def cnn_analysis():
+    """The erase analysis of ResidualCNN (the same for every seed: it depends on the graph only)."""
+    import frontends
+    import graphcore
+
+    model = ResidualCNN().eval()
+    return graphcore.analyze(frontends.load(model, (torch.randn(2, 1, 8, 8),)), mode="erase")
+
+
+def image_batches(seed: int, steps: int, batch: int = 16) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Images whose class is the brightest of three regions: learnable by a few conv layers."""
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(steps):
+        x = torch.randn(batch, 1, 8, 8, generator=gen)
+        regions = torch.stack(
+            [x[:, 0, :4].mean((1, 2)), x[:, 0, 4:, :4].mean((1, 2)), x[:, 0, 4:, 4:].mean((1, 2))]
+        )
+        out.append((x, regions.argmax(0)))
+    return out
+
+
+def train_cnn(model: nn.Module, opt: H2SPG, data, check) -> list[float]:
+    losses = []
+    for x, y in data:
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+        check()
+    return losses
+
+
+def test_real_erase_analysis_cnn_erases_exactly_the_selection(cnn_analysis) -> None:
+    analysis = cnn_analysis
+    erasable = [s.id for s in analysis.structures if s.erasable]
+    joints = {s.id: tuple(s.joints) for s in analysis.structures}
+    pair = [s for s in erasable if joints[s] == joints[erasable[2]]]  # the conv-shortcut block's branches
+    assert len(erasable) == 5 and len(pair) == 2 and not analysis.valid(pair)
+    torch.manual_seed(0)
+    model = ResidualCNN()
+    opt = H2SPG(
+        model,
+        analysis,
+        lr=0.05,
+        momentum=0.9,
+        target_group_sparsity=0.6,
+        start_pruning_steps=15,
+        pruning_steps=30,
+        pruning_periods=3,
+    )
+    history: list[set[int]] = []
+
+    def check() -> None:
+        zero = zero_structures(model, analysis)
+        assert analysis.valid(zero), analysis.why_invalid(zero)
+        assert zero <= set(opt.selected or [])
+        history.append(zero)
+
+    losses = train_cnn(model, opt, image_batches(0, 80), check)
+    assert opt.selected is not None and len(opt.selected) == 3 and set(opt.selected) <= set(erasable)
+    assert history[15 + 30 - 1] == set(opt.selected) == history[-1]
+    assert np.mean(losses[-10:]) < np.mean(losses[:10])
+
+
+def test_real_erase_analysis_search_skips_the_cutting_branch(cnn_analysis) -> None:
+    analysis = cnn_analysis
+    erasable = [s.id for s in analysis.structures if s.erasable]
+    shortcut, body = [s.id for s in analysis.structures if s.erasable and "add_2" in s.joints]
+    torch.manual_seed(1)
+    model = ResidualCNN()
+    opt = H2SPG(model, analysis, lr=0.05, start_pruning_steps=2, pruning_steps=10, target_structures=2)
+    train_cnn(model, opt, image_batches(1, 2), lambda: None)
+    with torch.no_grad():  # rank the two branches of the conv-shortcut block first
+        for rank, sid in enumerate([shortcut, body, *[s for s in erasable if s not in (shortcut, body)]]):
+            opt._ema[sid] = 10.0 - rank
+    train_cnn(model, opt, image_batches(2, 12), lambda: None)
+    nxt = next(s for s in erasable if s not in (shortcut, body))
+    assert opt.selected == [shortcut, nxt]
+    assert zero_structures(model, analysis) == {shortcut, nxt}
