@@ -516,3 +516,12 @@ def test_real_erase_analysis_search_skips_the_cutting_branch(cnn_analysis) -> No
     nxt = next(s for s in erasable if s not in (shortcut, body))
     assert opt.selected == [shortcut, nxt]
     assert zero_structures(model, analysis) == {shortcut, nxt}
+
+
+def test_foreach_plain_steps_give_the_same_numbers() -> None:
+    results = []
+    for foreach in (False, True):
+        model, _, opt = make(seed=9, foreach=foreach)
+        train(model, opt, batches(9, 40))  # the last steps are plain: the foreach path when asked
+        results.append([p.detach().clone() for p in model.parameters()])
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*results))
