@@ -525,3 +525,54 @@ def test_foreach_plain_steps_give_the_same_numbers() -> None:
         train(model, opt, batches(9, 40))  # the last steps are plain: the foreach path when asked
         results.append([p.detach().clone() for p in model.parameters()])
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*results))
+
+
+# ---------------------------------------------------------------------------------------------- DDP
+DDP_HP = dict(lr=0.05, momentum=0.9, target_structures=3, start_pruning_steps=4, pruning_steps=12)
+
+
+def _ddp_train(model: nn.Module, module: ResidualMLP, rank: int, world: int) -> H2SPG:
+    opt = H2SPG(model, hand_analysis(module), **DDP_HP)
+    share = 32 // world
+    for x, y in batches(10, 20):
+        opt.zero_grad()
+        loss_of(model, x[rank * share : (rank + 1) * share], y[rank * share : (rank + 1) * share]).backward()
+        opt.step()
+    return opt
+
+
+def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
+    import os
+
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        module = ResidualMLP(3, seed=10)
+        opt = _ddp_train(nn.parallel.DistributedDataParallel(module), module, rank, world)
+        result = {"params": [p.detach().clone() for p in module.parameters()], "selected": opt.selected}
+        torch.save(result, f"{out}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_ddp_ranks_decide_alike_and_like_one_process(tmp_path) -> None:
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    assert r0["selected"] == r1["selected"] and len(r0["selected"]) == 3
+    assert all(torch.equal(a, b) for a, b in zip(r0["params"], r1["params"]))
+    single = ResidualMLP(3, seed=10)
+    opt = _ddp_train(single, single, 0, 1)
+    assert opt.selected == r0["selected"]
+    for a, b in zip(single.parameters(), r0["params"]):
+        torch.testing.assert_close(a.detach(), b, rtol=1e-4, atol=1e-5)
