@@ -645,3 +645,26 @@ def test_nested_blocks_erase_validly_and_exactly() -> None:
     shallow = copy.deepcopy(model)
     shallow.outer = nn.Sequential(nn.Identity(), nn.Identity())
     assert torch.equal(model(x), shallow(x))
+
+
+def test_trained_cnn_constructs_to_a_smaller_equal_module(cnn_analysis) -> None:
+    import construct
+
+    analysis = cnn_analysis
+    torch.manual_seed(3)
+    model = ResidualCNN()
+    opt = H2SPG(
+        model, analysis, lr=0.05, momentum=0.9, target_structures=3, start_pruning_steps=5, pruning_steps=10
+    )
+    train_cnn(model, opt, image_batches(3, 18), lambda: None)
+    model.eval()
+    small = construct.to_torch(model, analysis)  # erased structures found from the exact zeros
+    full_params = sum(p.numel() for p in model.parameters())
+    gone = sum(
+        model.get_parameter(p).numel() for s in opt.selected or [] for p in analysis.structures[s].params
+    )
+    assert len(opt.selected or []) == 3 and gone > 0
+    assert sum(p.numel() for p in small.parameters()) == full_params - gone
+    x = torch.randn(4, 1, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(small(x), model(x), rtol=1e-5, atol=1e-6)
