@@ -55,6 +55,8 @@ class ErasingAnalysis(Protocol):
 
     def select(self, order: Sequence[int], k: int) -> list[int]: ...
 
+    def erased_by(self, chosen: Iterable[int]) -> set[int]: ...
+
 
 @dataclass(frozen=True)
 class ErasingProgress:
@@ -64,15 +66,16 @@ class ErasingProgress:
     requested: int  # K asked for (before the search: what will be asked)
     searched: bool  # whether the hierarchical search has run
     selected: list[int]  # G_r, in the order the search accepted them
+    erased: int  # erasable structures that go with G_r (G_r and the structures nested in it)
     zero: list[int]  # structures exactly zero now
     valid: bool  # the zero structures leave a valid network (always, by construction)
 
     @property
     def note(self) -> str | None:
         """A one-line explanation when the search could not keep all K structures."""
-        if self.searched and len(self.selected) < self.requested:
+        if self.searched and self.erased < self.requested:
             return (
-                f"only {len(self.selected)} of the {self.requested} requested structures can be erased "
+                f"only {self.erased} of the {self.requested} requested structures can be erased "
                 "together without cutting the network; erasing those"
             )
         return None
@@ -238,6 +241,7 @@ class H2SPG(DHSPG):
             requested=self.requested,
             searched=self.searched,
             selected=list(self.selected or []),
+            erased=len(self.hierarchy.erased_by(self.selected or [])),
             zero=zero,
             valid=self.hierarchy.valid(zero),
         )

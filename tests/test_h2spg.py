@@ -91,6 +91,9 @@ class HandErase(PruneAnalysis):
                 accepted.append(s)
         return accepted
 
+    def erased_by(self, chosen: Iterable[int]) -> set[int]:
+        return {int(c) for c in chosen if self.groups[int(c)].prunable}  # nothing nests here
+
 
 def hand_analysis(model: ResidualMLP) -> HandErase:
     """The erase analysis of ``model``: one structure per block, shortcut, last branch, stem and head."""
@@ -639,7 +642,10 @@ def test_nested_blocks_erase_validly_and_exactly() -> None:
 
     train(model, opt, batches(11, 25), check)
     erasable = {s.id for s in analysis.structures if s.erasable}
-    assert set(opt.selected or []) == erasable == zero_structures(model, analysis)
+    # the outer blocks are selected; the inner ones go with them and count toward the target
+    assert set(opt.selected or []) == {s.id for s in blocks} == zero_structures(model, analysis)
+    assert analysis.erased_by(opt.selected or []) == erasable
+    assert opt.sparsity_report().note is None
     # an erased block is gone for real: the network computes exactly what it computes without it
     x = torch.randn(16, 4)
     shallow = copy.deepcopy(model)
