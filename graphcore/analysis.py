@@ -112,7 +112,9 @@ def analyze(graph: Graph, mode: str = "prune") -> PruneAnalysis:
 
 def _analyze(graph: Graph, mode: str) -> PruneAnalysis:
     if mode != "prune":
-        raise AnalysisError(f"mode {mode!r} is not available yet; use mode='prune'")
+        raise AnalysisError(
+            f"graphcore.analysis runs the pruning analysis only; use graphcore.analyze(mode={mode!r})"
+        )
     ctx, kinds, unknown = build_channel_graph(graph)
     while ctx.subst:
         # A size learned downstream (a symbolic axis linked to a static one) came too late for the rules

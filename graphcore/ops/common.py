@@ -8,16 +8,24 @@ import numpy as np
 
 from graphcore.channels import ChannelGraph
 from graphcore.ir import Dim, Node, Value
+from graphcore.ops.registry import ZeroWhen
 
 __all__ = [
+    "all_zero",
+    "any_zero",
     "broadcast",
     "const_ints",
     "const_list",
+    "data_zero",
     "identity",
     "int_dim",
+    "is_zero",
     "known_shape",
+    "never",
     "norm_axis",
+    "operand_values",
     "rank",
+    "stem_zero",
 ]
 
 
@@ -134,3 +142,57 @@ def broadcast(
         else:
             z = np.zeros(n, bool)
         ctx.set_zero(out, a, z)
+
+
+# -- zero_when: is the output exactly zero given which operands are? (see registry.OpRule) --------------
+
+
+def is_zero(zero: Sequence[bool], i: int) -> bool:
+    """Operand ``i`` is all-zero; a position past the operands given is absent, which counts as zero."""
+    return zero[i] if i < len(zero) else True
+
+
+def data_zero(*indices: int) -> ZeroWhen:
+    """Zero exactly when the data operands ``indices`` are: the op copies, moves or mixes their elements
+    (a reshape, a pool, Where's two branches); its other operands are settings (axes, indices, shapes)."""
+
+    def zero_when(node: Node, zero: Sequence[bool]) -> bool:
+        return all(is_zero(zero, i) for i in indices)
+
+    return zero_when
+
+
+def all_zero(node: Node, zero: Sequence[bool]) -> bool:
+    """A sum, mean or extremum of its operands: zero only when every one of them is."""
+    return all(zero)
+
+
+def any_zero(node: Node, zero: Sequence[bool]) -> bool:
+    """A product of its operands (Mul, MatMul, Einsum): one zero factor makes it zero, the others being
+    finite."""
+    return any(zero)
+
+
+def never(node: Node, zero: Sequence[bool]) -> bool:
+    """Not zero whatever its operands are (f(0) != 0, a division by zero, an index or a shape)."""
+    return False
+
+
+def stem_zero(weight: int, bias: int | None, data: int = 0) -> ZeroWhen:
+    """A weighted sum plus a bias (Conv, Gemm): zero when the input or the weight is zero and the bias
+    is zero or absent."""
+
+    def zero_when(node: Node, zero: Sequence[bool]) -> bool:
+        product = is_zero(zero, data) or is_zero(zero, weight)
+        return product and (bias is None or is_zero(zero, bias))
+
+    return zero_when
+
+
+def operand_values(node: Node, zero: Sequence[bool], i: int) -> np.ndarray | None:
+    """The values operand ``i`` has when the flagged operands are zeroed: 0 when it is flagged, its
+    constant when it has one, None when it is absent or computed (unknown)."""
+    if node.input(i) is not None and is_zero(zero, i):
+        return np.zeros(1)
+    v = node.input(i)
+    return None if v is None or v.const is None else np.asarray(v.const)

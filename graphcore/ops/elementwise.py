@@ -7,14 +7,23 @@ the channel), and ``tests/test_op_table.py`` checks it against the ONNX referenc
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from graphcore.channels import ChannelGraph, Entry
 from graphcore.ir import Node, Value
-from graphcore.ops.common import broadcast, identity
-from graphcore.ops.registry import AtZero, LegacyAttr, register_op, rule_for
+from graphcore.ops.common import (
+    all_zero,
+    any_zero,
+    broadcast,
+    data_zero,
+    identity,
+    is_zero,
+    never,
+    operand_values,
+)
+from graphcore.ops.registry import AtZero, LegacyAttr, ZeroWhen, register_op, rule_for
 from graphcore.ops.shape import broadcast_shape, same_shape
 
 # op -> f(0). Ops with f(0) != 0 are still exact to prune (consumers drop the channel with its zeroed
@@ -217,14 +226,79 @@ _LITERALS: dict[str, Callable[..., np.ndarray | None]] = {
     "Neg": _first(lambda x: -x), "Abs": _first(np.abs),
 }  # fmt: skip
 
+# -- zero_when: a unary op is zero when its data operand is and f(0) = 0; its other operands are settings
+
+
+def _shrink_zero(node: Node, zero: Sequence[bool]) -> bool:
+    """Shrink(0) is 0 - bias when lambd < 0 (0 > lambd): zero only for lambd >= 0 or a zero bias."""
+    lambd, bias = float(node.attr("lambd", 0.5)), float(node.attr("bias", 0.0))
+    return is_zero(zero, 0) and (lambd >= 0.0 or bias == 0.0)
+
+
+def _celu_zero(node: Node, zero: Sequence[bool]) -> bool:
+    """Celu divides by alpha: alpha = 0 makes Celu(0) = 0 / 0."""
+    alpha = float(node.attr("alpha", 1.0))
+    return is_zero(zero, 0) and alpha != 0.0 and bool(np.isfinite(alpha))
+
+
+def _cast_zero(node: Node, zero: Sequence[bool]) -> bool:
+    """0 cast to a number or a bool is 0; cast to a string it is the text "0"."""
+    to_string = int(node.attr("to", 1)) == 8
+    if node.op == "CastLike":
+        target = node.input(1)
+        to_string = target is not None and (target.dtype or "").startswith(("str", "obj"))
+    return is_zero(zero, 0) and not to_string
+
+
+def _dropout_zero(node: Node, zero: Sequence[bool]) -> bool:
+    """Training-mode Dropout scales by 1 / (1 - ratio): a ratio of 1 (outside the spec) gives 0 * inf.
+    Inference mode (no or a false training_mode) copies its input."""
+    if not is_zero(zero, 0):
+        return False
+    ratio = operand_values(node, zero, 1)
+    if node.input(1) is None or (ratio is not None and bool((ratio < 1.0).all())):
+        return True
+    training = operand_values(node, zero, 2)
+    return node.input(2) is None or (training is not None and not training.any())
+
+
+_UNARY_ZERO_WHEN: dict[str, ZeroWhen] = {
+    "Shrink": _shrink_zero, "Celu": _celu_zero, "Cast": _cast_zero, "CastLike": _cast_zero,
+    "Dropout": _dropout_zero,
+}  # fmt: skip
+
+
+def _clip_zero(node: Node, zero: Sequence[bool]) -> bool:
+    """Clip(0) = 0 when min <= 0 <= max: a zeroed or absent bound is fine, a constant one is read, a
+    computed one may lie on either side of zero."""
+    if not is_zero(zero, 0):
+        return False
+    for i, inside in ((1, lambda b: b <= 0.0), (2, lambda b: b >= 0.0)):
+        if node.input(i) is None or is_zero(zero, i):
+            continue
+        bound = operand_values(node, zero, i)
+        if bound is None or not bool(inside(bound.astype(np.float64)).all()):
+            return False
+    return True
+
+
 for _op, _zero in UNARY.items():
-    register_op(_op, unary, at_zero=_zero, shape=same_shape, fold=_FOLDS.get(_op), literal=_LITERALS.get(_op))
+    register_op(
+        _op,
+        unary,
+        at_zero=_zero,
+        shape=same_shape,
+        fold=_FOLDS.get(_op),
+        literal=_LITERALS.get(_op),
+        zero_when=_UNARY_ZERO_WHEN.get(_op, data_zero(0) if _zero == "zero" else never),
+    )
 register_op(
     "Clip",
     _clip,
     at_zero=_clip_at_zero,
     shape=same_shape,
     legacy_attrs=(LegacyAttr("min", 1, 11, dtype=None), LegacyAttr("max", 2, 11, dtype=None)),
+    zero_when=_clip_zero,
 )
 
 # op -> (zero mode of ``broadcast``, f(0, ..., 0), shape-value fold)
@@ -252,10 +326,47 @@ _BINARY: dict[str, tuple[str, AtZero, Callable[..., list[Entry] | None] | None]]
     "BitwiseOr": ("all", "zero", None),
     "BitwiseXor": ("all", "zero", None),
 }
-for _op, (_mode, _zero, _fold) in _BINARY.items():
-    register_op(_op, _binary(_mode), kind=_binary_kind, at_zero=_zero, shape=broadcast_shape, fold=_fold)
 
-register_op("Pow", _pow, kind=_binary_kind, at_zero=_pow_at_zero, shape=broadcast_shape)
+
+def _quotient_zero(node: Node, zero: Sequence[bool]) -> bool:
+    """0 / b and 0 mod b are 0 for a nonzero b; 0 / 0 is NaN. A zeroed divisor, or a constant one with a
+    zero in it, never gives zero; an activation is taken as nonzero, as the model divides by it."""
+    if not is_zero(zero, 0) or is_zero(zero, 1):
+        return False
+    divisor = operand_values(node, zero, 1)
+    return divisor is None or bool(np.all(divisor != 0))
+
+
+# The zero fact per broadcast mode, and where the op knows better than its channel mode: And(0, x) is
+# False whatever x is; PRelu and BitShift only scale or shift their first operand.
+_MODE_ZERO_WHEN: dict[str, ZeroWhen] = {"all": all_zero, "any": any_zero, "none": never}
+_BINARY_ZERO_WHEN: dict[str, ZeroWhen] = {
+    "And": any_zero, "Div": _quotient_zero, "Mod": _quotient_zero, "PRelu": data_zero(0),
+    "BitShift": data_zero(0),
+}  # fmt: skip
+
+for _op, (_mode, _zero, _fold) in _BINARY.items():
+    register_op(
+        _op,
+        _binary(_mode),
+        kind=_binary_kind,
+        at_zero=_zero,
+        shape=broadcast_shape,
+        fold=_fold,
+        zero_when=_BINARY_ZERO_WHEN.get(_op) or _MODE_ZERO_WHEN[_mode],
+    )
+
+
+def _pow_zero(node: Node, zero: Sequence[bool]) -> bool:
+    """0 ** e is 0 for a positive e; 0 ** 0 is 1 and a negative e gives inf, so the exponent must be a
+    constant known to be positive everywhere (a zeroed one is 0)."""
+    if not is_zero(zero, 0) or is_zero(zero, 1):
+        return False
+    e = operand_values(node, zero, 1)
+    return e is not None and e.size > 0 and bool((e.astype(np.float64) > 0).all())
+
+
+register_op("Pow", _pow, kind=_binary_kind, at_zero=_pow_at_zero, shape=broadcast_shape, zero_when=_pow_zero)
 
 
 def _where(ctx: ChannelGraph, node: Node) -> None:
@@ -286,4 +397,12 @@ def _aligned_zero(ctx: ChannelGraph, v: Value | None, out: Value, ax: int) -> np
     return np.asarray(ctx.zero(v, src), dtype=bool)
 
 
-register_op("Where", _where, kind=_binary_kind, at_zero="zero", shape=broadcast_shape, fold=_where_fold)
+register_op(
+    "Where",
+    _where,
+    kind=_binary_kind,
+    at_zero="zero",
+    shape=broadcast_shape,
+    fold=_where_fold,
+    zero_when=data_zero(1, 2),  # both branches; the condition only picks between them
+)

@@ -13,7 +13,7 @@ import numpy as np
 
 from graphcore.channels import ChannelGraph, Entry
 from graphcore.ir import Node
-from graphcore.ops.common import const_ints, const_list, known_shape, rank
+from graphcore.ops.common import all_zero, const_ints, const_list, data_zero, known_shape, rank
 from graphcore.ops.registry import LegacyAttr, ShrinkView, register_op
 
 
@@ -249,8 +249,16 @@ register_op(
     kind=lambda n: "joint" if len(n.inputs) > 1 else "accessory",
     fold=_concat_fold,
     literal=_concat_literal,
+    zero_when=all_zero,
 )
-register_op("Split", _split_op, shrink=_shrink_split, legacy_attrs=(LegacyAttr("split", 1, 13),))
+# Split and Slice copy parts of operand 0 (every output of a Split); their other operands are sizes.
+register_op(
+    "Split",
+    _split_op,
+    shrink=_shrink_split,
+    legacy_attrs=(LegacyAttr("split", 1, 13),),
+    zero_when=data_zero(0),
+)
 register_op(
     "Slice",
     _slice,
@@ -258,4 +266,5 @@ register_op(
     fold=_slice_fold,
     literal=_slice_literal,
     legacy_attrs=(LegacyAttr("starts", 1, 10), LegacyAttr("ends", 2, 10), LegacyAttr("axes", 3, 10)),
+    zero_when=data_zero(0),
 )

@@ -17,7 +17,7 @@ import numpy as np
 
 from graphcore.channels import ChannelGraph, Entry
 from graphcore.ir import Dim, Node, Value
-from graphcore.ops.common import const_ints, const_list, identity, int_dim, known_shape, rank
+from graphcore.ops.common import const_ints, const_list, data_zero, identity, int_dim, known_shape, rank
 from graphcore.ops.registry import LegacyAttr, register_op
 
 Groups = list[tuple[list[int], list[int]]]
@@ -493,9 +493,13 @@ def _unsqueeze_literal(ctx: ChannelGraph, node: Node, xs: list[np.ndarray | None
 
 
 _AXES = (LegacyAttr("axes", 1, 13),)
-register_op("Reshape", _reshape, shape=_reshape_shape, fold=_reshape_1d, literal=_reshape_literal)
-register_op("Flatten", _reshape, fold=_reshape_1d, literal=_flatten_literal)
-register_op("Transpose", _transpose, shape=_transpose_shape, literal=_transpose_literal)
+# Every op here moves the elements of operand 0 and computes none: zero exactly when it is (zero_when).
+_MOVES = data_zero(0)
+register_op(
+    "Reshape", _reshape, shape=_reshape_shape, fold=_reshape_1d, literal=_reshape_literal, zero_when=_MOVES
+)
+register_op("Flatten", _reshape, fold=_reshape_1d, literal=_flatten_literal, zero_when=_MOVES)
+register_op("Transpose", _transpose, shape=_transpose_shape, literal=_transpose_literal, zero_when=_MOVES)
 register_op(
     "Squeeze",
     _squeeze_like,
@@ -503,6 +507,7 @@ register_op(
     fold=_reshape_1d,
     literal=_squeeze_literal,
     legacy_attrs=_AXES,
+    zero_when=_MOVES,
 )
 register_op(
     "Unsqueeze",
@@ -511,8 +516,9 @@ register_op(
     fold=_reshape_1d,
     literal=_unsqueeze_literal,
     legacy_attrs=_AXES,
+    zero_when=_MOVES,
 )
-register_op("DepthToSpace", _space_depth)
-register_op("SpaceToDepth", _space_depth)
+register_op("DepthToSpace", _space_depth, zero_when=_MOVES)
+register_op("SpaceToDepth", _space_depth, zero_when=_MOVES)
 
 __all__ = ["factorize", "identity", "regroup", "shape_operand"]

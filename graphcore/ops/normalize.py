@@ -8,14 +8,15 @@ are exact where the removed channel is zero, which ``require_zero`` checks.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from graphcore.channels import ChannelGraph
 from graphcore.ir import Node, Value
-from graphcore.ops.common import const_ints, rank
-from graphcore.ops.registry import LegacyAttr, ShrinkView, register_op
+from graphcore.ops.common import const_ints, data_zero, is_zero, never, operand_values, rank
+from graphcore.ops.registry import LegacyAttr, ShrinkView, ZeroWhen, register_op
 from graphcore.ops.shape import same_shape
 
 
@@ -223,8 +224,100 @@ def _reduce(ctx: ChannelGraph, node: Node) -> None:
         oax += 1
 
 
-register_op("BatchNormalization", _batchnorm, shape=same_shape)
-register_op("InstanceNormalization", _instancenorm, shape=same_shape)
+# -- zero_when --------------------------------------------------------------------------------------------
+#
+# A normalization ends in scale * normalized + bias: zero when scale and bias are, provided the normalized
+# value is finite — it divides by sqrt(variance + epsilon), and a constant slice has variance 0.
+
+
+def _epsilon(node: Node, default: float) -> float | None:
+    """The node's epsilon when it keeps the division finite (positive, finite), else None."""
+    try:
+        eps = float(node.attr("epsilon", default))
+    except (TypeError, ValueError):
+        return None
+    return eps if math.isfinite(eps) and eps > 0 else None
+
+
+def _affine_zero_when(scale: int, bias: int | None, epsilon: float = 1e-5) -> ZeroWhen:
+    """LayerNormalization and friends: zero when operand ``scale`` is and ``bias`` is zero or absent,
+    whatever the input (``epsilon`` is the op's default)."""
+
+    def zero_when(node: Node, zero: Sequence[bool]) -> bool:
+        affine = is_zero(zero, scale) and (bias is None or is_zero(zero, bias))
+        return affine and _epsilon(node, epsilon) is not None
+
+    return zero_when
+
+
+def _batchnorm_zero(node: Node, zero: Sequence[bool]) -> bool:
+    """scale * (x - mean) / sqrt(var + epsilon) + B: zero when scale and B are and the running variance
+    keeps the root positive (read where it is known; a running variance is never negative)."""
+    eps = _epsilon(node, 1e-5)
+    if eps is None or not _affine_zero_when(1, 2)(node, zero):
+        return False
+    var = operand_values(node, zero, 4)
+    return var is None or bool((var.astype(np.float64) + eps > 0).all())
+
+
+def _lrn_zero(node: Node, zero: Sequence[bool]) -> bool:
+    """x / (bias + alpha / size * sum(x^2)) ** beta: 0 / bias ** beta, zero for a positive bias."""
+    return is_zero(zero, 0) and float(node.attr("bias", 1.0)) > 0.0
+
+
+def _auto_pad(node: Node) -> str:
+    mode = node.attr("auto_pad", b"NOTSET")
+    return mode.decode() if isinstance(mode, bytes) else str(mode)
+
+
+def _windows_see_input(node: Node) -> bool:
+    """Does every window of a MaxPool / AveragePool hold at least one input element? A window that lies
+    wholly in the padding has no element to take the max or mean of (-inf, or 0 / 0 without
+    count_include_pad). With unit dilations it holds one when each pad is below the kernel size, and in
+    ceil mode, where one more window may start past the input's end, when stride + end pad <= kernel."""
+    kernel = [int(k) for k in node.attr("kernel_shape", [])]
+    n = len(kernel)
+    if not n or any(int(d) != 1 for d in node.attr("dilations", [1] * n)):
+        return False
+    if _auto_pad(node) != "NOTSET":
+        return True  # VALID pads nothing; SAME pads less than a kernel in total, windows start inside
+    pads = [int(p) for p in node.attr("pads", [0] * 2 * n)]
+    strides = [int(s) for s in node.attr("strides", [1] * n)]
+    ceil_mode = bool(node.attr("ceil_mode", 0))
+    for a, k in enumerate(kernel):
+        begin, end = pads[a], pads[a + n]
+        if begin >= k or end >= k or (ceil_mode and strides[a] + end > k):
+            return False
+    return True
+
+
+def _max_pool_zero(node: Node, zero: Sequence[bool]) -> bool:
+    return is_zero(zero, 0) and _windows_see_input(node)
+
+
+def _average_pool_zero(node: Node, zero: Sequence[bool]) -> bool:
+    """Counting the padding, every window divides by a positive count; not counting it, a window must
+    hold an input element."""
+    if not is_zero(zero, 0):
+        return False
+    if node.attr("count_include_pad", 0) and not node.attr("ceil_mode", 0):
+        return True
+    return _windows_see_input(node)
+
+
+def _lp_zero(node: Node, zero: Sequence[bool]) -> bool:
+    """(sum |x|^p)^(1/p) of zeros is 0 for p > 0, padding or not."""
+    return is_zero(zero, 0) and float(node.attr("p", 2)) > 0.0
+
+
+_POOL_ZERO_WHEN: dict[str, ZeroWhen] = {
+    "MaxPool": _max_pool_zero, "AveragePool": _average_pool_zero, "LpPool": _lp_zero,
+    "GlobalAveragePool": data_zero(0), "GlobalMaxPool": data_zero(0), "GlobalLpPool": _lp_zero,
+}  # fmt: skip
+
+
+register_op("BatchNormalization", _batchnorm, shape=same_shape, zero_when=_batchnorm_zero)
+register_op("InstanceNormalization", _instancenorm, shape=same_shape, zero_when=_affine_zero_when(1, 2))
 
 
 def _shrink_groupnorm(node: Node, plan: ShrinkView) -> dict[str, Any]:
@@ -237,19 +330,37 @@ def _shrink_groupnorm(node: Node, plan: ShrinkView) -> dict[str, Any]:
     return {"attrs": {"num_groups": int(node.attr("num_groups", 1)) * new // old}}
 
 
-register_op("GroupNormalization", _groupnorm, shape=same_shape, shrink=_shrink_groupnorm)
-register_op("LayerNormalization", _layernorm, shape=same_shape)
-register_op("RMSNormalization", _layernorm, shape=same_shape)
-register_op("SkipLayerNormalization", _layernorm, domain="com.microsoft")
-# Both divide by a norm with no epsilon: a zeroed slice becomes 0 / 0 wherever it is normalized, so no
-# axis of theirs can carry a removable channel (not only the normalized ones).
-register_op("LpNormalization", _axis_stat("divides by a norm taken", _all_axes), shape=same_shape)
 register_op(
-    "MeanVarianceNormalization", _axis_stat("divides by a deviation taken", _all_axes), shape=same_shape
+    "GroupNormalization",
+    _groupnorm,
+    shape=same_shape,
+    shrink=_shrink_groupnorm,
+    zero_when=_affine_zero_when(1, 2),
 )
-register_op("LRN", _axis_stat("normalizes", lambda n, r: {1}), shape=same_shape)
+register_op("LayerNormalization", _layernorm, shape=same_shape, zero_when=_affine_zero_when(1, 2))
+register_op("RMSNormalization", _layernorm, shape=same_shape, zero_when=_affine_zero_when(1, None))
+# LayerNorm(input + skip + bias) * gamma + beta; operands input, skip, gamma, beta, bias; epsilon 1e-12.
+register_op(
+    "SkipLayerNormalization",
+    _layernorm,
+    domain="com.microsoft",
+    zero_when=_affine_zero_when(2, 3, epsilon=1e-12),
+)
+# Both divide by a norm with no epsilon: a zeroed slice becomes 0 / 0 wherever it is normalized, so no
+# axis of theirs can carry a removable channel (not only the normalized ones). ONNX's
+# MeanVarianceNormalization adds 1e-9 to the deviation, so an all-zero input gives 0 / 1e-9 = 0.
+register_op(
+    "LpNormalization", _axis_stat("divides by a norm taken", _all_axes), shape=same_shape, zero_when=never
+)
+register_op(
+    "MeanVarianceNormalization",
+    _axis_stat("divides by a deviation taken", _all_axes),
+    shape=same_shape,
+    zero_when=data_zero(0),
+)
+register_op("LRN", _axis_stat("normalizes", lambda n, r: {1}), shape=same_shape, zero_when=_lrn_zero)
 for _op in ("Softmax", "LogSoftmax", "Hardmax"):
-    register_op(_op, _axis_stat("normalizes", _softmax_axes), shape=same_shape)
+    register_op(_op, _axis_stat("normalizes", _softmax_axes), shape=same_shape, zero_when=never)
 for _op in (
     "MaxPool",
     "AveragePool",
@@ -259,13 +370,19 @@ for _op in (
     "GlobalLpPool",
     "MaxRoiPool",
 ):
-    register_op(_op, _pool)
+    register_op(_op, _pool, zero_when=_POOL_ZERO_WHEN.get(_op))
 # Reductions read their axes from operand 1; older opsets spell it as an attribute (ReduceSum until 13,
 # the others until 18).
 for _op in (
     "ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
     "ReduceSumSquare", "ReduceLogSum", "ReduceLogSumExp",
 ):  # fmt: skip
-    register_op(_op, _reduce, legacy_attrs=(LegacyAttr("axes", 1, 13 if _op == "ReduceSum" else 18),))
+    register_op(
+        _op,
+        _reduce,
+        legacy_attrs=(LegacyAttr("axes", 1, 13 if _op == "ReduceSum" else 18),),
+        # a sum, mean, extremum, norm or product of zeros is 0; log(0) and log(n * e^0) are not
+        zero_when=data_zero(0) if _op in ZERO_KEEPING else never,
+    )
 for _op in ("ArgMax", "ArgMin"):
-    register_op(_op, _reduce)
+    register_op(_op, _reduce, zero_when=never)

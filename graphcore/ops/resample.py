@@ -4,11 +4,13 @@ passes through channel by channel.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from graphcore.channels import ChannelGraph
 from graphcore.ir import Node
-from graphcore.ops.common import broadcast, const_ints, known_shape, rank
+from graphcore.ops.common import broadcast, const_ints, data_zero, is_zero, known_shape, operand_values, rank
 from graphcore.ops.layout import shape_operand
 from graphcore.ops.registry import LegacyAttr, register_op
 
@@ -103,8 +105,42 @@ def _tile(ctx: ChannelGraph, node: Node) -> None:
             ctx.pin(y, a, "Tile repeats this axis")
 
 
-register_op("Pad", _pad, legacy_attrs=(LegacyAttr("pads", 1, 11), LegacyAttr("value", 2, 11, dtype=None)))
-register_op("Resize", _resize)
-register_op("Upsample", _resize)
-register_op("Expand", _expand)
-register_op("Tile", _tile)
+def _text(node: Node, name: str, default: str) -> str:
+    value = node.attr(name, default)
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _pad_zero(node: Node, zero: Sequence[bool]) -> bool:
+    """Reflect, edge and wrap padding copy input elements; constant padding adds its value, which must
+    be zeroed, absent or a constant 0 (an unlifted legacy ``value`` attribute is read too)."""
+    if not is_zero(zero, 0):
+        return False
+    if _text(node, "mode", "constant") != "constant":
+        return True
+    if float(node.attr("value", 0.0)) != 0.0:
+        return False
+    if node.input(2) is None or is_zero(zero, 2):
+        return True
+    value = operand_values(node, zero, 2)
+    return value is not None and not value.any()
+
+
+def _resize_zero(node: Node, zero: Sequence[bool]) -> bool:
+    """Interpolating zeros gives zeros; tf_crop_and_resize fills what falls outside the region of
+    interest with extrapolation_value. The other operands (roi, scales, sizes) are settings."""
+    if not is_zero(zero, 0):
+        return False
+    crop = _text(node, "coordinate_transformation_mode", "half_pixel") == "tf_crop_and_resize"
+    return not crop or float(node.attr("extrapolation_value", 0.0)) == 0.0
+
+
+register_op(
+    "Pad",
+    _pad,
+    legacy_attrs=(LegacyAttr("pads", 1, 11), LegacyAttr("value", 2, 11, dtype=None)),
+    zero_when=_pad_zero,
+)
+register_op("Resize", _resize, zero_when=_resize_zero)
+register_op("Upsample", _resize, zero_when=_resize_zero)
+register_op("Expand", _expand, zero_when=data_zero(0))
+register_op("Tile", _tile, zero_when=data_zero(0))

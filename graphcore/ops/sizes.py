@@ -8,7 +8,7 @@ import numpy as np
 
 from graphcore.channels import ChannelGraph, Entry
 from graphcore.ir import Node
-from graphcore.ops.common import rank
+from graphcore.ops.common import never, rank
 from graphcore.ops.layout import shape_operand
 from graphcore.ops.registry import register_op
 
@@ -89,10 +89,13 @@ def _range_fold(ctx: ChannelGraph, node: Node, ins: list[list[Entry] | None]) ->
     return [Entry("expr", v, refs=tuple(refs)) for v in range(start, limit, delta)]
 
 
-register_op("Shape", _shape, kind="shape")
-register_op("Size", _size, kind="shape")
-register_op("ConstantOfShape", _constant_of_shape, kind="shape", fold=_constant_of_shape_fold)
-register_op("Constant", _nothing, kind="shape")
-register_op("Range", _nothing, kind="shape", fold=_range_fold)
-register_op("NonZero", _nothing, kind="shape")
-register_op("EyeLike", _nothing, kind="shape")
+# zero_when: their outputs are sizes, indices and constants, not data a removal structure computes.
+register_op("Shape", _shape, kind="shape", zero_when=never)
+register_op("Size", _size, kind="shape", zero_when=never)
+register_op(
+    "ConstantOfShape", _constant_of_shape, kind="shape", fold=_constant_of_shape_fold, zero_when=never
+)
+register_op("Constant", _nothing, kind="shape", zero_when=never)
+register_op("Range", _nothing, kind="shape", fold=_range_fold, zero_when=never)
+register_op("NonZero", _nothing, kind="shape", zero_when=never)
+register_op("EyeLike", _nothing, kind="shape", zero_when=never)

@@ -10,7 +10,7 @@ import numpy as np
 
 from graphcore.channels import ChannelGraph, Entry
 from graphcore.ir import Dim, Node, Value
-from graphcore.ops.common import rank
+from graphcore.ops.common import any_zero, data_zero, rank, stem_zero
 from graphcore.ops.registry import ShrinkView, register_op
 from graphcore.ops.shape import broadcast_dims
 
@@ -370,11 +370,24 @@ def _einsum_cost(node: Node) -> int:
     return 2 * y * max(1, round((a * b / y) ** 0.5))
 
 
-register_op("Conv", _conv, kind="stem", shrink=_shrink_groups, cost=_conv_cost)
-register_op("ConvTranspose", _conv_transpose, kind="stem", shrink=_shrink_groups, cost=_conv_transpose_cost)
-register_op("MatMul", _matmul, kind=_stem_or_joint, shape=_matmul_shape, cost=_matmul_cost)
-register_op("Gemm", _gemm, kind="stem", cost=_gemm_cost)
-register_op("Einsum", _einsum, kind=_stem_or_joint, cost=_einsum_cost)
+# zero_when: a weighted sum is zero when its input or its weight is (and the bias, if any); a product of
+# operands (MatMul, Einsum) when one of them is; an embedding when its table is.
+register_op(
+    "Conv", _conv, kind="stem", shrink=_shrink_groups, cost=_conv_cost, zero_when=stem_zero(weight=1, bias=2)
+)
+register_op(
+    "ConvTranspose",
+    _conv_transpose,
+    kind="stem",
+    shrink=_shrink_groups,
+    cost=_conv_transpose_cost,
+    zero_when=stem_zero(weight=1, bias=2),
+)
+register_op(
+    "MatMul", _matmul, kind=_stem_or_joint, shape=_matmul_shape, cost=_matmul_cost, zero_when=any_zero
+)
+register_op("Gemm", _gemm, kind="stem", cost=_gemm_cost, zero_when=stem_zero(weight=1, bias=2))
+register_op("Einsum", _einsum, kind=_stem_or_joint, cost=_einsum_cost, zero_when=any_zero)
 register_op(
     "Gather",
     _gather,
@@ -382,4 +395,5 @@ register_op(
     shape=_gather_shape,
     fold=_gather_fold,
     literal=_gather_literal,
+    zero_when=data_zero(0),
 )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from graphcore.channels import ChannelGraph
 from graphcore.ir import Node
+from graphcore.ops.common import never
 from graphcore.ops.registry import register_op
 
 __all__ = ["TORCH_DOMAIN"]
@@ -30,4 +31,4 @@ def _pin_axes(ctx: ChannelGraph, node: Node) -> None:
             ctx.touch(x, a)
 
 
-register_op("PinAxes", _pin_axes, kind="shape", domain=TORCH_DOMAIN)
+register_op("PinAxes", _pin_axes, kind="shape", domain=TORCH_DOMAIN, zero_when=never)  # it has no output
