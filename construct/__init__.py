@@ -8,6 +8,8 @@ from typing import Any
 
 import onnx
 
+from construct.erase_onnx import erase_onnx
+from construct.erase_zeros import erased_structures
 from construct.onnx_construct import prune_onnx, save_onnx, zero_slices, zig_norms
 from construct.verify import DEFAULT_RTOL, VerifyReport, compare_models
 from graphcore.errors import ZigraphError
@@ -16,6 +18,8 @@ from graphcore.groups import ParamSlice, PruneAnalysis
 __all__ = [
     "DEFAULT_RTOL",
     "VerifyReport",
+    "erase_onnx",
+    "erased_structures",
     "prune_onnx",
     "save_onnx",
     "to_onnx",
@@ -65,7 +69,15 @@ def verify(
 
 
 def to_torch(model: Any, analysis: PruneAnalysis, removed: Any = None) -> Any:
-    """A physically smaller ``nn.Module``; removed groups are found from exact zeros."""
+    """A physically smaller ``nn.Module``; removed groups are found from exact zeros.
+
+    For an erasing analysis (``mode == "erase"``) ``removed`` are structure ids and the module loses
+    whole operators (``construct.erase_torch``); otherwise ZIG ids and it loses channels.
+    """
+    if analysis.mode == "erase":
+        from construct.erase_torch import erase_torch
+
+        return erase_torch(model, analysis, removed)
     from construct.torch_construct import to_torch as _to_torch
 
     return _to_torch(model, analysis, removed)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +22,7 @@ from graphcore.ir import Graph, Node
 from graphcore.ops import legacy_attr_at
 from graphcore.shrink import ShrinkPlan, plan
 
-__all__ = ["prune_onnx", "save_onnx", "tensor_array", "zero_slices", "zig_norms"]
+__all__ = ["apply_shrink", "finish", "prune_onnx", "save_onnx", "tensor_array", "zero_slices", "zig_norms"]
 
 
 def tensor_array(t: onnx.TensorProto, base_dir: Path | None) -> np.ndarray:
@@ -127,9 +127,29 @@ def prune_onnx(analysis: PruneAnalysis, removed_zigs) -> tuple[onnx.ModelProto, 
         raise ZigraphError("prune_onnx needs an analysis of an ONNX model (frontends.load('model.onnx'))")
     p = plan(analysis, removed_zigs)
     model = _model_copy(graph)
-    base = graph.meta.get("base_dir")
+    apply_shrink(model, graph, p, graph.meta.get("base_dir"))
+    finish(model, graph.meta["model"], "pruned")
+    return model, p
+
+
+def apply_shrink(
+    model: onnx.ModelProto,
+    graph: Graph,
+    p: ShrinkPlan,
+    base: Path | None,
+    skip: Collection[str] = frozenset(),
+) -> None:
+    """Write shrink plan ``p`` into ``model`` (a copy of the model ``graph`` was loaded from, same node
+    order): slice the weights, rewrite shape operands and width attributes, load external data.
+
+    ``skip``: IR node names that are about to be deleted whole (erasing); they and the weights only
+    they read are left alone. Pruning and erasing share this, so a Concat consumer loses the channels of
+    an erased branch exactly as it loses pruned channels.
+    """
     tensors = _tensors_by_name(model)
     for name, axes in p.param_keep.items():
+        if skip and _only_read_by(graph, name, skip):
+            continue
         t = tensors[name]
         arr = tensor_array(t, base)
         for axis, keep in axes:
@@ -154,7 +174,8 @@ def prune_onnx(analysis: PruneAnalysis, removed_zigs) -> tuple[onnx.ModelProto, 
     # Literals rewritten per use: clone the constant for that node input.
     per_use: dict[tuple[str, str, int], dict[int, int]] = {}
     for (const, flat, use_node, use_idx), new in p.literal_rewrites.items():
-        per_use.setdefault((const, use_node, use_idx), {})[flat] = new
+        if use_node not in skip:
+            per_use.setdefault((const, use_node, use_idx), {})[flat] = new
     for (const, use_node, use_idx), changes in per_use.items():
         base_arr = graph.values[const].const
         if base_arr is None:
@@ -167,12 +188,16 @@ def prune_onnx(analysis: PruneAnalysis, removed_zigs) -> tuple[onnx.ModelProto, 
         model.graph.initializer.append(numpy_helper.from_array(flat.reshape(arr.shape), name))
         nodes_by_name[use_node].input[use_idx] = name
     for (node_name, idx), arr in p.operand_rewrites.items():
+        if node_name in skip:
+            continue
         pn = nodes_by_name[node_name]
         name = fresh(pn.input[idx] or node_name)
         model.graph.initializer.append(numpy_helper.from_array(arr.astype(np.int64), name))
         pn.input[idx] = name
     ir_nodes = {n.name: n for n in graph.nodes}
     for node_name, upd in p.node_updates.items():
+        if node_name in skip:
+            continue
         pn = nodes_by_name[node_name]
         attrs, inputs = _in_original_form(ir_nodes[node_name], upd, graph.opset)
         drop = set(upd.get("drop_attrs", [])) | set(attrs)
@@ -187,6 +212,17 @@ def prune_onnx(analysis: PruneAnalysis, removed_zigs) -> tuple[onnx.ModelProto, 
             while len(pn.input) <= idx:
                 pn.input.append("")
             pn.input[idx] = name
+
+
+def _only_read_by(graph: Graph, name: str, nodes: Collection[str]) -> bool:
+    v = graph.values.get(name)
+    return v is not None and bool(v.consumers) and all(c.name in nodes for c, _ in v.consumers)
+
+
+def finish(model: onnx.ModelProto, original: onnx.ModelProto, what: str) -> None:
+    """Drop the initializers nothing reads any more, keep IR-v3 input declarations true, and recompute
+    ``value_info`` with strict shape inference (which doubles as a check that ``model`` is well formed).
+    ``what`` names the result in the error (``pruned``, ``erased``)."""
     _drop_unused_initializers(model)
     _sync_initializer_inputs(model)
     del model.graph.value_info[:]
@@ -194,9 +230,8 @@ def prune_onnx(analysis: PruneAnalysis, removed_zigs) -> tuple[onnx.ModelProto, 
         inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
         model.graph.value_info.extend(inferred.graph.value_info)
     except Exception as exc:
-        _check_declared_outputs(graph.meta["model"])  # the input's own lie, visible only once folded
-        raise ZigraphError(f"internal error: the pruned model fails shape inference ({exc})") from None
-    return model, p
+        _check_declared_outputs(original)  # the input's own lie, visible only once folded
+        raise ZigraphError(f"internal error: the {what} model fails shape inference ({exc})") from None
 
 
 def _in_original_form(node: Node, upd: dict, opset: int | None) -> tuple[dict, dict]:

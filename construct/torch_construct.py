@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable, Collection
 from typing import Any
 
 import numpy as np
@@ -32,7 +33,7 @@ from graphcore.errors import ZigraphError
 from graphcore.groups import PruneAnalysis
 from graphcore.shrink import ShrinkPlan, plan
 
-__all__ = ["to_torch", "torch_plan"]
+__all__ = ["lower", "to_torch", "torch_plan"]
 
 
 def _meta(analysis: PruneAnalysis) -> TorchMeta:
@@ -56,28 +57,47 @@ def to_torch(model: nn.Module, analysis: PruneAnalysis, removed: Any = None) -> 
 
     ``removed``: ZIG ids; by default the ZIGs whose trainable slices in ``model`` are exactly zero.
     """
+    return lower(model, analysis, torch_plan(model, analysis, removed))
+
+
+def lower(
+    model: nn.Module,
+    analysis: PruneAnalysis,
+    p: ShrinkPlan,
+    skip: Collection[str] = frozenset(),
+    edit: Callable[[fx.GraphModule], None] | None = None,
+) -> fx.GraphModule:
+    """Apply shrink plan ``p`` to a copy of the traced module carrying ``model``'s weights.
+
+    ``skip``: IR nodes that erasing deletes whole (they get no updates); ``edit`` runs on the copy once
+    the plan is written and before the module is finished (training switches, derived fields, recompile)
+    — erasing deletes its nodes there, while FX node names still match the trace.
+    """
     tm = _meta(analysis)
-    p = torch_plan(model, analysis, removed)
     small = _clone(tm.gm, model, p, tm)
     replaced = {n for kind, n, _ in tm.fixups if kind == "mha"}
     nodes = {n.name: n for n in small.graph.nodes}
     ir_nodes = {n.name: n for n in analysis.graph.nodes}
     for name, upd in p.node_updates.items():
         ir = ir_nodes.get(name)
-        if ir is None or ir.origin in replaced:
+        if ir is None or ir.origin in replaced or name in skip:
             continue
         _apply_update(small, nodes, tm, name, upd)
     for (node_name, index), fresh in p.operand_rewrites.items():
         ir = ir_nodes.get(node_name)
-        if ir is None or ir.origin in replaced:
+        if ir is None or ir.origin in replaced or node_name in skip:
             continue
         _apply_sites(small, nodes, tm.operand_sites.get((node_name, index)), fresh)
     for key, new in p.literal_rewrites.items():
+        if len(key) == 4 and key[2] in skip:
+            continue
         site_list = tm.sites.get(key[0])
         site = site_list[key[1]] if site_list is not None and key[1] < len(site_list) else None
         if site is not None:
             _write(small, nodes, site, int(new))
     _apply_fixups(small, nodes, tm, p)
+    if edit is not None:
+        edit(small)
     _restore_training_switches(small)
     _refresh_modules(small)
     small.graph.lint()

@@ -7,7 +7,7 @@ parameter, new attribute values (Conv ``group`` ...), and the rewritten shape li
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -46,10 +46,18 @@ class ShrinkPlan:
         )
 
 
-def plan(analysis: PruneAnalysis, removed_zigs: Iterable[int]) -> ShrinkPlan:
-    """Check that ``removed_zigs`` may be removed together and derive the smaller model."""
+def plan(
+    analysis: PruneAnalysis, removed_zigs: Iterable[int], erased_nodes: Collection[str] = frozenset()
+) -> ShrinkPlan:
+    """Check that ``removed_zigs`` may be removed together and derive the smaller model.
+
+    ``erased_nodes``: operators that erasing deletes whole. The channels of an erased Concat branch may
+    empty their group there (the erase analysis vouches for the selection instead of the group checks),
+    and those operators get no shape rewrites or attribute updates.
+    """
     removed = np.unique(np.asarray(list(removed_zigs), dtype=np.int64))
-    _check_selection(analysis, removed)
+    if not erased_nodes:
+        _check_selection(analysis, removed)
     internal = analysis.internal
     if internal is None:
         raise ZigraphError(
@@ -71,6 +79,8 @@ def plan(analysis: PruneAnalysis, removed_zigs: Iterable[int]) -> ShrinkPlan:
             p.param_keep[v.name] = axes
 
     for node_name, index, out_name, entries in ctx.shape_operands:
+        if node_name in erased_nodes:
+            continue
         out = graph.values[out_name]
         new = p.new_shape(out)
         old = out.shape
@@ -100,7 +110,7 @@ def plan(analysis: PruneAnalysis, removed_zigs: Iterable[int]) -> ShrinkPlan:
 
     for node in graph.nodes:
         rule = rule_for(node)
-        if rule is None or rule.shrink is None:
+        if rule is None or rule.shrink is None or node.name in erased_nodes:
             continue
         touched = any(
             (v.name, a) in kept and not kept[(v.name, a)].all()
