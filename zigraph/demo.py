@@ -195,9 +195,9 @@ def train_h2spg(model, data, epochs: int, sparsity: float, quiet: bool, seed: in
 
 def erased_structures(model, analysis) -> list[int]:
     """Ids of the erasable structures whose variables are all exactly zero (what construct removes)."""
-    import optimizers
+    import construct
 
-    return [int(i) for i in optimizers.removed_zigs(model, analysis)]
+    return construct.erased_structures(model, analysis)
 
 
 def run_demo(quick: bool = False, mode: str = "prune") -> int:

@@ -157,7 +157,7 @@ def erase(
     try:
         with _stage("constructing the erased model of", source):
             built = _build(
-                loaded, analysis, erased, plan, staged, target.name + ".data", verify, samples, seed
+                loaded, analysis, erased, plan, (staged, target.name + ".data"), verify, samples, seed
             )
         output: str | None = None
         if built.verification is None or built.verification.passed:
@@ -225,10 +225,10 @@ def _build(
             verification = construct.verify(full, out, plan.removed, samples=samples, seed=seed)
         return _Built(_onnx_params(loaded.graph.meta["model"]), _onnx_params(small), verification)
 
-    from construct.torch_verify import zeroed_copy
+    from construct.erase_torch import zeroed_by_slices
 
-    zeroed = zeroed_copy(loaded.module, analysis, erased).eval()
-    small_module = construct.to_torch(zeroed, analysis)
+    zeroed = zeroed_by_slices(loaded.module, plan.removed).eval()
+    small_module = construct.to_torch(zeroed, analysis, list(erased))
     # The small ONNX model, run in onnxruntime, against the zeroed full torch model.
     report = construct.to_onnx(
         small_module, loaded.example_inputs, out, verify=verify, samples=samples, seed=seed, reference=zeroed
@@ -244,8 +244,7 @@ def _erase_onnx(analysis: Any, erased: Sequence[int]) -> Any:
     """The smaller ONNX model (construct's erasing lowering)."""
     import construct
 
-    built = construct.erase_onnx(analysis, list(erased))
-    return built[0] if isinstance(built, tuple) else built
+    return construct.erase_onnx(None, analysis, list(erased))
 
 
 def _numel(module: Any) -> int:
