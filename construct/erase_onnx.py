@@ -102,22 +102,21 @@ def _remove(model: onnx.ModelProto, graph: Graph, ep: Any, gone: set[str]) -> No
         kept = [x for i, x in enumerate(pn.input) if i not in drop]
         del pn.input[:]
         pn.input.extend(kept)
-    deleted |= _dead_producers(g, deleted)
     survivors = [pn for i, pn in enumerate(g.node) if i not in deleted]
     renames = _keep_output_names(g, survivors, subst)
     for pn in survivors:
         _substitute(pn, subst)
-    for pn in survivors:
         for i, o in enumerate(pn.output):
             if o in renames:
                 pn.output[i] = renames[o]
-    identities = [
+    g.node.extend(
         helper.make_node("Identity", [subst[o.name]], [o.name], name=f"{o.name}__zigraph_bypass")
         for o in g.output
-        if o.name in subst and subst[o.name] != o.name
-    ]
-    del g.node[:]
-    g.node.extend(survivors + identities)
+        if o.name in subst
+    )
+    deleted |= _dead_producers(g, deleted)  # after the rewiring: a bypass target is still read
+    for i in sorted(deleted, reverse=True):  # in place: detaching messages from a repeated field clears them
+        del g.node[i]
 
 
 def _keep_output_names(

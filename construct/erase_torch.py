@@ -180,12 +180,25 @@ def _not_in_place(n: fx.Node) -> None:
     elif n.op == "call_function":
         if n.target in _INPLACE_OPERATORS:
             n.target = _INPLACE_OPERATORS[n.target]
+        elif _out_of_place(n.target) is not None:
+            n.target = _out_of_place(n.target)
         elif n.kwargs.get("inplace") is True:
             n.kwargs = {**n.kwargs, "inplace": False}
         elif n.target in (F.relu, F.relu6, F.hardtanh, F.leaky_relu, F.elu, F.silu, F.hardswish) and any(
             a is True for a in n.args[1:]
         ):
             n.args = tuple(False if (i > 0 and a is True) else a for i, a in enumerate(n.args))
+
+
+def _out_of_place(target: Any) -> Any:
+    """``torch.relu_`` -> ``torch.relu``, ``F.relu_`` -> ``F.relu``: the same function without the write."""
+    name = getattr(target, "__name__", "")
+    if not name.endswith("_") or name.endswith("__"):
+        return None
+    for home in (torch, F):
+        if getattr(home, name, None) is target and callable(getattr(home, name[:-1], None)):
+            return getattr(home, name[:-1])
+    return None
 
 
 def _delete(fxg: fx.Graph, doomed: set[str]) -> set[str]:
@@ -214,7 +227,11 @@ def _pure(n: fx.Node) -> bool:
         return True
     if n.op == "call_method" and str(n.target).endswith("_"):
         return False
-    if n.op == "call_function" and (n.target in _INPLACE_OPERATORS or n.kwargs.get("inplace") is True):
+    if n.op == "call_function" and (
+        n.target in _INPLACE_OPERATORS
+        or _out_of_place(n.target) is not None
+        or n.kwargs.get("inplace") is True
+    ):
         return False
     try:
         return not n.is_impure()
