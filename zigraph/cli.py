@@ -147,7 +147,7 @@ def _analyze(args: argparse.Namespace) -> int:
         from zigraph.summary import format_erase_summary
 
         op_of = {n.name: n.op for n in loaded.graph.nodes}
-        ops = {g.id: [op_of.get(n, "?") for n in g.nodes] for g in analysis.groups}
+        ops = {s.id: [op_of.get(n, "?") for n in s.segment] for s in analysis.structures}
         print(format_erase_summary(report, ops, max_structures=args.groups or 40))
     else:
         print(format_summary(report, max_groups=args.groups or 12))

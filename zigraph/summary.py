@@ -111,7 +111,8 @@ def format_erase_summary(
 ) -> str:
     """The removal structures as a tree: a structure sits under the one whose erasure also removes it.
 
-    ``ops`` gives each structure's operator types (the report names nodes, not their types).
+    ``ops`` gives the operator types of each structure's own segment (the report names nodes, not their
+    types); the nodes that die with a structure are counted after them.
     """
     groups = {g.id: g for g in report.groups}
     erasable = [g for g in report.groups if g.prunable]
@@ -129,32 +130,37 @@ def format_erase_summary(
     if not report.groups:
         lines.append("\nnothing to erase: no branch joins an Add or a Concat with another live input")
         return "\n".join(lines)
-    lines.append("")
-    lines.append("id    params     FLOPs  erasable  operators (children: erased with their parent)")
     children: dict[int | None, list[GroupReport]] = {}
     for g in report.groups:
         parent = g.parent if g.parent in groups else None
         children.setdefault(parent, []).append(g)
-    shown = 0
+    rows: list[tuple[str, GroupReport]] = []
 
     def walk(g: GroupReport, prefix: str, last: bool, depth: int) -> None:
-        nonlocal shown
-        if shown >= max_structures:
+        if len(rows) >= max_structures:
             return
-        shown += 1
-        branch = "" if depth == 0 else prefix + ("└─ " if last else "├─ ")
-        tail = _ops_text((ops or {}).get(g.id, []))
-        if not g.prunable:
-            tail = f"{tail} — {g.reason or 'not erasable'}" if tail else (g.reason or "not erasable")
-        flag = "yes" if g.prunable else "no"
-        lines.append(f"{branch}{g.id:<4}{human(g.num_params):>8}{human(g.flops):>10}  {flag:<8}  {tail}")
+        rows.append(((prefix + ("└─ " if last else "├─ ") if depth else "") + str(g.id), g))
         kids = sorted(children.get(g.id, []), key=lambda c: c.id)
-        child_prefix = "" if depth == 0 else prefix + ("   " if last else "│  ")
+        child_prefix = prefix + ("   " if last else "│  ") if depth else ""
         for i, c in enumerate(kids):
             walk(c, child_prefix, i == len(kids) - 1, depth + 1)
 
     for root in sorted(children.get(None, []), key=lambda c: c.id):
         walk(root, "", True, 0)
-    if shown < len(report.groups):
-        lines.append(f"   … {len(report.groups) - shown} more structures (--groups N or --json for all)")
+    width = max(4, *(len(first) for first, _ in rows))
+    lines.append("")
+    lines.append(
+        f"{'id':<{width}}{'params':>8}{'FLOPs':>10}  {'erasable':<8}  operators (+ those that die with it)"
+    )
+    for first, g in rows:
+        own = list((ops or {}).get(g.id, []))
+        tail = _ops_text(own)
+        if own and len(g.nodes) > len(own):
+            tail += f" (+{len(g.nodes) - len(own)})"
+        if not g.prunable:
+            tail = f"{tail} — {g.reason or 'not erasable'}" if tail else (g.reason or "not erasable")
+        flag = "yes" if g.prunable else "no"
+        lines.append(f"{first:<{width}}{human(g.num_params):>8}{human(g.flops):>10}  {flag:<8}  {tail}")
+    if len(rows) < len(report.groups):
+        lines.append(f"   … {len(report.groups) - len(rows)} more structures (--groups N or --json for all)")
     return "\n".join(lines)
