@@ -256,3 +256,42 @@ def test_analyze_erase_a_torch_factory(capsys):
     )
     assert code == 0, err
     assert "4 erasable" in out
+
+
+README_BLOCKS = re.findall(
+    r"```python\n(.*?)```", (Path(__file__).resolve().parents[1] / "README.md").read_text(), flags=re.S
+)
+
+
+def test_readme_erase_onnx_example(tmp_path, monkeypatch):
+    block = next(b for b in README_BLOCKS if "erase_onnx" in b)
+    monkeypatch.chdir(tmp_path)
+    onnx.save(stacked(), "model.onnx")
+    exec(block, {})
+    assert _convs(tmp_path / "small.onnx") == _convs(tmp_path / "model.onnx") - 4
+
+
+def test_readme_erase_torch_example(tmp_path, monkeypatch):
+    import functools
+
+    import torch
+
+    import zigraph
+    from tests.factories import ResidualStack
+
+    block = next(b for b in README_BLOCKS if '"h2spg"' in b)
+    monkeypatch.chdir(tmp_path)
+    loader = [(torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))) for _ in range(6)]
+    # As in tests/test_readme.py: the schedule is shortened to the loader, everything else as written.
+    optimizer_class = zigraph.get_optimizer
+    monkeypatch.setattr(
+        zigraph,
+        "get_optimizer",
+        lambda name: functools.partial(optimizer_class(name), start_pruning_steps=1, pruning_steps=4),
+    )
+    env = {"MyResNet": ResidualStack, "loader": loader}
+    exec(block, env)
+    assert (tmp_path / "small.onnx").exists()
+    assert sum(p.numel() for p in env["small"].parameters()) < sum(
+        p.numel() for p in env["model"].parameters()
+    )
