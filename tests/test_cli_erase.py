@@ -295,3 +295,17 @@ def test_readme_erase_torch_example(tmp_path, monkeypatch):
     assert sum(p.numel() for p in env["small"].parameters()) < sum(
         p.numel() for p in env["model"].parameters()
     )
+
+
+def test_erasing_a_branch_keeps_a_weight_it_shares_with_the_trunk(tmp_path, capsys):
+    from tests.factories import shared_residual
+
+    rep = tmp_path / "r.json"
+    argv = ["erase", "tests.factories:shared_residual", "--input-shape", "1,3,8,8", "--sparsity", "0.9",
+            "-o", tmp_path / "s.onnx", "--report", rep]  # fmt: skip
+    code, out, err = run(argv, capsys)
+    assert code == 0 and "PASSED" in out, err
+    report = json.loads(rep.read_text())
+    assert {r["param"] for r in report["removed"]} == {"own.weight", "own.bias"}
+    own = sum(p.numel() for p in shared_residual().own.parameters())
+    assert report["result"]["params_after"] == report["result"]["params_before"] - own
