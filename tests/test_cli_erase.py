@@ -309,3 +309,10 @@ def test_erasing_a_branch_keeps_a_weight_it_shares_with_the_trunk(tmp_path, caps
     assert {r["param"] for r in report["removed"]} == {"own.weight", "own.bias"}
     own = sum(p.numel() for p in shared_residual().own.parameters())
     assert report["result"]["params_after"] == report["result"]["params_before"] - own
+
+
+def test_a_sparsity_that_rounds_to_no_structure_says_so(tmp_path, capsys):
+    full = _save(stacked(), tmp_path / "m.onnx")
+    code, out, err = run(["erase", full, "--sparsity", "0.1", "-o", tmp_path / "s.onnx"], capsys)
+    assert code == 0 and "rounds to none" in out and "PASSED" in out, err
+    assert _convs(tmp_path / "s.onnx") == _convs(full)

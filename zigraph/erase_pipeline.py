@@ -107,7 +107,9 @@ def _nothing_to_erase(analysis: Any, source: str) -> NothingToErase:
     return NothingToErase(f"nothing to erase in {model}: {why}; no output written")
 
 
-def _shortfall_note(requested: int, erased: int, erasable: int) -> str | None:
+def _shortfall_note(sparsity: float, requested: int, erased: int, erasable: int) -> str | None:
+    if requested == 0 and sparsity > 0:
+        return f"{sparsity:g} of {erasable} erasable structures rounds to none; nothing was erased"
     if erased >= requested:
         return None
     return (
@@ -176,7 +178,7 @@ def erase(
         structures_erased=erased,
         structures_requested=requested,
         structures_erasable=len(erasable),
-        note=_shortfall_note(requested, len(erased), len(erasable)),
+        note=_shortfall_note(sparsity, requested, len(erased), len(erasable)),
         nodes_removed=len(plan.removed_nodes),
         params_before=built.params_before,
         params_after=built.params_after,
