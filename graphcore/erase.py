@@ -528,8 +528,11 @@ class _Builder:
         ]
         last = seg[-1]
         joints = [flow.nodes[c].name for c in self.data_consumers[last]]
-        gone = self._dies(seg)
-        reason = self._why_not(sid, seg, set(variables), gone)
+        reason = self._why_not(sid, seg, set(variables))
+        gone = set(seg)
+        if reason is None:  # what dies with it matters only for a structure that can go
+            gone = self._dies(seg)
+            reason = self._shape_reads(gone)
         s = Structure(
             id=sid,
             segment=[flow.nodes[i].name for i in seg],
@@ -545,7 +548,7 @@ class _Builder:
         s.flops = int(sum(node_flops(flow.nodes[i]) for i in gone))
         return s
 
-    def _why_not(self, sid: int, seg: list[int], variables: set[str], gone: set[int]) -> str | None:
+    def _why_not(self, sid: int, seg: list[int], variables: set[str]) -> str | None:
         flow = self.flow
         last = seg[-1]
         lnode = flow.nodes[last]
@@ -580,6 +583,11 @@ class _Builder:
                 why = self._sum_shapes(cn, lnode)
                 if why is not None:
                     return why
+        return None
+
+    def _shape_reads(self, gone: set[int]) -> str | None:
+        """A shape computation outside the structure that reads one of its values keeps it."""
+        flow = self.flow
         names = {flow.nodes[i].name for i in gone}
         for i in gone:
             for v in flow.nodes[i].outputs:

@@ -17,6 +17,7 @@ __all__ = [
     "const_ints",
     "const_list",
     "data_zero",
+    "factor_zero",
     "identity",
     "int_dim",
     "is_zero",
@@ -148,8 +149,15 @@ def broadcast(
 
 
 def is_zero(zero: Sequence[bool], i: int) -> bool:
-    """Operand ``i`` is all-zero; a position past the operands given is absent, which counts as zero."""
+    """Operand ``i`` is all-zero; a position past the operands given is absent, which counts as zero
+    (an absent bias adds nothing)."""
     return zero[i] if i < len(zero) else True
+
+
+def factor_zero(node: Node, zero: Sequence[bool], i: int) -> bool:
+    """Operand ``i`` is a factor (a weight, a scale) and all-zero. An absent factor is not zero but one:
+    a LayerNormalization without scale (torch's ``elementwise_affine=False``) normalizes, unscaled."""
+    return node.input(i) is not None and is_zero(zero, i)
 
 
 def data_zero(*indices: int) -> ZeroWhen:
@@ -170,7 +178,7 @@ def all_zero(node: Node, zero: Sequence[bool]) -> bool:
 def any_zero(node: Node, zero: Sequence[bool]) -> bool:
     """A product of its operands (Mul, MatMul, Einsum): one zero factor makes it zero, the others being
     finite."""
-    return any(zero)
+    return any(factor_zero(node, zero, i) for i in range(len(node.inputs)))
 
 
 def never(node: Node, zero: Sequence[bool]) -> bool:
@@ -183,7 +191,7 @@ def stem_zero(weight: int, bias: int | None, data: int = 0) -> ZeroWhen:
     is zero or absent."""
 
     def zero_when(node: Node, zero: Sequence[bool]) -> bool:
-        product = is_zero(zero, data) or is_zero(zero, weight)
+        product = factor_zero(node, zero, data) or factor_zero(node, zero, weight)
         return product and (bias is None or is_zero(zero, bias))
 
     return zero_when

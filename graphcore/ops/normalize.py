@@ -15,7 +15,7 @@ import numpy as np
 
 from graphcore.channels import ChannelGraph
 from graphcore.ir import Node, Value
-from graphcore.ops.common import const_ints, data_zero, is_zero, never, operand_values, rank
+from graphcore.ops.common import const_ints, data_zero, factor_zero, is_zero, never, operand_values, rank
 from graphcore.ops.registry import LegacyAttr, ShrinkView, ZeroWhen, register_op
 from graphcore.ops.shape import same_shape
 
@@ -240,11 +240,11 @@ def _epsilon(node: Node, default: float) -> float | None:
 
 
 def _affine_zero_when(scale: int, bias: int | None, epsilon: float = 1e-5) -> ZeroWhen:
-    """LayerNormalization and friends: zero when operand ``scale`` is and ``bias`` is zero or absent,
-    whatever the input (``epsilon`` is the op's default)."""
+    """LayerNormalization and friends: zero when operand ``scale`` is (present and) zero and ``bias`` is
+    zero or absent, whatever the input (``epsilon`` is the op's default)."""
 
     def zero_when(node: Node, zero: Sequence[bool]) -> bool:
-        affine = is_zero(zero, scale) and (bias is None or is_zero(zero, bias))
+        affine = factor_zero(node, zero, scale) and (bias is None or is_zero(zero, bias))
         return affine and _epsilon(node, epsilon) is not None
 
     return zero_when
@@ -274,8 +274,16 @@ def _windows_see_input(node: Node) -> bool:
     """Does every window of a MaxPool / AveragePool hold at least one input element? A window that lies
     wholly in the padding has no element to take the max or mean of (-inf, or 0 / 0 without
     count_include_pad). With unit dilations it holds one when each pad is below the kernel size, and in
-    ceil mode, where one more window may start past the input's end, when stride + end pad <= kernel."""
-    kernel = [int(k) for k in node.attr("kernel_shape", [])]
+    ceil mode, where one more window may start past the input's end, when stride + end pad <= kernel.
+
+    ONNX requires ``kernel_shape``; a pool without it comes from the torch frontend, whose module keeps
+    the window. PyTorch refuses a padding above half the kernel and drops a window that would start in
+    the right padding, and an adaptive pool's bins are never empty: each window holds an input element
+    (but a dilated window on an input shorter than the dilation, which is -inf whatever the input).
+    """
+    if "kernel_shape" not in node.attrs:
+        return True
+    kernel = [int(k) for k in node.attr("kernel_shape")]
     n = len(kernel)
     if not n or any(int(d) != 1 for d in node.attr("dilations", [1] * n)):
         return False
