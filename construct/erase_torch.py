@@ -79,14 +79,33 @@ def _erase_fx(gm: fx.GraphModule, graph: Graph, ep: Any, gone: set[str]) -> None
         _bypass(nodes, ir[joint], ep.bypass[joint], ep.bypass)
     for joint, positions in ep.drop_inputs.items():
         _drop_inputs(nodes, ir[joint], set(positions))
-    doomed = {ir[n].origin for n in gone if isinstance(ir[n].origin, str) and ir[n].origin in nodes}
-    erased_attrs = _delete(fxg, doomed)
+    doomed = _doomed(graph, gone, nodes)
+    traced = {n.origin for n in graph.nodes if isinstance(n.origin, str)}
+    erased_attrs = _delete(fxg, doomed, traced)
     left = [n for n in fxg.nodes if n.name in doomed]
     if left:
         users = ", ".join(sorted(u.name for u in left[0].users))
         raise ZigraphError(f"internal error: erased FX node '{left[0].name}' is still used by {users}")
     gm.delete_all_unused_submodules()
     _delete_unused_attrs(gm, erased_attrs)
+
+
+def _doomed(graph: Graph, gone: set[str], nodes: dict[str, fx.Node]) -> set[str]:
+    """FX nodes that go: the IR node computing the FX node's value goes (or, for a node of several
+    values, all its IR nodes with outputs). Output-less IR nodes (``PinAxes``, which only record a
+    constraint of a surviving reshape) decide nothing; constants and shape arithmetic the plan leaves
+    are deleted later if nothing reads them."""
+    by_fx: dict[str, list[Node]] = {}
+    for n in graph.nodes:
+        if isinstance(n.origin, str) and n.origin in nodes:
+            by_fx.setdefault(n.origin, []).append(n)
+    out = set()
+    for name, irs in by_fx.items():
+        main = [n for n in irs if any(v.name == name for v in n.outputs)]  # computes the FX node's value
+        real = main or [n for n in irs if n.outputs] or irs
+        if all(n.name in gone for n in real):
+            out.add(name)
+    return out
 
 
 def _fx_node(nodes: dict[str, fx.Node], joint: Node) -> fx.Node:
@@ -201,9 +220,10 @@ def _out_of_place(target: Any) -> Any:
     return None
 
 
-def _delete(fxg: fx.Graph, doomed: set[str]) -> set[str]:
-    """Erase the ``doomed`` nodes (users first) and then every pure node that only fed erased ones;
-    returns the ``get_attr`` targets that were erased."""
+def _delete(fxg: fx.Graph, doomed: set[str], traced: set[str]) -> set[str]:
+    """Erase the ``doomed`` nodes (users first), the unused nodes the frontend mapped to nothing that
+    read them (``torch.export``'s ``_assert_tensor_metadata`` checks on an erased tensor), and then
+    every pure node that only fed erased ones; returns the ``get_attr`` targets that were erased."""
     attrs: set[str] = set()
     lost_a_user: set[str] = set()
     changed = True
@@ -212,7 +232,8 @@ def _delete(fxg: fx.Graph, doomed: set[str]) -> set[str]:
         for n in reversed(list(fxg.nodes)):
             if n.users or n.op in ("placeholder", "output"):
                 continue
-            if n.name in doomed or (n.name in lost_a_user and _pure(n)):
+            checks_doomed = n.name not in traced and any(x.name in doomed for x in n.all_input_nodes)
+            if n.name in doomed or checks_doomed or (n.name in lost_a_user and _pure(n)):
                 lost_a_user.update(x.name for x in n.all_input_nodes)
                 if n.op == "get_attr":
                     attrs.add(str(n.target))

@@ -24,6 +24,7 @@ import frontends
 import graphcore
 from construct.erase_torch import zeroed_by_slices
 from construct.torch_verify import randomize_, run_torch, verify_torch
+from graphcore.erase import EraseAnalysis
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -310,13 +311,13 @@ def _export(model: nn.Module, shape: tuple[int, ...]) -> onnx.ModelProto:
     return onnx.load_from_string(buf.getvalue())
 
 
-def _erase_analysis(graph: graphcore.Graph):
-    from tests.erase_stub import analysis_or_stub
+def _erase_analysis(graph: graphcore.Graph) -> EraseAnalysis:
+    a = graphcore.analyze(graph, mode="erase")
+    assert isinstance(a, EraseAnalysis)
+    return a
 
-    return analysis_or_stub(graph)
 
-
-def _structure(analysis, mark: str, match: Callable[[str, str], bool]) -> int:
+def _structure(analysis: EraseAnalysis, mark: str, match: Callable[[str, str], bool]) -> int:
     """The erasable structure that takes the most operators named by ``mark`` with it."""
     best, best_key = None, (0, 0)
     for s in analysis.structures:
