@@ -576,3 +576,72 @@ def test_ddp_ranks_decide_alike_and_like_one_process(tmp_path) -> None:
     assert opt.selected == r0["selected"]
     for a, b in zip(single.parameters(), r0["params"]):
         torch.testing.assert_close(a.detach(), b, rtol=1e-4, atol=1e-5)
+
+
+# ------------------------------------------------------------------- nested structures, real analysis
+class Inner(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.f = branch()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.f(x)
+
+
+class Outer(nn.Module):
+    """``x + b(inner(tanh(a(x))))``: erasing ``b`` erases the whole block, ``a`` and the inner one too."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(WIDTH, WIDTH)
+        self.inner = Inner()
+        self.b = nn.Linear(WIDTH, WIDTH)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.b(self.inner(torch.tanh(self.a(x))))
+
+
+class NestedNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Linear(4, WIDTH)
+        self.outer = nn.Sequential(Outer(), Outer())
+        self.head = nn.Linear(WIDTH, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.outer(torch.tanh(self.stem(x))))
+
+
+def test_nested_blocks_erase_validly_and_exactly() -> None:
+    import frontends
+    import graphcore
+
+    torch.manual_seed(11)
+    model = NestedNet()
+    analysis = graphcore.analyze(frontends.load(model, (torch.randn(2, 4),)), mode="erase")
+    by_param = {p: s for s in analysis.structures for p in s.params}
+    blocks = [by_param[f"outer.{i}.b.weight"] for i in range(2)]
+    assert all(s.erasable and s.children for s in blocks)  # the outer blocks nest the inner ones
+    opt = H2SPG(
+        model,
+        analysis,
+        lr=0.05,
+        momentum=0.9,
+        target_group_sparsity=1.0,
+        start_pruning_steps=5,
+        pruning_steps=15,
+        pruning_periods=3,
+    )
+
+    def check() -> None:
+        zero = zero_structures(model, analysis)
+        assert analysis.valid(zero) and zero <= set(opt.selected or [])
+
+    train(model, opt, batches(11, 25), check)
+    erasable = {s.id for s in analysis.structures if s.erasable}
+    assert set(opt.selected or []) == erasable == zero_structures(model, analysis)
+    # an erased block is gone for real: the network computes exactly what it computes without it
+    x = torch.randn(16, 4)
+    shallow = copy.deepcopy(model)
+    shallow.outer = nn.Sequential(nn.Identity(), nn.Identity())
+    assert torch.equal(model(x), shallow(x))
