@@ -109,7 +109,7 @@ def one_seed(seed: int, args: argparse.Namespace, data: tuple) -> dict[str, Any]
 
     t = time.perf_counter()
     model = copy.deepcopy(init)
-    analysis = train_h2spg(model, data, e, args.sparsity, quiet, seed, lr=args.lr)
+    analysis = train_h2spg(model, data, e, args.sparsity, quiet, seed, lr=args.lr, window=args.window)
     erased = erased_structures(model, analysis)
     import construct
 
@@ -154,7 +154,7 @@ def summarize(rows: list[dict[str, Any]], args: argparse.Namespace) -> list[str]
              ("cosine", "cosine drop + fine-tune"))  # fmt: skip
     lines = [
         f"digits, {args.epochs} epochs per run, residual net of {args.blocks} blocks (width {args.width}), "
-        f"seeds {', '.join(str(r['seed']) for r in rows)}",
+        f"seeds {', '.join(str(r['seed']) for r in rows)}; H2SPG projects over {args.window:g} of the run",
         "",
         f"{'':<26}{'accuracy (mean ± sd)':>22}{'per seed':>26}{'params':>9}{'blocks':>8}",
     ]
@@ -200,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--width", type=int, default=16)
     p.add_argument("--sparsity", type=float, default=0.5, help="H2SPG target: fraction of structures erased")
     p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--window", type=float, default=0.5, help="H2SPG: fraction of the run spent projecting")
     p.add_argument("--finetune-lr", type=float, default=0.01, help="the cosine baseline's fine-tuning")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--progress", action="store_true")

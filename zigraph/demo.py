@@ -172,11 +172,20 @@ def _input_name(path: str) -> str:
     return onnx.load(path, load_external_data=False).graph.input[0].name
 
 
-def train_h2spg(model, data, epochs: int, sparsity: float, quiet: bool, seed: int = 0, lr: float = 0.05):
+def train_h2spg(
+    model,
+    data,
+    epochs: int,
+    sparsity: float,
+    quiet: bool,
+    seed: int = 0,
+    lr: float = 0.05,
+    window: float = 0.5,
+):
     """Train ``model`` once with H2SPG, erasing ``sparsity`` of its erasable structures; the analysis.
 
     Warm-up for a sixth of the run, then the hierarchical search picks the structures, and hybrid
-    training drives them to exact zeros over the next half; the rest of the run trains what is left.
+    training drives them to exact zeros over the next ``window`` of the run; the rest trains what is left.
     """
     import frontends
     import graphcore
@@ -187,7 +196,7 @@ def train_h2spg(model, data, epochs: int, sparsity: float, quiet: bool, seed: in
     opt = optimizers.get("h2spg")(
         model, analysis, lr=lr, momentum=0.9, target_group_sparsity=sparsity,
         start_pruning_steps=steps_per_epoch * max(1, epochs // 6),
-        pruning_steps=steps_per_epoch * max(1, epochs // 2),
+        pruning_steps=steps_per_epoch * max(1, round(epochs * window)),
     )  # fmt: skip
     _train(model, opt, data, epochs, f"H2SPG (erase {sparsity:g})", quiet, seed)
     return analysis

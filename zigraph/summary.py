@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from graphcore.report import EraseResult, GroupReport, Report, VerifyReport
+from graphcore.report import EraseResult, GroupReport, PruneResult, Report, VerifyReport
 
 __all__ = ["format_erase", "format_erase_summary", "format_prune", "format_summary", "human"]
 
@@ -44,7 +44,7 @@ def format_summary(report: Report, max_groups: int = 12) -> str:
 
 def format_prune(report: Report) -> str:
     r = report.result
-    if r is None:
+    if not isinstance(r, PruneResult):
         raise ValueError("format_prune needs the report of a prune run (its result is missing)")
     before, after = r.params_before, r.params_after
     lines = [
