@@ -15,10 +15,10 @@ from pydantic import BaseModel, Field
 
 __all__ = [
     "SCHEMA_VERSION",
+    "EraseResult",
     "GroupReport",
     "ModelInfo",
     "OutputError",
-    "EraseResult",
     "ParamRef",
     "PruneResult",
     "RemovedSlice",
