@@ -316,3 +316,26 @@ def test_a_sparsity_that_rounds_to_no_structure_says_so(tmp_path, capsys):
     code, out, err = run(["erase", full, "--sparsity", "0.1", "-o", tmp_path / "s.onnx"], capsys)
     assert code == 0 and "rounds to none" in out and "PASSED" in out, err
     assert _convs(tmp_path / "s.onnx") == _convs(full)
+
+
+def concat_skip(c: int = 4) -> onnx.ModelProto:
+    """Two branches concatenated with their input along channels, mixed by a convolution."""
+    g = G()
+    x = g.op("Relu", [g.conv(g.input("x", [1, 2, 6, 6]), 2, c, name="stem")])
+    a = g.op("Relu", [g.conv(x, c, c, name="br_a")])
+    b = g.op("Relu", [g.conv(x, c, c, name="br_b")])
+    _head(g, g.op("Relu", [g.conv(g.op("Concat", [x, a, b], axis=1), 3 * c, c, name="mix")]), c)
+    return g.model()
+
+
+def test_erasing_concat_branches_cuts_their_channels_from_the_consumer(tmp_path, capsys):
+    full = _save(concat_skip(), tmp_path / "cat.onnx")
+    small, rep = tmp_path / "s.onnx", tmp_path / "r.json"
+    code, out, err = run(["erase", full, "--sparsity", "0.9", "-o", small, "--report", rep], capsys)
+    assert code == 0 and "PASSED" in out, err
+    dims = {t.name: list(t.dims) for t in onnx.load(str(small)).graph.initializer}
+    assert dims["mix.weight"] == [4, 4, 3, 3] and "br_a.weight" not in dims
+    removed = {(r["param"], r["axis"]): r["indices"] for r in json.loads(rep.read_text())["removed"]}
+    assert removed[("mix.weight", 1)] == list(range(4, 12))
+    code, out, err = run(["verify", full, small, "--zero", rep], capsys)
+    assert code == 0 and "PASSED" in out, err
