@@ -29,16 +29,17 @@ from graphcore.analysis import node_flops
 from graphcore.errors import AnalysisError
 from graphcore.groups import NodeGroup, ParamSlice, PruneAnalysis
 from graphcore.ir import Graph, Node, Value
-from graphcore.ops import output_is_zero, rule_for
+from graphcore.ops import ErasedInput, declarations_for, output_is_zero, rule_for
 from graphcore.report import GroupReport, ModelInfo, ParamRef, RemovedSlice, Report
 
-__all__ = ["ANY_JOINTS", "EraseAnalysis", "ErasePlan", "Structure", "analyze_erase"]
+__all__ = ["EraseAnalysis", "ErasePlan", "Structure", "analyze_erase", "erased_input"]
 
-ANY_JOINTS = frozenset({"Add", "Sum", "Concat"})
-"""Joints that stay defined while one input is left: erasing one input drops a zero term or a block of
-zero channels. A Mul (a gate) is not among them: a zero operand is not the same as no operand."""
 
-_SUMS = frozenset({"Add", "Sum"})
+def erased_input(node: Node) -> ErasedInput | None:
+    """What ``node`` does when one of its inputs is erased, from the op table: ``drop`` a zero term (a
+    sum), ``cut`` a block of zero channels (a concatenation), or None: it cannot lose an input (a gate,
+    a product: a zero operand is not the same as no operand)."""
+    return next((r.erased_input for r in declarations_for(node) if r.erased_input is not None), None)
 
 
 @dataclass
@@ -154,7 +155,7 @@ class EraseAnalysis(PruneAnalysis):
         bypass: dict[str, str] = {}
         drop: dict[str, list[int]] = {}
         for i, node in enumerate(flow.nodes):
-            if not needed[i] or not flow.joint[i] or node.op not in ANY_JOINTS:
+            if not needed[i] or not flow.joint[i] or erased_input(node) is None:
                 continue
             gone = [
                 j
@@ -165,7 +166,7 @@ class EraseAnalysis(PruneAnalysis):
                 continue
             live = [j for j, v in enumerate(node.inputs) if v is not None and j not in gone]
             data_live = [j for j in live if self._is_data_value(node.inputs[j])]
-            if len(data_live) == 1 and (node.op in _SUMS or node.op == "Concat"):
+            if len(data_live) == 1:
                 v = node.inputs[data_live[0]]
                 assert v is not None
                 bypass[node.name] = v.name
@@ -287,7 +288,7 @@ class EraseAnalysis(PruneAnalysis):
             if not dead:
                 continue
             node = flow.nodes[i]
-            if not flow.joint[i] or node.op not in ANY_JOINTS or len(dead) == len(ins):
+            if not flow.joint[i] or erased_input(node) is None or len(dead) == len(ins):
                 alive[i] = False
                 continue
             if problem is None:
@@ -296,7 +297,7 @@ class EraseAnalysis(PruneAnalysis):
 
     def _drop_problem(self, node: Node, dead: list[int], cut: set[int], alive: list[bool]) -> str | None:
         flow = self._flow
-        if node.op == "Concat":
+        if erased_input(node) == "cut":
             if any(p not in cut for p in dead):
                 return f"{node.label} would lose an input whose channels are not cut from its consumers"
             return None
@@ -563,17 +564,17 @@ class _Builder:
             cn = flow.nodes[ci]
             if not flow.joint[ci]:
                 return f"its output also feeds {cn.label}, which would lose its input"
-            if cn.op not in ANY_JOINTS:
+            if erased_input(cn) is None:
                 return (
                     f"it feeds {cn.label}: a zero operand of {cn.op} is not the same as no operand"
-                    " (only Add, Sum and Concat joints can drop an input)"
+                    " (only joints that sum or concatenate can lose an input)"
                 )
         why = self._zero_invariant(seg, variables)
         if why is not None:
             return why
         for ci in succ:
             cn = flow.nodes[ci]
-            if cn.op == "Concat":
+            if erased_input(cn) == "cut":
                 if len(succ) != 1:
                     return f"it feeds {cn.label} and other operators"
                 why = self._concat(sid, seg, cn, variables)
@@ -801,17 +802,15 @@ class _Builder:
 
 
 def _contraction_weight(node: Node, idx: int) -> str | None:
-    """The weight of a stem that contracts the channel axis of its operand ``idx`` (its input), or None."""
-    w = node.input(1)
-    if idx != 0 or w is None or not w.is_param:
+    """The weight of a stem that sums its input ``idx`` (its input 0) over the channel axis, or None."""
+    if idx != 0:
         return None
-    if node.op in ("Conv", "ConvTranspose") and int(node.attr("group", 1)) == 1:
-        return w.name
-    if node.op == "Gemm" and not int(node.attr("transA", 0)):
-        return w.name
-    if node.op == "MatMul" and w.rank == 2:
-        return w.name
-    return None
+    hook = next((r.contraction for r in declarations_for(node) if r.contraction is not None), None)
+    where = None if hook is None else hook(node)
+    if where is None:
+        return None
+    w = node.input(where[0])
+    return w.name if w is not None and w.is_param else None
 
 
 def _nest(structures: list[Structure], flow: _Flow) -> None:

@@ -14,6 +14,8 @@ from graphcore.ops import (  # noqa: F401  (each module declares its family)
 from graphcore.ops.legacy import legacy_attr_at, lift_legacy_attrs
 from graphcore.ops.registry import (
     KINDS,
+    Contraction,
+    ErasedInput,
     LegacyAttr,
     OpRule,
     declarations_for,
@@ -26,6 +28,8 @@ from graphcore.ops.registry import (
 
 __all__ = [
     "KINDS",
+    "Contraction",
+    "ErasedInput",
     "LegacyAttr",
     "OpRule",
     "declarations_for",

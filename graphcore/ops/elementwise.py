@@ -23,7 +23,7 @@ from graphcore.ops.common import (
     never,
     operand_values,
 )
-from graphcore.ops.registry import AtZero, LegacyAttr, ZeroWhen, register_op, rule_for
+from graphcore.ops.registry import AtZero, ErasedInput, LegacyAttr, ZeroWhen, register_op, rule_for
 from graphcore.ops.shape import broadcast_shape, same_shape
 
 # op -> f(0). Ops with f(0) != 0 are still exact to prune (consumers drop the channel with its zeroed
@@ -345,6 +345,9 @@ _BINARY_ZERO_WHEN: dict[str, ZeroWhen] = {
     "BitShift": data_zero(0),
 }  # fmt: skip
 
+# Erasing one input of a sum drops a zero term; every other joint here would see a different value.
+_ERASED_INPUT: dict[str, ErasedInput] = {"Add": "drop", "Sum": "drop"}
+
 for _op, (_mode, _zero, _fold) in _BINARY.items():
     register_op(
         _op,
@@ -354,6 +357,7 @@ for _op, (_mode, _zero, _fold) in _BINARY.items():
         shape=broadcast_shape,
         fold=_fold,
         zero_when=_BINARY_ZERO_WHEN.get(_op) or _MODE_ZERO_WHEN[_mode],
+        erased_input=_ERASED_INPUT.get(_op),
     )
 
 

@@ -250,6 +250,7 @@ register_op(
     fold=_concat_fold,
     literal=_concat_literal,
     zero_when=all_zero,
+    erased_input="cut",
 )
 # Split and Slice copy parts of operand 0 (every output of a Split); their other operands are sizes.
 register_op(

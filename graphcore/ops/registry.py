@@ -20,6 +20,8 @@ __all__ = [
     "AT_ZERO",
     "KINDS",
     "AtZero",
+    "Contraction",
+    "ErasedInput",
     "LegacyAttr",
     "OpRule",
     "ShrinkView",
@@ -52,6 +54,8 @@ Fold = Callable[[ChannelGraph, Node, list[list[Entry] | None]], list[Entry] | No
 LiteralEval = Callable[[ChannelGraph, Node, list[np.ndarray | None]], np.ndarray | None]
 Cost = Callable[[Node], int]
 ZeroWhen = Callable[[Node, Sequence[bool]], bool]
+Contraction = Callable[[Node], tuple[int, int] | None]
+ErasedInput = Literal["drop", "cut"]
 
 
 @dataclass(frozen=True)
@@ -87,7 +91,13 @@ class OpRule:
     optional operand counts as zero), is the output exactly zero and finite? A Conv is zero when its
     weight is (and its bias is zero or absent), a BatchNormalization when its scale and bias are; an op
     that declares nothing falls back to ``at_zero`` (zero when every operand is zero and f(0) = 0), and
-    an op that declares neither is never assumed zero.
+    an op that declares neither is never assumed zero. ``erased_input`` says what a joint does when one
+    of its inputs is erased: ``drop`` (a sum: the term goes, valid when the others already have the
+    output's shape) or ``cut`` (a concatenation along ``axis``: the input's block of channels goes, and
+    its consumers lose those input channels); a joint that declares neither (a product, a gate) never
+    loses an input. ``contraction`` gives, for a stem, ``(weight operand, weight axis)`` when the stem
+    sums its input 0's channel axis against that axis of the weight (so zero input channels contribute
+    nothing and can be cut from the weight), or None for this node.
     """
 
     op: str
@@ -102,6 +112,8 @@ class OpRule:
     legacy_attrs: tuple[LegacyAttr, ...] = ()
     shrink: Shrink | None = None
     zero_when: ZeroWhen | None = None
+    erased_input: ErasedInput | None = None
+    contraction: Contraction | None = None
 
     def kind_of(self, node: Node) -> str:
         return self.kind(node) if callable(self.kind) else self.kind
@@ -137,6 +149,8 @@ def register_op(
     legacy_attrs: tuple[LegacyAttr, ...] = (),
     shrink: Shrink | None = None,
     zero_when: ZeroWhen | None = None,
+    erased_input: ErasedInput | None = None,
+    contraction: Contraction | None = None,
     replace: bool = False,
 ) -> OpRule:
     """Declare ``op`` (in ``domain``): its channel rule and the hooks the other passes read."""
@@ -153,6 +167,8 @@ def register_op(
         legacy_attrs,
         shrink,
         zero_when,
+        erased_input,
+        contraction,
     )
     return register_rule(rule, replace=replace)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from typing import Any, cast
 
 import numpy as np
@@ -372,8 +373,34 @@ def _einsum_cost(node: Node) -> int:
 
 # zero_when: a weighted sum is zero when its input or its weight is (and the bias, if any); a product of
 # operands (MatMul, Einsum) when one of them is; an embedding when its table is.
+# contraction: which weight axis sums the input's channels (whole convolutions only: a grouped one
+# mixes within groups, and cutting channels would change the groups).
+def _contracts(axis: int) -> Callable[[Node], tuple[int, int] | None]:
+    def contraction(node: Node) -> tuple[int, int] | None:
+        return (1, axis) if int(node.attr("group", 1)) == 1 else None
+
+    return contraction
+
+
+def _gemm_contraction(node: Node) -> tuple[int, int] | None:
+    if int(node.attr("transA", 0)):
+        return None
+    return (1, 1 if int(node.attr("transB", 0)) else 0)
+
+
+def _matmul_contraction(node: Node) -> tuple[int, int] | None:
+    w = node.input(1)
+    return (1, 0) if w is not None and w.rank == 2 else None
+
+
 register_op(
-    "Conv", _conv, kind="stem", shrink=_shrink_groups, cost=_conv_cost, zero_when=stem_zero(weight=1, bias=2)
+    "Conv",
+    _conv,
+    kind="stem",
+    shrink=_shrink_groups,
+    cost=_conv_cost,
+    zero_when=stem_zero(weight=1, bias=2),
+    contraction=_contracts(1),
 )
 register_op(
     "ConvTranspose",
@@ -382,11 +409,25 @@ register_op(
     shrink=_shrink_groups,
     cost=_conv_transpose_cost,
     zero_when=stem_zero(weight=1, bias=2),
+    contraction=_contracts(0),
 )
 register_op(
-    "MatMul", _matmul, kind=_stem_or_joint, shape=_matmul_shape, cost=_matmul_cost, zero_when=any_zero
+    "MatMul",
+    _matmul,
+    kind=_stem_or_joint,
+    shape=_matmul_shape,
+    cost=_matmul_cost,
+    zero_when=any_zero,
+    contraction=_matmul_contraction,
 )
-register_op("Gemm", _gemm, kind="stem", cost=_gemm_cost, zero_when=stem_zero(weight=1, bias=2))
+register_op(
+    "Gemm",
+    _gemm,
+    kind="stem",
+    cost=_gemm_cost,
+    zero_when=stem_zero(weight=1, bias=2),
+    contraction=_gemm_contraction,
+)
 register_op("Einsum", _einsum, kind=_stem_or_joint, cost=_einsum_cost, zero_when=any_zero)
 register_op(
     "Gather",
