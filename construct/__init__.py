@@ -12,6 +12,7 @@ from construct.erase_onnx import erase_onnx
 from construct.erase_zeros import erased_structures
 from construct.onnx_construct import prune_onnx, save_onnx, zero_slices, zig_norms
 from construct.verify import DEFAULT_RTOL, VerifyReport, compare_models
+from graphcore.erase import EraseAnalysis
 from graphcore.errors import ZigraphError
 from graphcore.groups import ParamSlice, PruneAnalysis
 
@@ -76,6 +77,9 @@ def to_torch(model: Any, analysis: PruneAnalysis, removed: Any = None) -> Any:
     """
     if analysis.mode == "erase":
         from construct.erase_torch import erase_torch
+
+        if not isinstance(analysis, EraseAnalysis):
+            raise ZigraphError("an erasing analysis comes from graphcore.analyze(graph, mode='erase')")
 
         return erase_torch(model, analysis, removed)
     from construct.torch_construct import to_torch as _to_torch

@@ -12,13 +12,13 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 import onnx
 from onnx import helper
 
 from construct.erase_zeros import erased_structures
 from construct.onnx_construct import _internalize, apply_shrink, finish
+from graphcore.erase import EraseAnalysis, ErasePlan
 from graphcore.errors import ZigraphError
 from graphcore.ir import Graph
 from graphcore.shrink import plan as shrink_plan
@@ -27,7 +27,9 @@ __all__ = ["erase_onnx"]
 
 
 def erase_onnx(
-    model: str | os.PathLike | onnx.ModelProto | None, analysis: Any, erased: Iterable[int] | None = None
+    model: str | os.PathLike | onnx.ModelProto | None,
+    analysis: EraseAnalysis,
+    erased: Iterable[int] | None = None,
 ) -> onnx.ModelProto:
     """The ONNX model with the structures ``erased`` physically removed; the input is never modified.
 
@@ -44,8 +46,11 @@ def erase_onnx(
     ep = analysis.plan(list(erased))
     gone = set(ep.removed_nodes) | set(ep.bypass)
     if len(ep.removed_zigs):
-        sp = shrink_plan(analysis.prune, ep.removed_zigs, erased_nodes=gone)
-        apply_shrink(small, analysis.prune.graph, sp, base, skip=gone)
+        prune = analysis.prune
+        if prune is None:
+            raise ZigraphError("this erasing analysis has no channel map; build it with graphcore.analyze")
+        sp = shrink_plan(prune, ep.removed_zigs, erased_nodes=gone)
+        apply_shrink(small, prune.graph, sp, base, skip=gone)
     else:
         _internalize(small, base)
     _remove(small, graph, ep, gone)
@@ -72,7 +77,7 @@ def _source(
     return out, base if base is not None else graph.meta.get("base_dir")
 
 
-def _remove(model: onnx.ModelProto, graph: Graph, ep: Any, gone: set[str]) -> None:
+def _remove(model: onnx.ModelProto, graph: Graph, ep: ErasePlan, gone: set[str]) -> None:
     """Delete the erased nodes, route every use of a bypassed joint to its surviving input, drop joint
     inputs, and delete what only fed erased nodes (constants, shape arithmetic)."""
     ir = {n.name: n for n in graph.nodes}

@@ -26,6 +26,7 @@ from torch import nn
 from construct.erase_zeros import erased_structures
 from construct.torch_construct import lower
 from construct.torch_zeros import model_tensors
+from graphcore.erase import EraseAnalysis, ErasePlan
 from graphcore.errors import ZigraphError
 from graphcore.groups import ParamSlice
 from graphcore.ir import Graph, Node
@@ -33,14 +34,22 @@ from graphcore.shrink import plan as shrink_plan
 
 __all__ = ["erase_torch", "zeroed_by_slices"]
 
-_CATS = (torch.cat, torch.concat, torch.concatenate)
+_CATS = (
+    torch.cat,
+    torch.concat,
+    torch.concatenate,
+    torch.ops.aten.cat.default,
+    torch.ops.aten.concat.default,
+)
 _INPLACE_OPERATORS = {
     operator.iadd: operator.add, operator.isub: operator.sub, operator.imul: operator.mul,
     operator.itruediv: operator.truediv,
 }  # fmt: skip
 
 
-def erase_torch(model: nn.Module, analysis: Any, erased: Iterable[int] | None = None) -> fx.GraphModule:
+def erase_torch(
+    model: nn.Module, analysis: EraseAnalysis, erased: Iterable[int] | None = None
+) -> fx.GraphModule:
     """A smaller module equal to ``model`` with the structures ``erased`` zeroed; ``model`` is not modified.
 
     ``erased``: structure ids; by default the structures whose variables are all exactly zero in ``model``.
@@ -49,9 +58,12 @@ def erase_torch(model: nn.Module, analysis: Any, erased: Iterable[int] | None = 
         erased = erased_structures(model, analysis)
     ep = analysis.plan(list(erased))
     gone = set(ep.removed_nodes) | set(ep.bypass)
-    sp = shrink_plan(analysis.prune, ep.removed_zigs, erased_nodes=gone)
+    prune = analysis.prune
+    if prune is None:
+        raise ZigraphError("this erasing analysis has no channel map; build it with graphcore.analyze")
+    sp = shrink_plan(prune, ep.removed_zigs, erased_nodes=gone)
     graph: Graph = analysis.graph
-    return lower(model, analysis.prune, sp, skip=gone, edit=lambda gm: _erase_fx(gm, graph, ep, gone))
+    return lower(model, prune, sp, skip=gone, edit=lambda gm: _erase_fx(gm, graph, ep, gone))
 
 
 def zeroed_by_slices(model: nn.Module, removed: Iterable[ParamSlice]) -> nn.Module:
@@ -70,7 +82,7 @@ def zeroed_by_slices(model: nn.Module, removed: Iterable[ParamSlice]) -> nn.Modu
 
 
 # -- the FX edit ---------------------------------------------------------------------------------------
-def _erase_fx(gm: fx.GraphModule, graph: Graph, ep: Any, gone: set[str]) -> None:
+def _erase_fx(gm: fx.GraphModule, graph: Graph, ep: ErasePlan, gone: set[str]) -> None:
     fxg = gm.graph
     nodes = {n.name: n for n in fxg.nodes}
     ir = {n.name: n for n in graph.nodes}
@@ -210,7 +222,14 @@ def _not_in_place(n: fx.Node) -> None:
 
 
 def _out_of_place(target: Any) -> Any:
-    """``torch.relu_`` -> ``torch.relu``, ``F.relu_`` -> ``F.relu``: the same function without the write."""
+    """``torch.relu_`` -> ``torch.relu``, ``F.relu_`` -> ``F.relu``, ``aten.add_.Tensor`` ->
+    ``aten.add.Tensor``: the same function without the write (None when there is none)."""
+    if isinstance(target, torch._ops.OpOverload):  # torch.export: aten.relu_.default -> aten.relu.default
+        ns, _, base = target._schema.name.partition("::")
+        if not base.endswith("_") or base.endswith("__"):
+            return None
+        packet = getattr(getattr(torch.ops, ns, None), base[:-1], None)
+        return getattr(packet, target._overloadname, None) if packet is not None else None
     name = getattr(target, "__name__", "")
     if not name.endswith("_") or name.endswith("__"):
         return None

@@ -15,12 +15,13 @@ from typing import Any
 
 import numpy as np
 
+from graphcore.erase import EraseAnalysis
 from graphcore.errors import ZigraphError
 
 __all__ = ["erased_structures"]
 
 
-def erased_structures(model_or_arrays: Any, analysis: Any) -> list[int]:
+def erased_structures(model_or_arrays: Any, analysis: EraseAnalysis) -> list[int]:
     """Ids of the erasable structures whose variables are all exactly zero, as a valid selection.
 
     ``model_or_arrays``: a torch ``nn.Module``, a mapping of parameter name → array, an ONNX model
@@ -35,7 +36,7 @@ def erased_structures(model_or_arrays: Any, analysis: Any) -> list[int]:
     return [int(i) for i in analysis.select(zero, len(zero))] if zero else []
 
 
-def _zero_test(source: Any, analysis: Any) -> Callable[[str], bool]:
+def _zero_test(source: Any, analysis: EraseAnalysis) -> Callable[[str], bool]:
     """``name -> bool``: is that parameter all exact zeros (an unknown name never is)."""
     if _is_torch_module(source):
         from construct.torch_zeros import model_tensors
@@ -64,7 +65,7 @@ def _is_torch_module(x: Any) -> bool:
     return isinstance(x, nn.Module)
 
 
-def _arrays(source: Any, analysis: Any) -> Mapping[str, Any]:
+def _arrays(source: Any, analysis: EraseAnalysis) -> Mapping[str, Any]:
     if isinstance(source, Mapping):
         return source
     import onnx

@@ -131,6 +131,21 @@ class ConcatSkip(nn.Module):
         return self.head(self.mix(torch.cat([h, self.a(h), self.b(h)], 1)))
 
 
+class ConcatFlat(nn.Module):
+    """Concat, then a flatten with a literal width into a Linear: the literal follows the erasure."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = cbr(3, 8)
+        self.a = cbr(8, 4)
+        self.b = cbr(8, 6)
+        self.fc = nn.Linear(160, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.stem(x)
+        return self.fc(torch.cat([self.a(h), self.b(h)], 1).reshape(x.shape[0], 160))
+
+
 class Down(nn.Module):
     def __init__(self, cin: int, cout: int) -> None:
         super().__init__()
@@ -251,8 +266,9 @@ class InputSkip(nn.Module):
 # -- cases ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Mark:
-    """A structure, told apart by a name its operators carry: ``torch`` is a prefix of the FX node
-    names, ``onnx`` a part of the exported node names."""
+    """A structure, told apart by names: ``torch`` is the module path its parameters start with (any
+    tracer keeps parameter names), ``onnx`` a part of the exported node names (the exporter folds and
+    renames weights but keeps module scopes in node names)."""
 
     torch: str
     onnx: str
@@ -266,32 +282,33 @@ class Case:
 
 
 def _blocks(i: int) -> Mark:
-    return Mark(f"blocks_{i}_body", f"/blocks.{i}/body/")
+    return Mark(f"blocks.{i}.body.", f"/blocks.{i}/body/")
 
 
 CASES = {
     "stacked-1": Case(Stacked, (2, 3, 8, 8), (_blocks(1),)),
     "stacked-2": Case(Stacked, (2, 3, 8, 8), (_blocks(0), _blocks(2))),
-    "nested-inner": Case(Nested, (2, 3, 8, 8), (Mark("outer_inner_body", "/inner/body/"),)),
-    "nested-outer": Case(Nested, (2, 3, 8, 8), (Mark("outer_post", "/outer/post/"),)),
-    "darts-one": Case(Darts, (2, 3, 8, 8), (Mark("cell_ops_1", "/ops.1/"),)),
+    "nested-inner": Case(Nested, (2, 3, 8, 8), (Mark("outer.inner.body.", "/inner/body/"),)),
+    "nested-outer": Case(Nested, (2, 3, 8, 8), (Mark("outer.post.", "/outer/post/"),)),
+    "darts-one": Case(Darts, (2, 3, 8, 8), (Mark("cell.ops.1.", "/ops.1/"),)),
     "darts-all-but-one": Case(
-        Darts, (2, 3, 8, 8), (Mark("cell_ops_0", "/ops.0/"), Mark("cell_ops_2", "/ops.2/"))
+        Darts, (2, 3, 8, 8), (Mark("cell.ops.0.", "/ops.0/"), Mark("cell.ops.2.", "/ops.2/"))
     ),
-    "concat-skip": Case(ConcatSkip, (2, 3, 8, 8), (Mark("b_", "/b/"),)),
-    "concat-both": Case(ConcatSkip, (2, 3, 8, 8), (Mark("a_", "/a/"), Mark("b_", "/b/"))),
-    "conv-shortcut-branch": Case(ConvShortcut, (2, 3, 8, 8), (Mark("down_branch", "/branch/"),)),
-    "conv-shortcut-shortcut": Case(ConvShortcut, (2, 3, 8, 8), (Mark("down_shortcut", "/shortcut/"),)),
-    "transformer-attn": Case(Transformer, (2, 5, 6), (Mark("blocks_0_attn", "/blocks.0/attn/"),)),
-    "transformer-mlp": Case(Transformer, (2, 5, 6), (Mark("blocks_1_mlp", "/blocks.1/mlp/"),)),
+    "concat-skip": Case(ConcatSkip, (2, 3, 8, 8), (Mark("b.", "/b/"),)),
+    "concat-both": Case(ConcatSkip, (2, 3, 8, 8), (Mark("a.", "/a/"), Mark("b.", "/b/"))),
+    "concat-flatten": Case(ConcatFlat, (2, 3, 4, 4), (Mark("a.", "/a/"),)),
+    "conv-shortcut-branch": Case(ConvShortcut, (2, 3, 8, 8), (Mark("down.branch.", "/branch/"),)),
+    "conv-shortcut-shortcut": Case(ConvShortcut, (2, 3, 8, 8), (Mark("down.shortcut.", "/shortcut/"),)),
+    "transformer-attn": Case(Transformer, (2, 5, 6), (Mark("blocks.0.attn.", "/blocks.0/attn/"),)),
+    "transformer-mlp": Case(Transformer, (2, 5, 6), (Mark("blocks.1.mlp.", "/blocks.1/mlp/"),)),
     "transformer-both": Case(
         Transformer,
         (2, 5, 6),
-        (Mark("blocks_1_attn", "/blocks.1/attn/"), Mark("blocks_0_mlp", "/blocks.0/mlp/")),
+        (Mark("blocks.1.attn.", "/blocks.1/attn/"), Mark("blocks.0.mlp.", "/blocks.0/mlp/")),
     ),
-    "alias": Case(Alias, (2, 3, 8, 8), (Mark("f_", "/f/"),)),
-    "tail": Case(Tail, (2, 3, 8, 8), (Mark("f_", "/f/"),)),
-    "input-skip": Case(InputSkip, (2, 3, 8, 8), (Mark("f_", "/f/"),)),
+    "alias": Case(Alias, (2, 3, 8, 8), (Mark("f.", "/f/"),)),
+    "tail": Case(Tail, (2, 3, 8, 8), (Mark("f.", "/f/"),)),
+    "input-skip": Case(InputSkip, (2, 3, 8, 8), (Mark("f.", "/f/"),)),
 }
 
 
@@ -317,28 +334,23 @@ def _erase_analysis(graph: graphcore.Graph) -> EraseAnalysis:
     return a
 
 
-def _structure(analysis: EraseAnalysis, mark: str, match: Callable[[str, str], bool]) -> int:
-    """The erasable structure that takes the most operators named by ``mark`` with it."""
+def _structure(analysis: EraseAnalysis, mark: str, onnx_names: bool = False) -> int:
+    """The erasable structure that takes the most of what ``mark`` names with it (and least else)."""
     best, best_key = None, (0, 0)
     for s in analysis.structures:
         if not s.erasable or not analysis.valid([s.id]):
             continue
-        goes = analysis.plan([s.id]).removed_nodes
-        key = (sum(1 for n in goes if match(n, mark)), -len(goes))  # most of the marked, least else
+        plan = analysis.plan([s.id])
+        if onnx_names:
+            key = (sum(1 for n in plan.removed_nodes if mark in n), -len(plan.removed_nodes))
+        else:
+            key = (sum(1 for p in plan.removed_params if p.startswith(mark)), -len(plan.removed_nodes))
         if key[0] and (best is None or key > best_key):
             best, best_key = s.id, key
     assert best is not None, (
-        f"no erasable structure holds {mark!r}: {[s.segment for s in analysis.structures]}"
+        f"no erasable structure takes {mark!r}: {[s.segment for s in analysis.structures]}"
     )
     return best
-
-
-def _torch_match(name: str, mark: str) -> bool:
-    return name.startswith(mark)
-
-
-def _onnx_match(name: str, mark: str) -> bool:
-    return mark in name
 
 
 def _num_params(m: nn.Module) -> int:
@@ -357,7 +369,7 @@ def test_torch_erase(name: str) -> None:
     before = copy.deepcopy(model.state_dict())
     graph = frontends.load(model, (torch.randn(case.shape),))
     analysis = _erase_analysis(graph)
-    erased = sorted({_structure(analysis, m.torch, _torch_match) for m in case.erase})
+    erased = sorted({_structure(analysis, m.torch) for m in case.erase})
     plan = analysis.plan(erased)
     small = construct.to_torch(model, analysis, erased)
 
@@ -367,7 +379,7 @@ def test_torch_erase(name: str) -> None:
     traced = graph.meta["torch"].gm
     assert _fx_ops(small) < _fx_ops(traced)
     names = {n for n, _ in small.named_parameters()}
-    assert not any(n.replace(".", "_").startswith(m.torch) for n in names for m in case.erase), names
+    assert not any(n.startswith(m.torch) for n in names for m in case.erase), names
 
     inputs = _inputs(case)
     rep = verify_torch(zeroed_by_slices(model, plan.removed), small, inputs)
@@ -389,7 +401,7 @@ def test_torch_erase_from_zeros(name: str) -> None:
     case = CASES[name]
     model = _model(case)
     analysis = _erase_analysis(frontends.load(model, (torch.randn(case.shape),)))
-    erased = sorted({_structure(analysis, m.torch, _torch_match) for m in case.erase})
+    erased = sorted({_structure(analysis, m.torch) for m in case.erase})
     params = dict(model.named_parameters())
     with torch.no_grad():
         for sid in erased:
@@ -407,7 +419,7 @@ def test_torch_shared_weight_stays() -> None:
     model = _model(Case(Tied, (2, 3, 8, 8), ()))
     shape = (2, 3, 8, 8)
     analysis = _erase_analysis(frontends.load(model, (torch.randn(shape),)))
-    sid = _structure(analysis, "blocks_0_body", _torch_match)
+    sid = _structure(analysis, "blocks.0.body.")
     shared = "blocks.0.body.0.0.weight"
     assert shared not in analysis.structures[sid].params
     plan = analysis.plan([sid])
@@ -440,7 +452,7 @@ def test_onnx_erase(name: str) -> None:
     source = _export(_model(case), case.shape)
     original = source.SerializeToString()
     analysis = _erase_analysis(frontends.load(source))
-    erased = sorted({_structure(analysis, m.onnx, _onnx_match) for m in case.erase})
+    erased = sorted({_structure(analysis, m.onnx, onnx_names=True) for m in case.erase})
     plan = analysis.plan(erased)
     small = construct.erase_onnx(source, analysis, erased)
 
@@ -466,7 +478,7 @@ def test_onnx_erase_from_zeros() -> None:
     case = CASES["concat-skip"]
     source = _export(_model(case), case.shape)
     analysis = _erase_analysis(frontends.load(source))
-    sid = _structure(analysis, "/b/", _onnx_match)
+    sid = _structure(analysis, "/b/", onnx_names=True)
     trained = onnx.ModelProto()
     trained.CopyFrom(source)
     for t in trained.graph.initializer:
@@ -498,9 +510,121 @@ def test_onnx_erase_runs_in_onnxruntime_with_symbolic_batch() -> None:
     )
     source = onnx.load_from_string(buf.getvalue())
     analysis = _erase_analysis(frontends.load(source))
-    erased = sorted({_structure(analysis, m.onnx, _onnx_match) for m in case.erase})
+    erased = sorted({_structure(analysis, m.onnx, onnx_names=True) for m in case.erase})
     small = construct.erase_onnx(source, analysis, erased)
     sess = ort.InferenceSession(small.SerializeToString(), providers=["CPUExecutionProvider"])
     x = np.random.default_rng(0).standard_normal((5, 3, 8, 8)).astype(np.float32)
     (y,) = sess.run(None, {"x": x})
     assert y.shape == (5, 5)
+
+
+@pytest.mark.parametrize(
+    "name", ["stacked-2", "concat-skip", "darts-all-but-one", "transformer-attn", "alias"]
+)
+def test_torch_erase_through_torch_export(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A module symbolic_trace cannot take is traced by torch.export (ATen ops): the same erasure works."""
+    import frontends.torch_trace as torch_trace
+
+    monkeypatch.setattr(torch_trace, "_trace_fx", lambda module, inputs: RuntimeError("forced"))
+    case = CASES[name]
+    model = _model(case)
+    graph = frontends.load(model, (torch.randn(case.shape),))
+    assert graph.meta["tracer"] == "export"
+    analysis = _erase_analysis(graph)
+    erased = sorted({_structure(analysis, m.torch) for m in case.erase})
+    plan = analysis.plan(erased)
+    small = construct.to_torch(model, analysis, erased)
+    assert _num_params(small) < _num_params(model)
+    assert _fx_ops(small) < _fx_ops(graph.meta["torch"].gm)
+    inputs = _inputs(case)
+    rep = verify_torch(zeroed_by_slices(model, plan.removed), small, inputs)
+    assert rep.passed, rep
+    assert not verify_torch(model, small, inputs).passed
+
+
+def test_erasing_the_outer_block_takes_the_inner() -> None:
+    case = CASES["nested-outer"]
+    model = _model(case)
+    analysis = _erase_analysis(frontends.load(model, (torch.randn(case.shape),)))
+    outer = _structure(analysis, "outer.post.")
+    inner = _structure(analysis, "outer.inner.body.")
+    assert analysis.structures[inner].parent == outer
+    small = construct.to_torch(model, analysis, [outer])
+    assert not [n for n, _ in small.named_parameters() if n.startswith("outer.")]
+    assert not [n for n, _ in small.named_modules() if n.startswith("outer")]
+
+
+class PlainRes(nn.Module):
+    def __init__(self, c: int, first: nn.Conv2d) -> None:
+        super().__init__()
+        self.first = first
+        self.second = nn.Sequential(nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.second(torch.relu(self.first(x)))
+
+
+class TiedPlain(nn.Module):
+    """Both blocks call the same first convolution (one initializer in ONNX)."""
+
+    def __init__(self, c: int = 8) -> None:
+        super().__init__()
+        self.stem = cbr(3, c)
+        shared = nn.Conv2d(c, c, 3, padding=1)
+        self.blocks = nn.Sequential(PlainRes(c, shared), PlainRes(c, shared))
+        self.head = Head(c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(self.stem(x)))
+
+
+def test_onnx_shared_weight_stays() -> None:
+    shape = (2, 3, 8, 8)
+    source = _export(_model(Case(TiedPlain, shape, ())), shape)
+    analysis = _erase_analysis(frontends.load(source))
+    sid = _structure(analysis, "/blocks.0/", onnx_names=True)
+    plan = analysis.plan([sid])
+    first = [n for n in source.graph.node if "/blocks.0/first/" in n.name]
+    assert (
+        first
+        and first[0].input[1] == next(n for n in source.graph.node if "/blocks.1/first/" in n.name).input[1]
+    )
+    shared = first[0].input[1]
+    assert shared not in plan.removed_params
+    small = construct.erase_onnx(source, analysis, [sid])
+    onnx.checker.check_model(small, full_check=True)
+    assert shared in {t.name for t in small.graph.initializer}
+    assert not [n for n in small.graph.node if "/blocks.0/" in n.name]
+    assert construct.verify(source, small, plan.removed).passed
+
+
+def test_onnx_erase_reads_external_data(tmp_path) -> None:
+    """Weights stored next to the model are read for the erased copy, which holds them itself."""
+    case = CASES["concat-skip"]
+    source = _export(_model(case), case.shape)
+    path = tmp_path / "model.onnx"
+    onnx.save_model(source, str(path), save_as_external_data=True, location="model.data", size_threshold=0)
+    analysis = _erase_analysis(frontends.load(str(path)))
+    sid = _structure(analysis, "/b/", onnx_names=True)
+    small = construct.erase_onnx(str(path), analysis, [sid])
+    assert all(t.data_location != onnx.TensorProto.EXTERNAL for t in small.graph.initializer)
+    onnx.checker.check_model(small, full_check=True)
+    assert construct.verify(str(path), small, analysis.plan([sid]).removed).passed
+    construct.save_onnx(small, tmp_path / "small.onnx")
+    assert construct.verify(str(path), str(tmp_path / "small.onnx"), analysis.plan([sid]).removed).passed
+
+
+def test_erased_structures_is_a_valid_selection() -> None:
+    """Every candidate of a DARTS cell at zero cannot all go: the zero structures are taken in id
+    order while the erasure stays valid, so one candidate (zero, harmless) stays."""
+    case = CASES["darts-one"]
+    model = _model(case)
+    analysis = _erase_analysis(frontends.load(model, (torch.randn(case.shape),)))
+    ops = sorted({_structure(analysis, f"cell.ops.{i}.") for i in range(3)})
+    assert len(ops) == 3 and not analysis.valid(ops)
+    arrays = {k: v.detach().numpy().copy() for k, v in model.named_parameters()}
+    for sid in ops:
+        for p in analysis.structures[sid].params:
+            arrays[p][...] = 0
+    chosen = construct.erased_structures(arrays, analysis)
+    assert chosen == ops[:2] and analysis.valid(chosen)
