@@ -339,3 +339,15 @@ def test_erasing_concat_branches_cuts_their_channels_from_the_consumer(tmp_path,
     assert removed[("mix.weight", 1)] == list(range(4, 12))
     code, out, err = run(["verify", full, small, "--zero", rep], capsys)
     assert code == 0 and "PASSED" in out, err
+
+
+def test_a_crash_in_the_analysis_is_exit_3_not_bad_input(tmp_path, capsys, monkeypatch):
+    import graphcore
+
+    def broken(*args, **kwargs):
+        raise KeyError("lost node")
+
+    monkeypatch.setattr(graphcore, "analyze", broken)
+    full = _save(stacked(), tmp_path / "m.onnx")
+    code, _, err = run(["erase", full, "--sparsity", "0.5", "-o", tmp_path / "s.onnx"], capsys)
+    assert code == 3 and "analysing" in err and str(full) in err, err

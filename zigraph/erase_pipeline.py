@@ -145,7 +145,8 @@ def erase(
         raise ZigraphError(f"sparsity must be in [0, 1), got {sparsity}")
     source = loaded.source or loaded.graph.name
     t0 = time.perf_counter()
-    analysis = graphcore.analyze(loaded.graph, mode="erase")  # AnalysisError: bad input, exit 2
+    with _stage("analysing", source):  # an AnalysisError is the model's (exit 2), anything else ours
+        analysis = graphcore.analyze(loaded.graph, mode="erase")
     erasable = [s.id for s in analysis.structures if s.erasable]
     if not erasable:
         raise _nothing_to_erase(analysis, source)
