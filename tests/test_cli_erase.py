@@ -111,10 +111,11 @@ def test_the_smallest_norm_structures_go_first(tmp_path, capsys):
     assert gone == {"b1a", "b1b", "b3a", "b3b"}
 
 
-def test_a_sparsity_no_valid_selection_reaches_erases_the_most_and_says_so(tmp_path, capsys):
+@pytest.mark.parametrize("sparsity", ["0.9", "1.0"])
+def test_a_sparsity_no_valid_selection_reaches_erases_the_most_and_says_so(sparsity, tmp_path, capsys):
     full = _save(parallel(), tmp_path / "p.onnx")
     small, rep = tmp_path / "s.onnx", tmp_path / "r.json"
-    code, out, err = run(["erase", full, "--sparsity", "0.9", "-o", small, "--report", rep], capsys)
+    code, out, err = run(["erase", full, "--sparsity", sparsity, "-o", small, "--report", rep], capsys)
     assert code == 0, err
     assert "note" in out and "most that keeps the network valid" in out
     result = json.loads(rep.read_text())["result"]
@@ -148,7 +149,7 @@ def test_bad_input_gets_exit_2_and_one_line(kind, tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    "argv", [["--sparsity", "1.0"], ["--sparsity", "half"], ["--sparsity", "0.5", "-o", "x.txt"]]
+    "argv", [["--sparsity", "1.5"], ["--sparsity", "half"], ["--sparsity", "0.5", "-o", "x.txt"]]
 )
 def test_usage_errors_are_exit_2(argv, tmp_path, capsys):
     full = _save(stacked(), tmp_path / "m.onnx")

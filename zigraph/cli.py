@@ -68,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
 
     er = sub.add_parser("erase", help="one-shot erasing of whole structures (blocks, branches), verified")
     model_args(er)
-    er.add_argument("--sparsity", required=True, help="fraction of erasable structures to erase, in [0, 1)")
+    er.add_argument("--sparsity", required=True, help="fraction of erasable structures to erase, in [0, 1]")
     er.add_argument("--seed", type=int, default=0, help="seed of the verification inputs")
     er.add_argument("-o", "--output", required=True, metavar="OUT.onnx")
     er.add_argument("--report", metavar="PATH")
@@ -195,7 +195,7 @@ def _erase(args: argparse.Namespace) -> int:
     from zigraph.pipeline import ensure_sparsity, load_model, report_json
     from zigraph.summary import format_erase
 
-    sparsity = ensure_sparsity(args.sparsity)
+    sparsity = ensure_sparsity(args.sparsity, whole=True)
     _check_output(args)
     loaded = load_model(args.model, args.input_shape)
     report = erase(

@@ -141,8 +141,8 @@ def erase(
     """
     import graphcore
 
-    if not 0.0 <= sparsity < 1.0:
-        raise ZigraphError(f"sparsity must be in [0, 1), got {sparsity}")
+    if not 0.0 <= sparsity <= 1.0:
+        raise ZigraphError(f"sparsity must be in [0, 1], got {sparsity}")
     source = loaded.source or loaded.graph.name
     t0 = time.perf_counter()
     with _stage("analysing", source):  # an AnalysisError is the model's (exit 2), anything else ours
@@ -154,6 +154,7 @@ def erase(
         order = erase_order(analysis, structure_scores(analysis, _structure_arrays(loaded, analysis)))
         requested = round(sparsity * len(erasable))
         erased = sorted(analysis.select(order, requested)) if requested else []
+        gone = analysis.erased_by(erased)  # with the structures nested in them
         plan = analysis.plan(erased)
     target = Path(out)
     staged = target.with_name(f".zigraph-staged-{os.getpid()}-{target.name}")
@@ -176,10 +177,10 @@ def erase(
         if staged.exists():
             staged.unlink()
     result = EraseResult(
-        structures_erased=erased,
+        structures_erased=sorted(gone),
         structures_requested=requested,
         structures_erasable=len(erasable),
-        note=_shortfall_note(sparsity, requested, len(erased), len(erasable)),
+        note=_shortfall_note(sparsity, requested, len(gone), len(erasable)),
         nodes_removed=len(plan.removed_nodes),
         params_before=built.params_before,
         params_after=built.params_after,
