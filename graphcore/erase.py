@@ -129,17 +129,49 @@ class EraseAnalysis(PruneAnalysis):
 
     def select(self, order: Sequence[int], k: int) -> list[int]:
         """The hierarchical search (ALGORITHMS.md §5.1): walk ``order`` (most redundant first) and keep a
-        structure when everything kept so far plus it stays valid; stop at ``k``."""
+        structure when everything kept so far plus it stays valid, until ``k`` erasable structures go.
+
+        Structures nested in a kept one go with it and count toward ``k`` (``erased_by``); so a nested
+        one is passed over once its enclosing structure is kept, one kept earlier is folded into its
+        enclosing structure when that is kept, and a structure that would take more than ``k`` with it is
+        passed over for a smaller one.
+        """
         chosen: list[int] = []
+        gone: set[int] = set()
         for sid in order:
-            if len(chosen) >= k:
+            if len(gone) >= k:
                 break
             sid = int(sid)
-            if not 0 <= sid < len(self.structures) or not self.structures[sid].erasable or sid in chosen:
+            if not 0 <= sid < len(self.structures) or not self.structures[sid].erasable or sid in gone:
                 continue
-            if self.valid([*chosen, sid]):
-                chosen.append(sid)
+            inside = self.erased_by([sid])
+            if len(gone | inside) > k or not self.valid([*chosen, sid]):
+                continue
+            chosen = [c for c in chosen if c not in inside] + [sid]
+            gone |= inside
         return chosen
+
+    def erased_by(self, chosen: Iterable[int]) -> set[int]:
+        """The erasable structures that go when ``chosen`` are erased: them and everything nested in them."""
+        out: set[int] = set()
+        stack = [int(c) for c in chosen]
+        while stack:
+            c = stack.pop()
+            if c in out:
+                continue
+            if self.structures[c].erasable:
+                out.add(c)
+            stack.extend(self.structures[c].children)
+        return out
+
+    def ancestors(self, sid: int) -> list[int]:
+        """The structures ``sid`` is nested in, innermost first."""
+        out: list[int] = []
+        p = self.structures[sid].parent
+        while p is not None and p not in out:
+            out.append(p)
+            p = self.structures[p].parent
+        return out
 
     # -- the plan ------------------------------------------------------------------------------------
     def plan(self, erased: Iterable[int]) -> ErasePlan:

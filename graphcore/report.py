@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 
 __all__ = [
     "SCHEMA_VERSION",
+    "EraseResult",
     "GroupReport",
     "ModelInfo",
     "OutputError",
@@ -97,6 +98,32 @@ class PruneResult(BaseModel):
     seconds: float
 
 
+class EraseResult(BaseModel):
+    """What ``zigraph erase`` did: which structures went, sizes before and after, and the proof."""
+
+    structures_erased: list[int] = Field(description="ids of the erased removal structures")
+    structures_requested: int = Field(description="round(sparsity x erasable structures)")
+    structures_erasable: int
+    note: str | None = Field(
+        default=None, description="why fewer structures were erased than requested, or null"
+    )
+    nodes_removed: int = Field(description="operators gone: erased segments and what died with them")
+    params_before: int
+    params_after: int
+    flops_before: int
+    flops_after: int
+    verification: VerifyReport | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="onnxruntime equivalence of the written model; absent with --no-verify",
+    )
+    output: str | None = Field(default=None, description="the written model, or null when it did not verify")
+    sparsity: float
+    criterion: str = Field(description="how structures were ranked: 'norm' (L2 norm / sqrt(numel))")
+    seed: int
+    seconds: float
+
+
 class Report(BaseModel):
     schema_version: str = SCHEMA_VERSION
     model: ModelInfo
@@ -113,8 +140,8 @@ class Report(BaseModel):
     num_prunable_zigs: int
     groups: list[GroupReport]
     removed: list[RemovedSlice] | None = None
-    result: PruneResult | None = Field(
-        default=None, description="after prune: sizes before/after and verification"
+    result: PruneResult | EraseResult | None = Field(
+        default=None, description="after prune or erase: sizes before/after and verification"
     )
 
 

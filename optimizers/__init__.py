@@ -7,12 +7,14 @@ removes end up exactly zero (:func:`removed_zigs` reads them back from the param
 
 from optimizers.base import GroupOptimizer, removed_zigs
 from optimizers.dhspg import DHSPG
+from optimizers.h2spg import H2SPG
 from optimizers.hspg import HSPG
 from optimizers.proxsg import ProxSG
 from optimizers.registry import UnknownOptimizerError, available, get, register
 
 __all__ = [
     "DHSPG",
+    "H2SPG",
     "HSPG",
     "GroupOptimizer",
     "ProxSG",

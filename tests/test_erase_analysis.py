@@ -204,3 +204,12 @@ def test_unknown_mode_is_a_clear_error() -> None:
     g = frontends.load(em.Chain().eval(), (_image(),))
     with pytest.raises(AnalysisError, match="unknown analysis mode"):
         graphcore.analyze(g, mode="bogus")
+
+
+def test_select_counts_what_goes_with_an_enclosing_structure() -> None:
+    a = _from_torch(em.Nested().eval(), _image())
+    inner, outer = _erasable(a)
+    assert a.erased_by([outer]) == {inner, outer} and a.ancestors(inner) == [outer]
+    assert a.select([inner, outer], 2) == [outer], "the inner one is folded into the outer one"
+    assert a.select([outer, inner], 2) == [outer], "the inner one goes with the outer one already"
+    assert a.select([outer, inner], 1) == [inner], "the outer one would take two"

@@ -42,7 +42,7 @@ def test_unknown_name_lists_what_is_available() -> None:
     with pytest.raises(UnknownOptimizerError) as err:
         optimizers.get("no-such-optimizer")
     message = str(err.value)
-    assert "no-such-optimizer" in message and "dhspg, hspg, proxsg" in message.replace("'", "")
+    assert "no-such-optimizer" in message and "dhspg, h2spg, hspg, proxsg" in message.replace("'", "")
     assert isinstance(err.value, KeyError)
 
 

@@ -1,4 +1,5 @@
-"""The ``zigraph`` command line. Exit codes: 0 success, 1 verification failed, 2 bad input or usage."""
+"""The ``zigraph`` command line. Exit codes: 0 success, 1 verification failed, 2 bad input or usage,
+3 internal error (a bug in zigraph; ``erase`` names the model and the stage)."""
 
 from __future__ import annotations
 
@@ -47,7 +48,12 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--mode", choices=["prune", "erase"], default="prune")
     a.add_argument("--json", metavar="PATH", help="write the JSON report")
     a.add_argument("--dot", metavar="PATH", help="write a Graphviz file (and an SVG when dot is installed)")
-    a.add_argument("--groups", type=int, default=12, help="groups to list in the summary (default 12)")
+    a.add_argument(
+        "--groups",
+        type=int,
+        default=None,
+        help="groups to list in the summary (default 12; structures with --mode erase: 40)",
+    )
 
     pr = sub.add_parser("prune", help="one-shot pruning to a smaller ONNX model, verified")
     model_args(pr)
@@ -60,13 +66,14 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--no-verify", action="store_true")
     pr.add_argument("--samples", type=int, default=3)
 
-    er = sub.add_parser("erase", help="one-shot erasing of whole structures (not available yet)")
+    er = sub.add_parser("erase", help="one-shot erasing of whole structures (blocks, branches), verified")
     model_args(er)
-    er.add_argument("--sparsity", required=True)
-    er.add_argument("--seed", type=int, default=0)
-    er.add_argument("-o", "--output", required=True)
-    er.add_argument("--report")
+    er.add_argument("--sparsity", required=True, help="fraction of erasable structures to erase, in [0, 1]")
+    er.add_argument("--seed", type=int, default=0, help="seed of the verification inputs")
+    er.add_argument("-o", "--output", required=True, metavar="OUT.onnx")
+    er.add_argument("--report", metavar="PATH")
     er.add_argument("--no-verify", action="store_true")
+    er.add_argument("--samples", type=int, default=3)
 
     v = sub.add_parser("verify", help="prove SMALL equals FULL with the report's removed slices zeroed")
     v.add_argument("full")
@@ -77,6 +84,9 @@ def _parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="end to end on a built-in model")
     d.add_argument("--quick", action="store_true", help="a shorter run (used by the tests)")
+    d.add_argument(
+        "--mode", choices=["prune", "erase"], default="prune", help="DHSPG pruning or H2SPG erasing"
+    )
     return p
 
 
@@ -85,8 +95,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as exc:  # usage errors (2) and --help (0)
         return int(exc.code or 0)
+    from zigraph.erase_pipeline import InternalError
+
     try:
         return _run(args)
+    except InternalError as exc:
+        sys.stderr.write(f"zigraph: {exc}\n")
+        return 3
     except ZigraphError as exc:
         sys.stderr.write(f"zigraph: error: {exc}\n")
         return 2
@@ -108,13 +123,13 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "prune":
         return _prune(args)
     if args.command == "erase":
-        raise ZigraphError("erase mode is not available yet; use 'zigraph prune'")
+        return _erase(args)
     if args.command == "verify":
         return _verify(args)
     if args.command == "demo":
         from zigraph.demo import run_demo
 
-        return run_demo(quick=args.quick)
+        return run_demo(quick=args.quick, mode=args.mode)
     raise ZigraphError(f"unknown command {args.command}")  # pragma: no cover
 
 
@@ -125,12 +140,17 @@ def _analyze(args: argparse.Namespace) -> int:
     from zigraph.pipeline import load_model
     from zigraph.summary import format_summary
 
-    if args.mode != "prune":
-        raise ZigraphError("erase mode is not available yet; use --mode prune")
     loaded = load_model(args.model, args.input_shape)
     analysis = graphcore.analyze(loaded.graph, mode=args.mode)
     report = analysis.report()
-    print(format_summary(report, max_groups=args.groups))
+    if args.mode == "erase":
+        from zigraph.summary import format_erase_summary
+
+        op_of = {n.name: n.op for n in loaded.graph.nodes}
+        ops = {s.id: [op_of.get(n, "?") for n in s.segment] for s in analysis.structures}
+        print(format_erase_summary(report, ops, max_structures=args.groups or 40))
+    else:
+        print(format_summary(report, max_groups=args.groups or 12))
     if args.json:
         write_json_atomic(args.json, report.model_dump_json(indent=2) + "\n")
         print(f"report: {args.json}")
@@ -167,6 +187,37 @@ def _prune(args: argparse.Namespace) -> int:
     print(format_prune(report))
     ver = report.result.verification if report.result is not None else None
     return 1 if ver is not None and not ver.passed else 0
+
+
+def _erase(args: argparse.Namespace) -> int:
+    from graphcore.report import write_json_atomic
+    from zigraph.erase_pipeline import erase
+    from zigraph.pipeline import ensure_sparsity, load_model, report_json
+    from zigraph.summary import format_erase
+
+    sparsity = ensure_sparsity(args.sparsity, whole=True)
+    _check_output(args)
+    loaded = load_model(args.model, args.input_shape)
+    report = erase(
+        loaded, sparsity, args.output, seed=args.seed, verify=not args.no_verify, samples=args.samples
+    )
+    if args.report:
+        write_json_atomic(args.report, report_json(report))
+    print(format_erase(report))
+    ver = report.result.verification if report.result is not None else None
+    return 1 if ver is not None and not ver.passed else 0
+
+
+def _check_output(args: argparse.Namespace) -> None:
+    out = Path(args.output)
+    if out.suffix != ".onnx":
+        raise ZigraphError(f"-o must name an .onnx file, got {args.output!r}")
+    if (
+        args.model.endswith(".onnx")
+        and Path(args.model).exists()
+        and out.resolve() == Path(args.model).resolve()
+    ):
+        raise ZigraphError("-o must not overwrite the input model")
 
 
 def _verify(args: argparse.Namespace) -> int:

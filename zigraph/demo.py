@@ -10,7 +10,7 @@ import numpy as np
 
 from construct.verify import VerifyReport
 
-__all__ = ["DemoNet", "run_demo"]
+__all__ = ["DemoNet", "ResidualDigitsNet", "run_demo"]
 
 
 def _torch_model():
@@ -50,6 +50,52 @@ def DemoNet(width: int = 32, classes: int = 10):
     return _torch_model()(width, classes)
 
 
+def _residual_model():
+    import torch
+    from torch import nn
+
+    class Block(nn.Module):
+        """``relu(x + bn(conv(relu(bn(conv(x))))))``: the branch is one removal structure."""
+
+        def __init__(self, width: int) -> None:
+            super().__init__()
+            self.branch = nn.Sequential(
+                nn.Conv2d(width, width, 3, padding=1, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(),
+                nn.Conv2d(width, width, 3, padding=1, bias=False),
+                nn.BatchNorm2d(width),
+            )
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.relu(x + self.branch(x))
+
+    class ResidualDigitsNet(nn.Module):
+        """A strided stem, ``blocks`` residual blocks of constant width, average pool, Linear.
+
+        Deep enough that half of its blocks are redundant on digits: the super-network of the erasing
+        demo and of ``bench/erase_quality.py``.
+        """
+
+        def __init__(self, blocks: int = 8, width: int = 16, classes: int = 10) -> None:
+            super().__init__()
+            # Stride 2: the blocks work on 4×4 maps, which keeps a deep net quick to train on two cores.
+            self.stem = nn.Sequential(
+                nn.Conv2d(1, width, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()
+            )
+            self.blocks = nn.Sequential(*[Block(width) for _ in range(blocks)])
+            self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, classes))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(self.blocks(self.stem(x)))
+
+    return ResidualDigitsNet
+
+
+def ResidualDigitsNet(blocks: int = 8, width: int = 16, classes: int = 10):
+    return _residual_model()(blocks, width, classes)
+
+
 def _ort_latency(path: str, feed: dict, runs: int = 50) -> float:
     import onnxruntime as ort
 
@@ -80,12 +126,12 @@ def _digits(seed: int = 0):
     return t(xtr), t(ytr).long(), t(xte), t(yte).long()
 
 
-def _train(model, opt, data, epochs: int, desc: str, quiet: bool) -> None:
+def _train(model, opt, data, epochs: int, desc: str, quiet: bool, seed: int = 0) -> None:
     import torch
     from tqdm import tqdm
 
     xtr, ytr = data[0], data[1]
-    gen = torch.Generator().manual_seed(0)
+    gen = torch.Generator().manual_seed(seed)
     steps = epochs * ((len(xtr) + 63) // 64)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)  # the same for every run
     with tqdm(total=steps, desc=f"{desc:<22}", ncols=90, disable=quiet, leave=True) as bar:
@@ -126,8 +172,50 @@ def _input_name(path: str) -> str:
     return onnx.load(path, load_external_data=False).graph.input[0].name
 
 
-def run_demo(quick: bool = False) -> int:
-    """Digits: dense SGD vs DHSPG (target group sparsity 0.7) vs the pruned architecture from scratch."""
+def train_h2spg(
+    model,
+    data,
+    epochs: int,
+    sparsity: float,
+    quiet: bool,
+    seed: int = 0,
+    lr: float = 0.05,
+    window: float = 0.5,
+):
+    """Train ``model`` once with H2SPG, erasing ``sparsity`` of its erasable structures; the analysis.
+
+    Warm-up for a sixth of the run, then the hierarchical search picks the structures, and hybrid
+    training drives them to exact zeros over the next ``window`` of the run; the rest trains what is left.
+    """
+    import frontends
+    import graphcore
+    import optimizers
+
+    analysis = graphcore.analyze(frontends.load(model, (data[0][:1],)), mode="erase")
+    steps_per_epoch = (len(data[0]) + 63) // 64
+    opt = optimizers.get("h2spg")(
+        model, analysis, lr=lr, momentum=0.9, target_group_sparsity=sparsity,
+        start_pruning_steps=steps_per_epoch * max(1, epochs // 6),
+        pruning_steps=steps_per_epoch * max(1, round(epochs * window)),
+    )  # fmt: skip
+    _train(model, opt, data, epochs, f"H2SPG (erase {sparsity:g})", quiet, seed)
+    return analysis
+
+
+def erased_structures(model, analysis) -> list[int]:
+    """Ids of the erasable structures whose variables are all exactly zero (what construct removes)."""
+    import construct
+
+    return construct.erased_structures(model, analysis)
+
+
+def run_demo(quick: bool = False, mode: str = "prune") -> int:
+    """``mode="prune"``: digits, dense SGD vs DHSPG (target group sparsity 0.7) vs the pruned architecture
+    from scratch. ``mode="erase"``: a deep residual net, dense SGD vs H2SPG erasing half its blocks."""
+    if mode == "erase":
+        return run_erase_demo(quick)
+    if mode != "prune":
+        raise ValueError(f"mode must be 'prune' or 'erase', got {mode!r}")
     import copy
 
     import torch
@@ -198,6 +286,63 @@ def run_demo(quick: bool = False) -> int:
           f"the trained one by {same:.1e} (max abs, test set)")  # fmt: skip
     passed, verdict = _verdict(verified)
     print(f"ONNX export of the constructed model verified in onnxruntime: {verdict}")
+    return 0 if passed and same <= 1e-4 * max(1.0, scale) else 1
+
+
+def run_erase_demo(quick: bool = False) -> int:
+    """Digits: a residual net of 8 blocks trained once with H2SPG (half its blocks erased) against the
+    same net trained densely; the erased net is constructed, exported and verified in onnxruntime."""
+    import copy
+
+    import torch
+
+    import construct
+    from zigraph.summary import human
+
+    torch.manual_seed(0)
+    torch.set_num_threads(1)  # the nets are small: more threads only fight over a shared machine
+    epochs, blocks, width = (4, 4, 8) if quick else (18, 8, 16)
+    data = _digits()
+    xte, yte = data[2], data[3]
+    example = data[0][:1]
+    print(f"digits: {len(data[0])} training and {len(xte)} test images, {epochs} epochs each run; "
+          f"a residual net of {blocks} blocks, width {width}\n")  # fmt: skip
+
+    init = ResidualDigitsNet(blocks, width)
+    dense = copy.deepcopy(init)
+    opt = torch.optim.SGD(dense.parameters(), lr=0.05, momentum=0.9)
+    _train(dense, opt, data, epochs, "dense SGD", quick)
+
+    model = copy.deepcopy(init)
+    analysis = train_h2spg(model, data, epochs, 0.5, quick)
+    erased = erased_structures(model, analysis)
+    small = construct.to_torch(model, analysis)
+    with torch.no_grad():
+        same = float((model.eval()(xte) - small.eval()(xte)).abs().max())
+        scale = float(small(xte).abs().max())
+
+    erasable = sum(1 for s in analysis.structures if s.erasable)
+    runs = 20 if quick else 200
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="zigraph-demo-") as tmp:
+        for name, m, left in (
+            ("dense (SGD)", dense, erasable),
+            ("H2SPG, constructed", small, erasable - len(erased)),
+        ):
+            flops, lat = _onnx_stats(m, example, str(Path(tmp) / f"{len(rows)}.onnx"), runs)
+            params = sum(p.numel() for p in m.parameters())
+            rows.append((name, _accuracy(m, xte, yte), params, flops, left, lat))
+        verified = construct.to_onnx(small, (example,), str(Path(tmp) / "small.onnx"), reference=model)
+    base = rows[0]
+    print(f"\n{'':<22}{'accuracy':>9}{'params':>10}{'kept':>7}{'FLOPs':>10}{'blocks':>7}{'ORT ms':>8}")
+    for name, acc, params, flops, left, lat in rows:
+        print(f"{name:<22}{100 * acc:>8.1f}%{human(params):>10}{100 * params / base[2]:>6.1f}%"
+              f"{human(flops):>10}{left:>7}{lat:>8.3f}")  # fmt: skip
+    ids = ", ".join(map(str, erased)) or "-"
+    print(f"\nH2SPG erased {len(erased)} of {erasable} erasable structures ({ids}); the constructed model "
+          f"differs from the trained one by {same:.1e} (max abs, test set)")  # fmt: skip
+    passed, verdict = _verdict(verified)
+    print(f"ONNX export of the erased model verified in onnxruntime: {verdict}")
     return 0 if passed and same <= 1e-4 * max(1.0, scale) else 1
 
 

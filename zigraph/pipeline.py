@@ -177,11 +177,14 @@ def report_json(report: Report) -> str:
     return json.dumps(report.model_dump(), indent=2) + "\n"
 
 
-def ensure_sparsity(value: str) -> float:
+def ensure_sparsity(value: str, whole: bool = False) -> float:
+    """``--sparsity`` as a number in [0, 1) — or [0, 1] with ``whole``: erasing every structure is a
+    request (it erases the most that stays valid), pruning every channel of a group is not."""
+    span = "[0, 1]" if whole else "[0, 1)"
     try:
         f = float(value)
     except ValueError:
-        raise ZigraphError(f"--sparsity must be a number in [0, 1), got {value!r}") from None
-    if not 0.0 <= f < 1.0:
-        raise ZigraphError(f"--sparsity must be in [0, 1), got {f}")
+        raise ZigraphError(f"--sparsity must be a number in {span}, got {value!r}") from None
+    if not (0.0 <= f <= 1.0 if whole else 0.0 <= f < 1.0):
+        raise ZigraphError(f"--sparsity must be in {span}, got {f}")
     return f
