@@ -50,8 +50,9 @@ SIMPLE_ACTIVATIONS = frozenset({"relu", "leaky_relu", "tanh", "elu", "relu6", "h
 as ``x * g(x)`` by an exporter (SiLU, GELU, Mish, x²) — a joint inside the branch, after which the
 analysis may rightly stop the structure — so only these make an "it must be erasable" claim."""
 
-_STEMS = ("conv", "bn")
-"""Layers whose parameters, all zero, make their output exactly zero whatever the input."""
+_STEMS = ("conv", "bn", "linear", "ln", "rms", "attn")
+"""Layers whose parameters, all zero, make their output exactly zero whatever the input (attention: its
+output projection)."""
 
 
 @dataclass(frozen=True)
@@ -71,11 +72,36 @@ def _conv(out: int, k: int = 1, groups: int = 1, bias: bool = True, stride: int 
     return {"op": "conv", "out": out, "k": k, "stride": stride, "groups": groups, "bias": bias}
 
 
+def _stem(state: State, out: int, bias: bool = True) -> dict:
+    """The width-setting layer of the stream: a 1x1 conv on images, a Linear on tokens."""
+    if state[0] == "image":
+        return _conv(out, 1, bias=bias)
+    return {"op": "linear", "out": out, "bias": bias}
+
+
+def _norm(state: State, draw: st.DrawFn) -> dict:
+    if state[0] == "image":
+        return {"op": "bn"}
+    return {"op": draw(st.sampled_from(["ln", "rms"]))}
+
+
+def _pool_or_norm(state: State, draw: st.DrawFn) -> dict:
+    if state[0] == "image":
+        return {"op": "pool", "kind": draw(st.sampled_from(["max", "avg"])), "same": True}
+    return _norm(state, draw)
+
+
 @st.composite
 def _flat(draw: st.DrawFn, state: State, g: EraseGrammar) -> dict:
-    """One layer that keeps the spatial size: a conv (plain or depthwise), a BN, a pool or an act."""
+    """One layer that keeps the spatial size: a conv (plain or depthwise), a BN, a pool or an act; on
+    tokens a Linear, a LayerNorm or RMSNorm, or an act."""
     kind = draw(st.sampled_from(["conv", "act", "bn", "conv", "pool"]))
     c = channels(state)
+    if state[0] == "seq":
+        if kind == "conv":
+            return {"op": "linear", "out": draw(st.integers(1, g.max_channels)), "bias": draw(st.booleans())}
+        if kind != "act":
+            return _norm(state, draw)
     if kind == "conv":
         if draw(st.integers(0, 3)) == 0:
             return _conv(c, 3, groups=c, bias=draw(st.booleans()))
@@ -98,18 +124,18 @@ def _act(draw: st.DrawFn, g: EraseGrammar) -> dict:
 
 
 @st.composite
-def _tail(draw: st.DrawFn, g: EraseGrammar) -> list[dict]:
-    """What follows a branch's last stem: nothing (half the time), an activation, a BN, a pool."""
+def _tail(draw: st.DrawFn, g: EraseGrammar, state: State) -> list[dict]:
+    """What follows a branch's last stem: nothing (half the time), an activation, a norm, a pool."""
     n = draw(st.sampled_from([0, 0, 1, 2]))
     out: list[dict] = []
     for _ in range(n):
-        kind = draw(st.sampled_from(["act", "act", "bn", "pool"]))
+        kind = draw(st.sampled_from(["act", "act", "norm", "pool"]))
         if kind == "act":
             out.append(draw(_act(g)))
-        elif kind == "bn":
-            out.append({"op": "bn"})
+        elif kind == "norm":
+            out.append(_norm(state, draw))
         else:
-            out.append({"op": "pool", "kind": draw(st.sampled_from(["max", "avg"])), "same": True})
+            out.append(_pool_or_norm(state, draw))
     return out
 
 
@@ -129,8 +155,8 @@ def _body(
         layers.append(layer)
         state = step(layer, state)
     if width is not None and channels(state) != width:
-        layers.append(_conv(width, 1))
-    layers += draw(_tail(g))
+        layers.append(_stem(state, width))
+    layers += draw(_tail(g, state))
     return layers
 
 
@@ -140,8 +166,20 @@ def _block(draw: st.DrawFn, state: State, g: EraseGrammar, depth: int, nested: b
     kinds = [b for b in g.blocks if depth > 0 or b != "nested"]
     if nested:  # inside a body the size must come back: a projection would change it
         kinds = [b for b in kinds if b not in ("projection", "plain")] or ["residual"]
+    if state[0] != "image":  # a projection shortcut is a 1x1 conv: images only
+        kinds = [b for b in kinds if b != "projection"] or ["residual"]
     kind = draw(st.sampled_from(kinds))
     c = channels(state)
+    if kind == "residual" and state[0] == "seq" and draw(st.integers(0, 2)) == 0:
+        # a pre-norm transformer sub-block: x + Attn(Norm(x)) or x + MLP(Norm(x))
+        if draw(st.booleans()):
+            kv = draw(st.sampled_from([1, 2]))
+            attn = {"op": "attn", "heads": kv * draw(st.sampled_from([1, 2])), "kv_heads": kv,
+                    "head_dim": draw(st.integers(1, 4)), "bias": draw(st.booleans())}  # fmt: skip
+            return {"op": "residual", "body": [_norm(state, draw), attn]}
+        hidden = {"op": "linear", "out": draw(st.integers(1, 2 * g.max_channels)), "bias": True}
+        mlp = [_norm(state, draw), hidden, draw(_act(g)), _stem(state, c)]
+        return {"op": "residual", "body": mlp + draw(_tail(g, state))}
     if kind == "plain":
         return {"op": "act", "fn": draw(st.sampled_from(g.activations))}
     if kind == "residual":
@@ -172,13 +210,14 @@ def _block(draw: st.DrawFn, state: State, g: EraseGrammar, depth: int, nested: b
         for layer in before:
             mid = step(layer, mid)
         if channels(mid) != c:
-            before.append(_conv(c, 1))
+            before.append(_stem(state, c))
         inner = draw(_block(state, g, depth - 1, nested=True))
-        return {"op": "residual", "body": [*before, inner, *draw(_tail(g))]}
+        back = [] if channels(step(inner, state)) == c else [_stem(state, c)]  # a concat widens
+        return {"op": "residual", "body": [*before, inner, *back, *draw(_tail(g, state))]}
     # gate: x * f(body(x)); the body holds parameters, so there is something the analysis could claim
     body = draw(_body(state, g, depth, width=c))
-    if not any(layer["op"] in ("conv", "bn") for layer in body):
-        body = [_conv(c, 1), *body]
+    if not any(layer["op"] in _STEMS for layer in body):
+        body = [_stem(state, c), *body]
     return {"op": "gate", "body": body, "fn": draw(st.sampled_from(["sigmoid", "tanh", "relu"]))}
 
 
@@ -190,16 +229,21 @@ def _candidate(draw: st.DrawFn, state: State, g: EraseGrammar) -> list[dict]:
     if kind == "identity":
         return []
     if kind == "pool":
-        return [{"op": "pool", "kind": draw(st.sampled_from(["max", "avg"])), "same": True}]
+        return [_pool_or_norm(state, draw)]
     if kind == "act":
         return [draw(_act(g))]
+    if state[0] == "seq":  # a Linear, or a bottleneck of two
+        layers = [_stem(state, c, bias=draw(st.booleans()))]
+        if kind == "separable":
+            layers = [_stem(state, draw(st.integers(1, g.max_channels))), _stem(state, c)]
+        return layers + draw(_tail(g, state))
     if kind == "conv":
         layers = [_conv(c, draw(st.sampled_from([1, 3])), bias=draw(st.booleans()))]
     else:
         layers = [_conv(c, 3, groups=c, bias=False), _conv(c, 1, bias=False)]
     if draw(st.booleans()):
         layers.append({"op": "bn"})
-    return layers + draw(_tail(g))
+    return layers + draw(_tail(g, state))
 
 
 @st.composite
@@ -210,11 +254,14 @@ def erase_architectures(
     max_depth: int = 2,
     activations: tuple[str, ...] | None = None,
     head: bool | None = None,
+    kinds: tuple[str, ...] = ("image", "seq"),
 ) -> dict:
     """A random super-network spec with removable branches (see the module docstring).
 
     ``blocks`` narrows the block kinds (``BLOCKS``), ``activations`` the activations drawn anywhere
-    (``fuzz.arch.ACTIVATIONS``); ``head`` forces (True) or forbids (False) a GAP + Linear head.
+    (``fuzz.arch.ACTIVATIONS``); ``head`` forces (True) or forbids (False) a pooling + Linear head;
+    ``kinds``: images (``[1, C, H, W]``, one time in three when both) and token sequences (``[1, S, C]``,
+    with pre-norm attention and MLP sub-blocks among the residuals).
     """
     unknown = set(blocks) - set(BLOCKS) | set(activations or ()) - set(ACTIVATIONS)
     if unknown:
@@ -225,12 +272,21 @@ def erase_architectures(
         blocks=tuple(blocks),
         activations=tuple(ACTIVATIONS if activations is None else activations),
     )
+    if not kinds or set(kinds) - {"image", "seq"}:
+        raise ValueError(f"kinds must be drawn from ('image', 'seq'), got {kinds!r}")
     c_in = draw(st.integers(1, 3))
-    h, w = draw(st.integers(2, g.max_spatial)), draw(st.integers(2, g.max_spatial))
-    spec: dict = {"input": {"kind": "image", "shape": [1, c_in, h, w]}, "layers": [], "seed": 0}
+    image = "seq" not in kinds or ("image" in kinds and draw(st.integers(0, 2)) > 0)
+    if image:
+        h, w = draw(st.integers(2, g.max_spatial)), draw(st.integers(2, g.max_spatial))
+        inp = {"kind": "image", "shape": [1, c_in, h, w]}
+    else:
+        inp = {"kind": "seq", "shape": [1, draw(st.integers(1, g.max_spatial)), c_in]}
+    spec: dict = {"input": inp, "layers": [], "seed": 0}
     state = input_state(spec)
     if draw(st.integers(0, 3)) > 0:  # a stem; without one the first block sits on the graph input
-        stem = [_conv(draw(st.integers(2, g.max_channels)), 3), {"op": "bn"}, {"op": "act", "fn": "relu"}]
+        width = draw(st.integers(2, g.max_channels))
+        first = _conv(width, 3) if image else _stem(state, width)
+        stem = [first, _norm(state, draw), {"op": "act", "fn": "relu"}]
         for layer in stem:
             state = step(layer, state)
         spec["layers"] += stem
@@ -242,13 +298,15 @@ def erase_architectures(
         spec["layers"].append(layer)
         state = new
         if layer["op"] == "concat":  # a concat skip feeds a conv, whose input channels go with a branch
-            conv = _conv(draw(st.integers(1, g.max_channels)), draw(st.sampled_from([1, 3])))
+            width = draw(st.integers(1, g.max_channels))
+            conv = _conv(width, draw(st.sampled_from([1, 3]))) if image else _stem(state, width)
             spec["layers"].append(conv)
             state = step(conv, state)
         if draw(st.integers(0, 3)) == 0:  # between blocks, maybe an activation with f(0) != 0
             spec["layers"].append(draw(_act(g)))
     if head if head is not None else draw(st.booleans()):
-        spec["layers"] += [{"op": "gap"}, {"op": "head", "out": draw(st.integers(1, 4))}]
+        pool = {"op": "gap" if image else "mean_seq"}
+        spec["layers"] += [pool, {"op": "head", "out": draw(st.integers(1, 4))}]
     spec["seed"] = draw(st.integers(0, 2**16))
     return spec
 
@@ -290,11 +348,20 @@ def _own_params(prefix: str, layer: dict) -> list[str]:
         return [f"{prefix}weight"] + ([f"{prefix}bias"] if layer["bias"] else [])
     if layer["op"] == "bn":
         return [f"{prefix}weight", f"{prefix}bias"]
+    if layer["op"] == "linear":
+        return [f"{prefix}weight"] + ([f"{prefix}bias"] if layer.get("bias", True) else [])
+    if layer["op"] == "ln":  # nn.LayerNorm on tokens
+        return [f"{prefix}weight", f"{prefix}bias"]
+    if layer["op"] == "rms":
+        return [f"{prefix}weight"]
+    if layer["op"] == "attn":
+        names = [f"{prefix}{p}.weight" for p in "qkvo"]
+        return names + ([f"{prefix}{p}.bias" for p in "qkvo"] if layer.get("bias", True) else [])
     return []
 
 
 def _flat_only(body: list[dict]) -> bool:
-    return all(layer["op"] in ("conv", "bn", "act", "pool") for layer in body)
+    return all(layer["op"] in ("conv", "bn", "act", "pool", "linear", "ln", "rms", "attn") for layer in body)
 
 
 def _ends_in_zero(body: list[dict]) -> bool | None:
@@ -334,7 +401,12 @@ def branch_facts(spec: dict) -> list[BranchFact]:
             if zero is None:
                 continue
             params = frozenset(p for i, sub in enumerate(body) for p in _own_params(f"{where}mods.{i}.", sub))
-            simple = all(sub["op"] != "act" or sub["fn"] in SIMPLE_ACTIVATIONS for sub in body)
+            # RMSNorm written out multiplies x by a function of x, attention multiplies q by k: joints
+            # inside the branch, after which the analysis may rightly cut it into several structures.
+            simple = all(
+                (sub["op"] != "act" or sub["fn"] in SIMPLE_ACTIVATIONS) and sub["op"] not in ("rms", "attn")
+                for sub in body
+            )
             out.append(BranchFact(where, params, zero, certain=zero and simple))
     return out
 

@@ -216,7 +216,15 @@ def check_selection_rule(analysis: Any, seed: int, rounds: int = 4) -> None:
         _check_select(analysis, order, k)
 
 
+def _goes_with(analysis: Any, chosen: Iterable[int]) -> set[int]:
+    """The erasable structures that go when ``chosen`` go (nested ones included), as ``select`` counts."""
+    erased_by = getattr(analysis, "erased_by", None)
+    return set(erased_by(chosen)) if callable(erased_by) else {int(i) for i in chosen}
+
+
 def _check_select(analysis: Any, order: list[int], k: int) -> list[int]:
+    """``select(order, k)``: a valid set of erasable structures, none nested in another, taking at most k
+    structures with it; and when it takes fewer, no candidate it passed over could still have gone."""
     try:
         chosen = [int(i) for i in analysis.select(order, k)]
     except Exception as exc:
@@ -224,14 +232,23 @@ def _check_select(analysis: Any, order: list[int], k: int) -> list[int]:
     bad = [i for i in chosen if not analysis.structures[i].erasable]
     if bad:
         raise _fail(f"select(order, {k}) chose structures that are not erasable: {bad}")
-    if len(chosen) > k or len(set(chosen)) != len(chosen):
+    if len(set(chosen)) != len(chosen):
         raise _fail(f"select(order, {k}) chose {chosen}")
+    gone = _goes_with(analysis, chosen)
+    if len(gone) > k:
+        raise _fail(f"select(order, {k}) chose {chosen}, which takes {len(gone)} structures with it")
+    for i in chosen:
+        if i in _goes_with(analysis, [j for j in chosen if j != i]):
+            raise _fail(f"select(order, {k}) chose {i} and a structure it is nested in: {chosen}")
     if not analysis.valid(chosen):
         raise _fail(f"select(order, {k}) chose an invalid set {chosen}: {analysis.why_invalid(chosen)}")
-    if len(chosen) < k:  # it stopped short: no candidate it passed over could have joined
-        # (a candidate rejected early stays rejected: a superset of an invalid set is invalid)
+    if len(gone) < k:  # it stopped short: no candidate it passed over could have joined
+        # (a candidate rejected early stays rejected: what goes only grows, and a superset of an
+        # invalid erasure is invalid)
         for i in order:
-            if i not in chosen and analysis.structures[i].erasable and analysis.valid([*chosen, i]):
+            if i in gone or not analysis.structures[i].erasable:
+                continue
+            if len(gone | _goes_with(analysis, [i])) <= k and analysis.valid([*chosen, i]):
                 raise _fail(f"select(order, {k}) stopped at {chosen} although {i} could still be erased")
     return chosen
 
@@ -510,8 +527,12 @@ def check_spec_facts(spec: dict, analysis: Any) -> int:
                         "with f(0) != 0 after its last stem"
                     )
             held += 1
-        elif fact.certain:
-            if len(holders) != 1 or set(analysis.structures[next(iter(holders))].params) != fact.params:
+        elif fact.certain and holders:
+            # Torch names only: an exporter may store a weight under a new name (a Linear on tokens
+            # becomes a MatMul on a transposed copy), which the structure then holds instead.
+            held_by = analysis.structures[next(iter(holders))]
+            torch_named = {p for p in held_by.params if p.startswith("body.")}
+            if len(holders) != 1 or torch_named != fact.params & set(by_param):
                 raise _fail(
                     f"the branch {fact.where}… (parameters {sorted(fact.params)[:4]}) is not one structure: "
                     f"its parameters are in structures {sorted(holders)}"
