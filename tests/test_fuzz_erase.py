@@ -314,7 +314,8 @@ def test_blocks_are_the_documented_ones():
 @needs_construct
 def test_erase_the_shortcut_of_a_residual_whose_add_is_the_graph_output():
     """python -m fuzz (erase round): erase_onnx left the bypass Identity of a graph-output Add without an
-    input ('the erased model fails shape inference'), in wip-econstruct before 4cb3237."""
+    input ('the erased model fails shape inference') in wip-econstruct's work in progress; fixed before it
+    landed."""
     spec = {'input': {'kind': 'image', 'shape': [1, 1, 6, 2]},
             'layers': [{'op': 'conv', 'out': 7, 'k': 3, 'stride': 1, 'groups': 1, 'bias': True},
                        {'op': 'bn'},
