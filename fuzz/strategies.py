@@ -22,12 +22,15 @@ from dataclasses import dataclass, field, replace
 from hypothesis import strategies as st
 
 from fuzz.arch import ACTIVATIONS, EXPORTERS, SpecError, State, channels, input_state, step
+from fuzz.erase_arch import erase_architectures, plain_chains
 
 __all__ = [
     "ALL_OPS",
     "Grammar",
     "architectures",
+    "erase_architectures",
     "exporters",
+    "plain_chains",
     "removal_seeds",
 ]
 
