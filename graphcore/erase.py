@@ -631,11 +631,16 @@ class _Builder:
         return None
 
     def _zero_invariant(self, seg: list[int], variables: set[str]) -> str | None:
-        """Walk the segment with its variables at zero: is its output exactly zero?"""
+        """Walk the segment with its variables at zero: is its output exactly zero?
+
+        An operator that does not map zero to zero in the middle is fine when a later one zeroes the
+        stream again (conv → sigmoid → conv); one that turns a zero into inf/NaN is not, since a later
+        zero weight times NaN is still NaN.
+        """
         flow = self.flow
         memo: dict[int, bool] = {}
         z = False
-        became_zero = False
+        last_nonzero: Node | None = None
         for i in seg:
             node = flow.nodes[i]
             flags = [
@@ -645,14 +650,18 @@ class _Builder:
                 for v in node.inputs
             ]
             nz = output_is_zero(node, flags)
+            sees_zero = any(f and v is not None for f, v in zip(flags, node.inputs, strict=False))
+            if not nz and sees_zero and any(r.blows_up_at_zero(node) for r in declarations_for(node)):
+                return f"{node.label} turns the structure's zeros into inf or NaN"
             if z and not nz:
-                return (
-                    f"{node.label} after its last parameter does not map zero to zero, so the structure's"
-                    " output is not zero when its parameters are"
-                )
+                last_nonzero = node
             z = nz
-            became_zero = became_zero or z
         if not z:
+            if last_nonzero is not None:
+                return (
+                    f"{last_nonzero.label} does not map zero to zero and no later operator zeroes the"
+                    " stream again, so the structure's output is not zero when its parameters are"
+                )
             return "no operator in it makes its output exactly zero when its parameters are zero"
         return None
 

@@ -213,3 +213,20 @@ def test_select_counts_what_goes_with_an_enclosing_structure() -> None:
     assert a.select([inner, outer], 2) == [outer], "the inner one is folded into the outer one"
     assert a.select([outer, inner], 2) == [outer], "the inner one goes with the outer one already"
     assert a.select([outer, inner], 1) == [inner], "the outer one would take two"
+
+
+def test_a_zero_turned_into_nan_inside_a_branch_is_not_erasable() -> None:
+    class Poison(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = torch.nn.Conv2d(3, 8, 3, 1, 1)
+            self.a = torch.nn.Conv2d(8, 8, 1)
+            self.b = torch.nn.Conv2d(8, 8, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = self.stem(x)
+            return x + self.b(torch.log(self.a(x)))  # a zeroed: log(0) = -inf, and 0 × -inf = NaN
+
+    a = _from_torch(Poison().eval(), _image())
+    branch = [s for s in a.structures if "a.weight" in s.params]
+    assert branch and not branch[0].erasable and "inf or NaN" in (branch[0].reason or "")
