@@ -26,7 +26,6 @@ from fuzz.erase_properties import (
     check_h2spg,
     check_selection_rule,
     check_spec_facts,
-    has_module,
 )
 from fuzz.properties import PropertyFailure
 from fuzz.runner import Stats, regression_test, summary
@@ -39,27 +38,6 @@ def _conv(k: int, bias: bool) -> dict:
 
 
 FAST = settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large], deadline=None)
-
-
-def _have(module: str) -> bool:
-    package, _, name = module.rpartition(".")
-    return has_module(package, name)
-
-
-needs_erase = pytest.mark.skipif(not _have("graphcore.erase"), reason="the erasing analysis is not here yet")
-needs_construct = pytest.mark.skipif(
-    not _have("construct.erase_onnx"), reason="erasing construct is not here yet"
-)
-
-
-def _h2spg_available() -> bool:
-    import optimizers
-
-    try:
-        optimizers.get("h2spg")
-    except Exception:
-        return False
-    return True
 
 
 # -- the grammar ---------------------------------------------------------------------------------------
@@ -140,7 +118,6 @@ def test_plain_chains_are_plain(spec):
 
 
 # -- the properties --------------------------------------------------------------------------------------
-@needs_erase
 @FAST
 @given(spec=plain_chains(), exporter=st.sampled_from(["torchscript", "torchscript-preserve"]))
 def test_a_plain_chain_has_nothing_to_erase(spec, exporter):
@@ -148,7 +125,6 @@ def test_a_plain_chain_has_nothing_to_erase(spec, exporter):
     assert out.erasable == 0 and out.selections == 0
 
 
-@needs_erase
 @settings(max_examples=10, suppress_health_check=list(HealthCheck), deadline=None)
 @given(spec=erase_architectures(blocks=("gate", "residual"), max_blocks=2))
 def test_gates_are_never_erasable(spec):
@@ -159,8 +135,6 @@ def test_gates_are_never_erasable(spec):
     assert not held & gate_params(spec)
 
 
-@needs_erase
-@needs_construct
 @settings(max_examples=8, suppress_health_check=list(HealthCheck), deadline=None)
 @given(
     spec=erase_architectures(max_blocks=3),
@@ -171,8 +145,6 @@ def test_random_super_networks_erase_exactly(spec, seed, exporter):
     check_erase_architecture(spec, seed, exporter, h2spg=False)
 
 
-@needs_erase
-@needs_construct
 def test_the_erase_properties_are_not_vacuous():
     # A derandomized batch must erase and verify something, in ONNX and in torch.
     total = EraseCount()
@@ -187,9 +159,6 @@ def test_the_erase_properties_are_not_vacuous():
     assert total.changed_by_zeroing > 0, total.describe()
 
 
-@needs_erase
-@needs_construct
-@pytest.mark.skipif(not _h2spg_available(), reason="the h2spg optimizer is not here yet")
 @settings(
     max_examples=4, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large], deadline=None
 )
@@ -218,7 +187,6 @@ def _claim_erasable(analysis, sid):
     return analysis
 
 
-@needs_erase
 def test_a_wrong_erasability_claim_is_caught_by_the_spec_facts():
     built = build(_SIGMOID_TAIL)
     analysis = check_erase_analysis(frontends.load(built.module, built.inputs))
@@ -229,8 +197,6 @@ def test_a_wrong_erasability_claim_is_caught_by_the_spec_facts():
         check_spec_facts(_SIGMOID_TAIL, _claim_erasable(analysis, sid))
 
 
-@needs_erase
-@needs_construct
 def test_a_wrong_erasability_claim_is_caught_by_exactness():
     # Erasing a branch that ends in a sigmoid drops 0.5 from the sum: onnxruntime and torch both see it.
     built = build(_SIGMOID_TAIL)
@@ -310,8 +276,6 @@ def test_blocks_are_the_documented_ones():
 
 
 # -- regressions found by the fuzzer ------------------------------------------------------------------------
-@needs_erase
-@needs_construct
 def test_erase_the_shortcut_of_a_residual_whose_add_is_the_graph_output():
     """python -m fuzz (erase round): erase_onnx left the bypass Identity of a graph-output Add without an
     input ('the erased model fails shape inference') in wip-econstruct's work in progress; fixed before it
@@ -331,9 +295,6 @@ def test_erase_the_shortcut_of_a_residual_whose_add_is_the_graph_output():
     assert out.selections >= 2 and out.nodes_removed > 0
 
 
-@needs_erase
-@needs_construct
-@pytest.mark.skipif(not _h2spg_available(), reason="the h2spg optimizer is not here yet")
 def test_h2spg_zeros_survive_to_an_exact_erasure_after_export():
     """python -m fuzz (erase round): after H2SPG, torch.onnx.export stores equal (all-zero) weights once, so
     the ONNX analysis sees them shared; the check must still hold and count the loss, not crash on it."""
@@ -355,7 +316,6 @@ def test_h2spg_zeros_survive_to_an_exact_erasure_after_export():
     assert out.h2spg_runs == 1 and out.h2spg_erased >= 1, out
 
 
-@needs_erase
 @pytest.mark.parametrize("kind", ["max", "avg"])
 def test_a_pool_after_the_last_conv_keeps_a_residual_branch_erasable_from_torch(kind):
     """python -m fuzz (erase round): the branch conv -> 3x3 pool (stride 1, padding 1) of a residual was
@@ -372,7 +332,6 @@ def test_a_pool_after_the_last_conv_keeps_a_residual_branch_erasable_from_torch(
     check_spec_facts(spec, check_erase_analysis(frontends.load(built.module, built.inputs)))
 
 
-@needs_erase
 def test_an_activation_between_two_convs_keeps_a_residual_branch_erasable():
     """python -m fuzz (erase round): conv -> sigmoid -> conv in a residual body is refused with "Sigmoid ...
     after its last parameter does not map zero to zero" — the Sigmoid is not after the last parameter,
@@ -388,7 +347,6 @@ def test_an_activation_between_two_convs_keeps_a_residual_branch_erasable():
     assert [s.erasable for s in analysis.structures] == [True], analysis.structures[0].reason
 
 
-@needs_erase
 def test_an_erase_round_counts_what_it_checked():
     import time
 
@@ -400,8 +358,6 @@ def test_an_erase_round_counts_what_it_checked():
     assert all("def test_fuzz_erase_" in f.test for f in stats.findings.values()), lines
 
 
-@needs_erase
-@needs_construct
 def test_the_erase_fuzzer_catches_a_wrong_zero_rule():
     # Mutation testing of the fuzzer: claim Sigmoid maps a zero input to zero. A branch ending in a
     # sigmoid then looks erasable, and erasing it drops sigmoid(0) = 0.5 from the sum. Only the ONNX
