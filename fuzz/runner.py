@@ -155,6 +155,21 @@ class _Stop(Exception):
     pass
 
 
+def _round_settings(examples: int) -> settings:
+    """How every fuzzing round runs hypothesis: its own seed, no database, quiet, shrink what fails."""
+    return settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        derandomize=False,
+        suppress_health_check=list(HealthCheck),
+        phases=[Phase.generate, Phase.shrink],
+        report_multiple_bugs=False,
+        print_blob=False,
+        verbosity=Verbosity.quiet,
+    )
+
+
 def _architecture_round(
     stats: Stats,
     round_seed: int,
@@ -169,17 +184,7 @@ def _architecture_round(
     failing: dict = {}
 
     @hypothesis_seed(round_seed)
-    @settings(
-        max_examples=examples,
-        deadline=None,
-        database=None,
-        derandomize=False,
-        suppress_health_check=list(HealthCheck),
-        phases=[Phase.generate, Phase.shrink],
-        report_multiple_bugs=False,
-        print_blob=False,
-        verbosity=Verbosity.quiet,
-    )
+    @_round_settings(examples)
     @given(spec=architectures(), removal_seed=removal_seeds(), exporter=exporters(slow=slow))
     def prop(spec: dict, removal_seed: int, exporter: str) -> None:
         if time.monotonic() > deadline and not failing:
@@ -241,17 +246,7 @@ def _erase_round(
     failing: dict = {}
 
     @hypothesis_seed(round_seed)
-    @settings(
-        max_examples=examples,
-        deadline=None,
-        database=None,
-        derandomize=False,
-        suppress_health_check=list(HealthCheck),
-        phases=[Phase.generate, Phase.shrink],
-        report_multiple_bugs=False,
-        print_blob=False,
-        verbosity=Verbosity.quiet,
-    )
+    @_round_settings(examples)
     @given(spec=erase_architectures(), erase_seed=removal_seeds(), exporter=exporters(slow=slow))
     def prop(spec: dict, erase_seed: int, exporter: str) -> None:
         if time.monotonic() > deadline and not failing:

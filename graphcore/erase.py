@@ -30,7 +30,6 @@ from graphcore.errors import AnalysisError
 from graphcore.groups import NodeGroup, ParamSlice, PruneAnalysis
 from graphcore.ir import Graph, Node, Value
 from graphcore.ops import ErasedInput, declarations_for, output_is_zero, rule_for
-from graphcore.report import GroupReport, ModelInfo, ParamRef, RemovedSlice, Report
 
 __all__ = ["EraseAnalysis", "ErasePlan", "Structure", "analyze_erase", "erased_input"]
 
@@ -232,45 +231,6 @@ class EraseAnalysis(PruneAnalysis):
         """Structures whose variables are all exactly zero (``norms[id] <= atol``), kept valid."""
         zero = [s.id for s in self.structures if s.erasable and s.params and norms[s.id] <= atol]
         return self.select(zero, len(zero))
-
-    # -- the report ----------------------------------------------------------------------------------
-    def report(self, removed: list[ParamSlice] | None = None) -> Report:
-        graph = self.graph
-        groups = [
-            GroupReport(
-                id=s.id,
-                size=1,
-                params=[ParamRef(name=p, axis=0) for p in s.params],
-                prunable=s.erasable,
-                reason=s.reason,
-                num_params=s.num_params,
-                flops=s.flops,
-                parent=s.parent,
-                nodes=[*s.segment, *s.dies_with],
-            )
-            for s in self.structures
-        ]
-        erasable = sum(1 for s in self.structures if s.erasable)
-        return Report(
-            model=ModelInfo(
-                name=graph.name, format=graph.format, opset=graph.opset, source=graph.meta.get("source")
-            ),
-            mode="erase",
-            num_nodes=len(graph.nodes),
-            vertex_kinds=dict(self.vertex_kinds),
-            unknown_ops=dict(self.unknown_ops),
-            params_total=self.params_total,
-            params_prunable=self.params_prunable,
-            flops_total=self.flops_total,
-            num_groups=len(self.structures),
-            num_prunable_groups=erasable,
-            num_zigs=len(self.structures),
-            num_prunable_zigs=erasable,
-            groups=groups,
-            removed=None
-            if removed is None
-            else [RemovedSlice(param=s.param, axis=s.axis, indices=list(s.indices)) for s in removed],
-        )
 
     @property
     def params_prunable(self) -> int:
@@ -479,6 +439,7 @@ def analyze_erase(graph: Graph, prune: PruneAnalysis) -> EraseAnalysis:
                 flops=s.flops,
                 nodes=[*s.segment, *s.dies_with],
                 min_keep=0,
+                parent=s.parent,
             )
         )
     return EraseAnalysis(

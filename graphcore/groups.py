@@ -51,6 +51,7 @@ class NodeGroup:
     flops: int = 0
     nodes: list[str] = field(default_factory=list)
     min_keep: int = 1
+    parent: int | None = None  # erasing: the structure whose erasure also removes this one
 
     @property
     def size(self) -> int:
@@ -165,6 +166,7 @@ class PruneAnalysis:
                 reason=g.reason,
                 num_params=g.num_params,
                 flops=g.flops,
+                parent=g.parent,
                 nodes=g.nodes,
             )
             for g in self.groups
