@@ -254,8 +254,9 @@ class EraseAnalysis(PruneAnalysis):
 
         An Add/Sum/Concat joint that lost some inputs keeps the others: a Sum only where they already
         have its output's shape, a Concat only where each lost input is an erased branch whose channels
-        the plan cuts. One that lost every input is gone too (a zero its consumers drop in turn); any
-        other operator that lost an input is gone. Returns the first joint that cannot drop its input.
+        the plan cuts. One that lost every input is gone too (a zero its consumers drop in turn), and so
+        is any other operator that lost an input — as long as it maps those zeros to zero. Returns the
+        first place where the erased network would differ from the zeroed one.
         """
         flow = self._flow
         n = len(flow.nodes)
@@ -281,7 +282,19 @@ class EraseAnalysis(PruneAnalysis):
                 continue
             node = flow.nodes[i]
             if not flow.joint[i] or erased_input(node) is None or len(dead) == len(ins):
+                # it reads only zeros where erased structures were: gone, as a zero, when it maps them to
+                # zero (a sum of erased branches, a ReLU after it); otherwise the zeroed network computes
+                # a value here (sigmoid(0) = 0.5) that the erased one would not
                 alive[i] = False
+                gone = [
+                    v is not None and v.producer is not None and not alive[flow.index[v.producer.name]]
+                    for v in node.inputs
+                ]
+                if problem is None and not output_is_zero(node, gone):
+                    problem = (
+                        f"{node.label} would read zeros where erased structures were and does not map"
+                        " them to zero"
+                    )
                 continue
             if problem is None:
                 problem = self._drop_problem(node, dead, cut, alive)

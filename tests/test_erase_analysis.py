@@ -230,3 +230,40 @@ def test_a_zero_turned_into_nan_inside_a_branch_is_not_erasable() -> None:
     a = _from_torch(Poison().eval(), _image())
     branch = [s for s in a.structures if "a.weight" in s.params]
     assert branch and not branch[0].erasable and "inf or NaN" in (branch[0].reason or "")
+
+
+def test_erasing_every_input_of_a_sum_before_a_sigmoid_is_invalid() -> None:
+    """python -m fuzz --seed 1111 (erase round): x + sigmoid(a(x) + b(x)) with a and b erased was
+    accepted; the zeroed network adds sigmoid(0) = 0.5, the erased one nothing."""
+
+    class SumThenSigmoid(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = torch.nn.Linear(4, 4, bias=False)
+            self.b = torch.nn.Linear(4, 4, bias=False)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + torch.sigmoid(self.a(x) + self.b(x))
+
+    a = _from_torch(SumThenSigmoid().eval(), torch.randn(2, 4))
+    er = _erasable(a)
+    assert len(er) == 2 and a.valid(er[:1]) and a.valid(er[1:])
+    assert not a.valid(er) and "does not map them to zero" in (a.why_invalid(er) or "")
+    assert a.select(er, 2) == er[:1]
+
+
+def test_erasing_every_input_of_a_sum_before_a_relu_stays_valid() -> None:
+    class SumThenRelu(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = torch.nn.Linear(4, 4, bias=False)
+            self.b = torch.nn.Linear(4, 4, bias=False)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + torch.relu(self.a(x) + self.b(x))
+
+    a = _from_torch(SumThenRelu().eval(), torch.randn(2, 4))
+    er = _erasable(a)
+    assert len(er) == 2 and a.valid(er)
+    plan = a.plan(er)
+    assert any(n.op == "Relu" and n.name in plan.removed_nodes for n in a.graph.nodes)

@@ -384,3 +384,29 @@ def test_the_erase_fuzzer_catches_a_wrong_zero_rule():
         register_rule(old, replace=True)
     assert found
     check_erase_architecture(_SIGMOID_TAIL, 0, "torchscript", torch_side=False)  # the true rule: clean
+
+
+def test_fuzz_erase_soundness_erase_onnx_the_erased_model():
+    """python -m fuzz --seed 1111: SOUNDNESS (erase, onnx): the erased model differs from the zeroed original:
+    max relative error 7.991e-01 > 0.0001 (erased structures [0, 1]) — both branches of a sum before a
+    sigmoid were erased together, and sigmoid(0) = 0.5 is not nothing."""
+    spec = {
+        "input": {"kind": "seq", "shape": [1, 1, 1]},
+        "layers": [
+            {
+                "op": "residual",
+                "body": [
+                    {
+                        "op": "sum",
+                        "branches": [
+                            [{"op": "linear", "out": 1, "bias": False}],
+                            [{"op": "linear", "out": 1, "bias": False}],
+                        ],
+                    },
+                    {"op": "act", "fn": "sigmoid"},
+                ],
+            }
+        ],
+        "seed": 0,
+    }
+    check_erase_architecture(spec, seed=0, exporter="torchscript")
