@@ -210,26 +210,12 @@ def _architecture_round(
                 else:
                     pool[stats.architectures % 64] = (spec, exporter, kept[0])
             return
-        sig = signature(message)
-        known = stats.findings.get(sig)
-        if known is not None and known.kind == "architecture":
+        if _already_reported(stats, "architecture", message):
             return  # already shrunk and reported once: do not spend the budget shrinking it again
         failing.update(spec=spec, removal_seed=removal_seed, exporter=exporter, message=message)
         raise PropertyFailure(message)
 
-    try:
-        prop()
-    except Exception:  # the failure, or hypothesis's report that its replay did not fail (Flaky)
-        if not failing:
-            raise
-        message = failing["message"]
-        sig = signature(message)
-        if sig in stats.findings:
-            stats.findings[sig].count += 1
-            return
-        test = regression_test("architecture", failing, message, run_seed)
-        stats.findings[sig] = Finding("architecture", message, test)
-        log(f"\nFAILURE (architecture): {message}\n--- regression test ---\n{test}")
+    _run_round(prop, stats, "architecture", failing, run_seed, log)
 
 
 def _erase_round(
@@ -263,16 +249,31 @@ def _erase_round(
         else:
             stats.erase.add(out)
             return
-        sig = signature(message)
-        known = stats.findings.get(sig)
-        if known is not None and known.kind == "erase":
+        if _already_reported(stats, "erase", message):
             return
         failing.update(spec=spec, erase_seed=erase_seed, exporter=exporter, message=message)
         raise PropertyFailure(message)
 
+    _run_round(prop, stats, "erase", failing, run_seed, log)
+
+
+def _already_reported(stats: Stats, kind: str, message: str) -> bool:
+    known = stats.findings.get(signature(message))
+    return known is not None and known.kind == kind
+
+
+def _run_round(
+    prop: Callable[[], None],
+    stats: Stats,
+    kind: str,
+    failing: dict,
+    run_seed: int,
+    log: Callable[[str], None],
+) -> None:
+    """Run one hypothesis property; a failure it shrank is counted once and printed as a regression test."""
     try:
         prop()
-    except Exception:
+    except Exception:  # the failure, or hypothesis's report that its replay did not fail (Flaky)
         if not failing:
             raise
         message = failing["message"]
@@ -280,9 +281,9 @@ def _erase_round(
         if sig in stats.findings:
             stats.findings[sig].count += 1
             return
-        test = regression_test("erase", failing, message, run_seed)
-        stats.findings[sig] = Finding("erase", message, test)
-        log(f"\nFAILURE (erase): {message}\n--- regression test ---\n{test}")
+        test = regression_test(kind, failing, message, run_seed)
+        stats.findings[sig] = Finding(kind, message, test)
+        log(f"\nFAILURE ({kind}): {message}\n--- regression test ---\n{test}")
 
 
 def _malformed_round(
