@@ -24,7 +24,7 @@ import numpy as np
 from graphcore.errors import ZigraphError
 from graphcore.groups import ParamSlice
 from graphcore.report import EraseResult, Report, VerifyReport
-from zigraph.pipeline import LoadedModel, _onnx_params
+from zigraph.pipeline import LoadedModel, _onnx_params, publish_if_verified, staged_path
 
 __all__ = ["InternalError", "NothingToErase", "erase", "erase_order", "structure_scores"]
 
@@ -157,20 +157,13 @@ def erase(
         gone = analysis.erased_by(erased)  # with the structures nested in them
         plan = analysis.plan(erased)
     target = Path(out)
-    staged = target.with_name(f".zigraph-staged-{os.getpid()}-{target.name}")
+    staged = staged_path(target)
     try:
         with _stage("constructing the erased model of", source):
             built = _build(
                 loaded, analysis, erased, plan, (staged, target.name + ".data"), verify, samples, seed
             )
-        output: str | None = None
-        if built.verification is None or built.verification.passed:
-            os.replace(staged, target)
-            output = str(target)
-        else:
-            data = target.with_name(target.name + ".data")
-            if data.exists() and not target.exists():
-                data.unlink()
+        output = publish_if_verified(staged, target, built.verification)
         with _stage("measuring the erased model of", source):
             flops_after = _flops(output or None, analysis.flops_total, plan)
     finally:

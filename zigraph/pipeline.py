@@ -82,17 +82,10 @@ def prune(
     target = Path(out)
     # Written under a temporary name and published only once verified: a run that fails for any
     # reason, or a model that does not verify, leaves nothing at ``target``.
-    staged = target.with_name(f".zigraph-staged-{os.getpid()}-{target.name}")
+    staged = staged_path(target)
     try:
         built = _prune_staged(loaded, analysis, chosen, staged, target.name + ".data", verify, samples)
-        output: str | None = None
-        if built.verification is None or built.verification.passed:
-            os.replace(staged, target)
-            output = str(target)
-        else:
-            data = target.with_name(target.name + ".data")
-            if data.exists() and not target.exists():
-                data.unlink()
+        output = publish_if_verified(staged, target, built.verification)
     finally:
         if staged.exists():
             staged.unlink()
@@ -166,6 +159,23 @@ def _prune_staged(
         int(sum(p.numel() for p in small_module.parameters())),
         torch_report if verify else None,
     )
+
+
+def staged_path(target: Path) -> Path:
+    """Where a job writes its model before it is verified (beside ``target``, so publishing is a rename)."""
+    return target.with_name(f".zigraph-staged-{os.getpid()}-{target.name}")
+
+
+def publish_if_verified(staged: Path, target: Path, verification: VerifyReport | None) -> str | None:
+    """Rename the staged model to ``target`` unless it failed verification; then no model is left at
+    ``target``, nor the external data written for it. Returns the published path or None."""
+    if verification is None or verification.passed:
+        os.replace(staged, target)
+        return str(target)
+    data = target.with_name(target.name + ".data")
+    if data.exists() and not target.exists():
+        data.unlink()
+    return None
 
 
 def _onnx_params(model: onnx.ModelProto) -> int:
