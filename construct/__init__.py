@@ -8,9 +8,9 @@ from typing import Any
 
 import onnx
 
-from construct.onnx_erase import erase_onnx
 from construct.erase_zeros import erased_structures
 from construct.onnx_construct import prune_onnx, save_onnx, zero_slices, zig_norms
+from construct.onnx_erase import erase_onnx
 from construct.verify import DEFAULT_RTOL, VerifyReport, compare_models
 from graphcore.erase import EraseAnalysis
 from graphcore.errors import ZigraphError

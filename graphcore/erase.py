@@ -98,6 +98,7 @@ class EraseAnalysis(PruneAnalysis):
     prune: PruneAnalysis | None = field(default=None, repr=False)
     flow: _Flow | None = field(default=None, repr=False)
     concat_zigs: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+    params_erasable: int = 0
 
     @property
     def _flow(self) -> _Flow:
@@ -111,20 +112,23 @@ class EraseAnalysis(PruneAnalysis):
         return self.why_invalid(erased) is None
 
     def why_invalid(self, erased: Iterable[int]) -> str | None:
-        ids = self._ids(erased)
+        return self._check(self._ids(erased))[1]
+
+    def _check(self, ids: list[int]) -> tuple[list[bool], str | None]:
+        """Which nodes still compute something, and why the selection is not valid (None when it is)."""
         bad = [i for i in ids if not self.structures[i].erasable]
         if bad:
             s = self.structures[bad[0]]
-            return f"structure {s.id} is not erasable: {s.reason}"
+            return [], f"structure {s.id} is not erasable: {s.reason}"
         alive, problem = self._forward(ids)
         if problem is not None:
-            return problem
+            return alive, problem
         flow = self._flow
         for v in self.graph.outputs:
             p = v.producer
             if p is not None and not alive[flow.index[p.name]]:
-                return f"graph output '{v.name}' would no longer be computed"
-        return None
+                return alive, f"graph output '{v.name}' would no longer be computed"
+        return alive, None
 
     def select(self, order: Sequence[int], k: int) -> list[int]:
         """The hierarchical search (ALGORITHMS.md §5.1): walk ``order`` (most redundant first) and keep a
@@ -176,11 +180,10 @@ class EraseAnalysis(PruneAnalysis):
     def plan(self, erased: Iterable[int]) -> ErasePlan:
         """Nodes that go, joints that are rewired, parameters and slices that vanish."""
         ids = self._ids(erased)
-        why = self.why_invalid(ids)
+        alive, why = self._check(ids)
         if why is not None:
             raise AnalysisError(f"cannot erase structures {ids}: {why}")
         flow = self._flow
-        alive, _ = self._forward(ids)
         needed = self._backward(alive)
         removed_nodes = [flow.nodes[i].name for i in range(len(flow.nodes)) if not needed[i]]
         bypass: dict[str, str] = {}
@@ -227,19 +230,10 @@ class EraseAnalysis(PruneAnalysis):
             removed=[s for s in slices if s is not None],
         )
 
-    def erased_from_norms(self, norms: np.ndarray, atol: float = 0.0) -> list[int]:
-        """Structures whose variables are all exactly zero (``norms[id] <= atol``), kept valid."""
-        zero = [s.id for s in self.structures if s.erasable and s.params and norms[s.id] <= atol]
-        return self.select(zero, len(zero))
-
     @property
     def params_prunable(self) -> int:
         """Parameters that vanish when some erasable structure is erased (with what dies with it)."""
-        names: set[str] = set()
-        for s in self.structures:
-            if s.erasable:
-                names.update(self._params_of_nodes([*s.segment, *s.dies_with]))
-        return sum(self._numel(n) for n in names if self.trainable.get(n))
+        return self.params_erasable
 
     # -- internals -----------------------------------------------------------------------------------
     def _ids(self, erased: Iterable[int]) -> list[int]:
@@ -338,29 +332,6 @@ class EraseAnalysis(PruneAnalysis):
         if not shape or v is None or not _is_weight(v):
             return None
         return ParamSlice(name, 0, tuple(range(shape[0])))
-
-    def _params_of_nodes(self, names: Iterable[str]) -> set[str]:
-        gone = set(names)
-        out: set[str] = set()
-        for name in gone:
-            node = self._flow.nodes[self._flow.index[name]]
-            for v in _param_sources(node, self._flow):
-                if all(c.name in gone or not self._reaches(c, gone) for c, _ in v.consumers):
-                    out.add(v.name)
-        return out
-
-    def _reaches(self, node: Node, gone: set[str]) -> bool:
-        """Does a constant-subgraph node feed anything outside ``gone``? (It is then still used.)"""
-        if node.name in gone:
-            return False
-        flow = self._flow
-        i = flow.index[node.name]
-        if flow.is_data[i]:
-            return True
-        return flow.feeds_output[i] or any(self._reaches(flow.nodes[c], gone) for c in flow.consumers[i])
-
-    def _numel(self, name: str) -> int:
-        return math.prod(self.param_shapes.get(name, ()) or (1,))
 
 
 def _is_weight(v: Value) -> bool:
@@ -472,6 +443,7 @@ def analyze_erase(graph: Graph, prune: PruneAnalysis) -> EraseAnalysis:
         prune=prune,
         flow=flow,
         concat_zigs=builder.concat_zigs,
+        params_erasable=sum(n for _, n in builder.erasable_params),
     )
 
 
@@ -511,6 +483,7 @@ class _Builder:
         self.data_consumers = data_consumers
         self.prune = prune
         self.concat_zigs: dict[int, np.ndarray] = {}
+        self.erasable_params: set[tuple[str, int]] = set()  # (name, numel) owned by an erasable structure
         self._zig_params: dict[int, set[str]] | None = None
 
     # -- one structure ---------------------------------------------------------------------------------
@@ -552,6 +525,10 @@ class _Builder:
         gone_names = {flow.nodes[i].name for i in gone}
         owned = self._owned_params(gone_names)
         s.num_params = sum(v.numel or 0 for v in owned if v.trainable)
+        if s.erasable:
+            self.erasable_params.update(
+                (v.name, math.prod(v.static_shape or ())) for v in owned if v.trainable
+            )
         s.flops = int(sum(node_flops(flow.nodes[i]) for i in gone))
         return s
 

@@ -8,6 +8,7 @@ set is valid) are erased; the small model must equal the original with ``plan.re
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +41,8 @@ def _cases() -> list:
 
 def _half(a: EraseAnalysis, norms: np.ndarray) -> list[int]:
     """Half of the erasable structures, smallest root-mean-square weights first, kept valid."""
-    numel = np.array([max(1, sum(a._numel(p) for p in s.params)) for s in a.structures], dtype=np.float64)
+    sizes = [sum(math.prod(a.param_shapes[p]) for p in s.params) for s in a.structures]
+    numel = np.maximum(np.array(sizes, dtype=np.float64), 1.0)
     rms = norms[: len(a.structures)] / np.sqrt(numel)
     erasable = [s.id for s in a.structures if s.erasable]
     order = sorted(erasable, key=lambda i: (rms[i], i))
