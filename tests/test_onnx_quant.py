@@ -1,0 +1,433 @@
+"""Quantized ONNX models prune exactly in the quantized domain, verified in onnxruntime.
+
+A removed channel of a quantized tensor is its zero point, not 0: the zeroed reference fills removed
+weight slices with their zero point, per-axis scales and zero points are cut with their channel, and a
+zero flag crosses a Q -> DQ pair only when both use the same zero point. Hand-built graphs cover each
+pattern (QDQ per tensor / per channel, int8 / uint8 / int4, blocked; QLinearConv; MatMulInteger), and
+files written by onnxruntime's own ``quantize_static`` / ``quantize_dynamic`` are pruned at 50% through
+the public pipeline.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import construct
+import frontends
+import graphcore
+from construct.onnx_construct import zero_slices
+from construct.verify import compare_models
+from tests.helpers import analyze, group_of
+from tests.onnx_builder import G
+
+# Measured: every quantized model here verifies with max_abs == 0 (integer accumulation with the zero
+# point in removed slices contributes exactly nothing; requantization then sees the same integers).
+QUANT_RTOL = 1e-4
+
+_NP = {TensorProto.INT8: np.int8, TensorProto.UINT8: np.uint8}
+
+
+def _q(g: G, name: str, arr: np.ndarray, dtype=None) -> str:
+    t = (
+        numpy_helper.from_array(arr, name)
+        if dtype is None
+        else helper.make_tensor(name, dtype, arr.shape, arr)
+    )
+    g.inits.append(t)
+    return name
+
+
+def _qweight(
+    g: G, name: str, shape: tuple[int, ...], elem: int, per_channel: bool, axis: int = 0
+) -> tuple[str, str, str]:
+    """A quantized weight (values, scale, zero point): symmetric int8, or uint8 with zero points away
+    from 0 (so that zeroing a slice to 0 instead of its zero point would show)."""
+    rng = g.rng
+    n = shape[axis] if per_channel else 1
+    if elem == TensorProto.INT8:
+        q = rng.integers(-100, 100, shape).astype(np.int8)
+        zp = np.zeros(n, np.int8)
+    else:
+        q = rng.integers(0, 255, shape).astype(np.uint8)
+        zp = rng.integers(90, 160, n).astype(np.uint8)
+    scale = (rng.random(n) * 0.01 + 0.005).astype(np.float32)
+    if not per_channel:
+        zp, scale = zp.reshape(()), scale.reshape(())
+    return _q(g, name, q), _q(g, name + "_scale", scale), _q(g, name + "_zp", zp)
+
+
+def _dq(g: G, q: str, s: str, zp: str | None, axis: int = 0) -> str:
+    return str(g.op("DequantizeLinear", [q, s] + ([zp] if zp else []), axis=axis))
+
+
+def _qdq_act(g: G, x: str, zp: int, elem: int, zp_read: int | None = None) -> str:
+    """An activation through QuantizeLinear -> DequantizeLinear, per tensor (``zp_read``: the zero
+    point the DequantizeLinear uses, when it differs from the writer's)."""
+    s = _q(g, f"act{g.n}_s", np.array(0.05, np.float32))
+    z = _q(g, f"act{g.n}_zp", np.array(zp, _NP[elem]))
+    q = str(g.op("QuantizeLinear", [x, s, z]))
+    z2 = z if zp_read is None else _q(g, f"act{g.n}_zp2", np.array(zp_read, _NP[elem]))
+    return str(g.op("DequantizeLinear", [q, s, z2]))
+
+
+def _qdq_cnn(elem: int, per_channel: bool) -> onnx.ModelProto:
+    """x -> QDQ -> Conv(DQ(w1), DQ(int32 bias)) -> Relu -> QDQ -> Conv(DQ(w2)) -> y."""
+    g = G(seed=3, opset=13)
+    x = g.input("x", [1, 3, 8, 8])
+    h = _qdq_act(g, x, 128 if elem == TensorProto.UINT8 else 0, elem)
+    w1 = _dq(g, *_qweight(g, "w1", (8, 3, 3, 3), elem, per_channel))
+    b1_scale = (np.random.default_rng(1).random(8 if per_channel else 1) * 1e-3 + 1e-4).astype(np.float32)
+    b1 = _q(g, "b1", np.random.default_rng(2).integers(-500, 500, 8).astype(np.int32))
+    bs = _q(g, "b1_scale", b1_scale if per_channel else b1_scale.reshape(()))
+    bias = _dq(g, b1, bs, None)
+    h = str(g.op("Conv", [h, w1, bias], pads=[1, 1, 1, 1]))
+    h = str(g.op("Relu", [h]))
+    h = _qdq_act(g, h, 120 if elem == TensorProto.UINT8 else 0, elem)
+    w2 = _dq(g, *_qweight(g, "w2", (4, 8, 3, 3), elem, per_channel))
+    y = str(g.op("Conv", [h, w2], pads=[1, 1, 1, 1]))
+    g.output(y)
+    return g.model()
+
+
+def _prune_half(model: onnx.ModelProto) -> tuple[onnx.ModelProto, onnx.ModelProto, graphcore.PruneAnalysis]:
+    """Prune half of every prunable group; returns (small, zeroed reference, analysis)."""
+    a = analyze(model)
+    chosen = [int(z) for grp in a.groups if grp.prunable for z in grp.zig_ids[: max(1, grp.size // 2)]]
+    assert chosen, [g.reason for g in a.groups]
+    small, plan = construct.prune_onnx(a, chosen)
+    onnx.checker.check_model(small, full_check=True)
+    zeroed = zero_slices(model, None, plan.removed)
+    return small, zeroed, a
+
+
+def _assert_exact_and_meaningful(model: onnx.ModelProto, small: onnx.ModelProto, zeroed: onnx.ModelProto):
+    rep = compare_models(zeroed, small, samples=3, rtol=QUANT_RTOL)
+    assert rep.passed, rep
+    assert rep.max_abs == 0.0, rep  # exact in the quantized domain
+    unzeroed = compare_models(model, small, samples=3, rtol=QUANT_RTOL)
+    assert not unzeroed.passed, "the check cannot fail: removing channels changed nothing"
+    return rep
+
+
+def _init(model: onnx.ModelProto, name: str) -> np.ndarray:
+    return next(numpy_helper.to_array(t) for t in model.graph.initializer if t.name == name)
+
+
+# -- QDQ ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("per_channel", [False, True], ids=["per_tensor", "per_channel"])
+@pytest.mark.parametrize("elem", [TensorProto.INT8, TensorProto.UINT8], ids=["int8", "uint8"])
+def test_qdq_conv_chain_prunes_exactly(elem: int, per_channel: bool):
+    model = _qdq_cnn(elem, per_channel)
+    a = analyze(model)
+    grp = group_of(a, "w1", 0)
+    assert grp.prunable, grp.reason
+    expected = {("w1", 0), ("b1", 0), ("w2", 1)}
+    if per_channel:
+        expected |= {("w1_scale", 0), ("w1_zp", 0), ("b1_scale", 0)}
+    assert expected <= set(grp.params)
+    small, zeroed, _ = _prune_half(model)
+    _assert_exact_and_meaningful(model, small, zeroed)
+    # The removed slices hold the zero point in the reference (for uint8 that is not 0) and the
+    # per-channel scale and zero point are cut with their channel in the small model.
+    w1, zp = _init(zeroed, "w1"), _init(model, "w1_zp")
+    removed = [i for i in range(8) if i < 4]
+    expect = np.broadcast_to(zp.reshape(-1, 1, 1, 1), (8, 1, 1, 1))[removed] if per_channel else zp
+    assert (w1[removed] == expect).all()
+    assert _init(small, "w1").shape[0] == 4
+    if per_channel:
+        assert _init(small, "w1_scale").shape == (4,) and _init(small, "w1_zp").shape == (4,)
+        assert (_init(zeroed, "w1_zp") == zp).all()  # zero points are never zeroed
+
+
+def test_int4_weights_per_channel_prune_exactly():
+    g = G(seed=5, opset=21)
+    x = g.input("x", [2, 8])
+    rng = g.rng
+    q1 = rng.integers(-7, 7, (8, 16)).astype(np.int8)
+    w1 = _dq(
+        g,
+        _q(g, "w1", q1, TensorProto.INT4),
+        _q(g, "w1_scale", (rng.random(16) * 0.1 + 0.05).astype(np.float32)),
+        _q(g, "w1_zp", rng.integers(-2, 3, 16).astype(np.int8), TensorProto.INT4),
+        axis=1,
+    )
+    h = str(g.op("Relu", [str(g.op("MatMul", [x, w1]))]))
+    q2 = rng.integers(-7, 7, (16, 4)).astype(np.int8)
+    w2 = _dq(g, _q(g, "w2", q2, TensorProto.INT4), _q(g, "w2_scale", np.array(0.1, np.float32)), None)
+    g.output(str(g.op("MatMul", [h, w2])))
+    model = g.model()
+    a = analyze(model)
+    grp = group_of(a, "w1", 1)
+    assert grp.prunable and {("w1_zp", 0), ("w1_scale", 0), ("w2", 0)} <= set(grp.params)
+    small, zeroed, _ = _prune_half(model)
+    _assert_exact_and_meaningful(model, small, zeroed)
+
+
+def test_blocked_quantization_removes_whole_blocks():
+    """DequantizeLinear with ``block_size``: each scale covers 4 rows of w2, so the hidden channels go
+    in blocks of 4 and the blocked scale loses a row per block."""
+    g = G(seed=6, opset=21)
+    x = g.input("x", [2, 8])
+    w1 = _dq(g, *_qweight(g, "w1", (8, 16), TensorProto.INT8, True, axis=1), axis=1)
+    h = str(g.op("Relu", [str(g.op("MatMul", [x, w1]))]))
+    rng = g.rng
+    q2 = _q(g, "w2", rng.integers(-100, 100, (16, 4)).astype(np.int8))
+    s2 = _q(g, "w2_scale", (rng.random((4, 4)) * 0.01 + 0.005).astype(np.float32))
+    z2 = _q(g, "w2_zp", rng.integers(-5, 5, (4, 4)).astype(np.int8))
+    w2 = str(g.op("DequantizeLinear", [q2, s2, z2], axis=0, block_size=4))
+    g.output(str(g.op("MatMul", [h, w2])))
+    model = g.model()
+    a = analyze(model)
+    grp = group_of(a, "w1", 1)
+    assert grp.prunable and grp.size == 4, (grp.size, grp.reason)  # 16 channels in 4 blocks
+    assert ("w2_scale", 0) in grp.params and ("w2_zp", 0) in grp.params
+    small, zeroed, _ = _prune_half(model)
+    assert _init(small, "w2").shape == (8, 4) and _init(small, "w2_scale").shape == (2, 4)
+    _assert_exact_and_meaningful(model, small, zeroed)
+
+
+# -- soundness: a zero point that changes between writer and reader ---------------------------------------
+
+
+def _sum_after_qdq(zp_write: int, zp_read: int, reader: str = "dq") -> onnx.ModelProto:
+    """Conv -> QuantizeLinear(zp_write) -> DequantizeLinear(zp_read) -> ReduceSum over channels: a
+    channel can go only if it is zero at the sum, which holds exactly when the zero points agree."""
+    g = G(seed=7, opset=13)
+    x = g.input("x", [1, 3, 6, 6])
+    h = g.conv(x, 3, 8, name="c1")
+    if reader == "dq":
+        h = _qdq_act(g, str(h), zp_write, TensorProto.UINT8, zp_read=zp_read)
+    else:  # QuantizeLinear read by an op that sees the integers as they are
+        s = _q(g, "s", np.array(0.05, np.float32))
+        q = str(g.op("QuantizeLinear", [str(h), s, _q(g, "z", np.array(zp_write, np.uint8))]))
+        h = str(g.op("Cast", [q], to=TensorProto.FLOAT))
+    y = str(g.op("ReduceSum", [h, g.const("axes", [1])], keepdims=1))
+    g.output(y)
+    return g.model()
+
+
+def test_matching_zero_points_carry_zero_through_q_dq():
+    model = _sum_after_qdq(37, 37)
+    assert group_of(analyze(model), "c1.weight", 0).prunable
+    small, zeroed, _ = _prune_half(model)
+    _assert_exact_and_meaningful(model, small, zeroed)
+
+
+@pytest.mark.parametrize("reader", ["dq", "cast"])
+def test_a_zero_point_that_changes_is_not_zero(reader: str):
+    """Q with zp 37 read by DQ with zp 40 gives (37 - 40) * s != 0 for a zeroed channel (and a Cast
+    reads 37): the channel is not zero at the sum, so the group must be blocked. Forcing the removal
+    shows the difference is real."""
+    model = _sum_after_qdq(37, 40 if reader == "dq" else 37, reader)
+    a = analyze(model)
+    grp = group_of(a, "c1.weight", 0)
+    assert not grp.prunable and "zero" in (grp.reason or ""), grp.reason
+    # What the removal would do if the rule ignored the zero points: it is not exact.
+    reference = graphcore.analyze(frontends.load(_sum_after_qdq(37, 37)))
+    small, plan = construct.prune_onnx(reference, group_of(reference, "c1.weight", 0).zig_ids[:4])
+    zeroed = zero_slices(model, None, plan.removed)
+    assert not compare_models(zeroed, small, samples=2).passed
+
+
+def _shared_weight(zp_a: int, zp_b: int) -> onnx.ModelProto:
+    g = G(seed=8, opset=13)
+    x = g.input("x", [2, 8])
+    q = _q(g, "wq", g.rng.integers(0, 255, (8, 8)).astype(np.uint8))
+    s = _q(g, "ws", np.array(0.01, np.float32))
+    za, zb = _q(g, "za", np.array(zp_a, np.uint8)), _q(g, "zb", np.array(zp_b, np.uint8))
+    wa, wb = _dq(g, q, s, za), _dq(g, q, s, zb)
+    g.output(str(g.op("Add", [str(g.op("MatMul", [x, wa])), str(g.op("MatMul", [x, wb]))])))
+    return g.model()
+
+
+def test_a_weight_read_with_two_zero_points_is_not_zeroable():
+    """Its zero would be two different numbers: it is not a parameter the analysis may count as zero."""
+    assert not frontends.load(_shared_weight(100, 101)).values["wq"].trainable
+    assert frontends.load(_shared_weight(100, 100)).values["wq"].trainable
+
+
+# -- QOperator --------------------------------------------------------------------------------------------
+
+
+def _qlinear_conv_chain(elem: int) -> onnx.ModelProto:
+    """x -> QuantizeLinear -> QLinearConv -> QLinearConv -> DequantizeLinear -> y, per-channel weights."""
+    g = G(seed=11, opset=13)
+    x = g.input("x", [1, 3, 8, 8])
+    npt = _NP[elem]
+    zp_a = 128 if elem == TensorProto.UINT8 else 0
+
+    def act(name: str, zp: int) -> tuple[str, str]:
+        return _q(g, name + "_s", np.array(0.05, np.float32)), _q(g, name + "_zp", np.array(zp, npt))
+
+    xs, xz = act("x", zp_a)
+    h = str(g.op("QuantizeLinear", [x, xs, xz]))
+    for i, (cin, cout) in enumerate([(3, 8), (8, 4)]):
+        w, ws, wz = _qweight(g, f"w{i}", (cout, cin, 3, 3), elem, per_channel=True)
+        bias = _q(g, f"b{i}", g.rng.integers(-300, 300, cout).astype(np.int32))
+        ys, yz = act(f"y{i}", zp_a + 3 * (i + 1) if elem == TensorProto.UINT8 else 0)
+        h = str(g.op("QLinearConv", [h, xs, xz, w, ws, wz, ys, yz, bias], pads=[1, 1, 1, 1]))
+        xs, xz = ys, yz
+    g.output(str(g.op("DequantizeLinear", [h, xs, xz])))
+    return g.model()
+
+
+@pytest.mark.parametrize("elem", [TensorProto.INT8, TensorProto.UINT8], ids=["int8", "uint8"])
+def test_qlinearconv_chain_prunes_exactly(elem: int):
+    model = _qlinear_conv_chain(elem)
+    a = analyze(model)
+    grp = group_of(a, "w0", 0)
+    assert grp.prunable, grp.reason
+    assert {("w0", 0), ("w0_scale", 0), ("w0_zp", 0), ("b0", 0), ("w1", 1)} <= set(grp.params)
+    small, zeroed, _ = _prune_half(model)
+    _assert_exact_and_meaningful(model, small, zeroed)
+
+
+# -- dynamic ----------------------------------------------------------------------------------------------
+
+
+def test_matmulinteger_mlp_prunes_exactly():
+    """DynamicQuantizeLinear -> MatMulInteger (uint8 weights, per-column zero points) -> Cast -> Mul
+    -> Add -> Relu, twice: the hidden channels go, and DynamicQuantizeLinear's range (which holds 0)
+    is unchanged because the removed channels are zero there."""
+    g = G(seed=12, opset=13)
+    x = g.input("x", [2, 8])
+    h = x
+    for i, (cin, cout) in enumerate([(8, 16), (16, 4)]):
+        q, scale, zp = str(g.op("DynamicQuantizeLinear", [h], n_out=3)[0]), None, None
+        dq_node = g.nodes[-1]
+        scale, zp = dq_node.output[1], dq_node.output[2]
+        w, ws, wz = _qweight(g, f"w{i}", (cin, cout), TensorProto.UINT8, per_channel=True, axis=1)
+        acc = str(g.op("MatMulInteger", [q, w, zp, wz]))
+        f = str(g.op("Cast", [acc], to=TensorProto.FLOAT))
+        f = str(g.op("Mul", [f, str(g.op("Mul", [scale, ws]))]))
+        h = str(g.op("Add", [f, g.w(f"b{i}", (cout,))]))
+        if i == 0:
+            h = str(g.op("Relu", [h]))
+    g.output(h)
+    model = g.model()
+    a = analyze(model)
+    grp = group_of(a, "w0", 1)
+    assert grp.prunable, grp.reason
+    assert {("w0", 1), ("w0_zp", 0), ("w0_scale", 0), ("b0", 0), ("w1", 0)} <= set(grp.params)
+    small, zeroed, _ = _prune_half(model)
+    _assert_exact_and_meaningful(model, small, zeroed)
+
+
+# -- files written by onnxruntime's quantization tools -----------------------------------------------------
+
+
+def _float_cnn(path: Path) -> Path:
+    """conv-relu, a residual block (conv-relu-conv + skip, Add, relu), 1x1 conv, pool, linear."""
+    g = G(seed=21, opset=17)
+    x = g.input("x", [1, 3, 12, 12])
+    h = str(g.op("Relu", [g.conv(x, 3, 16, name="c1")]))
+    r = str(g.op("Relu", [g.conv(h, 16, 16, name="c2")]))
+    r = g.conv(r, 16, 16, name="c3")
+    h = str(g.op("Relu", [str(g.op("Add", [h, str(r)]))]))
+    h = str(g.op("Relu", [g.conv(h, 16, 24, k=1, name="c4")]))
+    h = str(g.op("Flatten", [str(g.op("GlobalAveragePool", [h]))]))
+    g.output(g.gemm(h, 24, 10, "fc"))
+    onnx.save(g.model(), path)
+    return path
+
+
+def _float_mlp(path: Path) -> Path:
+    g = G(seed=22, opset=17)
+    x = g.input("x", [4, 16])
+    h = str(g.op("Add", [str(g.op("MatMul", [x, g.w("w1", (16, 32))])), g.w("b1", (32,))]))
+    h = str(g.op("Relu", [h]))
+    h = str(g.op("Add", [str(g.op("MatMul", [h, g.w("w2", (32, 32))])), g.w("b2", (32,))]))
+    h = str(g.op("Relu", [h]))
+    g.output(str(g.op("MatMul", [h, g.w("w3", (32, 8))])))
+    onnx.save(g.model(), path)
+    return path
+
+
+class _Calibration:
+    def __init__(self, shape: list[int], n: int = 4) -> None:
+        rng = np.random.default_rng(0)
+        self.data = iter([{"x": rng.standard_normal(shape).astype(np.float32)} for _ in range(n)])
+
+    def get_next(self):
+        return next(self.data, None)
+
+
+def _prune_file(path: Path, tmp_path: Path):
+    from zigraph.pipeline import load_model, prune
+
+    out = tmp_path / (path.stem + ".small.onnx")
+    report = prune(load_model(str(path)), 0.5, out)
+    res = report.result
+    assert res is not None and res.verification is not None
+    assert res.verification.passed, res.verification
+    assert res.params_after <= 0.9 * res.params_before, (res.params_after, res.params_before)
+    small = onnx.load(str(out))
+    unzeroed = compare_models(onnx.load(str(path)), small, samples=2)
+    assert not unzeroed.passed, "the check cannot fail: removing channels changed nothing"
+    return res
+
+
+# (format, per channel, activations, weights): uint8 activations have zero points away from 0.
+_STATIC = [
+    ("QDQ", False, "QInt8", "QInt8"),
+    ("QDQ", True, "QUInt8", "QInt8"),
+    ("QDQ", True, "QUInt8", "QUInt8"),
+    ("QOperator", False, "QUInt8", "QInt8"),
+    ("QOperator", True, "QInt8", "QInt8"),
+    ("QOperator", True, "QUInt8", "QUInt8"),
+]
+
+
+@pytest.mark.parametrize(("fmt", "per_channel", "act", "weight"), _STATIC, ids=lambda v: str(v))
+def test_quantize_static_cnn_prunes_exactly(
+    tmp_path: Path, fmt: str, per_channel: bool, act: str, weight: str
+):
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    src = _float_cnn(tmp_path / "cnn.onnx")
+    dst = tmp_path / f"cnn_{fmt}_{per_channel}_{act}_{weight}.onnx"
+    quantize_static(
+        str(src),
+        str(dst),
+        _Calibration([1, 3, 12, 12]),
+        quant_format=getattr(QuantFormat, fmt),
+        per_channel=per_channel,
+        activation_type=getattr(QuantType, act),
+        weight_type=getattr(QuantType, weight),
+    )
+    ops = {n.op_type for n in onnx.load(str(dst)).graph.node}
+    assert ("QLinearConv" in ops) == (fmt == "QOperator")
+    res = _prune_file(dst, tmp_path)
+    assert res.verification is not None and res.verification.max_abs == 0.0, res.verification
+
+
+@pytest.mark.parametrize("weight", ["QInt8", "QUInt8"])
+@pytest.mark.parametrize("per_channel", [False, True], ids=["per_tensor", "per_channel"])
+def test_quantize_dynamic_mlp_prunes_exactly(tmp_path: Path, per_channel: bool, weight: str):
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    src = _float_mlp(tmp_path / "mlp.onnx")
+    dst = tmp_path / f"mlp_dyn_{per_channel}_{weight}.onnx"
+    quantize_dynamic(str(src), str(dst), per_channel=per_channel, weight_type=getattr(QuantType, weight))
+    ops = {n.op_type for n in onnx.load(str(dst)).graph.node}
+    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops
+    res = _prune_file(dst, tmp_path)
+    assert res.verification is not None and res.verification.max_abs == 0.0, res.verification
+
+
+def test_quantize_dynamic_cnn_uses_convinteger_and_prunes_exactly(tmp_path: Path):
+    from onnxruntime.quantization import quantize_dynamic
+
+    src = _float_cnn(tmp_path / "cnn.onnx")
+    dst = tmp_path / "cnn_dyn.onnx"
+    quantize_dynamic(str(src), str(dst))
+    assert "ConvInteger" in {n.op_type for n in onnx.load(str(dst)).graph.node}
+    res = _prune_file(dst, tmp_path)
+    assert res.verification is not None and res.verification.max_abs == 0.0, res.verification
