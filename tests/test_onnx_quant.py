@@ -324,16 +324,22 @@ def test_matmulinteger_mlp_prunes_exactly():
 
 
 def _float_cnn(path: Path) -> Path:
-    """conv-relu, a residual block (conv-relu-conv + skip, Add, relu), 1x1 conv, pool, linear."""
+    """A small CNN with what quantize_static turns into each QOperator op: LeakyRelu, a residual Add,
+    a Concat of two branches, AveragePool, MaxPool, a Sigmoid gate (Mul), global pooling, a Gemm."""
     g = G(seed=21, opset=17)
     x = g.input("x", [1, 3, 12, 12])
-    h = str(g.op("Relu", [g.conv(x, 3, 16, name="c1")]))
+    h = str(g.op("LeakyRelu", [g.conv(x, 3, 16, name="c1")], alpha=0.1))
     r = str(g.op("Relu", [g.conv(h, 16, 16, name="c2")]))
     r = g.conv(r, 16, 16, name="c3")
     h = str(g.op("Relu", [str(g.op("Add", [h, str(r)]))]))
-    h = str(g.op("Relu", [g.conv(h, 16, 24, k=1, name="c4")]))
+    a = str(g.op("Relu", [g.conv(h, 16, 8, k=1, name="c4a")]))
+    b = str(g.op("Relu", [g.conv(h, 16, 8, k=3, name="c4b")]))
+    h = str(g.op("Concat", [a, b], axis=1))
+    h = str(g.op("AveragePool", [h], kernel_shape=[2, 2], strides=[2, 2]))
+    h = str(g.op("MaxPool", [h], kernel_shape=[2, 2], strides=[1, 1]))
+    h = str(g.op("Mul", [h, str(g.op("Sigmoid", [g.conv(h, 16, 16, k=1, name="c5")]))]))
     h = str(g.op("Flatten", [str(g.op("GlobalAveragePool", [h]))]))
-    g.output(g.gemm(h, 24, 10, "fc"))
+    g.output(g.gemm(h, 16, 10, "fc"))
     onnx.save(g.model(), path)
     return path
 
@@ -374,6 +380,10 @@ def _prune_file(path: Path, tmp_path: Path):
     return res
 
 
+_QOPERATOR_OPS = {
+    "QLinearConv", "QLinearLeakyRelu", "QLinearAdd", "QLinearConcat", "QLinearAveragePool",
+    "QLinearSigmoid", "QLinearMul", "QLinearGlobalAveragePool", "QGemm",
+}  # fmt: skip
 # (format, per channel, activations, weights): uint8 activations have zero points away from 0.
 _STATIC = [
     ("QDQ", False, "QInt8", "QInt8"),
@@ -403,7 +413,10 @@ def test_quantize_static_cnn_prunes_exactly(
         weight_type=getattr(QuantType, weight),
     )
     ops = {n.op_type for n in onnx.load(str(dst)).graph.node}
-    assert ("QLinearConv" in ops) == (fmt == "QOperator")
+    if fmt == "QOperator":
+        assert ops >= _QOPERATOR_OPS, _QOPERATOR_OPS - ops
+    else:
+        assert "QLinearConv" not in ops and {"QuantizeLinear", "DequantizeLinear"} <= ops
     res = _prune_file(dst, tmp_path)
     assert res.verification is not None and res.verification.max_abs == 0.0, res.verification
 
@@ -418,6 +431,27 @@ def test_quantize_dynamic_mlp_prunes_exactly(tmp_path: Path, per_channel: bool, 
     quantize_dynamic(str(src), str(dst), per_channel=per_channel, weight_type=getattr(QuantType, weight))
     ops = {n.op_type for n in onnx.load(str(dst)).graph.node}
     assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops
+    res = _prune_file(dst, tmp_path)
+    assert res.verification is not None and res.verification.max_abs == 0.0, res.verification
+
+
+@pytest.mark.parametrize("fmt", ["QDQ", "QOperator"])
+def test_quantize_static_mlp_prunes_exactly(tmp_path: Path, fmt: str):
+    """MatMul + Add: QLinearMatMul and QLinearAdd in the QOperator format."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    src = _float_mlp(tmp_path / "mlp.onnx")
+    dst = tmp_path / f"mlp_{fmt}.onnx"
+    quantize_static(
+        str(src),
+        str(dst),
+        _Calibration([4, 16]),
+        quant_format=getattr(QuantFormat, fmt),
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+    )
+    if fmt == "QOperator":
+        assert "QLinearMatMul" in {n.op_type for n in onnx.load(str(dst)).graph.node}
     res = _prune_file(dst, tmp_path)
     assert res.verification is not None and res.verification.max_abs == 0.0, res.verification
 

@@ -19,7 +19,6 @@ blocked ones tie each block of ``block_size`` channels to its scale, so only who
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +28,7 @@ import numpy as np
 from graphcore.channels import ChannelGraph
 from graphcore.ir import Dim, Graph, Node, Value
 from graphcore.ops.common import norm_axis, rank
+from graphcore.ops.normalize import global_pool_shape, pool_shape, window_shape
 from graphcore.ops.registry import QuantOperand, ShrinkView, register_op, rule_for
 from graphcore.ops.shape import broadcast_dims, same_shape
 
@@ -335,49 +335,12 @@ def _concat_shape(ctx: ChannelGraph, node: Node) -> tuple[Dim, ...] | None:
     return (*shapes[0][:axis], total, *shapes[0][axis + 1 :])
 
 
-def _global_pool_shape(ctx: ChannelGraph, node: Node) -> tuple[Dim, ...] | None:
-    x = node.input(0)
-    if x is None or x.shape is None or len(x.shape) < 3:
-        return None
-    if node.attr("channels_last", 0):
-        return (x.shape[0], *[1] * (len(x.shape) - 2), x.shape[-1])
-    return (x.shape[0], x.shape[1], *[1] * (len(x.shape) - 2))
-
-
-def _window_dims(node: Node, x: Value, kernel: Sequence[int], channels: Dim) -> tuple[Dim, ...] | None:
-    """A convolution's or pool's output: per spatial axis floor (ceil with ``ceil_mode``) of
-    (in + pads - dilated kernel) / stride, plus one."""
-    if x.shape is None or len(x.shape) != len(kernel) + 2:
-        return None
-    if node.attr("auto_pad", "NOTSET") not in ("NOTSET", b"NOTSET"):
-        return None
-    n = len(kernel)
-    strides = node.attr("strides") or [1] * n
-    pads = node.attr("pads") or [0] * (2 * n)
-    dilations = node.attr("dilations") or [1] * n
-    rnd = math.ceil if node.attr("ceil_mode", 0) else math.floor
-    out: list[Dim] = [x.shape[0], channels]
-    for i, d in enumerate(x.shape[2:]):
-        span = (kernel[i] - 1) * dilations[i] + 1
-        out.append(
-            int(rnd((d + pads[i] + pads[i + n] - span) / strides[i])) + 1 if isinstance(d, int) else None
-        )
-    return tuple(out)
-
-
-def _pool_shape(ctx: ChannelGraph, node: Node) -> tuple[Dim, ...] | None:
-    x, kernel = node.input(0), node.attr("kernel_shape")
-    if x is None or x.shape is None or not kernel or node.attr("channels_last", 0):
-        return None
-    return _window_dims(node, x, kernel, x.shape[1])
-
-
 def _conv_shape(data: int, weight: int) -> Callable[[ChannelGraph, Node], tuple[Dim, ...] | None]:
     def shape(ctx: ChannelGraph, node: Node) -> tuple[Dim, ...] | None:
         x, w = node.input(data), node.input(weight)
         if x is None or w is None or w.static_shape is None or len(w.static_shape) < 3:
             return None
-        return _window_dims(node, x, node.attr("kernel_shape") or w.static_shape[2:], w.static_shape[0])
+        return window_shape(node, x, node.attr("kernel_shape") or w.static_shape[2:], w.static_shape[0])
 
     return shape
 
@@ -507,7 +470,7 @@ _SPECS: list[tuple[str, str, _Spec, str, Any]] = [
         "QLinearAveragePool",
         _Spec("AveragePool", _fixed(0), _quantized(_per_tensor(0, 1, 2)), (3, 4)),
         "accessory",
-        _pool_shape,
+        pool_shape,
     ),
     (
         MS,
@@ -543,7 +506,7 @@ register_op(
     "QLinearGlobalAveragePool",
     _global_pool_relate,
     domain=MS,
-    shape=_global_pool_shape,
+    shape=global_pool_shape,
     quantized=_GAP.quantized,
 )
 register_op("QuantizeLinear", _quantize_relate, quantized=None)
