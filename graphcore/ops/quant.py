@@ -95,12 +95,16 @@ def _readers_agree(v: Value, zp: ZeroPoint | None) -> bool:
 def mark_quantized_weights(graph: Graph) -> None:
     """An integer weight read only as a quantized operand, with one constant zero point by all its
     readers, is a parameter that can be zeroed: its zero means its zero point (construct fills removed
-    slices with it). Called by the ONNX frontend once the graph is built."""
+    slices with it). Reads of one stored tensor that the frontend gives values of their own (``alias_of``)
+    count together: the stored tensor has one zero. Called by the ONNX frontend once the graph is built."""
+    stored: dict[str, list[Value]] = {}
     for v in graph.params:
-        if v.trainable or not v.consumers:
+        stored.setdefault(getattr(v, "alias_of", None) or v.name, []).append(v)
+    for uses in stored.values():
+        if any(v.trainable for v in uses) or not any(v.consumers for v in uses):
             continue
         seen: set[ZeroPoint] = set()
-        for c, i in v.consumers:
+        for c, i in (use for v in uses for use in v.consumers):
             q = quantized_operand(c, i)
             zp = None if q is None else zero_point_of(c, q)
             if zp is None or zp[0] == "value":
@@ -108,7 +112,8 @@ def mark_quantized_weights(graph: Graph) -> None:
             seen.add(zp)
         else:
             if len(seen) == 1:
-                v.trainable = True
+                for v in uses:
+                    v.trainable = True
 
 
 # -- the declarations ---------------------------------------------------------------------------------
