@@ -470,3 +470,74 @@ def test_quantize_dynamic_cnn_uses_convinteger_and_prunes_exactly(tmp_path: Path
     assert "ConvInteger" in {n.op_type for n in onnx.load(str(dst)).graph.node}
     res = _prune_file(dst, tmp_path)
     assert res.verification is not None and res.verification.max_abs == 0.0, res.verification
+
+
+def test_verification_runs_integer_products_exactly():
+    """onnxruntime's uint8 x int8 MatMulInteger may saturate pairs of products (AVX2 without VNNI);
+    verification runs the same function with a uint8 weight, which must match ONNX's definition
+    (the reference evaluator's exact int32 sums) on values large enough to saturate."""
+    import onnxruntime as ort
+    from onnx.reference import ReferenceEvaluator
+
+    from construct.quant_zero import exact_integer_products
+
+    rng = np.random.default_rng(0)
+    g = G(seed=0, opset=13)
+    x = g.input("x", [4, 32])
+    q, _, zp = g.op("DynamicQuantizeLinear", [x], n_out=3)
+    w = _q(g, "w", rng.integers(-127, 128, (32, 16)).astype(np.int8))
+    wz = _q(g, "wz", rng.integers(-3, 3, 16).astype(np.int8))
+    g.nodes.append(helper.make_node("MatMulInteger", [q, w, zp, wz], ["y"]))
+    g.outputs.append(helper.make_tensor_value_info("y", TensorProto.INT32, [4, 16]))
+    model = g.model()
+    exact = exact_integer_products(model)
+    assert {t.name: t.data_type for t in exact.graph.initializer}["w__u8"] == TensorProto.UINT8
+    feeds = {"x": (rng.standard_normal((4, 32)) * 3).astype(np.float32)}
+    want = ReferenceEvaluator(model).run(None, feeds)[0]
+    got = ort.InferenceSession(exact.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, feeds
+    )[0]
+    assert np.array_equal(got, want)
+    plain = _qdq_cnn(TensorProto.INT8, False)
+    assert exact_integer_products(plain) is plain  # nothing to rewrite: the model itself
+
+
+# -- larger models (slow) ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def zoo_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("zoo_quant")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["QDQ", "QOperator"])
+def test_quantize_static_mobilenet_v2_prunes_exactly(zoo_dir: Path, tmp_path: Path, fmt: str):
+    from onnxruntime.quantization import QuantFormat, quantize_static
+
+    from tests.zoo import export
+
+    src = export("mobilenet_v2", zoo_dir, dynamo=False)
+    dst = tmp_path / f"mobilenet_v2_{fmt}.onnx"
+    quantize_static(
+        str(src),
+        str(dst),
+        _Calibration([1, 3, 224, 224], n=1),
+        quant_format=getattr(QuantFormat, fmt),
+        per_channel=True,
+    )
+    res = _prune_file(dst, tmp_path)
+    assert res.verification is not None and res.verification.max_abs == 0.0, res.verification
+
+
+@pytest.mark.slow
+def test_quantize_dynamic_tiny_bert_prunes_exactly(zoo_dir: Path, tmp_path: Path):
+    from onnxruntime.quantization import quantize_dynamic
+
+    from tests.zoo import export
+
+    src = export("bert", zoo_dir, dynamo=False)
+    dst = tmp_path / "bert_dyn.onnx"
+    quantize_dynamic(str(src), str(dst))
+    res = _prune_file(dst, tmp_path)
+    assert res.verification is not None and res.verification.max_abs == 0.0, res.verification
