@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from construct.quant_zero import fill_slice, quant_fills
+from construct.quant_zero import fill_slice, quant_fills, real_values
 from graphcore import select
 from graphcore.errors import ZigraphError
 from graphcore.groups import ParamSlice, PruneAnalysis
@@ -59,6 +59,7 @@ def zig_norms(analysis: PruneAnalysis, arrays: Mapping[str, np.ndarray] | None =
     if arrays is None:
         names = {name for name, _ in analysis.param_axes if analysis.trainable.get(name)}
         arrays = _param_arrays(analysis.graph, names)
+        arrays = real_values(analysis.graph.meta["model"], analysis.graph.meta.get("base_dir"), arrays)
     return select.zig_norms(analysis, arrays)
 
 

@@ -146,6 +146,24 @@ def test_qdq_conv_chain_prunes_exactly(elem: int, per_channel: bool):
         assert (_init(zeroed, "w1_zp") == zp).all()  # zero points are never zeroed
 
 
+def test_norms_weigh_the_real_values_of_a_quantized_weight():
+    """A uint8 channel holding its zero point stands for zeros: the l2 criterion must see it as the
+    smallest (its raw integers, near 128, would make it look like any other)."""
+    model = _qdq_cnn(TensorProto.UINT8, per_channel=True)
+    tensors = {t.name: t for t in model.graph.initializer}
+    w1, w2, b1 = (numpy_helper.to_array(tensors[n]).copy() for n in ("w1", "w2", "b1"))
+    w1[5] = _init(model, "w1_zp")[5]  # channel 5 in, out and its bias: all real zeros
+    w2[:, 5] = _init(model, "w2_zp").reshape(-1, 1, 1)
+    b1[5] = 0
+    for name, arr in (("w1", w1), ("w2", w2), ("b1", b1)):
+        tensors[name].CopyFrom(numpy_helper.from_array(arr, name))
+    a = analyze(model)
+    norms = construct.zig_norms(a)
+    owner = a.param_axes[("w1", 0)]
+    others = [norms[owner[i]] for i in range(8) if i != 5]
+    assert norms[owner[5]] == 0.0 < min(others), (norms[owner[5]], others)
+
+
 def test_int4_weights_per_channel_prune_exactly():
     g = G(seed=5, opset=21)
     x = g.input("x", [2, 8])
