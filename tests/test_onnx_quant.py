@@ -412,6 +412,7 @@ _STATIC = [
     ("QDQ", False, "QInt8", "QInt8"),
     ("QDQ", True, "QUInt8", "QInt8"),
     ("QDQ", True, "QUInt8", "QUInt8"),
+    ("QDQ", True, "QUInt8", "QInt4"),  # int4 weights: com.microsoft DequantizeLinear below opset 21
     ("QOperator", False, "QUInt8", "QInt8"),
     ("QOperator", True, "QInt8", "QInt8"),
     ("QOperator", True, "QUInt8", "QUInt8"),
@@ -549,13 +550,27 @@ def test_quantize_static_mobilenet_v2_prunes_exactly(zoo_dir: Path, tmp_path: Pa
 
 
 @pytest.mark.slow
-def test_quantize_dynamic_tiny_bert_prunes_exactly(zoo_dir: Path, tmp_path: Path):
-    from onnxruntime.quantization import quantize_dynamic
+@pytest.mark.parametrize("how", ["dynamic", "QOperator"])
+def test_tiny_bert_quantized_prunes_exactly(zoo_dir: Path, tmp_path: Path, how: str):
+    """quantize_dynamic (MatMulInteger) and quantize_static QOperator (QLinearMatMul, QLinearSoftmax,
+    QLinearAdd ...) on a two-layer BERT."""
+    from onnxruntime.quantization import QuantFormat, quantize_dynamic, quantize_static
 
     from tests.zoo import export
 
     src = export("bert", zoo_dir, dynamo=False)
-    dst = tmp_path / "bert_dyn.onnx"
-    quantize_dynamic(str(src), str(dst))
+    dst = tmp_path / f"bert_{how}.onnx"
+    if how == "dynamic":
+        quantize_dynamic(str(src), str(dst))
+    else:
+
+        class Ids:
+            data = iter([{"ids": np.random.default_rng(0).integers(0, 100, (1, 16))}])
+
+            def get_next(self):
+                return next(self.data, None)
+
+        quantize_static(str(src), str(dst), Ids(), quant_format=QuantFormat.QOperator)
+        assert "QLinearSoftmax" in {n.op_type for n in onnx.load(str(dst)).graph.node}
     res = _prune_file(dst, tmp_path)
     assert res.verification is not None and res.verification.max_abs == 0.0, res.verification

@@ -129,12 +129,14 @@ class _Spec:
     operands: Callable[[Node], Sequence[int | None]]
     quantized: Callable[[Node], tuple[QuantOperand, ...]]
     out: tuple[int, int] | None = None
+    attrs: Callable[[Node], dict[str, Any]] | None = None
 
 
 def _stand_in(node: Node, spec: _Spec) -> Node:
     """The float operator ``node`` computes, over the same Values (so the channel links are ours)."""
     ins = [None if i is None else node.input(i) for i in spec.operands(node)]
-    return Node(name=node.name, op=spec.proxy, inputs=ins, outputs=node.outputs, attrs=node.attrs)
+    attrs = node.attrs if spec.attrs is None else spec.attrs(node)
+    return Node(name=node.name, op=spec.proxy, inputs=ins, outputs=node.outputs, attrs=attrs)
 
 
 def _relate_scale(ctx: ChannelGraph, node: Node, q: QuantOperand) -> None:
@@ -491,6 +493,22 @@ _SPECS: list[tuple[str, str, _Spec, str, Any]] = [
         "accessory",
         same_shape,
     ),
+    (
+        MS,
+        "QLinearSoftmax",
+        _Spec(
+            "Softmax",
+            _fixed(0),
+            _quantized(_per_tensor(0, 1, 2)),
+            (3, 4),
+            # the Softmax it replaced: ``opset`` says which axis semantics (one axis, or all from it)
+            lambda n: {"axis": n.attr("axis", -1), "_opset": int(n.attr("opset", 13))},
+        ),
+        "accessory",
+        same_shape,
+    ),
+    # What the quantization tools write for int4 and older opsets: the same operators in com.microsoft.
+    (MS, "DequantizeLinear", _Spec("Identity", _fixed(0), _linear_q), "accessory", same_shape),
 ]
 for _domain, _op, _s, _kind, _shape in _SPECS:
     _register(_op, _s, _kind, _domain, _shape)
@@ -514,7 +532,8 @@ register_op(
     shape=global_pool_shape,
     quantized=_GAP.quantized,
 )
-register_op("QuantizeLinear", _quantize_relate, quantized=None)
+register_op("QuantizeLinear", _quantize_relate)
+register_op("QuantizeLinear", _quantize_relate, domain=MS, shape=same_shape)
 register_op("DynamicQuantizeLinear", _dynamic_quantize_relate)
 _CONV_INT = _Spec("Conv", _fixed(0, 1), _CONV_INT_Q)
 _MATMUL_INT = _Spec("MatMul", _fixed(0, 1), _MATMUL_INT_Q)
