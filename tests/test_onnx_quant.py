@@ -574,3 +574,46 @@ def test_tiny_bert_quantized_prunes_exactly(zoo_dir: Path, tmp_path: Path, how: 
         assert "QLinearSoftmax" in {n.op_type for n in onnx.load(str(dst)).graph.node}
     res = _prune_file(dst, tmp_path)
     assert res.verification is not None and res.verification.max_abs == 0.0, res.verification
+
+
+# -- shape hooks: a contrib op upstream leaves ONNX's inference without shapes; the hooks take over -------
+
+_SHAPE_CASES = [
+    ("Flatten", [(2, 3, 4, 5)], {"axis": 1}),
+    ("Flatten", [(2, 3, 4, 5)], {"axis": -1}),
+    ("Flatten", [(2, 3, 4, 5)], {"axis": 0}),
+    ("Flatten", [(2, 3, 4, 5)], {"axis": 4}),
+    ("MaxPool", [(1, 3, 9, 8)], {"kernel_shape": [3, 2], "strides": [2, 2]}),
+    (
+        "MaxPool",
+        [(1, 3, 9, 8)],
+        {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 0, 1, 1], "ceil_mode": 1},
+    ),
+    ("MaxPool", [(1, 3, 9, 8)], {"kernel_shape": [2, 2], "dilations": [2, 2]}),
+    ("AveragePool", [(1, 3, 7, 7)], {"kernel_shape": [2, 2], "strides": [2, 2], "ceil_mode": 1}),
+    ("GlobalAveragePool", [(2, 5, 7, 3)], {}),
+    ("GlobalMaxPool", [(2, 5, 7)], {}),
+    ("Gemm", [(3, 4), (4, 6)], {}),
+    ("Gemm", [(4, 3), (6, 4)], {"transA": 1, "transB": 1}),
+]
+
+
+@pytest.mark.parametrize(("op", "shapes", "attrs"), _SHAPE_CASES, ids=lambda v: str(v))
+def test_shape_hooks_agree_with_onnx_inference(op: str, shapes: list, attrs: dict):
+    from graphcore.infer import shape_hook
+    from graphcore.ir import Node, Value
+
+    names = [f"i{k}" for k in range(len(shapes))]
+    node = helper.make_node(op, names, ["y"], **attrs)
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in zip(names, shapes)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
+    inferred = onnx.shape_inference.infer_shapes(helper.make_model(graph), strict_mode=True)
+    want = tuple(d.dim_value for d in inferred.graph.output[0].type.tensor_type.shape.dim)
+    ir = Node("n", op, [Value(n, shape=tuple(s)) for n, s in zip(names, shapes)], [Value("y")], attrs=attrs)
+    hook = shape_hook(ir)
+    assert hook is not None
+    assert hook(None, ir) == want  # type: ignore[arg-type]

@@ -497,7 +497,8 @@ def _flatten_shape(ctx: ChannelGraph, node: Node) -> tuple[Dim, ...] | None:
     x = node.input(0)
     if x is None or x.shape is None:
         return None
-    axis = int(node.attr("axis", 1)) % (len(x.shape) + 1)
+    axis = int(node.attr("axis", 1))
+    axis = axis + len(x.shape) if axis < 0 else axis
     outer, inner = x.shape[:axis], x.shape[axis:]
     sizes: list[Dim] = []
     for part in (outer, inner):
