@@ -169,13 +169,16 @@ def fill_slice(arr: np.ndarray, axis: int, indices: list[int], fill: Fill) -> No
 
 
 # Integer products onnxruntime runs with a saturating uint8 x int8 kernel at the optimization level
-# verification uses: (domain, op) -> (activation zero point, weight, weight zero point) operands.
-_U8S8 = {
+# verification uses: (domain, op) -> (activation zero point, weight, weight zero point) operands
+# (None: the operator quantizes its float input to uint8 itself).
+_U8S8: dict[tuple[str, str], tuple[int | None, int, int]] = {
     ("", "MatMulInteger"): (2, 1, 3),
     ("", "ConvInteger"): (2, 1, 3),
     ("", "QLinearConv"): (2, 3, 5),
     ("", "QLinearMatMul"): (2, 3, 5),
     ("com.microsoft", "QGemm"): (2, 3, 5),
+    ("com.microsoft", "MatMulIntegerToFloat"): (4, 1, 5),
+    ("com.microsoft", "DynamicQuantizeMatMul"): (None, 1, 3),  # quantizes its input to uint8 itself
 }
 
 
@@ -202,7 +205,9 @@ def exact_integer_products(model: onnx.ModelProto) -> onnx.ModelProto:
             and t.data_location != onnx.TensorProto.EXTERNAL
         )
 
-    def uint8_activation(pn: onnx.NodeProto, zp_i: int) -> bool:
+    def uint8_activation(pn: onnx.NodeProto, zp_i: int | None) -> bool:
+        if zp_i is None:
+            return True
         zp = pn.input[zp_i] if len(pn.input) > zp_i else ""
         t = tensors.get(zp)
         if t is not None:

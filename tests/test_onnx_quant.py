@@ -480,6 +480,39 @@ def test_quantize_static_mlp_prunes_exactly(tmp_path: Path, fmt: str):
     assert res.verification is not None and res.verification.max_abs == 0.0, res.verification
 
 
+@pytest.mark.parametrize("act", ["Relu", "Sigmoid"])
+def test_onnxruntime_optimized_dynamic_mlp(tmp_path: Path, act: str):
+    """onnxruntime's optimizer fuses dynamic quantization into com.microsoft DynamicQuantizeMatMul,
+    which quantizes its input with the range of the whole tensor: a hidden channel goes only where it
+    is zero (after Relu), not where it is 0.5 (after Sigmoid)."""
+    import onnxruntime as ort
+    from onnxruntime.quantization import quantize_dynamic
+
+    src = _float_mlp(tmp_path / "mlp.onnx")
+    if act == "Sigmoid":
+        model = onnx.load(str(src))
+        for n in model.graph.node:
+            if n.op_type == "Relu":
+                n.op_type = "Sigmoid"
+        onnx.save(model, str(src))
+    quantize_dynamic(str(src), str(tmp_path / "dyn.onnx"))
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    opts.optimized_model_filepath = str(tmp_path / "fused.onnx")
+    ort.InferenceSession(str(tmp_path / "dyn.onnx"), opts, providers=["CPUExecutionProvider"])
+    fused = onnx.load(str(tmp_path / "fused.onnx"))
+    assert {n.op_type for n in fused.graph.node} >= {"DynamicQuantizeMatMul"}
+    a = analyze(fused)
+    hidden = [g for g in a.groups if g.size == 32]
+    assert len(hidden) == 2
+    if act == "Sigmoid":
+        assert not any(g.prunable for g in hidden)
+        assert all("range of its whole input" in (g.reason or "") for g in hidden), [g.reason for g in hidden]
+        return
+    res = _prune_file(tmp_path / "fused.onnx", tmp_path)
+    assert res.verification is not None and res.verification.max_abs == 0.0, res.verification
+
+
 def test_quantize_dynamic_cnn_uses_convinteger_and_prunes_exactly(tmp_path: Path):
     from onnxruntime.quantization import quantize_dynamic
 

@@ -554,3 +554,59 @@ register_op(
     cost=_from_spec(_MATMUL_INT, "cost"),
     quantized=_MATMUL_INT_Q,
 )
+
+
+# -- what onnxruntime's optimizer fuses dynamic quantization into (com.microsoft) -------------------------
+
+
+def _with_bias(
+    inner: Callable[[ChannelGraph, Node], None], bias: int
+) -> Callable[[ChannelGraph, Node], None]:
+    """A product plus a float bias along the output's last axis (the product's output channels)."""
+
+    def relate(ctx: ChannelGraph, node: Node) -> None:
+        inner(ctx, node)
+        b, y = node.input(bias), node.outputs[0]
+        r = rank(y)
+        if b is None or r is None:
+            return
+        if b.rank != 1 or not ctx.link(b, 0, y, r - 1):
+            ctx.pin_all(b, f"{node.op}: a bias that is not one value per output channel")
+            ctx.pin(y, r - 1, f"{node.op}: a bias that is not one value per output channel")
+            return
+        ctx.set_zero(y, r - 1, ctx.zero(y, r - 1) & ctx.zero(b, 0))
+
+    return relate
+
+
+def _dynamic_matmul_relate(ctx: ChannelGraph, node: Node) -> None:
+    """DynamicQuantizeMatMul quantizes its float input with a range taken over the whole tensor (held
+    to include 0), like DynamicQuantizeLinear: a channel goes only where that input is zero."""
+    a = node.input(0)
+    for ax in range(rank(a) or 0):
+        ctx.require_zero([(a, ax)], "DynamicQuantizeMatMul takes the range of its whole input")
+    _relate(_DYNAMIC_MATMUL)(ctx, node)
+
+
+_DYNAMIC_MATMUL = _Spec("MatMul", _fixed(0, 1), _quantized(_per_axis(1, 2, 3, lambda n: -1)))
+_INT_TO_FLOAT = _Spec(
+    "MatMul", _fixed(0, 1), _quantized(_per_tensor(0, 2, 4), _per_axis(1, 3, 5, lambda n: -1))
+)
+register_op(
+    "DynamicQuantizeMatMul",
+    _with_bias(_dynamic_matmul_relate, 4),
+    kind="stem",
+    domain=MS,
+    shape=_matmul_shape(0, 1),
+    cost=_from_spec(_DYNAMIC_MATMUL, "cost"),
+    quantized=_DYNAMIC_MATMUL.quantized,
+)
+register_op(
+    "MatMulIntegerToFloat",
+    _with_bias(_relate(_INT_TO_FLOAT), 6),
+    kind="stem",
+    domain=MS,
+    shape=_matmul_shape(0, 1),
+    cost=_from_spec(_INT_TO_FLOAT, "cost"),
+    quantized=_INT_TO_FLOAT.quantized,
+)
