@@ -212,8 +212,9 @@ def _relate_out(ctx: ChannelGraph, node: Node, scale_i: int, zp_i: int) -> None:
 
 
 def _out_zero_point(node: Node, zp_i: int) -> ZeroPoint | None:
+    """The zero point a QLinear operator writes its output with (one value), as ``zero_point_of``
+    describes a reader's."""
     zp = node.input(zp_i)
-    y = node.outputs[0]
     if zp is None:
         return ZERO
     if not _scalar_like(zp):
@@ -221,7 +222,7 @@ def _out_zero_point(node: Node, zp_i: int) -> ZeroPoint | None:
     if zp.const is not None:
         v = int(np.asarray(zp.const).reshape(-1)[0])
         return ZERO if v == 0 else ("const", None, 0, (), (v,))
-    return None if zp.is_param else ("value", zp.name, None, 0) if y.rank is not None else None
+    return None if zp.is_param else ("value", zp.name, None, 0)
 
 
 def _per_tensor(data: int, scale: int | None, zp: int | None) -> Callable[[Node], QuantOperand]:
