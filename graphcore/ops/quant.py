@@ -180,6 +180,11 @@ def _relate_scale(ctx: ChannelGraph, node: Node, q: QuantOperand) -> None:
 
 def _relate(spec: _Spec) -> Callable[[ChannelGraph, Node], None]:
     def relate(ctx: ChannelGraph, node: Node) -> None:
+        stand_in = _stand_in(node, spec)
+        rule = rule_for(stand_in)
+        if rule is None:  # pragma: no cover - every proxy is a built-in op
+            raise RuntimeError(f"no rule for {spec.proxy}")
+        rule.relate(ctx, stand_in)  # first: a group's report names the weight before its scale
         for q in spec.quantized(node):
             _relate_scale(ctx, node, q)
         y = node.outputs[0]
@@ -187,11 +192,6 @@ def _relate(spec: _Spec) -> Callable[[ChannelGraph, Node], None]:
         if spec.out is not None and node.input(spec.out[0]) is not None:
             _relate_out(ctx, node, *spec.out)
             out_zp = _out_zero_point(node, spec.out[1])
-        stand_in = _stand_in(node, spec)
-        rule = rule_for(stand_in)
-        if rule is None:  # pragma: no cover - every proxy is a built-in op
-            raise RuntimeError(f"no rule for {spec.proxy}")
-        rule.relate(ctx, stand_in)
         if not _readers_agree(y, out_zp):
             for a in range(y.rank or 0):
                 ctx.set_zero(y, a, False)
@@ -262,11 +262,11 @@ def _linear_q(node: Node) -> tuple[QuantOperand, ...]:
 def _quantize_relate(ctx: ChannelGraph, node: Node) -> None:
     """QuantizeLinear: elementwise, Q(0) = zero point; its output is read as holding the zero point."""
     (q,) = _linear_q(node)
-    _relate_scale(ctx, node, q)
     stand_in = Node(name=node.name, op="Identity", inputs=[node.input(0)], outputs=node.outputs)
     rule = rule_for(stand_in)
     assert rule is not None
     rule.relate(ctx, stand_in)
+    _relate_scale(ctx, node, q)
     y = node.outputs[0]
     if not _readers_agree(y, zero_point_of(node, q)):
         for a in range(y.rank or 0):
