@@ -312,6 +312,30 @@ def test_qlinearconv_chain_prunes_exactly(elem: int):
     _assert_exact_and_meaningful(model, small, zeroed)
 
 
+@pytest.mark.parametrize(("zp_read", "prunable"), [(37, True), (40, False)])
+def test_qlinearconv_output_is_zero_only_for_its_own_zero_point(zp_read: int, prunable: bool):
+    """QLinearConv writes a channel with a zeroed weight slice (at its zero point) and zero bias as its
+    output zero point y_zp = 37; DequantizeLinear then gives 0 only with that same zero point, which a
+    ReduceSum over the channels needs."""
+    g = G(seed=13, opset=13)
+    x = g.input("x", [1, 3, 6, 6])
+    s = _q(g, "s", np.array(0.05, np.float32))
+    xz = _q(g, "xz", np.array(128, np.uint8))
+    h = str(g.op("QuantizeLinear", [x, s, xz]))
+    w, ws, wz = _qweight(g, "w", (8, 3, 3, 3), TensorProto.UINT8, per_channel=True)
+    bias = _q(g, "b", g.rng.integers(-300, 300, 8).astype(np.int32))
+    yz = _q(g, "yz", np.array(37, np.uint8))
+    h = str(g.op("QLinearConv", [h, s, xz, w, ws, wz, s, yz, bias], pads=[1, 1, 1, 1]))
+    h = str(g.op("DequantizeLinear", [h, s, _q(g, "yz_read", np.array(zp_read, np.uint8))]))
+    g.output(str(g.op("ReduceSum", [h, g.const("axes", [1])], keepdims=1)))
+    model = g.model()
+    grp = group_of(analyze(model), "w", 0)
+    assert grp.prunable == prunable, grp.reason
+    if prunable:
+        small, zeroed, _ = _prune_half(model)
+        _assert_exact_and_meaningful(model, small, zeroed)
+
+
 # -- dynamic ----------------------------------------------------------------------------------------------
 
 
