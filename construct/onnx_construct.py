@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from construct.quant_zero import fill_slice, quant_fills, real_values
 from graphcore import select
 from graphcore.errors import ZigraphError
 from graphcore.groups import ParamSlice, PruneAnalysis
@@ -58,6 +59,7 @@ def zig_norms(analysis: PruneAnalysis, arrays: Mapping[str, np.ndarray] | None =
     if arrays is None:
         names = {name for name, _ in analysis.param_axes if analysis.trainable.get(name)}
         arrays = _param_arrays(analysis.graph, names)
+        arrays = real_values(analysis.graph.meta["model"], analysis.graph.meta.get("base_dir"), arrays)
     return select.zig_norms(analysis, arrays)
 
 
@@ -95,6 +97,7 @@ def zero_slices(source: onnx.ModelProto, base: Path | None, removed: list[ParamS
     model = onnx.ModelProto()
     model.CopyFrom(source)
     tensors = _tensors_by_name(model)
+    fills = quant_fills(model, base)  # a quantized weight's zero is its zero point
     by_param: dict[str, list[ParamSlice]] = {}
     for s in removed:
         by_param.setdefault(s.param, []).append(s)
@@ -108,7 +111,7 @@ def zero_slices(source: onnx.ModelProto, base: Path | None, removed: list[ParamS
                 raise ZigraphError(
                     f"removed slice of '{name}' (axis {s.axis}) does not fit its shape {arr.shape}"
                 )
-            np.moveaxis(arr, s.axis, 0)[list(s.indices)] = 0  # a view: writes into arr
+            fill_slice(arr, s.axis, list(s.indices), fills.get(name))  # writes into arr
         _set_tensor(t, arr)
     _internalize(model, base)
     return model

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
+from construct.quant_zero import exact_integer_products
 from graphcore.errors import ZigraphError
 from graphcore.report import OutputError, VerifyReport  # the report's schema; verification fills it
 
@@ -21,6 +22,7 @@ def _session(model: onnx.ModelProto, what: str = "the model"):
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     opts.log_severity_level = 4  # fatal only: a failure is reported once, as our own one-line error
     try:
+        model = exact_integer_products(model)  # onnxruntime's uint8 x int8 kernel saturates pairs of products
         return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     except Exception as exc:
         raise ZigraphError(f"onnxruntime cannot load {what} ({str(exc).splitlines()[0][:300]})") from None

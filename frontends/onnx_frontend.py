@@ -19,7 +19,7 @@ from onnx import helper, numpy_helper
 
 from graphcore.errors import ModelLoadError
 from graphcore.ir import Dim, Graph, Node, Value
-from graphcore.ops import lift_legacy_attrs
+from graphcore.ops import lift_legacy_attrs, mark_quantized_weights
 from graphcore.util import gc_paused
 
 __all__ = ["MAX_OPSET", "MIN_OPSET", "load_onnx", "read_onnx"]
@@ -395,6 +395,7 @@ def _to_ir(model: onnx.ModelProto, name: str, inferred: onnx.GraphProto | None =
     for vo in g.output:
         graph.outputs.append(graph.values.get(vo.name) or graph.value(vo.name, shape=shapes[vo.name][0]))
     graph.meta["constant_params"] = const_params
+    mark_quantized_weights(graph)  # integer weights read as quantized operands: their zero is the zero point
     lift_legacy_attrs(graph)  # rules read one form: operands, whatever the opset spelled as attributes
     try:
         graph.sort()

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from graphcore.channels import ChannelGraph
-from graphcore.ir import Node, Value
+from graphcore.ir import Dim, Node, Value
 from graphcore.ops.common import const_ints, data_zero, factor_zero, is_zero, never, operand_values, rank
 from graphcore.ops.registry import LegacyAttr, ShrinkView, ZeroWhen, register_op
 from graphcore.ops.shape import same_shape
@@ -318,6 +318,46 @@ def _lp_zero(node: Node, zero: Sequence[bool]) -> bool:
     return is_zero(zero, 0) and float(node.attr("p", 2)) > 0.0
 
 
+def window_shape(node: Node, x: Value, kernel: Sequence[int], channels: Dim) -> tuple[Dim, ...] | None:
+    """A convolution's or pool's output: per spatial axis floor (ceil with ``ceil_mode``) of
+    (in + pads - dilated kernel) / stride, plus one."""
+    if x.shape is None or len(x.shape) != len(kernel) + 2:
+        return None
+    if node.attr("auto_pad", "NOTSET") not in ("NOTSET", b"NOTSET"):
+        return None
+    n = len(kernel)
+    strides = node.attr("strides") or [1] * n
+    pads = node.attr("pads") or [0] * (2 * n)
+    dilations = node.attr("dilations") or [1] * n
+    rnd = math.ceil if node.attr("ceil_mode", 0) else math.floor
+    out: list[Dim] = [x.shape[0], channels]
+    for i, d in enumerate(x.shape[2:]):
+        span = (kernel[i] - 1) * dilations[i] + 1
+        out.append(
+            int(rnd((d + pads[i] + pads[i + n] - span) / strides[i])) + 1 if isinstance(d, int) else None
+        )
+    return tuple(out)
+
+
+def global_pool_shape(ctx: ChannelGraph, node: Node) -> tuple[Dim, ...] | None:
+    """A global pool keeps batch and channels, every spatial axis becomes 1 (NHWC with channels_last,
+    an attribute of the com.microsoft quantized pools)."""
+    x = node.input(0)
+    if x is None or x.shape is None or len(x.shape) < 3:
+        return None
+    if node.attr("channels_last", 0):
+        return (x.shape[0], *[1] * (len(x.shape) - 2), x.shape[-1])
+    return (x.shape[0], x.shape[1], *[1] * (len(x.shape) - 2))
+
+
+def pool_shape(ctx: ChannelGraph, node: Node) -> tuple[Dim, ...] | None:
+    """A windowed pool's output (for an input whose shape only a declaration knows, a contrib op's)."""
+    x, kernel = node.input(0), node.attr("kernel_shape")
+    if x is None or x.shape is None or not kernel or node.attr("channels_last", 0):
+        return None
+    return window_shape(node, x, kernel, x.shape[1])
+
+
 _POOL_ZERO_WHEN: dict[str, ZeroWhen] = {
     "MaxPool": _max_pool_zero, "AveragePool": _average_pool_zero, "LpPool": _lp_zero,
     "GlobalAveragePool": data_zero(0), "GlobalMaxPool": data_zero(0), "GlobalLpPool": _lp_zero,
@@ -378,7 +418,8 @@ for _op in (
     "GlobalLpPool",
     "MaxRoiPool",
 ):
-    register_op(_op, _pool, zero_when=_POOL_ZERO_WHEN.get(_op))
+    _shape = global_pool_shape if _op.startswith("Global") else pool_shape
+    register_op(_op, _pool, shape=_shape, zero_when=_POOL_ZERO_WHEN.get(_op))
 # Reductions read their axes from operand 1; older opsets spell it as an attribute (ReduceSum until 13,
 # the others until 18).
 for _op in (

@@ -24,6 +24,8 @@ __all__ = [
     "ErasedInput",
     "LegacyAttr",
     "OpRule",
+    "QuantOperand",
+    "Quantized",
     "ShrinkView",
     "ZeroWhen",
     "declarations_for",
@@ -56,6 +58,27 @@ Cost = Callable[[Node], int]
 ZeroWhen = Callable[[Node, Sequence[bool]], bool]
 Contraction = Callable[[Node], tuple[int, int] | None]
 ErasedInput = Literal["drop", "cut"]
+
+
+@dataclass(frozen=True)
+class QuantOperand:
+    """Operand ``data`` holds integers ``q`` that stand for the real numbers ``(q - zero_point) * scale``.
+
+    ``scale`` and ``zero_point`` are operand indices (``zero_point`` None: the zero point is 0, as for
+    an absent one or an int32 bias). ``axis`` is the data axis they run along (None: one for the whole
+    tensor); ``block`` > 0: each scale covers ``block`` consecutive indices of that axis. Real zero is
+    the zero point, so a removed channel of such a weight is set to its zero point, and the scale and
+    zero point operands are kept as they are when the reference model is zeroed.
+    """
+
+    data: int
+    scale: int | None
+    zero_point: int | None
+    axis: int | None = None
+    block: int = 0
+
+
+Quantized = Callable[[Node], tuple[QuantOperand, ...]]
 
 
 @dataclass(frozen=True)
@@ -97,7 +120,10 @@ class OpRule:
     its consumers lose those input channels); a joint that declares neither (a product, a gate) never
     loses an input. ``contraction`` gives, for a stem, ``(weight operand, weight axis)`` when the stem
     sums its input 0's channel axis against that axis of the weight (so zero input channels contribute
-    nothing and can be cut from the weight), or None for this node.
+    nothing and can be cut from the weight), or None for this node. ``quantized`` lists the operands
+    that hold quantized integers (``QuantOperand``): their zero is the zero point, which the frontend
+    (a weight read only there is a parameter that can be zeroed) and construct (the zeroed reference
+    fills a removed slice with its zero point) read.
     """
 
     op: str
@@ -114,6 +140,7 @@ class OpRule:
     zero_when: ZeroWhen | None = None
     erased_input: ErasedInput | None = None
     contraction: Contraction | None = None
+    quantized: Quantized | None = None
 
     def kind_of(self, node: Node) -> str:
         return self.kind(node) if callable(self.kind) else self.kind
@@ -151,6 +178,7 @@ def register_op(
     zero_when: ZeroWhen | None = None,
     erased_input: ErasedInput | None = None,
     contraction: Contraction | None = None,
+    quantized: Quantized | None = None,
     replace: bool = False,
 ) -> OpRule:
     """Declare ``op`` (in ``domain``): its channel rule and the hooks the other passes read."""
@@ -169,6 +197,7 @@ def register_op(
         zero_when,
         erased_input,
         contraction,
+        quantized,
     )
     return register_rule(rule, replace=replace)
 

@@ -293,6 +293,16 @@ def _matmul_shape(ctx: ChannelGraph, node: Node) -> tuple[Dim, ...] | None:
     return (*batch, a[-2], b[-1])
 
 
+def _gemm_shape(ctx: ChannelGraph, node: Node) -> tuple[Dim, ...] | None:
+    """(M, N) of a 2-D product, for a weight whose shape only a declaration knows (a contrib op's)."""
+    a, b = node.input(0), node.input(1)
+    if a is None or b is None or a.shape is None or b.shape is None or len(a.shape) != 2 or len(b.shape) != 2:
+        return None
+    m = a.shape[1] if node.attr("transA", 0) else a.shape[0]
+    n = b.shape[0] if node.attr("transB", 0) else b.shape[1]
+    return (m, n)
+
+
 def _gather_fold(ctx: ChannelGraph, node: Node, ins: list[list[Entry] | None]) -> list[Entry] | None:
     data = ins[0] if ins else None
     idx = node.input(1)
@@ -424,6 +434,7 @@ register_op(
     "Gemm",
     _gemm,
     kind="stem",
+    shape=_gemm_shape,
     cost=_gemm_cost,
     zero_when=stem_zero(weight=1, bias=2),
     contraction=_gemm_contraction,
