@@ -48,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--mode", choices=["prune", "erase"], default="prune")
     a.add_argument("--json", metavar="PATH", help="write the JSON report")
     a.add_argument("--dot", metavar="PATH", help="write a Graphviz file (and an SVG when dot is installed)")
+    a.add_argument("--html", metavar="PATH", help="write a self-contained interactive HTML view")
     a.add_argument(
         "--groups",
         type=int,
@@ -65,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--report", metavar="PATH")
     pr.add_argument("--no-verify", action="store_true")
     pr.add_argument("--samples", type=int, default=3)
+    pr.add_argument("--html", metavar="PATH", help="write a self-contained HTML view of what was removed")
 
     er = sub.add_parser("erase", help="one-shot erasing of whole structures (blocks, branches), verified")
     model_args(er)
@@ -74,6 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     er.add_argument("--report", metavar="PATH")
     er.add_argument("--no-verify", action="store_true")
     er.add_argument("--samples", type=int, default=3)
+    er.add_argument("--html", metavar="PATH", help="write a self-contained HTML view of what was erased")
 
     v = sub.add_parser("verify", help="prove SMALL equals FULL with the report's removed slices zeroed")
     v.add_argument("full")
@@ -161,6 +164,7 @@ def _analyze(args: argparse.Namespace) -> int:
             svg = str(Path(args.dot).with_suffix(".svg"))
             subprocess.run(["dot", "-Tsvg", args.dot, "-o", svg], check=False, timeout=300)
             print(f"svg:    {svg}")
+    _html(args, loaded.graph, report, analysis)
     return 0
 
 
@@ -185,6 +189,7 @@ def _prune(args: argparse.Namespace) -> int:
     if args.report:
         write_json_atomic(args.report, report_json(report))
     print(format_prune(report))
+    _html(args, loaded.graph, report)
     ver = report.result.verification if report.result is not None else None
     return 1 if ver is not None and not ver.passed else 0
 
@@ -204,8 +209,20 @@ def _erase(args: argparse.Namespace) -> int:
     if args.report:
         write_json_atomic(args.report, report_json(report))
     print(format_erase(report))
+    _html(args, loaded.graph, report)
     ver = report.result.verification if report.result is not None else None
     return 1 if ver is not None and not ver.passed else 0
+
+
+def _html(args: argparse.Namespace, graph: object, report: object, analysis: object = None) -> None:
+    if args.html:
+        from zigraph.html_view import write_html
+
+        try:
+            write_html(args.html, graph, report, analysis)  # type: ignore[arg-type]
+        except OSError as exc:
+            raise ZigraphError(f"cannot write {args.html}: {exc.strerror or exc}") from None
+        print(f"html:   {args.html}")
 
 
 def _check_output(args: argparse.Namespace) -> None:
