@@ -64,9 +64,9 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--multiple", type=int, default=1, help="keep a multiple of N channels per group")
     pr.add_argument("-o", "--output", required=True, metavar="OUT.onnx")
     pr.add_argument("--report", metavar="PATH")
+    pr.add_argument("--html", metavar="PATH", help="write a self-contained HTML view of what was removed")
     pr.add_argument("--no-verify", action="store_true")
     pr.add_argument("--samples", type=int, default=3)
-    pr.add_argument("--html", metavar="PATH", help="write a self-contained HTML view of what was removed")
 
     er = sub.add_parser("erase", help="one-shot erasing of whole structures (blocks, branches), verified")
     model_args(er)
@@ -74,9 +74,9 @@ def _parser() -> argparse.ArgumentParser:
     er.add_argument("--seed", type=int, default=0, help="seed of the verification inputs")
     er.add_argument("-o", "--output", required=True, metavar="OUT.onnx")
     er.add_argument("--report", metavar="PATH")
+    er.add_argument("--html", metavar="PATH", help="write a self-contained HTML view of what was erased")
     er.add_argument("--no-verify", action="store_true")
     er.add_argument("--samples", type=int, default=3)
-    er.add_argument("--html", metavar="PATH", help="write a self-contained HTML view of what was erased")
 
     v = sub.add_parser("verify", help="prove SMALL equals FULL with the report's removed slices zeroed")
     v.add_argument("full")
@@ -146,6 +146,7 @@ def _analyze(args: argparse.Namespace) -> int:
     loaded = load_model(args.model, args.input_shape)
     analysis = graphcore.analyze(loaded.graph, mode=args.mode)
     report = analysis.report()
+    _html(args, loaded.graph, report, analysis)
     if args.mode == "erase":
         from zigraph.summary import format_erase_summary
 
@@ -164,7 +165,6 @@ def _analyze(args: argparse.Namespace) -> int:
             svg = str(Path(args.dot).with_suffix(".svg"))
             subprocess.run(["dot", "-Tsvg", args.dot, "-o", svg], check=False, timeout=300)
             print(f"svg:    {svg}")
-    _html(args, loaded.graph, report, analysis)
     return 0
 
 
@@ -189,8 +189,8 @@ def _prune(args: argparse.Namespace) -> int:
     if args.report:
         write_json_atomic(args.report, report_json(report))
     print(format_prune(report))
-    _html(args, loaded.graph, report)
     ver = report.result.verification if report.result is not None else None
+    _html(args, loaded.graph, report)
     return 1 if ver is not None and not ver.passed else 0
 
 
@@ -209,19 +209,22 @@ def _erase(args: argparse.Namespace) -> int:
     if args.report:
         write_json_atomic(args.report, report_json(report))
     print(format_erase(report))
-    _html(args, loaded.graph, report)
     ver = report.result.verification if report.result is not None else None
+    _html(args, loaded.graph, report)
     return 1 if ver is not None and not ver.passed else 0
 
 
 def _html(args: argparse.Namespace, graph: object, report: object, analysis: object = None) -> None:
-    if args.html:
-        from zigraph.html_view import write_html
+    """``--html PATH``: the interactive page of the analysis (and of what prune/erase removed)."""
+    if not args.html:
+        return
+    from zigraph.html_view import write_html
 
-        try:
-            write_html(args.html, graph, report, analysis)  # type: ignore[arg-type]
-        except OSError as exc:
-            raise ZigraphError(f"cannot write {args.html}: {exc.strerror or exc}") from None
+    try:
+        write_html(args.html, graph, report, analysis)  # type: ignore[arg-type]
+    except OSError as exc:
+        raise ZigraphError(f"cannot write {args.html}: {exc.strerror or exc}") from None
+    if not getattr(args, "quiet", False) and getattr(args, "json", None) != "-":
         print(f"html:   {args.html}")
 
 
