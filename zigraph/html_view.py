@@ -111,7 +111,7 @@ def view_data(graph: Graph, report: Report, analysis: PruneAnalysis | None = Non
     tree = _cluster_tree(nodes, _module_paths(nodes, index))
     slices = _group_slices(analysis, report)
     groups = _group_rows(report, index, slices)
-    colour = _node_colours(report, groups, len(nodes))
+    colour = _node_colours(report, groups, [[params[p] for p in row[2]] for row in node_rows])
     result = report.result.model_dump(mode="json") if report.result is not None else None
     removed = None
     if report.removed is not None:
@@ -344,11 +344,14 @@ def _group_rows(
     return rows
 
 
-def _node_colours(report: Report, groups: list[dict[str, Any]], n: int) -> list[int]:
+def _node_colours(report: Report, groups: list[dict[str, Any]], node_params: list[list[str]]) -> list[int]:
     """Per operator the position (in ``groups``) of the group that colours it, or -1.
 
-    Prune mode: the first prunable group among those owning it, else the first group. Erase mode: the
-    innermost structure holding it (structures nest by ``parent``)."""
+    Prune mode: the group owning axis 0 of the operator's first parameter that has one (the channels it
+    produces; a Conv also sits in the group of its input channels), else the first prunable group holding
+    it, else the first group. Erase mode: the innermost structure holding it (structures nest by
+    ``parent``)."""
+    n = len(node_params)
     colour = [-1] * n
     if report.mode == "erase":
         depth = {}
@@ -365,8 +368,18 @@ def _node_colours(report: Report, groups: list[dict[str, Any]], n: int) -> list[
                 if colour[i] < 0 or depth[g["id"]] > best[i]:
                     colour[i], best[i] = pos, depth[g["id"]]
         return colour
+    produces: dict[str, int] = {}
+    for pos, g in enumerate(groups):
+        for name, axis in g["params"]:
+            if axis == 0:
+                produces.setdefault(name, pos)
     for pos, g in enumerate(groups):
         for i in g["nodes"]:
             if colour[i] < 0 or (g["prunable"] and not groups[colour[i]]["prunable"]):
                 colour[i] = pos
+    members = [set(g["nodes"]) for g in groups]
+    for i, names in enumerate(node_params):
+        own = next((produces[p] for p in names if p in produces), None)
+        if own is not None and i in members[own]:
+            colour[i] = own
     return colour

@@ -59,7 +59,7 @@
       { selector: 'node.open', style: { shape: 'round-rectangle', label: 'data(label)', 'font-size': 10, color: '#556', 'text-valign': 'top', 'text-halign': 'center', 'background-color': '#f4f6fa', 'background-opacity': 0.6, 'border-width': 1, 'border-style': 'dashed', 'border-color': '#9aa6bd', padding: 8 } },
       { selector: 'edge', style: { width: 1, 'line-color': '#9a9a9a', 'target-arrow-color': '#9a9a9a', 'target-arrow-shape': 'triangle', 'arrow-scale': 0.7, 'curve-style': 'bezier' } },
       { selector: 'node.gone', style: { 'border-style': 'dashed', 'border-color': '#b00020', 'border-width': 2 } },
-      { selector: '.faded', style: { opacity: 0.22 } },
+      { selector: '.faded', style: { opacity: 0.35 } },
       { selector: 'node.hit', style: { 'border-color': '#1f77b4', 'border-width': 4 } },
       { selector: 'node.nested', style: { 'border-color': '#ff7f0e', 'border-width': 3 } },
       { selector: 'node.hl', style: { 'border-color': '#d62728', 'border-width': 4, 'z-index': 10 } },
@@ -135,7 +135,7 @@
     const opened = openFor(g.nodes);
     if (opened) render(); else mark();
     const focus = cy.nodes('.hl, .partial');
-    if (focus.length) { cy.fit(focus, 50); if (cy.zoom() > 1.6) { cy.zoom(1.6); cy.center(focus); } }
+    if (focus.length) { const around = focus.union(focus.neighborhood('node')); cy.fit(around, 40); if (cy.zoom() > 1.4) { cy.zoom(1.4); cy.center(around); } }
     document.querySelectorAll('tr.selected').forEach((tr) => tr.classList.remove('selected'));
     const row = document.querySelector('tr[data-pos="' + pos + '"]');
     if (row) { row.classList.add('selected'); row.scrollIntoView({ block: 'nearest' }); }
@@ -188,7 +188,7 @@
     { key: 'num_params', label: 'params' },
     { key: 'flops', label: 'FLOPs' },
     { key: 'prunable', label: ERASE ? 'erasable' : 'prunable' },
-    ...(D.result ? [{ key: 'removed', label: ERASE ? 'erased' : 'removed' }] : []),
+    ...(D.result ? [{ key: 'removed', label: ERASE ? 'erased' : 'removed', cls: 'removed' }] : []),
     { key: 'reason', label: 'reason', cls: 'reason' },
   ];
   // erase mode starts in tree order: every structure right after the one it sits in
