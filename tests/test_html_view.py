@@ -270,12 +270,26 @@ def test_browser_prune_and_erase_pages_show_the_result(browser, model_path, tmp_
     src, out_e = tmp_path / "n.onnx", tmp_path / "e.html"
     onnx.save(nested(), str(src))
     assert run(["erase", src, "--sparsity", "1", "-o", tmp_path / "e.onnx", "--html", out_e], capsys)[0] == 0
-    erased = page_data(out_e.read_text(encoding="utf-8"))["result"]["structures_erased"]
+    data = page_data(out_e.read_text(encoding="utf-8"))
+    groups, names = data["groups"], [n[0] for n in data["nodes"]]
     view = Page(browser, out_e)
     assert view.page.inner_text("#verdict") == "PASSED"
-    assert sorted(
-        int(x) for x in view.page.locator("tr.gone").evaluate_all("rs => rs.map(r => r.dataset.id)")
-    ) == sorted(erased)
+    gone = view.page.locator("tr.gone").evaluate_all("rs => rs.map(r => +r.dataset.id)")
+    assert sorted(gone) == sorted(data["result"]["structures_erased"])
+    child = next(g for g in groups if g["parent"] is not None)
+    parent = next(g for g in groups if g["id"] == child["parent"])
+    view.page.click(f'tr.group-row[data-id="{parent["id"]}"]')
+    assert view.js("zigraphView.highlighted()") == sorted(names[i] for i in parent["nodes"])
+    inside, grew = {parent["id"]}, True
+    while grew:  # the structures nested in the parent, at any depth
+        grew = False
+        for g in groups:
+            if g["parent"] in inside and g["id"] not in inside:
+                inside.add(g["id"])
+                grew = True
+    inner = sorted({names[i] for g in groups if g["id"] in inside - {parent["id"]} for i in g["nodes"]})
+    assert inner  # drawn orange inside the parent's red
+    assert view.js("zigraphView.cy.nodes('.nested').map(n => n.data('name')).sort()") == inner
     view.assert_clean()
 
 

@@ -2,7 +2,7 @@
 (function () {
   'use strict';
   const D = JSON.parse(document.getElementById('zigraph-data').textContent);
-  const PALETTE = ['#8dd3c7', '#ffffb3', '#bebada', '#fb8072', '#80b1d3', '#fdb462', '#b3de69', '#fccde5',
+  const PALETTE = ['#8dd3c7', '#ffffb3', '#bebada', '#d9f0a3', '#80b1d3', '#fdb462', '#b3de69', '#fccde5',
     '#bc80bd', '#ccebc5', '#ffed6f', '#a6cee3', '#b2df8a', '#fdbf6f', '#cab2d6', '#e5c494'];
   const GREY = '#d9d9d9', UNKNOWN = '#ff6b6b', NONE = '#ffffff';
   const START_BUDGET = 60;   // operators and closed boxes drawn when the page opens
@@ -61,8 +61,8 @@
       { selector: 'node.gone', style: { 'border-style': 'dashed', 'border-color': '#b00020', 'border-width': 2 } },
       { selector: '.faded', style: { opacity: 0.35 } },
       { selector: 'node.hit', style: { 'border-color': '#1f77b4', 'border-width': 4 } },
-      { selector: 'node.nested', style: { 'border-color': '#ff7f0e', 'border-width': 3 } },
       { selector: 'node.hl', style: { 'border-color': '#d62728', 'border-width': 4, 'z-index': 10 } },
+      { selector: 'node.nested', style: { 'border-color': '#ff7f0e', 'border-width': 4 } },
       { selector: 'node.partial', style: { 'border-color': '#d62728', 'border-width': 4, 'border-style': 'double' } },
     ],
   });
