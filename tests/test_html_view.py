@@ -267,6 +267,22 @@ def test_browser_prune_and_erase_pages_show_the_result(browser, model_path, tmp_
     assert view.page.inner_text("#verdict") == "PASSED"
     assert view.page.locator("tr.gone").count() >= 1
     view.assert_clean()
+    out_nv = tmp_path / "nv.html"
+    argv = [
+        "prune",
+        model_path,
+        "--sparsity",
+        "0.5",
+        "-o",
+        tmp_path / "nv.onnx",
+        "--no-verify",
+        "--html",
+        out_nv,
+    ]
+    assert run(argv, capsys)[0] == 0
+    view = Page(browser, out_nv)
+    assert view.page.inner_text("#verdict") == "not verified"
+    view.assert_clean()
     src, out_e = tmp_path / "n.onnx", tmp_path / "e.html"
     onnx.save(nested(), str(src))
     assert run(["erase", src, "--sparsity", "1", "-o", tmp_path / "e.onnx", "--html", out_e], capsys)[0] == 0
