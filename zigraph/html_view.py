@@ -93,9 +93,10 @@ def view_data(graph: Graph, report: Report, analysis: PruneAnalysis | None = Non
     index = {n.name: i for i, n in enumerate(nodes)}
     params: list[str] = []
     param_index: dict[str, int] = {}
-    node_rows = []
+    node_rows: list[list[Any]] = []
+    node_params: list[list[str]] = []
     for n in nodes:
-        mine = []
+        mine: list[int] = []
         for v in n.inputs:
             if v is not None and v.is_param:
                 if v.name not in param_index:
@@ -104,6 +105,7 @@ def view_data(graph: Graph, report: Report, analysis: PruneAnalysis | None = Non
                 mine.append(param_index[v.name])
         unknown = rule_for(n) is None
         node_rows.append([n.name, f"{n.domain}::{n.op}" if n.domain else n.op, mine, 1 if unknown else 0])
+        node_params.append([params[p] for p in mine])
     edges = sorted(
         {(index[v.producer.name], j) for j, n in enumerate(nodes) for v in n.inputs
          if v is not None and v.producer is not None and v.producer.name in index}
@@ -111,7 +113,7 @@ def view_data(graph: Graph, report: Report, analysis: PruneAnalysis | None = Non
     tree = _cluster_tree(nodes, _module_paths(nodes, index))
     slices = _group_slices(analysis, report)
     groups = _group_rows(report, index, slices)
-    colour = _node_colours(report, groups, [[params[p] for p in row[2]] for row in node_rows])
+    colour = _node_colours(report, groups, node_params)
     result = report.result.model_dump(mode="json") if report.result is not None else None
     removed = None
     if report.removed is not None:
