@@ -193,7 +193,7 @@
   ];
   // erase mode starts in tree order: every structure right after the one it sits in
   const treeOrder = [];
-  (function () { const roots = G.map((g, p) => p).filter((p) => depth[p] === 0); const visit = (p) => { treeOrder.push(p); childrenOf[p].forEach(visit); }; roots.forEach(visit); G.forEach((g, p) => { if (!treeOrder.includes(p)) treeOrder.push(p); }); })();
+  (function () { const roots = G.map((g, p) => p).filter((p) => depth[p] === 0); const visit = (p) => { treeOrder.push(p); childrenOf[p].forEach(visit); }; roots.forEach(visit); const placed = new Set(treeOrder); G.forEach((g, p) => { if (!placed.has(p)) treeOrder.push(p); }); })();
   const sort = { key: null, dir: 1 };
   function drawHead() {
     $('groups').tHead.innerHTML = '<tr>' + cols.map((c) => '<th data-key="' + c.key + '" class="' + (c.cls || '') + (sort.key === c.key ? (sort.dir > 0 ? ' sorted-asc' : ' sorted-desc') : '') + '">' + c.label + '</th>').join('') + '</tr>';
