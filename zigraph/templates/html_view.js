@@ -47,7 +47,11 @@
   const nodeColour = (i) => D.colour[i] >= 0 ? groupColour(D.colour[i]) : (D.nodes[i][3] ? UNKNOWN : NONE);
   const gone = new Uint8Array(N);  // operators of removed channels (prune) or erased structures (erase)
   G.forEach((g) => { if (g.removed) g.nodes.forEach((i) => { gone[i] = 1; }); });
-  function descendants(pos) { const out = []; const stack = [...childrenOf[pos]]; while (stack.length) { const p = stack.pop(); out.push(p); stack.push(...childrenOf[p]); } return out; }
+  function descendants(pos) {
+    const out = [], seen = new Set([pos]), stack = [...childrenOf[pos]];
+    while (stack.length) { const p = stack.pop(); if (seen.has(p)) continue; seen.add(p); out.push(p); stack.push(...childrenOf[p]); }
+    return out;
+  }
 
   // -- the graph --------------------------------------------------------------------------------
   const cy = cytoscape({
