@@ -48,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--mode", choices=["prune", "erase"], default="prune")
     a.add_argument("--json", metavar="PATH", help="write the JSON report")
     a.add_argument("--dot", metavar="PATH", help="write a Graphviz file (and an SVG when dot is installed)")
+    a.add_argument("--html", metavar="PATH", help="write a self-contained interactive HTML view")
     a.add_argument(
         "--groups",
         type=int,
@@ -63,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--multiple", type=int, default=1, help="keep a multiple of N channels per group")
     pr.add_argument("-o", "--output", required=True, metavar="OUT.onnx")
     pr.add_argument("--report", metavar="PATH")
+    pr.add_argument("--html", metavar="PATH", help="write a self-contained HTML view of what was removed")
     pr.add_argument("--no-verify", action="store_true")
     pr.add_argument("--samples", type=int, default=3)
 
@@ -72,6 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     er.add_argument("--seed", type=int, default=0, help="seed of the verification inputs")
     er.add_argument("-o", "--output", required=True, metavar="OUT.onnx")
     er.add_argument("--report", metavar="PATH")
+    er.add_argument("--html", metavar="PATH", help="write a self-contained HTML view of what was erased")
     er.add_argument("--no-verify", action="store_true")
     er.add_argument("--samples", type=int, default=3)
 
@@ -143,6 +146,7 @@ def _analyze(args: argparse.Namespace) -> int:
     loaded = load_model(args.model, args.input_shape)
     analysis = graphcore.analyze(loaded.graph, mode=args.mode)
     report = analysis.report()
+    _html(args, loaded.graph, report, analysis)
     if args.mode == "erase":
         from zigraph.summary import format_erase_summary
 
@@ -186,6 +190,7 @@ def _prune(args: argparse.Namespace) -> int:
         write_json_atomic(args.report, report_json(report))
     print(format_prune(report))
     ver = report.result.verification if report.result is not None else None
+    _html(args, loaded.graph, report)
     return 1 if ver is not None and not ver.passed else 0
 
 
@@ -205,7 +210,22 @@ def _erase(args: argparse.Namespace) -> int:
         write_json_atomic(args.report, report_json(report))
     print(format_erase(report))
     ver = report.result.verification if report.result is not None else None
+    _html(args, loaded.graph, report)
     return 1 if ver is not None and not ver.passed else 0
+
+
+def _html(args: argparse.Namespace, graph: object, report: object, analysis: object = None) -> None:
+    """``--html PATH``: the interactive page of the analysis (and of what prune/erase removed)."""
+    if not args.html:
+        return
+    from zigraph.html_view import write_html
+
+    try:
+        write_html(args.html, graph, report, analysis)  # type: ignore[arg-type]
+    except OSError as exc:
+        raise ZigraphError(f"cannot write {args.html}: {exc.strerror or exc}") from None
+    if not getattr(args, "quiet", False) and getattr(args, "json", None) != "-":
+        print(f"html:   {args.html}")
 
 
 def _check_output(args: argparse.Namespace) -> None:
