@@ -17,6 +17,7 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import helper, numpy_helper
 
+from frontends.onnx_order import sort_graph
 from graphcore.errors import ModelLoadError
 from graphcore.ir import Dim, Graph, Node, Value
 from graphcore.ops import lift_legacy_attrs
@@ -31,7 +32,10 @@ NOT_TRAINABLE_INPUTS = {("BatchNormalization", 3), ("BatchNormalization", 4)}
 
 
 def read_onnx(source: str | os.PathLike | onnx.ModelProto) -> tuple[onnx.ModelProto, Path | None]:
-    """Parse and validate a model without loading external data; raises ModelLoadError with one line."""
+    """Parse and validate a model without loading external data; raises ModelLoadError with one line.
+
+    Nodes out of topological order are sorted first (onnxruntime accepts such files; the checker and
+    everything after it need the order), so the returned model is always sorted."""
     if isinstance(source, onnx.ModelProto):
         model = onnx.ModelProto()
         model.CopyFrom(source)
@@ -58,6 +62,10 @@ def read_onnx(source: str | os.PathLike | onnx.ModelProto) -> tuple[onnx.ModelPr
     _check_opset(model, name)
     _check_external(model, base, name)
     _check_declared(model, name)
+    try:  # onnxruntime runs a graph whose nodes are out of order; the checker refuses it
+        sort_graph(model.graph)
+    except ValueError as exc:
+        raise ModelLoadError(f"{name}: invalid ONNX graph ({exc})") from None
     try:
         onnx.checker.check_model(light_copy(model))
     except Exception as exc:
