@@ -30,6 +30,46 @@ def _session(model: onnx.ModelProto, what: str = "the model", ours: bool = False
         raise (InternalError(msg) if ours else ZigraphError(msg)) from None
 
 
+def _float_io(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with its bfloat16 graph inputs and outputs behind exact Casts from and to float32.
+
+    Neither numpy nor onnxruntime's Python API exchanges bfloat16 arrays, but a model may take and give
+    them (bf16 at the edges, as mixed-precision tools write it). The feeds are rounded to bf16 by the
+    Cast inside the model, the outputs widened exactly, so the comparison sees the model's own values.
+    Returns ``model`` itself when it has no bf16 edge.
+    """
+    bf16 = onnx.TensorProto.BFLOAT16
+    inits = {t.name for t in model.graph.initializer}
+
+    def is_bf16(vi: onnx.ValueInfoProto) -> bool:
+        return vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type == bf16
+
+    ins = [vi.name for vi in model.graph.input if is_bf16(vi) and vi.name not in inits]
+    outs = [vi.name for vi in model.graph.output if is_bf16(vi)]
+    if not ins and not outs:
+        return model
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    g = out.graph
+    inner = {n: f"{n}__zigraph_bf16" for n in [*ins, *outs]}
+    for pn in g.node:
+        for i, name in enumerate(pn.input):
+            if name in inner:
+                pn.input[i] = inner[name]
+        for i, name in enumerate(pn.output):
+            if name in inner:
+                pn.output[i] = inner[name]
+    heads = [onnx.helper.make_node("Cast", [n], [inner[n]], to=bf16) for n in ins]
+    tails = [onnx.helper.make_node("Cast", [inner[n]], [n], to=onnx.TensorProto.FLOAT) for n in outs]
+    nodes = [*heads, *g.node, *tails]
+    del g.node[:]
+    g.node.extend(nodes)
+    for vi in [*g.input, *g.output]:
+        if vi.name in inner:
+            vi.type.tensor_type.elem_type = onnx.TensorProto.FLOAT
+    return out
+
+
 def _index_bounds(model: onnx.ModelProto) -> dict[str, int]:
     """Integer inputs used as Gather indices (token ids) must stay below the table size."""
     sizes = {t.name: list(t.dims) for t in model.graph.initializer}
@@ -122,6 +162,7 @@ def compare_models(
         rtol, why = chosen.rtol, chosen.why
     else:
         why = f"tolerance {rtol:g} given by the user (--rtol)"
+    full, small = _float_io(full), _float_io(small)
     bad = InternalError if small_ours else ZigraphError
     a, b = _session(full), _session(small, "the pruned model", small_ours)
     names = [o.name for o in a.get_outputs()]
