@@ -127,7 +127,7 @@ def test_bf16_weights_cast_to_float_prune_and_verify_at_the_bf16_tolerance():
 def test_zeroing_and_slicing_keep_bf16_storage_exact(raw):
     """bf16 has no numpy dtype of its own in onnx's storage: int32_data holds the bit patterns."""
     model = _conv_net(TensorProto.FLOAT, BF16, raw=raw, cast_weights=True)
-    analysis, chosen, small, plan = _prune_half(model, criterion="random")
+    _, _, small, plan = _prune_half(model, criterion="random")
     zeroed = zero_slices(model, None, plan.removed)
     src = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     got = {t.name: numpy_helper.to_array(t) for t in zeroed.graph.initializer}
@@ -186,7 +186,9 @@ def _small_cnn():
             super().__init__()
             self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
             self.body = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
-            self.down = nn.Sequential(nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.BatchNorm2d(32), nn.ReLU())
+            self.down = nn.Sequential(
+                nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.BatchNorm2d(32), nn.ReLU()
+            )
             self.head = nn.Linear(32, 10)
 
         def forward(self, x):
