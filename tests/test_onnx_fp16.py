@@ -36,7 +36,9 @@ def _w(rng, name: str, shape: tuple[int, ...], dtype=np.float16, raw: bool = Tru
     return helper.make_tensor(name, elem, list(shape), arr.reshape(-1).tolist(), raw=False)
 
 
-def _conv_net(elem: int, weight_dtype, raw: bool = True, cast_weights: bool = False, seed: int = 0):
+def _conv_net(
+    elem: int, weight_dtype, raw: bool = True, cast_weights: bool = False, seed: int = 0, opset: int = 17
+):
     """x -> Conv(8) -> Relu -> Conv(8) -> Relu -> Conv(4) -> y, every tensor in ``elem`` unless
     ``cast_weights`` (weights stored in ``weight_dtype``, each Cast to float before its Conv)."""
     rng = np.random.default_rng(seed)
@@ -62,8 +64,8 @@ def _conv_net(elem: int, weight_dtype, raw: bool = True, cast_weights: bool = Fa
         [helper.make_tensor_value_info("y", elem, [1, 4, 8, 8])],
         initializer=inits,
     )
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    onnx.checker.check_model(m)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    onnx.checker.check_model(m, full_check=True)
     return m
 
 
@@ -241,3 +243,18 @@ def test_converter_output_prunes_at_half_and_verifies_in_fp16(fp32_files, tmp_pa
     assert any(t.data_type == TensorProto.FLOAT16 for t in small.graph.initializer)
     # The check can fail: the unzeroed original is not the small model at this tolerance.
     assert not construct.verify(str(path), res.output, [], small_ours=False).passed
+
+
+def test_all_bf16_graph_is_verified_widened_exactly_to_fp32():
+    """onnxruntime's CPU provider has no bf16 Conv: both models run widened exactly, at fp32's tolerance."""
+    model = _conv_net(TensorProto.BFLOAT16, BF16, opset=22)  # Conv takes bf16 from opset 22
+    with pytest.raises(Exception, match="NOT_IMPLEMENTED|implementation"):
+        import onnxruntime as ort
+
+        ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    analysis, chosen, small, plan = _prune_half(model)
+    assert {t.data_type for t in small.graph.initializer} == {TensorProto.BFLOAT16}
+    rep = construct.verify(model, small, plan.removed)
+    assert rep.passed and rep.rtol == FP32_RTOL and "widened" in (rep.tolerance or ""), rep
+    assert not construct.verify(model, small, []).passed
+    _live_channel_fails(analysis, chosen, model, small)
