@@ -248,7 +248,7 @@ def test_converter_output_prunes_at_half_and_verifies_in_fp16(fp32_files, tmp_pa
 def test_all_bf16_graph_is_verified_widened_exactly_to_fp32():
     """onnxruntime's CPU provider has no bf16 Conv: both models run widened exactly, at fp32's tolerance."""
     model = _conv_net(TensorProto.BFLOAT16, BF16, opset=22)  # Conv takes bf16 from opset 22
-    with pytest.raises(Exception, match="NOT_IMPLEMENTED|implementation"):
+    with pytest.raises(Exception, match=r"NOT_IMPLEMENTED|implementation"):
         import onnxruntime as ort
 
         ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
