@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from graphcore.errors import InternalError, ZigraphError
+from graphcore.errors import InternalError, ModelLoadError, ZigraphError
 from graphcore.groups import ParamSlice
 from graphcore.report import EraseResult, Report, VerifyReport
 from zigraph.pipeline import LoadedModel, _onnx_params, publish_if_verified, staged_path, verify_written
@@ -179,7 +179,13 @@ def _flops(path: str | None, before: int, plan: Any) -> int:
     import frontends
     import graphcore
 
-    return int(graphcore.analyze(frontends.load(path)).flops_total) if plan.erased else int(before)
+    if not plan.erased:
+        return int(before)
+    try:
+        written = frontends.load(path)
+    except ModelLoadError as exc:  # the file is ours: not loading is our bug, never the user's input
+        raise InternalError(f"the written model does not load ({exc})") from None
+    return int(graphcore.analyze(written).flops_total)
 
 
 def _build(
