@@ -118,11 +118,12 @@ def compare_models(
     ``small_ours``: ``small`` was built by zigraph, so a small model that does not load or run where the
     full one does, or has other outputs, is zigraph's bug (``InternalError``); False for a small model
     the user hands in (``zigraph verify``), where it is bad input."""
-    chosen = model_tolerance(full, small) if rtol is None else None
-    if chosen is not None:
+    chosen = None
+    if rtol is None:
+        chosen = model_tolerance(full, small)
         tol, why = chosen.rtol, chosen.why
     else:
-        tol, why = float(rtol or 0.0), f"tolerance {rtol:g} given by the user (--rtol)"
+        tol, why = float(rtol), f"tolerance {rtol:g} given by the user (--rtol)"
     bad = InternalError if small_ours else ZigraphError
     full, small = float_io(full), float_io(small)
     try:
