@@ -230,16 +230,17 @@ def finish(model: onnx.ModelProto, original: onnx.ModelProto, what: str) -> None
         _declare_initializers_as_inputs(model)
     _sync_initializer_inputs(model)
     del model.graph.value_info[:]
+    from frontends.onnx_frontend import checkable
+
+    probe = checkable(model)  # without the weight bytes; ops only onnxruntime knows kept out of the way
     try:
-        inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(probe, check_type=True, strict_mode=True, data_prop=True)
         model.graph.value_info.extend(inferred.graph.value_info)
     except Exception as exc:
         _check_declared_outputs(original)  # the input's own lie, visible only once folded
         raise InternalError(f"the {what} model fails shape inference ({_first_line(exc)})") from None
-    from frontends.onnx_frontend import light_copy
-
     try:
-        onnx.checker.check_model(light_copy(model))
+        onnx.checker.check_model(probe)
     except Exception as exc:
         raise InternalError(f"the {what} model is not a valid ONNX model ({_first_line(exc)})") from None
 

@@ -18,12 +18,13 @@ from google.protobuf.message import DecodeError
 from onnx import helper, numpy_helper
 
 from frontends.onnx_order import sort_graph
+from frontends.onnx_schemas import hide_ort_only_ops
 from graphcore.errors import ModelLoadError
 from graphcore.ir import Dim, Graph, Node, Value
 from graphcore.ops import lift_legacy_attrs
 from graphcore.util import gc_paused
 
-__all__ = ["MAX_OPSET", "MIN_OPSET", "load_onnx", "read_onnx"]
+__all__ = ["MAX_OPSET", "MIN_OPSET", "checkable", "light_copy", "load_onnx", "read_onnx"]
 
 MIN_OPSET = 7
 MAX_OPSET = onnx.defs.onnx_opset_version()
@@ -67,7 +68,7 @@ def read_onnx(source: str | os.PathLike | onnx.ModelProto) -> tuple[onnx.ModelPr
     except ValueError as exc:
         raise ModelLoadError(f"{name}: invalid ONNX graph ({exc})") from None
     try:
-        onnx.checker.check_model(light_copy(model))
+        onnx.checker.check_model(checkable(model))
     except Exception as exc:
         raise ModelLoadError(f"{name}: invalid ONNX graph ({_short(exc)})") from None
     if len(model.functions):
@@ -88,7 +89,7 @@ def load_onnx(source: str | os.PathLike | onnx.ModelProto) -> Graph:
         # Strict: a type or shape error ONNX can see (a float64 weight on a float32 Conv, ranks that
         # cannot match) is bad input now, not an "internal error" when the pruned model is checked.
         inferred = onnx.shape_inference.infer_shapes(
-            light_copy(model), check_type=True, strict_mode=True, data_prop=True
+            checkable(model), check_type=True, strict_mode=True, data_prop=True
         )
     except Exception as exc:
         raise ModelLoadError(f"{name}: invalid ONNX graph (shape inference: {_short(exc)})") from None
@@ -138,6 +139,15 @@ def light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
             lg.initializer.append(t)
         elif t.name not in declared:
             lg.input.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+    return light
+
+
+def checkable(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The ``light_copy`` that ``onnx.checker`` and strict shape inference get: ops onnxruntime
+    registers in the default domain but onnx does not know are moved out of their way
+    (``frontends.onnx_schemas``), so a model onnxruntime runs is not refused for them."""
+    light = light_copy(model)
+    hide_ort_only_ops(light)
     return light
 
 

@@ -221,3 +221,53 @@ def test_converted_fp16_cnn_with_io_casts_is_no_longer_refused(tmp_path: Path, c
     onnx.save(model, str(path))
     code = main(["analyze", str(path)])
     assert code == 0, capsys.readouterr().err
+
+
+def _with_default_domain_op(op: str) -> onnx.ModelProto:
+    """x -> MatMul(16) -> Relu -> MatMul(8) -> ``op`` (default domain) -> y."""
+    rng = np.random.default_rng(4)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n)
+        for n, s in [("W1", (8, 16)), ("W2", (16, 8)), ("scale", (8,))]
+    ]
+    nodes = [
+        helper.make_node("MatMul", ["x", "W1"], ["h"]),
+        helper.make_node("Relu", ["h"], ["r"]),
+        helper.make_node("MatMul", ["r", "W2"], ["o"]),
+        helper.make_node(op, ["o", "scale"], ["y"], axis=-1, epsilon=1e-5),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4, 8])],
+        initializer=inits,
+    )
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_an_op_only_onnxruntime_registers_in_the_default_domain_is_accepted(tmp_path, capsys):
+    """onnxruntime's transformer optimizer writes SimplifiedLayerNormalization in the default domain;
+    onnxruntime runs it, onnx.checker says 'No Op registered'. Accepted, and written back valid."""
+    model = _with_default_domain_op("SimplifiedLayerNormalization")
+    with pytest.raises(onnx.checker.ValidationError, match="No Op registered"):
+        onnx.checker.check_model(model)
+    path = tmp_path / "sln.onnx"
+    onnx.save(model, str(path))
+    out = tmp_path / "small.onnx"
+    code = main(["prune", str(path), "--sparsity", "0.5", "-o", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "PASSED" in captured.out
+    small = onnx.load(str(out))
+    assert [n.op_type for n in small.graph.node][-1] == "SimplifiedLayerNormalization"
+    assert small.graph.node[-1].domain == ""  # written as it came, not in our checking domain
+    assert numpy_helper.to_array(next(t for t in small.graph.initializer if t.name == "W1")).shape == (8, 8)
+
+
+def test_an_op_neither_onnx_nor_onnxruntime_knows_is_still_refused(tmp_path, capsys):
+    path = tmp_path / "foo.onnx"
+    onnx.save(_with_default_domain_op("NoSuchOpAnywhere"), str(path))
+    code = main(["analyze", str(path)])
+    err = capsys.readouterr().err
+    assert code == 2 and "No Op registered for NoSuchOpAnywhere" in err, err
