@@ -35,6 +35,8 @@ QUANT_RTOL = 2e-2
 model helper tests built, 7.6e-3 on MobileNet-V2 QOperator per-channel u8u8 (one flip carried to the
 logits); 2e-2 is about five uint8 steps of a full-range output."""
 
+_FP16 = frozenset({onnx.TensorProto.FLOAT16})
+_BF16 = frozenset({onnx.TensorProto.BFLOAT16})
 # Operators that round activations to a quantized grid at run time (or compute on such a grid), in the
 # default and Microsoft domains. Weight-only quantization (a lone DequantizeLinear, MatMulNBits) is not
 # here: zeroing is exact in the quantized domain and the arithmetic is float, so the float rule applies.

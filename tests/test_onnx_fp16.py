@@ -19,7 +19,7 @@ import construct
 import frontends
 import graphcore
 from construct.onnx_construct import zero_slices
-from construct.tolerance import BF16_RTOL, FP16_RTOL, FP32_RTOL, model_tolerance
+from construct.tolerance import BF16_RTOL, FP16_RTOL, FP32_RTOL, QUANT_RTOL, model_tolerance
 from construct.verify import compare_models
 from graphcore.select import relative_scores, select_zigs
 from graphcore.shrink import plan as make_plan
@@ -167,11 +167,37 @@ def test_bf16_at_the_edges_is_fed_and_read_through_exact_casts():
     _live_channel_fails(analysis, chosen, inner, small)
 
 
+def _quantized(activations: bool) -> onnx.ModelProto:
+    """int8 weights dequantized for a float MatMul; with ``activations`` the input is requantized."""
+    w = numpy_helper.from_array(np.arange(-8, 8, dtype=np.int8).reshape(4, 4), "wq")
+    scale = numpy_helper.from_array(np.array(0.1, dtype=np.float32), "s")
+    zp = numpy_helper.from_array(np.array(0, dtype=np.int8), "zp")
+    nodes = [helper.make_node("DequantizeLinear", ["wq", "s", "zp"], ["w"])]
+    x = "x"
+    if activations:
+        nodes += [
+            helper.make_node("QuantizeLinear", ["x", "s", "zp"], ["xq"]),
+            helper.make_node("DequantizeLinear", ["xq", "s", "zp"], ["xd"]),
+        ]
+        x = "xd"
+    nodes.append(helper.make_node("MatMul", [x, "w"], ["y"]))
+    g = helper.make_graph(
+        nodes,
+        "q",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])],
+        initializer=[w, scale, zp],
+    )
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
 def test_the_tolerance_follows_the_lowest_precision_and_the_user_wins():
     fp32 = _conv_net(TensorProto.FLOAT, np.float32)
     assert model_tolerance(fp32).rtol == FP32_RTOL
     assert model_tolerance(fp32, _conv_net(TensorProto.FLOAT16, np.float16)).rtol == FP16_RTOL
     assert model_tolerance(_conv_net(TensorProto.FLOAT, BF16, cast_weights=True)).rtol == BF16_RTOL
+    assert model_tolerance(_quantized(activations=True)).rtol == QUANT_RTOL
+    assert model_tolerance(_quantized(activations=False)).rtol == FP32_RTOL  # weight-only: float math
     small = _prune_half(fp32)[2]
     rep = compare_models(fp32, small, rtol=0.5)
     assert rep.rtol == 0.5 and "--rtol" in (rep.tolerance or "")
