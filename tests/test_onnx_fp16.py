@@ -290,3 +290,24 @@ def test_all_bf16_graph_is_verified_widened_exactly_to_fp32():
     assert rep.passed and rep.rtol == FP32_RTOL and "widened" in (rep.tolerance or ""), rep
     assert not construct.verify(model, small, []).passed
     _live_channel_fails(analysis, chosen, model, small)
+
+
+def test_a_bf16_bert_exported_by_torch_prunes_and_verifies(tmp_path):
+    """torch's exporter on a bf16 module writes an all-bf16 graph onnxruntime's CPU provider cannot run:
+    verified widened exactly to fp32, and the check still fails against the unzeroed original."""
+    import torch
+
+    from tests.zoo import hf_model
+
+    path = tmp_path / "bert_bf16.onnx"
+    module = hf_model("bert").to(torch.bfloat16)
+    torch.onnx.export(module, (torch.randint(0, 100, (1, 16)),), str(path), dynamo=False, opset_version=17,
+                      input_names=["ids"], dynamic_axes={"ids": {0: "batch", 1: "seq"}})  # fmt: skip
+    assert {t.data_type for t in onnx.load(str(path)).graph.initializer} == {TensorProto.BFLOAT16}
+    report = prune(load_model(str(path)), 0.5, tmp_path / "small.onnx")
+    res = report.result
+    assert res is not None and res.verification is not None and res.output
+    ver = res.verification
+    assert ver.passed and ver.rtol == FP32_RTOL and "widened" in (ver.tolerance or ""), ver
+    assert res.params_after <= 0.9 * res.params_before
+    assert not construct.verify(str(path), res.output, [], small_ours=False).passed
