@@ -56,17 +56,20 @@ def verify(
     small: str | os.PathLike | onnx.ModelProto,
     removed: Any = None,
     samples: int = 3,
-    rtol: float = DEFAULT_RTOL,
+    rtol: float | None = None,
     seed: int = 0,
+    small_ours: bool = True,
 ) -> VerifyReport:
-    """Zero ``removed`` (slices of the full model's tensors) and compare with ``small`` in onnxruntime."""
+    """Zero ``removed`` (slices of the full model's tensors) and compare with ``small`` in onnxruntime,
+    within ``rtol`` or, by default, the tolerance the model's dtype calls for (``construct.tolerance``).
+    ``small_ours``: see ``compare_models`` (False when the user hands in the small model)."""
     full_model, base = _read(full)
     small_model, small_base = _read(small)
     zeroed = zero_slices(full_model, base, _as_slices(removed))
     from construct.onnx_construct import _internalize
 
     _internalize(small_model, small_base)
-    return compare_models(zeroed, small_model, samples=samples, rtol=rtol, seed=seed)
+    return compare_models(zeroed, small_model, samples=samples, rtol=rtol, seed=seed, small_ours=small_ours)
 
 
 def to_torch(model: Any, analysis: PruneAnalysis, removed: Any = None) -> Any:

@@ -17,7 +17,7 @@ from onnx import helper, numpy_helper
 
 from construct.quant_zero import fill_slice, quant_fills, real_values
 from graphcore import select
-from graphcore.errors import ZigraphError
+from graphcore.errors import InternalError, ZigraphError
 from graphcore.groups import ParamSlice, PruneAnalysis
 from graphcore.ir import Graph, Node
 from graphcore.ops import legacy_attr_at
@@ -223,18 +223,44 @@ def _only_read_by(graph: Graph, name: str, nodes: Collection[str]) -> bool:
 
 
 def finish(model: onnx.ModelProto, original: onnx.ModelProto, what: str) -> None:
-    """Drop the initializers nothing reads any more, keep IR-v3 input declarations true, and recompute
-    ``value_info`` with strict shape inference (which doubles as a check that ``model`` is well formed).
-    ``what`` names the result in the error (``pruned``, ``erased``)."""
+    """Drop the initializers nothing reads any more, keep the graph inputs true to the initializers
+    (IR < 4 lists every initializer as a graph input too, the new ones included), recompute
+    ``value_info`` with strict shape inference and run ``onnx.checker``: the written file must be valid
+    for its IR version. ``what`` names the result (``pruned``, ``erased``) in the error; a model we
+    built that does not check is our bug (``InternalError``), never the user's input."""
     _drop_unused_initializers(model)
+    if model.ir_version < 4:
+        _declare_initializers_as_inputs(model)
     _sync_initializer_inputs(model)
     del model.graph.value_info[:]
+    from frontends.onnx_frontend import checkable
+
+    probe = checkable(model)  # without the weight bytes; ops only onnxruntime knows kept out of the way
     try:
-        inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(probe, check_type=True, strict_mode=True, data_prop=True)
         model.graph.value_info.extend(inferred.graph.value_info)
     except Exception as exc:
         _check_declared_outputs(original)  # the input's own lie, visible only once folded
-        raise ZigraphError(f"internal error: the {what} model fails shape inference ({exc})") from None
+        raise InternalError(f"the {what} model fails shape inference ({_first_line(exc)})") from None
+    try:
+        onnx.checker.check_model(probe)
+    except Exception as exc:
+        raise InternalError(f"the {what} model is not a valid ONNX model ({_first_line(exc)})") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:300] if lines else type(exc).__name__
+
+
+def _declare_initializers_as_inputs(model: onnx.ModelProto) -> None:
+    """IR version 3 requires every initializer to be a graph input as well; construct adds initializers
+    (sliced shape operands, per-use clones), which must be declared there too."""
+    declared = {i.name for i in model.graph.input}
+    for t in model.graph.initializer:
+        if t.name not in declared:
+            model.graph.input.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+            declared.add(t.name)
 
 
 def _in_original_form(node: Node, upd: dict, opset: int | None) -> tuple[dict, dict]:

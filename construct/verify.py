@@ -6,16 +6,19 @@ import numpy as np
 import onnx
 
 from construct.quant_zero import exact_integer_products
-from graphcore.errors import ZigraphError
+from construct.runnable import bf16_tensors, float_io, widen_bf16
+from construct.tolerance import BF16_RTOL, FP32_RTOL, model_tolerance
+from graphcore.errors import InternalError, ZigraphError
 from graphcore.report import OutputError, VerifyReport  # the report's schema; verification fills it
 
 __all__ = ["OutputError", "VerifyReport", "compare_models", "random_inputs"]
 
-DEFAULT_RTOL = 1e-4
+DEFAULT_RTOL = FP32_RTOL  # the fp32 rule; compare_models picks the model's own (construct.tolerance)
 MAX_INPUT_ELEMENTS = 1 << 28
 
 
-def _session(model: onnx.ModelProto, what: str = "the model"):
+def _session(model: onnx.ModelProto, what: str = "the model", ours: bool = False):
+    """An onnxruntime session; a model that does not load is bad input, or our bug when ``ours``."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -25,7 +28,9 @@ def _session(model: onnx.ModelProto, what: str = "the model"):
         model = exact_integer_products(model)  # onnxruntime's uint8 x int8 kernel saturates pairs of products
         return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     except Exception as exc:
-        raise ZigraphError(f"onnxruntime cannot load {what} ({str(exc).splitlines()[0][:300]})") from None
+        lines = str(exc).strip().splitlines()
+        msg = f"onnxruntime cannot load {what} ({lines[0][:300] if lines else type(exc).__name__})"
+        raise (InternalError(msg) if ours else ZigraphError(msg)) from None
 
 
 def _index_bounds(model: onnx.ModelProto) -> dict[str, int]:
@@ -87,39 +92,72 @@ def random_inputs(
     return feeds
 
 
-def _run(session, feeds: dict[str, np.ndarray], what: str) -> list:
-    """One inference; an onnxruntime failure (a shape the graph cannot take) is one clear error."""
+def _run(session, feeds: dict[str, np.ndarray], what: str, ours: bool = False) -> list:
+    """One inference; an onnxruntime failure (a shape the graph cannot take) is one clear error: the
+    input's, or our bug when the model is ``ours`` (the full model ran on the same feeds)."""
     try:
         return session.run(None, feeds)
     except Exception as exc:
         lines = str(exc).strip().splitlines()
-        msg = lines[0][:300] if lines else type(exc).__name__
-        raise ZigraphError(f"onnxruntime cannot run {what} ({msg})") from None
+        msg = f"onnxruntime cannot run {what} ({lines[0][:300] if lines else type(exc).__name__})"
+        raise (InternalError(msg) if ours else ZigraphError(msg)) from None
 
 
 def compare_models(
     full: onnx.ModelProto,
     small: onnx.ModelProto,
     samples: int = 3,
-    rtol: float = DEFAULT_RTOL,
+    rtol: float | None = None,
     seed: int = 0,
+    small_ours: bool = True,
 ) -> VerifyReport:
-    """Run both models on ``samples`` random inputs and compare every output."""
-    a, b = _session(full), _session(small, "the pruned model")
+    """Run both models on ``samples`` random inputs and compare every output.
+
+    ``rtol`` (relative to each output's largest magnitude) defaults to the tolerance the models' dtype
+    calls for (``construct.tolerance.model_tolerance``: fp32 1e-4, looser for fp16, bf16 and quantized
+    models); the report says which and why. A given ``rtol`` wins.
+
+    ``small_ours``: ``small`` was built by zigraph, so a small model that does not load or run where the
+    full one does, or has other outputs, is zigraph's bug (``InternalError``); False for a small model
+    the user hands in (``zigraph verify``), where it is bad input."""
+    chosen = None
+    if rtol is None:
+        chosen = model_tolerance(full, small)
+        tol, why = chosen.rtol, chosen.why
+    else:
+        tol, why = float(rtol), f"tolerance {rtol:g} given by the user (--rtol)"
+    bad = InternalError if small_ours else ZigraphError
+    full, small = float_io(full), float_io(small)
+    try:
+        a = _session(full)
+    except ZigraphError:
+        if not bf16_tensors(full):
+            raise
+        # onnxruntime's CPU provider computes almost nothing in bf16: run both models widened exactly
+        # to float32 (same graph, same values); the slicing is then checked at fp32's tolerance.
+        full, small = widen_bf16(full), widen_bf16(small)
+        a = _session(full)
+        if chosen is not None and chosen.rtol == BF16_RTOL:
+            tol = FP32_RTOL
+            why = (
+                "bfloat16 model run widened exactly to float32 (onnxruntime's CPU provider has no "
+                "bfloat16 kernels for its operators): fp32 tolerance"
+            )
+    b = _session(small, "the pruned model", small_ours)
     names = [o.name for o in a.get_outputs()]
     if names != [o.name for o in b.get_outputs()]:
-        raise ZigraphError("the two models do not have the same outputs")
+        raise bad("the two models do not have the same outputs")
     rng = np.random.default_rng(seed)
     worst: dict[str, list[float]] = {n: [0.0, 0.0, 0.0] for n in names}
     for _ in range(samples):
         feeds = random_inputs(full, rng)
         ra = _run(a, feeds, "the model")
-        rb = _run(b, feeds, "the pruned model")
+        rb = _run(b, feeds, "the pruned model", small_ours)
         for n, x, y in zip(names, ra, rb):
             x = np.asarray(x)
             y = np.asarray(y)
             if x.shape != y.shape:
-                raise ZigraphError(f"output '{n}' changed shape: {x.shape} -> {y.shape}")
+                raise bad(f"output '{n}' changed shape: {x.shape} -> {y.shape}")
             if x.dtype.kind not in "fc":
                 err = float(np.abs(x.astype(np.int64) - y.astype(np.int64)).max()) if x.size else 0.0
                 scale = 1.0
@@ -142,10 +180,11 @@ def compare_models(
     max_abs = max((o.max_abs for o in outs), default=0.0)
     max_rel = max((o.max_rel for o in outs), default=0.0)
     return VerifyReport(
-        passed=bool(max_rel <= rtol),
+        passed=bool(max_rel <= tol),
         samples=samples,
-        rtol=rtol,
+        rtol=tol,
         max_abs=max_abs,
         max_rel=max_rel,
         outputs=outs,
+        tolerance=why,
     )

@@ -17,12 +17,14 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import helper, numpy_helper
 
+from frontends.onnx_order import sort_graph
+from frontends.onnx_schemas import hide_ort_only_ops
 from graphcore.errors import ModelLoadError
 from graphcore.ir import Dim, Graph, Node, Value
 from graphcore.ops import lift_legacy_attrs, mark_quantized_weights
 from graphcore.util import gc_paused
 
-__all__ = ["MAX_OPSET", "MIN_OPSET", "load_onnx", "read_onnx"]
+__all__ = ["MAX_OPSET", "MIN_OPSET", "checkable", "light_copy", "load_onnx", "read_onnx"]
 
 MIN_OPSET = 7
 MAX_OPSET = onnx.defs.onnx_opset_version()
@@ -31,7 +33,10 @@ NOT_TRAINABLE_INPUTS = {("BatchNormalization", 3), ("BatchNormalization", 4)}
 
 
 def read_onnx(source: str | os.PathLike | onnx.ModelProto) -> tuple[onnx.ModelProto, Path | None]:
-    """Parse and validate a model without loading external data; raises ModelLoadError with one line."""
+    """Parse and validate a model without loading external data; raises ModelLoadError with one line.
+
+    Nodes out of topological order are sorted first (onnxruntime accepts such files; the checker and
+    everything after it need the order), so the returned model is always sorted."""
     if isinstance(source, onnx.ModelProto):
         model = onnx.ModelProto()
         model.CopyFrom(source)
@@ -58,8 +63,12 @@ def read_onnx(source: str | os.PathLike | onnx.ModelProto) -> tuple[onnx.ModelPr
     _check_opset(model, name)
     _check_external(model, base, name)
     _check_declared(model, name)
+    try:  # onnxruntime runs a graph whose nodes are out of order; the checker refuses it
+        sort_graph(model.graph)
+    except ValueError as exc:
+        raise ModelLoadError(f"{name}: invalid ONNX graph ({exc})") from None
     try:
-        onnx.checker.check_model(light_copy(model))
+        onnx.checker.check_model(checkable(model))
     except Exception as exc:
         raise ModelLoadError(f"{name}: invalid ONNX graph ({_short(exc)})") from None
     if len(model.functions):
@@ -80,7 +89,7 @@ def load_onnx(source: str | os.PathLike | onnx.ModelProto) -> Graph:
         # Strict: a type or shape error ONNX can see (a float64 weight on a float32 Conv, ranks that
         # cannot match) is bad input now, not an "internal error" when the pruned model is checked.
         inferred = onnx.shape_inference.infer_shapes(
-            light_copy(model), check_type=True, strict_mode=True, data_prop=True
+            checkable(model), check_type=True, strict_mode=True, data_prop=True
         )
     except Exception as exc:
         raise ModelLoadError(f"{name}: invalid ONNX graph (shape inference: {_short(exc)})") from None
@@ -130,6 +139,15 @@ def light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
             lg.initializer.append(t)
         elif t.name not in declared:
             lg.input.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+    return light
+
+
+def checkable(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The ``light_copy`` that ``onnx.checker`` and strict shape inference get: ops onnxruntime
+    registers in the default domain but onnx does not know are moved out of their way
+    (``frontends.onnx_schemas``), so a model onnxruntime runs is not refused for them."""
+    light = light_copy(model)
+    hide_ort_only_ops(light)
     return light
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["AnalysisError", "ModelLoadError", "ZigraphError"]
+__all__ = ["AnalysisError", "InternalError", "ModelLoadError", "ZigraphError"]
 
 
 class ZigraphError(Exception):
@@ -15,3 +15,25 @@ class ModelLoadError(ZigraphError):
 
 class AnalysisError(ZigraphError):
     """The analysis cannot run on this graph or in this mode."""
+
+
+class InternalError(Exception):
+    """A failure that is zigraph's fault, not the input's (for one, a model zigraph wrote that does not
+    check): the CLI exits 3, names the model and the stage, and asks for a bug report. Deliberately not
+    a ``ZigraphError``, so no handler of bad input can swallow it.
+
+    Raised with what went wrong; the pipeline stage it happens in adds ``stage`` and ``model``.
+    """
+
+    def __init__(self, message: str, stage: str | None = None, model: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.stage = stage
+        self.model = model
+
+    def __str__(self) -> str:
+        where = f" while {self.stage} {self.model or 'the model'}" if self.stage else ""
+        return (
+            f"internal error{where} ({self.message}); this is a bug in zigraph, please report it with the "
+            "model"
+        )

@@ -77,6 +77,12 @@ class VerifyReport(BaseModel):
     max_abs: float
     max_rel: float
     outputs: list[OutputError]
+    tolerance: str | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="why rtol is what it is: the model's dtype (fp32, fp16, bf16, quantized) or the user's "
+        "--rtol; absent where the caller gave the tolerance without a reason",
+    )
 
 
 class PruneResult(BaseModel):

@@ -228,3 +228,92 @@ def test_a_model_that_does_not_verify_is_not_written(model_path, tmp_path, capsy
     code, stdout, _ = run(["prune", model_path, "--sparsity", "0.5", "-o", out], capsys)
     assert code == 1 and "not written" in stdout
     assert not out.exists() and not list(tmp_path.glob(".zigraph-*"))
+
+
+def _corrupting(monkeypatch, corrupt) -> None:
+    """construct.prune_onnx builds the small model, then ``corrupt`` breaks it (an engine bug)."""
+    import construct
+
+    real = construct.prune_onnx
+
+    def broken(*args, **kwargs):
+        small, plan = real(*args, **kwargs)
+        corrupt(small)
+        return small, plan
+
+    monkeypatch.setattr(construct, "prune_onnx", broken)
+
+
+def _assert_internal(code: int, err: str, model: Path, stage: str) -> None:
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 3, err
+    assert len(lines) == 1 and lines[0].startswith("zigraph: internal error while"), err
+    assert stage in err and str(model) in err and "bug in zigraph" in err, err
+    assert "zigraph-staged" not in err, err  # our staged file is never named as if it were the input
+
+
+def test_an_invalid_written_model_is_internal_and_names_the_input(model_path, tmp_path, capsys, monkeypatch):
+    """A model zigraph wrote that onnx cannot load was reported as the staged file's bad input (exit 2)."""
+
+    def dangling(small: onnx.ModelProto) -> None:
+        small.graph.node[-1].input[0] = "nowhere"
+
+    _corrupting(monkeypatch, dangling)
+    out = tmp_path / "s.onnx"
+    code, _, err = run(["prune", model_path, "--sparsity", "0.5", "-o", out], capsys)
+    _assert_internal(code, err, model_path, "verifying")
+    assert "does not load" in err
+    assert not out.exists() and not list(tmp_path.glob(".zigraph-*"))
+
+
+def test_a_written_model_onnxruntime_cannot_run_is_internal(model_path, tmp_path, capsys, monkeypatch):
+    def unknown_op(small: onnx.ModelProto) -> None:
+        small.graph.node[-1].domain = "zigraph.test"
+        small.opset_import.append(helper.make_opsetid("zigraph.test", 1))
+
+    _corrupting(monkeypatch, unknown_op)
+    out = tmp_path / "s.onnx"
+    code, _, err = run(["prune", model_path, "--sparsity", "0.5", "-o", out], capsys)
+    _assert_internal(code, err, model_path, "verifying")
+    assert "cannot load the pruned model" in err and not out.exists()
+
+
+def test_the_same_small_model_handed_in_by_the_user_is_bad_input(model_path, tmp_path, capsys):
+    small, rep = tmp_path / "small.onnx", tmp_path / "rep.json"
+    code, _, err = run(["prune", model_path, "--sparsity", "0.5", "-o", small, "--report", rep], capsys)
+    assert code == 0, err
+    broken = onnx.load(str(small))
+    broken.graph.node[-1].domain = "zigraph.test"
+    broken.opset_import.append(helper.make_opsetid("zigraph.test", 1))
+    onnx.save(broken, str(small))
+    code, _, err = run(["verify", model_path, small, "--zero", rep], capsys)
+    assert code == 2 and err.startswith("zigraph: error:") and "cannot load" in err, err
+
+
+@pytest.mark.parametrize("command", ["analyze", "prune"])
+def test_an_exception_inside_the_analysis_is_internal(command, model_path, tmp_path, capsys, monkeypatch):
+    import graphcore
+
+    def broken(*args, **kwargs):
+        raise KeyError("boom")
+
+    monkeypatch.setattr(graphcore, "analyze", broken)
+    argv = [command, model_path]
+    if command == "prune":
+        argv += ["--sparsity", "0.5", "-o", tmp_path / "s.onnx"]
+    code, _, err = run(argv, capsys)
+    _assert_internal(code, err, model_path, "analysing")
+    assert "KeyError" in err and "boom" in err
+
+
+def test_an_analysis_error_is_still_the_users(tmp_path, capsys, monkeypatch):
+    import graphcore
+    from graphcore.errors import AnalysisError
+
+    def refusing(*args, **kwargs):
+        raise AnalysisError("this graph cannot be analysed")
+
+    monkeypatch.setattr(graphcore, "analyze", refusing)
+    path = _save(residual().model(), tmp_path / "r.onnx")
+    code, _, err = run(["analyze", path], capsys)
+    assert code == 2 and err.startswith("zigraph: error: this graph cannot be analysed"), err

@@ -352,3 +352,26 @@ def test_a_crash_in_the_analysis_is_exit_3_not_bad_input(tmp_path, capsys, monke
     full = _save(stacked(), tmp_path / "m.onnx")
     code, _, err = run(["erase", full, "--sparsity", "0.5", "-o", tmp_path / "s.onnx"], capsys)
     assert code == 3 and "analysing" in err and str(full) in err, err
+
+
+@pytest.mark.parametrize("verify", [True, False])
+def test_an_erased_model_that_does_not_load_is_internal(verify, tmp_path, capsys, monkeypatch):
+    """Our written model is read back to verify it (or, with --no-verify, to count its FLOPs): when it
+    does not load, that is zigraph's bug (exit 3) naming the input, never the staged or output file."""
+    import construct
+
+    real = construct.erase_onnx
+
+    def broken(*args, **kwargs):
+        small = real(*args, **kwargs)
+        small.graph.node[-1].input[0] = "nowhere"
+        return small
+
+    monkeypatch.setattr(construct, "erase_onnx", broken)
+    full = _save(stacked(), tmp_path / "m.onnx")
+    out = tmp_path / "s.onnx"
+    argv = ["erase", full, "--sparsity", "0.5", "-o", out] + ([] if verify else ["--no-verify"])
+    code, _, err = run(argv, capsys)
+    assert code == 3, err
+    assert "internal error while" in err and str(full) in err and "does not load" in err, err
+    assert ("verifying" if verify else "measuring") in err and "zigraph-staged" not in err, err

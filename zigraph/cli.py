@@ -1,5 +1,9 @@
 """The ``zigraph`` command line. Exit codes: 0 success, 1 verification failed, 2 bad input or usage,
-3 internal error (a bug in zigraph; ``erase`` names the model and the stage)."""
+3 internal error (a bug in zigraph: the message names the model and the stage and asks for a report).
+
+Which is which is decided in one place, ``zigraph.pipeline.stage``: a ``ZigraphError`` is the user's
+(a bad file, a bad option), anything else raised inside a stage is zigraph's, and so is a model zigraph
+wrote that does not load or check (never blamed on the input, nor named by its staged file)."""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from graphcore.errors import ZigraphError
+from graphcore.errors import InternalError, ZigraphError
 
 __all__ = ["main"]
 
@@ -83,7 +87,9 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("small")
     v.add_argument("--zero", required=True, metavar="REPORT", help="a report with a 'removed' list")
     v.add_argument("--samples", type=int, default=3)
-    v.add_argument("--rtol", type=float, default=1e-4)
+    v.add_argument(
+        "--rtol", type=float, default=None, help="default: by the model's dtype (fp32 1e-4, fp16, bf16, int8)"
+    )
 
     d = sub.add_parser("demo", help="end to end on a built-in model")
     d.add_argument("--quick", action="store_true", help="a shorter run (used by the tests)")
@@ -98,8 +104,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as exc:  # usage errors (2) and --help (0)
         return int(exc.code or 0)
-    from zigraph.erase_pipeline import InternalError
-
     try:
         return _run(args)
     except InternalError as exc:
@@ -114,10 +118,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MemoryError:
         sys.stderr.write("zigraph: error: out of memory while processing the model\n")
         return 2
-    except Exception as exc:  # never a traceback: say what failed and where to report it
-        msg = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-        sys.stderr.write(f"zigraph: error: could not process the input ({type(exc).__name__}: {msg})\n")
+    except OSError as exc:  # a file the user named cannot be read or written
+        sys.stderr.write(f"zigraph: error: {exc}\n")
         return 2
+    except Exception as exc:  # outside every stage; never a traceback: say what failed, ask for a report
+        msg = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        model = getattr(args, "model", None) or getattr(args, "full", None)
+        bug = InternalError(f"{type(exc).__name__}: {msg}", f"running '{args.command}' on", model)
+        sys.stderr.write(f"zigraph: {bug}\n")
+        return 3
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -136,16 +145,26 @@ def _run(args: argparse.Namespace) -> int:
     raise ZigraphError(f"unknown command {args.command}")  # pragma: no cover
 
 
+def _load(args: argparse.Namespace):
+    """The model in the IR; a file or factory the frontend rejects is the user's (exit 2), an exception
+    the frontend did not expect is ours (exit 3)."""
+    from zigraph.pipeline import load_model, stage
+
+    with stage("loading", args.model):
+        return load_model(args.model, args.input_shape)
+
+
 def _analyze(args: argparse.Namespace) -> int:
     import graphcore
     from graphcore.dot import to_dot
     from graphcore.report import write_json_atomic
-    from zigraph.pipeline import load_model
+    from zigraph.pipeline import stage
     from zigraph.summary import format_summary
 
-    loaded = load_model(args.model, args.input_shape)
-    analysis = graphcore.analyze(loaded.graph, mode=args.mode)
-    report = analysis.report()
+    loaded = _load(args)
+    with stage("analysing", args.model):  # an AnalysisError is the model's (exit 2), anything else ours
+        analysis = graphcore.analyze(loaded.graph, mode=args.mode)
+        report = analysis.report()
     _html(args, loaded.graph, report, analysis)
     if args.mode == "erase":
         from zigraph.summary import format_erase_summary
@@ -170,7 +189,7 @@ def _analyze(args: argparse.Namespace) -> int:
 
 def _prune(args: argparse.Namespace) -> int:
     from graphcore.report import write_json_atomic
-    from zigraph.pipeline import ensure_sparsity, load_model, prune, report_json
+    from zigraph.pipeline import ensure_sparsity, prune, report_json
     from zigraph.summary import format_prune
 
     sparsity = ensure_sparsity(args.sparsity)
@@ -181,7 +200,7 @@ def _prune(args: argparse.Namespace) -> int:
         pass
     elif out.resolve() == Path(args.model).resolve():
         raise ZigraphError("-o must not overwrite the input model")
-    loaded = load_model(args.model, args.input_shape)
+    loaded = _load(args)
     report = prune(
         loaded, sparsity, out, criterion=args.criterion, seed=args.seed, verify=not args.no_verify,
         samples=args.samples, multiple=args.multiple,
@@ -197,12 +216,12 @@ def _prune(args: argparse.Namespace) -> int:
 def _erase(args: argparse.Namespace) -> int:
     from graphcore.report import write_json_atomic
     from zigraph.erase_pipeline import erase
-    from zigraph.pipeline import ensure_sparsity, load_model, report_json
+    from zigraph.pipeline import ensure_sparsity, report_json
     from zigraph.summary import format_erase
 
     sparsity = ensure_sparsity(args.sparsity, whole=True)
     _check_output(args)
-    loaded = load_model(args.model, args.input_shape)
+    loaded = _load(args)
     report = erase(
         loaded, sparsity, args.output, seed=args.seed, verify=not args.no_verify, samples=args.samples
     )
@@ -253,7 +272,9 @@ def _verify(args: argparse.Namespace) -> int:
         raise ZigraphError(
             f"{args.zero}: the report has no 'removed' list (write it with zigraph prune --report)"
         )
-    rep = construct.verify(args.full, args.small, data["removed"], samples=args.samples, rtol=args.rtol)
+    rep = construct.verify(
+        args.full, args.small, data["removed"], samples=args.samples, rtol=args.rtol, small_ours=False
+    )
     status = "PASSED" if rep.passed else "FAILED"
     print(f"verification {status}: max abs error {rep.max_abs:.3e}, max relative error {rep.max_rel:.3e} "
           f"(tolerance {rep.rtol:g}, {rep.samples} samples)")  # fmt: skip

@@ -13,42 +13,24 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from graphcore.errors import ZigraphError
+from graphcore.errors import InternalError, ModelLoadError, ZigraphError
 from graphcore.groups import ParamSlice
 from graphcore.report import EraseResult, Report, VerifyReport
-from zigraph.pipeline import LoadedModel, _onnx_params, publish_if_verified, staged_path
+from zigraph.pipeline import LoadedModel, _onnx_params, publish_if_verified, staged_path, verify_written
+from zigraph.pipeline import stage as _stage
 
 __all__ = ["InternalError", "NothingToErase", "erase", "erase_order", "structure_scores"]
 
 
-class InternalError(Exception):
-    """A failure that is zigraph's fault, not the input's: the CLI exits 3 and asks for a report."""
-
-
 class NothingToErase(ZigraphError):
     """The model has no erasable removal structure: there is nothing to write."""
-
-
-@contextmanager
-def _stage(stage: str, model: str) -> Iterator[None]:
-    try:
-        yield
-    except (ZigraphError, InternalError, KeyboardInterrupt, MemoryError):
-        raise
-    except Exception as exc:
-        msg = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-        raise InternalError(
-            f"internal error while {stage} {model or 'the model'} ({type(exc).__name__}: {msg}); "
-            "this is a bug in zigraph, please report it with the model"
-        ) from exc
 
 
 def structure_scores(analysis: Any, arrays: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -197,7 +179,13 @@ def _flops(path: str | None, before: int, plan: Any) -> int:
     import frontends
     import graphcore
 
-    return int(graphcore.analyze(frontends.load(path)).flops_total) if plan.erased else int(before)
+    if not plan.erased:
+        return int(before)
+    try:
+        written = frontends.load(path)
+    except ModelLoadError as exc:  # the file is ours: not loading is our bug, never the user's input
+        raise InternalError(f"the written model does not load ({exc})") from None
+    return int(graphcore.analyze(written).flops_total)
 
 
 def _build(
@@ -216,10 +204,7 @@ def _build(
     if loaded.module is None:
         small = _erase_onnx(analysis, erased)
         construct.save_onnx(small, out, data_name=data_name)
-        verification = None
-        if verify:
-            full = loaded.graph.meta["model"] if loaded.graph.meta.get("base_dir") is None else loaded.source
-            verification = construct.verify(full, out, plan.removed, samples=samples, seed=seed)
+        verification = verify_written(loaded, out, plan.removed, samples, seed) if verify else None
         return _Built(_onnx_params(loaded.graph.meta["model"]), _onnx_params(small), verification)
 
     from construct.erase_torch import zeroed_by_slices

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,12 +17,12 @@ from typing import Any
 import numpy as np
 import onnx
 
-from graphcore.errors import ZigraphError
+from graphcore.errors import InternalError, ModelLoadError, ZigraphError
 from graphcore.groups import ParamSlice, PruneAnalysis
 from graphcore.ir import Graph
 from graphcore.report import PruneResult, Report, VerifyReport
 
-__all__ = ["LoadedModel", "load_model", "prune", "prune_model", "report_json"]
+__all__ = ["LoadedModel", "load_model", "prune", "prune_model", "report_json", "stage", "verify_written"]
 
 
 @dataclass
@@ -43,6 +45,49 @@ def load_model(spec: str, input_shapes: list[tuple[int, ...]] | None = None) -> 
         module, inputs = load_factory(spec, input_shapes or [])
         return LoadedModel(frontends.load(module, inputs), module, inputs, spec)
     return LoadedModel(frontends.load(spec), source=spec)
+
+
+@contextmanager
+def stage(what: str, model: str) -> Iterator[None]:
+    """Errors inside a job's stage, classified once for every command (exit codes in zigraph.cli).
+
+    A ``ZigraphError`` is the input's (exit 2) and passes unchanged. Anything else is zigraph's own
+    failure: an ``InternalError`` gets the stage and the model named, any other exception becomes one
+    (exit 3, asking for a bug report), so a bug is never disguised as bad input.
+    """
+    try:
+        yield
+    except InternalError as exc:
+        if exc.stage is None:
+            exc.stage, exc.model = what, model
+        raise
+    except (ZigraphError, KeyboardInterrupt, MemoryError):
+        raise
+    except Exception as exc:
+        msg = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        raise InternalError(f"{type(exc).__name__}: {msg}", what, model) from exc
+
+
+def verify_written(
+    loaded: LoadedModel, written: Path, removed: list[ParamSlice], samples: int, seed: int = 0
+) -> VerifyReport:
+    """Verify the model zigraph wrote at ``written`` (its staged file) against the loaded model with
+    ``removed`` zeroed, in onnxruntime, at the tolerance of the model's dtype.
+
+    The written file is ours: when it does not even load, that is zigraph's bug (``InternalError``),
+    and the message must not name the staged file as if it were the user's bad input.
+    """
+    import construct
+
+    full = loaded.graph.meta["model"] if loaded.graph.meta.get("base_dir") is None else loaded.source
+    with stage("verifying the model written for", loaded.source or loaded.graph.name):
+        try:
+            return construct.verify(full, written, removed, samples=samples, seed=seed)
+        except ModelLoadError as exc:
+            text = str(exc)
+            if not text.startswith(f"{written}:"):
+                raise
+            raise InternalError(f"the written model does not load:{text[len(str(written)) + 1 :]}") from None
 
 
 def _is_torch_spec(spec: str) -> bool:
@@ -70,21 +115,25 @@ def prune(
     from graphcore.select import relative_scores, select_zigs
 
     t0 = time.perf_counter()
-    analysis = graphcore.analyze(loaded.graph)
-    arrays = None
-    if loaded.module is not None:
-        from construct.torch_zeros import trainable_arrays
+    source = loaded.source or loaded.graph.name
+    with stage("analysing", source):  # an AnalysisError is the model's (exit 2), anything else ours
+        analysis = graphcore.analyze(loaded.graph)
+    with stage("ranking the channel groups of", source):
+        arrays = None
+        if loaded.module is not None:
+            from construct.torch_zeros import trainable_arrays
 
-        arrays = trainable_arrays(loaded.module, analysis)
-    norms = construct.zig_norms(analysis, arrays)
-    scores = relative_scores(analysis, norms)
+            arrays = trainable_arrays(loaded.module, analysis)
+        norms = construct.zig_norms(analysis, arrays)
+        scores = relative_scores(analysis, norms)
     chosen = select_zigs(analysis, sparsity, scores, criterion=criterion, seed=seed, multiple=multiple)
     target = Path(out)
     # Written under a temporary name and published only once verified: a run that fails for any
     # reason, or a model that does not verify, leaves nothing at ``target``.
     staged = staged_path(target)
     try:
-        built = _prune_staged(loaded, analysis, chosen, staged, target.name + ".data", verify, samples)
+        with stage("constructing the pruned model of", source):
+            built = _prune_staged(loaded, analysis, chosen, staged, target.name + ".data", verify, samples)
         output = publish_if_verified(staged, target, built.verification)
     finally:
         if staged.exists():
@@ -135,10 +184,7 @@ def _prune_staged(
     if loaded.module is None:
         small, plan = construct.prune_onnx(analysis, chosen)
         construct.save_onnx(small, out, data_name=data_name)
-        verification = None
-        if verify:
-            full = loaded.graph.meta["model"] if loaded.graph.meta.get("base_dir") is None else loaded.source
-            verification = construct.verify(full, out, plan.removed, samples=samples)
+        verification = verify_written(loaded, out, plan.removed, samples) if verify else None
         return _Built(
             plan.removed, _onnx_params(loaded.graph.meta["model"]), _onnx_params(small), verification
         )
