@@ -364,9 +364,8 @@ def _squeezenet_ir3(folder: Path) -> onnx.ModelProto:
     x = op("GlobalAveragePool", [x])
     nodes.append(helper.make_node("Softmax", [x], ["softmaxout_1"], name="Softmax_out", axis=1))
     inputs = [helper.make_tensor_value_info("data_0", TensorProto.FLOAT, [1, 3, SIZE, SIZE])]
-    graph = helper.make_graph(nodes, "squeezenet_like", inputs,
-                              [helper.make_tensor_value_info("softmaxout_1", TensorProto.FLOAT, [1, 10, 1, 1])],
-                              inits)  # fmt: skip
+    outputs = [helper.make_tensor_value_info("softmaxout_1", TensorProto.FLOAT, [1, 10, 1, 1])]
+    graph = helper.make_graph(nodes, "squeezenet_like", inputs, outputs, inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 7)], producer_name="onnx-caffe2")
     return _initializers_as_inputs(model)
 
@@ -492,7 +491,8 @@ CASES: list[Case] = [
     # fp16: onnxruntime.transformers.float16 (keep_io_types=True appends Casts at the end: unsorted)
     Case("resnet18_fp16", "fp16", f"{ORT} float16 (keep_io_types=False)", _fp16("resnet18", False),
          FP16_TOL, fast=True),
-    Case("resnet18_fp16_io", "fp16", f"{ORT} float16 (keep_io_types=True)", _fp16("resnet18", True), FP16_TOL),
+    Case("resnet18_fp16_io", "fp16", f"{ORT} float16 (keep_io_types=True)", _fp16("resnet18", True),
+         FP16_TOL),
     Case("mobilenet_v2_fp16_io", "fp16", f"{ORT} float16 (keep_io_types=True)", _fp16("mobilenet_v2", True),
          FP16_TOL),
     Case("bert_fp16_io", "fp16", f"{ORT} float16 (keep_io_types=True)", _fp16("bert", True), FP16_TOL,
@@ -516,8 +516,8 @@ CASES: list[Case] = [
     Case("bert_qop_u8s8", "QOperator", f"{ORT} quantize_static QOperator U8S8 per-tensor",
          _static("bert", "QOperator", False, "QUInt8", "QInt8"), INT8_TOL),
     # dynamic quantization (DynamicQuantizeLinear, MatMulInteger, ConvInteger)
-    Case("bert_dynamic", "dynamic", f"{ORT} quantize_dynamic (MatMulInteger)", _dynamic("bert", None, "QInt8"),
-         INT8_TOL, fast=True),
+    Case("bert_dynamic", "dynamic", f"{ORT} quantize_dynamic (MatMulInteger)",
+         _dynamic("bert", None, "QInt8"), INT8_TOL, fast=True),
     Case("resnet18_dynamic_conv", "dynamic", f"{ORT} quantize_dynamic Conv (ConvInteger)",
          _dynamic("resnet18", ["Conv"], "QUInt8"), INT8_TOL),
     # onnxruntime.transformers.optimizer (com.microsoft fused ops)
@@ -525,8 +525,8 @@ CASES: list[Case] = [
     Case("gpt2_fused", "fused", f"{ORT} transformers optimizer (gpt2)", _fused("gpt2", "gpt2")),
     Case("llama_fused", "fused", f"{ORT} transformers optimizer (gpt2 fusions on LLaMA)",
          _fused("llama", "gpt2")),
-    Case("bert_fused_fp16", "fused", f"{ORT} transformers optimizer (bert) + fp16", _fused("bert3", "bert", True),
-         FP16_TOL),
+    Case("bert_fused_fp16", "fused", f"{ORT} transformers optimizer (bert) + fp16",
+         _fused("bert3", "bert", True), FP16_TOL),
     # old model-zoo style graphs
     Case("squeezenet_ir3", "old-zoo", "onnx.helper, Caffe2-zoo style (IR 3, opset 7, weights as inputs)",
          _squeezenet_ir3, fast=True),
