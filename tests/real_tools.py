@@ -371,7 +371,7 @@ def _squeezenet_ir3(folder: Path) -> onnx.ModelProto:
 
 
 def _mnist_constants(folder: Path) -> onnx.ModelProto:
-    """An MNIST-8-like graph (CNTK-era zoo): opset 8, IR 3, weights and shapes in ``Constant`` nodes,
+    """An MNIST-8-like graph (CNTK-era zoo): opset 8, IR 3, weights in ``Constant`` nodes,
     biases added by a separate ``Add`` with a broadcast (C,1,1) constant, the flatten by ``Reshape``."""
     rng = np.random.default_rng(8)
     nodes: list[onnx.NodeProto] = []
@@ -404,7 +404,9 @@ def _mnist_constants(folder: Path) -> onnx.ModelProto:
     x = op("Add", [x, const("Parameter88", rng.standard_normal((16, 1, 1)).astype(np.float32) * 0.2)])
     x = op("Relu", [x])
     x = op("MaxPool", [x], kernel_shape=[3, 3], strides=[3, 3])
-    x = op("Reshape", [x, const("Pooling160_Output_0_reshape0_shape", np.array([1, 256], np.int64))])
+    # Constant-1 (opset 8) holds floats only: the shape is an initializer, listed among the inputs.
+    shape = numpy_helper.from_array(np.array([1, 256], np.int64), "Pooling160_Output_0_reshape0_shape")
+    x = op("Reshape", [x, shape.name])
     w3 = const("Parameter193", rng.standard_normal((256, 32)).astype(np.float32) / 16)
     x = op("MatMul", [x, w3])
     x = op("Add", [x, const("Parameter194", rng.standard_normal((1, 32)).astype(np.float32) * 0.2)])
@@ -417,10 +419,10 @@ def _mnist_constants(folder: Path) -> onnx.ModelProto:
         "mnist_like",
         [helper.make_tensor_value_info("Input3", TensorProto.FLOAT, [1, 1, 28, 28])],
         [helper.make_tensor_value_info("Plus214_Output_0", TensorProto.FLOAT, [1, 10])],
+        [shape],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 8)], producer_name="CNTK")
-    model.ir_version = 3
-    return model
+    return _initializers_as_inputs(model)
 
 
 def _constant_weights(src: str) -> Callable[[Path], onnx.ModelProto]:
@@ -448,8 +450,25 @@ def _shuffled(src: str, seed: int = 12) -> Callable[[Path], onnx.ModelProto]:
 
 
 def undeduplicated(model: onnx.ModelProto) -> onnx.ModelProto:
-    """The same network with every initializer that several nodes read cloned per reader: what the
-    exporter would have written without deduplicating identical tensors."""
+    """The same network as the exporter would have written it without deduplicating identical tensors:
+    an ``Identity`` of an initializer (how the TorchScript exporter shares one) becomes a copy of it
+    under the Identity's output name, and an initializer read by several nodes is cloned per reader."""
+    inits = {t.name: t for t in model.graph.initializer}
+    body = []
+    for node in model.graph.node:
+        if node.op_type == "Identity" and node.input[0] in inits:
+            clone = onnx.TensorProto()
+            clone.CopyFrom(inits[node.input[0]])
+            clone.name = node.output[0]
+            model.graph.initializer.append(clone)
+        else:
+            body.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(body)
+    used = {name for node in body for name in node.input} | {o.name for o in model.graph.output}
+    kept = [t for t in model.graph.initializer if t.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept)
     readers: dict[str, int] = {}
     for node in model.graph.node:
         for name in node.input:
