@@ -360,10 +360,12 @@ def main(argv: list[str] | None = None) -> int:
               f"({r.get('wall_s')} s)", flush=True)  # fmt: skip
     listed = ordered(rows, names)
     print(summary(listed))
-    if args.save_before:
+    if args.save_before:  # a subset of cases updates their rows and keeps the others
         from graphcore.report import write_json_atomic
 
-        write_json_atomic(BEFORE, json.dumps(listed, indent=1) + "\n")
+        old = {r["case"]: r for r in json.loads(BEFORE.read_text())} if BEFORE.exists() else {}
+        merged = ordered({**old, **rows}, names)
+        write_json_atomic(BEFORE, json.dumps(merged, indent=1) + "\n")
         print(f"wrote {BEFORE}")
         return 0
     if args.no_write:
