@@ -333,6 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--engine", default=str(ROOT), help="checkout whose engine runs the cases")
     p.add_argument("--save-before", action="store_true", help=f"store the rows as {BEFORE.name}")
     p.add_argument("--no-write", action="store_true", help="print only; leave docs and README alone")
+    p.add_argument("--rows", metavar="PATH", help="also write the raw rows (JSON) here")
     p.add_argument("--timeout", type=int, default=900, help="seconds per case")
     p.add_argument("--one", help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)
@@ -361,6 +362,8 @@ def main(argv: list[str] | None = None) -> int:
               f"({r.get('wall_s')} s)", flush=True)  # fmt: skip
     listed = ordered(rows, names)
     print(summary(listed))
+    if args.rows:
+        Path(args.rows).write_text(json.dumps(listed, indent=1) + "\n")
     if args.save_before:  # a subset of cases updates their rows and keeps the others
         from graphcore.report import write_json_atomic
 
