@@ -24,6 +24,7 @@ import importlib.util
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -218,7 +219,8 @@ def _why(r: dict[str, Any]) -> str:
 
 
 def _cell(text: str) -> str:
-    return text.replace("|", "\\|")
+    """Table-safe, and without the cache folder in file names (they differ from machine to machine)."""
+    return re.sub(r"/\S*/(\S+\.onnx)", r"\1", text).replace("|", "\\|")
 
 
 def compact_table(rows: list[dict[str, Any]]) -> str:
@@ -334,6 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--save-before", action="store_true", help=f"store the rows as {BEFORE.name}")
     p.add_argument("--no-write", action="store_true", help="print only; leave docs and README alone")
     p.add_argument("--rows", metavar="PATH", help="also write the raw rows (JSON) here")
+    p.add_argument("--from-rows", metavar="PATH", help="write docs and README from rows saved by --rows")
     p.add_argument("--timeout", type=int, default=900, help="seconds per case")
     p.add_argument("--one", help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)
@@ -343,6 +346,9 @@ def main(argv: list[str] | None = None) -> int:
         return _worker(args)
 
     sys.path.insert(0, str(ROOT))
+    if args.from_rows:
+        listed = json.loads(Path(args.from_rows).read_text())
+        return _publish(listed)
     rt = corpus()
     cache = Path(args.cache) if args.cache else rt.default_cache()
     names = [c.name for c in rt.CASES]
@@ -375,6 +381,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_write:
         print(full_table(listed))
         return 0
+    return _publish(listed)
+
+
+def _publish(listed: list[dict[str, Any]]) -> int:
     before = json.loads(BEFORE.read_text()) if BEFORE.exists() else None
     print(write_doc(listed, before))
     if update_readme(listed):
