@@ -511,7 +511,7 @@ ORT = "onnxruntime"
 CASES: list[Case] = [
     # fp16: onnxruntime.transformers.float16 (keep_io_types=True appends Casts at the end: unsorted)
     Case("resnet18_fp16", "fp16", f"{ORT} float16 (keep_io_types=False)", _fp16("resnet18", False),
-         FP16_TOL, fast=True),
+         FP16_TOL),
     Case("resnet18_fp16_io", "fp16", f"{ORT} float16 (keep_io_types=True)", _fp16("resnet18", True),
          FP16_TOL),
     Case("mobilenet_v2_fp16_io", "fp16", f"{ORT} float16 (keep_io_types=True)", _fp16("mobilenet_v2", True),
@@ -560,9 +560,9 @@ CASES: list[Case] = [
     Case("resnet18_constant_weights", "old-zoo", "TorchScript export, every weight a Constant node",
          _constant_weights("resnet18")),
     # unsorted
-    Case("resnet18_shuffled", "unsorted", "TorchScript export, node list shuffled", _shuffled("resnet18"),
+    Case("resnet18_shuffled", "unsorted", "TorchScript export, node list shuffled", _shuffled("resnet18")),
+    Case("bert_shuffled", "unsorted", "TorchScript export, node list shuffled", _shuffled("bert"),
          fast=True),
-    Case("bert_shuffled", "unsorted", "TorchScript export, node list shuffled", _shuffled("bert")),
     # fp32 TorchScript export of a freshly initialised network (identical biases stored once)
     Case("resnet18_fresh_dedup", "fp32", "torch.onnx TorchScript, fresh init (deduplicated biases)",
          _fresh_resnet18, fast=True),
