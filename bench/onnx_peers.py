@@ -16,8 +16,9 @@ to reproduce the small tensor exactly, the other slices are zeroed in the origin
 point for quantized integer weights), and both models run in onnxruntime on the same random inputs.
 A tool that removes live channels (channels whose zeroing changes the output) gives "no".
 
-onnxsim is not a zigraph dependency: ``pip install onnxsim==0.8.1`` into the bench environment only
-(bench/README.md). Run: ``python bench/onnx_peers.py [--files a,b] [--rounds 3] [--cache DIR]``.
+onnxsim is not a zigraph dependency, only of the bench extra: ``pip install -e ".[bench]"``
+(bench/README.md; measured with onnxsim 0.8.1).
+Run: ``python bench/onnx_peers.py [--files a,b] [--rounds 3] [--cache DIR] [--doc]``.
 """
 
 from __future__ import annotations
@@ -390,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import onnxsim
     except ImportError:
-        p.error("onnxsim is not installed: pip install onnxsim==0.8.1 (bench environment only)")
+        p.error("onnxsim is not installed: pip install -e '.[bench]' (or onnxsim==0.8.1)")
     from tests.real_tools import CASES
 
     corpus = [c.name for c in CASES] if args.files == "all" else [f for f in args.files.split(",") if f]
