@@ -358,6 +358,21 @@ def summary(rows: list[dict[str, Any]]) -> list[str]:
         f"- zigraph pruned {len(zp)} of {n} files, {len(ze)} of them equal to the zeroed original.",
         f"- onnxsim pruned {len(pp)} of {n} files, {len(pe)} of them equal to the zeroed original.",
     ]
+    z_none = [r["file"] for r in rows if not r.get("zigraph_pruned")]
+    p_none = [r["file"] for r in rows if not r.get("onnxsim_pruned")]
+    if z_none:
+        out.append(f"- zigraph found nothing to prune in: {', '.join(z_none)}.")
+    if p_none:
+        out.append(f"- onnxsim found nothing to prune in: {', '.join(p_none)}.")
+    both_kept = [r for r in zp if r.get("onnxsim_pruned") and r.get("onnxsim_kept") and r.get("zigraph_kept")]
+    if both_kept:
+        zk = statistics.median(r["zigraph_kept"] for r in both_kept)
+        pk = statistics.median(r["onnxsim_kept"] for r in both_kept)
+        out.append(
+            f"- where both prune ({len(both_kept)} files), median parameters kept: zigraph {_pct(zk)}, "
+            f"onnxsim {_pct(pk)} (same sparsity 0.5: onnxsim cuts only the channels of its matched "
+            "producer→consumer chains)."
+        )
     if pn:
         out.append(f"- onnxsim removed live channels (not equal to the zeroed original) in: {', '.join(pn)}.")
     if pl:
