@@ -597,6 +597,36 @@ def file_params(model: onnx.ModelProto) -> int:
     return int(total)
 
 
+def checker_error(model: onnx.ModelProto) -> str | None:
+    """``onnx.checker``'s complaint about ``model`` (full check), or None."""
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as exc:  # the checker raises several types (ValidationError, InferenceError)
+        return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return None
+
+
+def checkable(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy the checker can judge: default-domain operators that onnx does not define (onnxruntime
+    registers some there: its optimizer writes SimplifiedLayerNormalization so) moved to a private
+    domain, which the checker leaves alone, as it does com.microsoft's."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    moved = False
+    for node in copy.graph.node:
+        if node.domain in ("", "ai.onnx") and not onnx.defs.has(node.op_type):
+            node.domain, moved = "onnxruntime.only", True
+    if moved:
+        copy.opset_import.append(helper.make_opsetid("onnxruntime.only", 1))
+    return copy
+
+
+def written_validly(small: onnx.ModelProto) -> str | None:
+    """Why the written model is not a valid file, or None; operators only onnxruntime defines are
+    judged as onnxruntime judges them (tests and the table also load the model there)."""
+    return checker_error(checkable(small))
+
+
 if __name__ == "__main__":  # build (or refresh) the whole corpus: python -m tests.real_tools [FOLDER]
     import sys
     import time
