@@ -12,8 +12,8 @@ BERT, GPT-2 and LLaMA from transformers configs): nothing is downloaded.
 Each ``Case`` names the tool that wrote the file and what "done" expects of it (issue 12): it loads in
 onnxruntime, ``zigraph analyze`` succeeds, and one-shot pruning at 50% keeps at most ``max_kept`` of the
 parameters with the small model equal to the original with the removed slices zeroed within
-``tolerance`` (relative to the output's scale). Building everything takes about a minute on two cores;
-``build(name, folder)`` writes ``<folder>/<name>.onnx`` once (atomically) and reuses it afterwards.
+``tolerance`` (relative to the output's scale). Building everything takes one to two minutes on two
+cores; ``build(name, folder)`` writes ``<folder>/<name>.onnx`` once (atomically) and reuses it afterwards.
 """
 
 from __future__ import annotations

@@ -181,7 +181,7 @@ def test_prune_half_is_exact_valid_and_smaller(case, corpus_dir, tmp_path, capsy
     )
     assert "Traceback" not in err
     ver = json.loads(report.read_text())["result"]["verification"] if report.exists() else None
-    assert code == 0, f"{case.name}: prune exit {code}: {err} {ver}"
+    assert code == 0, f"{case.name} (expected: {case.expects}): prune exit {code}: {err} {ver}"
     assert path.read_bytes() == before, "the input file was modified"
     assert ver["passed"], ver
     assert ver["max_rel"] <= case.tolerance, (
