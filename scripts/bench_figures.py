@@ -183,6 +183,18 @@ def readme_block(speed: dict[str, Any], lat: dict[str, Any], info: dict[str, Any
     return "\n".join(lines)
 
 
+PEERS_START, PEERS_END = "<!-- onnx-peers:start -->", "<!-- onnx-peers:end -->"
+
+
+def kept_sections() -> list[str]:
+    """Sections other benches write into docs/benchmarks.md (bench/onnx_peers.py --doc), kept as they are."""
+    if not DOC.exists():
+        return []
+    old = DOC.read_text(encoding="utf-8")
+    i, j = old.find(PEERS_START), old.find(PEERS_END)
+    return [old[i : j + len(PEERS_END)], ""] if 0 <= i < j else []
+
+
 def render(cache: Path) -> str:
     speed = json.loads((cache / "analysis_speed.json").read_text())
     lat = json.loads((cache / "ort_latency.json").read_text())
@@ -202,6 +214,7 @@ def render(cache: Path) -> str:
             "The digits comparison with Torch-Pruning (one training run vs prune + fine-tune) is in",
             "[digits_vs_torch_pruning.md](digits_vs_torch_pruning.md).",
             "",
+            *kept_sections(),
         ]
     )
     _write_atomic(DOC, text)
