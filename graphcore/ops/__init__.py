@@ -1,6 +1,7 @@
 """The op semantics table: importing this package declares every built-in operator once."""
 
 from graphcore.ops import (  # noqa: F401  (each module declares its family)
+    contrib,
     elementwise,
     indexing,
     joins,

@@ -347,13 +347,6 @@ register_op(
 )
 register_op("LayerNormalization", _layernorm, shape=same_shape, zero_when=_affine_zero_when(1, 2))
 register_op("RMSNormalization", _layernorm, shape=same_shape, zero_when=_affine_zero_when(1, None))
-# LayerNorm(input + skip + bias) * gamma + beta; operands input, skip, gamma, beta, bias; epsilon 1e-12.
-register_op(
-    "SkipLayerNormalization",
-    _layernorm,
-    domain="com.microsoft",
-    zero_when=_affine_zero_when(2, 3, epsilon=1e-12),
-)
 # Both divide by a norm with no epsilon: a zeroed slice becomes 0 / 0 wherever it is normalized, so no
 # axis of theirs can carry a removable channel (not only the normalized ones). ONNX's
 # MeanVarianceNormalization adds 1e-9 to the deviation, so an all-zero input gives 0 / 1e-9 = 0.
