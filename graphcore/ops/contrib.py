@@ -133,7 +133,11 @@ def _attention(ctx: ChannelGraph, node: Node) -> None:
         )
         return
     hq, hk, hv = sizes
-    if any(s % n for s in sizes) or _int(known(w)[1]) != hq + hk + hv or _int(known(y)[2]) not in (hv, None):
+    if (
+        any(s % n for s in sizes)
+        or _int(_shape(w)[1]) != hq + hk + hv
+        or _int(_shape(y)[2]) not in (hv, None)
+    ):
         _pin_node(ctx, node, "Attention whose qkv_hidden_sizes do not split into num_heads heads")
         return
     block = hv // n
@@ -146,7 +150,7 @@ def _attention(ctx: ChannelGraph, node: Node) -> None:
         axis = 1 if v is w else 0
         if v is None:
             continue
-        if rank(v) != axis + 1 or _int(known(v)[axis]) != hq + hk + hv:
+        if rank(v) != axis + 1 or _int(_shape(v)[axis]) != hq + hk + hv:
             _blocked_heads(ctx, y, "Attention bias of an undeclared shape")
             ctx.pin_all(v, "Attention bias of an undeclared shape")
             continue
@@ -166,7 +170,7 @@ def _attention(ctx: ChannelGraph, node: Node) -> None:
         _blocked_heads(ctx, y, "Attention with do_rotary: its heads' rotary layout is not declared")
 
 
-def known(v: Value) -> tuple[Dim, ...]:
+def _shape(v: Value) -> tuple[Dim, ...]:
     assert v.shape is not None
     return v.shape
 
@@ -224,8 +228,8 @@ def _mha(ctx: ChannelGraph, node: Node) -> None:
     if q is None or k is None or v is None or n <= 0 or not rank(q) == rank(k) == rank(v) == rank(y) == 3:
         _pin_node(ctx, node, "MultiHeadAttention in a packed or (B, N, L, H) layout: not declared")
         return
-    d, dk, dv = _int(known(q)[2]), _int(known(k)[2]), _int(known(v)[2])
-    if d is None or dk != d or dv is None or d % n or dv % n or _int(known(y)[2]) not in (dv, None):
+    d, dk, dv = _int(_shape(q)[2]), _int(_shape(k)[2]), _int(_shape(v)[2])
+    if d is None or dk != d or dv is None or d % n or dv % n or _int(_shape(y)[2]) not in (dv, None):
         _pin_node(ctx, node, "MultiHeadAttention whose widths do not split into num_heads heads")
         return
     block = dv // n
@@ -241,7 +245,7 @@ def _mha(ctx: ChannelGraph, node: Node) -> None:
     zero_v = ctx.zero(v, 2).copy()
     bias = node.input(3)
     if bias is not None:
-        if rank(bias) != 1 or _int(known(bias)[0]) != 2 * d + dv:
+        if rank(bias) != 1 or _int(_shape(bias)[0]) != 2 * d + dv:
             ctx.pin_all(bias, "MultiHeadAttention bias of an undeclared shape")
             _blocked_heads(ctx, y, "MultiHeadAttention bias of an undeclared shape")
         else:
@@ -291,8 +295,8 @@ def _gqa(ctx: ChannelGraph, node: Node) -> None:
     if not rank(q) == rank(k) == rank(v) == rank(y) == 3:
         _pin_node(ctx, node, "GroupQueryAttention with shapes not declared")
         return
-    d, dk, dv = _int(known(q)[2]), _int(known(k)[2]), _int(known(v)[2])
-    if d is None or d % n or dk != dv or dk != d // n * m or _int(known(y)[2]) not in (d, None):
+    d, dk, dv = _int(_shape(q)[2]), _int(_shape(k)[2]), _int(_shape(v)[2])
+    if d is None or d % n or dk != dv or dk != d // n * m or _int(_shape(y)[2]) not in (d, None):
         _pin_node(ctx, node, "GroupQueryAttention whose widths do not split into its heads")
         return
     h = d // n
@@ -368,12 +372,12 @@ def _rotary(ctx: ChannelGraph, node: Node) -> None:
         ctx.pin(y, 3, "RotaryEmbedding rotates pairs within a head")
         ctx.set_zero(y, 1, ctx.zero(x, 1))
         return
-    n, d = int(node.attr("num_heads", 0)), _int(known(x)[2])
+    n, d = int(node.attr("num_heads", 0)), _int(_shape(x)[2])
     cos = node.input(2)
     if n > 0 and d is not None and d % n == 0:
         h = d // n
     elif n == 0 and int(node.attr("rotary_embedding_dim", 0)) == 0 and rank(cos) == 2:
-        half = _int(known(cos)[1]) if cos is not None else None
+        half = _int(_shape(cos)[1]) if cos is not None else None
         h = 2 * half if half else 0
     else:
         h = 0
@@ -417,7 +421,7 @@ def _skip_layernorm(ctx: ChannelGraph, node: Node) -> None:
     if skip is not None and skip.shape is not None:
         shift = r - len(skip.shape)
         for a in range(len(skip.shape)):
-            if shift < 0 or skip.shape[a] != x.shape[a + shift]:
+            if shift < 0 or skip.shape[a] != _shape(x)[a + shift]:
                 ctx.pin(skip, a, f"{node.op}: skip broadcast over this axis")
             else:
                 ctx.link(skip, a, x, a + shift)
@@ -527,7 +531,7 @@ def _fused_conv(ctx: ChannelGraph, node: Node) -> None:
     y, z = node.outputs[0], node.input(3)
     if z is not None:
         if rank(z) == rank(y) and z.shape == y.shape:
-            for a in range(len(known(z))):
+            for a in range(len(_shape(z))):
                 ctx.link(z, a, y, a)
             ctx.set_zero(y, 1, ctx.zero(y, 1) & ctx.zero(z, 1))
         else:
@@ -567,7 +571,7 @@ def _fused_conv_shape(ctx: ChannelGraph, node: Node) -> tuple[Dim, ...] | None:
     if x is None or w is None or x.shape is None or w.shape is None or len(x.shape) != len(w.shape):
         return None
     spatial = len(x.shape) - 2
-    kernel = [int(k) for k in node.attr("kernel_shape", [])] or list(w.shape[2:])
+    kernel: list[Dim] = [int(k) for k in node.attr("kernel_shape", [])] or list(w.shape[2:])
     pads = [int(p) for p in node.attr("pads", [0] * 2 * spatial)]
     strides = [int(s) for s in node.attr("strides", [1] * spatial)]
     dilations = [int(d) for d in node.attr("dilations", [1] * spatial)]
@@ -660,11 +664,18 @@ def _nbits(ctx: ChannelGraph, node: Node) -> None:
     n_out, k_in = int(node.attr("N", 0)), int(node.attr("K", 0))
     r = rank(a)
     ok = a is not None and b is not None and scales is not None and r is not None and r == rank(y)
-    if not ok or rank(b) != 3 or _int(known(b)[0]) != n_out or n_out <= 0 or _int(known(y)[-1]) != n_out:
+    if (
+        not ok
+        or b is None
+        or rank(b) != 3
+        or _int(_shape(b)[0]) != n_out
+        or n_out <= 0
+        or _int(_shape(y)[-1]) != n_out
+    ):
         _pin_node(ctx, node, "MatMulNBits with shapes that do not match its N")
         return
     assert a is not None and b is not None and scales is not None and r is not None
-    k_blocks = _int(known(b)[1])
+    k_blocks = _int(_shape(b)[1])
     bits = int(node.attr("bits", 4))
     per_row = _per_row(scales, n_out)
     if k_blocks is None or per_row != k_blocks:
@@ -688,7 +699,7 @@ def _nbits(ctx: ChannelGraph, node: Node) -> None:
         _link_rows(ctx, zp, n_out, zp_row, y, r - 1, reason)
     ctx.pin_all(g_idx, "MatMulNBits g_idx: indexed by K")
     if bias is not None:
-        if rank(bias) == 1 and _int(known(bias)[0]) == n_out:
+        if rank(bias) == 1 and _int(_shape(bias)[0]) == n_out:
             ctx.link(bias, 0, y, r - 1)
             zero &= ctx.zero(bias, 0)
         else:
@@ -725,7 +736,7 @@ def _rows_zero(ctx: ChannelGraph, scales: Value, n: int) -> np.ndarray:
     z = ctx.zero(scales, 0)
     if z.size == 0 or z.size % n:
         return np.zeros(n, bool)
-    return z.reshape(n, -1).all(axis=1)
+    return np.asarray(z.reshape(n, -1).all(axis=1), dtype=bool)
 
 
 def _nbits_shape(ctx: ChannelGraph, node: Node) -> tuple[Dim, ...] | None:
