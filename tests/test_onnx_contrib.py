@@ -299,6 +299,33 @@ def test_matmul_nbits_output_channels_prune():
     assert _attr(small, "MatMulNBits", "N") == 6
 
 
+# -- past a contrib op ONNX's inference gives no shapes: the table's hooks carry them on -------------------
+
+
+def test_split_and_gemm_after_a_contrib_op_get_their_shapes():
+    """ONNX's inference stops at a com.microsoft op: Split's outputs (GPT-2's packed q, k, v) and a
+    Gemm's output then come from the declarations, else everything downstream is blocked."""
+    g = G()
+    x = g.input("x", [6, 16])
+    h = g.op("SkipLayerNormalization", [x, x, g.w("ln.weight", (16,))], domain=MS)
+    qkv = g.op("Split", [g.gemm(h, 16, 36, "in"), g.const("sizes", [12, 12, 12])], n_out=3, axis=1)
+    mixed = g.op("Add", [g.op("Mul", [qkv[0], qkv[1]]), qkv[2]])
+    g.gemm(g.op("Relu", [mixed]), 12, 6, "out")
+    _output(g, [6, 6])
+    a, _ = prune_half(_model(g))
+    assert group_of(a, "in.weight", 0).size == 12  # the three parts are one channel space
+
+
+def test_broadcast_of_different_symbols_is_a_symbol():
+    """Two symbols ONNX named afresh broadcast to one more symbol (not an unknown dim), which a Reshape
+    to (batch, seq, -1) can then divide out."""
+    from graphcore.ops.shape import broadcast_dims
+
+    assert broadcast_dims([("a", 4, "s"), ("b", 4, "s")]) == ("a|b", 4, "s")
+    assert broadcast_dims([("a|b", 4), ("a", 4)]) == ("a|b", 4)
+    assert broadcast_dims([("a", 4), (None, 4)]) == (None, 4)
+
+
 # -- what the transformer optimizer writes -------------------------------------------------------------
 
 
@@ -364,6 +391,11 @@ def test_transformer_optimizer_output_prunes(kind, tmp_path):
     assert {"SkipLayerNormalization"} <= fused
     if kind == "bert":
         assert {"Attention", "EmbedLayerNormalization", "BiasGelu"} <= fused
+    analysis = analyze(onnx.load(path))
+    widths = [g for g in analysis.prunable_groups if g.size == (128 if kind == "bert" else 256)]
+    assert len(widths) == 2, [(g.size, g.reason) for g in analysis.groups]  # both layers' feed-forward
+    if kind == "bert":
+        assert [g.size for g in analysis.prunable_groups].count(4) == 2  # both layers' heads
     report = prune(load_model(path), 0.5, tmp_path / "small.onnx")
     result = report.result
     assert result is not None and result.verification is not None and result.verification.passed

@@ -30,6 +30,10 @@ def broadcast_dims(shapes: list[tuple[Dim, ...]]) -> tuple[Dim, ...]:
             out.append(1)
         elif all(d == non1[0] for d in non1):
             out.append(non1[0])
+        elif all(isinstance(d, str) for d in non1):
+            # Different symbols (ONNX's inference names them afresh after an op it does not know, a
+            # com.microsoft fusion): the result is one more symbol, equal only to the same broadcast.
+            out.append("|".join(sorted({part for d in non1 for part in str(d).split("|")})))
         else:
             ints = [d for d in non1 if isinstance(d, int)]
             out.append(ints[0] if ints and all(d == ints[0] for d in ints) else None)

@@ -293,6 +293,16 @@ def _matmul_shape(ctx: ChannelGraph, node: Node) -> tuple[Dim, ...] | None:
     return (*batch, a[-2], b[-1])
 
 
+def _gemm_shape(ctx: ChannelGraph, node: Node) -> tuple[Dim, ...] | None:
+    """(M, N) of op(A) @ op(B): ONNX's inference leaves it unknown after an op it does not know."""
+    a, b = node.input(0), node.input(1)
+    if a is None or b is None or a.shape is None or b.shape is None or len(a.shape) != 2 or len(b.shape) != 2:
+        return None
+    m = a.shape[1] if node.attr("transA", 0) else a.shape[0]
+    n = b.shape[0] if node.attr("transB", 0) else b.shape[1]
+    return (m, n)
+
+
 def _gather_fold(ctx: ChannelGraph, node: Node, ins: list[list[Entry] | None]) -> list[Entry] | None:
     data = ins[0] if ins else None
     idx = node.input(1)
@@ -423,6 +433,7 @@ register_op(
 register_op(
     "Gemm",
     _gemm,
+    shape=_gemm_shape,
     kind="stem",
     cost=_gemm_cost,
     zero_when=stem_zero(weight=1, bias=2),
