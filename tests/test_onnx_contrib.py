@@ -91,6 +91,29 @@ def test_attention_heads_prune_and_num_heads_follows(attrs):
         assert _attr(small, "Attention", "qkv_hidden_sizes") == [s // 2 for s in attrs["qkv_hidden_sizes"]]
 
 
+def test_attention_bias_per_head_is_sliced_with_its_heads():
+    g = G()
+    x = g.input("x", [2, 5, 16])
+    ins = [x, g.w("qkv.weight", (16, 48)), g.w("qkv.bias", (48,)), "", "", g.w("attn_bias", (1, 4, 5, 5))]
+    _finish(g, g.op("Attention", ins, domain=MS, num_heads=4), 16)
+    a, small = prune_half(_model(g))
+    assert ("attn_bias", 1) in group_of(a, "qkv.weight", 1).params
+    assert next(t for t in small.graph.initializer if t.name == "attn_bias").dims == [1, 2, 5, 5]
+
+
+def test_attention_heads_tied_to_a_cache_in_the_graph_inputs_are_blocked():
+    """A past / present cache is a graph input and output of fixed width: its heads cannot go."""
+    g = G()
+    x = g.input("x", [2, 5, 16])
+    past = g.input("past", [2, 2, 4, 3, 4])
+    ins = [x, g.w("qkv.weight", (16, 48)), g.w("qkv.bias", (48,)), "", past]
+    out, present = g.op("Attention", ins, n_out=2, domain=MS, num_heads=4, unidirectional=1)
+    g.outputs.append(helper.make_tensor_value_info(present, TensorProto.FLOAT, [2, 2, 4, 8, 4]))
+    _finish(g, out, 16)
+    heads = group_of(analyze(_model(g)), "qkv.weight", 1)
+    assert not heads.prunable and "'past'" in heads.reason
+
+
 def test_attention_with_rotary_is_blocked_with_its_reason():
     a = analyze(_model(_attention(num_heads=4, do_rotary=1)))
     heads = group_of(a, "qkv.weight", 1)
@@ -131,21 +154,25 @@ def test_rotary_embedding_heads_prune_with_the_attention():
     assert [_attr(small, op, "num_heads") for op in ("RotaryEmbedding", "MultiHeadAttention")] == [2, 2]
 
 
-def test_group_query_attention_prunes_whole_kv_groups():
+@pytest.mark.parametrize("rotary", [False, True])
+def test_group_query_attention_prunes_whole_kv_groups(rotary):
     g = G()
     x = g.input("x", [2, 5, 16])
-    q, k, v = _qkv(g, x, (32, 16, 16))  # 4 query heads, 2 KV heads of 8
+    head = 16 if rotary else 8  # what onnxruntime's CPU kernel accepts
+    q, k, v = _qkv(g, x, (4 * head, 2 * head, 2 * head))  # 4 query heads, 2 KV heads
     seqlens = g.const("seqlens_k", np.full(2, 4), dtype=np.int32)
     total = g.const("total_len", [5], dtype=np.int32)
+    rotary_tables = [g.w("cos", (8, head // 2)), g.w("sin", (8, head // 2))] if rotary else []
     h = g.op(
         "GroupQueryAttention",
-        [q, k, v, "", "", seqlens, total],
+        [q, k, v, "", "", seqlens, total, *rotary_tables],
+        do_rotary=int(rotary),
         n_out=3,
         domain=MS,
         num_heads=4,
         kv_num_heads=2,
     )
-    _finish(g, h[0], 32)
+    _finish(g, h[0], 4 * head)
     a, small = prune_half(_model(g))
     kv = group_of(a, "k.weight", 1)
     assert kv.size == 2 and kv.prunable

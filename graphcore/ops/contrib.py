@@ -355,6 +355,17 @@ def _shrink_heads(node: Node, plan: ShrinkView) -> dict[str, Any]:
     return {} if kept is None else {"attrs": {"num_heads": kept}}
 
 
+def _shrink_rotary(node: Node, plan: ShrinkView) -> dict[str, Any]:
+    """(B, S, N * H): as attention; (B, N, S, H): the head axis is axis 1, and a ``num_heads`` given
+    must follow it."""
+    y = node.outputs[0]
+    n = int(node.attr("num_heads", 0))
+    if y.shape is None or len(y.shape) != 4:
+        return _shrink_heads(node, plan) if n > 0 else {}
+    new = plan.new_shape(y)[1]
+    return {"attrs": {"num_heads": int(new)}} if n > 0 and isinstance(new, int) and new != n else {}
+
+
 def _rotary(ctx: ChannelGraph, node: Node) -> None:
     """com.microsoft::RotaryEmbedding(input (B, S, N * H) or (B, N, S, H), position_ids, cos_cache,
     sin_cache): rotates pairs within each head by position; every head alike. Whole heads pass through
@@ -413,9 +424,8 @@ def _skip_layernorm(ctx: ChannelGraph, node: Node) -> None:
             continue
         if out.shape is None:
             out.shape = x.shape
-        for a in range(r):
-            if ctx.link(x, a, out, a) and a < hidden:
-                ctx.set_zero(out, a, ctx.zero(x, a))
+        for a in range(r):  # a zero row of input is not a zero row of LN(input + skip): no zeros
+            ctx.link(x, a, out, a)
         ctx.pin(out, hidden, reason)
     ctx.pin(x, hidden, reason)
     if skip is not None and skip.shape is not None:
@@ -788,7 +798,7 @@ register_op(
     _rotary,
     domain=MS_DOMAIN,
     shape=same_shape,
-    shrink=_shrink_heads,
+    shrink=_shrink_rotary,
     zero_when=data_zero(0),
 )
 # LayerNorm(input + skip + bias) * gamma + beta, epsilon 1e-12; RMSNorm without beta.
