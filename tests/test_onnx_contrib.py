@@ -92,6 +92,15 @@ def test_attention_heads_prune_and_num_heads_follows(attrs):
         assert _attr(small, "Attention", "qkv_hidden_sizes") == [s // 2 for s in attrs["qkv_hidden_sizes"]]
 
 
+def test_attention_ops_declare_their_cost():
+    """FLOPs of the fused ops count (the report's FLOPs share and the selection read them)."""
+    from graphcore.analysis import node_flops
+
+    a = analyze(_model(_attention(num_heads=4)))
+    node = next(n for n in a.graph.nodes if n.op == "Attention")
+    assert node_flops(node) == 2 * 5 * 16 * 48 + 2 * 5 * 5 * 48
+
+
 def test_attention_bias_per_head_is_sliced_with_its_heads():
     g = G()
     x = g.input("x", [2, 5, 16])

@@ -267,6 +267,17 @@ def _mha(ctx: ChannelGraph, node: Node) -> None:
         _link_head_axis(ctx, _present(node, i), 1, y, n, block)
 
 
+def _core_cost(node: Node) -> int:
+    """Scores and weighted values of an attention op on projected q, k, v: 2 * S * T * (Dq + Dv)
+    (symbolic sequence lengths count as 1; the projections are the MatMuls before it)."""
+    q, k, v = node.input(0), node.input(1), node.input(2)
+    if q is None or k is None or v is None or rank(q) != 3 or rank(k) != 3 or rank(v) != 3:
+        return 0
+    s, t = _int(_shape(q)[1]) or 1, _int(_shape(k)[1]) or 1
+    dq, dv = _int(_shape(q)[2]) or 0, _int(_shape(v)[2]) or 0
+    return 2 * s * t * (dq + dv)
+
+
 def _mha_shape(ctx: ChannelGraph, node: Node) -> tuple[Dim, ...] | None:
     q, v = node.input(0), node.input(2)
     if q is None or v is None or q.shape is None or v.shape is None or rank(q) != 3 or rank(v) != 3:
@@ -790,9 +801,23 @@ register_op(
     cost=_attention_cost,
 )
 register_op(
-    "MultiHeadAttention", _mha, kind="joint", domain=MS_DOMAIN, shape=_mha_shape, shrink=_shrink_heads
+    "MultiHeadAttention",
+    _mha,
+    kind="joint",
+    domain=MS_DOMAIN,
+    shape=_mha_shape,
+    shrink=_shrink_heads,
+    cost=_core_cost,
 )
-register_op("GroupQueryAttention", _gqa, kind="joint", domain=MS_DOMAIN, shape=same_shape, shrink=_shrink_gqa)
+register_op(
+    "GroupQueryAttention",
+    _gqa,
+    kind="joint",
+    domain=MS_DOMAIN,
+    shape=same_shape,
+    shrink=_shrink_gqa,
+    cost=_core_cost,
+)
 register_op(
     "RotaryEmbedding",
     _rotary,
