@@ -482,3 +482,23 @@ def _attr_all(model: onnx.ModelProto, op: str, name: str) -> int:
     }
     assert len(values) == 1, values
     return values.pop()
+
+
+def test_skip_normalization_is_zero_only_while_its_sum_output_is_unread():
+    """Zeroing gamma and beta zeroes output 0, not input + skip + bias (output 3): erasing may call the
+    node zero only while the model does not read that output."""
+    from graphcore.ir import Node, Value
+    from graphcore.ops import output_is_zero
+
+    def node(read_sum: bool) -> Node:
+        ins: list[Value | None] = [Value(n, shape=(2, 3, 4)) for n in ("x", "skip")]
+        ins += [Value(n, shape=(4,), is_param=True) for n in ("gamma", "beta")]
+        outs = [Value("y", shape=(2, 3, 4)), Value("n::unused1"), Value("n::unused2"), Value("sum")]
+        n = Node("n", "SkipLayerNormalization", ins, outs, domain=MS)
+        if read_sum:
+            outs[3].consumers.append((Node("c", "Relu", [outs[3]], [Value("r")]), 0))
+        return n
+
+    flags = [False, False, True, True]
+    assert output_is_zero(node(read_sum=False), flags)
+    assert not output_is_zero(node(read_sum=True), flags)

@@ -337,19 +337,6 @@ def _contrib_cases() -> list[Case]:
         ms("SkipSimplifiedLayerNormalization", (_x(2, 3, 4), _x(2, 3, 4), _x(4))),
         ms("SkipSimplifiedLayerNormalization", (_x(2, 3, 4), _x(2, 3, 4), _x(4), _x(4))),
         Case("SimplifiedLayerNormalization", (_x(2, 3, 4), _x(4)), opset=ORT_OPSET, runtime="onnxruntime"),
-        ms(
-            "EmbedLayerNormalization",
-            (
-                Setting(np.array([[1, 2, 0], [4, 3, 1]], np.int32)),
-                None,
-                _x(5, 4),
-                _x(3, 4),
-                None,
-                _x(4),
-                _x(4),
-            ),
-            outputs=2,  # mask_index: onnxruntime's inference writes it whether asked or not
-        ),
         ms("RotaryEmbedding", (_x(2, 3, 8), positions, _x(4, 2), _x(4, 2)), {"num_heads": 2}),
         ms("FusedConv", conv, {"activation": "Relu"}),
         ms("FusedConv", (*conv, _x(1, 3, 3, 3)), {"activation": "Relu"}),

@@ -38,7 +38,7 @@ from graphcore.channels import ChannelGraph
 from graphcore.ir import Dim, Node, Value
 from graphcore.ops.common import all_zero, any_zero, broadcast, data_zero, identity, rank
 from graphcore.ops.normalize import _affine_zero_when, _layernorm
-from graphcore.ops.registry import ShrinkView, register_op, rules
+from graphcore.ops.registry import ShrinkView, ZeroWhen, register_op, rules
 from graphcore.ops.shape import same_shape
 
 __all__ = ["MS_DOMAIN"]
@@ -461,6 +461,23 @@ def _skip_layernorm(ctx: ChannelGraph, node: Node) -> None:
         ctx.pin(stat, hidden, reason)
 
 
+def _extra_outputs_used(node: Node) -> bool:
+    """Does the model read one of outputs 1.. (an unnamed optional output is a placeholder without a
+    shape or consumers)?"""
+    return any(v.consumers or v.shape is not None for v in node.outputs[1:])
+
+
+def _skip_norm_zero(gamma: int, beta: int | None) -> ZeroWhen:
+    """Output 0 is zero when gamma (and beta) are; the other outputs are input + skip + bias and its
+    statistics (1 / sqrt(var + eps) is never zero): while the model reads one, never zero."""
+    affine = _affine_zero_when(gamma, beta, epsilon=1e-12)
+
+    def zero_when(node: Node, zero: Sequence[bool]) -> bool:
+        return bool(affine(node, zero)) and not _extra_outputs_used(node)
+
+    return zero_when
+
+
 def _embed_layernorm(ctx: ChannelGraph, node: Node) -> None:
     """com.microsoft::EmbedLayerNormalization(input_ids (B, S), segment_ids, word_embedding (V, D),
     position_embedding (P, D), segment_embedding, gamma, beta, mask, position_ids) -> output (B, S, D),
@@ -832,14 +849,14 @@ register_op(
     _skip_layernorm,
     domain=MS_DOMAIN,
     shape=same_shape,
-    zero_when=_affine_zero_when(2, 3, epsilon=1e-12),
+    zero_when=_skip_norm_zero(2, 3),
 )
 register_op(
     "SkipSimplifiedLayerNormalization",
     _skip_layernorm,
     domain=MS_DOMAIN,
     shape=same_shape,
-    zero_when=_affine_zero_when(2, None, epsilon=1e-12),
+    zero_when=_skip_norm_zero(2, None),
 )
 # onnxruntime declares SimplifiedLayerNormalization (RMSNorm: X, scale; axis, epsilon) in the ONNX
 # domain, where its transformer optimizer writes it.
@@ -852,7 +869,6 @@ register_op(
     kind="stem",
     domain=MS_DOMAIN,
     shape=_embed_shape,
-    zero_when=_affine_zero_when(5, 6, epsilon=1e-12),
 )
 for _op in ("BiasGelu", "FastGelu"):
     register_op(_op, _biased, domain=MS_DOMAIN, at_zero="zero", shape=same_shape, zero_when=all_zero)
