@@ -354,6 +354,32 @@ def test_split_and_gemm_after_a_contrib_op_get_their_shapes():
     assert group_of(a, "in.weight", 0).size == 12  # the three parts are one channel space
 
 
+def test_cnn_optimized_by_an_onnxruntime_session_prunes(tmp_path):
+    """An onnxruntime session at ORT_ENABLE_EXTENDED saves FusedConv (Conv + BatchNormalization +
+    Relu) and com.microsoft Gelu; ONNX's inference stops at them, and Conv, ReduceMean, Flatten, Gemm
+    shapes come from the op table's shape hooks."""
+    import onnxruntime as ort
+
+    g = G(opset=ORT_OPSET)
+    x = g.input("x", [1, 3, 8, 8])
+    a = g.op("Relu", [g.conv(x, 3, 8, name="c1")])
+    b = g.op("Relu", [g.bn(g.conv(a, 8, 8, name="c2"), 8, name="bn")])
+    pooled = g.op("ReduceMean", [g.op("Add", [a, b])], axes=[2, 3], keepdims=1)  # opset 17: an attribute
+    h = g.op("Gelu", [g.gemm(g.op("Flatten", [pooled]), 8, 16, "fc1")], domain=MS)
+    g.gemm(h, 16, 4, "fc2")
+    _output(g, [1, 4])
+    raw, fused = tmp_path / "cnn.onnx", tmp_path / "cnn_fused.onnx"
+    onnx.save(_model(g), str(raw))
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(fused)
+    ort.InferenceSession(str(raw), options, providers=["CPUExecutionProvider"])
+    model = onnx.load(str(fused))
+    assert "FusedConv" in {n.op_type for n in model.graph.node}
+    a_, _ = prune_half(model, expect_groups=2)
+    assert group_of(a_, "fc1.weight", 0).prunable and group_of(a_, "c1.weight", 0).prunable
+
+
 def test_broadcast_of_different_symbols_is_a_symbol():
     """Two symbols ONNX named afresh broadcast to one more symbol (not an unknown dim), which a Reshape
     to (batch, seq, -1) can then divide out."""
@@ -502,3 +528,38 @@ def test_skip_normalization_is_zero_only_while_its_sum_output_is_unread():
     flags = [False, False, True, True]
     assert output_is_zero(node(read_sum=False), flags)
     assert not output_is_zero(node(read_sum=True), flags)
+
+
+@pytest.mark.parametrize(
+    "op, shape, attrs, extra",
+    [
+        ("Conv", [1, 3, 9, 9], {"pads": [1, 2, 1, 0], "strides": [2, 1], "dilations": [1, 2]}, "w"),
+        ("Conv", [1, 3, 9, 9], {"auto_pad": "SAME_UPPER", "strides": [2, 2]}, "w"),
+        ("MaxPool", [1, 3, 9, 8], {"kernel_shape": [3, 2], "strides": [2, 2], "pads": [1, 0, 1, 0]}, ""),
+        ("AveragePool", [1, 3, 9, 8], {"kernel_shape": [2, 2], "auto_pad": "VALID"}, ""),
+        ("GlobalAveragePool", [1, 3, 9, 8], {}, ""),
+        ("ReduceMean", [2, 3, 4, 5], {"axes": [1, 3], "keepdims": 0}, ""),
+        ("ReduceSum", [2, 3, 4, 5], {"keepdims": 1}, ""),
+        ("ArgMax", [2, 3, 4], {"axis": -1, "keepdims": 0}, ""),
+        ("Flatten", [2, 3, 4, 5], {"axis": 2}, ""),
+        ("Concat", [2, 3, 4], {"axis": 1}, "twice"),
+    ],
+)
+def test_shape_hooks_agree_with_onnx_inference(op, shape, attrs, extra):
+    """The hooks that carry shapes past a contrib op give what ONNX's own inference gives."""
+    from graphcore.channels import ChannelGraph
+    from graphcore.infer import shape_hook
+
+    g = G(opset=ORT_OPSET)
+    x = g.input("x", shape)
+    ins = [x, g.w("w", (4, 3, 3, 3))] if extra == "w" else [x, x] if extra == "twice" else [x]
+    g.op(op, ins, **attrs)
+    dtype = TensorProto.INT64 if op == "ArgMax" else TensorProto.FLOAT
+    g.output(g.nodes[-1].output[0], dtype)
+    ir = analyze(_model(g)).graph
+    node = next(n for n in ir.nodes if n.op == op)
+    expected = node.outputs[0].shape
+    assert expected is not None and all(isinstance(d, int) for d in expected)
+    node.outputs[0].shape = None
+    hook = shape_hook(node)
+    assert hook is not None and hook(ChannelGraph(), node) == expected

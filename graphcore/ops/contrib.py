@@ -39,7 +39,7 @@ from graphcore.ir import Dim, Node, Value
 from graphcore.ops.common import all_zero, any_zero, broadcast, data_zero, identity, rank
 from graphcore.ops.normalize import _affine_zero_when, _layernorm
 from graphcore.ops.registry import ShrinkView, ZeroWhen, register_op, rules
-from graphcore.ops.shape import same_shape
+from graphcore.ops.shape import conv_shape, same_shape
 
 __all__ = ["MS_DOMAIN"]
 
@@ -601,33 +601,6 @@ def _fused_conv_shrink(node: Node, plan: ShrinkView) -> dict[str, Any]:
     return _conv_hook("shrink")(node, plan)
 
 
-def _fused_conv_shape(ctx: ChannelGraph, node: Node) -> tuple[Dim, ...] | None:
-    """Conv's output shape (ONNX's inference does not know FusedConv): batch, W's output channels, and
-    per spatial axis floor((in + pads - dilation * (k - 1) - 1) / stride) + 1, or ceil(in / stride) for
-    SAME padding."""
-    x, w = node.input(0), node.input(1)
-    if x is None or w is None or x.shape is None or w.shape is None or len(x.shape) != len(w.shape):
-        return None
-    spatial = len(x.shape) - 2
-    kernel: list[Dim] = [int(k) for k in node.attr("kernel_shape", [])] or list(w.shape[2:])
-    pads = [int(p) for p in node.attr("pads", [0] * 2 * spatial)]
-    strides = [int(s) for s in node.attr("strides", [1] * spatial)]
-    dilations = [int(d) for d in node.attr("dilations", [1] * spatial)]
-    auto_pad = node.attr("auto_pad", b"NOTSET")
-    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else str(auto_pad)
-    out: list[Dim] = [x.shape[0], w.shape[0]]
-    for a in range(spatial):
-        d, k = x.shape[2 + a], kernel[a]
-        if not isinstance(d, int) or not isinstance(k, int):
-            out.append(None)
-        elif auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-            out.append(-(-d // strides[a]))
-        else:
-            total = 0 if auto_pad == "VALID" else pads[a] + pads[a + spatial]
-            out.append((d + total - dilations[a] * (k - 1) - 1) // strides[a] + 1)
-    return tuple(out)
-
-
 _LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
 
@@ -879,7 +852,7 @@ register_op(
     _fused_conv,
     kind="stem",
     domain=MS_DOMAIN,
-    shape=_fused_conv_shape,
+    shape=conv_shape,
     shrink=_fused_conv_shrink,
     cost=_fused_conv_cost,
     zero_when=_fused_conv_zero,

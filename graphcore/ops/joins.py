@@ -15,6 +15,7 @@ from graphcore.channels import ChannelGraph, Entry
 from graphcore.ir import Node
 from graphcore.ops.common import all_zero, const_ints, const_list, data_zero, known_shape, rank
 from graphcore.ops.registry import LegacyAttr, ShrinkView, register_op
+from graphcore.ops.shape import concat_shape
 
 
 def _concat(ctx: ChannelGraph, node: Node) -> None:
@@ -266,6 +267,7 @@ register_op(
     "Concat",
     _concat,
     kind=lambda n: "joint" if len(n.inputs) > 1 else "accessory",
+    shape=concat_shape,
     fold=_concat_fold,
     literal=_concat_literal,
     zero_when=all_zero,

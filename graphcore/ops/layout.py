@@ -19,6 +19,7 @@ from graphcore.channels import ChannelGraph, Entry
 from graphcore.ir import Dim, Node, Value
 from graphcore.ops.common import const_ints, const_list, data_zero, identity, int_dim, known_shape, rank
 from graphcore.ops.registry import LegacyAttr, register_op
+from graphcore.ops.shape import flatten_shape
 
 Groups = list[tuple[list[int], list[int]]]
 
@@ -498,7 +499,9 @@ _MOVES = data_zero(0)
 register_op(
     "Reshape", _reshape, shape=_reshape_shape, fold=_reshape_1d, literal=_reshape_literal, zero_when=_MOVES
 )
-register_op("Flatten", _reshape, fold=_reshape_1d, literal=_flatten_literal, zero_when=_MOVES)
+register_op(
+    "Flatten", _reshape, shape=flatten_shape, fold=_reshape_1d, literal=_flatten_literal, zero_when=_MOVES
+)
 register_op("Transpose", _transpose, shape=_transpose_shape, literal=_transpose_literal, zero_when=_MOVES)
 register_op(
     "Squeeze",

@@ -17,7 +17,7 @@ from graphcore.channels import ChannelGraph
 from graphcore.ir import Node, Value
 from graphcore.ops.common import const_ints, data_zero, factor_zero, is_zero, never, operand_values, rank
 from graphcore.ops.registry import LegacyAttr, ShrinkView, ZeroWhen, register_op
-from graphcore.ops.shape import same_shape
+from graphcore.ops.shape import pool_shape, reduce_shape, same_shape
 
 
 def _affine_zero(ctx: ChannelGraph, y: Value, axis: int, params: list[Value | None]) -> None:
@@ -371,7 +371,7 @@ for _op in (
     "GlobalLpPool",
     "MaxRoiPool",
 ):
-    register_op(_op, _pool, zero_when=_POOL_ZERO_WHEN.get(_op))
+    register_op(_op, _pool, shape=pool_shape, zero_when=_POOL_ZERO_WHEN.get(_op))
 # Reductions read their axes from operand 1; older opsets spell it as an attribute (ReduceSum until 13,
 # the others until 18).
 for _op in (
@@ -381,9 +381,10 @@ for _op in (
     register_op(
         _op,
         _reduce,
+        shape=reduce_shape,
         legacy_attrs=(LegacyAttr("axes", 1, 13 if _op == "ReduceSum" else 18),),
         # a sum, mean, extremum, norm or product of zeros is 0; log(0) and log(n * e^0) are not
         zero_when=data_zero(0) if _op in ZERO_KEEPING else never,
     )
 for _op in ("ArgMax", "ArgMin"):
-    register_op(_op, _reduce, zero_when=never)
+    register_op(_op, _reduce, shape=reduce_shape, zero_when=never)

@@ -13,7 +13,7 @@ from graphcore.channels import ChannelGraph, Entry
 from graphcore.ir import Dim, Node, Value
 from graphcore.ops.common import any_zero, data_zero, rank, stem_zero
 from graphcore.ops.registry import ShrinkView, register_op
-from graphcore.ops.shape import broadcast_dims
+from graphcore.ops.shape import broadcast_dims, conv_shape
 
 
 def _has_weight(node: Node) -> bool:
@@ -407,6 +407,7 @@ register_op(
     "Conv",
     _conv,
     kind="stem",
+    shape=conv_shape,
     shrink=_shrink_groups,
     cost=_conv_cost,
     zero_when=stem_zero(weight=1, bias=2),
