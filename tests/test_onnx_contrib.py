@@ -288,13 +288,27 @@ def test_fused_conv_prunes_like_conv(activation):
     assert next(t for t in small.graph.initializer if t.name == "c1.weight").dims[0] == 4
 
 
-def test_fused_matmul_prunes_like_matmul():
+@pytest.mark.parametrize("op", ["FusedMatMul", "TransposeMatMul"])
+def test_fused_matmul_prunes_like_matmul(op):
     g = G()
     x = g.input("x", [2, 5, 16])
-    h = g.op("FusedMatMul", [x, g.w("fc1.weight", (24, 16))], domain=MS, transB=1, alpha=0.5)
+    h = g.op(op, [x, g.w("fc1.weight", (24, 16))], domain=MS, transB=1, alpha=0.5)
     _finish(g, g.op("Relu", [h]), 24)
     a, _ = prune_half(_model(g))
     assert group_of(a, "fc1.weight", 0).size == 24
+
+
+@pytest.mark.parametrize("activation", ["Relu", "Sigmoid"])
+def test_fused_gemm_prunes_like_gemm(activation):
+    g = G()
+    x = g.input("x", [6, 16])
+    w, b = g.w("fc1.weight", (24, 16)), g.w("fc1.bias", (24,))
+    h = g.op("FusedGemm", [x, w, b], domain=MS, transB=1, activation=activation)
+    g.gemm(h, 24, 6, "fc2")
+    _output(g, [6, 6])
+    a, small = prune_half(_model(g))
+    assert group_of(a, "fc1.weight", 0).size == 24
+    assert next(t for t in small.graph.initializer if t.name == "fc1.weight").dims == [12, 16]
 
 
 def _pack_4bit(w: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -343,6 +343,10 @@ def _contrib_cases() -> list[Case]:
         ms("FusedConv", conv, {"activation": "Sigmoid"}, claims=False),
         ms("FusedConv", conv, {"activation": "Clip", "activation_params": [0.5, 6.0]}, claims=False),
         ms("FusedMatMul", (_x(2, 3), _x(4, 3)), {"transB": 1, "alpha": 0.5}),
+        ms("TransposeMatMul", (_x(3, 2), _x(3, 4)), {"transA": 1}),
+        ms("FusedGemm", (_x(2, 3), _x(4, 3), _x(4)), {"transB": 1, "activation": "Relu"}),
+        ms("FusedGemm", (_x(2, 3), _x(3, 4), _x(4)), {"activation": "LeakyRelu", "activation_alpha": 0.1}),
+        ms("FusedGemm", (_x(2, 3), _x(3, 4), _x(4)), {"activation": "Sigmoid"}, claims=False),
         ms("MatMulNBits", (_x(2, 16), packed, _x(3)), {"K": 16, "N": 3, "bits": 4, "block_size": 16}),
         ms(
             "MatMulNBits",

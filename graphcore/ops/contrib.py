@@ -14,8 +14,9 @@ What is prunable:
   ``qkv_hidden_sizes``, ``kv_num_heads``). A head is zero in the zeroed model when its V columns are:
   softmax(anything) times zero values is zero. Every layout or option whose head structure is not
   declared here pins the heads with a reason naming the op.
-- Output channels of ``FusedConv`` (Conv's declaration), ``FusedMatMul`` (a MatMul) and ``MatMulNBits``
-  (rows of its packed weight with their scales and zero points).
+- Output channels of ``FusedConv`` (Conv's declaration), ``FusedGemm`` (Gemm's), ``FusedMatMul`` and
+  ``TransposeMatMul`` (a MatMul) and ``MatMulNBits`` (rows of its packed weight with their scales and
+  zero points).
 - Channels through the elementwise ops, whose f(0) is declared and checked against onnxruntime.
 
 Not declared (so every axis they touch is pinned as an unknown op): ops onnxruntime runs only on GPU
@@ -601,6 +602,29 @@ def _fused_conv_shrink(node: Node, plan: ShrinkView) -> dict[str, Any]:
     return _conv_hook("shrink")(node, plan)
 
 
+def _gemm_hook(name: str) -> Any:
+    return getattr(rules()[("", "Gemm")], name)
+
+
+def _fused_gemm_keeps_zero(node: Node) -> bool:
+    """FusedGemm's activations that are zero at zero (its Clip bounds are not read: not assumed)."""
+    return _activation(node) in ("Relu", "LeakyRelu", "Tanh", "")
+
+
+def _fused_gemm(ctx: ChannelGraph, node: Node) -> None:
+    """com.microsoft::FusedGemm(A, B, C) = activation(alpha * op(A) @ op(B) + beta * C): Gemm's
+    declaration, and zero tracking through the activation's f(0)."""
+    _gemm_hook("relate")(ctx, node)
+    y = node.outputs[0]
+    if not _fused_gemm_keeps_zero(node):
+        for axis in range(rank(y) or 0):
+            ctx.set_zero(y, axis, False)
+
+
+def _fused_gemm_zero(node: Node, zero: Sequence[bool]) -> bool:
+    return bool(_gemm_hook("zero_when")(node, zero)) and _fused_gemm_keeps_zero(node)
+
+
 _LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
 
@@ -626,9 +650,9 @@ def _fused_matmul(ctx: ChannelGraph, node: Node) -> None:
     a, b, y = node.input(0), node.input(1), node.outputs[0]
     batch_moved = int(node.attr("transBatchA", 0)) or int(node.attr("transBatchB", 0))
     if a is None or b is None or labels is None or batch_moved:
-        _pin_node(ctx, node, "FusedMatMul with transBatch or shapes of rank < 2: not declared")
+        _pin_node(ctx, node, f"{node.op} with transBatch or shapes of rank < 2: not declared")
         return
-    contraction(ctx, [(a, labels[0]), (b, labels[1])], y, labels[2], "FusedMatMul")
+    contraction(ctx, [(a, labels[0]), (b, labels[1])], y, labels[2], node.op)
 
 
 def _fused_matmul_shape(ctx: ChannelGraph, node: Node) -> tuple[Dim, ...] | None:
@@ -867,6 +891,27 @@ register_op(
     cost=_fused_matmul_cost,
     zero_when=any_zero,
     contraction=_fused_matmul_contraction,
+)
+# TransposeMatMul: the name FusedMatMul had before it gained transBatchA/B (same operands and meaning).
+register_op(
+    "TransposeMatMul",
+    _fused_matmul,
+    kind=lambda node: rules()[("", "MatMul")].kind_of(node),
+    domain=MS_DOMAIN,
+    shape=_fused_matmul_shape,
+    cost=_fused_matmul_cost,
+    zero_when=any_zero,
+    contraction=_fused_matmul_contraction,
+)
+register_op(
+    "FusedGemm",
+    _fused_gemm,
+    kind="stem",
+    domain=MS_DOMAIN,
+    shape=lambda ctx, node: _gemm_hook("shape")(ctx, node),
+    cost=lambda node: _gemm_hook("cost")(node),
+    zero_when=_fused_gemm_zero,
+    contraction=lambda node: _gemm_hook("contraction")(node),
 )
 register_op(
     "MatMulNBits",
