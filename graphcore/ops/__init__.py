@@ -2,6 +2,8 @@
 
 from graphcore.ops import (  # noqa: F401  (each module declares its family)
     contrib,
+    contrib_attention,
+    contrib_stems,
     elementwise,
     indexing,
     joins,
