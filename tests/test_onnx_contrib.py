@@ -164,6 +164,20 @@ def test_rotary_embedding_heads_prune_with_the_attention():
     assert [_attr(small, op, "num_heads") for op in ("RotaryEmbedding", "MultiHeadAttention")] == [2, 2]
 
 
+def test_rotary_embedding_in_heads_layout_passes_heads_through():
+    """(B, N, S, H) input: the head axis passes, the index within a head is pinned."""
+    g = G()
+    x = g.input("x", [2, 5, 16])
+    q = g.op("MatMul", [x, g.w("q.weight", (16, 16))])
+    heads = g.op("Transpose", [g.op("Reshape", [q, g.const("split", [2, 5, 4, 4])])], perm=[0, 2, 1, 3])
+    pos = g.const("pos", np.tile(np.arange(5), (2, 1)))
+    rotated = g.op("RotaryEmbedding", [heads, pos, g.w("cos", (8, 2)), g.w("sin", (8, 2))], domain=MS)
+    back = g.op("Transpose", [rotated], perm=[0, 2, 1, 3])
+    _finish(g, g.op("Reshape", [back, g.const("merge", [2, 5, 16])]), 16)
+    a, _ = prune_half(_model(g))
+    assert group_of(a, "q.weight", 1).size == 4
+
+
 @pytest.mark.parametrize("rotary", [False, True])
 def test_group_query_attention_prunes_whole_kv_groups(rotary):
     g = G()
