@@ -365,6 +365,37 @@ def test_matmul_nbits_output_channels_prune():
     assert _attr(small, "MatMulNBits", "N") == 6
 
 
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_matmul_nbits_from_onnxruntimes_quantizer(symmetric):
+    """onnxruntime's MatMulNBitsQuantizer (block 32, 2-D scales and zero points) on an MLP. Symmetric
+    weights (no zero points): the hidden width prunes in whole blocks (rows of the first, blocks of K of
+    the second, K and N rewritten). Asymmetric: zero points pack two blocks to a byte along K, so the
+    second op's K is pinned and the hidden width with it."""
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    g = G(opset=ORT_OPSET)
+    x = g.input("x", [4, 64])
+    h = g.op("Relu", [g.op("Add", [g.op("MatMul", [x, g.w("w1", (64, 96))]), g.w("b1", (96,))])])
+    g.op("MatMul", [h, g.w("w2", (96, 32))])
+    _output(g, [4, 32])
+    quantizer = MatMulNBitsQuantizer(_model(g), block_size=32, is_symmetric=symmetric)
+    quantizer.process()
+    model = quantizer.model.model
+    assert [n.op_type for n in model.graph.node].count("MatMulNBits") == 2
+    if not symmetric:
+        hidden = group_of(analyze(model), "w1_Q4", 0)
+        assert not hidden.prunable and "MatMulNBits packs its K axis" in hidden.reason
+        return
+    a, small = prune_half(model)
+    hidden = group_of(a, "w1_Q4", 0)
+    assert (
+        hidden.size == 3 and ("w2_Q4", 1) in hidden.params
+    )  # 96 channels in blocks of 32 and ("w2_scales", 1) in hidden.params
+    assert [_attr(small, "MatMulNBits", k) for k in ("K", "N")] == [64, 64]
+    second = [n for n in small.graph.node if n.op_type == "MatMulNBits"][1]
+    assert {a.name: helper.get_attribute_value(a) for a in second.attribute}["K"] == 64
+
+
 # -- past a contrib op ONNX's inference gives no shapes: the table's hooks carry them on -------------------
 
 

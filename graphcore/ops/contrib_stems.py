@@ -171,7 +171,10 @@ def _nbits(ctx: ChannelGraph, node: Node) -> None:
     scales' type), g_idx (K), bias (N)) -> Y (..., N).
 
     Output channel n owns row n of B, its k_blocks scales and zero points and bias n: all sliced along N
-    (the shrink hook rewrites attribute ``N``). The K axis is packed into blocks of bits: pinned.
+    (the shrink hook rewrites attribute ``N``). Input channels go in whole quantization blocks (block j
+    of A's K axis with B[:, j] and scales[:, j], ``K`` rewritten) where nothing else is laid out along
+    K: symmetric weights (no zero points, whose 4-bit values pack two blocks to a byte), no g_idx, 2-D
+    scales. Otherwise the K axis is pinned.
     """
     a, b, scales, zp, g_idx, bias = (node.input(i) for i in range(6))
     y = node.outputs[0]
@@ -199,11 +202,26 @@ def _nbits(ctx: ChannelGraph, node: Node) -> None:
         if ctx.link(a, ax, y, ax):
             ctx.set_zero(y, ax, ctx.zero(a, ax))
     reason = "MatMulNBits packs its K axis into blocks of bits: not prunable"
-    ctx.pin(a, r - 1, reason)
-    for ax in (1, 2):
-        ctx.fix(b, ax, reason)
+    block = int(node.attr("block_size", 0))
+    whole_blocks = (
+        zp is None
+        and g_idx is None
+        and rank(scales) == 2
+        and block > 0
+        and k_in == k_blocks * block
+        and static(shape_of(a)[r - 1]) == k_in
+    )
+    ctx.fix(b, 2, "MatMulNBits: the bytes of one quantization block")
+    if whole_blocks:
+        ctx.tie_blocks(a, r - 1, block)
+        ctx.link_index(a, r - 1, np.arange(k_blocks) * block, b, 1, np.arange(k_blocks))
+        ctx.link(scales, 1, b, 1)
+        ctx.require_zero([(a, r - 1)], "MatMulNBits sums over its K axis")
+    else:
+        ctx.pin(a, r - 1, reason)
+        ctx.fix(b, 1, reason)
     ctx.link(b, 0, y, r - 1)
-    _link_rows(ctx, scales, n_out, k_blocks, y, r - 1, reason)
+    _link_rows(ctx, scales, n_out, k_blocks, y, r - 1, None if whole_blocks else reason)
     zero = _rows_zero(ctx, scales, n_out)
     if zp is not None:
         zp_row = k_blocks if zp.dtype == scales.dtype else (k_blocks * bits + 7) // 8
@@ -235,11 +253,15 @@ def _per_row(v: Value, n: int) -> int | None:
     return None
 
 
-def _link_rows(ctx: ChannelGraph, v: Value, n: int, per_row: int, y: Value, axis: int, reason: str) -> None:
-    """Row r of ``v`` (its elements r * per_row .. when flat) belongs to output channel r."""
+def _link_rows(
+    ctx: ChannelGraph, v: Value, n: int, per_row: int, y: Value, axis: int, reason: str | None
+) -> None:
+    """Row r of ``v`` (its elements r * per_row .. when flat) belongs to output channel r; a 2-D
+    tensor's other axis is fixed with ``reason`` (None: the caller relates it)."""
     if rank(v) == 2:
         ctx.link(v, 0, y, axis)
-        ctx.fix(v, 1, reason)
+        if reason is not None:
+            ctx.fix(v, 1, reason)
         return
     ctx.tie_blocks(v, 0, per_row)
     ctx.link_index(v, 0, np.arange(n) * per_row, y, axis, np.arange(n))
@@ -265,8 +287,16 @@ def _shrink_nbits(node: Node, plan: ShrinkView) -> dict[str, Any]:
     y = node.outputs[0]
     if y.shape is None:
         return {}
+    attrs: dict[str, Any] = {}
     new = plan.new_shape(y)[-1]
-    return {"attrs": {"N": int(new)}} if isinstance(new, int) and new != y.shape[-1] else {}
+    if isinstance(new, int) and new != y.shape[-1]:
+        attrs["N"] = new
+    a = node.input(0)
+    if a is not None and a.shape:
+        k = plan.new_shape(a)[-1]
+        if isinstance(k, int) and k != a.shape[-1]:
+            attrs["K"] = k
+    return {"attrs": attrs} if attrs else {}
 
 
 def _nbits_cost(node: Node) -> int:
