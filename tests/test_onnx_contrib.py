@@ -601,6 +601,8 @@ def test_skip_normalization_is_zero_only_while_its_sum_output_is_unread():
         ("ReduceSum", [2, 3, 4, 5], {"keepdims": 1}, ""),
         ("ArgMax", [2, 3, 4], {"axis": -1, "keepdims": 0}, ""),
         ("Flatten", [2, 3, 4, 5], {"axis": 2}, ""),
+        ("Flatten", [2, 3, 4, 5], {"axis": -1}, ""),
+        ("Flatten", [2, 3, 4, 5], {"axis": 0}, ""),
         ("Concat", [2, 3, 4], {"axis": 1}, "twice"),
     ],
 )

@@ -145,7 +145,10 @@ def flatten_shape(ctx: ChannelGraph, node: Node) -> tuple[Dim, ...] | None:
     x = node.input(0)
     if x is None or x.shape is None:
         return None
-    axis = int(node.attr("axis", 1)) % (len(x.shape) + 1) if x.shape else 0
+    axis = int(node.attr("axis", 1))
+    axis = axis + len(x.shape) if axis < 0 else axis
+    if not 0 <= axis <= len(x.shape):
+        return None
     outer, inner = x.shape[:axis], x.shape[axis:]
     return (_product(outer), _product(inner))
 
