@@ -319,7 +319,45 @@ def _indexing_cases() -> list[Case]:
     ]
 
 
+def _contrib_cases() -> list[Case]:
+    """onnxruntime's com.microsoft ops (graphcore/ops/contrib.py), run by onnxruntime."""
+
+    def ms(op: str, ins: tuple[Operand, ...], attrs: dict[str, Any] | None = None, **kw: Any) -> Case:
+        return Case(op, ins, attrs or {}, domain=MS, opset=ORT_OPSET, runtime="onnxruntime", **kw)
+
+    conv = (_x(1, 2, 5, 5), _x(3, 2, 3, 3), _x(3))
+    packed = Setting(np.random.default_rng(0).integers(0, 256, (3, 1, 8)).astype(np.uint8))
+    positions = Setting(np.tile(np.arange(3, dtype=np.int64), (2, 1)))
+    return [
+        ms("BiasGelu", (X23, _x(3))),
+        ms("FastGelu", (X23, _x(3))),
+        ms("FastGelu", (X23,)),
+        ms("QuickGelu", (X23,)),
+        ms("QuickGelu", (X23,), {"alpha": 1.702}),
+        ms("SkipSimplifiedLayerNormalization", (_x(2, 3, 4), _x(2, 3, 4), _x(4))),
+        ms("SkipSimplifiedLayerNormalization", (_x(2, 3, 4), _x(2, 3, 4), _x(4), _x(4))),
+        Case("SimplifiedLayerNormalization", (_x(2, 3, 4), _x(4)), opset=ORT_OPSET, runtime="onnxruntime"),
+        ms("RotaryEmbedding", (_x(2, 3, 8), positions, _x(4, 2), _x(4, 2)), {"num_heads": 2}),
+        ms("FusedConv", conv, {"activation": "Relu"}),
+        ms("FusedConv", (*conv, _x(1, 3, 3, 3)), {"activation": "Relu"}),
+        ms("FusedConv", conv, {"activation": "Sigmoid"}, claims=False),
+        ms("FusedConv", conv, {"activation": "Clip", "activation_params": [0.5, 6.0]}, claims=False),
+        ms("FusedMatMul", (_x(2, 3), _x(4, 3)), {"transB": 1, "alpha": 0.5}),
+        ms("TransposeMatMul", (_x(3, 2), _x(3, 4)), {"transA": 1}),
+        ms("FusedGemm", (_x(2, 3), _x(4, 3), _x(4)), {"transB": 1, "activation": "Relu"}),
+        ms("FusedGemm", (_x(2, 3), _x(3, 4), _x(4)), {"activation": "LeakyRelu", "activation_alpha": 0.1}),
+        ms("FusedGemm", (_x(2, 3), _x(3, 4), _x(4)), {"activation": "Sigmoid"}, claims=False),
+        ms("MatMulNBits", (_x(2, 16), packed, _x(3)), {"K": 16, "N": 3, "bits": 4, "block_size": 16}),
+        ms(
+            "MatMulNBits",
+            (_x(2, 16), packed, _x(3), None, None, _x(3)),
+            {"K": 16, "N": 3, "bits": 4, "block_size": 16},
+        ),
+    ]
+
+
 CASES = [
+    *_contrib_cases(),
     *_unary_cases(),
     *_binary_cases(),
     *_stem_cases(),

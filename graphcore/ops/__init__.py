@@ -1,6 +1,9 @@
 """The op semantics table: importing this package declares every built-in operator once."""
 
 from graphcore.ops import (  # noqa: F401  (each module declares its family)
+    contrib,
+    contrib_attention,
+    contrib_stems,
     elementwise,
     indexing,
     joins,

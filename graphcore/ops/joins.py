@@ -15,6 +15,7 @@ from graphcore.channels import ChannelGraph, Entry
 from graphcore.ir import Node
 from graphcore.ops.common import all_zero, const_ints, const_list, data_zero, known_shape, rank
 from graphcore.ops.registry import LegacyAttr, ShrinkView, register_op
+from graphcore.ops.shape import concat_shape
 
 
 def _concat(ctx: ChannelGraph, node: Node) -> None:
@@ -59,7 +60,26 @@ def _concat(ctx: ChannelGraph, node: Node) -> None:
         ctx.set_zero(y, a, za)
 
 
+def _fill_split_shapes(ctx: ChannelGraph, node: Node) -> None:
+    """Outputs whose shapes ONNX's inference left unknown (it stops after an op it does not know, a
+    com.microsoft fusion): the split sizes are known from the operand, or equal parts of a static axis."""
+    x, outs = node.input(0), node.outputs
+    if x is None or x.shape is None or all(o.shape is not None for o in outs):
+        return
+    axis = int(node.attr("axis", 0)) % len(x.shape)
+    d = x.shape[axis]
+    sizes = const_ints(ctx, node, 1) if node.input(1) is not None else None
+    if sizes is None and isinstance(d, int) and node.input(1) is None and d % len(outs) == 0:
+        sizes = [d // len(outs)] * len(outs)
+    if sizes is None or len(sizes) != len(outs) or (isinstance(d, int) and sum(sizes) != d):
+        return
+    for o, s in zip(outs, sizes):
+        if o.shape is None:
+            o.shape = (*x.shape[:axis], s, *x.shape[axis + 1 :])
+
+
 def _split_op(ctx: ChannelGraph, node: Node) -> None:
+    _fill_split_shapes(ctx, node)
     x = node.input(0)
     outs = node.outputs
     rx = rank(x)
@@ -247,6 +267,7 @@ register_op(
     "Concat",
     _concat,
     kind=lambda n: "joint" if len(n.inputs) > 1 else "accessory",
+    shape=concat_shape,
     fold=_concat_fold,
     literal=_concat_literal,
     zero_when=all_zero,

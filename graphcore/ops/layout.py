@@ -19,6 +19,7 @@ from graphcore.channels import ChannelGraph, Entry
 from graphcore.ir import Dim, Node, Value
 from graphcore.ops.common import const_ints, const_list, data_zero, identity, int_dim, known_shape, rank
 from graphcore.ops.registry import LegacyAttr, register_op
+from graphcore.ops.shape import flatten_shape
 
 Groups = list[tuple[list[int], list[int]]]
 
@@ -492,21 +493,6 @@ def _unsqueeze_literal(ctx: ChannelGraph, node: Node, xs: list[np.ndarray | None
     return out
 
 
-def _flatten_shape(ctx: ChannelGraph, node: Node) -> tuple[Dim, ...] | None:
-    """Flatten's 2-D output (for an input whose shape only a declaration knows, a contrib op's)."""
-    x = node.input(0)
-    if x is None or x.shape is None:
-        return None
-    axis = int(node.attr("axis", 1))
-    axis = axis + len(x.shape) if axis < 0 else axis
-    outer, inner = x.shape[:axis], x.shape[axis:]
-    sizes: list[Dim] = []
-    for part in (outer, inner):
-        ints = [d for d in part if isinstance(d, int)]
-        sizes.append(math.prod(ints) if len(ints) == len(part) else None)
-    return (sizes[0], sizes[1])
-
-
 _AXES = (LegacyAttr("axes", 1, 13),)
 # Every op here moves the elements of operand 0 and computes none: zero exactly when it is (zero_when).
 _MOVES = data_zero(0)
@@ -514,7 +500,7 @@ register_op(
     "Reshape", _reshape, shape=_reshape_shape, fold=_reshape_1d, literal=_reshape_literal, zero_when=_MOVES
 )
 register_op(
-    "Flatten", _reshape, shape=_flatten_shape, fold=_reshape_1d, literal=_flatten_literal, zero_when=_MOVES
+    "Flatten", _reshape, shape=flatten_shape, fold=_reshape_1d, literal=_flatten_literal, zero_when=_MOVES
 )
 register_op("Transpose", _transpose, shape=_transpose_shape, literal=_transpose_literal, zero_when=_MOVES)
 register_op(

@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 
 from graphcore.channels import ChannelGraph
-from graphcore.ir import Dim, Node, Value
+from graphcore.ir import Node, Value
 from graphcore.ops.common import const_ints, data_zero, factor_zero, is_zero, never, operand_values, rank
 from graphcore.ops.registry import LegacyAttr, ShrinkView, ZeroWhen, register_op
-from graphcore.ops.shape import same_shape
+from graphcore.ops.shape import pool_shape, reduce_shape, same_shape
 
 
 def _affine_zero(ctx: ChannelGraph, y: Value, axis: int, params: list[Value | None]) -> None:
@@ -318,46 +318,6 @@ def _lp_zero(node: Node, zero: Sequence[bool]) -> bool:
     return is_zero(zero, 0) and float(node.attr("p", 2)) > 0.0
 
 
-def window_shape(node: Node, x: Value, kernel: Sequence[int], channels: Dim) -> tuple[Dim, ...] | None:
-    """A convolution's or pool's output: per spatial axis floor (ceil with ``ceil_mode``) of
-    (in + pads - dilated kernel) / stride, plus one."""
-    if x.shape is None or len(x.shape) != len(kernel) + 2:
-        return None
-    if node.attr("auto_pad", "NOTSET") not in ("NOTSET", b"NOTSET"):
-        return None
-    n = len(kernel)
-    strides = node.attr("strides") or [1] * n
-    pads = node.attr("pads") or [0] * (2 * n)
-    dilations = node.attr("dilations") or [1] * n
-    rnd = math.ceil if node.attr("ceil_mode", 0) else math.floor
-    out: list[Dim] = [x.shape[0], channels]
-    for i, d in enumerate(x.shape[2:]):
-        span = (kernel[i] - 1) * dilations[i] + 1
-        out.append(
-            int(rnd((d + pads[i] + pads[i + n] - span) / strides[i])) + 1 if isinstance(d, int) else None
-        )
-    return tuple(out)
-
-
-def global_pool_shape(ctx: ChannelGraph, node: Node) -> tuple[Dim, ...] | None:
-    """A global pool keeps batch and channels, every spatial axis becomes 1 (NHWC with channels_last,
-    an attribute of the com.microsoft quantized pools)."""
-    x = node.input(0)
-    if x is None or x.shape is None or len(x.shape) < 3:
-        return None
-    if node.attr("channels_last", 0):
-        return (x.shape[0], *[1] * (len(x.shape) - 2), x.shape[-1])
-    return (x.shape[0], x.shape[1], *[1] * (len(x.shape) - 2))
-
-
-def pool_shape(ctx: ChannelGraph, node: Node) -> tuple[Dim, ...] | None:
-    """A windowed pool's output (for an input whose shape only a declaration knows, a contrib op's)."""
-    x, kernel = node.input(0), node.attr("kernel_shape")
-    if x is None or x.shape is None or not kernel or node.attr("channels_last", 0):
-        return None
-    return window_shape(node, x, kernel, x.shape[1])
-
-
 _POOL_ZERO_WHEN: dict[str, ZeroWhen] = {
     "MaxPool": _max_pool_zero, "AveragePool": _average_pool_zero, "LpPool": _lp_zero,
     "GlobalAveragePool": data_zero(0), "GlobalMaxPool": data_zero(0), "GlobalLpPool": _lp_zero,
@@ -387,13 +347,6 @@ register_op(
 )
 register_op("LayerNormalization", _layernorm, shape=same_shape, zero_when=_affine_zero_when(1, 2))
 register_op("RMSNormalization", _layernorm, shape=same_shape, zero_when=_affine_zero_when(1, None))
-# LayerNorm(input + skip + bias) * gamma + beta; operands input, skip, gamma, beta, bias; epsilon 1e-12.
-register_op(
-    "SkipLayerNormalization",
-    _layernorm,
-    domain="com.microsoft",
-    zero_when=_affine_zero_when(2, 3, epsilon=1e-12),
-)
 # Both divide by a norm with no epsilon: a zeroed slice becomes 0 / 0 wherever it is normalized, so no
 # axis of theirs can carry a removable channel (not only the normalized ones). ONNX's
 # MeanVarianceNormalization adds 1e-9 to the deviation, so an all-zero input gives 0 / 1e-9 = 0.
@@ -418,8 +371,7 @@ for _op in (
     "GlobalLpPool",
     "MaxRoiPool",
 ):
-    _shape = global_pool_shape if _op.startswith("Global") else pool_shape
-    register_op(_op, _pool, shape=_shape, zero_when=_POOL_ZERO_WHEN.get(_op))
+    register_op(_op, _pool, shape=pool_shape, zero_when=_POOL_ZERO_WHEN.get(_op))
 # Reductions read their axes from operand 1; older opsets spell it as an attribute (ReduceSum until 13,
 # the others until 18).
 for _op in (
@@ -429,9 +381,10 @@ for _op in (
     register_op(
         _op,
         _reduce,
+        shape=reduce_shape,
         legacy_attrs=(LegacyAttr("axes", 1, 13 if _op == "ReduceSum" else 18),),
         # a sum, mean, extremum, norm or product of zeros is 0; log(0) and log(n * e^0) are not
         zero_when=data_zero(0) if _op in ZERO_KEEPING else never,
     )
 for _op in ("ArgMax", "ArgMin"):
-    register_op(_op, _reduce, zero_when=never)
+    register_op(_op, _reduce, shape=reduce_shape, zero_when=never)

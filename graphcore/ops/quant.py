@@ -28,9 +28,8 @@ import numpy as np
 from graphcore.channels import ChannelGraph
 from graphcore.ir import Dim, Graph, Node, Value
 from graphcore.ops.common import norm_axis, rank
-from graphcore.ops.normalize import global_pool_shape, pool_shape, window_shape
 from graphcore.ops.registry import QuantOperand, ShrinkView, register_op, rule_for
-from graphcore.ops.shape import broadcast_dims, same_shape
+from graphcore.ops.shape import broadcast_dims, pool_shape, same_shape, windowed_dims
 
 __all__ = ["MS", "ZeroPoint", "mark_quantized_weights", "quantized_operand", "zero_point_of"]
 
@@ -348,7 +347,10 @@ def _conv_shape(data: int, weight: int) -> Callable[[ChannelGraph, Node], tuple[
         x, w = node.input(data), node.input(weight)
         if x is None or w is None or w.static_shape is None or len(w.static_shape) < 3:
             return None
-        return window_shape(node, x, node.attr("kernel_shape") or w.static_shape[2:], w.static_shape[0])
+        if x.shape is None or len(x.shape) != len(w.static_shape):
+            return None
+        kernel: list[Dim] = [int(k) for k in node.attr("kernel_shape") or w.static_shape[2:]]
+        return (x.shape[0], w.static_shape[0], *windowed_dims(node, x.shape[2:], kernel))
 
     return shape
 
@@ -513,6 +515,18 @@ _SPECS: list[tuple[str, str, _Spec, str, Any]] = [
 ]
 for _domain, _op, _s, _kind, _shape in _SPECS:
     _register(_op, _s, _kind, _domain, _shape)
+
+
+def global_pool_shape(ctx: ChannelGraph, node: Node) -> tuple[Dim, ...] | None:
+    """A global pool keeps batch and channels, every spatial axis becomes 1 (NHWC with channels_last,
+    an attribute of the com.microsoft quantized pools)."""
+    x = node.input(0)
+    if x is None or x.shape is None or len(x.shape) < 3:
+        return None
+    if node.attr("channels_last", 0):
+        return (x.shape[0], *[1] * (len(x.shape) - 2), x.shape[-1])
+    return (x.shape[0], x.shape[1], *[1] * (len(x.shape) - 2))
+
 
 # QLinearGlobalAveragePool pools NCHW (or NHWC with channels_last, not declared: pinned as unknown).
 _GAP = _Spec("GlobalAveragePool", _fixed(0), _quantized(_per_tensor(0, 1, 2)), (3, 4))

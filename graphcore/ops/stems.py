@@ -13,7 +13,7 @@ from graphcore.channels import ChannelGraph, Entry
 from graphcore.ir import Dim, Node, Value
 from graphcore.ops.common import any_zero, data_zero, rank, stem_zero
 from graphcore.ops.registry import ShrinkView, register_op
-from graphcore.ops.shape import broadcast_dims
+from graphcore.ops.shape import broadcast_dims, conv_shape
 
 
 def _has_weight(node: Node) -> bool:
@@ -294,7 +294,7 @@ def _matmul_shape(ctx: ChannelGraph, node: Node) -> tuple[Dim, ...] | None:
 
 
 def _gemm_shape(ctx: ChannelGraph, node: Node) -> tuple[Dim, ...] | None:
-    """(M, N) of a 2-D product, for a weight whose shape only a declaration knows (a contrib op's)."""
+    """(M, N) of op(A) @ op(B): ONNX's inference leaves it unknown after an op it does not know."""
     a, b = node.input(0), node.input(1)
     if a is None or b is None or a.shape is None or b.shape is None or len(a.shape) != 2 or len(b.shape) != 2:
         return None
@@ -407,6 +407,7 @@ register_op(
     "Conv",
     _conv,
     kind="stem",
+    shape=conv_shape,
     shrink=_shrink_groups,
     cost=_conv_cost,
     zero_when=stem_zero(weight=1, bias=2),
@@ -433,8 +434,8 @@ register_op(
 register_op(
     "Gemm",
     _gemm,
-    kind="stem",
     shape=_gemm_shape,
+    kind="stem",
     cost=_gemm_cost,
     zero_when=stem_zero(weight=1, bias=2),
     contraction=_gemm_contraction,
