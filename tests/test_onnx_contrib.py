@@ -11,7 +11,6 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from construct.verify import compare_models
-from graphcore.errors import ModelLoadError
 from tests.helpers import analyze, assert_exact, group_of, random_removal
 from tests.onnx_builder import G
 
@@ -238,16 +237,8 @@ def _ffn(g: G, x: str, act: str, hidden: int = 16, inner: int = 32) -> str:
     [
         ("SkipLayerNormalization", "BiasGelu"),
         ("SkipSimplifiedLayerNormalization", "FastGelu"),
-        pytest.param(
-            "SimplifiedLayerNormalization",
-            "QuickGelu",
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=ModelLoadError,
-                reason="onnxruntime declares SimplifiedLayerNormalization in the ONNX domain, which "
-                "onnx.checker refuses, and so does the frontend's load (issue 12 item 6)",
-            ),
-        ),
+        # onnxruntime declares this one in the ONNX domain, which onnx.checker does not know
+        ("SimplifiedLayerNormalization", "QuickGelu"),
         ("SkipLayerNormalization", "Gelu"),
     ],
 )
@@ -508,20 +499,12 @@ def _optimized(kind: str, folder) -> str:
     return out
 
 
-_LLAMA_REFUSED = pytest.mark.xfail(
-    strict=True,
-    raises=ModelLoadError,
-    reason="the optimizer writes SimplifiedLayerNormalization in the ONNX domain, which onnxruntime runs "
-    "and onnx.checker refuses, and so does the frontend's load (issue 12 item 6)",
-)
-
-
 @pytest.mark.parametrize(
     "kind",
     [
         "bert",
         pytest.param("gpt2", marks=pytest.mark.slow),
-        pytest.param("llama", marks=[pytest.mark.slow, _LLAMA_REFUSED]),
+        pytest.param("llama", marks=pytest.mark.slow),
     ],
 )
 def test_transformer_optimizer_output_prunes(kind, tmp_path):

@@ -77,7 +77,8 @@ def _auto_pad(node: Node) -> str:
 
 def windowed_dims(node: Node, spatial: tuple[Dim, ...], kernel: list[Dim]) -> list[Dim]:
     """Output sizes of a convolution or pool along its spatial axes: floor((in + pads - dilation * (k - 1)
-    - 1) / stride) + 1, or ceil(in / stride) for SAME padding (unknown in ceil mode)."""
+    - 1) / stride) + 1, or ceil(in / stride) for SAME padding; ceil mode rounds up but drops a window
+    that would start in the end padding."""
     n = len(spatial)
     pads = _ints(node, "pads", 2 * n, 0)
     strides = _ints(node, "strides", n, 1)
@@ -92,8 +93,14 @@ def windowed_dims(node: Node, spatial: tuple[Dim, ...], kernel: list[Dim]) -> li
         elif mode in ("SAME_UPPER", "SAME_LOWER"):
             out.append(-(-d // strides[a]))
         else:
+            begin = 0 if mode == "VALID" else pads[a]
             span = d + (0 if mode == "VALID" else pads[a] + pads[a + n]) - dilations[a] * (k - 1) - 1
-            out.append(None if ceil else span // strides[a] + 1)  # ceil mode drops a last window: not guessed
+            if not ceil:
+                out.append(span // strides[a] + 1)
+                continue
+            size = -(-span // strides[a]) + 1
+            # ceil mode never starts a last window inside the end padding (ONNX's inference agrees)
+            out.append(size - 1 if (size - 1) * strides[a] >= d + begin else size)
     return out
 
 
