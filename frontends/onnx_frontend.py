@@ -17,6 +17,8 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import helper, numpy_helper
 
+from frontends.onnx_sources import ParamUse, is_weight_constant, overridable_inputs, param_uses
+from frontends.onnx_sources import node_name as onnx_node_name
 from graphcore.errors import ModelLoadError
 from graphcore.ir import Dim, Graph, Node, Value
 from graphcore.ops import lift_legacy_attrs
@@ -320,7 +322,10 @@ def _to_ir(model: onnx.ModelProto, name: str, inferred: onnx.GraphProto | None =
     for vi in [*g.input, *src.value_info, *src.output]:
         shapes[vi.name] = (_dims(vi.type), _dtype(vi.type.tensor_type.elem_type))
 
+    overridable = overridable_inputs(model)
     for t in g.initializer:
+        if t.name in overridable:
+            continue  # IR >= 4: a default the caller may override, an input of fixed width below
         dims = tuple(int(d) for d in t.dims)
         dtype = _dtype(t.data_type)
         const = None
@@ -336,20 +341,26 @@ def _to_ir(model: onnx.ModelProto, name: str, inferred: onnx.GraphProto | None =
             trainable=bool(dtype and dtype.startswith(("float", "bfloat"))),
             const=const,
         )
-    init_names = {t.name for t in g.initializer}
+    init_names = {t.name for t in g.initializer} - overridable
     for vi in g.input:
         if vi.name in init_names:
-            continue
+            continue  # IR 3 lists every initializer as an input: there they are weights
         shape, dtype = shapes[vi.name]
         graph.inputs.append(graph.value(vi.name, shape=shape, dtype=dtype))
 
     const_params: dict[str, str] = {}
+    aliases = param_uses(model)
+    alias_at = {(u.node, u.index): alias for alias, u in aliases.items()}
     for idx, pn in enumerate(g.node):
-        node_name = pn.name or f"{pn.op_type}_{idx}"
+        node_name = onnx_node_name(pn, idx)
         inputs: list[Value | None] = []
-        for nm in pn.input:
+        for pos, nm in enumerate(pn.input):
             if not nm:
                 inputs.append(None)
+                continue
+            alias = alias_at.get((idx, pos))
+            if alias is not None:
+                inputs.append(graph.value(alias, is_param=True, alias_of=nm))
                 continue
             if nm not in graph.values:
                 shape, dtype = shapes.get(nm, (None, None))
@@ -371,12 +382,14 @@ def _to_ir(model: onnx.ModelProto, name: str, inferred: onnx.GraphProto | None =
                 out.shape = const_shape
                 out.dtype = dtype
             n = math.prod(const_shape) if const_shape else 1
-            is_float = bool(dtype and dtype.startswith(("float", "bfloat")))
-            if is_float and n > 64:
-                # A weight stored as a Constant node: analysed like an initializer.
+            if is_weight_constant(pn):
+                # A weight stored as a Constant node: analysed like an initializer, and like one it
+                # keeps a small value (a scalar operand: an exponent, an epsilon).
                 out.is_param = True
                 out.trainable = True
                 const_params[out.name] = node_name
+                if arr is not None and n <= 64:
+                    out.const = arr
             elif arr is not None and (n <= SMALL_CONST):
                 out.const = arr
         node = Node(
@@ -394,10 +407,24 @@ def _to_ir(model: onnx.ModelProto, name: str, inferred: onnx.GraphProto | None =
                 v.trainable = False
     for vo in g.output:
         graph.outputs.append(graph.values.get(vo.name) or graph.value(vo.name, shape=shapes[vo.name][0]))
+    _fill_aliases(graph, aliases)
     graph.meta["constant_params"] = const_params
+    graph.meta["param_aliases"] = aliases
     lift_legacy_attrs(graph)  # rules read one form: operands, whatever the opset spelled as attributes
     try:
         graph.sort()
     except ValueError as exc:
         raise ModelLoadError(f"{name}: {exc}") from None
     return graph
+
+
+def _fill_aliases(graph: Graph, aliases: dict[str, ParamUse]) -> None:
+    """Each alias is its weight's twin (shape, dtype, value); trainability is decided per read (a
+    BatchNormalization statistic is frozen), so the alias's own reader decides its flag."""
+    for alias, use in aliases.items():
+        a, w = graph.values[alias], graph.values.get(use.source)
+        if w is None:
+            continue
+        a.shape, a.dtype, a.const = w.shape, w.dtype, w.const
+        frozen = any((c.op, i) in NOT_TRAINABLE_INPUTS for c, i in a.consumers)
+        a.trainable = bool(w.dtype and w.dtype.startswith(("float", "bfloat"))) and not frozen
