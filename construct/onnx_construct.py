@@ -309,14 +309,14 @@ def apply_shrink(
         for i, v in changes.items():
             flat[i] = v
         name = fresh(const)
-        model.graph.initializer.append(numpy_helper.from_array(flat.reshape(arr.shape), name))
+        _add_initializer(model, numpy_helper.from_array(flat.reshape(arr.shape), name))
         nodes_by_name[use_node].input[use_idx] = name
     for (node_name, idx), arr in p.operand_rewrites.items():
         if node_name in skip:
             continue
         pn = nodes_by_name[node_name]
         name = fresh(pn.input[idx] or node_name)
-        model.graph.initializer.append(numpy_helper.from_array(arr.astype(np.int64), name))
+        _add_initializer(model, numpy_helper.from_array(arr.astype(np.int64), name))
         pn.input[idx] = name
     ir_nodes = {n.name: n for n in graph.nodes}
     for node_name, upd in p.node_updates.items():
@@ -332,7 +332,7 @@ def apply_shrink(
             pn.attribute.append(helper.make_attribute(k, v))
         for idx, arr in inputs.items():
             name = fresh(f"{node_name}_in{idx}")
-            model.graph.initializer.append(numpy_helper.from_array(np.asarray(arr, dtype=np.int64), name))
+            _add_initializer(model, numpy_helper.from_array(np.asarray(arr, dtype=np.int64), name))
             while len(pn.input) <= idx:
                 pn.input.append("")
             pn.input[idx] = name

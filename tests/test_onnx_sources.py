@@ -408,3 +408,78 @@ def test_erase_with_a_shared_zero_bias():
         report = construct.verify(model, small, plan.removed, rtol=1e-4)
         assert report.passed, (s.segment, report)
         assert not compare_models(model, small, rtol=1e-4).passed
+
+
+# -- a freshly initialized ResNet-18 from the TorchScript exporter --------------------------------------
+
+
+def _export_ts(module, path) -> onnx.ModelProto:
+    import torch
+
+    torch.onnx.export(
+        module.eval(),
+        (torch.randn(1, 3, 64, 64),),
+        str(path),
+        dynamo=False,
+        opset_version=17,
+        input_names=["x"],
+    )
+    return onnx.load(str(path))
+
+
+def _canonical_groups(analysis: PruneAnalysis) -> set[tuple]:
+    """Groups as (size, prunable, {(reader node, operand, axis)}): a parameter is named by the node
+    that reads it (through Identity nodes), so a deduplicated model and one with a tensor per reader
+    can be compared member by member."""
+    graph = analysis.graph
+    out = set()
+    for g in analysis.groups:
+        members = []
+        for name, axis in g.params:
+            readers = graph.values[name].consumers
+            # The exporter writes its deduplication as Identity nodes: follow them to the reader.
+            while len(readers) == 1 and readers[0][0].op == "Identity":
+                readers = readers[0][0].outputs[0].consumers
+            assert len(readers) == 1, (name, [c.name for c, _ in readers])
+            members.append((readers[0][0].name, readers[0][1], axis))
+        out.add((g.size, g.prunable, frozenset(members)))
+    return out
+
+
+def _reads(model: onnx.ModelProto) -> dict[str, int]:
+    inits = {t.name for t in model.graph.initializer}
+    counts: dict[str, int] = {}
+    for n in model.graph.node:
+        for x in n.input:
+            if x in inits:
+                counts[x] = counts.get(x, 0) + 1
+    return counts
+
+
+@pytest.mark.slow
+def test_fresh_resnet18_dedup_prunes_to_the_same_groups(tmp_path):
+    """Freshly initialized, the folded conv biases are all zero and the TorchScript exporter stores one
+    zero bias per width, read by every conv of that width. The same network with distinct biases (BN
+    shifts drawn at random before export) has a tensor per reader: both must give the same groups."""
+    torch = pytest.importorskip("torch")
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    fresh = torchvision.models.resnet18(weights=None)
+    distinct = torchvision.models.resnet18(weights=None)
+    distinct.load_state_dict(fresh.state_dict())
+    with torch.no_grad():
+        for m in distinct.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.bias.copy_(torch.randn(m.bias.shape) * 0.1)
+    dedup = _export_ts(fresh, tmp_path / "dedup.onnx")
+    reference = _export_ts(distinct, tmp_path / "reference.onnx")
+    shared = {k: n for k, n in _reads(dedup).items() if n > 1}
+    assert len(shared) >= 4, shared  # one zero bias per stage width, read by several convs
+    assert not [k for k, n in _reads(reference).items() if n > 1]
+
+    a_dedup = graphcore.analyze(frontends.load(dedup))
+    a_ref = graphcore.analyze(frontends.load(reference))
+    assert _canonical_groups(a_dedup) == _canonical_groups(a_ref)
+    assert len(a_dedup.prunable_groups) == len(a_ref.prunable_groups) >= 8
+    assert a_dedup.params_total == sum(int(np.prod(t.dims)) for t in dedup.graph.initializer)
+    prune_half(dedup)
