@@ -163,10 +163,14 @@ def _fresh_name(model: onnx.ModelProto, stem: str) -> str:
 
 def _uses_by_source(names, aliases: Mapping[str, ParamUse]) -> dict[str, list[str]]:
     """Group use names by the weight they read: the weight first, then all its aliases in order."""
+    of_source: dict[str, list[str]] = {}
+    for a, u in aliases.items():
+        of_source.setdefault(u.source, []).append(a)
     out: dict[str, list[str]] = {}
     for n in names:
         src = aliases[n].source if n in aliases else n
-        out.setdefault(src, [src, *(a for a, u in aliases.items() if u.source == src)])
+        if src not in out:
+            out[src] = [src, *of_source.get(src, [])]
     return out
 
 

@@ -3,6 +3,11 @@
 Initializers become parameter Values with their shapes only; a small integer initializer keeps its value
 because shape arithmetic needs it. Weights stored as ONNX external data stay on disk: their locations
 are checked (they must stay inside the model's folder) and nothing else is read.
+
+Which tensors are weights is ``frontends/onnx_sources.py``'s to say: initializers (in IR >= 4 less those
+also listed as graph inputs, which are overridable defaults and so inputs of fixed width) and float
+``Constant`` nodes. A weight read by several nodes gets one parameter per read (an alias), so an
+exporter's deduplication of equal tensors never ties the readers' channels together.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ invisible to the analysis, so such a weight keeps its one name.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import onnx
@@ -58,14 +59,16 @@ def node_name(pn: onnx.NodeProto, idx: int) -> str:
 
 
 def is_weight_constant(pn: onnx.NodeProto) -> bool:
-    """A ``Constant`` node whose value is a float tensor: a weight written as a node, not a size."""
+    """A ``Constant`` node whose value is a float tensor of more than one element: a weight written as a
+    node. A single number (a softmax scale, an epsilon, an exponent) carries no channel and is an
+    operand, not a weight; integer constants are sizes and indices."""
     if pn.op_type != "Constant" or pn.domain not in _DEFAULT_DOMAINS or len(pn.output) != 1:
         return False
     for att in pn.attribute:
         if att.name == "value":
-            return att.t.data_type in _FLOAT_TYPES
-        if att.name in ("value_float", "value_floats"):
-            return True
+            return att.t.data_type in _FLOAT_TYPES and math.prod(att.t.dims) > 1
+        if att.name == "value_floats":
+            return len(att.floats) > 1
     return False
 
 

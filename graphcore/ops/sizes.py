@@ -58,11 +58,13 @@ def _nothing(ctx: ChannelGraph, node: Node) -> None:
 
 
 def _constant(ctx: ChannelGraph, node: Node) -> None:
-    """A Constant is a source like an initializer: its axes are free until a reader ties or pins them
-    (a weight written as a node is a parameter, sliced where it is stored)."""
+    """A weight written as a Constant node (the frontend makes it a parameter) is a source like an
+    initializer: its axes are free until a reader ties or pins them, and construct slices it where it
+    is stored. Any other constant (sizes, indices, masks) keeps its shape: nothing would slice it."""
     for y in node.outputs:
-        for a in range(len(y.shape or ())):
-            ctx.touch(y, a)
+        if y.is_param:
+            for a in range(len(y.shape or ())):
+                ctx.touch(y, a)
 
 
 def _constant_of_shape_fold(
