@@ -483,3 +483,24 @@ def test_fresh_resnet18_dedup_prunes_to_the_same_groups(tmp_path):
     assert len(a_dedup.prunable_groups) == len(a_ref.prunable_groups) >= 8
     assert a_dedup.params_total == sum(int(np.prod(t.dims)) for t in dedup.graph.initializer)
     prune_half(dedup)
+
+
+def test_zero_slices_clones_only_the_aliased_read():
+    """Zeroing an alias's slices leaves the weight's other readers with the stored values."""
+    from construct.onnx_construct import zero_slices
+    from graphcore.groups import ParamSlice
+
+    def shared_random_bias(rng) -> Part:
+        return [], [_t(_w(rng, H) + 1.0, "b1")]
+
+    model = mlp(first=plain, bias1=shared_random_bias, bias2=lambda rng: ([], []), b2="b1")
+    stored = numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == "b1"))
+    zeroed = zero_slices(model, None, [ParamSlice("b1@Add_h2", 0, (0, 3))])
+    inits = {t.name: numpy_helper.to_array(t) for t in zeroed.graph.initializer}
+    reads = {n.name: n.input[1] for n in zeroed.graph.node if n.op_type == "Add"}
+    assert reads["Add_h1"] == "b1" and np.array_equal(inits["b1"], stored)
+    second = inits[reads["Add_h2"]]
+    assert (
+        reads["Add_h2"] != "b1" and (second[[0, 3]] == 0).all() and np.array_equal(second[1:3], stored[1:3])
+    )
+    onnx.checker.check_model(zeroed, full_check=True)
