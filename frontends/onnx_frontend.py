@@ -22,7 +22,7 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import helper, numpy_helper
 
-from frontends.onnx_sources import ParamUse, is_weight_constant, overridable_inputs, param_uses
+from frontends.onnx_sources import ParamUse, is_weight_constant, outer_reads, overridable_inputs, param_uses
 from frontends.onnx_sources import node_name as onnx_node_name
 from graphcore.errors import ModelLoadError
 from graphcore.ir import Dim, Graph, Node, Value
@@ -377,6 +377,9 @@ def _to_ir(model: onnx.ModelProto, name: str, inferred: onnx.GraphProto | None =
             if not nm:
                 nm = f"{node_name}::unused{len(outputs)}"
             outputs.append(graph.value(nm, shape=shape, dtype=dtype))
+        # A subgraph (If, Loop, Scan) may read outer values by name: they are operands of this node
+        # too (after its own), so a rule, or the unknown-op pin, sees every tensor the node reads.
+        inputs.extend(graph.values[x] for x in outer_reads(pn) if x in graph.values and x not in pn.input)
         attrs = {a.name: _attr(a) for a in pn.attribute}
         if pn.op_type in ("Softmax", "LogSoftmax", "Hardmax") and pn.domain in ("", "ai.onnx"):
             attrs["_opset"] = opset

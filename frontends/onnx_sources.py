@@ -30,6 +30,7 @@ __all__ = [
     "ParamUse",
     "is_weight_constant",
     "node_name",
+    "outer_reads",
     "overridable_inputs",
     "param_uses",
     "weight_names",
@@ -136,14 +137,27 @@ def _all_names(g: onnx.GraphProto) -> set[str]:
 
 
 def _subgraph_reads(g: onnx.GraphProto) -> set[str]:
-    """Names read inside any subgraph of ``g`` (an outer-scope read is invisible to the IR)."""
+    """Names read inside any subgraph of ``g``'s nodes."""
     out: set[str] = set()
-    stack = [att for pn in g.node for att in pn.attribute]
+    for pn in g.node:
+        out.update(outer_reads(pn))
+    return out
+
+
+def outer_reads(pn: onnx.NodeProto) -> list[str]:
+    """Names the subgraphs of node ``pn`` (If branches, a Loop body) read, at any depth, that they do
+    not define themselves: values of the enclosing scope, in first-read order."""
+    out: dict[str, None] = {}
+    stack = [(att, frozenset[str]()) for att in reversed(pn.attribute)]
     while stack:
-        att = stack.pop()
+        att, outer_local = stack.pop()
         subs = [att.g] if att.type == onnx.AttributeProto.GRAPH else list(att.graphs)
         for sg in subs:
-            for pn in sg.node:
-                out.update(pn.input)
-                stack.extend(pn.attribute)
-    return out
+            local = set(outer_local) | {v.name for v in sg.input} | {t.name for t in sg.initializer}
+            local |= {o for n in sg.node for o in n.output}
+            for n in sg.node:
+                for x in n.input:
+                    if x and x not in local:
+                        out.setdefault(x, None)
+                stack.extend((a, frozenset(local)) for a in n.attribute)
+    return list(out)

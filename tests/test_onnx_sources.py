@@ -504,3 +504,27 @@ def test_zero_slices_clones_only_the_aliased_read():
         reads["Add_h2"] != "b1" and (second[[0, 3]] == 0).all() and np.array_equal(second[1:3], stored[1:3])
     )
     onnx.checker.check_model(zeroed, full_check=True)
+
+
+def test_weight_read_inside_a_subgraph_is_seen():
+    """An If branch reads the first layer's weight from the outer scope: that read is an operand of the
+    If node too, so the weight's channels are not pruned behind the branch's back."""
+    model = mlp(first=plain)
+    w1 = next(t for t in model.graph.initializer if t.name == "w1")
+    branch = helper.make_graph(
+        [helper.make_node("Identity", ["w1"], ["wout"])],
+        "branch",
+        [],
+        [helper.make_tensor_value_info("wout", TensorProto.FLOAT, list(w1.dims))],
+    )
+    model.graph.node.append(
+        helper.make_node("If", ["flag"], ["w_seen"], name="If_0", then_branch=branch, else_branch=branch)
+    )
+    model.graph.input.append(helper.make_tensor_value_info("flag", TensorProto.BOOL, []))
+    model.graph.output.append(helper.make_tensor_value_info("w_seen", TensorProto.FLOAT, list(w1.dims)))
+    onnx.checker.check_model(model, full_check=True)
+    graph = frontends.load(model)
+    assert graph.values["w1"] in next(n for n in graph.nodes if n.op == "If").inputs
+    a = graphcore.analyze(graph)
+    first = next(g for g in a.groups if ("w1", 1) in g.params)
+    assert not first.prunable
