@@ -528,3 +528,18 @@ def test_weight_read_inside_a_subgraph_is_seen():
     a = graphcore.analyze(graph)
     first = next(g for g in a.groups if ("w1", 1) in g.params)
     assert not first.prunable
+
+
+def test_constantofshape_width_is_rewritten_per_use():
+    """Both layers' ConstantOfShape biases read one width literal; layers pruned to different widths
+    each get their own literal."""
+    model = mlp(**SOURCES["constantofshape-bias"])
+    a = graphcore.analyze(frontends.load(model))
+    first, second = _hidden_groups(a)
+    chosen = np.concatenate([first.zig_ids[:3], second.zig_ids[:5]])
+    small, plan = construct.prune_onnx(a, chosen)
+    onnx.checker.check_model(small, full_check=True)
+    assert construct.verify(model, small, plan.removed, rtol=1e-4).passed
+    inits = {t.name: numpy_helper.to_array(t).tolist() for t in small.graph.initializer}
+    widths = sorted(inits[n.input[0]] for n in small.graph.node if n.op_type == "ConstantOfShape")
+    assert widths == [[H - 5], [H - 3]], widths
