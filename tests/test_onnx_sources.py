@@ -274,6 +274,16 @@ def test_shared_bias_does_not_tie_layers():
     assert all(w is not None and w[0] < H for w in widths.values()), widths
 
 
+def test_shared_weight_is_counted_once():
+    """An alias is a read, not storage: totals and prunable counts hold each stored scalar once."""
+    a = graphcore.analyze(frontends.load(_shared_bias_model()))
+    stored = 6 * H + H + H * H + H * 3  # w1, the one bias, w2, w3
+    assert a.params_total == stored
+    assert a.params_prunable == stored  # every scalar sits in some prunable channel
+    report = a.report()
+    assert report.params_prunable <= report.params_total
+
+
 def test_shared_constant_node_does_not_tie_layers():
     model = _shared_bias_model()
     del model.graph.initializer[[t.name for t in model.graph.initializer].index("b1")]
@@ -482,6 +492,10 @@ def test_fresh_resnet18_dedup_prunes_to_the_same_groups(tmp_path):
     assert _canonical_groups(a_dedup) == _canonical_groups(a_ref)
     assert len(a_dedup.prunable_groups) == len(a_ref.prunable_groups) >= 8
     assert a_dedup.params_total == sum(int(np.prod(t.dims)) for t in dedup.graph.initializer)
+    # Storage counted once: the reference stores the biases the dedup model shares, nothing else.
+    assert a_dedup.params_prunable <= a_dedup.params_total
+    extra = a_ref.params_total - a_dedup.params_total
+    assert extra > 0 and a_ref.params_prunable - a_dedup.params_prunable == extra
     prune_half(dedup)
 
 
