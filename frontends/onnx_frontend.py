@@ -91,6 +91,7 @@ def load_onnx(source: str | os.PathLike | onnx.ModelProto) -> Graph:
         )
     except Exception as exc:
         raise ModelLoadError(f"{name}: invalid ONNX graph (shape inference: {_short(exc)})") from None
+    _file_shapes(inferred.graph, model.graph)
     with gc_paused():
         graph = _to_ir(model, name, inferred.graph)
     _check_axes(graph, name)
@@ -98,6 +99,38 @@ def load_onnx(source: str | os.PathLike | onnx.ModelProto) -> Graph:
     graph.meta["base_dir"] = base
     graph.meta["source"] = None if isinstance(source, onnx.ModelProto) else str(source)
     return graph
+
+
+def _file_shapes(inferred: onnx.GraphProto, g: onnx.GraphProto) -> None:
+    """Fill in from the file's ``value_info`` what ONNX's inference left unknown: a value it could not
+    infer at all, or a dim it left unknown (no size, or only a placeholder ``unk__N`` symbol of its own
+    making). A size or symbol inference derived is never overridden, nor is a file shape of another
+    rank used (a stale annotation)."""
+    have = {vi.name: vi for vi in inferred.value_info}
+    for vi in g.value_info:
+        if not vi.type.HasField("tensor_type"):
+            continue
+        cur = have.get(vi.name)
+        if cur is None:
+            inferred.value_info.append(vi)
+            continue
+        ct, ft = cur.type.tensor_type, vi.type.tensor_type
+        if not ft.HasField("shape"):
+            continue
+        if not ct.HasField("shape"):
+            ct.shape.CopyFrom(ft.shape)
+            continue
+        if len(ct.shape.dim) != len(ft.shape.dim):
+            continue
+        for cd, fd in zip(ct.shape.dim, ft.shape.dim):
+            if cd.HasField("dim_value") or (
+                cd.HasField("dim_param") and not cd.dim_param.startswith("unk__")
+            ):
+                continue  # a size or a symbol inference derived (a graph input's 'batch') stays
+            if fd.HasField("dim_value"):
+                cd.dim_value = fd.dim_value
+            elif fd.HasField("dim_param") and not cd.HasField("dim_param"):
+                cd.dim_param = fd.dim_param
 
 
 def _repeated(field) -> bool:
@@ -128,7 +161,13 @@ def light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
     light = onnx.ModelProto()
     _copy_fields(model, light, skip=("graph",))
     g, lg = model.graph, light.graph
-    _copy_fields(g, lg, skip=("initializer", "input"))
+    _copy_fields(g, lg, skip=("initializer", "input", "value_info"))
+    # ONNX derives the shapes of its own ops' outputs; a file's annotation of them can be another
+    # tool's stale guess (onnxruntime's quantizers write 'unk__29' dims from their own symbolic
+    # inference), which ONNX's inference then keeps over a static size it could have derived.
+    # ``load_onnx`` falls back to the file's shapes only where ONNX derives less (``_file_shapes``).
+    derived = {o for pn in g.node if pn.domain in ("", "ai.onnx") for o in pn.output}
+    lg.value_info.extend(vi for vi in g.value_info if vi.name not in derived)
     lg.input.extend(g.input)
     declared = {i.name for i in g.input}
     for t in g.initializer:

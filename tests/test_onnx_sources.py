@@ -557,3 +557,42 @@ def test_constantofshape_width_is_rewritten_per_use():
     inits = {t.name: numpy_helper.to_array(t).tolist() for t in small.graph.initializer}
     widths = sorted(inits[n.input[0]] for n in small.graph.node if n.op_type == "ConstantOfShape")
     assert widths == [[H - 5], [H - 3]], widths
+
+
+# -- shapes a file annotates -------------------------------------------------------------------------------
+
+
+def _reshape_with_annotation(annotation, domain: str = "") -> onnx.ModelProto:
+    """x[batch, 8, 4, 4] -> Reshape [0, 0, 16] -> r (annotated in value_info) -> Relu -> y."""
+    nodes = [helper.make_node("Reshape", ["x", "s"], ["r"]), helper.make_node("Relu", ["r"], ["y"])]
+    graph = helper.make_graph(
+        nodes,
+        "annotated",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 8, 16])],
+        [_t(np.array([0, 0, 16]), "s")],
+        value_info=[helper.make_tensor_value_info("r", TensorProto.FLOAT, annotation)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def test_stale_annotation_does_not_hide_an_inferred_size():
+    """onnxruntime's quantizers annotate outputs with their own symbolic inference ('unk__29'); ONNX
+    re-derives its own ops' outputs, and the file's guess must not replace what it derives."""
+    graph = frontends.load(_reshape_with_annotation(["unk__1", "unk__2", "unk__3"]))
+    assert graph.values["r"].shape == ("batch", 8, 16)
+
+
+def test_annotation_fills_what_inference_leaves_unknown():
+    """A dim ONNX cannot derive (a runtime-shaped Reshape) is taken from the file's annotation; a
+    static inferred size is never overridden by it."""
+    model = _reshape_with_annotation([None, 8, 16])
+    model.graph.input.append(helper.make_tensor_value_info("s_in", TensorProto.INT64, [3]))
+    model.graph.node[0].input[1] = "s_in"
+    del model.graph.initializer[:]
+    model.graph.value_info[0].CopyFrom(helper.make_tensor_value_info("r", TensorProto.FLOAT, ["b", 8, 16]))
+    assert frontends.load(model).values["r"].shape[1:] == (8, 16)
+    stale = _reshape_with_annotation([7, 8, 16])  # wrong where ONNX knows better: ignored there
+    assert frontends.load(stale).values["r"].shape == ("batch", 8, 16)
