@@ -1,9 +1,10 @@
 """Which tensors of an ONNX model are weights, and how shared weights become one parameter per use.
 
 A *weight* is a tensor whose value the file fixes: an initializer, or the float ``value`` of a
-``Constant`` node. In IR version 4 and later an initializer that is also listed as a graph input is only
-a default the caller may override, so it is an input of fixed width, not a weight; IR version 3 lists
-every initializer among the inputs, and there they are weights.
+``Constant`` node of more than one element. In IR version 4 and later an initializer that is also listed
+as a graph input is a default the caller may override, so it is an input of fixed width, not a weight;
+IR version 3 lists every initializer among the inputs, and there they are weights — as they are in a
+later file that keeps that convention and lists every initializer (``overridable_inputs``).
 
 Exporters deduplicate identical tensors: a freshly initialized network gets one zero bias shared by every
 conv of a width, and a tied embedding is read by the lookup and by the output projection. In an ONNX
@@ -74,11 +75,19 @@ def is_weight_constant(pn: onnx.NodeProto) -> bool:
 
 
 def overridable_inputs(model: onnx.ModelProto) -> set[str]:
-    """Initializers that are also graph inputs in IR >= 4: defaults a caller may override."""
+    """Initializers that are also graph inputs in IR >= 4 and are there on purpose: defaults a caller
+    may override, so inputs of fixed width.
+
+    A file that lists *every* initializer among its inputs follows IR 3's convention (older exporters
+    and converters kept it after IR 4, torch's ``keep_initializers_as_inputs``): the listing says
+    nothing about which tensors are meant to be fed, and those are read as weights, as in IR 3 (the
+    pruned model's input declarations follow their new shapes). Only a selective listing marks
+    deliberate runtime arguments."""
     if model.ir_version < 4:
         return set()
     inits = {t.name for t in model.graph.initializer}
-    return {i.name for i in model.graph.input if i.name in inits}
+    listed = {i.name for i in model.graph.input if i.name in inits}
+    return set() if listed == inits else listed
 
 
 def weight_names(model: onnx.ModelProto) -> set[str]:

@@ -366,6 +366,19 @@ def test_ir4_initializer_in_inputs_is_an_overridable_default():
         assert not g.prunable and "graph input 'w2'" in (g.reason or "")
 
 
+def test_ir4_file_listing_every_initializer_keeps_ir3_convention():
+    """torch's keep_initializers_as_inputs (and older converters) list every initializer among the
+    inputs in IR >= 4 too: a convention, not a choice of runtime arguments, so they are weights."""
+    model = mlp(first=plain)
+    for t in model.graph.initializer:
+        model.graph.input.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+    onnx.checker.check_model(model, full_check=True)
+    analysis, small, _ = prune_half(model)
+    assert len([g for g in _hidden_groups(analysis) if g.prunable]) == 2
+    declared = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim] for i in small.graph.input}
+    assert all(declared[t.name] == list(t.dims) for t in small.graph.initializer)
+
+
 # -- erasing with shared weights ---------------------------------------------------------------------------
 
 
