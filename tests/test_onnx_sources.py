@@ -479,7 +479,6 @@ def _reads(model: onnx.ModelProto) -> dict[str, int]:
     return counts
 
 
-@pytest.mark.slow
 def test_fresh_resnet18_dedup_prunes_to_the_same_groups(tmp_path):
     """Freshly initialized, the folded conv biases are all zero and the TorchScript exporter stores one
     zero bias per width, read by every conv of that width. The same network with distinct biases (BN
