@@ -83,5 +83,7 @@ def _arrays(source: Any, analysis: EraseAnalysis) -> Mapping[str, Any]:
         from frontends.onnx_frontend import read_onnx
 
         model, base = read_onnx(source)
-        return {n: tensor_array(t, base) for n, t in _tensors_by_name(model).items() if n in names}
+        return {
+            n: tensor_array(t, base) for n, t in _tensors_by_name(model, aliases=True).items() if n in names
+        }
     raise ZigraphError(f"cannot read parameters from a {type(source).__name__}")

@@ -15,7 +15,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from construct.quant_zero import fill_slice, quant_fills, real_values
+from construct.quant_zero import Fill, fill_slice, quant_fills, real_values
+from frontends.onnx_sources import ParamUse, param_uses
 from graphcore import select
 from graphcore.errors import InternalError, ZigraphError
 from graphcore.groups import ParamSlice, PruneAnalysis
@@ -35,21 +36,29 @@ def tensor_array(t: onnx.TensorProto, base_dir: Path | None) -> np.ndarray:
 
 
 def _param_arrays(graph: Graph, names: set[str] | None = None) -> dict[str, np.ndarray]:
-    """Weights by name (initializers and Constant-node weights), read only when asked for."""
+    """Weights by name (initializers, Constant-node weights and the aliases of shared ones, which read
+    their weight's array), read only when asked for."""
     model: onnx.ModelProto = graph.meta["model"]
     base = graph.meta.get("base_dir")
+    aliases: dict[str, ParamUse] = graph.meta.get("param_aliases", {})
+    wanted = None if names is None else set(names) | {aliases[n].source for n in names if n in aliases}
     out: dict[str, np.ndarray] = {}
     for t in model.graph.initializer:
-        if names is None or t.name in names:
+        if wanted is None or t.name in wanted:
             out[t.name] = tensor_array(t, base)
     const_params = graph.meta.get("constant_params", {})
     if const_params:
         for pn in model.graph.node:
-            wanted = pn.output and pn.output[0] in const_params and (names is None or pn.output[0] in names)
-            if pn.op_type == "Constant" and wanted:
+            hit = pn.output and pn.output[0] in const_params and (wanted is None or pn.output[0] in wanted)
+            if pn.op_type == "Constant" and hit:
                 for att in pn.attribute:
                     if att.name == "value":
                         out[pn.output[0]] = tensor_array(att.t, base)
+    for alias, use in aliases.items():
+        if (names is None or alias in names) and use.source in out:
+            out[alias] = out[use.source]
+    if names is not None:
+        out = {k: v for k, v in out.items() if k in names}
     return out
 
 
@@ -76,13 +85,94 @@ def _model_copy(graph: Graph) -> onnx.ModelProto:
     return model
 
 
-def _tensors_by_name(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
+def _tensors_by_name(model: onnx.ModelProto, aliases: bool = False) -> dict[str, onnx.TensorProto]:
+    """The model's stored tensors by name (initializers, Constant values); with ``aliases``, each alias
+    of a shared weight (``frontends.onnx_sources.param_uses``) names its weight's tensor too."""
     out = {t.name: t for t in model.graph.initializer}
     for pn in model.graph.node:
         if pn.op_type == "Constant" and pn.output:
             for att in pn.attribute:
                 if att.name == "value":
                     out.setdefault(pn.output[0], att.t)
+    if aliases:
+        for alias, use in param_uses(model).items():
+            if use.source in out:
+                out[alias] = out[use.source]
+    return out
+
+
+def _reads_of(model: onnx.ModelProto, aliases: Mapping[str, ParamUse]) -> dict[str, list[tuple[int, int]]]:
+    """Use name (a weight or an alias) -> the (node, operand) positions in ``model`` that read it."""
+    at = {(u.node, u.index): a for a, u in aliases.items()}
+    wanted = {u.source for u in aliases.values()}
+    out: dict[str, list[tuple[int, int]]] = {}
+    for idx, pn in enumerate(model.graph.node):
+        for i, x in enumerate(pn.input):
+            name = at.get((idx, i)) or (x if x in wanted else None)
+            if name is not None:
+                out.setdefault(name, []).append((idx, i))
+    return out
+
+
+def _add_initializer(model: onnx.ModelProto, t: onnx.TensorProto) -> None:
+    """A new stored tensor; IR version 3 also lists it among the graph inputs."""
+    model.graph.initializer.append(t)
+    if model.ir_version < 4:
+        model.graph.input.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+
+
+def _write_uses(
+    model: onnx.ModelProto,
+    source: str,
+    t: onnx.TensorProto,
+    groups: list[tuple[list[str], np.ndarray | None]],
+    reads: Mapping[str, list[tuple[int, int]]],
+) -> None:
+    """Store a weight's new values per group of uses (uses that must read the same array).
+
+    ``groups``: (use names, array or None for "the stored values, unchanged"). The group holding the
+    weight's own name (or, when no group may change it in place, none) keeps the stored tensor; every
+    other group gets a tensor of its own, named after its first use, and its reads are pointed there.
+    The weight itself stays unchanged while any group needs its stored values or it is a graph output.
+    """
+    keep_stored = any(arr is None for _, arr in groups) or source in {o.name for o in model.graph.output}
+    for names, arr in groups:
+        if arr is None:
+            owner = source
+        elif not keep_stored and source in names:
+            _set_tensor(t, arr)
+            owner = source
+        else:
+            owner = next(n for n in names if n != source) if any(n != source for n in names) else names[0]
+            if owner == source:
+                owner = _fresh_name(model, source)
+            new = numpy_helper.from_array(
+                arr.astype(helper.tensor_dtype_to_np_dtype(t.data_type), copy=False), owner
+            )
+            _add_initializer(model, new)
+        for n in names:
+            for idx, i in reads.get(n, []):
+                model.graph.node[idx].input[i] = owner
+
+
+def _fresh_name(model: onnx.ModelProto, stem: str) -> str:
+    taken = {t.name for t in model.graph.initializer} | {x for pn in model.graph.node for x in pn.output}
+    k = 1
+    while f"{stem}__zigraph_w{k}" in taken:
+        k += 1
+    return f"{stem}__zigraph_w{k}"
+
+
+def _uses_by_source(names, aliases: Mapping[str, ParamUse]) -> dict[str, list[str]]:
+    """Group use names by the weight they read: the weight first, then all its aliases in order."""
+    of_source: dict[str, list[str]] = {}
+    for a, u in aliases.items():
+        of_source.setdefault(u.source, []).append(a)
+    out: dict[str, list[str]] = {}
+    for n in names:
+        src = aliases[n].source if n in aliases else n
+        if src not in out:
+            out[src] = [src, *of_source.get(src, [])]
     return out
 
 
@@ -93,28 +183,54 @@ def _load_all(model: onnx.ModelProto, names: set[str], base: Path | None) -> Non
 
 
 def zero_slices(source: onnx.ModelProto, base: Path | None, removed: list[ParamSlice]) -> onnx.ModelProto:
-    """The original model with exactly the removed slices set to zero (for verification)."""
+    """The original model with exactly the removed slices set to zero (for verification).
+
+    A slice may name an alias of a shared weight (``frontends.onnx_sources.param_uses``, found again
+    from the model alone): the reads of that alias get a zeroed copy of their own, so the weight's other
+    readers keep their values — one copy per distinct set of slices.
+    """
     model = onnx.ModelProto()
     model.CopyFrom(source)
     tensors = _tensors_by_name(model)
     fills = quant_fills(model, base)  # a quantized weight's zero is its zero point
+    aliases = param_uses(model)
     by_param: dict[str, list[ParamSlice]] = {}
     for s in removed:
         by_param.setdefault(s.param, []).append(s)
-    for name, slices in by_param.items():
-        t = tensors.get(name)
+    reads = _reads_of(model, aliases) if any(n in aliases for n in by_param) else {}
+    for src, uses in _uses_by_source(by_param, aliases).items():
+        t = tensors.get(src)
         if t is None:
-            raise ZigraphError(f"removed slice names '{name}', which is not a tensor of the model")
-        arr = tensor_array(t, base).copy()
-        for s in slices:
-            if not 0 <= s.axis < arr.ndim or (s.indices and max(s.indices) >= arr.shape[s.axis]):
-                raise ZigraphError(
-                    f"removed slice of '{name}' (axis {s.axis}) does not fit its shape {arr.shape}"
-                )
-            fill_slice(arr, s.axis, list(s.indices), fills.get(name))  # writes into arr
-        _set_tensor(t, arr)
+            raise ZigraphError(f"removed slice names '{src}', which is not a tensor of the model")
+        stored = tensor_array(t, base)
+        groups: dict[tuple, list[str]] = {}
+        for n in uses:
+            key = tuple(sorted((s.axis, tuple(sorted(s.indices))) for s in by_param.get(n, [])))
+            groups.setdefault(key, []).append(n)
+        _write_uses(
+            model,
+            src,
+            t,
+            [
+                (names, _zeroed(stored, by_param[names[0]], names[0], fills.get(src)) if key else None)
+                for key, names in groups.items()
+            ],
+            reads,
+        )
     _internalize(model, base)
     return model
+
+
+def _zeroed(stored: np.ndarray, slices: list[ParamSlice], name: str, fill: Fill = None) -> np.ndarray:
+    """A copy of ``stored`` with ``slices`` set to zero (``fill``: a quantized weight's zero point)."""
+    arr = stored.copy()
+    for s in slices:
+        if not 0 <= s.axis < arr.ndim or (s.indices and max(s.indices) >= arr.shape[s.axis]):
+            raise ZigraphError(
+                f"removed slice of '{name}' (axis {s.axis}) does not fit its shape {arr.shape}"
+            )
+        fill_slice(arr, s.axis, list(s.indices), fill)  # writes into arr
+    return arr
 
 
 def _internalize(model: onnx.ModelProto, base: Path | None) -> None:
@@ -150,14 +266,26 @@ def apply_shrink(
     an erased branch exactly as it loses pruned channels.
     """
     tensors = _tensors_by_name(model)
-    for name, axes in p.param_keep.items():
-        if skip and _only_read_by(graph, name, skip):
+    aliases: dict[str, ParamUse] = graph.meta.get("param_aliases", {})
+    reads = _reads_of(model, aliases) if aliases else {}
+    for src, uses in _uses_by_source(p.param_keep, aliases).items():
+        # Uses that keep the same indices share one tensor (a tied embedding stays stored once).
+        live = [n for n in uses if not (skip and _only_read_by(graph, n, skip))]
+        if not any(n in p.param_keep for n in live):
             continue
-        t = tensors[name]
-        arr = tensor_array(t, base)
-        for axis, keep in axes:
-            arr = np.take(arr, keep, axis=axis)
-        _set_tensor(t, np.ascontiguousarray(arr))
+        t = tensors[src]
+        stored = tensor_array(t, base)
+        groups: dict[tuple, list[str]] = {}
+        for use in live:
+            key = tuple((axis, tuple(keep.tolist())) for axis, keep in p.param_keep.get(use, []))
+            groups.setdefault(key, []).append(use)
+        _write_uses(
+            model,
+            src,
+            t,
+            [(names, _kept(stored, key) if key else None) for key, names in groups.items()],
+            reads,
+        )
     _internalize(model, base)
 
     nodes_by_name = {}
@@ -188,14 +316,14 @@ def apply_shrink(
         for i, v in changes.items():
             flat[i] = v
         name = fresh(const)
-        model.graph.initializer.append(numpy_helper.from_array(flat.reshape(arr.shape), name))
+        _add_initializer(model, numpy_helper.from_array(flat.reshape(arr.shape), name))
         nodes_by_name[use_node].input[use_idx] = name
     for (node_name, idx), arr in p.operand_rewrites.items():
         if node_name in skip:
             continue
         pn = nodes_by_name[node_name]
         name = fresh(pn.input[idx] or node_name)
-        model.graph.initializer.append(numpy_helper.from_array(arr.astype(np.int64), name))
+        _add_initializer(model, numpy_helper.from_array(arr.astype(np.int64), name))
         pn.input[idx] = name
     ir_nodes = {n.name: n for n in graph.nodes}
     for node_name, upd in p.node_updates.items():
@@ -211,10 +339,17 @@ def apply_shrink(
             pn.attribute.append(helper.make_attribute(k, v))
         for idx, arr in inputs.items():
             name = fresh(f"{node_name}_in{idx}")
-            model.graph.initializer.append(numpy_helper.from_array(np.asarray(arr, dtype=np.int64), name))
+            _add_initializer(model, numpy_helper.from_array(np.asarray(arr, dtype=np.int64), name))
             while len(pn.input) <= idx:
                 pn.input.append("")
             pn.input[idx] = name
+
+
+def _kept(stored: np.ndarray, key: tuple) -> np.ndarray:
+    arr = stored
+    for axis, keep in key:
+        arr = np.take(arr, list(keep), axis=axis)
+    return np.ascontiguousarray(arr)
 
 
 def _only_read_by(graph: Graph, name: str, nodes: Collection[str]) -> bool:

@@ -3,6 +3,11 @@
 Initializers become parameter Values with their shapes only; a small integer initializer keeps its value
 because shape arithmetic needs it. Weights stored as ONNX external data stay on disk: their locations
 are checked (they must stay inside the model's folder) and nothing else is read.
+
+Which tensors are weights is ``frontends/onnx_sources.py``'s to say: initializers (in IR >= 4 less those
+also listed as graph inputs, which are overridable defaults and so inputs of fixed width) and float
+``Constant`` nodes. A weight read by several nodes gets one parameter per read (an alias), so an
+exporter's deduplication of equal tensors never ties the readers' channels together.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from onnx import helper, numpy_helper
 
 from frontends.onnx_order import sort_graph
 from frontends.onnx_schemas import hide_ort_only_ops
+from frontends.onnx_sources import ParamUse, is_weight_constant, outer_reads, overridable_inputs, param_uses
+from frontends.onnx_sources import node_name as onnx_node_name
 from graphcore.errors import ModelLoadError
 from graphcore.ir import Dim, Graph, Node, Value
 from graphcore.ops import lift_legacy_attrs, mark_quantized_weights
@@ -93,6 +100,7 @@ def load_onnx(source: str | os.PathLike | onnx.ModelProto) -> Graph:
         )
     except Exception as exc:
         raise ModelLoadError(f"{name}: invalid ONNX graph (shape inference: {_short(exc)})") from None
+    _file_shapes(inferred.graph, model.graph)
     with gc_paused():
         graph = _to_ir(model, name, inferred.graph)
     _check_axes(graph, name)
@@ -100,6 +108,38 @@ def load_onnx(source: str | os.PathLike | onnx.ModelProto) -> Graph:
     graph.meta["base_dir"] = base
     graph.meta["source"] = None if isinstance(source, onnx.ModelProto) else str(source)
     return graph
+
+
+def _file_shapes(inferred: onnx.GraphProto, g: onnx.GraphProto) -> None:
+    """Fill in from the file's ``value_info`` what ONNX's inference left unknown: a value it could not
+    infer at all, or a dim it left unknown (no size, or only a placeholder ``unk__N`` symbol of its own
+    making). A size or symbol inference derived is never overridden, nor is a file shape of another
+    rank used (a stale annotation)."""
+    have = {vi.name: vi for vi in inferred.value_info}
+    for vi in g.value_info:
+        if not vi.type.HasField("tensor_type"):
+            continue
+        cur = have.get(vi.name)
+        if cur is None:
+            inferred.value_info.append(vi)
+            continue
+        ct, ft = cur.type.tensor_type, vi.type.tensor_type
+        if not ft.HasField("shape"):
+            continue
+        if not ct.HasField("shape"):
+            ct.shape.CopyFrom(ft.shape)
+            continue
+        if len(ct.shape.dim) != len(ft.shape.dim):
+            continue
+        for cd, fd in zip(ct.shape.dim, ft.shape.dim):
+            if cd.HasField("dim_value") or (
+                cd.HasField("dim_param") and not cd.dim_param.startswith("unk__")
+            ):
+                continue  # a size or a symbol inference derived (a graph input's 'batch') stays
+            if fd.HasField("dim_value"):
+                cd.dim_value = fd.dim_value
+            elif fd.HasField("dim_param") and not cd.HasField("dim_param"):
+                cd.dim_param = fd.dim_param
 
 
 def _repeated(field) -> bool:
@@ -130,7 +170,13 @@ def light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
     light = onnx.ModelProto()
     _copy_fields(model, light, skip=("graph",))
     g, lg = model.graph, light.graph
-    _copy_fields(g, lg, skip=("initializer", "input"))
+    _copy_fields(g, lg, skip=("initializer", "input", "value_info"))
+    # ONNX derives the shapes of its own ops' outputs; a file's annotation of them can be another
+    # tool's stale guess (onnxruntime's quantizers write 'unk__29' dims from their own symbolic
+    # inference), which ONNX's inference then keeps over a static size it could have derived.
+    # ``load_onnx`` falls back to the file's shapes only where ONNX derives less (``_file_shapes``).
+    derived = {o for pn in g.node if pn.domain in ("", "ai.onnx") for o in pn.output}
+    lg.value_info.extend(vi for vi in g.value_info if vi.name not in derived)
     lg.input.extend(g.input)
     declared = {i.name for i in g.input}
     for t in g.initializer:
@@ -338,7 +384,10 @@ def _to_ir(model: onnx.ModelProto, name: str, inferred: onnx.GraphProto | None =
     for vi in [*g.input, *src.value_info, *src.output]:
         shapes[vi.name] = (_dims(vi.type), _dtype(vi.type.tensor_type.elem_type))
 
+    overridable = overridable_inputs(model)
     for t in g.initializer:
+        if t.name in overridable:
+            continue  # IR >= 4: a default the caller may override, an input of fixed width below
         dims = tuple(int(d) for d in t.dims)
         dtype = _dtype(t.data_type)
         const = None
@@ -354,20 +403,26 @@ def _to_ir(model: onnx.ModelProto, name: str, inferred: onnx.GraphProto | None =
             trainable=bool(dtype and dtype.startswith(("float", "bfloat"))),
             const=const,
         )
-    init_names = {t.name for t in g.initializer}
+    init_names = {t.name for t in g.initializer} - overridable
     for vi in g.input:
         if vi.name in init_names:
-            continue
+            continue  # IR 3 lists every initializer as an input: there they are weights
         shape, dtype = shapes[vi.name]
         graph.inputs.append(graph.value(vi.name, shape=shape, dtype=dtype))
 
     const_params: dict[str, str] = {}
+    aliases = param_uses(model)
+    alias_at = {(u.node, u.index): alias for alias, u in aliases.items()}
     for idx, pn in enumerate(g.node):
-        node_name = pn.name or f"{pn.op_type}_{idx}"
+        node_name = onnx_node_name(pn, idx)
         inputs: list[Value | None] = []
-        for nm in pn.input:
+        for pos, nm in enumerate(pn.input):
             if not nm:
                 inputs.append(None)
+                continue
+            alias = alias_at.get((idx, pos))
+            if alias is not None:
+                inputs.append(graph.value(alias, is_param=True, alias_of=nm))
                 continue
             if nm not in graph.values:
                 shape, dtype = shapes.get(nm, (None, None))
@@ -379,6 +434,9 @@ def _to_ir(model: onnx.ModelProto, name: str, inferred: onnx.GraphProto | None =
             if not nm:
                 nm = f"{node_name}::unused{len(outputs)}"
             outputs.append(graph.value(nm, shape=shape, dtype=dtype))
+        # A subgraph (If, Loop, Scan) may read outer values by name: they are operands of this node
+        # too (after its own), so a rule, or the unknown-op pin, sees every tensor the node reads.
+        inputs.extend(graph.values[x] for x in outer_reads(pn) if x in graph.values and x not in pn.input)
         attrs = {a.name: _attr(a) for a in pn.attribute}
         if pn.op_type in ("Softmax", "LogSoftmax", "Hardmax") and pn.domain in ("", "ai.onnx"):
             attrs["_opset"] = opset
@@ -389,12 +447,14 @@ def _to_ir(model: onnx.ModelProto, name: str, inferred: onnx.GraphProto | None =
                 out.shape = const_shape
                 out.dtype = dtype
             n = math.prod(const_shape) if const_shape else 1
-            is_float = bool(dtype and dtype.startswith(("float", "bfloat")))
-            if is_float and n > 64:
-                # A weight stored as a Constant node: analysed like an initializer.
+            if is_weight_constant(pn):
+                # A weight stored as a Constant node: analysed like an initializer, and like one it
+                # keeps a small value (a scalar operand: an exponent, an epsilon).
                 out.is_param = True
                 out.trainable = True
                 const_params[out.name] = node_name
+                if arr is not None and n <= 64:
+                    out.const = arr
             elif arr is not None and (n <= SMALL_CONST):
                 out.const = arr
         node = Node(
@@ -412,7 +472,9 @@ def _to_ir(model: onnx.ModelProto, name: str, inferred: onnx.GraphProto | None =
                 v.trainable = False
     for vo in g.output:
         graph.outputs.append(graph.values.get(vo.name) or graph.value(vo.name, shape=shapes[vo.name][0]))
+    _fill_aliases(graph, aliases)
     graph.meta["constant_params"] = const_params
+    graph.meta["param_aliases"] = aliases
     mark_quantized_weights(graph)  # integer weights read as quantized operands: their zero is the zero point
     lift_legacy_attrs(graph)  # rules read one form: operands, whatever the opset spelled as attributes
     try:
@@ -420,3 +482,15 @@ def _to_ir(model: onnx.ModelProto, name: str, inferred: onnx.GraphProto | None =
     except ValueError as exc:
         raise ModelLoadError(f"{name}: {exc}") from None
     return graph
+
+
+def _fill_aliases(graph: Graph, aliases: dict[str, ParamUse]) -> None:
+    """Each alias is its weight's twin (shape, dtype, value); trainability is decided per read (a
+    BatchNormalization statistic is frozen), so the alias's own reader decides its flag."""
+    for alias, use in aliases.items():
+        a, w = graph.values[alias], graph.values.get(use.source)
+        if w is None:
+            continue
+        a.shape, a.dtype, a.const = w.shape, w.dtype, w.const
+        frozen = any((c.op, i) in NOT_TRAINABLE_INPUTS for c, i in a.consumers)
+        a.trainable = bool(w.dtype and w.dtype.startswith(("float", "bfloat"))) and not frozen

@@ -228,7 +228,7 @@ def _analyze(graph: Graph, mode: str) -> PruneAnalysis:
             )
         )
 
-    params_total = sum(v.numel or 0 for v in graph.params if v.trainable)
+    params_total = sum(v.numel or 0 for v in graph.stored_params if v.trainable)
     flops_total = sum(node_flops(nd) for nd in graph.nodes)
     return PruneAnalysis(
         graph=graph,

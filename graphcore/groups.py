@@ -135,23 +135,31 @@ class PruneAnalysis:
 
     @property
     def params_prunable(self) -> int:
-        """Parameter scalars covered by a prunable ZIG (union over axes, computed exactly)."""
+        """Parameter scalars covered by a prunable ZIG (union over axes, computed exactly).
+
+        Counted as stored: the aliases of a shared ONNX weight (one per extra read) and the weight are
+        one tensor, and a scalar counts once when a prunable ZIG covers it in any of its reads (the
+        scalars no read covers are a product over axes of the indices no read covers)."""
         prunable_zig = np.zeros(self.num_zigs + 1, dtype=bool)
         prunable_zig[self.prunable_zig_ids()] = True
-        per_param: dict[str, dict[int, int]] = {}
+        values = self.graph.values if self.graph is not None else {}
+        per_param: dict[str, dict[int, np.ndarray]] = {}
         for (name, axis), owner in self.param_axes.items():
             if not self.trainable.get(name):
                 continue
-            covered = prunable_zig[owner]  # owner -1 hits the sentinel (False)
-            per_param.setdefault(name, {})[axis] = int((~covered).sum())
+            v = values.get(name)
+            stored = v.alias_of if v is not None and v.alias_of is not None else name
+            uncovered = ~prunable_zig[owner]  # owner -1 hits the sentinel (False)
+            axes = per_param.setdefault(stored, {})
+            axes[axis] = axes[axis] & uncovered if axis in axes else uncovered
         total = 0
         for name, axes in per_param.items():
             shape = self.param_shapes.get(name, ())
             numel = math.prod(shape) if shape else 1
-            uncovered = 1
+            left = 1
             for a, d in enumerate(shape):
-                uncovered *= axes.get(a, d)
-            total += numel - uncovered
+                left *= int(axes[a].sum()) if a in axes else d
+            total += numel - left
         return int(total)
 
     def report(self, removed: list[ParamSlice] | None = None) -> Report:

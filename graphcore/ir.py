@@ -31,6 +31,9 @@ class Value:
     is_param: bool = False
     trainable: bool = False
     const: np.ndarray | None = None
+    alias_of: str | None = None
+    """For a parameter: the weight it is one read of (a shared ONNX constant gets one alias per reader,
+    so sharing never ties the readers' channels); None for the weight itself."""
     producer: Node | None = field(default=None, repr=False)
     consumers: list[tuple[Node, int]] = field(default_factory=list, repr=False)
 
@@ -194,6 +197,11 @@ class Graph:
     @property
     def params(self) -> Iterator[Value]:
         return (v for v in self.values.values() if v.is_param)
+
+    @property
+    def stored_params(self) -> Iterator[Value]:
+        """Parameters as the model stores them: aliases of a shared weight are not counted again."""
+        return (v for v in self.values.values() if v.is_param and v.alias_of is None)
 
     def sort(self) -> None:
         """Put ``nodes`` in a deterministic topological order (stable for already-sorted graphs)."""

@@ -627,7 +627,9 @@ def test_onnx_shared_weight_stays() -> None:
         and first[0].input[1] == next(n for n in source.graph.node if "/blocks.1/first/" in n.name).input[1]
     )
     shared = first[0].input[1]
-    assert shared not in plan.removed_params
+    # A shared ONNX constant is a value, not a tie: block 0's read is erased with block 0, block 1 reads
+    # its own alias of the weight, which stays.
+    assert not [p for p in plan.removed_params if p.startswith(f"{shared}@")]
     small = construct.erase_onnx(source, analysis, [sid])
     onnx.checker.check_model(small, full_check=True)
     assert shared in {t.name for t in small.graph.initializer}

@@ -54,7 +54,17 @@ def _constant_of_shape(ctx: ChannelGraph, node: Node) -> None:
 
 
 def _nothing(ctx: ChannelGraph, node: Node) -> None:
-    """Constants and shape-only ops: nothing flows through channels."""
+    """Shape-only ops: nothing flows through channels."""
+
+
+def _constant(ctx: ChannelGraph, node: Node) -> None:
+    """A weight written as a Constant node (the frontend makes it a parameter) is a source like an
+    initializer: its axes are free until a reader ties or pins them, and construct slices it where it
+    is stored. Any other constant (sizes, indices, masks) keeps its shape: nothing would slice it."""
+    for y in node.outputs:
+        if y.is_param:
+            for a in range(len(y.shape or ())):
+                ctx.touch(y, a)
 
 
 def _constant_of_shape_fold(
@@ -95,7 +105,7 @@ register_op("Size", _size, kind="shape", zero_when=never)
 register_op(
     "ConstantOfShape", _constant_of_shape, kind="shape", fold=_constant_of_shape_fold, zero_when=never
 )
-register_op("Constant", _nothing, kind="shape", zero_when=never)
+register_op("Constant", _constant, kind="shape", zero_when=never)
 register_op("Range", _nothing, kind="shape", fold=_range_fold, zero_when=never)
 register_op("NonZero", _nothing, kind="shape", zero_when=never)
 register_op("EyeLike", _nothing, kind="shape", zero_when=never)
