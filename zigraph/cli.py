@@ -135,9 +135,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from zigraph.console import set_quiet
+    from zigraph.console import quiet_output
 
-    set_quiet(args.quiet or getattr(args, "json", None) == "-")
+    with quiet_output(args.quiet or getattr(args, "json", None) == "-"):
+        return _dispatch(args)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "analyze":
         return _analyze(args)
     if args.command == "prune":

@@ -17,15 +17,21 @@ from typing import IO, Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-__all__ = ["plain_text", "progress", "show", "status", "stderr", "stdout"]
+__all__ = ["plain_text", "progress", "quiet_output", "show", "status", "stderr", "stdout"]
 
 _quiet = False
 
 
-def set_quiet(quiet: bool) -> None:
-    """``--quiet``: nothing on stdout but what a script asked for (``--json -``), no progress on stderr."""
+@contextmanager
+def quiet_output(quiet: bool = True) -> Iterator[None]:
+    """``--quiet`` while the block runs: nothing on stdout but what a script asked for (``--json -``), no
+    progress on stderr. The previous setting comes back after, so one call cannot silence the next."""
     global _quiet
-    _quiet = quiet
+    before, _quiet = _quiet, _quiet or quiet
+    try:
+        yield
+    finally:
+        _quiet = before
 
 
 def _console(file: IO[str], quiet: bool) -> Console:
