@@ -29,9 +29,8 @@ def _budget_bar(seconds: float) -> Iterator[Callable[[str], None]]:
         yield lambda line: print(line, flush=True)
         return
     with Progress(
-        TextColumn("fuzzing"), BarColumn(), TimeElapsedColumn(), TextColumn("elapsed,"), TimeRemainingColumn(),
-        TextColumn("left"),
-        console=console, transient=True,
+        TextColumn("fuzzing"), BarColumn(), TimeElapsedColumn(), TextColumn("elapsed,"),
+        TimeRemainingColumn(), TextColumn("left"), console=console, transient=True,
     ) as bar:  # fmt: skip
         task = bar.add_task("budget", total=seconds)
         start = time.monotonic()
