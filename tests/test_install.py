@@ -61,8 +61,10 @@ def lean_venv(tmp_path_factory) -> Iterator[Path]:
     dist = tmp / "dist"
     built = _run([sys.executable, "-m", "build", "--wheel", "--outdir", str(dist), str(src)], tmp, "build")
     assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
-    wheels = list(dist.glob("zigraph-*.whl"))
-    assert len(wheels) == 1, wheels
+    import zigraph
+
+    wheels = list(dist.glob(f"zigraph-{zigraph.__version__}-*.whl"))  # one version, zigraph.__version__
+    assert len(wheels) == 1, list(dist.iterdir())
     venv = tmp / "venv"
     made = _run([sys.executable, "-m", "venv", str(venv)], tmp, "venv")
     assert made.returncode == 0, made.stderr
