@@ -72,7 +72,11 @@ def lean_venv(tmp_path_factory) -> Iterator[Path]:
         [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", str(wheels[0])], tmp, "pip install"
     )
     assert pip.returncode == 0, pip.stdout[-3000:] + pip.stderr[-3000:]
-    return venv
+    yield venv
+    # what each step took (shown with -s): the fresh venv is most of this file's time
+    sys.__stderr__.write(
+        "\ninstall timings: " + ", ".join(f"{k} {v:.0f}s" for k, v in TIMINGS.items()) + "\n"
+    )
 
 
 def test_the_wheel_installs_without_torch_and_ships_its_type_hints(lean_venv, tmp_path):
