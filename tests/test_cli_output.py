@@ -165,3 +165,18 @@ def test_quiet_output_is_restored_after_the_block(capsys):
         show("hidden")
     show("shown")
     assert capsys.readouterr().out == "shown\n"
+
+
+def test_demo_quiet_prints_nothing_and_the_exit_status_still_says_it_failed(monkeypatch, capsys):
+    # Training and export are skipped (as in tests/test_demo.py); the unverified export must still fail.
+    pytest.importorskip("sklearn")
+    import construct
+    from zigraph import demo
+
+    monkeypatch.setattr(demo, "_train", lambda *args, **kwargs: None)
+    monkeypatch.setattr(demo, "_onnx_stats", lambda *args, **kwargs: (0, 0.0))
+    monkeypatch.setattr(construct, "to_onnx", lambda *args, **kwargs: None)
+    assert demo.run_demo(quick=True, quiet=True) == 1
+    assert capsys.readouterr().out == ""
+    assert demo.run_demo(quick=True) == 1  # not quiet: the verdict is printed
+    assert "FAILED" in capsys.readouterr().out
