@@ -235,3 +235,15 @@ def test_the_directive_check_can_fail(tmp_path):
     )
     found = blocks(tmp_path)
     assert [plan(b)[0] for b in found] == ["missing", "no-run"] and plan(found[1])[1]["reason"] == ""
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    """README's second set-up command ends in the test run; .ci/run must run that same command."""
+    readme = (ROOT / "README.md").read_text()
+    setup = readme[readme.index("## Set up") :]
+    commands = re.findall(r"```bash\n(.*?)\n```", setup, re.S)[:2]
+    assert len(commands) == 2 and "zigraph demo" in commands[0], commands
+    test_command = commands[1].split("&&")[-1].strip()
+    assert test_command.startswith("HYPOTHESIS_PROFILE=ci python -m pytest")
+    ci = [ln.strip() for ln in (ROOT / ".ci" / "run").read_text().splitlines()]
+    assert test_command in ci, f".ci/run does not run README's test command {test_command!r}"
