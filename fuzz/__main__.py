@@ -13,7 +13,57 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+
+
+@contextmanager
+def _budget_bar(seconds: float) -> Iterator[Callable[[str], None]]:
+    """A bar of the time budget on stderr while the rounds run (a terminal only; a pipe gets the plain
+    log lines). What the runner logs — progress, each failure's regression test — prints above it."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        yield lambda line: print(line, flush=True)
+        return
+    with Progress(
+        TextColumn("fuzzing"), BarColumn(), TimeElapsedColumn(), TextColumn("elapsed,"),
+        TimeRemainingColumn(), TextColumn("left"), console=console, transient=True,
+    ) as bar:  # fmt: skip
+        task = bar.add_task("budget", total=seconds)
+        start = time.monotonic()
+
+        def log(line: str) -> None:
+            bar.update(task, completed=min(seconds, time.monotonic() - start))
+            bar.console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+        ticker = _Ticker(lambda: bar.update(task, completed=min(seconds, time.monotonic() - start)))
+        try:
+            yield log
+        finally:
+            ticker.stop()
+
+
+class _Ticker:
+    """Moves the bar once a second from a daemon thread (the rounds log only now and then)."""
+
+    def __init__(self, tick: Callable[[], None]) -> None:
+        import threading
+
+        self._stop = threading.Event()
+        self._tick = tick
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(1.0):
+            self._tick()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -34,21 +84,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from fuzz.runner import run, summary
 
-    def log(line: str) -> None:
-        print(line, flush=True)
-
     print(f"fuzzing for {args.minutes:g} min with seed {args.seed}", flush=True)
     t0 = time.monotonic()
-    stats = run(
-        args.minutes,
-        seed=args.seed,
-        torch_side=not args.no_torch,
-        slow_exporters=not args.no_dynamo,
-        malformed_share=args.malformed_share,
-        cli_every=args.cli_every,
-        log=log,
-        erase=not args.no_erase,
-    )
+    with _budget_bar(60.0 * args.minutes) as log:
+        stats = run(
+            args.minutes,
+            seed=args.seed,
+            torch_side=not args.no_torch,
+            slow_exporters=not args.no_dynamo,
+            malformed_share=args.malformed_share,
+            cli_every=args.cli_every,
+            log=log,
+            erase=not args.no_erase,
+        )
     print("\n" + summary(stats, time.monotonic() - t0), flush=True)
     return 1 if stats.failed else 0
 

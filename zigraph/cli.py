@@ -37,8 +37,19 @@ def _shape(text: str) -> tuple[int, ...]:
     return dims
 
 
+def _output_args(sp: argparse.ArgumentParser, json_help: str) -> None:
+    """``--quiet`` and ``--json [PATH]``, the same on every command, for scripts."""
+    sp.add_argument(
+        "-q", "--quiet", action="store_true", help="print nothing but errors (and --json's report on stdout)"
+    )
+    sp.add_argument("--json", nargs="?", const="-", metavar="PATH", help=json_help + " ('-' or none: stdout)")
+
+
 def _parser() -> argparse.ArgumentParser:
+    from zigraph import __version__
+
     p = _Parser(prog="zigraph", description="Find, train and cut zero-invariant groups; prove the result.")
+    p.add_argument("--version", action="version", version=f"zigraph {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def model_args(sp: argparse.ArgumentParser) -> None:
@@ -50,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     a = sub.add_parser("analyze", help="vertex kinds, node groups and what is prunable")
     model_args(a)
     a.add_argument("--mode", choices=["prune", "erase"], default="prune")
-    a.add_argument("--json", metavar="PATH", help="write the JSON report")
+    _output_args(a, "write the JSON report")
     a.add_argument("--dot", metavar="PATH", help="write a Graphviz file (and an SVG when dot is installed)")
     a.add_argument("--html", metavar="PATH", help="write a self-contained interactive HTML view")
     a.add_argument(
@@ -71,6 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--html", metavar="PATH", help="write a self-contained HTML view of what was removed")
     pr.add_argument("--no-verify", action="store_true")
     pr.add_argument("--samples", type=int, default=3)
+    _output_args(pr, "write the JSON report (as --report)")
 
     er = sub.add_parser("erase", help="one-shot erasing of whole structures (blocks, branches), verified")
     model_args(er)
@@ -81,6 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     er.add_argument("--html", metavar="PATH", help="write a self-contained HTML view of what was erased")
     er.add_argument("--no-verify", action="store_true")
     er.add_argument("--samples", type=int, default=3)
+    _output_args(er, "write the JSON report (as --report)")
 
     v = sub.add_parser("verify", help="prove SMALL equals FULL with the report's removed slices zeroed")
     v.add_argument("full")
@@ -90,11 +103,15 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument(
         "--rtol", type=float, default=None, help="default: by the model's dtype (fp32 1e-4, fp16, bf16, int8)"
     )
+    _output_args(v, "write the verification report as JSON")
 
     d = sub.add_parser("demo", help="end to end on a built-in model")
     d.add_argument("--quick", action="store_true", help="a shorter run (used by the tests)")
     d.add_argument(
         "--mode", choices=["prune", "erase"], default="prune", help="DHSPG pruning or H2SPG erasing"
+    )
+    d.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress bars, no tables: the exit code says"
     )
     return p
 
@@ -130,6 +147,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from zigraph.console import quiet_output
+
+    with quiet_output(args.quiet or getattr(args, "json", None) == "-"):
+        return _dispatch(args)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "analyze":
         return _analyze(args)
     if args.command == "prune":
@@ -140,8 +164,12 @@ def _run(args: argparse.Namespace) -> int:
         return _verify(args)
     if args.command == "demo":
         from zigraph.demo import run_demo
+        from zigraph.extras import require
 
-        return run_demo(quick=args.quick, mode=args.mode)
+        require("torch", "zigraph demo", extra="demo")
+        require("sklearn", "zigraph demo (its digits data)", extra="demo")
+
+        return run_demo(quick=args.quick, mode=args.mode, quiet=args.quiet)
     raise ZigraphError(f"unknown command {args.command}")  # pragma: no cover
 
 
@@ -158,39 +186,59 @@ def _analyze(args: argparse.Namespace) -> int:
     import graphcore
     from graphcore.dot import to_dot
     from graphcore.report import write_json_atomic
+    from zigraph.console import status
     from zigraph.pipeline import stage
-    from zigraph.summary import format_summary
+    from zigraph.summary import erase_summary_view, summary_view
 
-    loaded = _load(args)
-    with stage("analysing", args.model):  # an AnalysisError is the model's (exit 2), anything else ours
-        analysis = graphcore.analyze(loaded.graph, mode=args.mode)
-        report = analysis.report()
+    with status(f"analyzing {args.model}"):
+        loaded = _load(args)
+        with stage("analysing", args.model):  # an AnalysisError is the model's (exit 2), anything else ours
+            analysis = graphcore.analyze(loaded.graph, mode=args.mode)
+            report = analysis.report()
     _html(args, loaded.graph, report, analysis)
     if args.mode == "erase":
-        from zigraph.summary import format_erase_summary
-
         op_of = {n.name: n.op for n in loaded.graph.nodes}
         ops = {s.id: [op_of.get(n, "?") for n in s.segment] for s in analysis.structures}
-        print(format_erase_summary(report, ops, max_structures=args.groups or 40))
+        show(erase_summary_view(report, ops, max_structures=args.groups or 40))
     else:
-        print(format_summary(report, max_groups=args.groups or 12))
-    if args.json:
-        write_json_atomic(args.json, report.model_dump_json(indent=2) + "\n")
-        print(f"report: {args.json}")
+        show(summary_view(report, max_groups=args.groups or 12))
+    _emit_json(args.json, report.model_dump_json(indent=2) + "\n")
     if args.dot:
         write_json_atomic(args.dot, to_dot(analysis))
-        print(f"graph:  {args.dot}")
+        show(f"graph:  {args.dot}")
         if shutil.which("dot"):
             svg = str(Path(args.dot).with_suffix(".svg"))
             subprocess.run(["dot", "-Tsvg", args.dot, "-o", svg], check=False, timeout=300)
-            print(f"svg:    {svg}")
+            show(f"svg:    {svg}")
     return 0
+
+
+def show(*renderables: object) -> None:
+    """Print results on stdout through rich (colour only on a terminal; nothing under --quiet)."""
+    from zigraph.console import show as _show
+
+    _show(*renderables)
+
+
+def _emit_json(target: str | None, text: str) -> None:
+    """``--json``: the report on stdout (``-``), or written atomically to a file and named."""
+    from graphcore.report import write_json_atomic
+
+    if target is None:
+        return
+    if target == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    write_json_atomic(target, text)
+    show(f"report: {target}")
 
 
 def _prune(args: argparse.Namespace) -> int:
     from graphcore.report import write_json_atomic
+    from zigraph.console import status
     from zigraph.pipeline import ensure_sparsity, prune, report_json
-    from zigraph.summary import format_prune
+    from zigraph.summary import prune_view
 
     sparsity = ensure_sparsity(args.sparsity)
     out = Path(args.output)
@@ -200,14 +248,16 @@ def _prune(args: argparse.Namespace) -> int:
         pass
     elif out.resolve() == Path(args.model).resolve():
         raise ZigraphError("-o must not overwrite the input model")
-    loaded = _load(args)
-    report = prune(
-        loaded, sparsity, out, criterion=args.criterion, seed=args.seed, verify=not args.no_verify,
-        samples=args.samples, multiple=args.multiple,
-    )  # fmt: skip
+    with status(f"pruning {args.model}" + ("" if args.no_verify else " and verifying in onnxruntime")):
+        loaded = _load(args)
+        report = prune(
+            loaded, sparsity, out, criterion=args.criterion, seed=args.seed, verify=not args.no_verify,
+            samples=args.samples, multiple=args.multiple,
+        )  # fmt: skip
     if args.report:
         write_json_atomic(args.report, report_json(report))
-    print(format_prune(report))
+    show(prune_view(report))
+    _emit_json(args.json, report_json(report))
     ver = report.result.verification if report.result is not None else None
     _html(args, loaded.graph, report)
     return 1 if ver is not None and not ver.passed else 0
@@ -215,19 +265,22 @@ def _prune(args: argparse.Namespace) -> int:
 
 def _erase(args: argparse.Namespace) -> int:
     from graphcore.report import write_json_atomic
+    from zigraph.console import status
     from zigraph.erase_pipeline import erase
     from zigraph.pipeline import ensure_sparsity, report_json
-    from zigraph.summary import format_erase
+    from zigraph.summary import erase_view
 
     sparsity = ensure_sparsity(args.sparsity, whole=True)
     _check_output(args)
-    loaded = _load(args)
-    report = erase(
-        loaded, sparsity, args.output, seed=args.seed, verify=not args.no_verify, samples=args.samples
-    )
+    with status(f"erasing {args.model}" + ("" if args.no_verify else " and verifying in onnxruntime")):
+        loaded = _load(args)
+        report = erase(
+            loaded, sparsity, args.output, seed=args.seed, verify=not args.no_verify, samples=args.samples
+        )
     if args.report:
         write_json_atomic(args.report, report_json(report))
-    print(format_erase(report))
+    show(erase_view(report))
+    _emit_json(args.json, report_json(report))
     ver = report.result.verification if report.result is not None else None
     _html(args, loaded.graph, report)
     return 1 if ver is not None and not ver.passed else 0
@@ -243,8 +296,7 @@ def _html(args: argparse.Namespace, graph: object, report: object, analysis: obj
         write_html(args.html, graph, report, analysis)  # type: ignore[arg-type]
     except OSError as exc:
         raise ZigraphError(f"cannot write {args.html}: {exc.strerror or exc}") from None
-    if not getattr(args, "quiet", False) and getattr(args, "json", None) != "-":
-        print(f"html:   {args.html}")
+    show(f"html:   {args.html}")
 
 
 def _check_output(args: argparse.Namespace) -> None:
@@ -261,6 +313,8 @@ def _check_output(args: argparse.Namespace) -> None:
 
 def _verify(args: argparse.Namespace) -> int:
     import construct
+    from zigraph.console import status
+    from zigraph.summary import verify_view
 
     try:
         data = json.loads(Path(args.zero).read_text())
@@ -272,12 +326,12 @@ def _verify(args: argparse.Namespace) -> int:
         raise ZigraphError(
             f"{args.zero}: the report has no 'removed' list (write it with zigraph prune --report)"
         )
-    rep = construct.verify(
-        args.full, args.small, data["removed"], samples=args.samples, rtol=args.rtol, small_ours=False
-    )
-    status = "PASSED" if rep.passed else "FAILED"
-    print(f"verification {status}: max abs error {rep.max_abs:.3e}, max relative error {rep.max_rel:.3e} "
-          f"(tolerance {rep.rtol:g}, {rep.samples} samples)")  # fmt: skip
+    with status("verifying in onnxruntime"):
+        rep = construct.verify(
+            args.full, args.small, data["removed"], samples=args.samples, rtol=args.rtol, small_ours=False
+        )
+    show(verify_view(rep))
+    _emit_json(args.json, rep.model_dump_json(indent=2) + "\n")
     return 0 if rep.passed else 1
 
 

@@ -128,13 +128,15 @@ def _digits(seed: int = 0):
 
 def _train(model, opt, data, epochs: int, desc: str, quiet: bool, seed: int = 0) -> None:
     import torch
-    from tqdm import tqdm
+
+    from zigraph.console import progress
 
     xtr, ytr = data[0], data[1]
     gen = torch.Generator().manual_seed(seed)
     steps = epochs * ((len(xtr) + 63) // 64)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)  # the same for every run
-    with tqdm(total=steps, desc=f"{desc:<22}", ncols=90, disable=quiet, leave=True) as bar:
+    with progress(disable=quiet) as bar:
+        task = bar.add_task(f"{desc:<22}", total=steps)
         for _ in range(epochs):
             model.train()
             order = torch.randperm(len(xtr), generator=gen)
@@ -145,7 +147,7 @@ def _train(model, opt, data, epochs: int, desc: str, quiet: bool, seed: int = 0)
                 loss.backward()
                 opt.step()
                 schedule.step()
-                bar.update(1)
+                bar.advance(task)
     model.eval()
 
 
@@ -160,10 +162,12 @@ def _onnx_stats(module, example, path: str, runs: int) -> tuple[int, float]:
     import frontends
     import graphcore
     from construct.torch_export import export_onnx
+    from zigraph.console import status
 
-    export_onnx(module, (example,), path)
-    flops = graphcore.analyze(frontends.load(path)).flops_total
-    return flops, _ort_latency(path, {_input_name(path): example.numpy()}, runs)
+    with status(f"exporting {type(module).__name__} to ONNX and timing it in onnxruntime"):
+        export_onnx(module, (example,), path)
+        flops = graphcore.analyze(frontends.load(path)).flops_total
+        return flops, _ort_latency(path, {_input_name(path): example.numpy()}, runs)
 
 
 def _input_name(path: str) -> str:
@@ -209,13 +213,36 @@ def erased_structures(model, analysis) -> list[int]:
     return construct.erased_structures(model, analysis)
 
 
-def run_demo(quick: bool = False, mode: str = "prune") -> int:
+def _results(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    """The demo's before/after table (a rich table: the first column names the run)."""
+    from rich.table import Table
+
+    from zigraph.console import show
+
+    table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold", padding=(0, 0, 0, 2))
+    for i, title in enumerate(header):
+        table.add_column(title, justify="left" if i == 0 else "right", no_wrap=True)
+    for row in rows:
+        table.add_row(*row)
+    show("", table)
+
+
+def run_demo(quick: bool = False, mode: str = "prune", quiet: bool = False) -> int:
     """``mode="prune"``: digits, dense SGD vs DHSPG (target group sparsity 0.7) vs the pruned architecture
-    from scratch. ``mode="erase"``: a deep residual net, dense SGD vs H2SPG erasing half its blocks."""
-    if mode == "erase":
-        return run_erase_demo(quick)
-    if mode != "prune":
+    from scratch. ``mode="erase"``: a deep residual net, dense SGD vs H2SPG erasing half its blocks.
+    ``quiet``: no progress bars and nothing on stdout; the exit status says whether it verified. The
+    short ``quick`` run (the tests') shows no progress bars either."""
+    from zigraph.console import quiet_output
+
+    if mode not in ("prune", "erase"):
         raise ValueError(f"mode must be 'prune' or 'erase', got {mode!r}")
+    with quiet_output(quiet):
+        if mode == "erase":
+            return run_erase_demo(quick, quiet or quick)
+        return _run_prune_demo(quick, quiet or quick)
+
+
+def _run_prune_demo(quick: bool, no_bars: bool) -> int:
     import copy
 
     import torch
@@ -224,6 +251,7 @@ def run_demo(quick: bool = False, mode: str = "prune") -> int:
     import frontends
     import graphcore
     import optimizers
+    from zigraph.console import show
     from zigraph.summary import human
 
     torch.manual_seed(0)
@@ -232,12 +260,12 @@ def run_demo(quick: bool = False, mode: str = "prune") -> int:
     data = _digits()
     xte, yte = data[2], data[3]
     example = data[0][:1]
-    print(f"digits: {len(data[0])} training and {len(xte)} test images, {epochs} epochs each run\n")
+    show(f"digits: {len(data[0])} training and {len(xte)} test images, {epochs} epochs each run\n")
 
     init = DemoNet()
     dense = copy.deepcopy(init)
     _train(
-        dense, torch.optim.SGD(dense.parameters(), lr=0.05, momentum=0.9), data, epochs, "dense SGD", quick
+        dense, torch.optim.SGD(dense.parameters(), lr=0.05, momentum=0.9), data, epochs, "dense SGD", no_bars
     )
 
     model = copy.deepcopy(init)
@@ -248,7 +276,7 @@ def run_demo(quick: bool = False, mode: str = "prune") -> int:
         start_pruning_steps=steps_per_epoch * max(1, epochs // 6),
         pruning_steps=steps_per_epoch * max(1, epochs // 2), pruning_periods=max(1, epochs // 6), epsilon=0.9,
     )  # fmt: skip
-    _train(model, opt, data, epochs, "DHSPG (sparsity 0.7)", quick)
+    _train(model, opt, data, epochs, "DHSPG (sparsity 0.7)", no_bars)
     small = construct.to_torch(model, analysis)
 
     with torch.no_grad():
@@ -261,7 +289,7 @@ def run_demo(quick: bool = False, mode: str = "prune") -> int:
             if hasattr(m, "reset_parameters"):
                 m.reset_parameters()
     _train(scratch, torch.optim.SGD(scratch.parameters(), lr=0.05, momentum=0.9), data, epochs,
-           "pruned arch. scratch", quick)  # fmt: skip
+           "pruned arch. scratch", no_bars)  # fmt: skip
 
     runs = 20 if quick else 200
     rows = []
@@ -276,27 +304,30 @@ def run_demo(quick: bool = False, mode: str = "prune") -> int:
             rows.append((name, _accuracy(m, xte, yte), params, flops, lat))
         verified = construct.to_onnx(small, (example,), str(Path(tmp) / "small.onnx"))
     base = rows[0]
-    print(f"\n{'':<22}{'accuracy':>9}{'params':>10}{'kept':>7}{'FLOPs':>10}{'ORT ms':>8}")
-    for name, acc, params, flops, lat in rows:
-        print(f"{name:<22}{100 * acc:>8.1f}%{human(params):>10}{100 * params / base[2]:>6.1f}%"
-              f"{human(flops):>10}{lat:>8.3f}")  # fmt: skip
+    _results(("", "accuracy", "params", "kept", "FLOPs", "ORT ms"), [
+        (name, f"{100 * acc:.1f}%", human(params), f"{100 * params / base[2]:.1f}%", human(flops),
+         f"{lat:.3f}")
+        for name, acc, params, flops, lat in rows
+    ])  # fmt: skip
     zeros = optimizers.removed_zigs(model, analysis)
     n_prunable = analysis.prunable_zig_ids().size
-    print(f"\nDHSPG zeroed {len(zeros)} of {n_prunable} prunable ZIGs; the constructed model differs from "
+    show(f"\nDHSPG zeroed {len(zeros)} of {n_prunable} prunable ZIGs; the constructed model differs from "
           f"the trained one by {same:.1e} (max abs, test set)")  # fmt: skip
     passed, verdict = _verdict(verified)
-    print(f"ONNX export of the constructed model verified in onnxruntime: {verdict}")
+    show(f"ONNX export of the constructed model verified in onnxruntime: {verdict}")
     return 0 if passed and same <= 1e-4 * max(1.0, scale) else 1
 
 
-def run_erase_demo(quick: bool = False) -> int:
+def run_erase_demo(quick: bool = False, quiet: bool | None = None) -> int:
     """Digits: a residual net of 8 blocks trained once with H2SPG (half its blocks erased) against the
     same net trained densely; the erased net is constructed, exported and verified in onnxruntime."""
+    quiet = quick if quiet is None else quiet
     import copy
 
     import torch
 
     import construct
+    from zigraph.console import show
     from zigraph.summary import human
 
     torch.manual_seed(0)
@@ -305,16 +336,16 @@ def run_erase_demo(quick: bool = False) -> int:
     data = _digits()
     xte, yte = data[2], data[3]
     example = data[0][:1]
-    print(f"digits: {len(data[0])} training and {len(xte)} test images, {epochs} epochs each run; "
+    show(f"digits: {len(data[0])} training and {len(xte)} test images, {epochs} epochs each run; "
           f"a residual net of {blocks} blocks, width {width}\n")  # fmt: skip
 
     init = ResidualDigitsNet(blocks, width)
     dense = copy.deepcopy(init)
     opt = torch.optim.SGD(dense.parameters(), lr=0.05, momentum=0.9)
-    _train(dense, opt, data, epochs, "dense SGD", quick)
+    _train(dense, opt, data, epochs, "dense SGD", quiet)
 
     model = copy.deepcopy(init)
-    analysis = train_h2spg(model, data, epochs, 0.5, quick)
+    analysis = train_h2spg(model, data, epochs, 0.5, quiet)
     erased = erased_structures(model, analysis)
     small = construct.to_torch(model, analysis)
     with torch.no_grad():
@@ -334,15 +365,16 @@ def run_erase_demo(quick: bool = False) -> int:
             rows.append((name, _accuracy(m, xte, yte), params, flops, left, lat))
         verified = construct.to_onnx(small, (example,), str(Path(tmp) / "small.onnx"), reference=model)
     base = rows[0]
-    print(f"\n{'':<22}{'accuracy':>9}{'params':>10}{'kept':>7}{'FLOPs':>10}{'blocks':>7}{'ORT ms':>8}")
-    for name, acc, params, flops, left, lat in rows:
-        print(f"{name:<22}{100 * acc:>8.1f}%{human(params):>10}{100 * params / base[2]:>6.1f}%"
-              f"{human(flops):>10}{left:>7}{lat:>8.3f}")  # fmt: skip
+    _results(("", "accuracy", "params", "kept", "FLOPs", "blocks", "ORT ms"), [
+        (name, f"{100 * acc:.1f}%", human(params), f"{100 * params / base[2]:.1f}%", human(flops), str(left),
+         f"{lat:.3f}")
+        for name, acc, params, flops, left, lat in rows
+    ])  # fmt: skip
     ids = ", ".join(map(str, erased)) or "-"
-    print(f"\nH2SPG erased {len(erased)} of {erasable} erasable structures ({ids}); the constructed model "
+    show(f"\nH2SPG erased {len(erased)} of {erasable} erasable structures ({ids}); the constructed model "
           f"differs from the trained one by {same:.1e} (max abs, test set)")  # fmt: skip
     passed, verdict = _verdict(verified)
-    print(f"ONNX export of the erased model verified in onnxruntime: {verdict}")
+    show(f"ONNX export of the erased model verified in onnxruntime: {verdict}")
     return 0 if passed and same <= 1e-4 * max(1.0, scale) else 1
 
 

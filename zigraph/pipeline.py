@@ -40,6 +40,9 @@ def load_model(spec: str, input_shapes: list[tuple[int, ...]] | None = None) -> 
     import frontends
 
     if _is_torch_spec(spec):
+        from zigraph.extras import require
+
+        require("torch", f"loading the torch model {spec}")
         from frontends.torch_frontend import load_factory
 
         module, inputs = load_factory(spec, input_shapes or [])
