@@ -292,7 +292,7 @@ def write_doc(rows: list[dict[str, Any]], before: list[dict[str, Any]] | None) -
         "values); *kept %* is the small file's count over the original's; *tolerance* is the one the",
         "verification used; *un-zeroed rel err* compares the small model with the original as is (it must",
         "be large, or the check would be vacuous). Verified = prune exit 0, verification passed within the",
-        "file's expected tolerance (1e-4 for fp32, 1e-2 for fp16, 2e-2 for int8), ≤ 90% of the parameters",
+        "file's expected tolerance (1e-4 for fp32, 1e-2 for fp16, 1e-2 for int8), ≤ 90% of the parameters",
         "kept, and the written model passes `onnx.checker`.",
         "",
         f"onnxruntime {onnxruntime.__version__}, generated {time.strftime('%Y-%m-%d')}; engine at "
