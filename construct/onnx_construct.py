@@ -16,7 +16,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from construct.quant_zero import Fill, fill_slice, quant_fills, real_values
-from frontends.onnx_sources import ParamUse, param_uses
+from frontends.onnx_sources import ParamUse, param_uses, stored_tensors
 from graphcore import select
 from graphcore.errors import InternalError, ZigraphError
 from graphcore.groups import ParamSlice, PruneAnalysis
@@ -88,12 +88,7 @@ def _model_copy(graph: Graph) -> onnx.ModelProto:
 def _tensors_by_name(model: onnx.ModelProto, aliases: bool = False) -> dict[str, onnx.TensorProto]:
     """The model's stored tensors by name (initializers, Constant values); with ``aliases``, each alias
     of a shared weight (``frontends.onnx_sources.param_uses``) names its weight's tensor too."""
-    out = {t.name: t for t in model.graph.initializer}
-    for pn in model.graph.node:
-        if pn.op_type == "Constant" and pn.output:
-            for att in pn.attribute:
-                if att.name == "value":
-                    out.setdefault(pn.output[0], att.t)
+    out = stored_tensors(model)
     if aliases:
         for alias, use in param_uses(model).items():
             if use.source in out:

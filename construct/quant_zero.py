@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from frontends.onnx_sources import stored_tensors
 from graphcore.ir import Node, Value
 from graphcore.ops import QuantOperand, rules
 
@@ -32,16 +33,6 @@ class _Keep:
 KEEP = _Keep()
 Fill = np.ndarray | _Keep | None
 """The full-shape array a removed slice is filled from, KEEP, or None for plain zeros."""
-
-
-def _tensors(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
-    out = {t.name: t for t in model.graph.initializer}
-    for pn in model.graph.node:
-        if pn.op_type == "Constant" and pn.output:
-            for att in pn.attribute:
-                if att.name == "value":
-                    out.setdefault(pn.output[0], att.t)
-    return out
 
 
 def _array(t: onnx.TensorProto, base: Path | None) -> np.ndarray:
@@ -105,7 +96,7 @@ def _quantized_reads(
 def quant_fills(model: onnx.ModelProto, base: Path | None) -> dict[str, Fill]:
     """For every weight read as a quantized operand: the array its removed slices are filled from (its
     zero point; None where that is 0 or its readers disagree); KEEP for their scales and zero points."""
-    tensors = _tensors(model)
+    tensors = stored_tensors(model)
     found: dict[str, list[np.ndarray | None]] = {}
     keep: set[str] = set()
     for q, data, scale, zp_v in _quantized_reads(model, tensors):
@@ -138,7 +129,7 @@ def real_values(
     """``arrays`` with every quantized weight replaced by the real numbers it stands for,
     ``(q - zero_point) * scale``, and its scales and zero points left out: what a norm criterion should
     weigh (a uint8 weight's raw values are all near its zero point)."""
-    tensors = _tensors(model)
+    tensors = stored_tensors(model)
     out = dict(arrays)
     for q, data, scale, zp_v in _quantized_reads(model, tensors):
         for p in (scale, zp_v):
@@ -194,7 +185,7 @@ def exact_integer_products(model: onnx.ModelProto) -> onnx.ModelProto:
     MatMulInteger), a quantize_static MLP one output step (2%, QLinearMatMul), a quantize_static
     MobileNetV2 0.8% (QLinearConv, 3 steps); all exact with it.
     """
-    tensors = _tensors(model)
+    tensors = stored_tensors(model)
     producers = {o: pn for pn in model.graph.node for o in pn.output}
 
     def int8(name: str) -> bool:

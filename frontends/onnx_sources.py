@@ -34,6 +34,7 @@ __all__ = [
     "outer_reads",
     "overridable_inputs",
     "param_uses",
+    "stored_tensors",
     "weight_names",
 ]
 
@@ -72,6 +73,18 @@ def is_weight_constant(pn: onnx.NodeProto) -> bool:
         if att.name == "value_floats":
             return len(att.floats) > 1
     return False
+
+
+def stored_tensors(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
+    """The tensors the file stores, by the name graph nodes read them by: initializers and the values of
+    Constant nodes (an initializer wins a name clash, as onnxruntime resolves it)."""
+    out = {t.name: t for t in model.graph.initializer}
+    for pn in model.graph.node:
+        if pn.op_type == "Constant" and pn.output:
+            for att in pn.attribute:
+                if att.name == "value":
+                    out.setdefault(pn.output[0], att.t)
+    return out
 
 
 def overridable_inputs(model: onnx.ModelProto) -> set[str]:

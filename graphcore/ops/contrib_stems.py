@@ -323,27 +323,18 @@ register_op(
     zero_when=_fused_conv_zero,
     contraction=_fused_conv_contraction,
 )
-register_op(
-    "FusedMatMul",
-    _fused_matmul,
-    kind=lambda node: rules()[("", "MatMul")].kind_of(node),
-    domain=MS_DOMAIN,
-    shape=_fused_matmul_shape,
-    cost=_fused_matmul_cost,
-    zero_when=any_zero,
-    contraction=_fused_matmul_contraction,
-)
 # TransposeMatMul: the name FusedMatMul had before it gained transBatchA/B (same operands and meaning).
-register_op(
-    "TransposeMatMul",
-    _fused_matmul,
-    kind=lambda node: rules()[("", "MatMul")].kind_of(node),
-    domain=MS_DOMAIN,
-    shape=_fused_matmul_shape,
-    cost=_fused_matmul_cost,
-    zero_when=any_zero,
-    contraction=_fused_matmul_contraction,
-)
+for _name in ("FusedMatMul", "TransposeMatMul"):
+    register_op(
+        _name,
+        _fused_matmul,
+        kind=lambda node: rules()[("", "MatMul")].kind_of(node),
+        domain=MS_DOMAIN,
+        shape=_fused_matmul_shape,
+        cost=_fused_matmul_cost,
+        zero_when=any_zero,
+        contraction=_fused_matmul_contraction,
+    )
 register_op(
     "FusedGemm",
     _fused_gemm,

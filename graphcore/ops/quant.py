@@ -30,6 +30,7 @@ from graphcore.ir import Dim, Graph, Node, Value
 from graphcore.ops.common import norm_axis, rank
 from graphcore.ops.registry import QuantOperand, ShrinkView, register_op, rule_for
 from graphcore.ops.shape import broadcast_dims, pool_shape, same_shape, windowed_dims
+from graphcore.ops.stems import gemm_shape
 
 __all__ = ["MS", "ZeroPoint", "mark_quantized_weights", "quantized_operand", "zero_point_of"]
 
@@ -372,13 +373,8 @@ def _matmul_shape(a_i: int, b_i: int) -> Callable[[ChannelGraph, Node], tuple[Di
     return shape
 
 
-def _gemm_shape(ctx: ChannelGraph, node: Node) -> tuple[Dim, ...] | None:
-    a, b = node.input(0), node.input(3)
-    if a is None or b is None or a.shape is None or b.shape is None or len(a.shape) != 2 or len(b.shape) != 2:
-        return None
-    m = a.shape[1] if node.attr("transA", 0) else a.shape[0]
-    n = b.shape[0] if node.attr("transB", 0) else b.shape[1]
-    return (m, n)
+def _qgemm_shape(ctx: ChannelGraph, node: Node) -> tuple[Dim, ...] | None:
+    return gemm_shape(ctx, node, b_index=3)
 
 
 # -- the table ---------------------------------------------------------------------------------------------
@@ -447,7 +443,7 @@ _SPECS: list[tuple[str, str, _Spec, str, Any]] = [
             (7, 8),
         ),
         "stem",
-        _gemm_shape,
+        _qgemm_shape,
     ),
     (
         MS,

@@ -293,9 +293,10 @@ def _matmul_shape(ctx: ChannelGraph, node: Node) -> tuple[Dim, ...] | None:
     return (*batch, a[-2], b[-1])
 
 
-def _gemm_shape(ctx: ChannelGraph, node: Node) -> tuple[Dim, ...] | None:
-    """(M, N) of op(A) @ op(B): ONNX's inference leaves it unknown after an op it does not know."""
-    a, b = node.input(0), node.input(1)
+def gemm_shape(ctx: ChannelGraph, node: Node, b_index: int = 1) -> tuple[Dim, ...] | None:
+    """(M, N) of op(A) @ op(B), B read from operand ``b_index`` (QGemm's is 3): ONNX's inference leaves
+    it unknown after an op it does not know."""
+    a, b = node.input(0), node.input(b_index)
     if a is None or b is None or a.shape is None or b.shape is None or len(a.shape) != 2 or len(b.shape) != 2:
         return None
     m = a.shape[1] if node.attr("transA", 0) else a.shape[0]
@@ -434,7 +435,7 @@ register_op(
 register_op(
     "Gemm",
     _gemm,
-    shape=_gemm_shape,
+    shape=gemm_shape,
     kind="stem",
     cost=_gemm_cost,
     zero_when=stem_zero(weight=1, bias=2),
