@@ -157,16 +157,18 @@ def check_analysis(graph: graphcore.Graph) -> PruneAnalysis:
 
 
 def _float_params(model: onnx.ModelProto) -> int:
-    total = 0
-    for t in model.graph.initializer:
-        if t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE):
-            total += int(np.prod(t.dims, dtype=np.int64))
-    for pn in model.graph.node:
-        if pn.op_type == "Constant":
-            for att in pn.attribute:
-                if att.name == "value" and att.t.data_type == onnx.TensorProto.FLOAT:
-                    total += int(np.prod(att.t.dims, dtype=np.int64))
-    return total
+    """Float weight elements counted once per node that reads them. A weight two layers share is cloned
+    when pruning gives its reads different slices (sharing is a value, not a tie), so the file may store
+    more than before while every layer reads less; per read is what removing channels must shrink."""
+    from frontends.onnx_sources import stored_tensors
+
+    floats = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE)
+    sizes = {
+        name: int(np.prod(t.dims, dtype=np.int64))
+        for name, t in stored_tensors(model).items()
+        if t.data_type in floats
+    }
+    return sum(sizes.get(name, 0) for pn in model.graph.node for name in pn.input)
 
 
 def check_prune_exact(
