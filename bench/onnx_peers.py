@@ -304,6 +304,8 @@ def files(cache: Path, zoo: list[str], corpus: list[str]) -> list[tuple[str, str
     from tests.real_tools import BY_NAME, FP32_TOL, build
     from tests.zoo import export
 
+    for sub in ("zoo", "real_tools"):  # a first run on a fresh machine has no cache yet
+        (cache / sub).mkdir(parents=True, exist_ok=True)
     out = [(f"{m} (zoo)", "fp32", export(m, cache / "zoo", dynamo=False), FP32_TOL) for m in zoo]
     for name in corpus:
         case = BY_NAME[name]
