@@ -498,3 +498,24 @@ def test_a_conv_applied_twice_prunes_its_hidden_channels_per_read():
         "seed": 0,
     }
     check_architecture(spec, removal_seed=0, exporter="torchscript")
+
+
+def test_frontends_may_differ_around_a_weight_read_twice():
+    """python -m fuzz --seed 1302: a conv applied twice inside a concat branch. Torch has one parameter
+    for both reads (a tie that reaches the graph output); ONNX gives each read its own value, so the conv
+    feeding the first read is prunable there. Both are exact; the agreement check sets such groups aside
+    instead of calling it a disagreement, and the ONNX removal is still verified."""
+    from fuzz.properties import check_architecture
+
+    conv = {"op": "conv", "out": 4, "k": 1, "stride": 1, "groups": 1, "bias": False}
+    spec = {
+        "input": {"kind": "image", "shape": [1, 1, 2, 2]},
+        "layers": [
+            {"op": "conv", "out": 1, "k": 1, "stride": 1, "groups": 1, "bias": False},
+            {"op": "act", "fn": "relu"},
+            {"op": "concat", "branches": [[conv, {"op": "shared", "k": 1}]]},
+        ],
+        "seed": 0,
+    }
+    out = check_architecture(spec, removal_seed=0, exporter="torchscript")
+    assert any("read twice" in gap for gap in out.skipped)
