@@ -241,9 +241,7 @@ def _check_select(analysis: Any, order: list[int], k: int) -> list[int]:
             raise _fail(f"select(order, {k}) chose {i} and a structure it is nested in: {chosen}")
     if not analysis.valid(chosen):
         raise _fail(f"select(order, {k}) chose an invalid set {chosen}: {analysis.why_invalid(chosen)}")
-    if len(gone) < k:  # it stopped short: no candidate it passed over could have joined
-        # (a candidate rejected early stays rejected: what goes only grows, and a superset of an
-        # invalid erasure is invalid)
+    if len(gone) < k:  # it stopped short: no candidate it passed over could join what it kept
         for i in order:
             if i in gone or not analysis.structures[i].erasable:
                 continue

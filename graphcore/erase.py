@@ -137,21 +137,30 @@ class EraseAnalysis(PruneAnalysis):
         Structures nested in a kept one go with it and count toward ``k`` (``erased_by``); so a nested
         one is passed over once its enclosing structure is kept, one kept earlier is folded into its
         enclosing structure when that is kept, and a structure that would take more than ``k`` with it is
-        passed over for a smaller one.
+        passed over for a smaller one. A structure passed over as invalid is tried again once later ones
+        were kept.
         """
         chosen: list[int] = []
         gone: set[int] = set()
-        for sid in order:
-            if len(gone) >= k:
-                break
-            sid = int(sid)
-            if not 0 <= sid < len(self.structures) or not self.structures[sid].erasable or sid in gone:
-                continue
-            inside = self.erased_by([sid])
-            if len(gone | inside) > k or not self.valid([*chosen, sid]):
-                continue
-            chosen = [c for c in chosen if c not in inside] + [sid]
-            gone |= inside
+        grew = True
+        # Validity is not monotone: erasing a and b can be invalid (an operator after them would read
+        # zeros it does not map to zero) while a, b and that operator's own structure are valid. So a
+        # structure passed over is tried again after later ones were kept; each extra walk follows a
+        # kept structure, so there are at most k + 1 of them.
+        while grew and len(gone) < k:
+            grew = False
+            for sid in order:
+                if len(gone) >= k:
+                    break
+                sid = int(sid)
+                if not 0 <= sid < len(self.structures) or not self.structures[sid].erasable or sid in gone:
+                    continue
+                inside = self.erased_by([sid])
+                if len(gone | inside) > k or not self.valid([*chosen, sid]):
+                    continue
+                chosen = [c for c in chosen if c not in inside] + [sid]
+                gone |= inside
+                grew = True
         return chosen
 
     def erased_by(self, chosen: Iterable[int]) -> set[int]:

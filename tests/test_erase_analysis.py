@@ -267,3 +267,27 @@ def test_erasing_every_input_of_a_sum_before_a_relu_stays_valid() -> None:
     assert len(er) == 2 and a.valid(er)
     plan = a.plan(er)
     assert any(n.op == "Relu" and n.name in plan.removed_nodes for n in a.graph.nodes)
+
+
+def test_select_retries_a_structure_that_became_erasable_with_a_later_one():
+    """python -m fuzz --seed 1303: x + bn(conv_a(x) + conv_b(x)) style: erasing both convs alone is
+    invalid (the BN after them maps zeros to its bias), with the BN's own structure it is valid. Walking
+    [b, a, bn] once kept b, passed over a, kept bn and stopped at two of three."""
+    from fuzz.erase_properties import check_erase_architecture
+
+    conv = {"op": "conv", "out": 1, "k": 1, "stride": 1, "groups": 1, "bias": False}
+    spec = {
+        "input": {"kind": "image", "shape": [1, 1, 2, 2]},
+        "layers": [
+            {
+                "op": "residual",
+                "body": [
+                    {"op": "sum", "branches": [[conv], [dict(conv)]]},
+                    {"op": "residual", "body": [{"op": "bn"}]},
+                ],
+            },
+            {"op": "act", "fn": "relu"},
+        ],
+        "seed": 0,
+    }
+    check_erase_architecture(spec, seed=0, exporter="torchscript")
