@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from graphcore.groups import PruneAnalysis
+from graphcore.ir import Graph
 from graphcore.ops import rule_for
 
 __all__ = ["to_dot"]
@@ -16,6 +17,19 @@ PALETTE = [
 
 def _q(s: str) -> str:
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _close(graph: Graph, shown: set[str], lines: list[str]) -> str:
+    """The edges between shown operators, then the end of the digraph: both views end alike."""
+    for node in graph.nodes:
+        if node.name not in shown:
+            continue
+        for v in node.outputs:
+            for user, _ in v.consumers:
+                if user.name in shown:
+                    lines.append(f"  {_q(node.name)} -> {_q(user.name)};")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
 
 
 def to_dot(analysis: PruneAnalysis, include_shape_ops: bool = False) -> str:
@@ -43,15 +57,7 @@ def to_dot(analysis: PruneAnalysis, include_shape_ops: bool = False) -> str:
         label = f"{node.op}\\n{node.name}"
         lines.append(f"  {_q(node.name)} [label={_q(label)}, fillcolor={_q(fill)}, tooltip={_q(tip)}];")
         shown.add(node.name)
-    for node in graph.nodes:
-        if node.name not in shown:
-            continue
-        for v in node.outputs:
-            for user, _ in v.consumers:
-                if user.name in shown:
-                    lines.append(f"  {_q(node.name)} -> {_q(user.name)};")
-    lines.append("}")
-    return "\n".join(lines) + "\n"
+    return _close(graph, shown, lines)
 
 
 def _erase_dot(analysis: PruneAnalysis, include_shape_ops: bool) -> str:
@@ -117,12 +123,4 @@ def _erase_dot(analysis: PruneAnalysis, include_shape_ops: bool) -> str:
         cluster(root, "  ")
     for n in members.get(None, []):
         lines.append(f"  {node_lines[n]}")
-    for node in graph.nodes:
-        if node.name not in shown:
-            continue
-        for v in node.outputs:
-            for user, _ in v.consumers:
-                if user.name in shown:
-                    lines.append(f"  {_q(node.name)} -> {_q(user.name)};")
-    lines.append("}")
-    return "\n".join(lines) + "\n"
+    return _close(graph, shown, lines)
