@@ -14,7 +14,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from graphcore.errors import InternalError, ZigraphError
 
@@ -235,9 +235,8 @@ def _emit_json(target: str | None, text: str) -> None:
 
 
 def _prune(args: argparse.Namespace) -> int:
-    from graphcore.report import write_json_atomic
     from zigraph.console import status
-    from zigraph.pipeline import ensure_sparsity, prune, report_json
+    from zigraph.pipeline import ensure_sparsity, prune
     from zigraph.summary import prune_view
 
     sparsity = ensure_sparsity(args.sparsity)
@@ -254,20 +253,13 @@ def _prune(args: argparse.Namespace) -> int:
             loaded, sparsity, out, criterion=args.criterion, seed=args.seed, verify=not args.no_verify,
             samples=args.samples, multiple=args.multiple,
         )  # fmt: skip
-    if args.report:
-        write_json_atomic(args.report, report_json(report))
-    show(prune_view(report))
-    _emit_json(args.json, report_json(report))
-    ver = report.result.verification if report.result is not None else None
-    _html(args, loaded.graph, report)
-    return 1 if ver is not None and not ver.passed else 0
+    return _finish(args, loaded.graph, report, prune_view(report))
 
 
 def _erase(args: argparse.Namespace) -> int:
-    from graphcore.report import write_json_atomic
     from zigraph.console import status
     from zigraph.erase_pipeline import erase
-    from zigraph.pipeline import ensure_sparsity, report_json
+    from zigraph.pipeline import ensure_sparsity
     from zigraph.summary import erase_view
 
     sparsity = ensure_sparsity(args.sparsity, whole=True)
@@ -277,12 +269,21 @@ def _erase(args: argparse.Namespace) -> int:
         report = erase(
             loaded, sparsity, args.output, seed=args.seed, verify=not args.no_verify, samples=args.samples
         )
+    return _finish(args, loaded.graph, report, erase_view(report))
+
+
+def _finish(args: argparse.Namespace, graph: object, report: Any, view: object) -> int:
+    """What prune and erase do with their report: --report, the table, --json, --html; the exit code
+    says whether the written model verified."""
+    from graphcore.report import write_json_atomic
+    from zigraph.pipeline import report_json
+
     if args.report:
         write_json_atomic(args.report, report_json(report))
-    show(erase_view(report))
+    show(view)
     _emit_json(args.json, report_json(report))
+    _html(args, graph, report)
     ver = report.result.verification if report.result is not None else None
-    _html(args, loaded.graph, report)
     return 1 if ver is not None and not ver.passed else 0
 
 
