@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -120,16 +120,24 @@ def _write_uses(
     model: onnx.ModelProto,
     source: str,
     t: onnx.TensorProto,
-    groups: list[tuple[list[str], np.ndarray | None]],
+    uses: list[str],
+    slicing: Callable[[str], tuple],
+    array_for: Callable[[tuple, list[str]], np.ndarray],
     reads: Mapping[str, list[tuple[int, int]]],
 ) -> None:
-    """Store a weight's new values per group of uses (uses that must read the same array).
+    """Store a weight's new values once per distinct slicing of its uses (a tied embedding and LM head
+    that keep the same slices stay one tensor).
 
-    ``groups``: (use names, array or None for "the stored values, unchanged"). The group holding the
-    weight's own name (or, when no group may change it in place, none) keeps the stored tensor; every
-    other group gets a tensor of its own, named after its first use, and its reads are pointed there.
-    The weight itself stays unchanged while any group needs its stored values or it is a graph output.
+    ``slicing(use)``: a hashable description of what the use changes (empty: the stored values, as
+    they are); ``array_for(slicing, uses)``: the new array of that group. The group holding the weight's
+    own name (or, when no group may change it in place, none) keeps the stored tensor; every other
+    group gets a tensor of its own, named after its first use, and its reads are pointed there. The
+    weight itself stays unchanged while any group needs its stored values or it is a graph output.
     """
+    by_slicing: dict[tuple, list[str]] = {}
+    for use in uses:
+        by_slicing.setdefault(slicing(use), []).append(use)
+    groups = [(names, array_for(key, names) if key else None) for key, names in by_slicing.items()]
     keep_stored = any(arr is None for _, arr in groups) or source in {o.name for o in model.graph.output}
     for names, arr in groups:
         if arr is None:
@@ -198,18 +206,14 @@ def zero_slices(source: onnx.ModelProto, base: Path | None, removed: list[ParamS
         if t is None:
             raise ZigraphError(f"removed slice names '{src}', which is not a tensor of the model")
         stored = tensor_array(t, base)
-        groups: dict[tuple, list[str]] = {}
-        for n in uses:
-            key = tuple(sorted((s.axis, tuple(sorted(s.indices))) for s in by_param.get(n, [])))
-            groups.setdefault(key, []).append(n)
+        fill = fills.get(src)
         _write_uses(
             model,
             src,
             t,
-            [
-                (names, _zeroed(stored, by_param[names[0]], names[0], fills.get(src)) if key else None)
-                for key, names in groups.items()
-            ],
+            uses,
+            lambda n: tuple(sorted((s.axis, tuple(sorted(s.indices))) for s in by_param.get(n, []))),
+            lambda _, names: _zeroed(stored, by_param[names[0]], names[0], fill),  # noqa: B023 (called at once)
             reads,
         )
     _internalize(model, base)
@@ -264,21 +268,18 @@ def apply_shrink(
     aliases: dict[str, ParamUse] = graph.meta.get("param_aliases", {})
     reads = _reads_of(model, aliases) if aliases else {}
     for src, uses in _uses_by_source(p.param_keep, aliases).items():
-        # Uses that keep the same indices share one tensor (a tied embedding stays stored once).
         live = [n for n in uses if not (skip and _only_read_by(graph, n, skip))]
         if not any(n in p.param_keep for n in live):
             continue
         t = tensors[src]
         stored = tensor_array(t, base)
-        groups: dict[tuple, list[str]] = {}
-        for use in live:
-            key = tuple((axis, tuple(keep.tolist())) for axis, keep in p.param_keep.get(use, []))
-            groups.setdefault(key, []).append(use)
         _write_uses(
             model,
             src,
             t,
-            [(names, _kept(stored, key) if key else None) for key, names in groups.items()],
+            live,
+            lambda use: tuple((axis, tuple(keep.tolist())) for axis, keep in p.param_keep.get(use, [])),
+            lambda key, _: _kept(stored, key),  # noqa: B023 (called at once)
             reads,
         )
     _internalize(model, base)
