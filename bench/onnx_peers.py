@@ -39,6 +39,7 @@ from onnx import numpy_helper
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))  # doc_blocks: the generated-doc helpers the scripts share
 
 ZOO = ["resnet18", "mobilenet_v2", "mobilenet_v3_small", "resnet50", "bert", "gpt2"]
 DEFAULT_CORPUS = [
@@ -220,6 +221,8 @@ def _compare(full: onnx.ModelProto, small: onnx.ModelProto, rtol: float) -> tupl
 
 
 def run_file(name: str, kind: str, path: Path, rounds: int, tol: float) -> dict[str, Any]:
+    from doc_blocks import engine_version
+
     from tests.real_tools import file_params
 
     orig = onnx.load(str(path))
@@ -283,21 +286,6 @@ def run_file(name: str, kind: str, path: Path, rounds: int, tol: float) -> dict[
         row["zigraph_s"] = statistics.median(tz) if tz else None
         row["onnxsim_s"] = statistics.median(tp) if tp else None
     return row
-
-
-def engine_version() -> str:
-    """The checkout and commit of the zigraph this process imports."""
-    import subprocess
-
-    import zigraph
-
-    where = Path(zigraph.__file__).resolve().parents[1]
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=where, capture_output=True,
-                              text=True, check=True).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.CalledProcessError):
-        return str(where)
-    return f"{where.name}@{head}"
 
 
 def files(cache: Path, zoo: list[str], corpus: list[str]) -> list[tuple[str, str, Path, float]]:
@@ -455,6 +443,7 @@ def write_section(rows: list[dict[str, Any]], version: str, rounds: int) -> None
     import platform
 
     import onnxruntime
+    from doc_blocks import replace_marked_block
 
     from graphcore.report import write_json_atomic
 
@@ -475,13 +464,10 @@ def write_section(rows: list[dict[str, Any]], version: str, rounds: int) -> None
             PEERS_END,
         ]
     )
-    old = DOC.read_text(encoding="utf-8") if DOC.exists() else ""
-    i, j = old.find(PEERS_START), old.find(PEERS_END)
-    if 0 <= i < j:
-        text = old[:i] + body + old[j + len(PEERS_END) :]
-    else:
-        text = old.rstrip("\n") + "\n\n" + body + "\n"
-    write_json_atomic(DOC, text)
+    inner = body[len(PEERS_START) + 1 : -len(PEERS_END) - 1]
+    if not replace_marked_block(DOC, PEERS_START, PEERS_END, inner):  # the first time: appended
+        old = DOC.read_text(encoding="utf-8") if DOC.exists() else ""
+        write_json_atomic(DOC, old.rstrip("\n") + "\n\n" + body + "\n")
 
 
 if __name__ == "__main__":

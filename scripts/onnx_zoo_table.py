@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from doc_blocks import replace_marked_block
+from doc_blocks import engine_version, replace_marked_block
 
 from graphcore.report import write_json_atomic as _write_atomic  # writes any text atomically
 
@@ -216,23 +216,6 @@ def compact_table(rows: list[dict[str, Any]]) -> str:
         marks = [("✓" if status(ex[e]) == "PASSED" else "✗") if e in ex else "—" for e in EXPORTERS]
         lines.append(f"| {model} | {kept} | {err} | {' / '.join(marks)} |")
     return "\n".join(lines)
-
-
-def engine_version() -> str:
-    """The commit the table was made with, and whether the engine had uncommitted changes."""
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "graphcore", "frontends", "construct", "zigraph"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "an unknown commit"
-    return f"commit {head}{' with uncommitted engine changes' if dirty else ''}"
 
 
 def write_doc(rows: list[dict[str, Any]], sparsity: float, samples: int) -> str:

@@ -72,6 +72,7 @@ def run_case(name: str, cache: Path) -> dict[str, Any]:
     """Every number of one row: onnxruntime loads it, analyze, prune at 50% with verification."""
     import onnx
     import onnxruntime as ort
+    from doc_blocks import engine_version
 
     rt = corpus()
     case = rt.BY_NAME[name]
@@ -170,22 +171,6 @@ def run_in_subprocess(name: str, cache: Path, engine: Path, timeout: int) -> dic
             row = {"case": name, "error": f"exit {proc.returncode}: {_last_line(proc.stderr or proc.stdout)}"}
         row["wall_s"] = round(time.perf_counter() - t, 1)
         return row
-
-
-def engine_version() -> str:
-    """The commit of the engine this process imports (the first sys.path entry holding zigraph)."""
-    import zigraph
-
-    where = Path(zigraph.__file__).resolve().parents[1]
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=where, capture_output=True,
-                              text=True, check=True).stdout.strip()  # fmt: skip
-        paths = ["graphcore", "frontends", "construct", "zigraph"]
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", *paths], cwd=where, capture_output=True,
-                               text=True).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.CalledProcessError):
-        return "an unknown commit"
-    return f"{where.name}@{head}{' (uncommitted engine changes)' if dirty else ''}"
 
 
 # --- tables -------------------------------------------------------------------------------------------
