@@ -378,19 +378,13 @@ def _check_removed_slices(analysis: Any, plan: Any) -> None:
 
 
 def _zero_torch(module: Any, removed: Iterable[ParamSlice]) -> Any:
-    import torch
+    """The erased module's reference: construct's own zeroing (one zeroing for the product and the fuzzer)."""
+    from construct.erase_torch import zeroed_by_slices
 
-    from construct.torch_zeros import model_tensors
-
-    out = copy.deepcopy(module).eval()
-    tensors = model_tensors(out)
-    with torch.no_grad():
-        for cut in removed:
-            t = tensors.get(cut.param)
-            if t is None:
-                raise _fail(f"plan.removed names '{cut.param}', which the module does not have")
-            t.index_fill_(cut.axis, torch.as_tensor(list(cut.indices), dtype=torch.long), 0.0)
-    return out
+    try:
+        return zeroed_by_slices(module, removed).eval()
+    except ZigraphError as exc:
+        raise _fail("plan.removed names a tensor the module does not have", exc) from exc
 
 
 def _torch_feeds(spec: dict, built: Built, seed: int, samples: int) -> list[Any]:
