@@ -18,7 +18,7 @@ from onnx import helper, numpy_helper
 from construct.quant_zero import Fill, fill_slice, quant_fills, real_values
 from frontends.onnx_sources import ParamUse, param_uses, stored_tensors
 from graphcore import select
-from graphcore.errors import InternalError, ZigraphError
+from graphcore.errors import InternalError, ModelLoadError, ZigraphError
 from graphcore.groups import ParamSlice, PruneAnalysis
 from graphcore.ir import Graph, Node
 from graphcore.ops import legacy_attr_at
@@ -32,7 +32,12 @@ def tensor_array(t: onnx.TensorProto, base_dir: Path | None) -> np.ndarray:
         if base_dir is None:
             raise ZigraphError(f"tensor '{t.name}' uses external data but the model folder is unknown")
         return numpy_helper.to_array(t, base_dir=str(base_dir))
-    return numpy_helper.to_array(t)
+    try:
+        return numpy_helper.to_array(t)
+    except ValueError as exc:  # raw bytes that do not fill the shape (a large tensor is counted here)
+        raise ModelLoadError(
+            f"invalid ONNX graph (tensor '{t.name}' of shape {list(t.dims)} does not hold its values: {exc})"
+        ) from None
 
 
 def _param_arrays(graph: Graph, names: set[str] | None = None) -> dict[str, np.ndarray]:

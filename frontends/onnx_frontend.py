@@ -12,6 +12,7 @@ exporter's deduplication of equal tensors never ties the readers' channels toget
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from pathlib import Path
@@ -22,7 +23,7 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import helper, numpy_helper
 
-from frontends.onnx_order import sort_graph
+from frontends.onnx_order import is_sorted, sort_graph
 from frontends.onnx_schemas import hide_ort_only_ops
 from frontends.onnx_sources import ParamUse, is_weight_constant, outer_reads, overridable_inputs, param_uses
 from frontends.onnx_sources import node_name as onnx_node_name
@@ -39,16 +40,22 @@ SMALL_CONST = 4096
 NOT_TRAINABLE_INPUTS = {("BatchNormalization", 3), ("BatchNormalization", 4)}
 
 
-def read_onnx(source: str | os.PathLike | onnx.ModelProto) -> tuple[onnx.ModelProto, Path | None]:
+def read_onnx(
+    source: str | os.PathLike | onnx.ModelProto, copy: bool = True, _light: list | None = None
+) -> tuple[onnx.ModelProto, Path | None]:
     """Parse and validate a model without loading external data; raises ModelLoadError with one line.
 
     Nodes out of topological order are sorted first (onnxruntime accepts such files; the checker and
-    everything after it need the order), so the returned model is always sorted."""
+    everything after it need the order), so the returned model is always sorted.
+
+    A ``ModelProto`` source is never edited. With ``copy`` (the default) the result is a private copy
+    the caller may edit; without it the source itself comes back when it needs no edit (sorted, no
+    local functions), because copying a model copies its weight bytes: for a parsed ViT-B/16 that copy
+    cost more than the whole analysis. Nothing may edit a result returned with ``copy=False``."""
     if isinstance(source, onnx.ModelProto):
-        model = onnx.ModelProto()
-        model.CopyFrom(source)
+        name = source.graph.name or "model"
+        model = source
         base = None
-        name = model.graph.name or "model"
     else:
         path = Path(source)
         name = str(path)
@@ -70,14 +77,21 @@ def read_onnx(source: str | os.PathLike | onnx.ModelProto) -> tuple[onnx.ModelPr
     _check_opset(model, name)
     _check_external(model, base, name)
     _check_declared(model, name)
-    try:  # onnxruntime runs a graph whose nodes are out of order; the checker refuses it
-        sort_graph(model.graph)
-    except ValueError as exc:
-        raise ModelLoadError(f"{name}: invalid ONNX graph ({exc})") from None
+    if model is source and (copy or len(source.functions) or not _in_order(source, name)):
+        model = onnx.ModelProto()
+        model.CopyFrom(source)
+    if model is not source:
+        try:  # onnxruntime runs a graph whose nodes are out of order; the checker refuses it
+            sort_graph(model.graph)
+        except ValueError as exc:
+            raise ModelLoadError(f"{name}: invalid ONNX graph ({exc})") from None
+    light = checkable(model)
     try:
-        onnx.checker.check_model(checkable(model))
+        onnx.checker.check_model(light)
     except Exception as exc:
         raise ModelLoadError(f"{name}: invalid ONNX graph ({_short(exc)})") from None
+    if _light is not None and not len(model.functions):
+        _light.append(light)  # load_onnx's shape inference reads the same light copy
     if len(model.functions):
         try:
             from onnx import inliner
@@ -89,14 +103,19 @@ def read_onnx(source: str | os.PathLike | onnx.ModelProto) -> tuple[onnx.ModelPr
 
 
 def load_onnx(source: str | os.PathLike | onnx.ModelProto) -> Graph:
-    """Read an ONNX model (path or ModelProto) into the IR, with inferred shapes."""
-    model, base = read_onnx(source)
+    """Read an ONNX model (path or ModelProto) into the IR, with inferred shapes.
+
+    The graph keeps the model in ``meta["model"]``: for a ``ModelProto`` source that is the caller's
+    own object whenever it needed no edit (``read_onnx(copy=False)``); zigraph never edits it."""
+    light: list[onnx.ModelProto] = []
+    model, base = read_onnx(source, copy=False, _light=light)
     name = str(source) if not isinstance(source, onnx.ModelProto) else (model.graph.name or "model")
     try:
         # Strict: a type or shape error ONNX can see (a float64 weight on a float32 Conv, ranks that
         # cannot match) is bad input now, not an "internal error" when the pruned model is checked.
+        # The checker's light copy is reused: building it walks every initializer.
         inferred = onnx.shape_inference.infer_shapes(
-            checkable(model), check_type=True, strict_mode=True, data_prop=True
+            light[0] if light else checkable(model), check_type=True, strict_mode=True, data_prop=True
         )
     except Exception as exc:
         raise ModelLoadError(f"{name}: invalid ONNX graph (shape inference: {_short(exc)})") from None
@@ -197,6 +216,13 @@ def checkable(model: onnx.ModelProto) -> onnx.ModelProto:
     return light
 
 
+def _in_order(model: onnx.ModelProto, name: str) -> bool:
+    try:
+        return is_sorted(model.graph)
+    except ValueError as exc:
+        raise ModelLoadError(f"{name}: invalid ONNX graph ({exc})") from None
+
+
 def _short(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     msg = text[0] if text else type(exc).__name__
@@ -259,7 +285,9 @@ _FIELD_OF = {
 
 def _check_declared(model: onnx.ModelProto, name: str) -> None:
     """What the checker lets through but nothing downstream can use: no outputs, negative sizes, and
-    tensors whose data does not fill their declared shape (counted, never decoded)."""
+    tensors whose data does not fill their declared shape (counted, never decoded). A large tensor's raw
+    bytes are not counted here (protobuf hands them back as a copy: for a parsed ViT-B/16, 350 MB copied
+    to learn a length); construct's ``tensor_array`` checks them when it reads them."""
     if not len(model.graph.output):
         raise ModelLoadError(f"{name}: invalid ONNX graph (it has no outputs)")
     for pn in model.graph.node:  # protobuf hands back bytes for a string field that is not UTF-8
@@ -283,6 +311,8 @@ def _check_declared(model: onnx.ModelProto, name: str) -> None:
             continue
         n = math.prod(t.dims)
         held = None
+        if t.HasField("raw_data") and t.data_type in _FIELD_OF and n > SMALL_CONST:
+            continue  # counting raw bytes copies them: checked where they are read (tensor_array)
         if t.HasField("raw_data") and t.data_type in _FIELD_OF:
             held = len(t.raw_data) / np.dtype(helper.tensor_dtype_to_np_dtype(t.data_type)).itemsize
         elif t.data_type in _FIELD_OF:
@@ -308,7 +338,10 @@ def _dims(tp: onnx.TypeProto) -> tuple[Dim, ...] | None:
     return tuple(out)
 
 
+@functools.cache
 def _dtype(elem: int) -> str | None:
+    """numpy's name for an ONNX element type; cached: asked once per value, and numpy's lookup costs
+    more than everything else the IR build does for a value."""
     try:
         return np.dtype(helper.tensor_dtype_to_np_dtype(elem)).name
     except Exception:

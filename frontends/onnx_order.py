@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import onnx
 
-__all__ = ["sort_graph"]
+__all__ = ["is_sorted", "sort_graph"]
 
 
 def _subgraphs(node: onnx.NodeProto) -> Iterator[onnx.GraphProto]:
@@ -87,3 +87,16 @@ def sort_graph(graph: onnx.GraphProto) -> bool:
         graph.node.extend(copies)
         moved = True
     return moved
+
+
+def is_sorted(graph: onnx.GraphProto) -> bool:
+    """Whether ``sort_graph`` would leave ``graph`` (and every subgraph) as it is; ValueError on a cycle.
+
+    Lets a caller that must not edit a model (``frontends.load`` of a caller's ``ModelProto``) skip
+    the copy that sorting would need in the usual case: a file that is already in order."""
+    for pn in graph.node:
+        for sub in _subgraphs(pn):
+            if not is_sorted(sub):
+                return False
+    nodes = list(graph.node)
+    return _order(nodes) == list(range(len(nodes)))
