@@ -10,8 +10,6 @@ from __future__ import annotations
 import contextlib
 
 import numpy as np
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from graphcore.channels import ChannelGraph, SlotKey
 from graphcore.errors import AnalysisError
@@ -124,13 +122,7 @@ def _analyze(graph: Graph, mode: str) -> PruneAnalysis:
         _apply_learned(graph, ctx.subst)
         ctx, kinds, unknown = build_channel_graph(graph)
     n = ctx.total
-    a, b = ctx.links()
-    if n == 0:
-        labels = np.zeros(0, dtype=np.int64)
-    else:
-        mat = coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(n, n))
-        _, labels = connected_components(mat, directed=False)
-        labels = labels.astype(np.int64)
+    labels = ctx.components()
 
     reasons: list[str] = []
     elem_reason = np.full(n, -1, dtype=np.int64)

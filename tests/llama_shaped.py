@@ -96,27 +96,40 @@ def build_llama(path: str | os.PathLike, shape: LlamaShape = LLAMA_7B, data: str
 
     def rms(x: str, p: str) -> str:
         var = node("ReduceMean", [node("Pow", [x, "two"], f"{p}/pow")], f"{p}/var", axes=[-1], keepdims=1)
-        inv = node("Reciprocal", [node("Sqrt", [node("Add", [var, "eps"], f"{p}/add")], f"{p}/sqrt")], f"{p}/inv")
+        inv = node(
+            "Reciprocal", [node("Sqrt", [node("Add", [var, "eps"], f"{p}/add")], f"{p}/sqrt")], f"{p}/inv"
+        )
         return node("Mul", [weight(f"{p}.weight", [h]), node("Mul", [x, inv], f"{p}/normed")], f"{p}/out")
 
-    cos = node("Unsqueeze", [node("Gather", ["rotary.cos_cached", "position_ids"], "cos"), "one_axis"], "cos4")
-    sin = node("Unsqueeze", [node("Gather", ["rotary.sin_cached", "position_ids"], "sin"), "one_axis"], "sin4")
+    cos = node(
+        "Unsqueeze", [node("Gather", ["rotary.cos_cached", "position_ids"], "cos"), "one_axis"], "cos4"
+    )
+    sin = node(
+        "Unsqueeze", [node("Gather", ["rotary.sin_cached", "position_ids"], "sin"), "one_axis"], "sin4"
+    )
     const("one_axis", [1])
 
     def rotary(t: str, p: str) -> str:
         x1 = node("Slice", [t, "zero", "half", "axis3"], f"{p}/x1")
         x2 = node("Slice", [t, "half", "end", "axis3"], f"{p}/x2")
         rot = node("Concat", [node("Neg", [x2], f"{p}/neg"), x1], f"{p}/rot", axis=-1)
-        return node("Add", [node("Mul", [t, cos], f"{p}/tcos"), node("Mul", [rot, sin], f"{p}/rsin")], f"{p}/emb")
+        return node(
+            "Add", [node("Mul", [t, cos], f"{p}/tcos"), node("Mul", [rot, sin], f"{p}/rsin")], f"{p}/emb"
+        )
 
     def heads(t: str, p: str) -> str:
-        return node("Transpose", [node("Reshape", [t, "heads_shape"], f"{p}/split")], f"{p}/bhsd", perm=[0, 2, 1, 3])
+        return node(
+            "Transpose", [node("Reshape", [t, "heads_shape"], f"{p}/split")], f"{p}/bhsd", perm=[0, 2, 1, 3]
+        )
 
     x = node("Gather", [weight("model.embed_tokens.weight", [shape.vocab, h]), "input_ids"], "embed")
     for i in range(shape.layers):
         p = f"model.layers.{i}"
         a = rms(x, f"{p}.input_layernorm")
-        proj = {n: node("MatMul", [a, weight(f"{p}.self_attn.{n}_proj.weight", [h, h])], f"{p}/{n}") for n in "qkv"}
+        proj = {
+            n: node("MatMul", [a, weight(f"{p}.self_attn.{n}_proj.weight", [h, h])], f"{p}/{n}")
+            for n in "qkv"
+        }
         q = rotary(heads(proj["q"], f"{p}/q"), f"{p}/q_rot")
         k = rotary(heads(proj["k"], f"{p}/k"), f"{p}/k_rot")
         v = heads(proj["v"], f"{p}/v")
@@ -124,7 +137,9 @@ def build_llama(path: str | os.PathLike, shape: LlamaShape = LLAMA_7B, data: str
         scores = node("Mul", [node("MatMul", [q, kt], f"{p}/qk"), "scale"], f"{p}/scores")
         attn = node("MatMul", [node("Softmax", [scores], f"{p}/probs", axis=-1), v], f"{p}/attn")
         merged = node(
-            "Reshape", [node("Transpose", [attn], f"{p}/bshd", perm=[0, 2, 1, 3]), "merge_shape"], f"{p}/merged"
+            "Reshape",
+            [node("Transpose", [attn], f"{p}/bshd", perm=[0, 2, 1, 3]), "merge_shape"],
+            f"{p}/merged",
         )
         o = node("MatMul", [merged, weight(f"{p}.self_attn.o_proj.weight", [h, h])], f"{p}/o")
         x = node("Add", [x, o], f"{p}/res1")
@@ -133,7 +148,9 @@ def build_llama(path: str | os.PathLike, shape: LlamaShape = LLAMA_7B, data: str
         silu = node("Mul", [gate, node("Sigmoid", [gate], f"{p}/sig")], f"{p}/silu")
         up = node("MatMul", [m, weight(f"{p}.mlp.up_proj.weight", [h, shape.inter])], f"{p}/up")
         down_w = weight(f"{p}.mlp.down_proj.weight", [shape.inter, h])
-        x = node("Add", [x, node("MatMul", [node("Mul", [silu, up], f"{p}/gu"), down_w], f"{p}/down")], f"{p}/res2")
+        x = node(
+            "Add", [x, node("MatMul", [node("Mul", [silu, up], f"{p}/gu"), down_w], f"{p}/down")], f"{p}/res2"
+        )
     logits = node("MatMul", [rms(x, "model.norm"), weight("lm_head.weight", [h, shape.vocab])], "logits")
     graph = helper.make_graph(
         nodes,
