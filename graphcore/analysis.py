@@ -124,12 +124,11 @@ def _analyze(graph: Graph, mode: str) -> PruneAnalysis:
     n = ctx.total
     labels = ctx.components()
 
-    reasons: list[str] = []
+    reasons: list[str] = list(ctx.pins.values())
     elem_reason = np.full(n, -1, dtype=np.int64)
-    for key, why in ctx.pins.items():
-        reasons.append(why)
-        o = ctx.offset[key]
-        elem_reason[o : o + ctx.size[key]] = len(reasons) - 1
+    if reasons:  # pins are on distinct slots: their element ranges never overlap
+        pin_idx, pin_of = _ranges(ctx, list(ctx.pins))
+        elem_reason[pin_idx] = pin_of
     for keys, why in ctx.requirements:
         ok = np.zeros(ctx.size[keys[0]], dtype=bool)
         for k in keys:
@@ -151,14 +150,15 @@ def _analyze(graph: Graph, mode: str) -> PruneAnalysis:
     comp_reason[comp_reason == none] = -1
 
     param_slots: list[SlotKey] = [k for k in ctx.offset if ctx.values[k[0]].is_param]
+    # Every element of every parameter axis at once (slot by slot, in order): per-slot numpy calls
+    # were a third of a deep graph's analysis.
+    p_idx, p_slot = _ranges(ctx, param_slots)
+    p_labels = labels[p_idx]
     comp_trainable = np.zeros(ncomp, dtype=bool)
-    for k in param_slots:
-        v = ctx.values[k[0]]
-        if v.trainable:
-            comp_trainable[labels[ctx.elements(k)]] = True
-
-    for k in ctx.structural:
-        comp_trainable[labels[ctx.elements(k)]] = False
+    slot_trainable = np.array([ctx.values[k[0]].trainable for k in param_slots], dtype=bool)
+    comp_trainable[p_labels[slot_trainable[p_slot]]] = True
+    if ctx.structural:
+        comp_trainable[labels[_ranges(ctx, list(ctx.structural))[0]]] = False
     # ZIG ids in order of first appearance, so groups read in graph order.
     zig_comps = np.nonzero(comp_trainable)[0]
     first_elem = np.full(ncomp, n, dtype=np.int64)
@@ -168,34 +168,32 @@ def _analyze(graph: Graph, mode: str) -> PruneAnalysis:
     zig_of_comp[zig_comps] = np.arange(len(zig_comps))
 
     # Signature of each ZIG: the parameter axes it touches.
-    pair_zig: list[np.ndarray] = []
-    pair_slot: list[np.ndarray] = []
-    param_axes: dict[tuple[str, int], np.ndarray] = {}
-    costs_params: list[tuple[np.ndarray, np.ndarray]] = []
-    flops_of_param = _flops_per_param(graph)
-    costs_flops: list[tuple[np.ndarray, np.ndarray]] = []
-    for si, k in enumerate(param_slots):
-        owner = zig_of_comp[labels[ctx.elements(k)]]
-        if not (owner >= 0).any():
-            continue
-        param_axes[k] = owner
-        hit = np.nonzero(owner >= 0)[0]
-        pair_zig.append(owner[hit])
-        pair_slot.append(np.full(hit.size, si, dtype=np.int64))
-        v = ctx.values[k[0]]
-        size = ctx.size[k]
-        per = (v.numel or 0) // max(size, 1)
-        costs_params.append((owner[hit], np.full(hit.size, per, dtype=np.int64)))
-        # Saturated: a malformed model's absurd dimension must not overflow int64 (no real layer
-        # spends 2**40 FLOPs on one channel at batch 1).
-        fl = min(max(flops_of_param.get(k[0], 0) // max(size, 1), 0), 1 << 40)
-        if fl:
-            costs_flops.append((owner[hit], np.full(hit.size, fl, dtype=np.int64)))
+    owner_all = zig_of_comp[p_labels]
+    hit = owner_all >= 0
+    sizes = np.array([ctx.size[k] for k in param_slots], dtype=np.int64)
+    bounds = np.concatenate(([0], np.cumsum(sizes)))
+    # any hit per slot; the padding lets an empty last slot start at the end, and reduceat reads
+    # the next slot's first element for an empty slot, hence the size test
+    slot_hit = np.logical_or.reduceat(np.append(hit, False), bounds[:-1]) & (sizes > 0)
+    param_axes: dict[tuple[str, int], np.ndarray] = {
+        param_slots[si]: owner_all[bounds[si] : bounds[si + 1]] for si in np.flatnonzero(slot_hit).tolist()
+    }
+    pz, ps = owner_all[hit], p_slot[hit]
+    flops_of_param, flops_total = _flops_per_param(graph)
+    per = np.array(
+        [(ctx.values[k[0]].numel or 0) // max(ctx.size[k], 1) for k in param_slots], dtype=np.int64
+    )
+    # Saturated: a malformed model's absurd dimension must not overflow int64 (no real layer
+    # spends 2**40 FLOPs on one channel at batch 1).
+    fl = np.array(
+        [min(max(flops_of_param.get(k[0], 0) // max(ctx.size[k], 1), 0), 1 << 40) for k in param_slots],
+        dtype=np.int64,
+    )
 
     nz = len(zig_comps)
-    zig_params = _segment_sum(costs_params, nz)
-    zig_flops = _segment_sum(costs_flops, nz)
-    members, signature = _group_by_signature(pair_zig, pair_slot, nz, len(param_slots))
+    zig_params = _segment_sum([(pz, per[ps])], nz)
+    zig_flops = _segment_sum([(pz, fl[ps])], nz)
+    members, signature = _group_by_signature([pz] if pz.size else [], [ps], nz, len(param_slots))
 
     zig_group = np.zeros(nz, dtype=np.int64)
     groups: list[NodeGroup] = []
@@ -221,7 +219,6 @@ def _analyze(graph: Graph, mode: str) -> PruneAnalysis:
         )
 
     params_total = sum(v.numel or 0 for v in graph.stored_params if v.trainable)
-    flops_total = sum(node_flops(nd) for nd in graph.nodes)
     return PruneAnalysis(
         graph=graph,
         groups=groups,
@@ -292,6 +289,17 @@ def _group_by_signature(
     return members, signature
 
 
+def _ranges(ctx: ChannelGraph, keys: list[SlotKey]) -> tuple[np.ndarray, np.ndarray]:
+    """The elements of ``keys``'s slots concatenated in order, and for each the index of its key."""
+    if not keys:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    starts = np.array([ctx.offset[k] for k in keys], dtype=np.int64)
+    sizes = np.array([ctx.size[k] for k in keys], dtype=np.int64)
+    which = np.repeat(np.arange(len(keys), dtype=np.int64), sizes)
+    first = np.cumsum(sizes) - sizes
+    return np.arange(int(sizes.sum()), dtype=np.int64) - first[which] + starts[which], which
+
+
 def _assign_first(out: np.ndarray, idx: np.ndarray) -> None:
     """``np.minimum.at(out, idx, arange(len(idx)))``: the first position of each index. ``ufunc.at`` is
     slow (it took a third of a 4-layer LLaMA's analysis); a fancy assignment leaves the last value
@@ -343,16 +351,19 @@ def _segment_sum(parts: list[tuple[np.ndarray, np.ndarray]], n: int) -> np.ndarr
     return out
 
 
-def _flops_per_param(graph: Graph) -> dict[str, int]:
+def _flops_per_param(graph: Graph) -> tuple[dict[str, int], int]:
+    """FLOPs charged to each weight (the nodes that read it), and the graph's total: one pass."""
     out: dict[str, int] = {}
+    total = 0
     for node in graph.nodes:
         f = node_flops(node)
         if not f:
             continue
+        total += f
         for v in node.inputs:
             if v is not None and v.is_param and v.rank and v.rank >= 2:
                 out[v.name] = out.get(v.name, 0) + f
-    return out
+    return out, total
 
 
 def _nodes_of(slots: list[SlotKey], graph: Graph) -> list[str]:
