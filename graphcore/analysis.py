@@ -11,7 +11,7 @@ import contextlib
 
 import numpy as np
 
-from graphcore.channels import ChannelGraph, SlotKey
+from graphcore.channels import ChannelGraph, Folded, SlotKey
 from graphcore.errors import AnalysisError
 from graphcore.fold import fold_node
 from graphcore.groups import ChannelMap, NodeGroup, PruneAnalysis
@@ -121,14 +121,15 @@ def _analyze(graph: Graph, mode: str) -> PruneAnalysis:
         # everywhere; every pass removes the symbols it learned, so this ends.
         _apply_learned(graph, ctx.subst)
         ctx, kinds, unknown = build_channel_graph(graph)
-    n = ctx.total
-    labels = ctx.components()
+    folded = ctx.fold()
+    labels = folded.labels  # per folded element (ChannelGraph.fold): classes of whole-axis links share
+    n = len(labels)
 
     reasons: list[str] = list(ctx.pins.values())
     elem_reason = np.full(n, -1, dtype=np.int64)
-    if reasons:  # pins are on distinct slots: their element ranges never overlap
-        pin_idx, pin_of = _ranges(ctx, list(ctx.pins))
-        elem_reason[pin_idx] = pin_of
+    if reasons:  # slots of one class share elements: written last to first, the first pin wins
+        pin_idx, pin_of = _ranges(folded, list(ctx.pins))
+        elem_reason[pin_idx[::-1]] = pin_of[::-1]
     for keys, why in ctx.requirements:
         ok = np.zeros(ctx.size[keys[0]], dtype=bool)
         for k in keys:
@@ -136,7 +137,7 @@ def _analyze(graph: Graph, mode: str) -> PruneAnalysis:
         bad = np.nonzero(~ok)[0]
         if bad.size:
             reasons.append(why + ": removal is exact only for a channel that is zero there")
-            at = ctx.offset[keys[0]] + bad
+            at = folded.start[keys[0]] + bad
             at = at[elem_reason[at] < 0]  # a pin on the same element is the more direct reason
             elem_reason[at] = len(reasons) - 1
 
@@ -152,17 +153,17 @@ def _analyze(graph: Graph, mode: str) -> PruneAnalysis:
     param_slots: list[SlotKey] = [k for k in ctx.offset if ctx.values[k[0]].is_param]
     # Every element of every parameter axis at once (slot by slot, in order): per-slot numpy calls
     # were a third of a deep graph's analysis.
-    p_idx, p_slot = _ranges(ctx, param_slots)
+    p_idx, p_slot = _ranges(folded, param_slots)
     p_labels = labels[p_idx]
     comp_trainable = np.zeros(ncomp, dtype=bool)
     slot_trainable = np.array([ctx.values[k[0]].trainable for k in param_slots], dtype=bool)
     comp_trainable[p_labels[slot_trainable[p_slot]]] = True
     if ctx.structural:
-        comp_trainable[labels[_ranges(ctx, list(ctx.structural))[0]]] = False
+        comp_trainable[labels[_ranges(folded, list(ctx.structural))[0]]] = False
     # ZIG ids in order of first appearance, so groups read in graph order.
     zig_comps = np.nonzero(comp_trainable)[0]
-    first_elem = np.full(ncomp, n, dtype=np.int64)
-    _assign_first(first_elem, labels)
+    first_elem = np.full(ncomp, ctx.total, dtype=np.int64)
+    _assign_min(first_elem, labels, folded.first)  # the first original element of each component
     zig_comps = zig_comps[np.argsort(first_elem[zig_comps], kind="stable")]
     zig_of_comp = np.full(ncomp, -1, dtype=np.int64)
     zig_of_comp[zig_comps] = np.arange(len(zig_comps))
@@ -230,7 +231,7 @@ def _analyze(graph: Graph, mode: str) -> PruneAnalysis:
         params_total=int(params_total),
         vertex_kinds=kinds,
         unknown_ops=unknown,
-        internal=ChannelMap(ctx, labels, zig_of_comp),
+        internal=ChannelMap(ctx, folded, zig_of_comp),
     )
 
 
@@ -289,12 +290,12 @@ def _group_by_signature(
     return members, signature
 
 
-def _ranges(ctx: ChannelGraph, keys: list[SlotKey]) -> tuple[np.ndarray, np.ndarray]:
-    """The elements of ``keys``'s slots concatenated in order, and for each the index of its key."""
+def _ranges(folded: Folded, keys: list[SlotKey]) -> tuple[np.ndarray, np.ndarray]:
+    """The folded elements of ``keys``'s slots concatenated in order, and for each the index of its key."""
     if not keys:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    starts = np.array([ctx.offset[k] for k in keys], dtype=np.int64)
-    sizes = np.array([ctx.size[k] for k in keys], dtype=np.int64)
+    starts = np.array([folded.start[k] for k in keys], dtype=np.int64)
+    sizes = np.array([folded.ctx.size[k] for k in keys], dtype=np.int64)
     which = np.repeat(np.arange(len(keys), dtype=np.int64), sizes)
     first = np.cumsum(sizes) - sizes
     return np.arange(int(sizes.sum()), dtype=np.int64) - first[which] + starts[which], which

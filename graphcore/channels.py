@@ -332,34 +332,70 @@ class ChannelGraph:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
         return np.concatenate(self._links_a), np.concatenate(self._links_b)
 
-    def components(self) -> np.ndarray:
-        """Connected component of every element (labels 0..k-1; the numbering is arbitrary).
-
-        Every slot is moved onto its root slot's elements (``shift``), so only the element links are
-        left for the sparse connected-components call; the elements of non-root slots are isolated
-        there and take their root's label when the labels are spread back."""
-        n = self.total
-        if n == 0:
-            return np.zeros(0, dtype=np.int64)
+    def fold(self) -> Folded:
+        """Connected components over the *folded* elements: each class of slots linked whole is one
+        range of elements (its root's), so a LLaMA-7B's hundreds of 4096-wide axes tied by residual
+        adds cost 4096 elements, not 4096 per axis. Only the links between individual elements (index
+        maps, blocks) go to the sparse connected-components call."""
         keys = list(self.offset)  # allocation order: offsets ascending
-        starts = np.fromiter((self.offset[k] for k in keys), dtype=np.int64, count=len(keys))
-        sizes = np.fromiter((self.size[k] for k in keys), dtype=np.int64, count=len(keys))
-        shift = np.zeros(len(keys), dtype=np.int64)
-        if self._parent:
-            root = self._root
-            for i, k in enumerate(keys):
-                if k in self._parent:
-                    shift[i] = self.offset[root(k)] - starts[i]
+        root = self._root
+        start: dict[SlotKey, int] = {}
+        first_of_root: dict[SlotKey, int] = {}  # the class's earliest slot offset (allocation order)
+        roots: list[SlotKey] = []
+        m = 0
+        for k in keys:
+            r = root(k) if k in self._parent else k
+            if r not in first_of_root:
+                first_of_root[r] = self.offset[k]
+            if r == k:
+                start[k] = m
+                roots.append(k)
+                m += self.size[k]
+        for k in keys:
+            if k in self._parent:
+                start[k] = start[root(k)]
+        shift = np.fromiter((start[k] - self.offset[k] for k in keys), dtype=np.int64, count=len(keys))
         a, b = self.links()
         if a.size:
-            if self._parent:
-                a = a + shift[np.searchsorted(starts, a, side="right") - 1]
-                b = b + shift[np.searchsorted(starts, b, side="right") - 1]
-            mat = coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(n, n))
+            starts = np.fromiter((self.offset[k] for k in keys), dtype=np.int64, count=len(keys))
+            a = a + shift[np.searchsorted(starts, a, side="right") - 1]
+            b = b + shift[np.searchsorted(starts, b, side="right") - 1]
+            mat = coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(m, m))
             _, labels = connected_components(mat, directed=False)
             labels = labels.astype(np.int64)
         else:
-            labels = np.arange(n, dtype=np.int64)
-        if self._parent:
-            labels = labels[np.arange(n, dtype=np.int64) + np.repeat(shift, sizes)]
-        return labels
+            labels = np.arange(m, dtype=np.int64)
+        rsizes = np.fromiter((self.size[r] for r in roots), dtype=np.int64, count=len(roots))
+        rfirst = np.fromiter((first_of_root[r] for r in roots), dtype=np.int64, count=len(roots))
+        first = np.arange(m, dtype=np.int64) + np.repeat(rfirst - (np.cumsum(rsizes) - rsizes), rsizes)
+        return Folded(labels=labels, start=start, first=first, ctx=self)
+
+
+@dataclass
+class Folded:
+    """Components of the folded element space (``ChannelGraph.fold``).
+
+    ``start[k]``: where slot ``k``'s elements begin in the folded space (its class root's range);
+    ``labels``: the component of each folded element; ``first``: for each folded element, the smallest
+    original element id folded onto it (so components can be ordered as the unfolded ones were).
+    """
+
+    labels: np.ndarray
+    start: dict[SlotKey, int]
+    first: np.ndarray
+    ctx: ChannelGraph
+
+    def of(self, key: SlotKey) -> np.ndarray:
+        """The folded element ids of slot ``key``."""
+        o = self.start[key]
+        return np.arange(o, o + self.ctx.size[key], dtype=np.int64)
+
+    def expand(self) -> np.ndarray:
+        """The component of every original element (what ``ChannelMap.labels`` holds)."""
+        ctx = self.ctx
+        if ctx.total == 0:
+            return np.zeros(0, dtype=np.int64)
+        keys = list(ctx.offset)
+        sizes = np.fromiter((ctx.size[k] for k in keys), dtype=np.int64, count=len(keys))
+        shift = np.fromiter((self.start[k] - ctx.offset[k] for k in keys), dtype=np.int64, count=len(keys))
+        return self.labels[np.arange(ctx.total, dtype=np.int64) + np.repeat(shift, sizes)]

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from graphcore.channels import ChannelGraph, SlotKey
+from graphcore.channels import ChannelGraph, Folded, SlotKey
 from graphcore.ir import Graph
 from graphcore.report import GroupReport, ModelInfo, ParamRef, RemovedSlice, Report
 
@@ -65,10 +65,18 @@ class ChannelMap:
     ``zig_of_comp`` the ZIG of each component (-1 where the component is no ZIG).
     """
 
-    def __init__(self, ctx: ChannelGraph, labels: np.ndarray, zig_of_comp: np.ndarray) -> None:
+    def __init__(self, ctx: ChannelGraph, labels: np.ndarray | Folded, zig_of_comp: np.ndarray) -> None:
         self.ctx = ctx
-        self.labels = labels
+        self._labels = labels
         self.zig_of_comp = zig_of_comp
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Per element of ``ctx``; built on first use from the analysis's folded components, so an
+        analysis that is only reported never holds an array of every element."""
+        if not isinstance(self._labels, np.ndarray):
+            self._labels = self._labels.expand()
+        return self._labels
 
     def kept_masks(self, removed_zigs: np.ndarray) -> dict[SlotKey, np.ndarray]:
         """For every static axis of every value: which indices survive removing ``removed_zigs``."""

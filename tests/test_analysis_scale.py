@@ -1,0 +1,130 @@
+"""Analysis at scale: weights are never read, and the cost stays linear in the graph.
+
+The LLaMA-shaped model's external data file exists but holds zero bytes, so reading any weight would
+fail (onnx refuses a length past the end of the file), and an audit hook records every Python-level
+open of that file: the analysis must finish, list the MLP and head groups, and open nothing.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import ClassVar
+
+import onnx
+import pytest
+
+import frontends
+import graphcore
+from tests.llama_shaped import LlamaShape, build_llama
+
+SMALL = LlamaShape(layers=2, hidden=256, heads=4, inter=688, vocab=1000, max_pos=128)
+
+
+class _Opens:
+    """Every path opened (Python's ``open``/``os.open``) while ``watching``; audit hooks cannot be
+    removed, so one hook serves the module and filters by the flag."""
+
+    watching: ClassVar[Path | None] = None
+    seen: ClassVar[list[str]] = []
+
+    @classmethod
+    def hook(cls, event: str, args: tuple) -> None:
+        if cls.watching is not None and event == "open" and args and isinstance(args[0], str | Path):
+            cls.seen.append(str(args[0]))
+
+
+sys.addaudithook(_Opens.hook)
+
+
+@pytest.fixture
+def llama(tmp_path: Path) -> Path:
+    return build_llama(tmp_path / "llama.onnx", SMALL, data="empty")
+
+
+def _groups_by_first_param(analysis: graphcore.PruneAnalysis) -> dict[str, tuple[int, bool]]:
+    return {g.params[0][0] + f":{g.params[0][1]}": (g.size, g.prunable) for g in analysis.groups if g.params}
+
+
+def test_the_weights_file_is_never_opened_and_mlp_and_head_groups_are_found(llama):
+    data = llama.with_name(llama.name + ".data")
+    assert data.stat().st_size == 0
+    with pytest.raises(ValueError):  # a read of any weight fails: the check below can fail
+        onnx.load(str(llama))
+    _Opens.watching, _Opens.seen = data, []
+    try:
+        analysis = graphcore.analyze(frontends.load(llama))
+        report = analysis.report()
+    finally:
+        _Opens.watching = None
+    assert not [p for p in _Opens.seen if Path(p).name == data.name], _Opens.seen
+    groups = _groups_by_first_param(analysis)
+    for i in range(SMALL.layers):
+        p = f"model.layers.{i}"
+        assert groups[f"{p}.mlp.gate_proj.weight:1"] == (SMALL.inter, True)
+        assert groups[f"{p}.self_attn.q_proj.weight:1"] == (SMALL.heads, True)  # whole heads
+    assert report.num_prunable_groups >= 2 * SMALL.layers
+
+
+def test_a_read_weight_would_be_seen(llama):
+    """The audit hook does see an open of the data file (so the test above can fail)."""
+    data = llama.with_name(llama.name + ".data")
+    _Opens.watching, _Opens.seen = data, []
+    try:
+        with open(data, "rb"):
+            pass
+    finally:
+        _Opens.watching = None
+    assert any(Path(p).name == data.name for p in _Opens.seen)
+
+
+def test_a_parsed_model_is_not_edited_or_copied():
+    """``frontends.load(ModelProto)`` keeps the caller's model (no copy of its weights) and edits it
+    not at all; the graph still reports it as its model."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from analysis_speed import synthetic_model
+
+    model = synthetic_model(200, "conv")
+    before = model.SerializeToString()
+    graph = frontends.load(model)
+    graphcore.analyze(graph)
+    assert graph.meta["model"] is model
+    assert model.SerializeToString() == before
+
+
+def test_an_unsorted_parsed_model_is_sorted_on_a_copy():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from analysis_speed import synthetic_model
+
+    model = synthetic_model(50, "mlp")
+    nodes = list(model.graph.node)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes[::-1])
+    before = model.SerializeToString()
+    graph = frontends.load(model)
+    assert graph.meta["model"] is not model
+    assert model.SerializeToString() == before
+    assert [n.name for n in graph.meta["model"].graph.node] == [n.name for n in nodes]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["conv", "mlp"])
+def test_cost_grows_linearly_with_depth(family):
+    """CPU time of load + analyze per node at 4k nodes is within 2.5x of that at 400 (a quadratic
+    step would be 10x); CPU time, so a busy machine does not decide the result."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from analysis_speed import synthetic_model
+
+    def per_node(n: int) -> float:
+        model = synthetic_model(n, family)
+        graphcore.analyze(frontends.load(model))  # warm
+        best = float("inf")
+        for _ in range(2):
+            t = time.process_time()
+            graphcore.analyze(frontends.load(model))
+            best = min(best, time.process_time() - t)
+        return best / n
+
+    small, big = per_node(400), per_node(4000)
+    assert big <= 2.5 * small, (small, big)
