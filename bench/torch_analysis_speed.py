@@ -107,7 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--quick", action="store_true", help="one round")
+    ap.add_argument("--cache", help=argparse.SUPPRESS)  # scripts/bench_figures.py passes it to every bench
     args = ap.parse_args(argv)
+    if args.quick:
+        args.rounds = 1
     warnings.simplefilter("ignore")
     import torch
     import torchvision
