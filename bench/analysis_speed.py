@@ -529,7 +529,7 @@ def print_synthetic(rows: list[dict[str, Any]]) -> None:
             f"{r['peak_rss_mib']:9.0f}{heap}"
         )
     print(
-        "phases in wall seconds; growth: CPU time over the 10× smaller graph's (target ≤ 12×), wall\n"
+        "phases in wall seconds; growth: CPU time over the 10× smaller graph's (target ≤ 11×), wall\n"
         "time in brackets; µs/node: CPU; RSS: the process's peak resident memory (the model itself\n"
         "included); heap: the Python heap peak of load + analyze under tracemalloc (onnx's C++\n"
         "allocations not included; skipped when the timed pass took over a minute).\n"

@@ -159,8 +159,8 @@ def analysis_section(data: dict[str, Any], torch_data: dict[str, Any] | None = N
             "LLaMA-7B-shaped ONNX (`tests/llama_shaped.py`: 32 layers, hidden 4096, 32 heads, MLP 11008,",
             "vocab 32000, RMSNorm, rotary) with its weights as external data in a sparse file never",
             "written; load + analyze + report from the path in a fresh process (median of the rounds).",
-            "No weight byte is read: `tests/test_analysis_scale.py` runs the same graph against a data",
-            "file of zero bytes. Target: ≤ 2 s, ≤ 300 MiB.",
+            "No weight byte is read: `tests/test_analysis_scale.py` runs the same builder, smaller,",
+            "on a data file of zero bytes. Target: ≤ 2 s, ≤ 300 MiB.",
             "",
             "| nodes | parameters | external data GiB | wall s | CPU s | peak RSS MiB | groups | prunable "
             "| MLP groups | head groups |",
@@ -239,7 +239,8 @@ def readme_block(speed: dict[str, Any], lat: dict[str, Any], info: dict[str, Any
             )
     else:
         lines += _kept_readme_lines("- onnxruntime latency")
-    lines.append(f"- Measured on {info['cpu']} ({info['cores']} cores), {info['date']}.")
+    kept = "" if lat.get("rows") else " (the latency lines: from the run before, not rerun)"
+    lines.append(f"- Measured on {info['cpu']} ({info['cores']} cores), {info['date']}{kept}.")
     return "\n".join(lines)
 
 
