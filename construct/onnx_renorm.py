@@ -121,7 +121,7 @@ def _rms(w: _Writer, pn: onnx.NodeProto, c: Counted) -> list[onnx.NodeProto]:
     del new.attribute[:]
     new.attribute.extend(keep)
     new.attribute.append(helper.make_attribute("epsilon", float(c.info.epsilon * ratio)))
-    out = []
+    out: list[onnx.NodeProto] = []
     if c.info.scale is None:
         # no scale to fold into: scale the output instead (only for a plain RMSNorm, whose other
         # outputs the analysis requires unread)

@@ -46,8 +46,8 @@ def counted(graph: Graph, p: ShrinkPlan, skip: Collection[str] = frozenset()) ->
         new = p.new_shape(x)
         if not all(isinstance(d, int) for d in old):
             raise InternalError(f"{node.label}: a counted axis of unknown size was shrunk")
-        full = math.prod(int(d) for d in old)
-        kept = math.prod(int(new[a]) for a in info.axes)
+        full = math.prod([int(d) for d in old if isinstance(d, int)])
+        kept = math.prod([int(n) for n in (new[a] for a in info.axes) if isinstance(n, int)])
         if kept != full:
             if kept == 0:
                 raise InternalError(f"{node.label}: every element of a normalized axis was removed")

@@ -270,9 +270,12 @@ def _at(ctx: ChannelGraph, node: Node, i: int | None, a: int, r: int) -> np.ndar
     broadcasts there)."""
     v = node.input(i) if i is not None else None
     va = a - (r - (rank(v) or 0))
-    n = node.input(0).shape[a]  # type: ignore[union-attr]
+    x = node.input(0)
+    n = x.shape[a] if x is not None and x.shape is not None else None
+    if not isinstance(n, int):
+        raise ValueError(f"{node.label}: a normalized axis of unknown size")
     if v is None or v.shape is None or va < 0 or v.shape[va] != n:
-        return np.zeros(int(n), dtype=bool)
+        return np.zeros(n, dtype=bool)
     return ctx.zero(v, va)
 
 
@@ -372,7 +375,7 @@ def _reduce(ctx: ChannelGraph, node: Node) -> None:
         if a in axes_set:
             if node.op in SUMS:
                 ctx.require_zero([(x, a)], f"{node.op} sums over this axis")
-            elif node.op in COUNTED and isinstance(x.shape[a], int):  # type: ignore[index]
+            elif node.op in COUNTED and x is not None and x.shape is not None and isinstance(x.shape[a], int):
                 # sum / D: exact with the removed (zero) elements gone once construct keeps D
                 ctx.require_zero([(x, a)], f"{node.op} averages over this axis")
             else:
