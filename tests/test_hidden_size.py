@@ -271,20 +271,10 @@ def test_torch_block_hidden_group_prunes_exactly(norm, tmp_path):
 
 # -- Hugging Face ----------------------------------------------------------------------------------------
 def hf_lm(name: str) -> nn.Module:
-    """Tiny LM-head models (a bare BertModel / GPT2Model / LlamaModel returns the hidden states, which a
-    graph output pins); the LLaMA one ties its head to the embedding as GPT-2 and BERT do."""
-    t = pytest.importorskip("transformers")
-    if name == "bert":
-        cfg = t.BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                           intermediate_size=64, max_position_embeddings=32)  # fmt: skip
-        return t.BertForMaskedLM(cfg)
-    if name == "gpt2":
-        return t.GPT2LMHeadModel(t.GPT2Config(vocab_size=100, n_embd=32, n_layer=2, n_head=4, n_positions=32,
-                                              use_cache=False, bos_token_id=0, eos_token_id=0))  # fmt: skip
-    cfg = t.LlamaConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                        num_key_value_heads=2, intermediate_size=64, max_position_embeddings=32,
-                        use_cache=False, tie_word_embeddings=True)  # fmt: skip
-    return t.LlamaForCausalLM(cfg)
+    pytest.importorskip("transformers")
+    from bench.hidden_size import hf_lm as build
+
+    return build(name)
 
 
 def _hidden_groups(a) -> list:
