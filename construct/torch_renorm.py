@@ -130,6 +130,7 @@ def lower_counts(
     """Rewrite, in ``small``, every statistic that ``p`` takes elements from (``construct.torch_construct
     .lower`` calls this once the weights are sliced)."""
     done: set[str] = set()
+    folded: dict[int, tuple[int, int]] = {}  # module id -> (D, d) folded into it (a module called twice)
     for c in counted(analysis.graph, p, skip):
         fx_name = str(c.node.origin)
         if fx_name in done:
@@ -141,7 +142,7 @@ def lower_counts(
         if c.info.kind == "mean":
             _mean(small, node, c)
         elif node.op == "call_module":
-            _norm_module(small, node, c)
+            _norm_module(small, node, c, folded)
         elif node.op == "call_function":
             target = layer_norm_full if c.info.kind == "layernorm" else rms_norm_full
             node.target = target
@@ -156,7 +157,9 @@ def _mean(small: fx.GraphModule, node: fx.Node, c: Counted) -> None:
     node.replace_all_uses_with(scaled, delete_user_cb=lambda user: user is not scaled)
 
 
-def _norm_module(small: fx.GraphModule, node: fx.Node, c: Counted) -> None:
+def _norm_module(
+    small: fx.GraphModule, node: fx.Node, c: Counted, folded: dict[int, tuple[int, int]]
+) -> None:
     mod = small.get_submodule(str(node.target))
     parent_path, _, attr = str(node.target).rpartition(".")
     parent = small.get_submodule(parent_path) if parent_path else small
@@ -170,6 +173,11 @@ def _norm_module(small: fx.GraphModule, node: fx.Node, c: Counted) -> None:
         dtype = getattr(torch, x.dtype) if x is not None and x.dtype else torch.float32
         eps = mod.eps if mod.eps is not None else torch.finfo(dtype).eps
         if mod.weight is not None:
+            if id(mod) in folded:  # one module called at several places: folded once
+                if folded[id(mod)] != (c.full, c.kept):
+                    raise InternalError(f"{c.node.label}: one norm module normalizes two different widths")
+                return
+            folded[id(mod)] = (c.full, c.kept)
             mod.eps = eps * ratio
             with torch.no_grad():
                 mod.weight.mul_(math.sqrt(ratio))

@@ -296,6 +296,31 @@ def test_torch_block_hidden_group_prunes_exactly(norm, tmp_path):
         torch.testing.assert_close(again(ids), small(ids))
 
 
+@pytest.mark.parametrize("case", ["shared", "no_weight"])
+def test_torch_rmsnorm_called_twice_or_without_weight(case, tmp_path):
+    """One nn.RMSNorm module called at both places is folded once; one without weight is rewritten at
+    each call (nothing to fold into)."""
+    warnings.simplefilter("ignore")
+    torch.manual_seed(0)
+    model = Block("rmsnorm")
+    if case == "shared":
+        model.lnf = model.ln1
+    else:
+        model.ln1, model.lnf = (
+            nn.RMSNorm(D, elementwise_affine=False),
+            nn.RMSNorm(D, elementwise_affine=False),
+        )
+    model = randomize_(model).eval()
+    ids = torch.randint(0, V, (1, S))
+    a = graphcore.analyze(load_torch(model, (ids,)))
+    hidden = group_of(a, "fc1.weight", 1)
+    assert hidden.prunable and (("ln1.weight", 0) in hidden.params) == (case == "shared"), hidden
+    r = prune_check(model, (ids,), sparsity=0.5, criterion="random", onnx_path=str(tmp_path / "small.onnx"))
+    assert r.torch_rel <= 1e-4 and r.ort_rel is not None and r.ort_rel <= 1e-4, r
+    with torch.no_grad():
+        assert not torch.allclose(r.small(ids), model(ids), rtol=1e-4, atol=1e-4)
+
+
 # -- Hugging Face ----------------------------------------------------------------------------------------
 def hf_lm(name: str) -> nn.Module:
     pytest.importorskip("transformers")
