@@ -44,7 +44,7 @@ class _Writer:
     def __init__(self, model: onnx.ModelProto) -> None:
         self.model = model
         self.taken = {t.name for t in model.graph.initializer} | {
-            x for pn in model.graph.node for x in [*pn.input, *pn.output]
+            x for pn in model.graph.node for x in [pn.name, *pn.input, *pn.output]
         }
         self.k = 0
         self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)

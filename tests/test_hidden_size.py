@@ -177,6 +177,9 @@ def test_mean_over_a_zero_channel_is_rescaled():
     removed = random_removal(a, np.random.default_rng(1), fraction=0.5)
     small, _, _ = assert_exact(a, removed, rtol=1e-4)
     assert not compare_models(model, small, rtol=1e-4).passed
+    # pruned again: the second rewrite's node names must not collide with the first's
+    again = analyze(small)
+    assert_exact(again, random_removal(again, np.random.default_rng(2), fraction=0.5), rtol=1e-4)
 
 
 @pytest.mark.parametrize("case", ["lp", "eps0"])
