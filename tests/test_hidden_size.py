@@ -267,7 +267,13 @@ class ExportedBlock(Block):
         return self.head(self.lnf(x))
 
 
-@pytest.mark.parametrize("norm", [*NORMS, "export-layernorm", "export-rmsnorm", "export-written"])
+@pytest.mark.parametrize(
+    "norm",
+    [
+        *NORMS,
+        *(pytest.param(f"export-{n}", marks=pytest.mark.slow) for n in ("layernorm", "rmsnorm", "written")),
+    ],
+)
 def test_torch_block_hidden_group_prunes_exactly(norm, tmp_path):
     warnings.simplefilter("ignore")
     torch.manual_seed(0)
