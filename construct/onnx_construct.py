@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from construct.onnx_renorm import lower_counts
 from construct.quant_zero import Fill, fill_slice, quant_fills, real_values
 from frontends.onnx_sources import ParamUse, param_uses, stored_tensors
 from graphcore import select
@@ -344,6 +345,7 @@ def apply_shrink(
             while len(pn.input) <= idx:
                 pn.input.append("")
             pn.input[idx] = name
+    lower_counts(model, graph, p, skip)  # statistics keep their original count (docs/hidden_size.md)
 
 
 def _kept(stored: np.ndarray, key: tuple) -> np.ndarray:

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from construct.torch_modules import PrunedMultiheadAttention
+from construct.torch_renorm import lower_counts
 from construct.torch_zeros import model_tensors, removed_from_zeros
 from frontends.torch_meta import LitSite, TorchMeta
 from graphcore.errors import ZigraphError
@@ -96,6 +97,7 @@ def lower(
         if site is not None:
             _write(small, nodes, site, int(new))
     _apply_fixups(small, nodes, tm, p)
+    lower_counts(small, nodes, analysis, p, skip)  # statistics keep their original count
     if edit is not None:
         edit(small)
     _restore_training_switches(small)

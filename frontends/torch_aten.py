@@ -70,6 +70,7 @@ SHARED: dict[Any, tuple[str, ...]] = {
     torch.nn.functional.conv2d: ("conv1d", "conv2d", "conv3d"),
     torch.nn.functional.conv_transpose2d: ("conv_transpose1d", "conv_transpose2d", "conv_transpose3d"),
     torch.nn.functional.layer_norm: ("layer_norm",),
+    torch.nn.functional.rms_norm: ("rms_norm",),
     torch.nn.functional.group_norm: ("group_norm",),
     torch.reshape: ("view", "reshape", "_unsafe_view"),
     torch.permute: ("permute",),

@@ -95,7 +95,8 @@ def test_transformers_prune_heads_and_mlp_not_the_residual_stream(
 ):
     a, n_groups, n_zigs = _groups(name, zoo_dir)
     # Per layer: one group of attention heads (a KV head with the query heads that share it) and
-    # one MLP group; the hidden size stays (LayerNorm/RMSNorm normalise over it).
+    # one MLP group; the hidden size stays: these bare models return the hidden states, a graph output
+    # (the LM-head models of tests/test_hidden_size.py prune it).
     assert n_groups == 2 * layers
     assert n_zigs == layers * (kv_heads + ffn)
     embedding = next(g for g in a.groups if any(n.endswith(("word_embeddings.weight", "wte.weight",

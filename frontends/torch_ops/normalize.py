@@ -101,6 +101,14 @@ def _ln_fn(b: Builder, n: fx.Node) -> Value:
     return emit_layernorm(b, n, x, shape, w, bias, b.arg(n, 4, "eps", 1e-5))
 
 
+def _rms_eps(eps: Any, x: Value) -> float:
+    """torch's RMSNorm without eps uses the machine epsilon of the input's dtype."""
+    if isinstance(eps, int | float):
+        return float(eps)
+    dtype = getattr(torch, x.dtype or "float32", torch.float32)
+    return float(torch.finfo(dtype).eps) if dtype.is_floating_point else float(torch.finfo().eps)
+
+
 if hasattr(nn, "RMSNorm"):
 
     @on_module(nn.RMSNorm)
@@ -109,7 +117,18 @@ if hasattr(nn, "RMSNorm"):
         x = tensor_input(b, n)
         w = b.module_param(n, mod, "weight")
         k = len(tuple(mod.normalized_shape))
-        return simple_norm(b, n, "RMSNormalization", [x, w], axis=-k)
+        return simple_norm(b, n, "RMSNormalization", [x, w], axis=-k, epsilon=_rms_eps(mod.eps, x))
+
+
+if hasattr(F, "rms_norm"):
+
+    @on_function(F.rms_norm)
+    def _rms_fn(b: Builder, n: fx.Node) -> Value:
+        x = tensor_input(b, n)
+        shape = b.static_ints(b.arg(n, 1, "normalized_shape"))
+        w = b.arg(n, 2, "weight", None)
+        eps = _rms_eps(b.arg(n, 3, "eps", None), x)
+        return simple_norm(b, n, "RMSNormalization", [x, w], axis=-len(shape), epsilon=eps)
 
 
 def emit_groupnorm(

@@ -25,8 +25,8 @@ Not declared (so every axis they touch is pinned as an unknown op): ops onnxrunt
 (``BiasAdd``, ``BiasSplitGelu``, ``GroupNorm``, ``SkipGroupNorm``), whose declarations no CPU run could
 check.
 
-What is pinned: the hidden axis of every normalization (it takes statistics over it; hidden-size pruning
-is issue 13), and of ``EmbedLayerNormalization``. Their other axes pass through.
+The hidden axis of the normalizations shrinks with the original count kept by construct (see
+``graphcore/ops/normalize.py: hidden_norm``); that of ``EmbedLayerNormalization`` stays pinned.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from collections.abc import Sequence
 from graphcore.channels import ChannelGraph
 from graphcore.ir import Dim, Node, Value
 from graphcore.ops.common import all_zero, broadcast, data_zero, identity, rank
-from graphcore.ops.normalize import _affine_zero_when, _layernorm
+from graphcore.ops.normalize import _affine_zero_when, hidden_norm, norm_renorm
 from graphcore.ops.registry import ZeroWhen, register_op
 from graphcore.ops.shape import same_shape
 
@@ -68,53 +68,15 @@ def shape_of(v: Value) -> tuple[Dim, ...]:
     return v.shape
 
 
-# -- normalizations: statistics over the hidden axis, which is pinned ------------------------------------
+# -- normalizations: statistics over the hidden axis ------------------------------------------------------
+#
+# SkipLayerNormalization(input, skip, gamma, beta, bias) and SkipSimplifiedLayerNormalization(input, skip,
+# gamma, bias) normalize input + skip + bias over the last axis -> output, mean, inv_std_var (B, S, 1),
+# input_skip_bias_sum; SimplifiedLayerNormalization(X, scale) is RMSNorm -> Y, inv_std_var. The hidden
+# axis shrinks as for LayerNormalization (graphcore/ops/normalize.py ``hidden_norm``): construct keeps the
+# original count. EmbedLayerNormalization's hidden axis stays pinned: construct does not rewrite it.
 
-_HIDDEN = "normalizes over the hidden axis (pruning the hidden size is issue 13)"
-
-
-def _skip_layernorm(ctx: ChannelGraph, node: Node) -> None:
-    """com.microsoft::SkipLayerNormalization(input, skip, gamma, beta, bias) and
-    SkipSimplifiedLayerNormalization(input, skip, gamma, bias): LayerNorm / RMSNorm of input + skip +
-    bias over the last axis -> output, mean, inv_std_var (B, S, 1), input_skip_bias_sum."""
-    x, skip = node.input(0), node.input(1)
-    y = node.outputs[0]
-    r = rank(x)
-    if x is None or r is None or r < 2:
-        pin_node(ctx, node, f"{node.op} with unknown shapes")
-        return
-    hidden = r - 1
-    reason = f"{node.op} {_HIDDEN}"
-    params = [node.input(i) for i in range(2, len(node.inputs))]
-    for out in (y, present(node, 3)):
-        if out is None:
-            continue
-        if out.shape is None:
-            out.shape = x.shape
-        for a in range(r):  # a zero row of input is not a zero row of LN(input + skip): no zeros
-            ctx.link(x, a, out, a)
-        ctx.pin(out, hidden, reason)
-    ctx.pin(x, hidden, reason)
-    if skip is not None and skip.shape is not None:
-        shift = r - len(skip.shape)
-        for a in range(len(skip.shape)):
-            if shift < 0 or skip.shape[a] != shape_of(x)[a + shift]:
-                ctx.pin(skip, a, f"{node.op}: skip broadcast over this axis")
-            else:
-                ctx.link(skip, a, x, a + shift)
-    for p in params:
-        if p is not None and rank(p) == 1:
-            ctx.link(p, 0, x, hidden)
-        else:
-            ctx.pin_all(p, reason)
-    for i in (1, 2):
-        stat = present(node, i)
-        if stat is None or stat.shape is None or len(stat.shape) != r:
-            ctx.pin_all(stat, f"{node.op} statistics of an undeclared shape")
-            continue
-        for a in range(hidden):
-            ctx.link(x, a, stat, a)
-        ctx.pin(stat, hidden, reason)
+_HIDDEN = "normalizes over the hidden axis, and construct has no rewrite keeping its count"
 
 
 def _extra_outputs_used(node: Node) -> bool:
@@ -202,22 +164,39 @@ def _unary_zero(ctx: ChannelGraph, node: Node) -> None:
 # LayerNorm(input + skip + bias) * gamma + beta, epsilon 1e-12; RMSNorm without beta.
 register_op(
     "SkipLayerNormalization",
-    _skip_layernorm,
+    hidden_norm,
     domain=MS_DOMAIN,
     shape=same_shape,
     zero_when=_skip_norm_zero(2, 3),
+    renorm=norm_renorm(
+        "layernorm",
+        summed=(0, 1, 4),
+        scale=2,
+        bias=3,
+        stats=(1, 2),
+        sum_output=3,
+        epsilon=1e-12,
+        last_axis_only=True,
+    ),
 )
 register_op(
     "SkipSimplifiedLayerNormalization",
-    _skip_layernorm,
+    hidden_norm,
     domain=MS_DOMAIN,
     shape=same_shape,
     zero_when=_skip_norm_zero(2, None),
+    renorm=norm_renorm(
+        "rmsnorm", summed=(0, 1, 3), scale=2, stats=(1, 2), sum_output=3, epsilon=1e-12, last_axis_only=True
+    ),
 )
 # onnxruntime declares SimplifiedLayerNormalization (RMSNorm: X, scale; axis, epsilon) in the ONNX
 # domain, where its transformer optimizer writes it.
 register_op(
-    "SimplifiedLayerNormalization", _layernorm, shape=same_shape, zero_when=_affine_zero_when(1, None)
+    "SimplifiedLayerNormalization",
+    hidden_norm,
+    shape=same_shape,
+    zero_when=_affine_zero_when(1, None),
+    renorm=norm_renorm("rmsnorm", stats=(1,)),
 )
 register_op(
     "EmbedLayerNormalization",

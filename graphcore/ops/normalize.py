@@ -1,8 +1,10 @@
 """Normalizations, pooling, reductions and softmax: where statistics or sums cross an axis.
 
-The exactness rule lives here: an axis a statistic is taken over (LayerNorm's normalized axes, a mean,
-a softmax) is pinned, because removing a channel there changes the result even when it is zero. Sums
-are exact where the removed channel is zero, which ``require_zero`` checks.
+The exactness rule lives here: an axis a statistic is taken over (a softmax, a max) is pinned, because
+removing a channel there changes the result even when it is zero. Sums are exact where the removed
+channel is zero, which ``require_zero`` checks. Means, LayerNorm and RMSNorm count their elements: they
+are sums too once construct keeps the original count, which their ``renorm`` hook declares
+(docs/hidden_size.md).
 """
 
 from __future__ import annotations
@@ -15,8 +17,17 @@ import numpy as np
 
 from graphcore.channels import ChannelGraph
 from graphcore.ir import Node, Value
-from graphcore.ops.common import const_ints, data_zero, factor_zero, is_zero, never, operand_values, rank
-from graphcore.ops.registry import LegacyAttr, ShrinkView, ZeroWhen, register_op
+from graphcore.ops.common import (
+    const_ints,
+    const_list,
+    data_zero,
+    factor_zero,
+    is_zero,
+    never,
+    operand_values,
+    rank,
+)
+from graphcore.ops.registry import LegacyAttr, Renorm, ShrinkView, ZeroWhen, register_op, renorm_of
 from graphcore.ops.shape import pool_shape, reduce_shape, same_shape
 
 
@@ -109,29 +120,163 @@ def _groupnorm(ctx: ChannelGraph, node: Node) -> None:
     _pin_without_epsilon(ctx, node, y)
 
 
-def _layernorm(ctx: ChannelGraph, node: Node) -> None:
+def _stat_axes(node: Node, r: int) -> tuple[int, ...]:
+    """LayerNormalization / RMSNormalization / SimplifiedLayerNormalization normalize over
+    ``axis`` .. the last axis."""
+    axis = int(node.attr("axis", -1))
+    axis = axis + r if axis < 0 else axis
+    return tuple(range(axis, r))
+
+
+def norm_renorm(
+    kind: str,
+    *,
+    summed: tuple[int, ...] = (0,),
+    scale: int | None = 1,
+    bias: int | None = None,
+    stats: tuple[int, ...] = (),
+    sum_output: int | None = None,
+    epsilon: float = 1e-5,
+    last_axis_only: bool = False,
+):
+    """The ``renorm`` hook of a normalization: its normalized axes and the operands of its parts."""
+
+    def renorm(node: Node) -> Renorm | None:
+        r = rank(node.input(0))
+        if r is None or r < 1:
+            return None
+        axes = (r - 1,) if last_axis_only else _stat_axes(node, r)
+        try:
+            eps = float(node.attr("epsilon", epsilon))
+        except (TypeError, ValueError):
+            eps = math.nan
+        present_stats = tuple(i for i in stats if i < len(node.outputs))
+        has_sum = sum_output is not None and sum_output < len(node.outputs)
+        return Renorm(
+            kind,  # type: ignore[arg-type]
+            axes,
+            tuple(i for i in summed if node.input(i) is not None),
+            scale if scale is not None and node.input(scale) is not None else None,
+            bias if bias is not None and node.input(bias) is not None else None,
+            present_stats,
+            sum_output if has_sum else None,
+            eps,
+        )
+
+    return renorm
+
+
+def _aligned(ctx: ChannelGraph, p: Value | None, x: Value, r: int, axes) -> list[tuple[int, int]]:
+    """(operand axis, x axis) pairs of an operand broadcast right-aligned against ``x``; an axis of
+    another size than x's is pinned (it broadcasts), a size-1 axis is skipped."""
+    if p is None or p.shape is None or x.shape is None:
+        return []
+    shift = r - len(p.shape)
+    out = []
+    for pa, d in enumerate(p.shape):
+        xa = pa + shift
+        if xa < 0 or (xa in axes and d == 1 and x.shape[xa] != 1):
+            continue
+        if d != x.shape[xa]:
+            ctx.pin(p, pa, "broadcast over this axis")
+            continue
+        out.append((pa, xa))
+    return out
+
+
+def hidden_norm(ctx: ChannelGraph, node: Node) -> None:
+    """A normalization over its last axes (LayerNorm, RMSNorm and their fusions with a residual add).
+
+    The normalized axes shrink exactly when every removed element of the normalized sum is zero
+    (``require_zero``) and construct keeps the original count (``renorm``, docs/hidden_size.md). The
+    output at a removed channel is ``(0 - mean) * rstd * scale + bias`` for LayerNorm, zero exactly when
+    scale and bias are; ``0 * rstd * scale`` for RMSNorm, zero when the input or the scale is. Where a
+    size is not static, epsilon is not positive or an RMSNorm's statistics output is read (folding
+    changes it), the normalized axes are pinned as before.
+    """
     x = node.input(0)
     y = node.outputs[0]
     r = rank(x)
-    if r is None:
+    info = renorm_of(node)
+    if x is None or r is None or info is None or x.shape is None:
         ctx.pin_all(y, f"{node.op} with unknown shape")
         return
-    axis = int(node.attr("axis", -1))
-    axis = axis + r if axis < 0 else axis
-    reason = f"{node.op} normalizes over this axis: removing a channel changes its statistics"
-    for a in range(r):
-        ctx.link(x, a, y, a)
-        if a >= axis:
-            # Linked so the report shows the whole channel space, pinned because it is not exact.
-            ctx.pin(y, a, reason)
-            for p in node.inputs[1:3]:
-                ps = p.shape if p is not None else None
-                pa = a - (r - len(ps)) if ps is not None else -1
-                if ps is not None and pa >= 0 and ps[pa] != 1:
-                    ctx.link(p, pa, y, a)
-    for extra in node.outputs[1:]:
-        for a in range(min(axis, rank(extra) or 0)):
-            ctx.link(x, a, extra, a)
+    axes = set(info.axes)
+    why = ""
+    if not all(isinstance(x.shape[a], int) for a in axes):
+        why = f"{node.op} normalizes over an axis of unknown size"
+    elif not (math.isfinite(info.epsilon) and info.epsilon > 0):
+        why = f"{node.op} with epsilon {info.epsilon:g}: a zeroed channel divides by zero"
+    elif info.kind == "rmsnorm" and any(node.outputs[i].consumers for i in info.stats):
+        why = f"{node.op}: its statistics output is read, and keeping the count changes it"
+    outs = [y] + ([node.outputs[info.sum_output]] if info.sum_output is not None else [])
+    for out in outs:
+        if out.shape is None:
+            out.shape = x.shape
+        for a in range(r):
+            ctx.link(x, a, out, a)
+    for i in info.summed[1:]:
+        for pa, xa in _aligned(ctx, node.input(i), x, r, axes):
+            ctx.link(node.input(i), pa, x, xa)
+    affine = [i for i in (info.scale, info.bias) if i is not None]
+    for i in affine:
+        pairs = _aligned(ctx, node.input(i), x, r, axes)
+        for pa, xa in pairs:
+            if xa in axes:
+                ctx.link(node.input(i), pa, x, xa)
+        if any(xa not in axes for _, xa in pairs):
+            ctx.pin_all(node.input(i), f"{node.op} parameter over a non-normalized axis")
+    for i in info.stats:
+        stat = node.outputs[i]
+        if stat.shape is None or len(stat.shape) != r:
+            ctx.pin_all(stat, f"{node.op} statistics of an undeclared shape")
+            continue
+        for a in range(r):
+            if a in axes:
+                ctx.pin(stat, a, f"{node.op} statistics: reduced axis")
+            else:
+                ctx.link(x, a, stat, a)
+    for a in sorted(axes):
+        if why:
+            ctx.pin(y, a, why)
+            continue
+        summed_zero = None
+        for i in info.summed:
+            v = node.input(i)
+            va = a - (r - (rank(v) or 0))
+            if v is None or va < 0 or v.shape is None or v.shape[va] == 1:
+                continue
+            ctx.require_zero([(v, va)], f"{node.op} normalizes over this axis")
+            z = ctx.zero(v, va)
+            summed_zero = z.copy() if summed_zero is None else summed_zero & z
+        if summed_zero is None:
+            summed_zero = np.zeros(ctx.zero(y, a).shape, dtype=bool)
+        if info.sum_output is not None:
+            ctx.set_zero(node.outputs[info.sum_output], a, summed_zero)
+        scale_zero = ctx.zero(node.input(info.scale), 0) if info.scale is not None else None
+        if info.kind == "rmsnorm":
+            z = summed_zero if scale_zero is None else summed_zero | _at(ctx, node, info.scale, a, r)
+        elif scale_zero is None:
+            z = np.zeros_like(summed_zero)
+        else:
+            z = _at(ctx, node, info.scale, a, r)
+            if info.bias is not None:
+                z = z & _at(ctx, node, info.bias, a, r)
+        ctx.set_zero(y, a, z)
+
+
+def _at(ctx: ChannelGraph, node: Node, i: int | None, a: int, r: int) -> np.ndarray:
+    """Zero flags of operand ``i`` along its axis aligned with ``a`` of input 0 (all False when it
+    broadcasts there)."""
+    v = node.input(i) if i is not None else None
+    va = a - (r - (rank(v) or 0))
+    x = node.input(0)
+    n = x.shape[a] if x is not None and x.shape is not None else None
+    if not isinstance(n, int):
+        raise ValueError(f"{node.label}: a normalized axis of unknown size")
+    if v is None or v.shape is None or va < 0 or v.shape[va] != n:
+        return np.zeros(n, dtype=bool)
+    return ctx.zero(v, va)
 
 
 def _axis_stat(op_label: str, axes_of):
@@ -185,6 +330,23 @@ def _pool(ctx: ChannelGraph, node: Node) -> None:
 
 SUMS = {"ReduceSum", "ReduceL1", "ReduceL2", "ReduceSumSquare"}
 ZERO_KEEPING = SUMS | {"ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd"}
+COUNTED = {"ReduceMean"}
+
+
+def _mean_renorm(node: Node) -> Renorm | None:
+    """ReduceMean = ReduceSum / D: with the axes it averages over (static operand or all axes)."""
+    x = node.input(0)
+    r = rank(x)
+    if r is None:
+        return None
+    axes = const_list(node.input(1)) if node.input(1) is not None else None
+    if node.input(1) is not None and axes is None:
+        return None
+    if not axes:
+        if node.attr("noop_with_empty_axes", 0):
+            return None
+        axes = list(range(r))
+    return Renorm("mean", tuple(sorted({a + r if a < 0 else a for a in axes})))
 
 
 def _reduce(ctx: ChannelGraph, node: Node) -> None:
@@ -213,6 +375,9 @@ def _reduce(ctx: ChannelGraph, node: Node) -> None:
         if a in axes_set:
             if node.op in SUMS:
                 ctx.require_zero([(x, a)], f"{node.op} sums over this axis")
+            elif node.op in COUNTED and x is not None and x.shape is not None and isinstance(x.shape[a], int):
+                # sum / D: exact with the removed (zero) elements gone once construct keeps D
+                ctx.require_zero([(x, a)], f"{node.op} averages over this axis")
             else:
                 ctx.pin(x, a, f"{node.op} reduces over this axis")
             if keep:
@@ -345,8 +510,20 @@ register_op(
     shrink=_shrink_groupnorm,
     zero_when=_affine_zero_when(1, 2),
 )
-register_op("LayerNormalization", _layernorm, shape=same_shape, zero_when=_affine_zero_when(1, 2))
-register_op("RMSNormalization", _layernorm, shape=same_shape, zero_when=_affine_zero_when(1, None))
+register_op(
+    "LayerNormalization",
+    hidden_norm,
+    shape=same_shape,
+    zero_when=_affine_zero_when(1, 2),
+    renorm=norm_renorm("layernorm", bias=2, stats=(1, 2)),
+)
+register_op(
+    "RMSNormalization",
+    hidden_norm,
+    shape=same_shape,
+    zero_when=_affine_zero_when(1, None),
+    renorm=norm_renorm("rmsnorm"),
+)
 # Both divide by a norm with no epsilon: a zeroed slice becomes 0 / 0 wherever it is normalized, so no
 # axis of theirs can carry a removable channel (not only the normalized ones). ONNX's
 # MeanVarianceNormalization adds 1e-9 to the deviation, so an all-zero input gives 0 / 1e-9 = 0.
@@ -385,6 +562,7 @@ for _op in (
         legacy_attrs=(LegacyAttr("axes", 1, 13 if _op == "ReduceSum" else 18),),
         # a sum, mean, extremum, norm or product of zeros is 0; log(0) and log(n * e^0) are not
         zero_when=data_zero(0) if _op in ZERO_KEEPING else never,
+        renorm=_mean_renorm if _op in COUNTED else None,
     )
 for _op in ("ArgMax", "ArgMin"):
     register_op(_op, _reduce, shape=reduce_shape, zero_when=never)

@@ -26,12 +26,14 @@ __all__ = [
     "OpRule",
     "QuantOperand",
     "Quantized",
+    "Renorm",
     "ShrinkView",
     "ZeroWhen",
     "declarations_for",
     "output_is_zero",
     "register_op",
     "register_rule",
+    "renorm_of",
     "rule_for",
     "rules",
 ]
@@ -82,6 +84,30 @@ Quantized = Callable[[Node], tuple[QuantOperand, ...]]
 
 
 @dataclass(frozen=True)
+class Renorm:
+    """A statistic that counts the elements of input 0's ``axes`` (a mean, a LayerNorm, an RMSNorm).
+
+    The analysis lets such an axis shrink only where its removed elements are exactly zero
+    (``require_zero``); their sum is then unchanged but their count is not, so construct rewrites the
+    node to keep the original count (``docs/hidden_size.md`` derives each form). ``kind``: ``mean``
+    (scale the result by d/D), ``layernorm`` (mean and variance over the original count: decompose) or
+    ``rmsnorm`` (fold D/d into ``scale`` and ``epsilon``). ``summed``: operands added before the
+    statistic (input, skip, bias of the Skip* fusions); ``scale``, ``bias``: operand indices of the
+    affine part; ``stats``: outputs holding mean / inverse deviation; ``sum_output``: the output that
+    returns the sum of ``summed``; ``epsilon``: the node's epsilon.
+    """
+
+    kind: Literal["mean", "layernorm", "rmsnorm"]
+    axes: tuple[int, ...]
+    summed: tuple[int, ...] = (0,)
+    scale: int | None = None
+    bias: int | None = None
+    stats: tuple[int, ...] = ()
+    sum_output: int | None = None
+    epsilon: float = 0.0
+
+
+@dataclass(frozen=True)
 class LegacyAttr:
     """An operand that ONNX opsets before ``since`` spell as the attribute ``name``.
 
@@ -123,7 +149,8 @@ class OpRule:
     nothing and can be cut from the weight), or None for this node. ``quantized`` lists the operands
     that hold quantized integers (``QuantOperand``): their zero is the zero point, which the frontend
     (a weight read only there is a parameter that can be zeroed) and construct (the zeroed reference
-    fills a removed slice with its zero point) read.
+    fills a removed slice with its zero point) read. ``renorm`` says, for a statistic that counts
+    the elements of an axis it may shrink (``Renorm``), how construct keeps the original count.
     """
 
     op: str
@@ -141,6 +168,7 @@ class OpRule:
     erased_input: ErasedInput | None = None
     contraction: Contraction | None = None
     quantized: Quantized | None = None
+    renorm: Callable[[Node], Renorm | None] | None = None
 
     def kind_of(self, node: Node) -> str:
         return self.kind(node) if callable(self.kind) else self.kind
@@ -179,6 +207,7 @@ def register_op(
     erased_input: ErasedInput | None = None,
     contraction: Contraction | None = None,
     quantized: Quantized | None = None,
+    renorm: Callable[[Node], Renorm | None] | None = None,
     replace: bool = False,
 ) -> OpRule:
     """Declare ``op`` (in ``domain``): its channel rule and the hooks the other passes read."""
@@ -198,6 +227,7 @@ def register_op(
         erased_input,
         contraction,
         quantized,
+        renorm,
     )
     return register_rule(rule, replace=replace)
 
@@ -242,6 +272,14 @@ def output_is_zero(node: Node, zero_inputs: Sequence[bool]) -> bool:
         if f0 is not None:
             return f0 == "zero" and all(flags)
     return False
+
+
+def renorm_of(node: Node) -> Renorm | None:
+    """The node's ``Renorm`` (a statistic that must keep its original count when an axis shrinks)."""
+    for rule in declarations_for(node):
+        if rule.renorm is not None:
+            return rule.renorm(node)
+    return None
 
 
 def rules() -> dict[tuple[str, str], OpRule]:
