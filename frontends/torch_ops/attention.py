@@ -163,5 +163,6 @@ def _mha(b: Builder, n: fx.Node) -> Any:
             b.emit(n, "ReduceMean", [probs, b.axes(n, [1])], [res[1]], keepdims=0)
         else:
             b.emit(n, "Identity", [probs], [res[1]])
-    b.fixup("mha", n, heads=qh.name, head_axis=1, num_heads=h, head_dim=d)
+    b.fixup("mha", n, heads=(qh.name, 1, h), qk_dims=(qh.name, 3, d), v_dims=(vh.name, 3, d), num_heads=h,
+            head_dim=d)  # fmt: skip
     return res

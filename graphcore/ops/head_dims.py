@@ -20,10 +20,35 @@ same axis, so the existing rules link them into the same ZIG and construct slice
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar
+
 from graphcore.ir import Node, Value
 from graphcore.ops.common import const_list
 
-__all__ = ["feeds_head_product", "from_head_product"]
+__all__ = ["feeds_head_product", "from_head_product", "head_dims_enabled", "whole_heads"]
+
+_WHOLE_HEADS: ContextVar[bool] = ContextVar("zigraph_whole_heads", default=False)
+
+
+@contextlib.contextmanager
+def whole_heads() -> Iterator[None]:
+    """Analyze with whole attention heads as the channels (the outer part of the split carries), as
+    before head dimensions existed: ``with whole_heads(): graphcore.analyze(graph)``. Heads and head
+    dimensions cannot both be channels of one axis: an element (h, j) would tie head h to dimension j
+    and every component would merge."""
+    token = _WHOLE_HEADS.set(True)
+    try:
+        yield
+    finally:
+        _WHOLE_HEADS.reset(token)
+
+
+def head_dims_enabled() -> bool:
+    """Head dimensions are the attention channels unless ``whole_heads()`` is active."""
+    return not _WHOLE_HEADS.get()
+
 
 _DEPTH = 24
 _UNARY = {"Identity", "Cast", "Neg", "Relu", "Dropout", "Contiguous", "CastLike"}

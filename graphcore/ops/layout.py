@@ -6,7 +6,9 @@ Reshape-like ops are matched axis group by axis group. When several axes merge i
 Linear, heads merged back into the hidden size) the output index carries the *carrier* axis: channel c
 owns a whole block of the merged axis. When one axis splits (hidden size into heads × head size) the
 carrier is the outermost part: removing a head removes a whole block. The other parts are pinned, so
-every removal keeps the tensor rectangular.
+every removal keeps the tensor rectangular. Attention is the exception (``head_dims.py``): where the
+inner part is a head dimension (it reaches a product of two activations), the inner part carries, so
+dimension j of every head is one channel; ``head_dims.whole_heads()`` restores whole heads.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ import numpy as np
 
 from graphcore.channels import ChannelGraph, Entry
 from graphcore.ir import Dim, Node, Value
-from graphcore.ops.head_dims import feeds_head_product, from_head_product
 from graphcore.ops.common import const_ints, const_list, data_zero, identity, int_dim, known_shape, rank
+from graphcore.ops.head_dims import feeds_head_product, from_head_product, head_dims_enabled
 from graphcore.ops.registry import LegacyAttr, register_op
 from graphcore.ops.shape import flatten_shape
 
@@ -132,7 +134,7 @@ def _carrier(sizes: list[int], pinned: list[bool]) -> int:
 def _merge(ctx: ChannelGraph, x: Value, ia: list[int], y: Value, b: int, what: str) -> None:
     sizes = [int_dim(known_shape(x)[a]) for a in ia]
     c = _carrier(sizes, [ctx.is_pinned(x, a) for a in ia])
-    heads = [k for k, a in enumerate(ia) if sizes[k] > 1 and from_head_product(x, a)]
+    heads = [k for k, a in enumerate(ia) if sizes[k] > 1 and head_dims_enabled() and from_head_product(x, a)]
     if heads:
         c = heads[-1]  # attention's output merged back: head dimension j of every head is one channel
     stride = math.prod(sizes[c + 1 :])
@@ -195,7 +197,7 @@ def _indexed_downstream(v: Value, axis: int, depth: int = 8) -> bool:
 def _split(ctx: ChannelGraph, x: Value, a: int, y: Value, ib: list[int], what: str) -> None:
     sizes = [int_dim(known_shape(y)[b]) for b in ib]
     c = _carrier(sizes, [_indexed_downstream(y, b) for b in ib])
-    heads = [k for k, b in enumerate(ib) if sizes[k] > 1 and feeds_head_product(y, b)]
+    heads = [k for k, b in enumerate(ib) if sizes[k] > 1 and head_dims_enabled() and feeds_head_product(y, b)]
     if heads:
         c = heads[-1]  # queries, keys or values split into heads: head dimension j of every head
     stride = math.prod(sizes[c + 1 :])
