@@ -152,7 +152,8 @@ def test_torch_packed_qkv_maps_head_dims_through_the_split():
 
 
 def test_gqa_whole_heads_take_a_key_head_with_its_query_group():
-    """``whole_heads()``: a key/value head and the four query heads that read it are one ZIG."""
+    """``whole_heads()`` (the example in docs/head_dims.md): a key/value head and the four query heads
+    that read it are one ZIG."""
     with whole_heads():
         a = graphcore.analyze(load_torch(_torch_model(CASES["gqa"][0]), (X,)))
     span = lambda lo, n: tuple(range(lo, lo + n))  # noqa: E731

@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from contextvars import ContextVar
 
 from graphcore.ir import Node, Value
+from graphcore.ops.axis_groups import factorize
 from graphcore.ops.common import const_list
 
 __all__ = ["feeds_head_product", "from_head_product", "head_dims_enabled", "whole_heads"]
@@ -72,8 +73,6 @@ def _product_axis(node: Node, index: int, axis: int, rank: int) -> bool:
 
 def _mapped_reshape(x: Value, y: Value, axis: int) -> int | None:
     """The output axis that holds input ``axis`` unchanged through a reshape, else None."""
-    from graphcore.ops.layout import factorize
-
     if x.shape is None or y.shape is None:
         return None
     for ia, ib in factorize(list(x.shape), list(y.shape)):
