@@ -28,8 +28,8 @@ def rotate_half(x: torch.Tensor, d: int) -> torch.Tensor:
 
 class Attention(nn.Module):
     """q, k, v projections (or one packed projection), heads by view/transpose, optional rotary
-    embedding from an ``inv_freq`` buffer, grouped-query attention by ``repeat_kv`` or SDPA's
-    ``enable_gqa``, SDPA with its default scale (or a hand-written softmax), output projection."""
+    embedding from an ``inv_freq`` buffer, grouped-query attention by ``repeat_kv``, ``repeat_interleave``
+    or SDPA's ``enable_gqa``, SDPA with its default scale (or a hand-written softmax), output projection."""
 
     def __init__(
         self,
@@ -80,6 +80,8 @@ class Attention(nn.Module):
         if rep > 1 and self.gqa == "repeat":
             k = k[:, :, None].expand(b, self.kv, rep, s, self.d).reshape(b, self.h, s, self.d)
             v = v[:, :, None].expand(b, self.kv, rep, s, self.d).reshape(b, self.h, s, self.d)
+        if rep > 1 and self.gqa == "interleave":
+            k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
         if self.manual:
             scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.d)
             a = torch.matmul(torch.softmax(scores, dim=-1), v)

@@ -86,6 +86,7 @@ CASES = {
     "rotary": ({"rotary": True, "head_dim": 8}, 2, 2, 8, True),
     "gqa": ({"heads": 8, "kv_heads": 2}, 8, 2, 4, False),
     "gqa_sdpa": ({"heads": 8, "kv_heads": 2, "gqa": "sdpa"}, 8, 2, 4, False),
+    "gqa_interleave": ({"heads": 8, "kv_heads": 2, "gqa": "interleave", "manual": True}, 8, 2, 4, False),
     "manual_scale": ({"manual": True}, 2, 2, 4, False),
 }
 X = torch.randn(1, 5, 12, generator=torch.Generator().manual_seed(1))
@@ -151,17 +152,20 @@ def test_torch_packed_qkv_maps_head_dims_through_the_split():
     _prune_torch(model, a)
 
 
-def test_gqa_whole_heads_take_a_key_head_with_its_query_group():
+@pytest.mark.parametrize("case", ["gqa", "gqa_interleave"])
+def test_gqa_whole_heads_take_a_key_head_with_its_query_group(case):
     """``whole_heads()`` (the example in docs/head_dims.md): a key/value head and the four query heads
-    that read it are one ZIG."""
+    that read it are one ZIG; removing one is exact."""
+    model = _torch_model(CASES[case][0])
     with whole_heads():
-        a = graphcore.analyze(load_torch(_torch_model(CASES["gqa"][0]), (X,)))
+        a = graphcore.analyze(load_torch(model, (X,)))
     span = lambda lo, n: tuple(range(lo, lo + n))  # noqa: E731
     want = {frozenset({("q.weight", 0, span(16 * g, 16)), ("q.bias", 0, span(16 * g, 16)),
                        ("k.weight", 0, span(4 * g, 4)), ("k.bias", 0, span(4 * g, 4)),
                        ("v.weight", 0, span(4 * g, 4)), ("v.bias", 0, span(4 * g, 4)),
                        ("o.weight", 1, span(16 * g, 16))}) for g in range(2)}  # fmt: skip
     assert _zigs(a, "q.weight", 0) == want
+    _prune_torch(model, a)
 
 
 ONNX_CASES = {

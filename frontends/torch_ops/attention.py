@@ -8,12 +8,13 @@ import math
 from typing import Any
 
 import numpy as np
+import torch
 import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-from frontends.torch_lower import Builder, Unsupported, on_function, on_module, static_size
-from frontends.torch_ops.common import module_of, shape_of
+from frontends.torch_lower import Builder, Unsupported, on_function, on_method, on_module, static_size
+from frontends.torch_ops.common import module_of, norm_axis, shape_of, tensor_input
 from frontends.torch_ops.stems import emit_linear
 from graphcore.ir import Value
 
@@ -93,6 +94,34 @@ def _repeat_kv(b: Builder, n: fx.Node, t: Value, heads: int, tag: str) -> Value:
     target = [*s[:-3], heads, s[-2], -1]
     b.emit(n, "Reshape", [big, b.const(n, target, f"{tag}_kv_shape", np.int64)], [out])
     return out
+
+
+@on_method("repeat_interleave")
+@on_function(torch.repeat_interleave)
+def _repeat_interleave(b: Builder, n: fx.Node) -> Value:
+    """``x.repeat_interleave(r, dim)`` with an integer ``r``: each index of ``dim`` repeated r times in a
+    row — grouped-query attention's key/value heads over their query groups. Lowered as Unsqueeze,
+    Expand, Reshape (as Hugging Face's ``repeat_kv``), so index i of the result is index i // r of x."""
+    x = tensor_input(b, n)
+    reps, dim = b.arg(n, 1, "repeats"), b.arg(n, 2, "dim", None)
+    if not isinstance(reps, int) or isinstance(reps, bool) or reps < 1 or not isinstance(dim, int):
+        raise Unsupported("repeat_interleave with tensor repeats or no dim")
+    s = shape_of(x)
+    r = len(s)
+    d = norm_axis(dim, r)
+    if not all(isinstance(v, int) for v in s):
+        raise Unsupported("repeat_interleave of a symbolic shape")
+    y = b.out(n)
+    wide = b.tmp(n, "ri1", (*s[: d + 1], 1, *s[d + 1 :]), x.dtype)
+    b.emit(n, "Unsqueeze", [x, b.axes(n, [d + 1])], [wide])
+    ones = [1] * (r + 1)
+    ones[d + 1] = reps
+    big = b.tmp(n, "rix", (*s[: d + 1], reps, *s[d + 1 :]), x.dtype)
+    b.emit(n, "Expand", [wide, b.const(n, ones, "ri_reps", np.int64)], [big])
+    target = [*s[:d], s[d] * reps, *s[d + 1 :]]
+    target[-1 if d != r - 1 else 0] = -1
+    b.emit(n, "Reshape", [big, b.const(n, target, "ri_shape", np.int64)], [y])
+    return y
 
 
 @on_function(F.scaled_dot_product_attention)
