@@ -250,7 +250,8 @@ HF_DIMS = {  # head dim 8 in every tiny config; LLaMA's rotary pairs halve its q
 }
 
 
-@pytest.mark.parametrize("name", ["bert", "gpt2", "llama"])
+@pytest.mark.parametrize("name", [pytest.param("bert", marks=pytest.mark.slow),
+                                  pytest.param("gpt2", marks=pytest.mark.slow), "llama"])  # fmt: skip
 def test_hf_from_torch_prunes_head_dims_exactly(name, tmp_path):
     pytest.importorskip("transformers")
     from zigraph.prune_check import prune_check
