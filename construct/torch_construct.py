@@ -247,15 +247,22 @@ def _apply_fixups(small: fx.GraphModule, nodes: dict[str, fx.Node], tm: TorchMet
                 raise ZigraphError(
                     f"internal error: '{node.target}' is not the MultiheadAttention it was traced as"
                 )
-            kept = p.kept_masks.get((data["heads"], data["head_axis"]))
-            heads = int(kept.sum()) if kept is not None else int(data["num_heads"])
-            changed = mod.in_proj_weight.shape[0] != 3 * int(data["num_heads"]) * int(data["head_dim"]) or (
+            heads, qk, v = (_kept(p, data, key) for key in ("heads", "qk_dims", "v_dims"))
+            d = int(data["head_dim"])
+            changed = mod.in_proj_weight.shape[0] != 3 * int(data["num_heads"]) * d or (
                 mod.out_proj.weight.shape[0] != mod.embed_dim or mod.in_proj_weight.shape[1] != mod.embed_dim
             )
             if changed:
-                new = PrunedMultiheadAttention.from_module(mod, heads, int(data["head_dim"]))
+                new = PrunedMultiheadAttention.from_module(mod, heads, qk, v, 1.0 / math.sqrt(d))
                 parent, attr = _owner(small, str(node.target))
                 setattr(parent, attr, new)
+
+
+def _kept(p: ShrinkPlan, data: dict, key: str) -> int:
+    """How many of a traced attention's heads (or head dimensions) survive the plan."""
+    name, axis, size = data[key]
+    kept = p.kept_masks.get((name, axis))
+    return int(kept.sum()) if kept is not None else int(size)
 
 
 _DROPOUTS = {

@@ -3,8 +3,9 @@
 ``nn.MultiheadAttention`` ties its inner width to ``embed_dim`` (``num_heads × head_dim = embed_dim``),
 so a model that loses heads needs a module where the two differ. ``PrunedMultiheadAttention`` keeps the
 call signature, the result tuple and the parameter names (``in_proj_weight``, ``in_proj_bias``,
-``out_proj.weight``, ``out_proj.bias``), so state dicts and FX call sites stay valid. The softmax scale
-is ``1/sqrt(head_dim)`` with the original head size: pruning removes whole heads, never head dims.
+``out_proj.weight``, ``out_proj.bias``), so state dicts and FX call sites stay valid. Pruning head
+dimensions leaves queries/keys and values with different head sizes (``head_dim``, ``v_head_dim``); the
+softmax scale stays the original ``1/sqrt(head_dim)`` (``scale``), whatever survives.
 """
 
 from __future__ import annotations
@@ -30,24 +31,33 @@ class PrunedMultiheadAttention(nn.Module):
         bias: bool = True,
         batch_first: bool = False,
         dropout: float = 0.0,
+        v_head_dim: int | None = None,
+        scale: float | None = None,
     ) -> None:
         super().__init__()
         self.embed_dim = embed_dim
         self.num_heads = num_heads
         self.head_dim = head_dim
+        self.v_head_dim = v_head_dim if v_head_dim is not None else head_dim
+        self.scale = scale if scale is not None else 1.0 / math.sqrt(head_dim)
         self.out_dim = out_dim if out_dim is not None else embed_dim
         self.bias = bias
         self.batch_first = batch_first
         self.dropout = dropout
-        inner = num_heads * head_dim
-        self.in_proj_weight = nn.Parameter(torch.empty(3 * inner, embed_dim))
-        self.in_proj_bias = nn.Parameter(torch.zeros(3 * inner)) if bias else None
-        self.out_proj = nn.Linear(inner, self.out_dim, bias=bias)
+        inner, v_inner = num_heads * head_dim, num_heads * self.v_head_dim
+        self.in_proj_weight = nn.Parameter(torch.empty(2 * inner + v_inner, embed_dim))
+        self.in_proj_bias = nn.Parameter(torch.zeros(2 * inner + v_inner)) if bias else None
+        self.out_proj = nn.Linear(v_inner, self.out_dim, bias=bias)
         nn.init.xavier_uniform_(self.in_proj_weight)
 
     @classmethod
     def from_module(
-        cls, mod: nn.MultiheadAttention, num_heads: int, head_dim: int
+        cls,
+        mod: nn.MultiheadAttention,
+        num_heads: int,
+        head_dim: int,
+        v_head_dim: int | None = None,
+        scale: float | None = None,
     ) -> PrunedMultiheadAttention:
         """Wrap the (already sliced) tensors of an ``nn.MultiheadAttention``."""
         w = mod.in_proj_weight
@@ -59,6 +69,8 @@ class PrunedMultiheadAttention(nn.Module):
             bias=mod.in_proj_bias is not None,
             batch_first=bool(mod.batch_first),
             dropout=float(mod.dropout),
+            v_head_dim=v_head_dim,
+            scale=scale,
         )
         new.in_proj_weight = w
         new.in_proj_bias = mod.in_proj_bias
@@ -79,23 +91,23 @@ class PrunedMultiheadAttention(nn.Module):
         average_attn_weights: bool = True,
         is_causal: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        inner = self.num_heads * self.head_dim
-        w_q, w_k, w_v = self.in_proj_weight.split(inner, dim=0)
+        sizes = [self.num_heads * self.head_dim] * 2 + [self.num_heads * self.v_head_dim]
+        w_q, w_k, w_v = self.in_proj_weight.split(sizes, dim=0)
         b_q = b_k = b_v = None
         if self.in_proj_bias is not None:
-            b_q, b_k, b_v = self.in_proj_bias.split(inner, dim=0)
+            b_q, b_k, b_v = self.in_proj_bias.split(sizes, dim=0)
         if not self.batch_first:
             query, key, value = query.transpose(0, 1), key.transpose(0, 1), value.transpose(0, 1)
-        q = self._heads(F.linear(query, w_q, b_q))
-        k = self._heads(F.linear(key, w_k, b_k))
-        v = self._heads(F.linear(value, w_v, b_v))
+        q = self._heads(F.linear(query, w_q, b_q), self.head_dim)
+        k = self._heads(F.linear(key, w_k, b_k), self.head_dim)
+        v = self._heads(F.linear(value, w_v, b_v), self.v_head_dim)
         mask = self._additive_mask(attn_mask, key_padding_mask, q)
         if is_causal and mask is None:
             length, source = q.shape[-2], k.shape[-2]
             causal = torch.ones(length, source, dtype=torch.bool, device=q.device).triu(1)
             mask = torch.zeros(length, source, dtype=q.dtype, device=q.device)
             mask = mask.masked_fill(causal, float("-inf"))
-        scale = 1.0 / math.sqrt(self.head_dim)
+        scale = self.scale
         p_drop = self.dropout if self.training else 0.0
         weights = None
         if need_weights:
@@ -113,8 +125,8 @@ class PrunedMultiheadAttention(nn.Module):
             out = out.transpose(0, 1)
         return out, weights
 
-    def _heads(self, x: torch.Tensor) -> torch.Tensor:
-        return x.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
+    def _heads(self, x: torch.Tensor, dim: int) -> torch.Tensor:
+        return x.unflatten(-1, (self.num_heads, dim)).transpose(1, 2)
 
     @staticmethod
     def _additive_mask(

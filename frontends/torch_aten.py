@@ -53,6 +53,7 @@ SHARED: dict[Any, tuple[str, ...]] = {
     torch.exp: ("exp",),
     torch.sqrt: ("sqrt",),
     torch.neg: ("neg",),
+    torch.repeat_interleave: ("repeat_interleave",),
     torch.erf: ("erf",),
     torch.sin: ("sin",),
     torch.cos: ("cos",),

@@ -14,6 +14,7 @@ import torch
 import graphcore
 from construct.torch_verify import randomize_
 from frontends.torch_frontend import load_torch
+from graphcore.ops.head_dims import whole_heads
 from zigraph.prune_check import prune_check
 
 transformers = pytest.importorskip("transformers")
@@ -45,6 +46,9 @@ def test_transformer_prunes_heads_and_mlp_exactly(name):
     analysis = graphcore.analyze(graph)
     sizes = sorted({g.size for g in analysis.prunable_groups})
     assert 64 in sizes or 128 in sizes  # the MLP width
-    assert 2 in sizes or 4 in sizes  # heads (or GQA key/value groups)
+    assert 8 in sizes  # attention head dimensions (query/key, value/output; LLaMA's rotary pairs: 4)
+    with whole_heads():
+        sizes = sorted({g.size for g in graphcore.analyze(graph).prunable_groups})
+    assert 2 in sizes or 4 in sizes  # whole heads (or GQA key/value groups)
     r = prune_check(model, (ids,), sparsity=0.5, criterion="random")
     assert r.torch_rel <= 1e-4 and r.kept <= 0.9, r

@@ -22,6 +22,7 @@ from construct.torch_construct import to_torch
 from construct.torch_verify import randomize_, verify_torch, zeroed_copy
 from construct.torch_zeros import removed_from_zeros
 from frontends.torch_frontend import load_torch
+from graphcore.ops.head_dims import whole_heads
 
 
 # -- models -----------------------------------------------------------------------------------------------
@@ -389,12 +390,17 @@ def test_expected_groups():
     assert ("b.0.weight", 0) in tied.params and ("head.weight", 1) in tied.params and tied.prunable
 
     a = graphcore.analyze(load_torch(*_build("attention")))
+    dims = _group_with(a, "proj.weight", 1)  # value/output head dimension j of every head is one channel
+    assert dims.size == 8 and dims.prunable
+    with whole_heads():
+        a = graphcore.analyze(load_torch(*_build("attention")))
     heads = _group_with(a, "proj.weight", 1)
     assert heads.size == 4 and heads.prunable
     assert _group_with(a, "fc1.weight", 0).prunable
     assert not _group_with(a, "norm.weight", 0).prunable  # LayerNorm over the residual width
 
-    a = graphcore.analyze(load_torch(*_build("mha")))
+    with whole_heads():
+        a = graphcore.analyze(load_torch(*_build("mha")))
     assert _group_with(a, "att.out_proj.weight", 1).size == 4
     assert _group_with(a, "att.out_proj.weight", 1).prunable
 
@@ -421,7 +427,8 @@ def test_mha_heads_shrink_into_pruned_module():
     from construct.torch_modules import PrunedMultiheadAttention
 
     model, x = _build("mha")
-    a = graphcore.analyze(load_torch(model, x))
+    with whole_heads():
+        a = graphcore.analyze(load_torch(model, x))
     heads = _group_with(a, "att.out_proj.weight", 1)
     sel = heads.zig_ids[:2]
     small = to_torch(zeroed_copy(model, a, sel), a)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from graphcore.ops.head_dims import whole_heads
 from tests.zoo import HF, TORCHVISION, export, zoo_selection
 
 pytest.importorskip("torchvision")
@@ -94,9 +95,13 @@ def test_transformers_prune_heads_and_mlp_not_the_residual_stream(
     name, heads, kv_heads, ffn, layers, zoo_dir
 ):
     a, n_groups, n_zigs = _groups(name, zoo_dir)
-    # Per layer: one group of attention heads (a KV head with the query heads that share it) and
-    # one MLP group; the hidden size stays: these bare models return the hidden states, a graph output
-    # (the LM-head models of tests/test_hidden_size.py prune it).
+    # Per layer: query/key head dimensions (LLaMA: rotary pairs), value/output head dimensions and one
+    # MLP group; the hidden size stays: these bare models return the hidden states, a graph output (the LM-head models of tests/test_hidden_size.py prune it). Head size 16.
+    assert n_groups == 3 * layers
+    assert n_zigs == layers * ((8 if name == "llama" else 16) + 16 + ffn)
+    with whole_heads():
+        _, n_groups, n_zigs = _groups(name, zoo_dir)
+    # Whole heads: one group of heads (a KV head with the query heads that share it) per layer.
     assert n_groups == 2 * layers
     assert n_zigs == layers * (kv_heads + ffn)
     embedding = next(g for g in a.groups if any(n.endswith(("word_embeddings.weight", "wte.weight",

@@ -8,12 +8,13 @@ import math
 from typing import Any
 
 import numpy as np
+import torch
 import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-from frontends.torch_lower import Builder, Unsupported, on_function, on_module, static_size
-from frontends.torch_ops.common import module_of, shape_of
+from frontends.torch_lower import Builder, Unsupported, on_function, on_method, on_module, static_size
+from frontends.torch_ops.common import module_of, norm_axis, shape_of, tensor_input
 from frontends.torch_ops.stems import emit_linear
 from graphcore.ir import Value
 
@@ -31,12 +32,20 @@ def emit_sdpa(
     scale: float | None,
     y: Value,
     probs: Value | None = None,
+    gqa: bool = False,
 ) -> Value:
-    """softmax(q·kᵀ·scale + mask)·v as MatMul, Mul, Softmax, MatMul; the scale is a constant."""
+    """softmax(q·kᵀ·scale + mask)·v as MatMul, Mul, Softmax, MatMul; the scale is a constant.
+
+    ``gqa`` (SDPA's ``enable_gqa``): key and value heads are repeated over their query groups first, as
+    Hugging Face's ``repeat_kv`` writes it (Unsqueeze, Expand, Reshape), so a head dimension of a key
+    head is one channel with the same dimension of the query heads that share it."""
     qs, ks, vs = shape_of(q), shape_of(k), shape_of(v)
     if len(qs) < 2 or len(ks) != len(qs) or len(vs) != len(qs):
         raise Unsupported("attention ranks")
     r = len(qs)
+    if gqa and r >= 3 and ks[-3] != qs[-3]:
+        k, v = (_repeat_kv(b, n, t, qs[-3], tag) for t, tag in ((k, "k"), (v, "v")))
+        ks, vs = shape_of(k), shape_of(v)
     e = qs[-1]
     big = tuple(max(a, c) for a, c in zip(qs[:-2], ks[:-2]))
     kt = b.tmp(n, "k_t", (*ks[:-2], ks[-1], ks[-2]), k.dtype)
@@ -68,20 +77,66 @@ def emit_sdpa(
     return y
 
 
+def _repeat_kv(b: Builder, n: fx.Node, t: Value, heads: int, tag: str) -> Value:
+    """[..., Hkv, S, D] -> [..., heads, S, D], each key/value head repeated over its query group."""
+    s = shape_of(t)
+    r = len(s)
+    if not isinstance(s[-3], int) or s[-3] <= 0 or heads % s[-3]:
+        raise Unsupported("grouped-query attention with head counts that do not divide")
+    rep = heads // s[-3]
+    wide = b.tmp(n, f"{tag}_kv1", (*s[:-2], 1, *s[-2:]), t.dtype)
+    b.emit(n, "Unsqueeze", [t, b.axes(n, [r - 2])], [wide])
+    reps = [1] * (r + 1)
+    reps[r - 2] = rep
+    big = b.tmp(n, f"{tag}_kvx", (*s[:-2], rep, *s[-2:]), t.dtype)
+    b.emit(n, "Expand", [wide, b.const(n, reps, f"{tag}_kv_reps", np.int64)], [big])
+    out = b.tmp(n, f"{tag}_kv", (*s[:-3], heads, *s[-2:]), t.dtype)
+    target = [*s[:-3], heads, s[-2], -1]
+    b.emit(n, "Reshape", [big, b.const(n, target, f"{tag}_kv_shape", np.int64)], [out])
+    return out
+
+
+@on_method("repeat_interleave")
+@on_function(torch.repeat_interleave)
+def _repeat_interleave(b: Builder, n: fx.Node) -> Value:
+    """``x.repeat_interleave(r, dim)`` with an integer ``r``: each index of ``dim`` repeated r times in a
+    row — grouped-query attention's key/value heads over their query groups. Lowered as Unsqueeze,
+    Expand, Reshape (as Hugging Face's ``repeat_kv``), so index i of the result is index i // r of x."""
+    x = tensor_input(b, n)
+    reps, dim = b.arg(n, 1, "repeats"), b.arg(n, 2, "dim", None)
+    if not isinstance(reps, int) or isinstance(reps, bool) or reps < 1 or not isinstance(dim, int):
+        raise Unsupported("repeat_interleave with tensor repeats or no dim")
+    s = shape_of(x)
+    r = len(s)
+    d = norm_axis(dim, r)
+    if not all(isinstance(v, int) for v in s):
+        raise Unsupported("repeat_interleave of a symbolic shape")
+    y = b.out(n)
+    wide = b.tmp(n, "ri1", (*s[: d + 1], 1, *s[d + 1 :]), x.dtype)
+    b.emit(n, "Unsqueeze", [x, b.axes(n, [d + 1])], [wide])
+    ones = [1] * (r + 1)
+    ones[d + 1] = reps
+    big = b.tmp(n, "rix", (*s[: d + 1], reps, *s[d + 1 :]), x.dtype)
+    b.emit(n, "Expand", [wide, b.const(n, ones, "ri_reps", np.int64)], [big])
+    target = [*s[:d], s[d] * reps, *s[d + 1 :]]
+    target[-1 if d != r - 1 else 0] = -1
+    b.emit(n, "Reshape", [big, b.const(n, target, "ri_shape", np.int64)], [y])
+    return y
+
+
 @on_function(F.scaled_dot_product_attention)
 def _sdpa_fn(b: Builder, n: fx.Node) -> Value:
     q, k, v = b.arg(n, 0, "query"), b.arg(n, 1, "key"), b.arg(n, 2, "value")
     mask = b.arg(n, 3, "attn_mask", None)
     if b.arg(n, 4, "dropout_p", 0.0) not in (0, 0.0):
         raise Unsupported("attention dropout")
-    if b.arg(n, 7, "enable_gqa", False):
-        raise Unsupported("grouped-query attention")
     if not all(isinstance(t, Value) for t in (q, k, v)) or (mask is not None and not isinstance(mask, Value)):
         raise Unsupported("attention operands")
     scale = b.arg(n, 6, "scale", None)
     if scale is not None and not isinstance(scale, float | int):
         raise Unsupported("traced scale")
-    return emit_sdpa(b, n, q, k, v, mask, bool(b.arg(n, 5, "is_causal", False)), scale, b.out(n))
+    gqa = bool(b.arg(n, 7, "enable_gqa", False))
+    return emit_sdpa(b, n, q, k, v, mask, bool(b.arg(n, 5, "is_causal", False)), scale, b.out(n), gqa=gqa)
 
 
 @on_module(nn.MultiheadAttention)
@@ -163,5 +218,6 @@ def _mha(b: Builder, n: fx.Node) -> Any:
             b.emit(n, "ReduceMean", [probs, b.axes(n, [1])], [res[1]], keepdims=0)
         else:
             b.emit(n, "Identity", [probs], [res[1]])
-    b.fixup("mha", n, heads=qh.name, head_axis=1, num_heads=h, head_dim=d)
+    b.fixup("mha", n, heads=(qh.name, 1, h), qk_dims=(qh.name, 3, d), v_dims=(vh.name, 3, d), num_heads=h,
+            head_dim=d)  # fmt: skip
     return res

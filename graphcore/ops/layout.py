@@ -6,7 +6,9 @@ Reshape-like ops are matched axis group by axis group. When several axes merge i
 Linear, heads merged back into the hidden size) the output index carries the *carrier* axis: channel c
 owns a whole block of the merged axis. When one axis splits (hidden size into heads × head size) the
 carrier is the outermost part: removing a head removes a whole block. The other parts are pinned, so
-every removal keeps the tensor rectangular.
+every removal keeps the tensor rectangular. Attention is the exception (``head_dims.py``): where the
+inner part is a head dimension (it reaches a product of two activations), the inner part carries, so
+dimension j of every head is one channel; ``head_dims.whole_heads()`` restores whole heads.
 """
 
 from __future__ import annotations
@@ -17,76 +19,11 @@ import numpy as np
 
 from graphcore.channels import ChannelGraph, Entry
 from graphcore.ir import Dim, Node, Value
+from graphcore.ops.axis_groups import factorize
 from graphcore.ops.common import const_ints, const_list, data_zero, identity, int_dim, known_shape, rank
+from graphcore.ops.head_dims import feeds_head_product, from_head_product, head_dims_enabled
 from graphcore.ops.registry import LegacyAttr, register_op
 from graphcore.ops.shape import flatten_shape
-
-Groups = list[tuple[list[int], list[int]]]
-
-
-def _greedy(a: list[Dim], b: list[Dim]) -> tuple[Groups, int, int]:
-    """Match leading axes of ``a`` and ``b`` by products; stop at the first axis that cannot match."""
-    groups: Groups = []
-    i = j = 0
-    while i < len(a) and j < len(b):
-        if a[i] == 1 and b[j] != 1:
-            groups.append(([i], []))
-            i += 1
-            continue
-        if b[j] == 1 and a[i] != 1:
-            groups.append(([], [j]))
-            j += 1
-            continue
-        if not isinstance(a[i], int) or not isinstance(b[j], int):
-            if a[i] is not None and a[i] == b[j]:
-                groups.append(([i], [j]))
-                i += 1
-                j += 1
-                continue
-            break
-        pa, pb = int_dim(a[i]), int_dim(b[j])
-        ia, ib = [i], [j]
-        ii, jj = i + 1, j + 1
-        ok = True
-        while pa != pb:
-            if pa < pb:
-                if ii >= len(a) or not isinstance(a[ii], int):
-                    ok = False
-                    break
-                pa *= int_dim(a[ii])
-                ia.append(ii)
-                ii += 1
-            else:
-                if jj >= len(b) or not isinstance(b[jj], int):
-                    ok = False
-                    break
-                pb *= int_dim(b[jj])
-                ib.append(jj)
-                jj += 1
-        if not ok:
-            break
-        groups.append((ia, ib))
-        i, j = ii, jj
-    while i < len(a) and a[i] == 1 and j == len(b):
-        groups.append(([i], []))
-        i += 1
-    while j < len(b) and b[j] == 1 and i == len(a):
-        groups.append(([], [j]))
-        j += 1
-    return groups, i, j
-
-
-def factorize(a: list[Dim], b: list[Dim]) -> Groups:
-    """Pair axis groups of two shapes with equal element counts; an unmatched middle is one group."""
-    head, i, j = _greedy(a, b)
-    if i == len(a) and j == len(b):
-        return head
-    ra, rb = a[i:][::-1], b[j:][::-1]
-    tail, ti, tj = _greedy(ra, rb)
-    na, nb = len(a), len(b)
-    tail_groups = [([na - 1 - x for x in ia][::-1], [nb - 1 - y for y in ib][::-1]) for ia, ib in tail][::-1]
-    middle = (list(range(i, na - ti)), list(range(j, nb - tj)))
-    return [*head, middle, *tail_groups]
 
 
 def regroup(ctx: ChannelGraph, x: Value, y: Value, what: str) -> None:
@@ -131,6 +68,9 @@ def _carrier(sizes: list[int], pinned: list[bool]) -> int:
 def _merge(ctx: ChannelGraph, x: Value, ia: list[int], y: Value, b: int, what: str) -> None:
     sizes = [int_dim(known_shape(x)[a]) for a in ia]
     c = _carrier(sizes, [ctx.is_pinned(x, a) for a in ia])
+    heads = [k for k, a in enumerate(ia) if sizes[k] > 1 and head_dims_enabled() and from_head_product(x, a)]
+    if heads:
+        c = heads[-1]  # attention's output merged back: head dimension j of every head is one channel
     stride = math.prod(sizes[c + 1 :])
     n = math.prod(sizes)
     out_idx = np.arange(n, dtype=np.int64)
@@ -191,6 +131,9 @@ def _indexed_downstream(v: Value, axis: int, depth: int = 8) -> bool:
 def _split(ctx: ChannelGraph, x: Value, a: int, y: Value, ib: list[int], what: str) -> None:
     sizes = [int_dim(known_shape(y)[b]) for b in ib]
     c = _carrier(sizes, [_indexed_downstream(y, b) for b in ib])
+    heads = [k for k, b in enumerate(ib) if sizes[k] > 1 and head_dims_enabled() and feeds_head_product(y, b)]
+    if heads:
+        c = heads[-1]  # queries, keys or values split into heads: head dimension j of every head
     stride = math.prod(sizes[c + 1 :])
     n = math.prod(sizes)
     in_idx = np.arange(n, dtype=np.int64)
