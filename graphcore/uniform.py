@@ -61,7 +61,7 @@ def select_uniform(
         if kinds is not None and kind not in kinds:
             continue
         room = min(g.size - g.min_keep for g in groups)
-        count = min(round(float(np.mean([taken[g.id] for g in groups]))), room)
+        count = min(int(np.floor(np.mean([taken[g.id] for g in groups]) + 0.5)), room)  # half up
         if count <= 0:
             continue
         for g in groups:

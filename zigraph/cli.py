@@ -33,7 +33,7 @@ def _shape(text: str) -> Any:
     try:
         return parse_input_spec(text)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"--input-shape {exc}") from None
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _output_args(sp: argparse.ArgumentParser, json_help: str) -> None:
