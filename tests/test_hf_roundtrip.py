@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +17,7 @@ import torch
 from construct.torch_verify import randomize_
 
 transformers = pytest.importorskip("transformers")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def randomized(model: torch.nn.Module) -> torch.nn.Module:
@@ -294,3 +296,17 @@ def test_bert_heads_cannot_be_a_config_and_say_so():
     assert chosen.size
     with pytest.raises(ZigraphError, match="no config expresses"):
         to_hf(zeroed_copy(model, analysis, chosen), analysis, chosen)
+
+
+def test_user_guide_hf_block_runs(capsys):
+    """The Hugging Face block of docs/user_guide.md, run on the tiny LLaMA."""
+    import re
+
+    text = (ROOT / "docs" / "user_guide.md").read_text(encoding="utf-8")
+    at = text.index("tests/test_hf_roundtrip.py::test_user_guide_hf_block_runs")
+    code = re.search(r"```python\n(.*?)```", text[at:], re.S)
+    assert code
+    model, ids, _ = _analyzed("llama")
+    exec(compile(code.group(1), "user_guide.md", "exec"), {"model": model, "ids": ids})
+    width, kv = capsys.readouterr().out.split()
+    assert int(width) < 64 and int(kv) <= 2
