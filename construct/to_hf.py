@@ -298,7 +298,7 @@ def to_hf(
         dtype = next(model.parameters()).dtype
     except StopIteration:
         dtype = torch.float32
-    worst = None
+    worst, unsaved = None, []
     for new_cfg in hf_configs(model, target, _kept_sizes(analysis, ids)):
         hf = type(model)(new_cfg).to(dtype)
         hf.load_state_dict(_state_for(model, small, hf.state_dict().keys()), strict=True)
@@ -307,10 +307,36 @@ def to_hf(
         if err <= RTOL:
             return hf
         worst = err if worst is None else min(worst, err)
+        unsaved = unsaved or _unsaved_buffers(model, hf)
+    hint = (
+        f"; these buffers are not saved by save_pretrained and differ from what the config derives: "
+        f"{', '.join(unsaved[:3])}"
+        if unsaved
+        else ""
+    )
     raise ZigraphError(
         f"{type(model).__name__}: the configs {type(cfg).__name__} that build the pruned shapes compute "
-        f"something else (max relative error {worst:.2e}); keep it as a torch module / ONNX"
+        f"something else (max relative error {worst:.2e}){hint}; keep it as a torch module / ONNX"
     )
+
+
+def _unsaved_buffers(model: nn.Module, hf: nn.Module) -> list[str]:
+    """Non-persistent buffers of ``model`` (rotary ``inv_freq``) whose values a model built from the
+    config does not reproduce: no checkpoint can carry them."""
+    fresh = dict(hf.named_buffers())
+    out = []
+    for mod_name, m in model.named_modules():
+        for b in sorted(getattr(m, "_non_persistent_buffers_set", ())):
+            name = f"{mod_name}.{b}" if mod_name else b
+            mine, theirs = getattr(m, b, None), fresh.get(name)
+            if (
+                isinstance(mine, torch.Tensor)
+                and isinstance(theirs, torch.Tensor)
+                and mine.shape == theirs.shape
+            ):
+                if not torch.equal(mine.to(theirs.dtype), theirs):
+                    out.append(name)
+    return out
 
 
 def _error(hf: nn.Module, small: nn.Module, analysis: PruneAnalysis, seed: int) -> float:

@@ -310,3 +310,22 @@ def test_user_guide_hf_block_runs(capsys):
     exec(compile(code.group(1), "user_guide.md", "exec"), {"model": model, "ids": ids})
     width, kv = capsys.readouterr().out.split()
     assert int(width) < 64 and int(kv) <= 2
+
+
+def test_a_buffer_no_checkpoint_carries_is_named_when_the_round_trip_refuses():
+    """``randomize_`` also draws the rotary ``inv_freq``, which save_pretrained does not store: the
+    reloaded model would differ, so ``to_hf`` refuses and names the buffer (found by llmtrain)."""
+    import graphcore
+    from construct.to_hf import to_hf
+    from construct.torch_verify import zeroed_copy
+    from frontends.torch_frontend import load_torch
+    from graphcore.errors import ZigraphError
+    from graphcore.uniform import uniform_kinds
+
+    warnings.simplefilter("ignore")
+    torch.manual_seed(0)
+    model = randomize_(_hf("llama")).eval()
+    analysis = graphcore.analyze(load_torch(model, (torch.randint(0, 100, (1, 8)),)))
+    ids = [int(g.zig_ids[0]) for k, gs in uniform_kinds(analysis).items() for g in gs if g.size == 64]
+    with pytest.raises(ZigraphError, match=r"rotary_emb\.inv_freq"):
+        to_hf(zeroed_copy(model, analysis, ids), analysis, ids)
