@@ -333,9 +333,8 @@ def _unsaved_buffers(model: nn.Module, hf: nn.Module) -> list[str]:
                 isinstance(mine, torch.Tensor)
                 and isinstance(theirs, torch.Tensor)
                 and mine.shape == theirs.shape
-            ):
-                if not torch.equal(mine.to(theirs.dtype), theirs):
-                    out.append(name)
+            ) and not torch.equal(mine.to(theirs.dtype), theirs):
+                out.append(name)
     return out
 
 
