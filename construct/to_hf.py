@@ -298,7 +298,8 @@ def to_hf(
         dtype = next(model.parameters()).dtype
     except StopIteration:
         dtype = torch.float32
-    worst, unsaved = None, []
+    worst: float | None = None
+    unsaved: list[str] = []
     for new_cfg in hf_configs(model, target, _kept_sizes(analysis, ids)):
         hf = type(model)(new_cfg).to(dtype)
         hf.load_state_dict(_state_for(model, small, hf.state_dict().keys()), strict=True)
