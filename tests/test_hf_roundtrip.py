@@ -329,3 +329,48 @@ def test_a_buffer_no_checkpoint_carries_is_named_when_the_round_trip_refuses():
     ids = [int(g.zig_ids[0]) for k, gs in uniform_kinds(analysis).items() for g in gs if g.size == 64]
     with pytest.raises(ZigraphError, match=r"rotary_emb\.inv_freq"):
         to_hf(zeroed_copy(model, analysis, ids), analysis, ids)
+
+
+class Blocks(torch.nn.Module):
+    """Token ids → embedding → two residual MLP blocks: two groups of one kind, one per layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = torch.nn.Embedding(40, 8)
+        self.blocks = torch.nn.ModuleList(
+            torch.nn.Sequential(torch.nn.Linear(8, 24), torch.nn.ReLU(), torch.nn.Linear(24, 8))
+            for _ in range(2)
+        )
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        h = self.emb(ids)
+        for b in self.blocks:
+            h = h + b(h)
+        return h
+
+
+def blocks() -> torch.nn.Module:
+    torch.manual_seed(0)
+    m = Blocks()
+    with torch.no_grad():
+        m.blocks[1][0].weight.mul_(5)  # layer 1 has larger norms: the default rule prunes layer 0 more
+    return m
+
+
+def test_cli_uniform_removes_the_same_count_per_layer(tmp_path, capsys):
+    import json
+
+    from zigraph.cli import main
+
+    counts = {}
+    for flag in ([], ["--uniform"]):
+        rep = tmp_path / f"r{len(flag)}.json"
+        argv = ["prune", "tests.test_hf_roundtrip:blocks", "--input-shape", "2,5:int64", "--sparsity", "0.5",
+                "-o", str(tmp_path / f"s{len(flag)}.onnx"), "--report", str(rep), *flag]  # fmt: skip
+        assert main(argv) == 0, capsys.readouterr().err
+        report = json.loads(rep.read_text())
+        assert report["result"]["verification"]["passed"]
+        removed = {r["param"]: len(r["indices"]) for r in report["removed"]}
+        counts[bool(flag)] = (removed.get("blocks.0.0.weight", 0), removed.get("blocks.1.0.weight", 0))
+    assert counts[False][0] != counts[False][1]  # the check can fail: the default rule is free per layer
+    assert counts[True][0] == counts[True][1] > 0

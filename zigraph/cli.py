@@ -80,6 +80,9 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--criterion", default="l2", choices=["l2", "random"])
     pr.add_argument("--seed", type=int, default=0)
     pr.add_argument("--multiple", type=int, default=1, help="keep a multiple of N channels per group")
+    pr.add_argument(
+        "--uniform", action="store_true", help="remove the same count per layer from each kind of group"
+    )
     pr.add_argument("-o", "--output", required=True, metavar="OUT.onnx")
     pr.add_argument("--report", metavar="PATH")
     pr.add_argument("--html", metavar="PATH", help="write a self-contained HTML view of what was removed")
@@ -254,7 +257,7 @@ def _prune(args: argparse.Namespace) -> int:
         loaded = _load(args)
         report = prune(
             loaded, sparsity, out, criterion=args.criterion, seed=args.seed, verify=not args.no_verify,
-            samples=args.samples, multiple=args.multiple,
+            samples=args.samples, multiple=args.multiple, uniform=args.uniform,
         )  # fmt: skip
     return _finish(args, loaded.graph, report, prune_view(report))
 
