@@ -117,7 +117,9 @@ def load_torch(
     graph.meta["tracer"] = tr.tracer
     flat = [*inputs, *kwargs.values()]
     graph.meta["example_shapes"] = [tuple(x.shape) for x in flat if isinstance(x, torch.Tensor)]
-    graph.meta["input_names"] = [*([None] * len(inputs)), *kwargs]
+    # per graph input: the keyword it was passed by, None when positional (the traced placeholders
+    # take their names from the forward signature)
+    graph.meta["input_names"] = [v.name if v.name in kwargs else None for v in graph.inputs]
     graph.meta["output_names"] = _output_names(graph, builder, tr.output_names)
     return graph
 
