@@ -4,7 +4,7 @@ torch, and round-trips as Hugging Face models — regenerated, never typed.
 Per family (tiny configurations, random weights; torchvision models at their real size):
 
 - analyze: the torch module traces (keyword-free, positional example input) and analyzes;
-- ONNX: the module exported with TorchScript, ``zigraph prune`` at 50% of the prunable ZIGs, verified in
+- ONNX: the module exported with TorchScript (eager attention, then dynamo, when that fails), ``zigraph prune`` at 50% of the prunable ZIGs, verified in
   onnxruntime against the zeroed original (``zigraph.pipeline.prune_model``);
 - torch: ``zigraph.prune_check`` at 50% (L2), the small module against the zeroed original in torch;
 - HF round trip: uniform selection over the kinds the config can hold (``construct.to_hf.hf_kinds``),
@@ -151,6 +151,35 @@ def first_output(model: Any) -> Any:
     return First().eval()
 
 
+def export_onnx(model: Any, x: Any, path: Path) -> str:
+    """Export with TorchScript; when that fails, with eager attention (the same function, written
+    without the ops TorchScript lacks, e.g. ``aten::diff`` in SDPA masks), then with dynamo. Returns
+    which one wrote the file; the last failure propagates."""
+    import copy
+
+    import torch
+
+    def eager() -> Any:
+        m = copy.deepcopy(model)
+        m.config._attn_implementation = "eager"
+        return m
+
+    tries = [("torchscript", lambda: model)]
+    if hasattr(model, "config"):
+        tries.append(("torchscript, eager attention", eager))
+    for i, (name, get) in enumerate(tries):
+        try:
+            torch.onnx.export(first_output(get()), (x,), str(path), dynamo=False, opset_version=17)
+            return name
+        except Exception:  # the next exporter gets its turn
+            if i == len(tries) - 1:
+                break
+    torch.onnx.export(
+        first_output(model), (x,), str(path), dynamo=True, opset_version=18, external_data=False
+    )
+    return "dynamo"
+
+
 def run_family(name: str) -> dict[str, Any]:
     """Every column of one row."""
     import torch
@@ -184,14 +213,14 @@ def run_family(name: str) -> dict[str, Any]:
 
         with tempfile.TemporaryDirectory(prefix="zigraph-coverage-") as tmp:
             path = Path(tmp) / f"{name}.onnx"
-            torch.onnx.export(first_output(model), (x,), str(path), dynamo=False, opset_version=17)
+            exporter = export_onnx(model, x, path)
             rep = prune_model(
                 LoadedModel(frontends.load(str(path)), source=str(path)), SPARSITY, Path(tmp) / "s.onnx"
             )
         res, ver = rep["result"], rep["result"]["verification"]
         kept = res["params_after"] / max(res["params_before"], 1)
         ok = bool(ver["passed"]) and res["zigs_removed"] > 0
-        return {"onnx_ok": ok, "onnx_rel": ver["max_rel"], "onnx_kept": kept}
+        return {"onnx_ok": ok, "onnx_rel": ver["max_rel"], "onnx_kept": kept, "exporter": exporter}
 
     def hf_round_trip() -> dict[str, Any]:
         from construct.to_hf import hf_kinds, to_hf
