@@ -4,8 +4,9 @@ torch, and round-trips as Hugging Face models — regenerated, never typed.
 Per family (tiny configurations, random weights; torchvision models at their real size):
 
 - analyze: the torch module traces (keyword-free, positional example input) and analyzes;
-- ONNX: the module exported with TorchScript (eager attention, then dynamo, when that fails), ``zigraph prune`` at 50% of the prunable ZIGs, verified in
-  onnxruntime against the zeroed original (``zigraph.pipeline.prune_model``);
+- ONNX: the module exported with TorchScript (eager attention, then dynamo, when that fails),
+  ``zigraph prune`` at 50% of the prunable ZIGs, verified in onnxruntime against the zeroed original
+  (``zigraph.pipeline.prune_model``);
 - torch: ``zigraph.prune_check`` at 50% (L2), the small module against the zeroed original in torch;
 - HF round trip: uniform selection over the kinds the config can hold (``construct.to_hf.hf_kinds``),
   ``to_hf`` → ``save_pretrained`` → ``from_pretrained``, equal to the zeroed original at 1e-4;
