@@ -83,16 +83,18 @@ def _hf_model(name: str) -> tuple[Any, Any]:
     if name == "vit":
         cfg = t.ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
                           num_attention_heads=4, intermediate_size=64)  # fmt: skip
-        return t.ViTModel(cfg, add_pooling_layer=False), pixels
+        return t.ViTModel(cfg), pixels
     if name == "swin":
         cfg = t.SwinConfig(image_size=32, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[2, 2],
                            window_size=4)  # fmt: skip
         return t.SwinModel(cfg), pixels
     if name == "whisper_encoder":
-        cfg = t.WhisperConfig(vocab_size=100, d_model=32, encoder_layers=2, encoder_attention_heads=4,
-                              decoder_layers=1, decoder_attention_heads=4, encoder_ffn_dim=64,
-                              decoder_ffn_dim=64, num_mel_bins=8, max_source_positions=16,
-                              max_target_positions=16)  # fmt: skip
+        cfg = t.WhisperConfig(
+            vocab_size=100, pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1,
+            d_model=32, encoder_layers=2, encoder_attention_heads=4, decoder_layers=1,
+            decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, num_mel_bins=8,
+            max_source_positions=16, max_target_positions=16,
+        )  # fmt: skip
         feats = torch.randn(1, 8, 32, generator=torch.Generator().manual_seed(0))
         return t.WhisperModel(cfg).get_encoder(), feats
     if name == "t5_encoder":
