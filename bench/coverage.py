@@ -25,6 +25,7 @@ rebuilt family by family on a small machine (``--families bert,gpt2``). Writes t
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 import tempfile
@@ -216,7 +217,7 @@ def run_family(name: str) -> dict[str, Any]:
 
         with tempfile.TemporaryDirectory(prefix="zigraph-coverage-") as tmp:
             path = Path(tmp) / f"{name}.onnx"
-            exporter = export_onnx(model, x, path)
+            exporter = export_onnx(copy.deepcopy(model), x, path)  # exporting may leave state behind
             rep = prune_model(
                 LoadedModel(frontends.load(str(path)), source=str(path)), SPARSITY, Path(tmp) / "s.onnx"
             )
@@ -252,8 +253,8 @@ def run_family(name: str) -> dict[str, Any]:
     _cell(row, "analyze", analyze)
     if not row["analyze"]:
         return row
-    _cell(row, "onnx", from_onnx)
     _cell(row, "torch", from_torch)
+    _cell(row, "onnx", from_onnx)
     if name in TORCHVISION:
         row["hf"], row["hf_why"] = None, "not a Hugging Face model"
     else:
