@@ -292,14 +292,15 @@ def short_table(rows: list[dict[str, Any]]) -> str:
 
 def full_table(rows: list[dict[str, Any]]) -> str:
     """docs/coverage.md: every number and the reason behind each ✗."""
-    out = ["| family | params | prunable ZIGs | ONNX kept | ONNX err | torch kept | torch err | HF kept "
-           "| HF err | "
+    out = ["| family | params | prunable ZIGs | ONNX exporter | ONNX kept | ONNX err | torch kept "
+           "| torch err | HF kept | HF err | "
            "seconds (analyze / ONNX / torch / HF) |",
-           "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+           "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     why = []
     for r in rows:
         secs = " / ".join(str(r.get(f"{k}_s", "—")) for k in ("analyze", "onnx", "torch", "hf"))
         out.append(f"| {r['family']} | {_count(r.get('params'))} | {r.get('prunable_zigs', '—')} | "
+                   f"{r.get('exporter', '—')} | "
                    f"{_pct(r.get('onnx_kept'))} | {_err(r.get('onnx_rel'))} | {_pct(r.get('kept'))} | "
                    f"{_err(r.get('torch_rel'))} | {_pct(r.get('hf_kept'))} | {_err(r.get('hf_rel'))} "
                    f"| {secs} |")  # fmt: skip
