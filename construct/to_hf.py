@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import copy
 import itertools
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -146,7 +146,7 @@ def hf_configs(model: nn.Module, target: Mapping[str, tuple], kept: Mapping[int,
             # a per-head width derived from the shrinking fields must be pinned to its original value
             dims = {d // v for d in pairs for v in ints.values() if v > 1 and d % v == 0}
             options.append((key, sorted(dims)))
-    options = _relevant(cls, cfg, base, options, orig, target)
+    options = _relevant(cls, cfg, base, options, orig, target, set(kept or {}))
     tries, found = 0, False
     for n in range(1, len(options) + 1):
         for fields in itertools.combinations(options, n):
@@ -175,10 +175,16 @@ def hf_configs(model: nn.Module, target: Mapping[str, tuple], kept: Mapping[int,
 
 
 def _relevant(
-    cls: type, cfg: Any, base: dict, options: list[tuple[str, list[int]]], orig: Mapping, target: Mapping
+    cls: type,
+    cfg: Any,
+    base: dict,
+    options: list[tuple[str, list[int]]],
+    orig: Mapping,
+    target: Mapping,
+    kinds: Collection[int] = (),
 ) -> list[tuple[str, list[int]]]:
-    """The candidate values that, changed alone, change only parameters the pruning changes (the
-    search then combines few; ``head_dim`` pins a derived width, which alone changes nothing)."""
+    """The candidate values that, changed alone, change no parameter the pruning keeps (the search
+    then combines few); ``head_dim`` pins a derived width and is always a candidate."""
     shrinking = {k for k, s in orig.items() if tuple(target.get(k, s)) != s}
     out = []
     for key, vals in options:
@@ -194,7 +200,9 @@ def _relevant(
             if shapes is None or set(shapes) != set(orig):
                 continue
             changed = {k for k in orig if shapes[k] != orig[k]}
-            if changed and changed <= shrinking:
+            # a count of a pruned kind may change nothing alone (1 head of 8 needs num_attention_heads
+            # and head_dim together); anything else must change some pruned parameter
+            if changed <= shrinking and (changed or base[key] in kinds):
                 keep.append(v)
         if keep:
             out.append((key, keep))
