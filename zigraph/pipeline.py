@@ -111,8 +111,12 @@ def prune(
     verify: bool = True,
     samples: int = 3,
     multiple: int = 1,
+    uniform: bool = False,
 ) -> Report:
-    """One-shot pruning to ``out`` (.onnx); the report with ``removed`` and ``result`` filled in."""
+    """One-shot pruning to ``out`` (.onnx); the report with ``removed`` and ``result`` filled in.
+
+    ``uniform``: the same count per layer for each kind of group (``graphcore.uniform``), as a
+    Hugging Face config needs (``construct.to_hf``)."""
     import construct
     import graphcore
     from graphcore.select import relative_scores, select_zigs
@@ -130,6 +134,12 @@ def prune(
         norms = construct.zig_norms(analysis, arrays)
         scores = relative_scores(analysis, norms)
     chosen = select_zigs(analysis, sparsity, scores, criterion=criterion, seed=seed, multiple=multiple)
+    if uniform:
+        from graphcore.uniform import select_uniform
+
+        if multiple > 1:
+            raise ZigraphError("--uniform and --multiple cannot be combined")
+        chosen = select_uniform(analysis, sparsity, scores, criterion=criterion, seed=seed)
     target = Path(out)
     # Written under a temporary name and published only once verified: a run that fails for any
     # reason, or a model that does not verify, leaves nothing at ``target``.
