@@ -47,6 +47,10 @@ sys.path.insert(0, str(ROOT / "scripts"))  # doc_blocks: the generated-doc helpe
 DOC = ROOT / "docs" / "llm_training.md"
 START, END = "<!-- llm-dhspg:start -->", "<!-- llm-dhspg:end -->"
 VOCAB = 256  # bytes
+UNIFORM = {
+    True: "DHSPG with G_R made uniform across layers (the same count per layer for each kind of group)",
+    False: "DHSPG as is (counts per layer may differ)",
+}
 
 
 # -- the corpus -------------------------------------------------------------------------------------------
@@ -138,6 +142,7 @@ class Settings:
     epsilon: float = 0.0
     eval_tokens: int = 65536
     seed: int = 0
+    uniform: bool = True  # the same count per layer for each kind of group (what a HF config can hold)
 
 
 def make_model(s: Settings) -> torch.nn.Module:
@@ -226,10 +231,70 @@ def params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+_LAYER_INDEX = re.compile(r"(?<=\.)\d+(?=\.|$)|^\d+(?=\.)")
+
+
+def uniform_kinds(analysis: Any) -> dict[tuple, list[Any]]:
+    """The prunable node groups by kind: the same parameter axes up to the layer index, and the same size.
+
+    ``graphcore.uniform.uniform_kinds`` where the engine has it (the rule ``construct.to_hf`` checks);
+    the same rule otherwise."""
+    try:
+        from graphcore.uniform import uniform_kinds as engine_kinds  # type: ignore[import-not-found]
+    except ImportError:
+        out: dict[tuple, list[Any]] = {}
+        for g in analysis.prunable_groups:
+            axes = sorted({(_LAYER_INDEX.sub("*", n.split("@")[0]), a) for n, a in g.params})
+            out.setdefault((g.size, tuple(axes)), []).append(g)
+        return out
+    return dict(engine_kinds(analysis))
+
+
+def make_uniform_dhspg() -> type:
+    """DHSPG whose redundant set G_R is the same count in every layer for each kind of group.
+
+    A Hugging Face config holds one width per kind for all layers (``intermediate_size``, the head
+    counts), so only a uniform result can go back to the same class through ``from_pretrained``. At the
+    partition step DHSPG's own choice is made (saliency of §4.3, caps, the target); then each kind keeps
+    the mean count DHSPG gave its groups (rounded, within every group's room), each group taking its own
+    highest-saliency ZIGs, and the goal K becomes the size of that set, so the pruning window ends with
+    exactly G_R zero. The tolerance τ widens the first choice only: the final candidates are the goal.
+    """
+    from optimizers import DHSPG
+
+    class UniformDHSPG(DHSPG):
+        def __init__(self, model: torch.nn.Module, analysis: Any, **hp: Any) -> None:
+            super().__init__(model, analysis, **hp)
+            self._kinds = [[int(g.id) for g in gs] for gs in uniform_kinds(analysis).values()]
+            self._zig_ids = {int(g.id): torch.as_tensor(g.zig_ids, dtype=torch.long) for g in analysis.groups}
+
+        def _partition(
+            self, x2: torch.Tensor, xd: torch.Tensor, d2: torch.Tensor, group: dict
+        ) -> torch.Tensor:
+            first = super()._partition(x2, xd, d2, group)
+            uniform = torch.zeros_like(first)
+            for ids in self._kinds:
+                have = [int(first[self._zig_ids[g]].sum()) for g in ids]
+                room = min(int(self.room()[g]) for g in ids)
+                count = min(round(sum(have) / len(have)), room)
+                for g in ids:
+                    zigs = self._zig_ids[g].to(first.device)
+                    if count > 0:
+                        top = torch.argsort(self.saliency[zigs], descending=True, stable=True)[:count]
+                        uniform[zigs[top]] = True
+            uniform &= self.prunable
+            self.redundant = uniform
+            self.goal = int((uniform | (self._zero & self.prunable)).sum())
+            return uniform
+
+    return UniformDHSPG
+
+
 def dhspg(model: torch.nn.Module, analysis: Any, s: Settings) -> torch.optim.Optimizer:
     import optimizers
 
-    return optimizers.get("dhspg")(
+    cls = make_uniform_dhspg() if s.uniform else optimizers.get("dhspg")
+    return cls(
         model, analysis, variant="adamw", lr=s.lr, weight_decay=s.weight_decay,
         target_group_sparsity=s.sparsity, tolerance_group_sparsity=s.tolerance,
         start_pruning_steps=int(s.warmup * s.steps), pruning_steps=max(1, int(s.window * s.steps)),
@@ -280,6 +345,16 @@ def removed_by_kind(analysis: Any, removed: Any) -> dict[str, tuple[int, int, in
     return {k: (v[0], v[1], v[2]) for k, v in out.items()}
 
 
+def is_uniform(analysis: Any, removed: Any) -> bool:
+    """Every group of one kind lost the same number of ZIGs (what a HF config can express)."""
+    import numpy as np
+
+    per_group = np.bincount(
+        analysis.zig_group[np.asarray(removed, dtype=np.int64)], minlength=len(analysis.groups)
+    )
+    return all(len({int(per_group[g.id]) for g in gs}) == 1 for gs in uniform_kinds(analysis).values())
+
+
 # -- the run -------------------------------------------------------------------------------------------------
 
 
@@ -301,6 +376,7 @@ class Result:
     removed_zigs: int
     prunable_zigs: int
     kinds: dict[str, tuple[int, int, int]]
+    uniform: bool
     hf: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -389,7 +465,8 @@ def run(s: Settings, quiet: bool = False, corpus: Corpus | None = None) -> Resul
         equiv_rel=equiv, perturbed_rel=perturbed, dense_s=dense_s, dhspg_s=dhspg_s, analyze_s=analyze_s,
         construct_s=construct_s, removed_zigs=len(removed),
         prunable_zigs=int(analysis.prunable_zig_ids().size),
-        kinds=removed_by_kind(analysis, removed), hf=hf_round_trip(model, analysis, val),
+        kinds=removed_by_kind(analysis, removed), uniform=is_uniform(analysis, removed),
+        hf=hf_round_trip(model, analysis, val),
     )  # fmt: skip
 
 
@@ -432,6 +509,7 @@ def summary(r: Result) -> list[str]:
             f"{k}: {rem} of {tot} ZIGs in {n} groups" for k, (n, rem, tot) in sorted(r.kinds.items())
         ),
     ]
+    lines.append(f"- selection: {UNIFORM[s.uniform]}; result uniform: {'yes' if r.uniform else 'no'}")
     if r.hf.get("error"):
         lines.append(f"- `construct.to_hf`: not expressible as a config — {r.hf['error']}")
     elif r.hf:

@@ -75,6 +75,7 @@ def test_a_short_run_builds_a_small_module_equal_to_the_trained_one(tmp_path):
     assert r.perturbed_rel > 1e-3, "the check must be able to fail"
     assert abs(r.pruned_ppl - r.dhspg_ppl) <= 1e-4 * r.dhspg_ppl
     assert sum(rem for _, rem, _ in r.kinds.values()) == r.removed_zigs
+    assert r.uniform, "the default selection keeps the same count per layer for each kind"
     text = bench.report(r)
     assert "| dense (AdamW) |" in text and f"{r.pruned_params:,}" in text
 
