@@ -582,6 +582,7 @@ def parse(argv: list[str] | None = None) -> tuple[Settings, argparse.Namespace]:
     ap.add_argument("--seq", type=int, default=d.seq)
     ap.add_argument("--seed", type=int, default=d.seed)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the machine is shared)")
+    ap.add_argument("--no-uniform", action="store_true", help="DHSPG unchanged (counts per layer may differ)")
     ap.add_argument("--no-doc", action="store_true", help="print only; do not rewrite docs/llm_training.md")
     a = ap.parse_args(argv)
     steps = a.steps if a.steps is not None else (40 if a.quick else d.steps)
@@ -590,6 +591,7 @@ def parse(argv: list[str] | None = None) -> tuple[Settings, argparse.Namespace]:
         batch=a.batch, eval_batch=d.eval_batch, steps=steps, lr=a.lr, weight_decay=d.weight_decay,
         sparsity=a.sparsity, tolerance=a.tolerance, warmup=a.warmup, window=a.window, periods=a.periods,
         lmbda=a.lmbda, epsilon=a.epsilon, eval_tokens=4096 if a.quick else d.eval_tokens, seed=a.seed,
+        uniform=not a.no_uniform,
     )  # fmt: skip
     return s, a
 
