@@ -259,13 +259,22 @@ def make_uniform_dhspg() -> type:
     the mean count DHSPG gave its groups (rounded, within every group's room), each group taking its own
     highest-saliency ZIGs, and the goal K becomes the size of that set, so the pruning window ends with
     exactly G_R zero. The tolerance τ widens the first choice only: the final candidates are the goal.
+    Where the engine has ``construct.to_hf``, kinds its config cannot express are left whole.
     """
     from optimizers import DHSPG
 
     class UniformDHSPG(DHSPG):
         def __init__(self, model: torch.nn.Module, analysis: Any, **hp: Any) -> None:
             super().__init__(model, analysis, **hp)
-            self._kinds = [[int(g.id) for g in gs] for gs in uniform_kinds(analysis).values()]
+            kinds = uniform_kinds(analysis)
+            try:  # only the kinds a config of this class can shrink, where the engine can tell
+                from construct.to_hf import hf_kinds  # type: ignore[import-not-found]
+
+                expressible = hf_kinds(model, analysis)
+                kinds = {k: gs for k, gs in kinds.items() if k in expressible}
+            except ImportError:
+                pass
+            self._kinds = [[int(g.id) for g in gs] for gs in kinds.values()]
             self._zig_ids = {int(g.id): torch.as_tensor(g.zig_ids, dtype=torch.long) for g in analysis.groups}
 
         def _partition(
@@ -378,6 +387,7 @@ class Result:
     kinds: dict[str, tuple[int, int, int]]
     uniform: bool
     hf: dict[str, Any] = field(default_factory=dict)
+    total_s: float = 0.0  # the whole run: corpus, both trainings, analysis, construct, every check
 
     @property
     def kept(self) -> float:
@@ -437,6 +447,7 @@ def run(s: Settings, quiet: bool = False, corpus: Corpus | None = None) -> Resul
     from construct.torch_verify import verify_torch
 
     warnings.simplefilter("ignore")
+    start = time.perf_counter()
     corpus = corpus or load_corpus(seed=s.seed)
     val = val_batches(corpus.val, s.eval_batch, s.seq, s.eval_tokens)
     init = make_model(s)
@@ -459,7 +470,7 @@ def run(s: Settings, quiet: bool = False, corpus: Corpus | None = None) -> Resul
     samples = [(x[:, :-1],) for x in val[:3]]
     equiv = verify_torch(model, small, samples).max_rel
     perturbed = verify_torch(perturbed_copy(model), small, samples).max_rel
-    return Result(
+    r = Result(
         settings=s, corpus=corpus, dense_params=params(init), pruned_params=params(small),
         dense_ppl=dense_ppl, dhspg_ppl=perplexity(model, val), pruned_ppl=perplexity(small, val),
         equiv_rel=equiv, perturbed_rel=perturbed, dense_s=dense_s, dhspg_s=dhspg_s, analyze_s=analyze_s,
@@ -468,6 +479,8 @@ def run(s: Settings, quiet: bool = False, corpus: Corpus | None = None) -> Resul
         kinds=removed_by_kind(analysis, removed), uniform=is_uniform(analysis, removed),
         hf=hf_round_trip(model, analysis, val),
     )  # fmt: skip
+    r.total_s = time.perf_counter() - start
+    return r
 
 
 # -- the report ----------------------------------------------------------------------------------------------
@@ -503,6 +516,8 @@ def summary(r: Result) -> list[str]:
         f"- constructed module vs the trained model (removed groups exactly zero): max relative logit "
         f"error {r.equiv_rel:.1e} (≤ 1e-4); the same module vs the trained model with its zeros perturbed: "
         f"{r.perturbed_rel:.1e} (the check can fail)",
+        f"- wall time: {r.total_s:.0f} s for the whole bench (dense training {r.dense_s:.0f} s, DHSPG "
+        f"training {r.dhspg_s:.0f} s, analysis {r.analyze_s:.0f} s, construct {r.construct_s:.1f} s)",
         f"- zero-invariant groups removed: {r.removed_zigs} of {r.prunable_zigs} prunable (target "
         f"{s.sparsity:g}); by kind: "
         + "; ".join(
