@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import hashlib
+import json
 import math
 import random
 import re
@@ -127,20 +129,20 @@ class Settings:
     heads: int = 4
     kv_heads: int = 4
     ffn: int = 512
-    seq: int = 128
+    seq: int = 64
     batch: int = 8
     eval_batch: int = 8
-    steps: int = 600
+    steps: int = 400
     lr: float = 3e-3
     weight_decay: float = 0.01
-    sparsity: float = 0.6
+    sparsity: float = 0.7
     tolerance: float = 0.05
     warmup: float = 0.15  # DHSPG's warm-up (partition step), a share of the steps
     window: float = 0.35  # its pruning window, a share of the steps
     periods: int = 5
     lmbda: float = 1e-2
     epsilon: float = 0.0
-    eval_tokens: int = 65536
+    eval_tokens: int = 32768
     seed: int = 0
     uniform: bool = True  # the same count per layer for each kind of group (what a HF config can hold)
 
@@ -598,6 +600,8 @@ def parse(argv: list[str] | None = None) -> tuple[Settings, argparse.Namespace]:
     ap.add_argument("--seed", type=int, default=d.seed)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the machine is shared)")
     ap.add_argument("--no-uniform", action="store_true", help="DHSPG unchanged (counts per layer may differ)")
+    ap.add_argument("--json", default=None, help="also write the numbers and the report text to this file")
+    ap.add_argument("--doc-from", default=None, help="write the report of an earlier --json run into the doc")
     ap.add_argument("--no-doc", action="store_true", help="print only; do not rewrite docs/llm_training.md")
     a = ap.parse_args(argv)
     steps = a.steps if a.steps is not None else (40 if a.quick else d.steps)
@@ -613,6 +617,10 @@ def parse(argv: list[str] | None = None) -> tuple[Settings, argparse.Namespace]:
 
 def main(argv: list[str] | None = None) -> int:
     s, a = parse(argv)
+    if a.doc_from:
+        write_doc(json.loads(Path(a.doc_from).read_text(encoding="utf-8"))["report"])
+        print(f"wrote {DOC.relative_to(ROOT)} from {a.doc_from}")
+        return 0
     torch.set_num_threads(a.threads)
     t0 = time.perf_counter()
     r = run(s)
@@ -620,6 +628,12 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(text)
     print(f"\nwall time {time.perf_counter() - t0:.0f} s")
+    if a.json:
+        from graphcore.report import write_json_atomic
+
+        numbers = {k: v for k, v in vars(r).items() if isinstance(v, int | float | bool | dict)}
+        numbers["settings"] = dataclasses.asdict(s)
+        write_json_atomic(Path(a.json), json.dumps({"report": text, **numbers}, indent=1, default=str))
     if not (a.quick or a.no_doc):
         write_doc(text)
         print(f"wrote {DOC.relative_to(ROOT)}")
