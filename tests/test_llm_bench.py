@@ -93,3 +93,14 @@ def test_full_run_meets_the_goals():
     assert r.equiv_rel <= 1e-4
     assert r.kept <= 0.5, bench.report(r)
     assert r.ppl_ratio <= 1.10, bench.report(r)
+
+
+def test_doc_from_a_saved_run_rewrites_only_the_block(tmp_path, monkeypatch):
+    doc = tmp_path / "llm.md"
+    doc.write_text(f"intro\n{bench.START}\nold\n{bench.END}\ntail\n", encoding="utf-8")
+    saved = tmp_path / "run.json"
+    saved.write_text('{"report": "| model | new |"}', encoding="utf-8")
+    monkeypatch.setattr(bench, "DOC", doc)
+    monkeypatch.setattr(bench, "ROOT", tmp_path)
+    assert bench.main(["--doc-from", str(saved)]) == 0
+    assert doc.read_text(encoding="utf-8") == f"intro\n{bench.START}\n| model | new |\n{bench.END}\ntail\n"
