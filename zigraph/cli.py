@@ -27,14 +27,13 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def _shape(text: str) -> tuple[int, ...]:
+def _shape(text: str) -> Any:
+    from frontends.input_spec import parse_input_spec  # plain Python: no torch import
+
     try:
-        dims = tuple(int(x) for x in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--input-shape must look like 1,3,224,224, got {text!r}") from None
-    if not dims or any(d <= 0 for d in dims):
-        raise argparse.ArgumentTypeError(f"--input-shape needs positive sizes, got {text!r}")
-    return dims
+        return parse_input_spec(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--input-shape {exc}") from None
 
 
 def _output_args(sp: argparse.ArgumentParser, json_help: str) -> None:
@@ -55,7 +54,11 @@ def _parser() -> argparse.ArgumentParser:
     def model_args(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("model", help="an .onnx file, or package.module:factory for a torch model")
         sp.add_argument(
-            "--input-shape", action="append", type=_shape, default=[], help="torch models: one per input"
+            "--input-shape",
+            action="append",
+            type=_shape,
+            default=[],
+            help="torch models: one per input, SHAPE[:DTYPE] (1,3,224,224 or 1,8:int64 for token ids)",
         )
 
     a = sub.add_parser("analyze", help="vertex kinds, node groups and what is prunable")
