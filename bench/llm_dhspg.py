@@ -258,7 +258,8 @@ def make_uniform_dhspg() -> type:
     A Hugging Face config holds one width per kind for all layers (``intermediate_size``, the head
     counts), so only a uniform result can go back to the same class through ``from_pretrained``. At the
     partition step DHSPG's own choice is made (saliency of §4.3, caps, the target); then each kind keeps
-    the mean count DHSPG gave its groups (rounded, within every group's room), each group taking its own
+    the mean count DHSPG gave its groups, scaled from the candidates (s + τ) to the goal (s), rounded
+    and within every group's room, each group taking its own
     highest-saliency ZIGs, and the goal K becomes the size of that set, so the pruning window ends with
     exactly G_R zero. The tolerance τ widens the first choice only: the final candidates are the goal.
     Where the engine has ``construct.to_hf``, kinds its config cannot express are left whole.
@@ -283,11 +284,13 @@ def make_uniform_dhspg() -> type:
             self, x2: torch.Tensor, xd: torch.Tensor, d2: torch.Tensor, group: dict
         ) -> torch.Tensor:
             first = super()._partition(x2, xd, d2, group)
+            # G_R holds s + τ of the ZIGs; the goal is s: each kind's share of G_R, scaled to the goal
+            scale = self.goal / max(1, int(first.sum()))
             uniform = torch.zeros_like(first)
             for ids in self._kinds:
                 have = [int(first[self._zig_ids[g]].sum()) for g in ids]
                 room = min(int(self.room()[g]) for g in ids)
-                count = min(round(sum(have) / len(have)), room)
+                count = min(round(scale * sum(have) / len(have)), room)
                 for g in ids:
                     zigs = self._zig_ids[g].to(first.device)
                     if count > 0:
