@@ -87,10 +87,11 @@ def test_the_doc_has_its_block():
 
 @pytest.mark.slow
 def test_full_run_meets_the_goals():
-    """The issue's goals on the bench's default settings (10-15 minutes on one thread)."""
+    """The issue's goals on the bench's default settings (about 10 minutes on one idle thread, 25 on the
+    shared machine)."""
     torch.set_num_threads(1)
     r = bench.run(dataclasses.replace(bench.Settings()), quiet=True)
-    assert r.equiv_rel <= 1e-4
+    assert r.equiv_rel <= 1e-4 and r.perturbed_rel > 1e-3 and r.uniform
     assert r.kept <= 0.5, bench.report(r)
     assert r.ppl_ratio <= 1.10, bench.report(r)
 
