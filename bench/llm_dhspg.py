@@ -262,7 +262,9 @@ def make_uniform_dhspg() -> type:
     and within every group's room, each group taking its own
     highest-saliency ZIGs, and the goal K becomes the size of that set, so the pruning window ends with
     exactly G_R zero. The tolerance τ widens the first choice only: the final candidates are the goal.
-    Where the engine has ``construct.to_hf``, kinds its config cannot express are left whole.
+    Where the engine has ``construct.to_hf``, a kind is pruned only when removing one ZIG from each of
+    its groups comes back from ``to_hf`` (which checks the rebuilt class against ``to_torch``); the
+    others are left whole and reported (``left_whole``).
     """
     from optimizers import DHSPG
 
@@ -270,13 +272,23 @@ def make_uniform_dhspg() -> type:
         def __init__(self, model: torch.nn.Module, analysis: Any, **hp: Any) -> None:
             super().__init__(model, analysis, **hp)
             kinds = uniform_kinds(analysis)
-            try:  # only the kinds a config of this class can shrink, where the engine can tell
-                from construct.to_hf import hf_kinds  # type: ignore[import-not-found]
-
-                expressible = hf_kinds(model, analysis)
-                kinds = {k: gs for k, gs in kinds.items() if k in expressible}
+            self.left_whole: dict[str, str] = {}
+            try:  # only the kinds to_hf expresses exactly, where the engine has it
+                from construct.to_hf import to_hf  # type: ignore[import-not-found]
             except ImportError:
-                pass
+                to_hf = None
+            if to_hf is not None:
+                import numpy as np
+
+                from graphcore.errors import ZigraphError
+
+                for kind, gs in list(kinds.items()):
+                    probe = np.array(sorted(int(g.zig_ids[0]) for g in gs), dtype=np.int64)
+                    try:  # one ZIG out of every group of the kind: built, then checked against to_torch
+                        to_hf(model, analysis, probe)
+                    except ZigraphError as exc:
+                        self.left_whole[str(kind[1][0][0])] = str(exc).splitlines()[0][:160]
+                        del kinds[kind]
             self._kinds = [[int(g.id) for g in gs] for gs in kinds.values()]
             self._zig_ids = {int(g.id): torch.as_tensor(g.zig_ids, dtype=torch.long) for g in analysis.groups}
 
@@ -392,6 +404,7 @@ class Result:
     kinds: dict[str, tuple[int, int, int]]
     uniform: bool
     hf: dict[str, Any] = field(default_factory=dict)
+    left_whole: dict[str, str] = field(default_factory=dict)  # kinds to_hf cannot express: why
     total_s: float = 0.0  # the whole run: corpus, both trainings, analysis, construct, every check
 
     @property
@@ -466,7 +479,9 @@ def run(s: Settings, quiet: bool = False, corpus: Corpus | None = None) -> Resul
     t0 = time.perf_counter()
     analysis = analyze(model, s)
     analyze_s = time.perf_counter() - t0
-    dhspg_s, _ = train(model, dhspg(model, analysis, s), corpus, s, "DHSPG", quiet)
+    opt = dhspg(model, analysis, s)
+    left_whole = dict(getattr(opt, "left_whole", {}))
+    dhspg_s, _ = train(model, opt, corpus, s, "DHSPG", quiet)
     model.eval()
     removed = optimizers.removed_zigs(model, analysis)
     t0 = time.perf_counter()
@@ -482,7 +497,7 @@ def run(s: Settings, quiet: bool = False, corpus: Corpus | None = None) -> Resul
         construct_s=construct_s, removed_zigs=len(removed),
         prunable_zigs=int(analysis.prunable_zig_ids().size),
         kinds=removed_by_kind(analysis, removed), uniform=is_uniform(analysis, removed),
-        hf=hf_round_trip(model, analysis, val),
+        hf=hf_round_trip(model, analysis, val), left_whole=left_whole,
     )  # fmt: skip
     r.total_s = time.perf_counter() - start
     return r
@@ -530,6 +545,8 @@ def summary(r: Result) -> list[str]:
         ),
     ]
     lines.append(f"- selection: {UNIFORM[s.uniform]}; result uniform: {'yes' if r.uniform else 'no'}")
+    for kind, why in sorted(r.left_whole.items()):
+        lines.append(f"- left whole for the `from_pretrained` round trip: `{kind}` and its group — {why}")
     if r.hf.get("error"):
         lines.append(f"- `construct.to_hf`: not expressible as a config — {r.hf['error']}")
     elif r.hf:
