@@ -110,7 +110,10 @@ class GroupOptimizer(torch.optim.Optimizer):
         _check_names(analysis, named, {n for n, _ in module.named_buffers(remove_duplicate=False)})
         frozen = {n for n, p in named.items() if not p.requires_grad or not analysis.trainable.get(n, True)}
         self.analysis = analysis
-        self.layout = ZigLayout(analysis, {n: p for n, p in named.items() if n not in frozen})
+        trained = {n: p for n, p in named.items() if n not in frozen}
+        self._init_zig_tables(analysis, frozen, ZigLayout(analysis, trained))
+        # the layout the steps use: only parameter axes that hold a slice of a ZIG we may zero
+        self.layout = ZigLayout(analysis, trained, only=self.prunable.cpu().numpy())
         params = list(self.layout.params)
         seen = {id(p) for p in params}
         for n, p in named.items():
@@ -134,7 +137,6 @@ class GroupOptimizer(torch.optim.Optimizer):
         )
         super().__init__([{"params": params}], defaults)
         self.num_grouped = len(self.layout.params)
-        self._init_zig_tables(analysis, frozen)
         self._t = 0
         self._scratch = Scratch()
         self._zero = torch.zeros(self.layout.num_zigs + 1, dtype=torch.bool, device=self.layout.device)
@@ -143,8 +145,9 @@ class GroupOptimizer(torch.optim.Optimizer):
             self._set_zero(self._observed_zero(self.layout.sq_norms()))
 
     # ------------------------------------------------------------------ construction helpers
-    def _init_zig_tables(self, analysis: PruneAnalysis, frozen: set[str]) -> None:
-        """Per-ZIG group ids, the prunable mask, and per-group limits on zero ZIGs."""
+    def _init_zig_tables(self, analysis: PruneAnalysis, frozen: set[str], full: ZigLayout) -> None:
+        """Per-ZIG group ids, the prunable mask, and per-group limits on zero ZIGs (``full``: every
+        trained parameter's ZIG slices)."""
         num_zigs, num_groups = analysis.num_zigs, len(analysis.groups)
         group = np.full(num_zigs + 1, num_groups, dtype=np.int64)
         in_prunable = np.zeros(num_zigs + 1, dtype=bool)
@@ -156,7 +159,7 @@ class GroupOptimizer(torch.optim.Optimizer):
             if name in frozen:
                 own = np.asarray(owner, dtype=np.int64)
                 stuck[own[own >= 0]] = True
-        eligible = in_prunable & ~stuck & self.layout.has_slices.cpu().numpy()
+        eligible = in_prunable & ~stuck & full.has_slices.cpu().numpy()
         eligible[num_zigs] = False
         size = np.bincount(group, minlength=num_groups + 1)
         n_eligible = np.bincount(group[eligible], minlength=num_groups + 1)
@@ -164,7 +167,7 @@ class GroupOptimizer(torch.optim.Optimizer):
         # at most size - min_keep ZIGs of a group may be zero, and only eligible ones can be
         cap = np.clip(np.minimum(n_eligible, size - min_keep), 0, None)
         cap[num_groups] = 0
-        dev = self.layout.device
+        dev = full.device
         self.zig_group = torch.as_tensor(group, device=dev)
         self.prunable = torch.as_tensor(eligible, device=dev)
         self.group_size = torch.as_tensor(size, device=dev)

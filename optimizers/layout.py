@@ -73,16 +73,26 @@ class ZigLayout:
 
     ``params`` maps parameter names to tensors (the model's ``named_parameters()``); names in
     ``analysis.param_axes`` that are not in it (buffers such as BatchNorm running statistics) are
-    ignored.
+    ignored. With ``only`` (bool per ZIG id), a parameter axis none of whose owners is in ``only``
+    is left out: an optimizer that decides only about those ZIGs reads each of their slices and
+    never spends a pass on a parameter (an erase analysis's untouched layers, a classifier's
+    unprunable outputs) whose statistics nothing uses.
     """
 
-    def __init__(self, analysis: PruneAnalysis, params: Mapping[str, torch.Tensor]) -> None:
+    def __init__(
+        self, analysis: PruneAnalysis, params: Mapping[str, torch.Tensor], only: np.ndarray | None = None
+    ) -> None:
         self.num_zigs = analysis.num_zigs
         by_tensor: dict[int, dict[int, np.ndarray]] = {}
         tensors: dict[int, torch.Tensor] = {}
+        seen_devices = {params[name].device for name, _ in analysis.param_axes if name in params}
         for (name, axis), owner in analysis.param_axes.items():
             if name not in params:
                 continue
+            if only is not None:
+                own = np.asarray(owner, dtype=np.int64)
+                if not only[own[own >= 0]].any():
+                    continue
             tensor = params[name]
             axis = axis + tensor.dim() if axis < 0 else axis
             if not 0 <= axis < tensor.dim() or tensor.shape[axis] != len(owner):
@@ -94,7 +104,7 @@ class ZigLayout:
             # Tied weights reach one tensor under several names: keep one owner map per (tensor, axis).
             tensors[id(tensor)] = tensor
             by_tensor.setdefault(id(tensor), {}).setdefault(axis, np.asarray(owner, dtype=np.int64))
-        devices = {t.device for t in tensors.values()}
+        devices = seen_devices
         if len(devices) > 1:
             raise ValueError(
                 f"ZIG parameters live on several devices {sorted(map(str, devices))}; "
