@@ -26,6 +26,7 @@ from torch import nn
 from graphcore.groups import PruneAnalysis
 from optimizers.first_order import VARIANTS, decoupled_decay, direction, directions
 from optimizers.layout import Scratch, ZigLayout
+from optimizers.progress import remember
 from optimizers.selection import select_with_caps
 
 __all__ = ["GroupOptimizer", "GroupStats", "removed_zigs", "safe_norm", "unwrap_model"]
@@ -143,6 +144,7 @@ class GroupOptimizer(torch.optim.Optimizer):
         self._keep: list[torch.Tensor | None] = [None] * self.num_grouped
         with torch.no_grad():
             self._set_zero(self._observed_zero(self.layout.sq_norms()))
+        remember(module, self)  # so that construct.to_torch(model, ...) can say if a target was missed
 
     # ------------------------------------------------------------------ construction helpers
     def _init_zig_tables(self, analysis: PruneAnalysis, frozen: set[str], full: ZigLayout) -> None:
