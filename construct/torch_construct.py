@@ -55,8 +55,13 @@ def torch_plan(model: nn.Module, analysis: PruneAnalysis, removed: Any = None) -
 def to_torch(model: nn.Module, analysis: PruneAnalysis, removed: Any = None) -> fx.GraphModule:
     """A smaller module equal to ``model`` with the removed ZIGs zeroed; ``model`` is not modified.
 
-    ``removed``: ZIG ids; by default the ZIGs whose trainable slices in ``model`` are exactly zero.
+    ``removed``: ZIG ids; by default the ZIGs whose trainable slices in ``model`` are exactly zero
+    (then a warning with the numbers when the optimizer training ``model`` fell short of its target).
     """
+    if removed is None:
+        from optimizers.progress import warn_if_unreached
+
+        warn_if_unreached(model)
     return lower(model, analysis, torch_plan(model, analysis, removed))
 
 

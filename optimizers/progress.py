@@ -87,6 +87,8 @@ def remember(model: nn.Module, optimizer: Any) -> None:
 
 def progress_of(model: nn.Module) -> SparsityProgress | None:
     """The progress of the last live optimizer built on ``model`` that reports one, else None."""
+    while isinstance(model, nn.parallel.DistributedDataParallel | nn.DataParallel):
+        model = model.module
     ref = _last.get(model)
     opt = ref() if ref is not None else None
     report = getattr(opt, "progress", None)
