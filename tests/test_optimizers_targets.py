@@ -25,7 +25,7 @@ from optimizers.dhspg import resolve_schedule
 from optimizers.progress import TargetNotReachedWarning
 from zigraph.demo import DemoNet, _digits, _train
 
-EPOCHS = 6
+EPOCHS = 4
 STEPS_PER_EPOCH = 22  # 1347 training images in batches of 64
 
 
@@ -55,7 +55,8 @@ def _one_zig_params(analysis: graphcore.PruneAnalysis) -> int:
 
 def test_schedule_in_epochs_and_fractions() -> None:
     assert resolve_schedule(None, None) == (0, 1000)
-    assert resolve_schedule(None, None, steps_per_epoch=22, start_pruning_epochs=1, pruning_epochs=3) == (22, 66)
+    in_epochs = resolve_schedule(None, None, steps_per_epoch=22, start_pruning_epochs=1, pruning_epochs=3)
+    assert in_epochs == (22, 66)
     assert resolve_schedule(None, None, total_steps=200) == (20, 100)
     assert resolve_schedule(0.25, 0.5, total_steps=200) == (50, 100)
     assert resolve_schedule(10, 50, total_steps=200) == (10, 50)
@@ -81,7 +82,7 @@ def test_kept_target_reached_within_one_zig(setup, unit: str, target: float) -> 
         epsilon=0.9,
         steps_per_epoch=STEPS_PER_EPOCH,
         start_pruning_epochs=1,
-        pruning_epochs=3,
+        pruning_epochs=2,
         **{f"target_{unit}_kept": target},
     )
     _train(model, opt, data, EPOCHS, "targets", quiet=True)
