@@ -66,6 +66,9 @@ class GroupStats:
     xd: torch.Tensor | None = None
     d2: torch.Tensor | None = None
     directions: list[torch.Tensor | None] = field(default_factory=list)
+    # per parameter index: x² summed over the unowned run of a row-and-column owned weight
+    # (ZigLayout.pair_sums), kept by a ``pre`` pass so the cross terms need no second pass
+    x2_pairs: dict[int, torch.Tensor] = field(default_factory=dict)
 
 
 class GroupOptimizer(torch.optim.Optimizer):
@@ -234,7 +237,7 @@ class GroupOptimizer(torch.optim.Optimizer):
                 stats.directions[i] = d
                 if slot.is_vector:
                     continue  # all vectors at once below
-                xs[i] = layout.reduce(slot, p, None, scratch)
+                xs[i] = layout.reduce(slot, p, None, scratch, stats.x2_pairs)
                 dz = _or_zeros(d, p)
                 xds[i] = layout.reduce(slot, p, dz, scratch)
                 if need.d2:
@@ -306,9 +309,10 @@ class GroupOptimizer(torch.optim.Optimizer):
                 continue  # all vectors at once below
             p = layout.params[i]
             if touched[i] and len(slot.axes) > 1:  # overlapping owners: their share of <x̂_g, x_g>
-                layout.put_flat(cross, slot, layout.cross(slot, coef, p, self._scratch))
+                pair = stats.x2_pairs.get(i)
+                layout.put_flat(cross, slot, layout.cross(slot, coef, p, self._scratch, pair))
             if touched[i]:
-                p.mul_((decay - lr * layout.broadcast_sum(coef, slot)).to(p.dtype))
+                layout.scale_(slot, coef, decay, lr)
                 decay_i = 1.0
             else:
                 decay_i = decay

@@ -158,11 +158,17 @@ class ZigLayout:
 
     # ------------------------------------------------------------------ reductions
     def reduce(
-        self, slot: ParamAxes, x: torch.Tensor, y: torch.Tensor | None = None, scratch: Scratch | None = None
+        self,
+        slot: ParamAxes,
+        x: torch.Tensor,
+        y: torch.Tensor | None = None,
+        scratch: Scratch | None = None,
+        pairs: dict[int, torch.Tensor] | None = None,
     ) -> list[torch.Tensor]:
         """Sums of ``x*y`` (``x²`` when y is None) of one parameter per index of each owned axis.
 
-        One vector per owned axis, in ``slot.axes`` order, in accumulation dtype.
+        One vector per owned axis, in ``slot.axes`` order, in accumulation dtype. With ``pairs``, the
+        :meth:`pair_sums` matrix (when the layout has one) is kept there under the parameter's index.
         """
         xv = x.reshape(slot.blocks)
         if slot.is_vector:  # a bias, a BN scale: small, no scratch needed
@@ -170,7 +176,27 @@ class ZigLayout:
         if y is None and slot.owned_pos == (0,) and slot.blocks[1] >= 64:
             return [_sq_norm(xv, (1,)).to(self.dtype)]  # rows of a weight: one fast reduction
         prod = _product(xv, None if y is None else y.reshape(slot.blocks), scratch)
+        pair = self.pair_sums(slot, prod)
+        if pair is not None:
+            if pairs is not None:
+                pairs[slot.param] = pair
+            return self.pair_reduce(pair)
         return [_sum_except(prod, pos).to(self.dtype) for pos in slot.owned_pos]
+
+    @staticmethod
+    def pair_sums(slot: ParamAxes, prod: torch.Tensor) -> torch.Tensor | None:
+        """For a parameter owned along its first two blocks with a trailing unowned run
+        (``[O, I, B]``: a conv weight by rows and columns), ``prod`` summed over the run: ``[O, I]``,
+        one pass; rows and columns are then sums over that small matrix. None for other layouts."""
+        if slot.owned_pos != (0, 1) or len(slot.blocks) != 3:
+            return None
+        n0, n1, b = slot.blocks
+        return (prod.reshape(n0 * n1, b) @ _ones(b, prod)).view(n0, n1)
+
+    def pair_reduce(self, pair: torch.Tensor) -> list[torch.Tensor]:
+        """Row and column sums of a :meth:`pair_sums` matrix, in accumulation dtype."""
+        rows = pair @ _ones(pair.shape[1], pair)
+        return [rows.to(self.dtype), (_ones(pair.shape[0], pair) @ pair).to(self.dtype)]
 
     def reduce_vectors(
         self, xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor] | None = None
@@ -188,9 +214,16 @@ class ZigLayout:
         return [v.view(self.params[i].shape) for i, v in zip(self.vectors, flat)]
 
     def cross(
-        self, slot: ParamAxes, coef: torch.Tensor, x: torch.Tensor, scratch: Scratch | None = None
+        self,
+        slot: ParamAxes,
+        coef: torch.Tensor,
+        x: torch.Tensor,
+        scratch: Scratch | None = None,
+        pair: torch.Tensor | None = None,
     ) -> list[torch.Tensor]:
         """Per index of each owned axis: ``Σ x_e² · (sum of coef over e's owners on the other axes)``.
+
+        ``pair``: x²'s :meth:`pair_sums` of this step when the caller kept it (saves a pass).
 
         For a row ZIG of a weight whose columns belong to other ZIGs, this is the share of
         ``Σ_{e∈g} c_e x_e²`` (``c_e`` the summed coefficients of e's owners) that comes from the
@@ -199,6 +232,9 @@ class ZigLayout:
         if len(slot.axes) == 1:
             return [torch.zeros(len(slot.owners[0]), dtype=self.dtype, device=self.device)]
         owned = slot.owned_pos
+        if pair is not None:  # x² already summed over the trailing run: two small products
+            k0, k1 = (coef[own].to(pair.dtype) for own in slot.owners)
+            return [(pair @ k1).to(self.dtype), (k0 @ pair).to(self.dtype)]
         sq = _product(x.reshape(slot.blocks), None, scratch)
         ks = [coef[own].to(sq.dtype) for own in slot.owners]
         if owned == (0, 1):  # [n0, n1] or [n0, n1, B]: two matrix-vector products, no temporary
@@ -250,6 +286,26 @@ class ZigLayout:
             v = coef[own].view(_axis_shape(ndim, axis, len(own)))
             out = v if out is None else out + v
         return _owned(out, slot)
+
+    def scale_(self, slot: ParamAxes, coef: torch.Tensor, decay: float, lr: float) -> None:
+        """``p ← (decay − lr·Σ coef over the owners of each entry)·p``, in place, in few passes.
+
+        A weight owned by rows and columns gets its factor as one ``[O, I]`` outer sum (expanded over
+        a short trailing run, which elementwise kernels stream badly); other layouts broadcast.
+        """
+        p = self.params[slot.param]
+        if slot.owned_pos == (0, 1) and len(slot.blocks) in (2, 3) and p.is_contiguous():
+            n0, n1 = slot.blocks[0], slot.blocks[1]
+            row = (decay - lr * coef[slot.owners[0]]).view(n0, 1)
+            factor = torch.add(row, coef[slot.owners[1]].view(1, n1), alpha=-lr).to(p.dtype)
+            pv = p.view(slot.blocks)
+            if len(slot.blocks) == 3:
+                b = slot.blocks[2]
+                factor = factor.unsqueeze(-1)
+                factor = factor.expand(n0, n1, b).contiguous() if b < 64 else factor
+            pv.mul_(factor)
+            return
+        p.mul_((decay - lr * self.broadcast_sum(coef, slot)).to(p.dtype))
 
     def broadcast_prod(self, factor: torch.Tensor, slot: ParamAxes) -> torch.Tensor:
         """``factor`` multiplied over the owners of every entry of one parameter."""
