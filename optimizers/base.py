@@ -25,7 +25,7 @@ from torch import nn
 
 from graphcore.groups import PruneAnalysis
 from optimizers.first_order import VARIANTS, decoupled_decay, direction, directions
-from optimizers.layout import Scratch, ZigLayout
+from optimizers.layout import Scratch, ZigLayout, local
 from optimizers.progress import remember
 from optimizers.selection import select_with_caps
 
@@ -118,7 +118,7 @@ class GroupOptimizer(torch.optim.Optimizer):
         self._init_zig_tables(analysis, frozen, ZigLayout(analysis, trained))
         # the layout the steps use: only parameter axes that hold a slice of a ZIG we may zero
         self.layout = ZigLayout(analysis, trained, only=self.prunable.cpu().numpy())
-        params = list(self.layout.params)
+        params = list(self.layout.sources)
         seen = {id(p) for p in params}
         for n, p in named.items():
             if n not in frozen and id(p) not in seen:  # tied weights appear under several names
@@ -226,8 +226,11 @@ class GroupOptimizer(torch.optim.Optimizer):
         xds: list[list[torch.Tensor]] = [[] for _ in range(self.num_grouped)]
         dds: list[list[torch.Tensor]] = [[] for _ in range(self.num_grouped)]
         stats = GroupStats(x2=torch.empty(0), directions=[None] * self.num_grouped)
-        for i, p in enumerate(params):
-            d = None if p.grad is None else direction(p, _dense_grad(p), self.state[p], group)
+        for i, source in enumerate(params):
+            # the local shard of a sharded parameter (FSDP2); its optimizer state is local too
+            p = layout.params[i] if i < self.num_grouped else local(source)
+            grad = None if source.grad is None else local(_dense_grad(source))
+            d = None if grad is None else direction(p, grad, self.state[source], group)
             if i >= self.num_grouped:
                 if d is not None:
                     _plain_update(p, d, lr, decay, None)
@@ -248,8 +251,8 @@ class GroupOptimizer(torch.optim.Optimizer):
             if need.post:
                 xs[i] = layout.reduce(slot, p, None, scratch)
         if need.pre and layout.vectors:
-            ps = [params[i] for i in layout.vectors]
-            ds = [_or_zeros(stats.directions[i], params[i]) for i in layout.vectors]
+            ps = [layout.params[i] for i in layout.vectors]
+            ds = [_or_zeros(stats.directions[i], layout.params[i]) for i in layout.vectors]
             quantities: list[tuple[list[list[torch.Tensor]], list[torch.Tensor], list[torch.Tensor] | None]]
             quantities = [(xs, ps, None), (xds, ps, ds)] + ([(dds, ds, None)] if need.d2 else [])
             for out, a, b in quantities:
@@ -276,8 +279,10 @@ class GroupOptimizer(torch.optim.Optimizer):
     def _plain_foreach(self, group: dict, lr: float, decay: float, keep: list[torch.Tensor | None]) -> None:
         """The plain step of every parameter with a gradient, in a handful of foreach kernels."""
         idx = [i for i, p in enumerate(group["params"]) if p.grad is not None]
-        ps = [group["params"][i] for i in idx]
-        ds = directions(ps, [_dense_grad(p) for p in ps], [self.state[p] for p in ps], group)
+        sources = [group["params"][i] for i in idx]
+        ps = [local(p) for p in sources]
+        grads = [local(_dense_grad(p)) for p in sources]
+        ds = directions(ps, grads, [self.state[p] for p in sources], group)
         if decay != 1.0:
             torch._foreach_mul_(ps, decay)
         _foreach_update(ps, ds, [keep[i] if i < self.num_grouped else None for i in idx], lr)

@@ -20,13 +20,45 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
 from graphcore.groups import PruneAnalysis
 
-__all__ = ["ParamAxes", "Scratch", "ZigLayout"]
+__all__ = ["ParamAxes", "Scratch", "ZigLayout", "local", "local_shard"]
+
+
+def local_shard(t: torch.Tensor) -> tuple[torch.Tensor, int | None, Any]:
+    """``(local tensor, first global row it holds, process group)`` of a parameter.
+
+    A plain tensor is its own shard (``None``, ``None``). A DTensor (FSDP2's ``fully_shard``) must be
+    sharded along dim 0 over a 1-D mesh, which is what FSDP2 does: the optimizer then works on the
+    local rows and sums its per-ZIG statistics over the mesh, so every rank decides alike.
+    """
+    try:
+        from torch.distributed.tensor import DTensor, Shard
+    except ImportError:  # pragma: no cover - torch without distributed
+        return t, None, None
+    if not isinstance(t, DTensor):
+        return t, None, None
+    mesh, placements = t.device_mesh, tuple(t.placements)
+    if mesh.ndim != 1 or placements != (Shard(0),):
+        raise ValueError(
+            f"group optimizers support parameters sharded along dim 0 over a 1-D mesh (FSDP2's "
+            f"fully_shard); got placements {placements} on a {mesh.ndim}-D mesh"
+        )
+    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+
+    _, offset = compute_local_shape_and_global_offset(t.shape, mesh, t.placements)
+    return t.to_local(), int(offset[0]), mesh.get_group()
+
+
+def local(t: torch.Tensor) -> torch.Tensor:
+    """The part of ``t`` this process holds (``t`` itself unless it is a DTensor)."""
+    to_local = getattr(t, "to_local", None)
+    return to_local() if callable(to_local) else t
 
 
 @dataclass(frozen=True)
@@ -113,22 +145,40 @@ class ZigLayout:
         self.device = devices.pop() if devices else torch.device("cpu")
         wide = any(t.dtype == torch.float64 for t in tensors.values())
         self.dtype = torch.float64 if wide else torch.float32
+        #: the tensors the steps work on: each parameter itself, or its local shard (FSDP2 / DTensor)
         self.params: list[torch.Tensor] = []
+        #: the parameters as the model holds them (what the optimizer's param_groups list)
+        self.sources: list[torch.Tensor] = []
         self.slots: list[ParamAxes] = []
+        #: the process group per-ZIG totals are summed over when parameters are sharded (else None)
+        self.group: Any = None
+        shards = {key: local_shard(t) for key, t in tensors.items()}
+        groups = {id(g): g for _, _, g in shards.values() if g is not None}
+        plain = any(g is None for _, _, g in shards.values())
+        if len(groups) > 1 or (groups and plain):
+            raise ValueError(
+                "ZIG parameters are sharded over several process groups, or only some of them are; "
+                "shard the whole model with one mesh (fully_shard on the root and its blocks)"
+            )
+        self.group = next(iter(groups.values()), None)
         numel = np.zeros(self.num_zigs + 1, dtype=np.float64)
         cat_owner: list[np.ndarray] = []
         for key, axes_map in by_tensor.items():
             tensor = tensors[key]
+            local, row0, _ = shards[key]
             axes = tuple(sorted(axes_map))
             owners = []
             for axis in axes:
                 own = np.where(axes_map[axis] >= 0, axes_map[axis], self.num_zigs)
-                np.add.at(numel, own, tensor.numel() // max(tensor.shape[axis], 1))
+                np.add.at(numel, own, tensor.numel() // max(tensor.shape[axis], 1))  # global counts
+                if axis == 0 and row0 is not None:
+                    own = own[row0 : row0 + local.shape[0]]  # this rank's rows
                 cat_owner.append(own)
                 owners.append(torch.as_tensor(own, device=self.device))
-            blocks, owned_pos, rest_pos = _block_shape(tuple(tensor.shape), axes)
+            blocks, owned_pos, rest_pos = _block_shape(tuple(local.shape), axes)
             self.slots.append(ParamAxes(len(self.params), axes, tuple(owners), blocks, owned_pos, rest_pos))
-            self.params.append(tensor)
+            self.params.append(local)
+            self.sources.append(tensor)
         numel[self.num_zigs] = 0.0
         #: number of scalars of every ZIG on these parameters (an entry owned twice counts twice)
         self.zig_numel = torch.as_tensor(numel, dtype=self.dtype, device=self.device)
@@ -254,9 +304,14 @@ class ZigLayout:
     def segment_sum(self, parts: Sequence[torch.Tensor]) -> torch.Tensor:
         """Per-ZIG totals of per-index vectors given for every slot and owned axis, in order."""
         if not parts:
-            return torch.zeros(self.num_zigs + 1, dtype=self.dtype, device=self.device)
+            parts = [torch.zeros(0, dtype=self.dtype, device=self.device)]
         flat = torch.cat(list(parts))
-        return torch.segment_reduce(flat[self._order], "sum", lengths=self._lengths, unsafe=True)
+        out = torch.segment_reduce(flat[self._order], "sum", lengths=self._lengths, unsafe=True)
+        if self.group is not None:  # sharded parameters: every rank gets the totals over all shards
+            import torch.distributed as dist
+
+            dist.all_reduce(out, group=self.group)
+        return out
 
     def zeros_flat(self) -> torch.Tensor:
         """A zero per-index vector over all slots and owned axes (what :meth:`put_flat` fills)."""
