@@ -74,6 +74,9 @@ class ParamAxes:
     blocks: tuple[int, ...]
     owned_pos: tuple[int, ...]  # where the owned axes are in ``blocks``
     rest_pos: tuple[int, ...]  # where the merged unowned runs are
+    # one owned axis whose indices all belong to one ZIG (an erase structure's whole tensor): its
+    # statistics are whole-tensor dot products, one BLAS pass and no temporary
+    uniform: bool = False
 
     @property
     def is_vector(self) -> bool:
@@ -176,7 +179,10 @@ class ZigLayout:
                 cat_owner.append(own)
                 owners.append(torch.as_tensor(own, device=self.device))
             blocks, owned_pos, rest_pos = _block_shape(tuple(local.shape), axes)
-            self.slots.append(ParamAxes(len(self.params), axes, tuple(owners), blocks, owned_pos, rest_pos))
+            last = cat_owner[-1]
+            uniform = len(axes) == 1 and last.size > 0 and bool((last == last[0]).all())
+            slot = ParamAxes(len(self.params), axes, tuple(owners), blocks, owned_pos, rest_pos, uniform)
+            self.slots.append(slot)
             self.params.append(local)
             self.sources.append(tensor)
         numel[self.num_zigs] = 0.0
@@ -220,6 +226,10 @@ class ZigLayout:
         One vector per owned axis, in ``slot.axes`` order, in accumulation dtype. With ``pairs``, the
         :meth:`pair_sums` matrix (when the layout has one) is kept there under the parameter's index.
         """
+        if slot.uniform and not slot.is_vector:  # the whole tensor is one ZIG's: one dot product
+            flat = x.reshape(-1)
+            total = torch.dot(flat, flat if y is None else y.reshape(-1)).to(self.dtype)
+            return [torch.nn.functional.pad(total.view(1), (0, slot.blocks[slot.owned_pos[0]] - 1))]
         xv = x.reshape(slot.blocks)
         if slot.is_vector:  # a bias, a BN scale: small, no scratch needed
             return [(xv * xv if y is None else xv * y.reshape(slot.blocks)).to(self.dtype)]
