@@ -29,6 +29,7 @@ from torch import nn
 from construct.torch_modules import PrunedMultiheadAttention
 from construct.torch_zeros import model_tensors, removed_from_zeros
 from frontends.torch_meta import LitSite, TorchMeta
+from graphcore import training_notes
 from graphcore.errors import ZigraphError
 from graphcore.groups import PruneAnalysis
 from graphcore.shrink import ShrinkPlan, plan
@@ -59,9 +60,7 @@ def to_torch(model: nn.Module, analysis: PruneAnalysis, removed: Any = None) -> 
     (then a warning with the numbers when the optimizer training ``model`` fell short of its target).
     """
     if removed is None:
-        from optimizers.progress import warn_if_unreached
-
-        warn_if_unreached(model)
+        training_notes.warn_if_unreached(model)
     return lower(model, analysis, torch_plan(model, analysis, removed))
 
 

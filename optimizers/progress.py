@@ -2,24 +2,23 @@
 
 Why: a run shorter than the pruning window used to end with nothing pruned and no word about it.
 Every optimizer that has a target reports :class:`SparsityProgress`; the last one built on a model
-is remembered (weakly) so that ``construct.to_torch(model, analysis)`` — where the training meets
-the smaller model — can warn with the numbers when the target was not reached.
+registers its note with ``graphcore.training_notes`` (weakly) so that ``construct.to_torch(model,
+analysis)`` — where the training meets the smaller model — warns with the numbers
+(:class:`TargetNotReachedWarning`) when the target was not reached.
 """
 
 from __future__ import annotations
 
-import warnings
 import weakref
 from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
-__all__ = ["SparsityProgress", "TargetNotReachedWarning", "progress_of", "remember", "warn_if_unreached"]
+from graphcore import training_notes
+from graphcore.training_notes import TargetNotReachedWarning
 
-
-class TargetNotReachedWarning(UserWarning):
-    """A model is constructed from a training run that has not reached its sparsity target."""
+__all__ = ["SparsityProgress", "TargetNotReachedWarning", "remember"]
 
 
 @dataclass(frozen=True)
@@ -77,27 +76,13 @@ class SparsityProgress:
         )
 
 
-_last: weakref.WeakKeyDictionary[nn.Module, Any] = weakref.WeakKeyDictionary()
-
-
 def remember(model: nn.Module, optimizer: Any) -> None:
-    """Record ``optimizer`` as the one training ``model`` (held weakly; a newer one replaces it)."""
-    _last[model] = weakref.ref(optimizer)
+    """Register ``optimizer``'s note for ``model`` (graphcore.training_notes; held weakly)."""
+    ref = weakref.ref(optimizer)
 
+    def note() -> str | None:
+        opt = ref()
+        report = getattr(opt, "progress", None)
+        return report().note if callable(report) else None
 
-def progress_of(model: nn.Module) -> SparsityProgress | None:
-    """The progress of the last live optimizer built on ``model`` that reports one, else None."""
-    while isinstance(model, nn.parallel.DistributedDataParallel | nn.DataParallel):
-        model = model.module
-    ref = _last.get(model)
-    opt = ref() if ref is not None else None
-    report = getattr(opt, "progress", None)
-    return report() if callable(report) else None
-
-
-def warn_if_unreached(model: nn.Module, stacklevel: int = 3) -> SparsityProgress | None:
-    """Warn (:class:`TargetNotReachedWarning`) when ``model``'s optimizer fell short of its target."""
-    progress = progress_of(model)
-    if progress is not None and progress.note is not None:
-        warnings.warn(progress.note, TargetNotReachedWarning, stacklevel=stacklevel)
-    return progress
+    training_notes.register(model, note)
