@@ -1,6 +1,7 @@
 """DHSPG and H2SPG on parameters sharded by FSDP2 (``fully_shard``, DTensor): two gloo processes on CPU.
 
-Each rank holds half the rows of every weight (uneven: 11 rows are 6 + 5) and trains on its half of
+Each rank holds half the rows of every weight (uneven: 11 rows are 6 + 5; H2SPG on the residual MLP
+of tests/test_h2spg.py, whose structures are whole tensors split across the ranks) and trains on its half of
 every global batch; FSDP2 reduce-scatters the averaged gradients. The optimizer works on the local
 rows and sums its per-ZIG statistics over the mesh, so both ranks take the same decisions. The
 gathered parameters must match a single process trained on the whole batches step for step, with
@@ -12,6 +13,7 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -36,10 +38,21 @@ def make_model() -> nn.Sequential:
     return nn.Sequential(nn.Linear(6, 11), nn.ReLU(), nn.Linear(11, 10), nn.ReLU(), nn.Linear(10, 2))
 
 
-def batches() -> list[tuple[torch.Tensor, torch.Tensor]]:
+def case(name: str) -> tuple[nn.Module, Any, int]:
+    """(model, analysis, input width) of each optimizer's run; the analysis is of the unsharded model."""
+    if name == "dhspg":
+        model = make_model()
+        return model, linear_chain_analysis(model, ["0", "2", "4"]), 6
+    from tests.test_h2spg import ResidualMLP, hand_analysis
+
+    res = ResidualMLP(2)
+    return res, hand_analysis(res), 4
+
+
+def batches(width: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     gen = torch.Generator().manual_seed(1)
-    w = torch.randn(6, 2, generator=gen)
-    xs = [torch.randn(GLOBAL_BATCH, 6, generator=gen) for _ in range(STEPS)]
+    w = torch.randn(width, 2, generator=gen)
+    xs = [torch.randn(GLOBAL_BATCH, width, generator=gen) for _ in range(STEPS)]
     return [(x, torch.tanh(x @ w)) for x in xs]
 
 
@@ -48,12 +61,12 @@ def full(p: torch.Tensor) -> torch.Tensor:
     return (gather() if callable(gather) else p).detach().clone()
 
 
-def train(model: nn.Module, analysis, rank: int, world: int) -> tuple[list, list]:
+def train(name: str, model: nn.Module, analysis: Any, width: int, rank: int, world: int) -> tuple[list, list]:
     """Per step: the zero ZIG ids and the full parameters."""
-    opt = optimizers.get("dhspg")(model, analysis, **HP)
+    opt = optimizers.get(name)(model, analysis, **HP)
     share = GLOBAL_BATCH // world
     zeros, params = [], []
-    for x, y in batches():
+    for x, y in batches(width):
         xs, ys = x[rank * share : (rank + 1) * share], y[rank * share : (rank + 1) * share]
         opt.zero_grad()
         nn.functional.mse_loss(model(xs), ys).backward()
@@ -72,15 +85,18 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     os.environ["MASTER_PORT"] = str(port)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        model = make_model()
-        analysis = linear_chain_analysis(model, ["0", "2", "4"])  # from the unsharded model
         mesh = init_device_mesh("cpu", (world,))
-        for i in (0, 2, 4):
-            fully_shard(model[i], mesh=mesh)
-        fully_shard(model, mesh=mesh)
-        assert model[0].weight.to_local().shape[0] == (6 if rank == 0 else 5)
-        zeros, params = train(model, analysis, rank, world)
-        torch.save({"zeros": zeros, "params": params}, Path(out) / f"rank{rank}.pt")
+        runs = {}
+        for name in ("dhspg", "h2spg"):
+            model, analysis, width = case(name)
+            if name == "dhspg":
+                for i in (0, 2, 4):
+                    fully_shard(model[i], mesh=mesh)
+            fully_shard(model, mesh=mesh)
+            first = next(model.parameters())
+            assert first.to_local().shape[0] < first.shape[0]  # really sharded
+            runs[name] = train(name, model, analysis, width, rank, world)
+        torch.save(runs, Path(out) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
@@ -95,11 +111,13 @@ def _free_port() -> int:
 def test_fsdp2_two_ranks_match_one_process_step_for_step(tmp_path: Path) -> None:
     mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
-    assert r0["zeros"] == r1["zeros"]
-    single = make_model()
-    zeros, params = train(single, linear_chain_analysis(single, ["0", "2", "4"]), rank=0, world=1)
-    assert len(zeros[-1]) == 10  # floor(0.5 · 21 prunable ZIGs): the window did its work
-    assert zeros == r0["zeros"]
-    for step, (mine, theirs) in enumerate(zip(params, r0["params"])):
-        for a, b in zip(mine, theirs):
-            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=f"step {step + 1}")
+    for name in ("dhspg", "h2spg"):
+        assert r0[name][0] == r1[name][0], name
+        model, analysis, width = case(name)
+        zeros, params = train(name, model, analysis, width, rank=0, world=1)
+        assert zeros[-1], f"{name}: nothing was zeroed, the test would not see a wrong decision"
+        assert zeros == r0[name][0], name
+        for step, (mine, theirs) in enumerate(zip(params, r0[name][1])):
+            for a, b in zip(mine, theirs):
+                torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=f"{name}, step {step + 1}")
+    assert len(r0["dhspg"][0][-1]) == 10  # floor(0.5 · 21 prunable ZIGs): the window did its work
