@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -172,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.rounds, args.steps = 3, 2
     torch.set_num_threads(args.threads)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     foreach = {"default": None, "on": True, "off": False}[args.foreach]
     opts, info = build(args.device, foreach)
     med = measure(opts, args.rounds, args.steps, args.device)
@@ -196,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         "info": info,
         "median": med,
         "worst": worst,
-        "machine": cpu,
+        "machine": f"{cpu}, load average {load:.1f} at the start",
         "date": time.strftime("%Y-%m-%d"),
     }
     if args.json:
