@@ -1,170 +1,213 @@
-"""Step time of DHSPG vs ``torch.optim.SGD(momentum=0.9)`` on ResNet-50's parameters.
+"""Step time of DHSPG and H2SPG vs ``torch.optim.SGD(momentum=0.9)`` on ResNet-50's parameters.
 
-The analysis is synthetic (no frontend involved), built from the module structure of torchvision's
-ResNet-50 so that it has the size and overlap of a real one:
+The analyses are the public API's: ``graphcore.analyze(frontends.load(model, example))`` (torch path,
+prune mode for DHSPG, erase mode for H2SPG) of torchvision's ResNet-50. Gradients are fixed random
+tensors, so only the optimizer's own work is timed. Each optimizer is timed in every phase of its
+schedule — warm-up (H2SPG scores structures there), the pruning window (penalties and half-space
+projection every step), and after the target is reached — on its own copy of the model. SGD and
+every phase are interleaved in rounds (one round: a few steps of each, in turn, after a warm-up
+of all) and the median of the per-round times is reported, which keeps the ratio stable on a busy
+machine. Target: every phase ≤ 1.5× SGD.
 
-* every Conv2d output channel is one ZIG: the conv weight's row, the following BatchNorm's weight and
-  bias entries, and — inside a bottleneck, where the next conv obviously consumes it
-  (conv1 → conv2, conv2 → conv3) — the next conv weight's column. So entries of conv2/conv3 weights
-  belong to two ZIGs (overlapping groups), as in a real analysis;
-* each conv's channels form one prunable node group; the fc layer's 1000 output rows (+ bias) form
-  a group that is not prunable (a graph output), so it is part of the statistics but never zeroed.
-
-Gradients are fixed random tensors, so only the optimizer's own work is timed. DHSPG is timed in
-its three phases (warm-up, pruning window with penalties and half-space projection every step, and
-after the target is reached) and over a whole schedule weighted like a real run; SGD and DHSPG
-steps are interleaved in rounds and the median of the per-round times is reported, which keeps the
-ratio stable on a busy machine. Run: ``python bench/optimizer_step.py [--rounds N]``.
+Run: ``python bench/optimizer_step.py [--rounds N] [--threads T] [--device cpu|cuda] [--json F]
+[--doc]``; ``--doc`` rewrites the section between ``<!-- optimizer-step:start -->`` and
+``<!-- optimizer-step:end -->`` of docs/benchmarks.md (scripts/bench_figures.py keeps it).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))  # doc_blocks
 
-from graphcore.groups import NodeGroup, PruneAnalysis
-from optimizers import DHSPG
+import frontends  # noqa: E402
+import graphcore  # noqa: E402
+from optimizers import DHSPG, H2SPG  # noqa: E402
 
-
-def resnet_analysis(model: nn.Module) -> PruneAnalysis:
-    """One ZIG per conv output channel (row + BN entries + the next in-block conv's column)."""
-    modules = dict(model.named_modules())
-    param_axes: dict[tuple[str, int], np.ndarray] = {}
-    groups: list[NodeGroup] = []
-    zig_group: list[np.ndarray] = []
-    first = 0
-
-    def add_group(rows: list[tuple[str, int]], width: int, prunable: bool) -> None:
-        nonlocal first
-        ids = np.arange(first, first + width, dtype=np.int64)
-        for key in rows:
-            param_axes[key] = ids
-        groups.append(NodeGroup(id=len(groups), zig_ids=ids, params=rows, prunable=prunable))
-        zig_group.append(np.full(width, len(groups) - 1, dtype=np.int64))
-        first += width
-
-    for name, mod in modules.items():
-        if not isinstance(mod, nn.Conv2d):
-            continue
-        prefix, _, leaf = name.rpartition(".")
-        join = (prefix + ".") if prefix else ""
-        bn = join + ("bn" + leaf[4:] if leaf.startswith("conv") else "1")  # convK -> bnK, downsample.0 -> .1
-        rows = [(f"{name}.weight", 0)]
-        if isinstance(modules.get(bn), nn.BatchNorm2d):
-            rows += [(f"{bn}.weight", 0), (f"{bn}.bias", 0)]
-        nxt = {"conv1": "conv2", "conv2": "conv3"}.get(leaf) if prefix.startswith("layer") else None
-        if nxt is not None:
-            rows.append((f"{join}{nxt}.weight", 1))
-        add_group(rows, mod.out_channels, prunable=True)
-    fc = modules["fc"]
-    add_group([("fc.weight", 0), ("fc.bias", 0)], fc.out_features, prunable=False)
-    named = dict(model.named_parameters())
-    return PruneAnalysis(
-        graph=None,
-        groups=groups,
-        zig_group=np.concatenate(zig_group),
-        param_axes=param_axes,
-        trainable={n: True for n in named},
-        param_shapes={n: tuple(p.shape) for n, p in named.items()},
-    )
+DOC = ROOT / "docs" / "benchmarks.md"
+START, END = "<!-- optimizer-step:start -->", "<!-- optimizer-step:end -->"
+TARGET = 1.5
+NEVER = 10**9
 
 
-def _timed(opt: torch.optim.Optimizer, steps: int) -> float:
+def _fresh(device: str) -> nn.Module:
+    import torchvision
+
+    torch.manual_seed(0)
+    m = torchvision.models.resnet50().to(device)
+    gen = torch.Generator().manual_seed(1)
+    for p in m.parameters():
+        p.grad = (torch.randn(p.shape, generator=gen) * 1e-2).to(device)
+    return m
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def _timed(opt: torch.optim.Optimizer, steps: int, device: str) -> float:
+    _sync(device)
     start = time.perf_counter()
     for _ in range(steps):
         opt.step()
+    _sync(device)
     return (time.perf_counter() - start) / steps
 
 
-def main() -> None:
-    import torchvision
+def build(device: str, foreach: bool | None) -> tuple[dict[str, torch.optim.Optimizer], dict[str, Any]]:
+    """SGD and one optimizer per (optimizer, phase), each on its own copy of ResNet-50."""
+    example = (torch.randn(1, 3, 224, 224),)
+    probe = _fresh("cpu")
+    t0 = time.perf_counter()
+    prune = graphcore.analyze(frontends.load(probe, example))
+    t1 = time.perf_counter()
+    erase = graphcore.analyze(frontends.load(probe, example), mode="erase")
+    t2 = time.perf_counter()
+    hp = dict(lr=0.1, momentum=0.9, foreach=foreach)
+    # window phase: the window never ends and projection (ε = 0) rarely fires on random gradients,
+    # so every step pays for statistics, λ, the penalized step and the half-space test
+    phases: dict[str, Callable[[nn.Module], torch.optim.Optimizer]] = {
+        "sgd": lambda m: torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9, foreach=foreach),
+        "dhspg warm-up": lambda m: DHSPG(m, prune, start_pruning_steps=NEVER, **hp),
+        "dhspg window": lambda m: DHSPG(m, prune, start_pruning_steps=0, pruning_steps=NEVER, **hp),
+        "dhspg after": lambda m: DHSPG(m, prune, start_pruning_steps=0, pruning_steps=1, **hp),
+        "h2spg warm-up": lambda m: H2SPG(m, erase, start_pruning_steps=NEVER, **hp),
+        "h2spg window": lambda m: H2SPG(m, erase, start_pruning_steps=0, pruning_steps=NEVER, **hp),
+        "h2spg after": lambda m: H2SPG(m, erase, start_pruning_steps=0, pruning_steps=1, **hp),
+    }
+    opts = {name: make(_fresh(device)) for name, make in phases.items()}
+    info = {
+        "params_m": sum(p.numel() for p in probe.parameters()) / 1e6,
+        "zigs": prune.num_zigs,
+        "prunable": int(prune.prunable_zig_ids().size),
+        "structures": erase.num_zigs,
+        "analysis_s": t1 - t0,
+        "erase_analysis_s": t2 - t1,
+    }
+    return opts, info
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--steps", type=int, default=3, help="steps per round and phase")
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch threads (1 by default: stable ratios on a shared machine)",
-    )
-    args = parser.parse_args()
+
+def measure(opts: dict[str, torch.optim.Optimizer], rounds: int, steps: int, device: str) -> dict[str, float]:
+    """Median seconds per step of each optimizer over interleaved rounds (after two warm-up steps)."""
+    for opt in opts.values():  # first steps allocate buffers, partition, prune
+        _timed(opt, 2, device)
+    times: dict[str, list[float]] = {k: [] for k in opts}
+    for _ in range(rounds):
+        for name, opt in opts.items():
+            times[name].append(_timed(opt, steps, device))
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def table(med: dict[str, float]) -> list[str]:
+    sgd = med["sgd"]
+    out = ["| optimizer / phase | ms/step | ratio vs SGD |", "|---|---|---|"]
+    out.append(f"| `torch.optim.SGD(momentum=0.9)` | {sgd * 1e3:.1f} | 1.00 |")
+    for k, v in med.items():
+        if k != "sgd":
+            ok = "" if v / sgd <= TARGET else " **(> 1.5)**"
+            out.append(f"| {k} | {v * 1e3:.1f} | {v / sgd:.2f}{ok} |")
+    return out
+
+
+def write_doc(results: list[dict[str, Any]]) -> None:
+    """Put the section between its markers in docs/benchmarks.md (appended the first time)."""
+    from doc_blocks import replace_marked_block
+
+    from graphcore.report import write_json_atomic
+
+    lines = [
+        "## Optimizer step time (`bench/optimizer_step.py`)",
+        "",
+        "Generated by `python bench/optimizer_step.py --doc`; do not edit by hand. One step of DHSPG and",
+        "H2SPG in each phase of their schedules against `torch.optim.SGD(momentum=0.9)` on ResNet-50, with",
+        "the analysis from `graphcore.analyze(frontends.load(model, example))` (torch path); fixed random",
+        "gradients; medians of interleaved rounds. Target: every phase ≤ 1.5× SGD.",
+        "",
+    ]
+    for r in results:
+        i = r["info"]
+        lines += [
+            f"{r['device']}, {r['threads']} torch thread(s), foreach={r['foreach']}: {i['params_m']:.1f} M "
+            f"parameters, {i['zigs']} ZIGs ({i['prunable']} prunable), {i['structures']} erase structures; "
+            f"{r['rounds']} rounds of {r['steps']} steps; {r['machine']}, {r['date']}.",
+            "",
+            *table(r["median"]),
+            "",
+        ]
+    body = "\n".join(lines).rstrip("\n")
+    if not replace_marked_block(DOC, START, END, body):  # the first time: appended
+        old = DOC.read_text(encoding="utf-8") if DOC.exists() else ""
+        write_json_atomic(DOC, old.rstrip("\n") + f"\n\n{START}\n{body}\n{END}\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--steps", type=int, default=3, help="steps per round and phase")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1: stable ratios)")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--foreach", choices=("default", "on", "off"), default="default")
+    p.add_argument("--quick", action="store_true", help="3 rounds of 2 steps")
+    p.add_argument("--json", help="write the results here")
+    p.add_argument("--doc", action="store_true", help="write the section of docs/benchmarks.md")
+    p.add_argument("--from-json", nargs="*", help="--doc from these JSON results (e.g. a GPU run) instead")
+    args = p.parse_args(argv)
+    if args.from_json:
+        write_doc([json.loads(Path(f).read_text()) for f in args.from_json])
+        return 0
+    if args.quick:
+        args.rounds, args.steps = 3, 2
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-
-    def fresh() -> nn.Module:
-        torch.manual_seed(0)
-        m = torchvision.models.resnet50()
-        for p in m.parameters():
-            p.grad = torch.randn_like(p) * 1e-2
-        return m
-
-    m_sgd, m_dh = fresh(), fresh()
-    analysis = resnet_analysis(m_dh)
-    prunable = sum(g.size for g in analysis.groups if g.prunable)
-    sgd = torch.optim.SGD(m_sgd.parameters(), lr=0.1, momentum=0.9)
-    warm = 10**9  # phase "warm-up": never partitions
-    dh_warm = DHSPG(m_dh, analysis, lr=0.1, momentum=0.9, target_group_sparsity=0.5, start_pruning_steps=warm)
-    m_win = fresh()
-    dh_win = DHSPG(
-        m_win,
-        analysis,
-        lr=0.1,
-        momentum=0.9,
-        target_group_sparsity=0.5,
-        start_pruning_steps=0,
-        pruning_steps=10**9,
-        epsilon=0.0,
-    )
-    m_post = fresh()
-    dh_post = DHSPG(
-        m_post,
-        analysis,
-        lr=0.1,
-        momentum=0.9,
-        target_group_sparsity=0.5,
-        start_pruning_steps=0,
-        pruning_steps=1,
-    )
-    for opt in (sgd, dh_warm, dh_win, dh_post):  # first steps allocate buffers / partition / prune
-        _timed(opt, 2)
-    times: dict[str, list[float]] = {k: [] for k in ("sgd", "warm-up", "window", "after")}
-    for _ in range(args.rounds):
-        times["sgd"].append(_timed(sgd, args.steps))
-        times["warm-up"].append(_timed(dh_warm, args.steps))
-        times["window"].append(_timed(dh_win, args.steps))
-        times["after"].append(_timed(dh_post, args.steps))
-    med = {k: statistics.median(v) for k, v in times.items()}
-    n_params = sum(p.numel() for p in m_dh.parameters())
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    foreach = {"default": None, "on": True, "off": False}[args.foreach]
+    opts, info = build(args.device, foreach)
+    med = measure(opts, args.rounds, args.steps, args.device)
+    after = [o for k, o in opts.items() if k.endswith("after")]
     print(
-        f"ResNet-50: {n_params / 1e6:.1f} M parameters, {analysis.num_zigs} ZIGs "
-        f"({prunable} prunable), torch threads {torch.get_num_threads()}"
+        f"ResNet-50: {info['params_m']:.1f} M parameters, {info['zigs']} ZIGs ({info['prunable']} prunable), "
+        f"{info['structures']} erase structures; {args.device}, {torch.get_num_threads()} thread(s)"
     )
-    print(f"after-phase check: {dh_post.num_zero()} zero ZIGs (goal {dh_post.goal})")
-    print(f"{'optimizer / phase':<34}{'ms/step':>10}{'ratio vs SGD':>14}")
-    print(f"{'torch.optim.SGD(momentum=0.9)':<34}{med['sgd'] * 1e3:>10.1f}{1.0:>14.2f}")
-    for key, label in (
-        ("warm-up", "DHSPG warm-up (t <= T_w)"),
-        ("window", "DHSPG pruning window"),
-        ("after", "DHSPG after target reached"),
-    ):
-        print(f"{label:<34}{med[key] * 1e3:>10.1f}{med[key] / med['sgd']:>14.2f}")
-    # a schedule shaped like the authors' CIFAR runs: 10% warm-up, 10% window, 80% after
-    sched = 0.1 * med["warm-up"] + 0.1 * med["window"] + 0.8 * med["after"]
-    print(f"{'DHSPG whole schedule (10/10/80 %)':<34}{sched * 1e3:>10.1f}{sched / med['sgd']:>14.2f}")
-    print(
-        f"ratio (target <= 1.5): window {med['window'] / med['sgd']:.2f}, schedule {sched / med['sgd']:.2f}"
-    )
+    print("after-phase check: " + ", ".join(f"{o.num_zero()} zero (goal {o.goal})" for o in after))  # type: ignore[attr-defined]
+    print("\n".join(table(med)))
+    worst = max(v / med["sgd"] for k, v in med.items() if k != "sgd")
+    print(f"worst ratio {worst:.2f} (target <= {TARGET})")
+    cpu = platform.processor() or platform.machine()
+    if args.device == "cuda":
+        cpu = torch.cuda.get_device_name()
+    result = {
+        "device": args.device,
+        "threads": torch.get_num_threads(),
+        "foreach": args.foreach,
+        "rounds": args.rounds,
+        "steps": args.steps,
+        "info": info,
+        "median": med,
+        "worst": worst,
+        "machine": f"{cpu}, load average {load:.1f} at the start",
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+    if args.doc:
+        write_doc([result])
+        print(f"wrote the section between {START} and {END} of {DOC}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -30,6 +30,7 @@ from construct.torch_modules import PrunedMultiheadAttention
 from construct.torch_renorm import lower_counts
 from construct.torch_zeros import model_tensors, removed_from_zeros
 from frontends.torch_meta import LitSite, TorchMeta
+from graphcore import training_notes
 from graphcore.errors import ZigraphError
 from graphcore.groups import PruneAnalysis
 from graphcore.shrink import ShrinkPlan, plan
@@ -56,8 +57,11 @@ def torch_plan(model: nn.Module, analysis: PruneAnalysis, removed: Any = None) -
 def to_torch(model: nn.Module, analysis: PruneAnalysis, removed: Any = None) -> fx.GraphModule:
     """A smaller module equal to ``model`` with the removed ZIGs zeroed; ``model`` is not modified.
 
-    ``removed``: ZIG ids; by default the ZIGs whose trainable slices in ``model`` are exactly zero.
+    ``removed``: ZIG ids; by default the ZIGs whose trainable slices in ``model`` are exactly zero
+    (then a warning with the numbers when the optimizer training ``model`` fell short of its target).
     """
+    if removed is None:
+        training_notes.warn_if_unreached(model)
     return lower(model, analysis, torch_plan(model, analysis, removed))
 
 

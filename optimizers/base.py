@@ -25,7 +25,8 @@ from torch import nn
 
 from graphcore.groups import PruneAnalysis
 from optimizers.first_order import VARIANTS, decoupled_decay, direction, directions
-from optimizers.layout import Scratch, ZigLayout
+from optimizers.layout import Scratch, ZigLayout, local
+from optimizers.progress import remember
 from optimizers.selection import select_with_caps
 
 __all__ = ["GroupOptimizer", "GroupStats", "removed_zigs", "safe_norm", "unwrap_model"]
@@ -65,6 +66,9 @@ class GroupStats:
     xd: torch.Tensor | None = None
     d2: torch.Tensor | None = None
     directions: list[torch.Tensor | None] = field(default_factory=list)
+    # per parameter index: x² summed over the unowned run of a row-and-column owned weight
+    # (ZigLayout.pair_sums), kept by a ``pre`` pass so the cross terms need no second pass
+    x2_pairs: dict[int, torch.Tensor] = field(default_factory=dict)
 
 
 class GroupOptimizer(torch.optim.Optimizer):
@@ -110,8 +114,11 @@ class GroupOptimizer(torch.optim.Optimizer):
         _check_names(analysis, named, {n for n, _ in module.named_buffers(remove_duplicate=False)})
         frozen = {n for n, p in named.items() if not p.requires_grad or not analysis.trainable.get(n, True)}
         self.analysis = analysis
-        self.layout = ZigLayout(analysis, {n: p for n, p in named.items() if n not in frozen})
-        params = list(self.layout.params)
+        trained = {n: p for n, p in named.items() if n not in frozen}
+        self._init_zig_tables(analysis, frozen, ZigLayout(analysis, trained))
+        # the layout the steps use: only parameter axes that hold a slice of a ZIG we may zero
+        self.layout = ZigLayout(analysis, trained, only=self.prunable.cpu().numpy())
+        params = list(self.layout.sources)
         seen = {id(p) for p in params}
         for n, p in named.items():
             if n not in frozen and id(p) not in seen:  # tied weights appear under several names
@@ -134,17 +141,18 @@ class GroupOptimizer(torch.optim.Optimizer):
         )
         super().__init__([{"params": params}], defaults)
         self.num_grouped = len(self.layout.params)
-        self._init_zig_tables(analysis, frozen)
         self._t = 0
         self._scratch = Scratch()
         self._zero = torch.zeros(self.layout.num_zigs + 1, dtype=torch.bool, device=self.layout.device)
         self._keep: list[torch.Tensor | None] = [None] * self.num_grouped
         with torch.no_grad():
             self._set_zero(self._observed_zero(self.layout.sq_norms()))
+        remember(module, self)  # so that construct.to_torch(model, ...) can say if a target was missed
 
     # ------------------------------------------------------------------ construction helpers
-    def _init_zig_tables(self, analysis: PruneAnalysis, frozen: set[str]) -> None:
-        """Per-ZIG group ids, the prunable mask, and per-group limits on zero ZIGs."""
+    def _init_zig_tables(self, analysis: PruneAnalysis, frozen: set[str], full: ZigLayout) -> None:
+        """Per-ZIG group ids, the prunable mask, and per-group limits on zero ZIGs (``full``: every
+        trained parameter's ZIG slices)."""
         num_zigs, num_groups = analysis.num_zigs, len(analysis.groups)
         group = np.full(num_zigs + 1, num_groups, dtype=np.int64)
         in_prunable = np.zeros(num_zigs + 1, dtype=bool)
@@ -156,7 +164,7 @@ class GroupOptimizer(torch.optim.Optimizer):
             if name in frozen:
                 own = np.asarray(owner, dtype=np.int64)
                 stuck[own[own >= 0]] = True
-        eligible = in_prunable & ~stuck & self.layout.has_slices.cpu().numpy()
+        eligible = in_prunable & ~stuck & full.has_slices.cpu().numpy()
         eligible[num_zigs] = False
         size = np.bincount(group, minlength=num_groups + 1)
         n_eligible = np.bincount(group[eligible], minlength=num_groups + 1)
@@ -164,7 +172,7 @@ class GroupOptimizer(torch.optim.Optimizer):
         # at most size - min_keep ZIGs of a group may be zero, and only eligible ones can be
         cap = np.clip(np.minimum(n_eligible, size - min_keep), 0, None)
         cap[num_groups] = 0
-        dev = self.layout.device
+        dev = full.device
         self.zig_group = torch.as_tensor(group, device=dev)
         self.prunable = torch.as_tensor(eligible, device=dev)
         self.group_size = torch.as_tensor(size, device=dev)
@@ -218,8 +226,11 @@ class GroupOptimizer(torch.optim.Optimizer):
         xds: list[list[torch.Tensor]] = [[] for _ in range(self.num_grouped)]
         dds: list[list[torch.Tensor]] = [[] for _ in range(self.num_grouped)]
         stats = GroupStats(x2=torch.empty(0), directions=[None] * self.num_grouped)
-        for i, p in enumerate(params):
-            d = None if p.grad is None else direction(p, _dense_grad(p), self.state[p], group)
+        for i, source in enumerate(params):
+            # the local shard of a sharded parameter (FSDP2); its optimizer state is local too
+            p = layout.params[i] if i < self.num_grouped else local(source)
+            grad = None if source.grad is None else local(_dense_grad(source))
+            d = None if grad is None else direction(p, grad, self.state[source], group)
             if i >= self.num_grouped:
                 if d is not None:
                     _plain_update(p, d, lr, decay, None)
@@ -229,7 +240,7 @@ class GroupOptimizer(torch.optim.Optimizer):
                 stats.directions[i] = d
                 if slot.is_vector:
                     continue  # all vectors at once below
-                xs[i] = layout.reduce(slot, p, None, scratch)
+                xs[i] = layout.reduce(slot, p, None, scratch, stats.x2_pairs)
                 dz = _or_zeros(d, p)
                 xds[i] = layout.reduce(slot, p, dz, scratch)
                 if need.d2:
@@ -240,8 +251,8 @@ class GroupOptimizer(torch.optim.Optimizer):
             if need.post:
                 xs[i] = layout.reduce(slot, p, None, scratch)
         if need.pre and layout.vectors:
-            ps = [params[i] for i in layout.vectors]
-            ds = [_or_zeros(stats.directions[i], params[i]) for i in layout.vectors]
+            ps = [layout.params[i] for i in layout.vectors]
+            ds = [_or_zeros(stats.directions[i], layout.params[i]) for i in layout.vectors]
             quantities: list[tuple[list[list[torch.Tensor]], list[torch.Tensor], list[torch.Tensor] | None]]
             quantities = [(xs, ps, None), (xds, ps, ds)] + ([(dds, ds, None)] if need.d2 else [])
             for out, a, b in quantities:
@@ -268,8 +279,10 @@ class GroupOptimizer(torch.optim.Optimizer):
     def _plain_foreach(self, group: dict, lr: float, decay: float, keep: list[torch.Tensor | None]) -> None:
         """The plain step of every parameter with a gradient, in a handful of foreach kernels."""
         idx = [i for i, p in enumerate(group["params"]) if p.grad is not None]
-        ps = [group["params"][i] for i in idx]
-        ds = directions(ps, [_dense_grad(p) for p in ps], [self.state[p] for p in ps], group)
+        sources = [group["params"][i] for i in idx]
+        ps = [local(p) for p in sources]
+        grads = [local(_dense_grad(p)) for p in sources]
+        ds = directions(ps, grads, [self.state[p] for p in sources], group)
         if decay != 1.0:
             torch._foreach_mul_(ps, decay)
         _foreach_update(ps, ds, [keep[i] if i < self.num_grouped else None for i in idx], lr)
@@ -301,9 +314,10 @@ class GroupOptimizer(torch.optim.Optimizer):
                 continue  # all vectors at once below
             p = layout.params[i]
             if touched[i] and len(slot.axes) > 1:  # overlapping owners: their share of <x̂_g, x_g>
-                layout.put_flat(cross, slot, layout.cross(slot, coef, p, self._scratch))
+                pair = stats.x2_pairs.get(i)
+                layout.put_flat(cross, slot, layout.cross(slot, coef, p, self._scratch, pair))
             if touched[i]:
-                p.mul_((decay - lr * layout.broadcast_sum(coef, slot)).to(p.dtype))
+                layout.scale_(slot, coef, decay, lr)
                 decay_i = 1.0
             else:
                 decay_i = decay

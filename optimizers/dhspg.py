@@ -16,6 +16,14 @@ Schedule, in optimizer steps t = 1, 2, ...:
   square are projected to zero. So exactly K ZIGs (K = floor(s·N), within ``min_keep``) are zero
   after step ``T_w + pruning_steps`` — never more: projection is capped at K.
 * Afterwards: plain steps, zero groups stay zero.
+
+Targets and schedule in the user's units: ``target_params_kept`` / ``target_flops_kept`` replace the
+ZIG fraction — G_R is then the shortest prefix of the saliency order (per-group caps respected) whose
+removal keeps at most that share of the model's parameters / FLOPs (``optimizers.budget``; exact
+within one ZIG), and K = |G_R|. The window can be given in epochs (``steps_per_epoch`` with
+``start_pruning_epochs`` / ``pruning_epochs``) or as fractions of the run (``total_steps`` with
+``start_pruning_steps`` / ``pruning_steps`` in [0, 1]; by default 10% warm-up and a window of half
+the run). :meth:`DHSPG.progress` says how far the run is from its target.
 """
 
 from __future__ import annotations
@@ -29,11 +37,67 @@ from torch import nn
 
 from graphcore.groups import PruneAnalysis
 from optimizers.base import GroupOptimizer, GroupStats, Need, safe_norm
+from optimizers.budget import KeptModel, count_for_target, removal_order
 from optimizers.partition import choose_redundant, saliency_scores
+from optimizers.progress import SparsityProgress
 from optimizers.registry import register
 from optimizers.selection import select_with_caps
 
-__all__ = ["DHSPG", "select_lambda"]
+__all__ = ["DHSPG", "resolve_schedule", "select_lambda"]
+
+DEFAULT_PRUNING_STEPS = 1000
+# with total_steps and no window given: warm-up, then a window of half the run (the rest fine-tunes)
+RUN_FRACTIONS = (0.1, 0.5)
+
+
+def resolve_schedule(
+    start_pruning_steps: float | None,
+    pruning_steps: float | None,
+    *,
+    steps_per_epoch: int | None = None,
+    start_pruning_epochs: float | None = None,
+    pruning_epochs: float | None = None,
+    total_steps: int | None = None,
+) -> tuple[int, int]:
+    """(T_w, window length) in optimizer steps from steps, epochs, or fractions of ``total_steps``.
+
+    Epochs need ``steps_per_epoch``; a float in [0, 1] given as steps is a fraction of
+    ``total_steps``; a schedule that ends after ``total_steps`` is an error (the run would stop
+    before the target is reached).
+    """
+    if steps_per_epoch is not None and steps_per_epoch < 1:
+        raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
+    if total_steps is not None and total_steps < 1:
+        raise ValueError(f"total_steps must be >= 1, got {total_steps}")
+
+    def steps(value: float | None, epochs: float | None, name: str, fraction: float, fallback: int) -> int:
+        if epochs is not None:
+            if value is not None:
+                raise ValueError(f"give {name}_steps or {name}_epochs, not both")
+            if steps_per_epoch is None:
+                raise ValueError(f"{name}_epochs needs steps_per_epoch")
+            if epochs < 0:
+                raise ValueError(f"{name}_epochs must be >= 0, got {epochs}")
+            return round(epochs * steps_per_epoch)
+        if value is None:
+            return fallback if total_steps is None else math.floor(fraction * total_steps)
+        if isinstance(value, float) and not float(value).is_integer():
+            if total_steps is None or not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name}_steps={value}: a fraction of the run needs total_steps= and [0, 1]")
+            return math.floor(value * total_steps)
+        if isinstance(value, float) and total_steps is not None and value in (0.0, 1.0):
+            return math.floor(value * total_steps)
+        return int(value)
+
+    start = steps(start_pruning_steps, start_pruning_epochs, "start_pruning", RUN_FRACTIONS[0], 0)
+    window = steps(pruning_steps, pruning_epochs, "pruning", RUN_FRACTIONS[1], DEFAULT_PRUNING_STEPS)
+    if total_steps is not None and start + window > total_steps:
+        raise ValueError(
+            f"the pruning window ends at step {start + window}, after the run's total_steps={total_steps}: "
+            "the target would not be reached"
+        )
+    return start, window
+
 
 # variant -> (lmbda, lmbda_amplify, hat_lmbda_coeff, weight_decay), ALGORITHMS.md §4.4
 VARIANT_DEFAULTS: dict[str, tuple[float, float, float, float]] = {
@@ -72,7 +136,10 @@ class DHSPG(GroupOptimizer):
     ``target_group_sparsity`` s, ``tolerance_group_sparsity`` τ (0.05), ``start_pruning_steps`` T_w
     (0), ``pruning_steps`` (1000) and ``pruning_periods`` (1) for the window, ``epsilon`` ε of the
     half-space projection (0.0; the authors' tutorials use 0.9-0.95), ``group_divisible`` q (1), and
-    the first-order ones of :class:`GroupOptimizer`.
+    the first-order ones of :class:`GroupOptimizer`. Instead of s: ``target_params_kept`` or
+    ``target_flops_kept`` (share of the model's parameters / FLOPs left, reached within one ZIG).
+    The window in epochs (``steps_per_epoch``, ``start_pruning_epochs``, ``pruning_epochs``) or as
+    fractions of ``total_steps``: see :func:`resolve_schedule`.
     """
 
     def __init__(
@@ -84,9 +151,15 @@ class DHSPG(GroupOptimizer):
         variant: str = "sgd",
         target_group_sparsity: float = 0.5,
         tolerance_group_sparsity: float = 0.05,
-        start_pruning_steps: int = 0,
-        pruning_steps: int = 1000,
+        start_pruning_steps: float | None = None,
+        pruning_steps: float | None = None,
         pruning_periods: int = 1,
+        steps_per_epoch: int | None = None,
+        start_pruning_epochs: float | None = None,
+        pruning_epochs: float | None = None,
+        total_steps: int | None = None,
+        target_params_kept: float | None = None,
+        target_flops_kept: float | None = None,
         lmbda: float | None = None,
         lmbda_amplify: float | None = None,
         hat_lmbda_coeff: float | None = None,
@@ -108,6 +181,20 @@ class DHSPG(GroupOptimizer):
             raise ValueError(f"epsilon must be in [0, 1), got {epsilon}")
         if lmbda < 0 or lmbda_amplify <= 0 or hat_lmbda_coeff < 1:
             raise ValueError("need lmbda >= 0, lmbda_amplify > 0 and hat_lmbda_coeff >= 1")
+        start_pruning_steps, pruning_steps = resolve_schedule(
+            start_pruning_steps,
+            pruning_steps,
+            steps_per_epoch=steps_per_epoch,
+            start_pruning_epochs=start_pruning_epochs,
+            pruning_epochs=pruning_epochs,
+            total_steps=total_steps,
+        )
+        kept_targets = {"params": target_params_kept, "flops": target_flops_kept}
+        given = {k: v for k, v in kept_targets.items() if v is not None}
+        if len(given) > 1:
+            raise ValueError("give target_params_kept or target_flops_kept, not both")
+        if any(not 0.0 <= v <= 1.0 for v in given.values()):
+            raise ValueError(f"a kept target is a fraction in [0, 1], got {given}")
         if start_pruning_steps < 0 or pruning_steps < 1 or not 1 <= pruning_periods <= pruning_steps:
             raise ValueError("need start_pruning_steps >= 0 and 1 <= pruning_periods <= pruning_steps")
         if group_divisible < 1:
@@ -128,8 +215,15 @@ class DHSPG(GroupOptimizer):
             hat_lmbda_coeff=hat_lmbda_coeff,
             epsilon=epsilon,
             group_divisible=int(group_divisible),
+            target_params_kept=target_params_kept,
+            target_flops_kept=target_flops_kept,
             **kwargs,
         )
+        self._kept_model: KeptModel | None = None
+        if given:
+            self._kept_model = KeptModel(analysis)
+            if "flops" in given and not self._kept_model.flops_total:
+                raise ValueError("target_flops_kept needs an analysis with FLOPs (frontends.load of a model)")
         self.redundant: torch.Tensor | None = None  # G_R, set once at the partition step
         self.saliency: torch.Tensor | None = None  # the scores the partition ranked by
         self.goal = 0  # K, the number of zero ZIGs the schedule ends with (set at the partition)
@@ -183,10 +277,25 @@ class DHSPG(GroupOptimizer):
         """Split prunable ZIGs into important and redundant once (§4.3) and fix the goal K.
 
         Returns the redundant set G_R (also kept as ``self.redundant``)."""
+        self.saliency = saliency_scores(x2, xd, d2, self.layout.zig_numel, self.prunable)
+        kept = self._kept_target(group)
+        if kept is not None:  # G_R: the shortest prefix of the saliency order that reaches the target
+            order = removal_order(
+                self.saliency.cpu().double().numpy(),
+                self.prunable.cpu().numpy(),
+                self.zig_group.cpu().numpy(),
+                self.group_cap.cpu().numpy(),
+            )
+            assert self._kept_model is not None
+            k = count_for_target(self._kept_model, order, *kept)
+            redundant = torch.zeros_like(self.prunable)
+            redundant[torch.as_tensor(order[:k], device=redundant.device)] = True
+            self.redundant = redundant
+            self.goal = int((redundant | (self._zero & self.prunable)).sum())
+            return redundant
         target = self.target_count(group["target_group_sparsity"])
         share = min(group["target_group_sparsity"] + group["tolerance_group_sparsity"], 0.999)
         count = max(math.floor(share * self.num_prunable + 1e-9), target)
-        self.saliency = saliency_scores(x2, xd, d2, self.layout.zig_numel, self.prunable)
         redundant = self.redundant = choose_redundant(
             self.saliency,
             self.prunable,
@@ -199,6 +308,41 @@ class DHSPG(GroupOptimizer):
         reachable = int((redundant | (self._zero & self.prunable)).sum())
         self.goal = min(target, reachable)
         return redundant
+
+    def _kept_target(self, group: dict) -> tuple[str, float] | None:
+        """("params" | "flops", share kept) when the target is given in those units."""
+        for unit in ("params", "flops"):
+            if group.get(f"target_{unit}_kept") is not None:
+                return unit, float(group[f"target_{unit}_kept"])
+        return None
+
+    def progress(self) -> SparsityProgress:
+        """The sparsity reached against the target, in ZIGs, parameters and FLOPs kept."""
+        group = self.param_groups[0]
+        kept_model = self._kept_model or KeptModel(self.analysis)
+        self._kept_model = kept_model
+        zero = (self._zero & self.prunable).cpu().numpy()
+        params, flops = kept_model.kept(zero)
+        kept = self._kept_target(group)
+        if self.partitioned:
+            target: int | None = self.goal
+        else:
+            sparsity = group.get("target_group_sparsity")
+            target = None if kept is not None or sparsity is None else self.target_count(sparsity)
+        start = group["start_pruning_steps"]
+        return SparsityProgress(
+            optimizer=type(self).__name__,
+            steps_done=self.steps_done,
+            window_start=start,
+            window_end=start + group["pruning_steps"],
+            zero_zigs=self.num_zero(),
+            target_zigs=target,
+            prunable_zigs=self.num_prunable,
+            params_kept=params,
+            flops_kept=flops,
+            target_params_kept=group.get("target_params_kept"),
+            target_flops_kept=group.get("target_flops_kept"),
+        )
 
     def _extra_state(self) -> dict[str, Any]:
         extra = super()._extra_state()

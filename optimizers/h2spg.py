@@ -125,7 +125,8 @@ class H2SPG(DHSPG):
         saliency_momentum: float = 0.9,
         **kwargs: Any,
     ) -> None:
-        for name in ("tolerance_group_sparsity", "group_divisible"):
+        unsupported = "tolerance_group_sparsity", "group_divisible", "target_params_kept", "target_flops_kept"
+        for name in unsupported:
             if name in kwargs:
                 raise ValueError(f"H2SPG has no {name}: the hierarchical search picks exactly K structures")
         if not 0.0 <= saliency_momentum < 1.0:

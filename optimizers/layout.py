@@ -20,13 +20,45 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
 from graphcore.groups import PruneAnalysis
 
-__all__ = ["ParamAxes", "Scratch", "ZigLayout"]
+__all__ = ["ParamAxes", "Scratch", "ZigLayout", "local", "local_shard"]
+
+
+def local_shard(t: torch.Tensor) -> tuple[torch.Tensor, int | None, Any]:
+    """``(local tensor, first global row it holds, process group)`` of a parameter.
+
+    A plain tensor is its own shard (``None``, ``None``). A DTensor (FSDP2's ``fully_shard``) must be
+    sharded along dim 0 over a 1-D mesh, which is what FSDP2 does: the optimizer then works on the
+    local rows and sums its per-ZIG statistics over the mesh, so every rank decides alike.
+    """
+    try:
+        from torch.distributed.tensor import DTensor, Shard
+    except ImportError:  # pragma: no cover - torch without distributed
+        return t, None, None
+    if not isinstance(t, DTensor):
+        return t, None, None
+    mesh, placements = t.device_mesh, tuple(t.placements)
+    if mesh.ndim != 1 or placements != (Shard(0),):
+        raise ValueError(
+            f"group optimizers support parameters sharded along dim 0 over a 1-D mesh (FSDP2's "
+            f"fully_shard); got placements {placements} on a {mesh.ndim}-D mesh"
+        )
+    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+
+    _, offset = compute_local_shape_and_global_offset(t.shape, mesh, t.placements)
+    return t.to_local(), int(offset[0]), mesh.get_group()
+
+
+def local(t: torch.Tensor) -> torch.Tensor:
+    """The part of ``t`` this process holds (``t`` itself unless it is a DTensor)."""
+    to_local = getattr(t, "to_local", None)
+    return to_local() if callable(to_local) else t
 
 
 @dataclass(frozen=True)
@@ -42,6 +74,9 @@ class ParamAxes:
     blocks: tuple[int, ...]
     owned_pos: tuple[int, ...]  # where the owned axes are in ``blocks``
     rest_pos: tuple[int, ...]  # where the merged unowned runs are
+    # one owned axis whose indices all belong to one ZIG (an erase structure's whole tensor): its
+    # statistics are whole-tensor dot products, one BLAS pass and no temporary
+    uniform: bool = False
 
     @property
     def is_vector(self) -> bool:
@@ -73,16 +108,26 @@ class ZigLayout:
 
     ``params`` maps parameter names to tensors (the model's ``named_parameters()``); names in
     ``analysis.param_axes`` that are not in it (buffers such as BatchNorm running statistics) are
-    ignored.
+    ignored. With ``only`` (bool per ZIG id), a parameter axis none of whose owners is in ``only``
+    is left out: an optimizer that decides only about those ZIGs reads each of their slices and
+    never spends a pass on a parameter (an erase analysis's untouched layers, a classifier's
+    unprunable outputs) whose statistics nothing uses.
     """
 
-    def __init__(self, analysis: PruneAnalysis, params: Mapping[str, torch.Tensor]) -> None:
+    def __init__(
+        self, analysis: PruneAnalysis, params: Mapping[str, torch.Tensor], only: np.ndarray | None = None
+    ) -> None:
         self.num_zigs = analysis.num_zigs
         by_tensor: dict[int, dict[int, np.ndarray]] = {}
         tensors: dict[int, torch.Tensor] = {}
+        seen_devices = {params[name].device for name, _ in analysis.param_axes if name in params}
         for (name, axis), owner in analysis.param_axes.items():
             if name not in params:
                 continue
+            if only is not None:
+                own = np.asarray(owner, dtype=np.int64)
+                if not only[own[own >= 0]].any():
+                    continue
             tensor = params[name]
             axis = axis + tensor.dim() if axis < 0 else axis
             if not 0 <= axis < tensor.dim() or tensor.shape[axis] != len(owner):
@@ -94,7 +139,7 @@ class ZigLayout:
             # Tied weights reach one tensor under several names: keep one owner map per (tensor, axis).
             tensors[id(tensor)] = tensor
             by_tensor.setdefault(id(tensor), {}).setdefault(axis, np.asarray(owner, dtype=np.int64))
-        devices = {t.device for t in tensors.values()}
+        devices = seen_devices
         if len(devices) > 1:
             raise ValueError(
                 f"ZIG parameters live on several devices {sorted(map(str, devices))}; "
@@ -103,22 +148,45 @@ class ZigLayout:
         self.device = devices.pop() if devices else torch.device("cpu")
         wide = any(t.dtype == torch.float64 for t in tensors.values())
         self.dtype = torch.float64 if wide else torch.float32
+        #: the tensors the steps work on: each parameter itself, or its local shard (FSDP2 / DTensor)
         self.params: list[torch.Tensor] = []
+        #: the parameters as the model holds them (what the optimizer's param_groups list)
+        self.sources: list[torch.Tensor] = []
         self.slots: list[ParamAxes] = []
+        # per parameter index: a persistent buffer for the x² of a [O, I] weight (see reduce)
+        self._square_buffers: dict[int, torch.Tensor] = {}
+        #: the process group per-ZIG totals are summed over when parameters are sharded (else None)
+        self.group: Any = None
+        shards = {key: local_shard(t) for key, t in tensors.items()}
+        groups = {id(g): g for _, _, g in shards.values() if g is not None}
+        plain = any(g is None for _, _, g in shards.values())
+        if len(groups) > 1 or (groups and plain):
+            raise ValueError(
+                "ZIG parameters are sharded over several process groups, or only some of them are; "
+                "shard the whole model with one mesh (fully_shard on the root and its blocks)"
+            )
+        self.group = next(iter(groups.values()), None)
         numel = np.zeros(self.num_zigs + 1, dtype=np.float64)
         cat_owner: list[np.ndarray] = []
         for key, axes_map in by_tensor.items():
             tensor = tensors[key]
+            local, row0, _ = shards[key]
             axes = tuple(sorted(axes_map))
             owners = []
             for axis in axes:
                 own = np.where(axes_map[axis] >= 0, axes_map[axis], self.num_zigs)
-                np.add.at(numel, own, tensor.numel() // max(tensor.shape[axis], 1))
+                np.add.at(numel, own, tensor.numel() // max(tensor.shape[axis], 1))  # global counts
+                if axis == 0 and row0 is not None:
+                    own = own[row0 : row0 + local.shape[0]]  # this rank's rows
                 cat_owner.append(own)
                 owners.append(torch.as_tensor(own, device=self.device))
-            blocks, owned_pos, rest_pos = _block_shape(tuple(tensor.shape), axes)
-            self.slots.append(ParamAxes(len(self.params), axes, tuple(owners), blocks, owned_pos, rest_pos))
-            self.params.append(tensor)
+            blocks, owned_pos, rest_pos = _block_shape(tuple(local.shape), axes)
+            last = cat_owner[-1]
+            uniform = len(axes) == 1 and last.size > 0 and bool((last == last[0]).all())
+            slot = ParamAxes(len(self.params), axes, tuple(owners), blocks, owned_pos, rest_pos, uniform)
+            self.slots.append(slot)
+            self.params.append(local)
+            self.sources.append(tensor)
         numel[self.num_zigs] = 0.0
         #: number of scalars of every ZIG on these parameters (an entry owned twice counts twice)
         self.zig_numel = torch.as_tensor(numel, dtype=self.dtype, device=self.device)
@@ -148,19 +216,58 @@ class ZigLayout:
 
     # ------------------------------------------------------------------ reductions
     def reduce(
-        self, slot: ParamAxes, x: torch.Tensor, y: torch.Tensor | None = None, scratch: Scratch | None = None
+        self,
+        slot: ParamAxes,
+        x: torch.Tensor,
+        y: torch.Tensor | None = None,
+        scratch: Scratch | None = None,
+        pairs: dict[int, torch.Tensor] | None = None,
     ) -> list[torch.Tensor]:
         """Sums of ``x*y`` (``x²`` when y is None) of one parameter per index of each owned axis.
 
-        One vector per owned axis, in ``slot.axes`` order, in accumulation dtype.
+        One vector per owned axis, in ``slot.axes`` order, in accumulation dtype. With ``pairs``, the
+        :meth:`pair_sums` matrix (when the layout has one) is kept there under the parameter's index.
         """
+        if slot.uniform and not slot.is_vector:  # the whole tensor is one ZIG's: one dot product
+            flat = x.reshape(-1)
+            total = torch.dot(flat, flat if y is None else y.reshape(-1)).to(self.dtype)
+            return [torch.nn.functional.pad(total.view(1), (0, slot.blocks[slot.owned_pos[0]] - 1))]
         xv = x.reshape(slot.blocks)
         if slot.is_vector:  # a bias, a BN scale: small, no scratch needed
             return [(xv * xv if y is None else xv * y.reshape(slot.blocks)).to(self.dtype)]
         if y is None and slot.owned_pos == (0,) and slot.blocks[1] >= 64:
             return [_sq_norm(xv, (1,)).to(self.dtype)]  # rows of a weight: one fast reduction
+        keep_square = pairs is not None and y is None and slot.owned_pos == (0, 1) and len(slot.blocks) == 2
+        if keep_square:  # a [O, I] weight's x² is its own pair matrix: kept (own buffer) for the cross terms
+            buf = self._square_buffers.get(slot.param)
+            if buf is None or buf.shape != xv.shape or buf.dtype != xv.dtype:
+                buf = self._square_buffers[slot.param] = torch.empty_like(xv)
+            prod = torch.mul(xv, xv, out=buf)
+            assert pairs is not None
+            pairs[slot.param] = prod
+            return self.pair_reduce(prod)
         prod = _product(xv, None if y is None else y.reshape(slot.blocks), scratch)
+        pair = self.pair_sums(slot, prod)
+        if pair is not None:
+            if pairs is not None:
+                pairs[slot.param] = pair
+            return self.pair_reduce(pair)
         return [_sum_except(prod, pos).to(self.dtype) for pos in slot.owned_pos]
+
+    @staticmethod
+    def pair_sums(slot: ParamAxes, prod: torch.Tensor) -> torch.Tensor | None:
+        """For a parameter owned along its first two blocks with a trailing unowned run
+        (``[O, I, B]``: a conv weight by rows and columns), ``prod`` summed over the run: ``[O, I]``,
+        one pass; rows and columns are then sums over that small matrix. None for other layouts."""
+        if slot.owned_pos != (0, 1) or len(slot.blocks) != 3:
+            return None
+        n0, n1, b = slot.blocks
+        return (prod.reshape(n0 * n1, b) @ _ones(b, prod)).view(n0, n1)
+
+    def pair_reduce(self, pair: torch.Tensor) -> list[torch.Tensor]:
+        """Row and column sums of a :meth:`pair_sums` matrix, in accumulation dtype."""
+        rows = pair @ _ones(pair.shape[1], pair)
+        return [rows.to(self.dtype), (_ones(pair.shape[0], pair) @ pair).to(self.dtype)]
 
     def reduce_vectors(
         self, xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor] | None = None
@@ -178,9 +285,16 @@ class ZigLayout:
         return [v.view(self.params[i].shape) for i, v in zip(self.vectors, flat)]
 
     def cross(
-        self, slot: ParamAxes, coef: torch.Tensor, x: torch.Tensor, scratch: Scratch | None = None
+        self,
+        slot: ParamAxes,
+        coef: torch.Tensor,
+        x: torch.Tensor,
+        scratch: Scratch | None = None,
+        pair: torch.Tensor | None = None,
     ) -> list[torch.Tensor]:
         """Per index of each owned axis: ``Σ x_e² · (sum of coef over e's owners on the other axes)``.
+
+        ``pair``: x²'s :meth:`pair_sums` of this step when the caller kept it (saves a pass).
 
         For a row ZIG of a weight whose columns belong to other ZIGs, this is the share of
         ``Σ_{e∈g} c_e x_e²`` (``c_e`` the summed coefficients of e's owners) that comes from the
@@ -189,6 +303,9 @@ class ZigLayout:
         if len(slot.axes) == 1:
             return [torch.zeros(len(slot.owners[0]), dtype=self.dtype, device=self.device)]
         owned = slot.owned_pos
+        if pair is not None:  # x² already summed over the trailing run: two small products
+            k0, k1 = (coef[own].to(pair.dtype) for own in slot.owners)
+            return [(pair @ k1).to(self.dtype), (k0 @ pair).to(self.dtype)]
         sq = _product(x.reshape(slot.blocks), None, scratch)
         ks = [coef[own].to(sq.dtype) for own in slot.owners]
         if owned == (0, 1):  # [n0, n1] or [n0, n1, B]: two matrix-vector products, no temporary
@@ -208,9 +325,14 @@ class ZigLayout:
     def segment_sum(self, parts: Sequence[torch.Tensor]) -> torch.Tensor:
         """Per-ZIG totals of per-index vectors given for every slot and owned axis, in order."""
         if not parts:
-            return torch.zeros(self.num_zigs + 1, dtype=self.dtype, device=self.device)
+            parts = [torch.zeros(0, dtype=self.dtype, device=self.device)]
         flat = torch.cat(list(parts))
-        return torch.segment_reduce(flat[self._order], "sum", lengths=self._lengths, unsafe=True)
+        out = torch.segment_reduce(flat[self._order], "sum", lengths=self._lengths, unsafe=True)
+        if self.group is not None:  # sharded parameters: every rank gets the totals over all shards
+            import torch.distributed as dist
+
+            dist.all_reduce(out, group=self.group)
+        return out
 
     def zeros_flat(self) -> torch.Tensor:
         """A zero per-index vector over all slots and owned axes (what :meth:`put_flat` fills)."""
@@ -240,6 +362,26 @@ class ZigLayout:
             v = coef[own].view(_axis_shape(ndim, axis, len(own)))
             out = v if out is None else out + v
         return _owned(out, slot)
+
+    def scale_(self, slot: ParamAxes, coef: torch.Tensor, decay: float, lr: float) -> None:
+        """``p ← (decay − lr·Σ coef over the owners of each entry)·p``, in place, in few passes.
+
+        A weight owned by rows and columns gets its factor as one ``[O, I]`` outer sum (expanded over
+        a short trailing run, which elementwise kernels stream badly); other layouts broadcast.
+        """
+        p = self.params[slot.param]
+        if slot.owned_pos == (0, 1) and len(slot.blocks) in (2, 3) and p.is_contiguous():
+            n0, n1 = slot.blocks[0], slot.blocks[1]
+            row = (decay - lr * coef[slot.owners[0]]).view(n0, 1)
+            factor = torch.add(row, coef[slot.owners[1]].view(1, n1), alpha=-lr).to(p.dtype)
+            pv = p.view(slot.blocks)
+            if len(slot.blocks) == 3:
+                b = slot.blocks[2]
+                factor = factor.unsqueeze(-1)
+                factor = factor.expand(n0, n1, b).contiguous() if b < 64 else factor
+            pv.mul_(factor)
+            return
+        p.mul_((decay - lr * self.broadcast_sum(coef, slot)).to(p.dtype))
 
     def broadcast_prod(self, factor: torch.Tensor, slot: ParamAxes) -> torch.Tensor:
         """``factor`` multiplied over the owners of every entry of one parameter."""

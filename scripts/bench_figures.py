@@ -261,15 +261,24 @@ def _kept_doc_section(title: str, stop: str) -> list[str]:
 
 
 PEERS_START, PEERS_END = "<!-- onnx-peers:start -->", "<!-- onnx-peers:end -->"
+# sections other benches write into docs/benchmarks.md themselves (their --doc option)
+KEPT = [
+    (PEERS_START, PEERS_END),  # bench/onnx_peers.py
+    ("<!-- optimizer-step:start -->", "<!-- optimizer-step:end -->"),  # bench/optimizer_step.py
+]
 
 
 def kept_sections() -> list[str]:
-    """Sections other benches write into docs/benchmarks.md (bench/onnx_peers.py --doc), kept as they are."""
+    """Sections other benches write into docs/benchmarks.md (their ``--doc``), kept as they are."""
     if not DOC.exists():
         return []
     old = DOC.read_text(encoding="utf-8")
-    i, j = old.find(PEERS_START), old.find(PEERS_END)
-    return [old[i : j + len(PEERS_END)], ""] if 0 <= i < j else []
+    out = []
+    for start, end in KEPT:
+        i, j = old.find(start), old.find(end)
+        if 0 <= i < j:
+            out += [old[i : j + len(end)], ""]
+    return out
 
 
 def render(cache: Path) -> str:

@@ -313,6 +313,9 @@ def _run_prune_demo(quick: bool, no_bars: bool) -> int:
     n_prunable = analysis.prunable_zig_ids().size
     show(f"\nDHSPG zeroed {len(zeros)} of {n_prunable} prunable ZIGs; the constructed model differs from "
           f"the trained one by {same:.1e} (max abs, test set)")  # fmt: skip
+    note = opt.progress().note  # a run that ended before its target says so
+    if note:
+        show(note)
     passed, verdict = _verdict(verified)
     show(f"ONNX export of the constructed model verified in onnxruntime: {verdict}")
     return 0 if passed and same <= 1e-4 * max(1.0, scale) else 1
