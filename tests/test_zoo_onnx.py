@@ -96,7 +96,8 @@ def test_transformers_prune_heads_and_mlp_not_the_residual_stream(
 ):
     a, n_groups, n_zigs = _groups(name, zoo_dir)
     # Per layer: query/key head dimensions (LLaMA: rotary pairs), value/output head dimensions and one
-    # MLP group; the hidden size stays: these bare models return the hidden states, a graph output (the LM-head models of tests/test_hidden_size.py prune it). Head size 16.
+    # MLP group; the hidden size stays: these bare models return the hidden states, a graph output
+    # (the LM-head models of tests/test_hidden_size.py prune it). Head size 16.
     assert n_groups == 3 * layers
     assert n_zigs == layers * ((8 if name == "llama" else 16) + 16 + ffn)
     with whole_heads():
