@@ -60,11 +60,28 @@ def test_the_weights_file_is_never_opened_and_mlp_and_head_groups_are_found(llam
         _Opens.watching = None
     assert not [p for p in _Opens.seen if Path(p).name == data.name], _Opens.seen
     groups = _groups_by_first_param(analysis)
+    head_dim = SMALL.hidden // SMALL.heads
     for i in range(SMALL.layers):
         p = f"model.layers.{i}"
         assert groups[f"{p}.mlp.gate_proj.weight:1"] == (SMALL.inter, True)
-        assert groups[f"{p}.self_attn.q_proj.weight:1"] == (SMALL.heads, True)  # whole heads
+        assert groups[f"{p}.self_attn.v_proj.weight:1"] == (head_dim, True)  # value/output head dims
+    # query/key head dims come in rotary pairs, tied across layers by the one cos/sin table
+    assert groups["rotary.cos_cached:1"] == (head_dim // 2, True)
+    qk = next(g for g in analysis.groups if g.params and g.params[0] == ("rotary.cos_cached", 1))
+    assert {f"model.layers.{i}.self_attn.q_proj.weight" for i in range(SMALL.layers)} <= {
+        n for n, _ in qk.params
+    }
+    assert groups["model.embed_tokens.weight:1"] == (SMALL.hidden, True)  # the hidden size
     assert report.num_prunable_groups >= 2 * SMALL.layers
+
+
+def test_whole_heads_are_found_without_reading_weights(llama):
+    from graphcore.ops.head_dims import whole_heads
+
+    with whole_heads():
+        groups = _groups_by_first_param(graphcore.analyze(frontends.load(llama)))
+    for i in range(SMALL.layers):
+        assert groups[f"model.layers.{i}.self_attn.q_proj.weight:1"] == (SMALL.heads, True)
 
 
 def test_a_read_weight_would_be_seen(llama):
