@@ -110,7 +110,7 @@ def prune(
     seed: int = 0,
     verify: bool = True,
     samples: int = 3,
-    multiple: int = 1,
+    multiple: int | None = None,
 ) -> Report:
     """One-shot pruning to ``out`` (.onnx); the report with ``removed`` and ``result`` filled in."""
     import construct
