@@ -59,6 +59,8 @@ VARIANTS = (("default", None), ("--multiple 1", 1))
 THREADS = (("1 thread", 1), ("default", 0))
 DOC = ROOT / "docs" / "benchmarks.md"
 START, END = "<!-- ort-latency:start -->", "<!-- ort-latency:end -->"
+README_LINE = "- onnxruntime latency, "
+AFTER = "The digits comparison"  # the paragraph that follows this section in docs/benchmarks.md
 
 
 def default_cache() -> Path:
@@ -253,7 +255,8 @@ def render_section(data: dict[str, Any]) -> list[str]:
     out = [
         "## onnxruntime latency (`bench/ort_latency.py`)",
         "",
-        f"onnxruntime {env.get('onnxruntime', '?')} on the CPU ({env.get('cpus', '?')} cores), batch 1,",
+        f"onnxruntime {env.get('onnxruntime', '?')} on the CPU ({env.get('cpus', '?')} cores, load average "
+        f"{env.get('load', float('nan')):.1f} at the start, {env.get('date', '?')}), batch 1,",
         "identical session options for every model, medians of interleaved rounds (full and pruned",
         "models back to back, order rotating) after a warm-up; pruned with",
         f"`zigraph prune --sparsity {env.get('sparsity', 0.5)}`. *default* is the default selection (each",
@@ -292,15 +295,51 @@ def print_rows(rows: list[dict]) -> None:
         print(line)
 
 
+def readme_lines(data: dict[str, Any]) -> list[str]:
+    """The README's bench-block lines for this bench (also used by scripts/bench_figures.py)."""
+    out = []
+    for r in data.get("rows", []):
+        v = r["variants"][0]  # the default selection
+        out.append(
+            f"{README_LINE}{r['model']} pruned at 50% (`zigraph prune` defaults): "
+            f"{v['1 thread']['ratio']:.2f} (1 thread), {v['default']['ratio']:.2f} (default threads) "
+            "of the full model's."
+        )
+    return out
+
+
+def _readme(data: dict[str, Any]) -> None:
+    """Swap this bench's lines in README.md's generated bench block, leaving the others."""
+    readme = ROOT / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    i, j = text.find("<!-- bench:start -->"), text.find("<!-- bench:end -->")
+    if not 0 <= i < j:
+        return
+    lines = text[i:j].split("\n")
+    at = next((k for k, x in enumerate(lines) if x.startswith(README_LINE)), len(lines) - 1)
+    kept = [x for x in lines if not x.startswith(README_LINE)]
+    block = "\n".join([*kept[:at], *readme_lines(data), *kept[at:]])
+    readme.write_text(text[:i] + block + text[j:], encoding="utf-8")
+
+
 def write_doc(data: dict[str, Any]) -> None:
-    """Replace this bench's marked section of docs/benchmarks.md (appended the first time)."""
+    """Replace this bench's marked section of docs/benchmarks.md (appended the first time) and its
+    lines in README.md's bench block."""
     sys.path.insert(0, str(ROOT / "scripts"))
     from doc_blocks import replace_marked_block
 
+    _readme(data)
     body = "\n".join(render_section(data)).rstrip()
-    if not replace_marked_block(DOC, START, END, body):
-        text = DOC.read_text(encoding="utf-8").rstrip("\n")
-        DOC.write_text(f"{text}\n\n{START}\n{body}\n{END}\n", encoding="utf-8")
+    if replace_marked_block(DOC, START, END, body):
+        return
+    # A document from before the markers: its unmarked section (heading up to the next paragraph
+    # that is not ours) is replaced, else the section is appended.
+    text = DOC.read_text(encoding="utf-8")
+    i = text.find(render_section(data)[0])
+    j = text.find(AFTER, i)
+    block = f"{START}\n{body}\n{END}\n\n"
+    text = text[:i] + block + text[j:] if 0 <= i < j else f"{text.rstrip()}\n\n{block}"
+    DOC.write_text(text, encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -322,6 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     runs, warmup = (10, 2) if args.quick else (args.runs, args.warmup)
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     rows = bench(tuple(args.models.split(",")), cache, args.sparsity, runs, warmup)
     verdict = verdicts(rows)
     print_rows(rows)
@@ -330,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         import onnxruntime as ort
 
         env = {"onnxruntime": ort.__version__, "cpus": os.cpu_count(), "runs": runs}
-        env["sparsity"] = args.sparsity
+        env |= {"sparsity": args.sparsity, "load": load, "date": time.strftime("%Y-%m-%d %H:%M")}
         Path(args.json).write_text(json.dumps({"rows": rows, "verdict": verdict, "env": env}, indent=1))
     return 0
 
