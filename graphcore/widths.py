@@ -36,8 +36,8 @@ def channel_multiples(analysis: PruneAnalysis) -> np.ndarray:
         for name in g.nodes:
             node = by_name.get(name)
             rule = rule_for(node) if node is not None else None
-            if rule is not None:
-                out[g.id] = max(int(out[g.id]), rule.width_multiple_of(node))  # type: ignore[arg-type]
+            if node is not None and rule is not None:
+                out[g.id] = max(int(out[g.id]), rule.width_multiple_of(node))
     return out
 
 
