@@ -303,7 +303,7 @@ def readme_lines(data: dict[str, Any]) -> list[str]:
         out.append(
             f"{README_LINE}{r['model']} pruned at 50% (`zigraph prune` defaults): "
             f"{v['1 thread']['ratio']:.2f} (1 thread), {v['default']['ratio']:.2f} (default threads) "
-            "of the full model's."
+            f"of the full model's (measured {data.get('env', {}).get('date', '?')[:10]})."
         )
     return out
 
@@ -362,6 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    started = time.strftime("%Y-%m-%d %H:%M")
     rows = bench(tuple(args.models.split(",")), cache, args.sparsity, runs, warmup)
     verdict = verdicts(rows)
     print_rows(rows)
@@ -370,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         import onnxruntime as ort
 
         env = {"onnxruntime": ort.__version__, "cpus": os.cpu_count(), "runs": runs}
-        env |= {"sparsity": args.sparsity, "load": load, "date": time.strftime("%Y-%m-%d %H:%M")}
+        env |= {"sparsity": args.sparsity, "load": load, "date": started}
         Path(args.json).write_text(json.dumps({"rows": rows, "verdict": verdict, "env": env}, indent=1))
     return 0
 
