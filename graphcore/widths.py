@@ -2,10 +2,11 @@
 
 Why: a pruned model is only faster if its runtime keeps its fast kernels. onnxruntime's CPU convolutions
 run in the blocked NCHWc layout only when every channel count is a multiple of the block; MobileNetV2
-pruned to ragged widths (15, 41, 67, ...) ran 34 of its 52 convolutions unblocked with layout reorders
-around them, at 0.83 of the full model's latency for 0.28 of its FLOPs, and at 0.4 once every kept width
-was a multiple of 8. Which multiple a kernel likes is a fact about the op, declared once in the op table
-(``OpRule.width_multiple``); this module turns those facts into one multiple per group, counted in ZIGs:
+pruned to ragged widths (15, 41, 67, ...) ran 40 of its 52 convolutions unblocked with 15 layout
+reorders around them, at 0.84-0.91 of the full model's latency for 0.28 of its FLOPs, and at 0.35-0.43
+once every kept width was a multiple of 8 (bench/ort_latency.py). Which multiple a kernel likes is a
+fact about the op, declared once in the op table (``OpRule.width_multiple``); this module turns those
+facts into one multiple per group, counted in ZIGs:
 
 - a group's channel multiple is the largest one declared by the ops that read or write its channels
   (the declared values are powers of two, so the largest is a multiple of all the others);

@@ -406,11 +406,12 @@ def _matmul_contraction(node: Node) -> tuple[int, int] | None:
 
 # Kept widths the kernels run fastest at a multiple of (``OpRule.width_multiple``, read by the default
 # selection through graphcore/widths.py). onnxruntime's CPU convolutions use the blocked NCHWc layout only
-# when a layer's channel counts are multiples of the block (8 with AVX2, 16 with AVX-512); one ragged
-# layer puts layout reorders around it and runs it unblocked (measured: MobileNetV2 pruned to ragged
-# widths kept 34 of 52 convolutions out of NCHWc and ran at 0.8 of the full model's latency, at multiples
-# of 8 at 0.4). GEMM kernels pack their operands in panels of 16 columns (MLAS) and fp16 tensor cores
-# want multiples of 8, so matrix products declare 16.
+# when a layer's channel counts are multiples of the block (8 with AVX2, 16 with AVX-512); a ragged layer
+# gets layout reorders around it and runs unblocked (measured: MobileNetV2 pruned to ragged widths ran 40
+# of 52 convolutions out of NCHWc, at 0.84 of the full model's latency; at multiples of 8, at 0.35; see
+# bench/ort_latency.py). GEMM kernels pack operands in panels of 16 columns (MLAS) and fp16 tensor cores
+# want multiples of 8, so matrix products declare 16 (on the AVX2 CPU measured, ragged GEMM widths cost
+# nothing visible: the declaration is cheap insurance for other kernels).
 CONV_WIDTH_MULTIPLE = 8
 GEMM_WIDTH_MULTIPLE = 16
 
