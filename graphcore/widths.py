@@ -8,8 +8,8 @@ once every kept width was a multiple of 8 (bench/ort_latency.py). Which multiple
 fact about the op, declared once in the op table (``OpRule.width_multiple``); this module turns those
 facts into one multiple per group, counted in ZIGs:
 
-- a group's channel multiple is the largest one declared by the ops that read or write its channels
-  (the declared values are powers of two, so the largest is a multiple of all the others);
+- a group's channel multiple is the least common multiple of those declared by the ops that read or
+  write its channels (the built-in ones are powers of two: the largest of them);
 - a ZIG may span several channels of an axis (a whole attention head spans its head dimension): the
   multiple in ZIGs is ``m / gcd(m, channels per ZIG)``, so a group of 64-wide heads needs no rounding;
 - a group too small to keep an aligned width while losing channels (fewer than two multiples) gets 1:
@@ -18,7 +18,7 @@ facts into one multiple per group, counted in ZIGs:
 
 from __future__ import annotations
 
-from math import gcd
+from math import gcd, lcm
 
 import numpy as np
 
@@ -30,7 +30,7 @@ __all__ = ["channel_multiples", "group_multiples", "parse_multiple"]
 
 
 def channel_multiples(analysis: PruneAnalysis) -> np.ndarray:
-    """Per group: the largest kept-channel multiple its nodes' ops declare (1: none declared)."""
+    """Per group: the least common multiple of the kept-channel multiples its nodes' ops declare."""
     by_name = {n.name: n for n in analysis.graph.nodes}
     out = np.ones(len(analysis.groups), dtype=np.int64)
     for g in analysis.groups:
@@ -38,7 +38,7 @@ def channel_multiples(analysis: PruneAnalysis) -> np.ndarray:
             node = by_name.get(name)
             rule = rule_for(node) if node is not None else None
             if node is not None and rule is not None:
-                out[g.id] = max(int(out[g.id]), rule.width_multiple_of(node))
+                out[g.id] = lcm(int(out[g.id]), rule.width_multiple_of(node))
     return out
 
 
