@@ -100,7 +100,9 @@ class PruneResult(BaseModel):
     sparsity: float
     criterion: str
     seed: int
-    multiple: int
+    multiple: int | None = Field(
+        description="channels each group keeps a multiple of; null: per group, what its ops' kernels like"
+    )
     seconds: float
 
 

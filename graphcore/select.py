@@ -14,6 +14,7 @@ import numpy as np
 
 from graphcore.errors import ZigraphError
 from graphcore.groups import PruneAnalysis
+from graphcore.widths import group_multiples
 
 __all__ = [
     "CRITERIA",
@@ -75,16 +76,21 @@ def select_zigs(
     scores: np.ndarray | None = None,
     criterion: str = "l2",
     seed: int | None = 0,
-    multiple: int = 1,
+    multiple: int | None = None,
 ) -> np.ndarray:
-    """Remove ``round(sparsity × #prunable ZIGs)`` ZIGs, lowest score first, keeping every group alive.
+    """Remove ``round(sparsity × #prunable ZIGs)`` ZIGs, lowest score first, keeping every group alive,
+    then round each group's kept width to a multiple its kernels run fast at.
 
     ``scores`` has one entry per ZIG (for ``l2``: the ZIG's norm relative to its group's mean norm, so
     layers of different scale compete fairly). ``random`` ignores scores and draws with ``seed``.
-    ``multiple`` > 1 keeps a multiple of that many channels in every pruned group (hardware kernels
-    run ragged widths slowly): the highest-ranked removals of a group are given back.
+    Rounding gives back a group's highest-ranked removals until its kept width is a multiple (or it
+    keeps everything), so the result removes at most the requested fraction, short of it by less than
+    one multiple per group. ``multiple=None`` (the default) takes each group's multiple from the op
+    table (``graphcore.widths.group_multiples``: 8 channels for convolutions, 16 for matrix products);
+    an integer N > 1 imposes N channels on every group instead, and 1 turns rounding off. A ZIG that
+    spans several channels (an attention head) counts as that many.
     """
-    if multiple < 1:
+    if multiple is not None and multiple < 1:
         raise ZigraphError(f"multiple must be >= 1, got {multiple}")
     if not 0.0 <= sparsity < 1.0:
         raise ZigraphError(f"sparsity must be in [0, 1), got {sparsity}")
@@ -108,15 +114,18 @@ def select_zigs(
     for g in analysis.prunable_groups:
         room[g.id] = g.size - g.min_keep
     chosen = np.nonzero(select_with_caps(candidates, position, analysis.zig_group, room, target))[0]
-    if multiple > 1:
-        chosen = _round_kept(analysis, chosen, position, multiple)
+    if multiple is None:
+        chosen = _round_kept(analysis, chosen, position, group_multiples(analysis))
+    elif multiple > 1:
+        chosen = _round_kept(analysis, chosen, position, group_multiples(analysis, multiple))
     return chosen.astype(np.int64)
 
 
 def _round_kept(
-    analysis: PruneAnalysis, chosen: np.ndarray, position: np.ndarray, multiple: int
+    analysis: PruneAnalysis, chosen: np.ndarray, position: np.ndarray, multiple: np.ndarray
 ) -> np.ndarray:
-    """Per group, give back the last removals (by ``position``) until its kept count is a multiple."""
+    """Per group, give back the last removals (by ``position``) until its kept count is a multiple
+    of that group's entry in ``multiple``."""
     group = analysis.zig_group[chosen]
     rank = rank_within_groups(group, position[chosen])
     taken = np.bincount(group, minlength=len(analysis.groups))

@@ -176,30 +176,11 @@ def analysis_section(data: dict[str, Any], torch_data: dict[str, Any] | None = N
 
 
 def latency_section(data: dict[str, Any]) -> list[str]:
-    env = data.get("env", {})
-    out = [
-        "## onnxruntime latency (`bench/ort_latency.py`)",
-        "",
-        f"onnxruntime {env.get('onnxruntime', '?')} on the CPU, batch 1, identical session options for both",
-        f"models, median of {env.get('runs', '?')} alternating runs after a warm-up; sparsity",
-        f"{env.get('sparsity', 0.5)}. *prune_model* is `zigraph prune`'s selection; *×N* keeps a multiple of",
-        "N channels in every group (a bench-local variant: onnxruntime's blocked NCHWc convolutions need",
-        "such counts). *ratio* = pruned / full; expect ≤ 0.6 for ResNet-50.",
-        "",
-        "| model | selection | params kept | FLOPs kept | threads | full ms | pruned ms | ratio | verified |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in data.get("rows", []):
-        for label in ("1 thread", "default"):
-            t = r[label]
-            ok = "yes" if r["verified"] else "**NO**"
-            out.append(
-                f"| {r['model']} | {r.get('variant', 'prune_model')} | {_f(r['params_kept'])} "
-                f"| {_f(r['flops_kept'])} | {label} | {_f(t['full_ms'])} | {_f(t['pruned_ms'])} "
-                f"| {_f(t['ratio'])} | {ok} ({r['max_rel']:.0e}) |"
-            )
-    out += ["", *[f"- {v}" for v in data.get("verdict", [])], ""]
-    return out
+    """bench/ort_latency.py's own rendering, between its markers (``ort_latency.py --doc`` rewrites it)."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import ort_latency
+
+    return [ort_latency.START, *ort_latency.render_section(data), ort_latency.END, ""]
 
 
 def readme_block(speed: dict[str, Any], lat: dict[str, Any], info: dict[str, Any]) -> str:
@@ -230,16 +211,14 @@ def readme_block(speed: dict[str, Any], lat: dict[str, Any], info: dict[str, Any
             f"- LLaMA-7B-shaped ONNX, weights external and never read: {llama['total']:.1f} s "
             f"({llama['cpu']:.1f} s CPU), peak RSS {llama['peak_rss_mib']:.0f} MiB."
         )
+    sys.path.insert(0, str(ROOT / "bench"))
+    import ort_latency
+
     if lat.get("rows"):
-        for r in lat.get("rows", []):
-            lines.append(
-                f"- onnxruntime latency, {r['model']} pruned at 50% ({r.get('variant', 'prune_model')}): "
-                f"{r['1 thread']['ratio']:.2f} (1 thread), {r['default']['ratio']:.2f} (default threads) "
-                "of the full model's."
-            )
+        lines += ort_latency.readme_lines(lat)
     else:
-        lines += _kept_readme_lines("- onnxruntime latency")
-    kept = "" if lat.get("rows") else " (the latency lines: from the run before, not rerun)"
+        lines += _kept_readme_lines(ort_latency.README_LINE)
+    kept = "" if lat.get("rows") else " (the latency lines: from their own run, not rerun)"
     lines.append(f"- Measured on {info['cpu']} ({info['cores']} cores), {info['date']}{kept}.")
     return "\n".join(lines)
 

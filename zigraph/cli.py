@@ -79,7 +79,11 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--sparsity", required=True, help="fraction of prunable ZIGs to remove, in [0, 1)")
     pr.add_argument("--criterion", default="l2", choices=["l2", "random"])
     pr.add_argument("--seed", type=int, default=0)
-    pr.add_argument("--multiple", type=int, default=1, help="keep a multiple of N channels per group")
+    pr.add_argument(
+        "--multiple",
+        default="auto",
+        help="keep a multiple of N channels per group; auto (default): what its ops' kernels like; 1: off",
+    )
     pr.add_argument(
         "--uniform", action="store_true", help="remove the same count per layer from each kind of group"
     )
@@ -241,11 +245,13 @@ def _emit_json(target: str | None, text: str) -> None:
 
 
 def _prune(args: argparse.Namespace) -> int:
+    from graphcore.widths import parse_multiple
     from zigraph.console import status
     from zigraph.pipeline import ensure_sparsity, prune
     from zigraph.summary import prune_view
 
     sparsity = ensure_sparsity(args.sparsity)
+    multiple = parse_multiple(args.multiple)
     out = Path(args.output)
     if out.suffix != ".onnx":
         raise ZigraphError(f"-o must name an .onnx file, got {args.output!r}")
@@ -257,7 +263,7 @@ def _prune(args: argparse.Namespace) -> int:
         loaded = _load(args)
         report = prune(
             loaded, sparsity, out, criterion=args.criterion, seed=args.seed, verify=not args.no_verify,
-            samples=args.samples, multiple=args.multiple, uniform=args.uniform,
+            samples=args.samples, multiple=multiple, uniform=args.uniform,
         )  # fmt: skip
     return _finish(args, loaded.graph, report, prune_view(report))
 

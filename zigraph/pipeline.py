@@ -110,7 +110,7 @@ def prune(
     seed: int = 0,
     verify: bool = True,
     samples: int = 3,
-    multiple: int = 1,
+    multiple: int | None = None,
     uniform: bool = False,
 ) -> Report:
     """One-shot pruning to ``out`` (.onnx); the report with ``removed`` and ``result`` filled in.
@@ -137,7 +137,7 @@ def prune(
     if uniform:
         from graphcore.uniform import select_uniform
 
-        if multiple > 1:
+        if multiple is not None and multiple > 1:
             raise ZigraphError("--uniform and --multiple cannot be combined")
         chosen = select_uniform(analysis, sparsity, scores, criterion=criterion, seed=seed)
     target = Path(out)

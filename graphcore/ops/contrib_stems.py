@@ -322,6 +322,7 @@ register_op(
     cost=_fused_conv_cost,
     zero_when=_fused_conv_zero,
     contraction=_fused_conv_contraction,
+    width_multiple=lambda node: _conv_hook("width_multiple_of")(node),
 )
 # TransposeMatMul: the name FusedMatMul had before it gained transBatchA/B (same operands and meaning).
 for _name in ("FusedMatMul", "TransposeMatMul"):
@@ -334,6 +335,7 @@ for _name in ("FusedMatMul", "TransposeMatMul"):
         cost=_fused_matmul_cost,
         zero_when=any_zero,
         contraction=_fused_matmul_contraction,
+        width_multiple=lambda node: rules()[("", "MatMul")].width_multiple_of(node),
     )
 register_op(
     "FusedGemm",
@@ -344,6 +346,7 @@ register_op(
     cost=lambda node: _gemm_hook("cost")(node),
     zero_when=_fused_gemm_zero,
     contraction=lambda node: _gemm_hook("contraction")(node),
+    width_multiple=lambda node: _gemm_hook("width_multiple_of")(node),
 )
 register_op(
     "MatMulNBits",

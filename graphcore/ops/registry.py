@@ -28,6 +28,7 @@ __all__ = [
     "Quantized",
     "Renorm",
     "ShrinkView",
+    "WidthMultiple",
     "ZeroWhen",
     "declarations_for",
     "output_is_zero",
@@ -59,6 +60,7 @@ LiteralEval = Callable[[ChannelGraph, Node, list[np.ndarray | None]], np.ndarray
 Cost = Callable[[Node], int]
 ZeroWhen = Callable[[Node, Sequence[bool]], bool]
 Contraction = Callable[[Node], tuple[int, int] | None]
+WidthMultiple = int | Callable[[Node], int]
 ErasedInput = Literal["drop", "cut"]
 
 
@@ -151,6 +153,10 @@ class OpRule:
     (a weight read only there is a parameter that can be zeroed) and construct (the zeroed reference
     fills a removed slice with its zero point) read. ``renorm`` says, for a statistic that counts
     the elements of an axis it may shrink (``Renorm``), how construct keeps the original count.
+    ``width_multiple`` is the channel count this op's
+    kernels run fastest at a multiple of (onnxruntime's blocked NCHWc convolutions need multiples of
+    their block, 8 with AVX2), on the channel axes it computes over: the default selection
+    (``graphcore.widths``) rounds every group's kept width to the largest multiple its ops declare.
     """
 
     op: str
@@ -169,9 +175,15 @@ class OpRule:
     contraction: Contraction | None = None
     quantized: Quantized | None = None
     renorm: Callable[[Node], Renorm | None] | None = None
+    width_multiple: WidthMultiple | None = None
 
     def kind_of(self, node: Node) -> str:
         return self.kind(node) if callable(self.kind) else self.kind
+
+    def width_multiple_of(self, node: Node) -> int:
+        """The kept-width multiple this node's kernels like (1: no preference declared)."""
+        m = self.width_multiple(node) if callable(self.width_multiple) else self.width_multiple
+        return max(1, int(m or 1))
 
     def at_zero_of(self, node: Node) -> AtZero | None:
         """f(0) of this node, or None for an op that declares nothing (not elementwise)."""
@@ -208,6 +220,7 @@ def register_op(
     contraction: Contraction | None = None,
     quantized: Quantized | None = None,
     renorm: Callable[[Node], Renorm | None] | None = None,
+    width_multiple: WidthMultiple | None = None,
     replace: bool = False,
 ) -> OpRule:
     """Declare ``op`` (in ``domain``): its channel rule and the hooks the other passes read."""
@@ -228,6 +241,7 @@ def register_op(
         contraction,
         quantized,
         renorm,
+        width_multiple,
     )
     return register_rule(rule, replace=replace)
 
