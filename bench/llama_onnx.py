@@ -55,7 +55,7 @@ class _Data:
             step = 1 << 24
             for k in range(0, n, step):
                 m = min(step, n - k)
-                self.f.write((self.rng.standard_normal(m, np.float32) * scale).tobytes())
+                self.f.write((self.rng.standard_normal(m, np.float32) * np.float32(scale)).tobytes())
         t = TensorProto(name=name, data_type=TensorProto.FLOAT, dims=dims)
         t.data_location = TensorProto.EXTERNAL
         for k, v in (("location", self.path.name), ("offset", self.offset), ("length", 4 * n)):
