@@ -248,7 +248,7 @@ def peak_memory_mb() -> float | None:
         return None
 
 
-def _file_session(path, what: str, ours: bool = False):
+def _file_session(path, what: str, ours: bool = False, overrides: dict | None = None):
     """A session that reads the model's weights from its files (onnxruntime maps external data where it
     can), with weight packing off so the weights are not copied once more. A graph the runner has to
     rewrite first (float16 inputs, uint8 x int8 products) is rewritten weight-free beside the data."""
@@ -258,6 +258,8 @@ def _file_session(path, what: str, ours: bool = False):
 
     model = onnx.load(str(path), load_external_data=False)
     runnable = exact_integer_products(float_io(model))
+    if runnable is not model and overrides:
+        raise InternalError("weights given to onnxruntime directly need a graph it runs as it is")
     if runnable is not model:
         path = path.with_name(f"runnable-{path.name}")
         write_proto(runnable, path)
@@ -266,6 +268,8 @@ def _file_session(path, what: str, ours: bool = False):
     opts.log_severity_level = 4
     opts.enable_cpu_mem_arena = False  # memory given back when the session goes
     opts.add_session_config_entry("session.disable_prepacking", "1")
+    for name, value in (overrides or {}).items():
+        opts.add_initializer(name, value)  # used in place: the caller keeps the arrays alive
     try:
         return runnable, ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     except Exception as exc:
@@ -281,17 +285,20 @@ def compare_files(
     rtol: float | None = None,
     seed: int = 0,
     dim: int = 2,
+    overrides: dict | None = None,
 ) -> VerifyReport:
     """``compare_models`` for models too big to hold twice: the full model's session runs every sample
     and is closed before the small model's is opened, both reading weights from their files.
     ``dim``: the size given to every symbolic input dimension (batch, sequence length); small values
-    shorten the check. The report carries the method and the peak resident memory."""
+    shorten the check. ``overrides``: initializer name -> ``OrtValue`` that replaces the file's values
+    in the full model's session (its zeroed weights, given without a copy on disk). The report carries
+    the method and the peak resident memory."""
     import gc
     from pathlib import Path
 
     reset_peak_memory()
     full_path, small_path = Path(full_path), Path(small_path)
-    full, a = _file_session(full_path, "the model")
+    full, a = _file_session(full_path, "the model", overrides=overrides)
     if bf16_tensors(full):
         raise NotVerifiable("a bfloat16 model this big cannot be widened to float32 for onnxruntime here")
     chosen = model_tolerance(full, onnx.load(str(small_path), load_external_data=False))
@@ -305,6 +312,8 @@ def compare_files(
     feeds = [random_inputs(full, rng, dim_default=dim) for _ in range(samples)]
     ra = [_run(a, f, "the model") for f in feeds]
     del a
+    if overrides:
+        overrides.clear()  # the zeroed weights go with the session that used them
     gc.collect()
     _, b = _file_session(small_path, "the pruned model", ours=True)
     if names != [o.name for o in b.get_outputs()]:
@@ -319,6 +328,7 @@ def compare_files(
 def verify_streamed(
     full: onnx.ModelProto,
     base,
+    full_path,
     small_path,
     removed: list,
     scratch,
@@ -327,9 +337,11 @@ def verify_streamed(
     dim: int = 2,
     memory: int | None = None,
 ) -> VerifyReport:
-    """Verify a model past what memory holds twice: the zeroed full model is written (one weight at a
-    time) as external data into ``scratch`` (a private folder, removed by the caller), then
-    ``compare_files``. ``memory``: bytes the check may use (default: what is available now); a full
+    """Verify a model past what memory holds twice (``compare_files``). The zeroed full model is the
+    file at ``full_path`` with its zeroed weights handed to onnxruntime in memory (``_zeroed_overrides``),
+    or, where that cannot express it (a shared weight sliced per use, a graph the runner must rewrite),
+    a copy written one weight at a time as external data into ``scratch`` (a private folder, removed by
+    the caller). ``memory``: bytes the check may use (default: what is available now); a full
     model whose weights exceed it, or a disk without room for its zeroed copy, raises
     ``NotVerifiable`` before anything is written."""
     import shutil
@@ -346,6 +358,9 @@ def verify_streamed(
             f"{human_bytes(limit)} is available here; verify on a machine with more memory "
             "(or pass --no-verify to skip the check)"
         )
+    overrides = _zeroed_overrides(full, base, removed)
+    if overrides is not None:
+        return compare_files(full_path, small_path, samples=samples, seed=seed, dim=dim, overrides=overrides)
     scratch = Path(scratch)
     free = shutil.disk_usage(scratch).free
     if need * 1.05 > free:
@@ -366,3 +381,31 @@ def verify_streamed(
     finally:
         for p in (data, scratch / "zeroed.onnx", scratch / "runnable-zeroed.onnx"):
             p.unlink(missing_ok=True)
+
+
+def _zeroed_overrides(full: onnx.ModelProto, base, removed: list) -> dict | None:
+    """The zeroed weights of the full model as ``OrtValue``s by initializer name (each array read,
+    zeroed and kept once), or None where overriding initializers cannot express the zeroed model: a
+    removed slice of a weight's alias or of a ``Constant`` node's value, or a graph onnxruntime only
+    runs rewritten (float16 inputs, uint8 x int8 products)."""
+    import onnxruntime as ort
+
+    from construct.onnx_construct import _zeroed, tensor_array
+    from construct.quant_zero import quant_fills
+    from frontends.onnx_sources import param_uses
+
+    inits = {t.name: t for t in full.graph.initializer}
+    by_param: dict[str, list] = {}
+    for sl in removed:
+        by_param.setdefault(sl.param, []).append(sl)
+    aliases = param_uses(full)
+    if any(n in aliases or n not in inits for n in by_param):
+        return None
+    if exact_integer_products(float_io(full)) is not full or base is None:
+        return None
+    fills = quant_fills(full, base)
+    out = {}
+    for name, slices in by_param.items():
+        arr = np.ascontiguousarray(_zeroed(tensor_array(inits[name], base), slices, name, fills.get(name)))
+        out[name] = ort.OrtValue.ortvalue_from_numpy(np.asarray(arr))
+    return out

@@ -242,9 +242,31 @@ def test_streamed_verification_can_fail(tiny, tmp_path):
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     g = frontends.load(str(tiny))
-    rep = verify_streamed(g.meta["model"], g.meta["base_dir"], out, [], scratch, samples=2)
+    rep = verify_streamed(g.meta["model"], g.meta["base_dir"], tiny, out, [], scratch, samples=2)
     assert not rep.passed
-    assert list(scratch.iterdir()) == []  # the zeroed copy is gone
+
+
+@pytest.mark.parametrize("how", ["overrides", "copy"])
+def test_both_ways_of_running_the_zeroed_model_verify(tiny, tmp_path, monkeypatch, how):
+    """The zeroed full model as the input file with zeroed initializers given to onnxruntime, or (a
+    shared weight sliced per use) as a zeroed copy written beside the output: both pass on a correct
+    pruning, and the copy is removed afterwards."""
+    verify = importlib.import_module("construct.verify")
+    from zigraph.pipeline import BigOptions, load_model, prune
+
+    calls = []
+    real = verify._zeroed_overrides
+
+    def spy(*args):
+        calls.append(1)
+        return real(*args) if how == "overrides" else None
+
+    monkeypatch.setattr(verify, "_zeroed_overrides", spy)
+    out = tmp_path / "o" / "s.onnx"
+    report = prune(load_model(str(tiny)), 0.5, out, big=BigOptions(external=True))
+    assert calls and report.result is not None and report.result.verification is not None
+    assert report.result.verification.passed
+    assert sorted(p.name for p in out.parent.iterdir()) == ["s.onnx", "s.onnx.data"]
 
 
 def test_verify_dim_shortens_the_check(tiny, tmp_path, monkeypatch):

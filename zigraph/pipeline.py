@@ -244,7 +244,7 @@ def _prune_onnx_job(
             with stage("verifying the model written for", source):
                 try:
                     verification = verify_streamed(
-                        model, base, staged.model, plan.removed, staged.dir, samples, seed,
+                        model, base, loaded.source, staged.model, plan.removed, staged.dir, samples, seed,
                         big.verify_dim, big.verify_memory,
                     )  # fmt: skip
                 except NotVerifiable as exc:
