@@ -296,3 +296,44 @@ def test_data_writer_never_opens_an_existing_file(tmp_path):
     with pytest.raises(OSError):
         DataWriter(tmp_path / "l.data", "l.data")
     assert not (tmp_path / "elsewhere").exists()
+
+
+@pytest.mark.slow
+def test_meta_device_llama_is_analysed_and_cut_without_weights():
+    """A LLaMA layer of the 7B shape on the ``meta`` device: traced, analysed and cut by ``to_torch``
+    with no weight in memory (the cut module is still on ``meta``, with the smaller shapes)."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    import resource
+
+    import construct
+    import frontends
+    import graphcore
+    from graphcore.select import select_zigs
+
+    cfg = transformers.LlamaConfig(
+        hidden_size=4096, intermediate_size=11008, num_attention_heads=32, num_key_value_heads=32,
+        num_hidden_layers=1, vocab_size=32000, use_cache=False,
+    )  # fmt: skip
+    with torch.device("meta"):
+        llama = transformers.LlamaForCausalLM(cfg).eval()
+
+    class Logits(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, ids):
+            return self.m(input_ids=ids, use_cache=False).logits
+
+    model = Logits(llama)
+    params = sum(p.numel() for p in model.parameters())
+    assert params > 4e8
+    analysis = graphcore.analyze(frontends.load(model, (torch.zeros(1, 8, dtype=torch.long, device="meta"),)))
+    assert analysis.num_zigs > 10000
+    chosen = select_zigs(analysis, 0.5, np.ones(analysis.num_zigs), criterion="random", seed=0)
+    small = construct.to_torch(model, analysis, chosen)
+    assert all(p.device.type == "meta" for p in small.parameters())
+    assert sum(p.numel() for p in small.parameters()) < 0.8 * params
+    # 0.47e9 float32 weights would be 1.9 GB: the process never held them
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss < 1.8 * 1024**2
