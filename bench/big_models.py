@@ -122,6 +122,7 @@ def bench(
                 report.unlink()
             run["ratio_peak_to_size"] = round(run["peak_rss_gb"] * 1024**3 / (entry["size_gb"] * 1e9), 2)
             entry["runs"].append(run)
+            (folder / f"{name}_partial.json").write_text(json.dumps(entry, indent=1))  # survives a kill
             print(json.dumps({k: v for k, v in run.items() if k not in ("stdout",)}, indent=1), flush=True)
     finally:
         if not keep:
@@ -168,16 +169,22 @@ def main() -> int:
     from llama_onnx import Shape
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", choices=["1b", "7b"], default=None)
+    ap.add_argument("--only", choices=["1b", "7b", "none"], default=None)
     ap.add_argument("--verify-7b", action="store_true", help="also run the 7B file with verification")
     ap.add_argument("--dir", default="/tmp/zigraph-big")
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--reuse", action="store_true", help="use a model already built in --dir")
     ap.add_argument("--json", default=None)
     ap.add_argument("--no-docs", action="store_true")
+    ap.add_argument("--from-json", nargs="+", default=None, help="only rewrite the docs from saved entries")
     args = ap.parse_args()
     folder = Path(args.dir)
     entries = []
+    if args.from_json:
+        for p in args.from_json:
+            data = json.loads(Path(p).read_text())
+            entries.extend(data if isinstance(data, list) else [data])
+        args.only = "none"
     if args.only in (None, "1b"):
         entries.append(
             bench("llama_4_layers", Shape(layers=4), "random", folder, [[]], args.keep, args.reuse)
