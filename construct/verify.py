@@ -286,6 +286,7 @@ def compare_files(
     seed: int = 0,
     dim: int = 2,
     overrides: dict | None = None,
+    small_ours: bool = True,
 ) -> VerifyReport:
     """``compare_models`` for models too big to hold twice: the full model's session runs every sample
     and is closed before the small model's is opened, both reading weights from their files.
@@ -315,13 +316,14 @@ def compare_files(
     if overrides:
         overrides.clear()  # the zeroed weights go with the session that used them
     gc.collect()
-    _, b = _file_session(small_path, "the pruned model", ours=True)
+    _, b = _file_session(small_path, "the pruned model", ours=small_ours)
+    bad = InternalError if small_ours else ZigraphError
     if names != [o.name for o in b.get_outputs()]:
-        raise InternalError("the two models do not have the same outputs")
-    rb = [_run(b, f, "the pruned model", ours=True) for f in feeds]
+        raise bad("the two models do not have the same outputs")
+    rb = [_run(b, f, "the pruned model", ours=small_ours) for f in feeds]
     del b
     gc.collect()
-    rep = _report(names, list(zip(ra, rb)), samples, tol, why, InternalError)
+    rep = _report(names, list(zip(ra, rb)), samples, tol, why, bad)
     return rep.model_copy(update={"method": SEQUENTIAL, "peak_memory_mb": peak_memory_mb()})
 
 
@@ -336,6 +338,8 @@ def verify_streamed(
     seed: int = 0,
     dim: int = 2,
     memory: int | None = None,
+    rtol: float | None = None,
+    small_ours: bool = True,
 ) -> VerifyReport:
     """Verify a model past what memory holds twice (``compare_files``). The zeroed full model is the
     file at ``full_path`` with its zeroed weights handed to onnxruntime in memory (``_zeroed_overrides``),
@@ -360,7 +364,9 @@ def verify_streamed(
         )
     overrides = _zeroed_overrides(full, base, removed)
     if overrides is not None:
-        return compare_files(full_path, small_path, samples=samples, seed=seed, dim=dim, overrides=overrides)
+        return compare_files(
+            full_path, small_path, samples, rtol, seed, dim, overrides=overrides, small_ours=small_ours
+        )
     scratch = Path(scratch)
     free = shutil.disk_usage(scratch).free
     if need * 1.05 > free:
@@ -377,7 +383,9 @@ def verify_streamed(
         writer.abort()
     write_proto(zeroed, scratch / "zeroed.onnx")
     try:
-        return compare_files(scratch / "zeroed.onnx", small_path, samples=samples, seed=seed, dim=dim)
+        return compare_files(
+            scratch / "zeroed.onnx", small_path, samples, rtol, seed, dim, small_ours=small_ours
+        )
     finally:
         for p in (data, scratch / "zeroed.onnx", scratch / "runnable-zeroed.onnx"):
             p.unlink(missing_ok=True)
@@ -409,3 +417,44 @@ def _zeroed_overrides(full: onnx.ModelProto, base, removed: list) -> dict | None
         arr = np.ascontiguousarray(_zeroed(tensor_array(inits[name], base), slices, name, fills.get(name)))
         out[name] = ort.OrtValue.ortvalue_from_numpy(np.asarray(arr))
     return out
+
+
+def verify_big_files(
+    full: onnx.ModelProto,
+    base,
+    full_path,
+    small_path,
+    removed: list,
+    samples: int,
+    rtol,
+    seed: int,
+    small_ours: bool,
+) -> VerifyReport | None:
+    """``construct.verify`` of two files whose weights pass ``DEFAULT_THRESHOLD``: ``verify_streamed``
+    with a private scratch folder; None for smaller models (checked in memory). A model that cannot be
+    verified here is a plain error, never a pass."""
+    import shutil
+    import tempfile
+
+    from construct.external_write import DEFAULT_THRESHOLD, stored_bytes
+
+    if stored_bytes(full) <= DEFAULT_THRESHOLD:
+        return None
+    scratch = tempfile.mkdtemp(prefix="zigraph-verify-")
+    try:
+        return verify_streamed(
+            full,
+            base,
+            full_path,
+            small_path,
+            removed,
+            scratch,
+            samples,
+            seed,
+            rtol=rtol,
+            small_ours=small_ours,
+        )
+    except NotVerifiable as exc:
+        raise ZigraphError(f"cannot verify on this machine: {exc}") from None
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

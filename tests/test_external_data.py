@@ -337,3 +337,17 @@ def test_meta_device_llama_is_analysed_and_cut_without_weights():
     assert sum(p.numel() for p in small.parameters()) < 0.8 * params
     # 0.47e9 float32 weights would be 1.9 GB: the process never held them
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss < 1.8 * 1024**2
+
+
+def test_verify_command_checks_big_files_one_session_at_a_time(tiny, tmp_path, monkeypatch, capsys):
+    """``zigraph verify`` on files past the threshold runs the bounded check (and can still fail)."""
+    import construct.external_write as ew
+
+    out, report = tmp_path / "s.onnx", tmp_path / "r.json"
+    assert _prune(tiny, out, "--external-data", "--no-verify", "--report", str(report)) == 0
+    monkeypatch.setattr(ew, "DEFAULT_THRESHOLD", 0)
+    assert main(["verify", str(tiny), str(out), "--zero", str(report), "--json", "-", "-q"]) == 0
+    assert json.loads(capsys.readouterr().out)["method"].startswith("one model at a time")
+    empty = tmp_path / "empty.json"
+    empty.write_text(json.dumps({"removed": []}))
+    assert main(["verify", str(tiny), str(out), "--zero", str(empty), "-q"]) == 1  # unzeroed: differs
