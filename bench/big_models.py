@@ -11,8 +11,9 @@ by path with ``onnx.checker`` and (when it fits) loaded and run in onnxruntime. 
 average is recorded too: this machine is shared, and wall time under load is not CPU time.
 
 Run: ``python bench/big_models.py [--only 1b|7b] [--verify-7b] [--dir DIR] [--keep] [--json PATH]``;
-figures go into docs/benchmarks.md between the ``big-models`` markers. Big files are deleted after
-measuring unless ``--keep``.
+figures go into docs/benchmarks.md between the ``big-models`` markers; the measured runs are kept in
+``bench/results/big_models_*.json`` (``--from-json`` rewrites the docs from them without rerunning).
+Big files are deleted after measuring unless ``--keep``.
 """
 
 from __future__ import annotations
