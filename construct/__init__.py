@@ -65,6 +65,14 @@ def verify(
     ``small_ours``: see ``compare_models`` (False when the user hands in the small model)."""
     full_model, base = _read(full)
     small_model, small_base = _read(small)
+    if base is not None and small_base is not None:  # two files: past 2 GB, one session at a time
+        from construct.verify import verify_big_files
+
+        rep = verify_big_files(
+            full_model, base, full, small, _as_slices(removed), samples, rtol, seed, small_ours
+        )
+        if rep is not None:
+            return rep
     zeroed = zero_slices(full_model, base, _as_slices(removed))
     from construct.onnx_construct import _internalize
 

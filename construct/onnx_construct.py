@@ -7,7 +7,6 @@ is cloned for that use only, so sharing between layers never leaks one layer's n
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 
@@ -15,8 +14,9 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from construct.external_write import DataWriter, LazyArrays, read_external
 from construct.onnx_renorm import lower_counts
-from construct.quant_zero import Fill, fill_slice, quant_fills, real_values
+from construct.quant_zero import Fill, _quantized_reads, fill_slice, quant_fills, real_values
 from frontends.onnx_sources import ParamUse, param_uses, stored_tensors
 from graphcore import select
 from graphcore.errors import InternalError, ModelLoadError, ZigraphError
@@ -32,7 +32,7 @@ def tensor_array(t: onnx.TensorProto, base_dir: Path | None) -> np.ndarray:
     if t.data_location == onnx.TensorProto.EXTERNAL:
         if base_dir is None:
             raise ZigraphError(f"tensor '{t.name}' uses external data but the model folder is unknown")
-        return numpy_helper.to_array(t, base_dir=str(base_dir))
+        return read_external(t, base_dir)  # memory-mapped: pages are read as they are touched
     try:
         return numpy_helper.to_array(t)
     except ValueError as exc:  # raw bytes that do not fill the shape (a large tensor is counted here)
@@ -73,9 +73,20 @@ def zig_norms(analysis: PruneAnalysis, arrays: Mapping[str, np.ndarray] | None =
     model's trainable initializers, read only for the parameters the analysis names."""
     if arrays is None:
         names = {name for name, _ in analysis.param_axes if analysis.trainable.get(name)}
-        arrays = _param_arrays(analysis.graph, names)
-        arrays = real_values(analysis.graph.meta["model"], analysis.graph.meta.get("base_dir"), arrays)
+        model, base = analysis.graph.meta["model"], analysis.graph.meta.get("base_dir")
+        if any(True for _ in _quantized_reads(model, stored_tensors(model))):
+            arrays = real_values(model, base, _param_arrays(analysis.graph, names))
+        else:  # one weight in memory at a time, read when the norm reaches it
+            arrays = LazyArrays(lambda n: _param_arrays(analysis.graph, {n})[n], sorted(names))
     return select.zig_norms(analysis, arrays)
+
+
+def _store(t: onnx.TensorProto, arr: np.ndarray, sink: DataWriter | None) -> None:
+    """New values for ``t``: in the proto, or streamed to the output's data file when there is one."""
+    if sink is None:
+        _set_tensor(t, arr)
+    else:
+        sink.put(t, arr)
 
 
 def _set_tensor(t: onnx.TensorProto, arr: np.ndarray) -> None:
@@ -130,6 +141,7 @@ def _write_uses(
     slicing: Callable[[str], tuple],
     array_for: Callable[[tuple, list[str]], np.ndarray],
     reads: Mapping[str, list[tuple[int, int]]],
+    sink: DataWriter | None = None,
 ) -> None:
     """Store a weight's new values once per distinct slicing of its uses (a tied embedding and LM head
     that keep the same slices stay one tensor).
@@ -149,15 +161,14 @@ def _write_uses(
         if arr is None:
             owner = source
         elif not keep_stored and source in names:
-            _set_tensor(t, arr)
+            _store(t, arr, sink)
             owner = source
         else:
             owner = next(n for n in names if n != source) if any(n != source for n in names) else names[0]
             if owner == source:
                 owner = _fresh_name(model, source)
-            new = numpy_helper.from_array(
-                arr.astype(helper.tensor_dtype_to_np_dtype(t.data_type), copy=False), owner
-            )
+            new = onnx.TensorProto(name=owner, data_type=t.data_type, dims=arr.shape)
+            _store(new, arr, sink)
             _add_initializer(model, new)
         for n in names:
             for idx, i in reads.get(n, []):
@@ -191,12 +202,15 @@ def _load_all(model: onnx.ModelProto, names: set[str], base: Path | None) -> Non
             _set_tensor(t, tensor_array(t, base))
 
 
-def zero_slices(source: onnx.ModelProto, base: Path | None, removed: list[ParamSlice]) -> onnx.ModelProto:
+def zero_slices(
+    source: onnx.ModelProto, base: Path | None, removed: list[ParamSlice], sink: DataWriter | None = None
+) -> onnx.ModelProto:
     """The original model with exactly the removed slices set to zero (for verification).
 
     A slice may name an alias of a shared weight (``frontends.onnx_sources.param_uses``, found again
     from the model alone): the reads of that alias get a zeroed copy of their own, so the weight's other
-    readers keep their values — one copy per distinct set of slices.
+    readers keep their values — one copy per distinct set of slices. With ``sink`` every weight goes
+    to that data file, one at a time, instead of into the returned proto.
     """
     model = onnx.ModelProto()
     model.CopyFrom(source)
@@ -221,8 +235,12 @@ def zero_slices(source: onnx.ModelProto, base: Path | None, removed: list[ParamS
             lambda n: tuple(sorted((s.axis, tuple(sorted(s.indices))) for s in by_param.get(n, []))),
             lambda _, names: _zeroed(stored, by_param[names[0]], names[0], fill),  # noqa: B023 (called at once)
             reads,
+            sink,
         )
-    _internalize(model, base)
+    if sink is None:
+        _internalize(model, base)
+    else:
+        sink.rest(model, base)
     return model
 
 
@@ -244,14 +262,18 @@ def _internalize(model: onnx.ModelProto, base: Path | None) -> None:
             _set_tensor(t, tensor_array(t, base))
 
 
-def prune_onnx(analysis: PruneAnalysis, removed_zigs) -> tuple[onnx.ModelProto, ShrinkPlan]:
-    """Build the smaller ONNX model for ``removed_zigs``; the input model is never modified."""
+def prune_onnx(
+    analysis: PruneAnalysis, removed_zigs, sink: DataWriter | None = None
+) -> tuple[onnx.ModelProto, ShrinkPlan]:
+    """Build the smaller ONNX model for ``removed_zigs``; the input model is never modified. With
+    ``sink`` (``construct.external_write``) the weights are streamed to that data file one at a time
+    and the returned proto holds none: the model may be far past protobuf's 2 GB."""
     graph = analysis.graph
     if graph.format != "onnx" or "model" not in graph.meta:
         raise ZigraphError("prune_onnx needs an analysis of an ONNX model (frontends.load('model.onnx'))")
     p = plan(analysis, removed_zigs)
     model = _model_copy(graph)
-    apply_shrink(model, graph, p, graph.meta.get("base_dir"))
+    apply_shrink(model, graph, p, graph.meta.get("base_dir"), sink=sink)
     finish(model, graph.meta["model"], "pruned")
     return model, p
 
@@ -262,6 +284,7 @@ def apply_shrink(
     p: ShrinkPlan,
     base: Path | None,
     skip: Collection[str] = frozenset(),
+    sink: DataWriter | None = None,
 ) -> None:
     """Write shrink plan ``p`` into ``model`` (a copy of the model ``graph`` was loaded from, same node
     order): slice the weights, rewrite shape operands and width attributes, load external data.
@@ -287,8 +310,12 @@ def apply_shrink(
             lambda use: tuple((axis, tuple(keep.tolist())) for axis, keep in p.param_keep.get(use, [])),
             lambda key, _: _kept(stored, key),  # noqa: B023 (called at once)
             reads,
+            sink,
         )
-    _internalize(model, base)
+    if sink is None:
+        _internalize(model, base)
+    else:
+        sink.rest(model, base)
 
     nodes_by_name = {}
     for n in graph.nodes:
@@ -482,23 +509,22 @@ def save_onnx(
     external: bool | None = None,
     data_name: str | None = None,
 ) -> None:
-    """Write atomically: a temporary file in the target folder, then an atomic rename."""
-    path = Path(path)
-    folder = path.resolve().parent
-    folder.mkdir(parents=True, exist_ok=True)
+    """Write atomically: a private folder beside ``path``, then renames (``construct.external_write``).
+
+    With ``external`` (by default: when the proto would pass protobuf's 2 GB) the weights go to a data
+    file of ours, ``data_name`` or ``<name>.data`` beside ``path``, and ``model`` is left pointing at it.
+    """
+    from construct.external_write import StagedOutput, write_proto
+
     if external is None:
         external = model.ByteSize() > 1_900_000_000
-    tmpdir = tempfile.mkdtemp(prefix=".zigraph-", dir=folder)
-    try:
-        tmp = Path(tmpdir) / path.name
+    with StagedOutput(path, data_name=data_name) as staged:
         if external:
-            data_name = data_name or path.name + ".data"
-            onnx.save_model(model, str(tmp), save_as_external_data=True, location=data_name)
-            os.replace(Path(tmpdir) / data_name, folder / data_name)
-        else:
-            onnx.save_model(model, str(tmp))
-        os.replace(tmp, path)
-    finally:
-        for f in Path(tmpdir).glob("*"):
-            f.unlink()
-        os.rmdir(tmpdir)
+            writer = staged.writer()
+            try:
+                writer.rest(model, None)
+                writer.seal(model)
+            finally:
+                writer.abort()
+        write_proto(model, staged.model)
+        staged.publish()

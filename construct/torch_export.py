@@ -12,10 +12,8 @@ import contextlib
 import io
 import logging
 import os
-import tempfile
 import warnings
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,7 +24,7 @@ from torch import nn
 from construct.torch_verify import compare_outputs, run_torch
 from construct.verify import DEFAULT_RTOL, VerifyReport
 from frontends.torch_frontend import eval_mode, example_tuple
-from graphcore.errors import ZigraphError
+from graphcore.errors import InternalError, ZigraphError
 
 __all__ = ["export_onnx", "run_onnx", "to_onnx"]
 
@@ -48,29 +46,38 @@ def _quiet() -> Iterator[None]:
 
 
 def export_onnx(
-    module: nn.Module, example_inputs: Any, path: str | os.PathLike, optimize: bool = True
+    module: nn.Module,
+    example_inputs: Any,
+    path: str | os.PathLike,
+    optimize: bool = True,
+    external_data: bool | None = None,
 ) -> None:
-    """``torch.onnx.export`` with the dynamo exporter in eval mode, written atomically to ``path``."""
+    """``torch.onnx.export`` with the dynamo exporter in eval mode, written atomically to ``path``.
+
+    ``external_data`` (None: when the weights pass 2 GB, torch's own rule) writes the weights to
+    ``<name>.data`` beside ``path``. The exporter saves into a private folder beside ``path`` under the
+    final names (``construct.external_write.StagedOutput``), so the data file's name in the model is
+    the published one, and both are published by rename; anything else the exporter might write there is
+    refused rather than published."""
+    from construct.external_write import StagedOutput
+
     inputs = example_tuple(example_inputs)
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".onnx", dir=target.parent)
-    os.close(fd)
-    try:
-        with eval_mode(module), torch.no_grad(), _quiet():
-            program = torch.onnx.export(module, inputs, dynamo=True, optimize=optimize, verbose=False)
-        if program is None:
-            raise ZigraphError("torch.onnx.export returned no program")
-        program.save(tmp)
-        os.replace(tmp, target)
-    except ZigraphError:
-        raise
-    except Exception as exc:
-        first = (str(exc).splitlines() or [""])[0][:300]
-        raise ZigraphError(f"ONNX export failed ({type(exc).__name__}: {first})") from None
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with StagedOutput(path) as staged:
+        try:
+            with eval_mode(module), torch.no_grad(), _quiet():
+                program = torch.onnx.export(module, inputs, dynamo=True, optimize=optimize, verbose=False)
+            if program is None:
+                raise ZigraphError("torch.onnx.export returned no program")
+            program.save(str(staged.model), external_data=external_data)
+        except ZigraphError:
+            raise
+        except Exception as exc:
+            first = (str(exc).splitlines() or [""])[0][:300]
+            raise ZigraphError(f"ONNX export failed ({type(exc).__name__}: {first})") from None
+        written = {p.name for p in staged.dir.iterdir()}
+        if not written <= {staged.model.name, staged.data.name}:
+            raise InternalError(f"the ONNX exporter wrote unexpected files: {sorted(written)}")
+        staged.publish()
 
 
 def _random_like(inputs: tuple, rng: np.random.Generator) -> tuple:
@@ -111,14 +118,16 @@ def to_onnx(
     seed: int = 0,
     reference: nn.Module | None = None,
     optimize: bool = True,
+    external_data: bool | None = None,
 ) -> VerifyReport | None:
     """Export ``small`` to ``path``; verify it in onnxruntime against ``reference`` (default: ``small``).
 
     Returns the verification report (None with ``verify=False``); ``report.passed`` says whether the
-    largest relative error is within ``rtol``.
+    largest relative error is within ``rtol``. ``external_data``: see ``export_onnx`` (by default past
+    2 GB); the check then reads the model by path, as onnxruntime and ``onnx.checker`` both can.
     """
     inputs = example_tuple(example_inputs)
-    export_onnx(small, inputs, path, optimize=optimize)
+    export_onnx(small, inputs, path, optimize=optimize, external_data=external_data)
     if not verify:
         return None
     onnx.checker.check_model(str(path))

@@ -83,6 +83,17 @@ class VerifyReport(BaseModel):
         description="why rtol is what it is: the model's dtype (fp32, fp16, bf16, quantized) or the user's "
         "--rtol; absent where the caller gave the tolerance without a reason",
     )
+    method: str | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="how the models ran where it was not both in memory at once: 'one model at a time, "
+        "weights read from files' (models too big to hold twice); absent for the in-memory check",
+    )
+    peak_memory_mb: float | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="peak resident memory of the process during verification (MB), where measured",
+    )
 
 
 class PruneResult(BaseModel):
@@ -97,6 +108,12 @@ class PruneResult(BaseModel):
         description="onnxruntime equivalence of the written model; absent with --no-verify",
     )
     output: str | None = Field(default=None, description="the written model, or null when it did not verify")
+    unverified: str | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="why verification was asked for but could not run on this machine (the model was "
+        "written, NOT verified); absent otherwise",
+    )
     sparsity: float
     criterion: str
     seed: int

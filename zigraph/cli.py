@@ -1,5 +1,7 @@
 """The ``zigraph`` command line. Exit codes: 0 success, 1 verification failed, 2 bad input or usage,
-3 internal error (a bug in zigraph: the message names the model and the stage and asks for a report).
+3 internal error (a bug in zigraph: the message names the model and the stage and asks for a report),
+4 written but NOT verified (verification was asked for and cannot run on this machine; the reason is
+printed and in the report).
 
 Which is which is decided in one place, ``zigraph.pipeline.stage``: a ``ZigraphError`` is the user's
 (a bad file, a bad option), anything else raised inside a stage is zigraph's, and so is a model zigraph
@@ -42,6 +44,28 @@ def _output_args(sp: argparse.ArgumentParser, json_help: str) -> None:
         "-q", "--quiet", action="store_true", help="print nothing but errors (and --json's report on stdout)"
     )
     sp.add_argument("--json", nargs="?", const="-", metavar="PATH", help=json_help + " ('-' or none: stdout)")
+
+
+def _big_args(sp: argparse.ArgumentParser) -> None:
+    """Models past protobuf's 2 GB: external data and a check that fits (zigraph.pipeline.BigOptions)."""
+    sp.add_argument(
+        "--external-data",
+        action="store_true",
+        help="write the weights as external data beside the output (default: when they pass 1.8 GB)",
+    )
+    sp.add_argument(
+        "--external-threshold", type=int, default=1_800_000_000, metavar="BYTES",
+        help="weights above this size go to external data, streamed one tensor at a time",
+    )  # fmt: skip
+    sp.add_argument(
+        "--verify-dim", type=int, default=2, metavar="N",
+        help="size of every symbolic input dimension (batch, sequence length) in the check",
+    )  # fmt: skip
+    sp.add_argument(
+        "--verify-memory", type=float, default=None, metavar="GB",
+        help="memory the check of a big model may use (default: what is available); above it the "
+        "output is written and reported NOT verified (exit 4)",
+    )  # fmt: skip
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -92,6 +116,7 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--html", metavar="PATH", help="write a self-contained HTML view of what was removed")
     pr.add_argument("--no-verify", action="store_true")
     pr.add_argument("--samples", type=int, default=3)
+    _big_args(pr)
     _output_args(pr, "write the JSON report (as --report)")
 
     er = sub.add_parser("erase", help="one-shot erasing of whole structures (blocks, branches), verified")
@@ -263,7 +288,7 @@ def _prune(args: argparse.Namespace) -> int:
         loaded = _load(args)
         report = prune(
             loaded, sparsity, out, criterion=args.criterion, seed=args.seed, verify=not args.no_verify,
-            samples=args.samples, multiple=multiple, uniform=args.uniform,
+            samples=args.samples, multiple=multiple, uniform=args.uniform, big=_big_options(args),
         )  # fmt: skip
     return _finish(args, loaded.graph, report, prune_view(report))
 
@@ -296,7 +321,24 @@ def _finish(args: argparse.Namespace, graph: object, report: Any, view: object) 
     _emit_json(args.json, report_json(report))
     _html(args, graph, report)
     ver = report.result.verification if report.result is not None else None
+    if getattr(report.result, "unverified", None):
+        sys.stderr.write(f"zigraph: written but NOT verified: {report.result.unverified}\n")
+        return 4
     return 1 if ver is not None and not ver.passed else 0
+
+
+def _big_options(args: argparse.Namespace) -> Any:
+    from zigraph.pipeline import BigOptions
+
+    if args.verify_dim < 1 or args.samples < 1:
+        raise ZigraphError("--verify-dim and --samples must be at least 1")
+    memory = None if args.verify_memory is None else int(args.verify_memory * 1e9)
+    return BigOptions(
+        external=True if args.external_data else None,
+        threshold=args.external_threshold,
+        verify_dim=args.verify_dim,
+        verify_memory=memory,
+    )
 
 
 def _html(args: argparse.Namespace, graph: object, report: object, analysis: object = None) -> None:

@@ -112,11 +112,13 @@ def prune(
     samples: int = 3,
     multiple: int | None = None,
     uniform: bool = False,
+    big: BigOptions | None = None,
 ) -> Report:
     """One-shot pruning to ``out`` (.onnx); the report with ``removed`` and ``result`` filled in.
 
     ``uniform``: the same count per layer for each kind of group (``graphcore.uniform``), as a
-    Hugging Face config needs (``construct.to_hf``)."""
+    Hugging Face config needs (``construct.to_hf``). ``big``: external data and the bounded check
+    (``BigOptions``; defaults decide by the model's size)."""
     import construct
     import graphcore
     from graphcore.select import relative_scores, select_zigs
@@ -143,20 +145,28 @@ def prune(
     target = Path(out)
     # Written under a temporary name and published only once verified: a run that fails for any
     # reason, or a model that does not verify, leaves nothing at ``target``.
-    staged = staged_path(target)
-    try:
-        with stage("constructing the pruned model of", source):
-            built = _prune_staged(loaded, analysis, chosen, staged, target.name + ".data", verify, samples)
-        output = publish_if_verified(staged, target, built.verification)
-    finally:
-        if staged.exists():
-            staged.unlink()
+    if loaded.module is None:
+        built, output = _prune_onnx_job(
+            loaded, analysis, chosen, target, verify, samples, seed, big or BigOptions()
+        )
+    else:
+        staged = staged_path(target)
+        try:
+            with stage("constructing the pruned model of", source):
+                built = _prune_staged(
+                    loaded, analysis, chosen, staged, target.name + ".data", verify, samples
+                )
+            output = publish_if_verified(staged, target, built.verification)
+        finally:
+            if staged.exists():
+                staged.unlink()
     result = PruneResult(
         zigs_removed=len(chosen),
         params_before=built.params_before,
         params_after=built.params_after,
         verification=built.verification,
         output=output,
+        unverified=built.unverified,
         sparsity=sparsity,
         criterion=criterion,
         seed=seed,
@@ -181,6 +191,82 @@ class _Built:
     params_before: int
     params_after: int
     verification: VerifyReport | None
+    unverified: str | None = None
+
+
+@dataclass
+class BigOptions:
+    """Models past protobuf's 2 GB. ``external``: write the output's weights as external data (None:
+    when the input stores more than ``threshold`` bytes of weights). ``verify_dim``: the size of every
+    symbolic input dimension in the check (batch, sequence length). ``verify_memory``: bytes the check
+    may use (None: what the machine has available)."""
+
+    external: bool | None = None
+    threshold: int = 1_800_000_000
+    verify_dim: int = 2
+    verify_memory: int | None = None
+
+
+def _input_files(loaded: LoadedModel) -> set[Path]:
+    """The input model's own files, which an output must never replace."""
+    from construct.external_write import external_files
+
+    out = external_files(loaded.graph.meta["model"], loaded.graph.meta.get("base_dir"))
+    if loaded.source and Path(loaded.source).exists():
+        out.add(Path(loaded.source).resolve())
+    return out
+
+
+def _prune_onnx_job(
+    loaded: LoadedModel,
+    analysis: PruneAnalysis,
+    chosen: np.ndarray,
+    target: Path,
+    verify: bool,
+    samples: int,
+    seed: int,
+    big: BigOptions,
+) -> tuple[_Built, str | None]:
+    """Build into a private folder beside ``target`` (the weights streamed to our own data file when
+    the model is big), verify there, publish by rename; anything else leaves nothing behind."""
+    import construct
+    from construct.external_write import StagedOutput, stored_bytes, write_proto
+    from construct.verify import NotVerifiable, verify_streamed
+
+    source = loaded.source or loaded.graph.name
+    model, base = loaded.graph.meta["model"], loaded.graph.meta.get("base_dir")
+    with StagedOutput(target, inputs=_input_files(loaded)) as staged:
+        stream = big.external if big.external is not None else stored_bytes(model) > big.threshold
+        with stage("constructing the pruned model of", source):
+            sink = staged.writer() if stream else None
+            try:
+                small, plan = construct.prune_onnx(analysis, chosen, sink)
+                if sink is not None:
+                    sink.seal(small)
+            finally:
+                if sink is not None:
+                    sink.abort()
+            write_proto(small, staged.model)
+            params_after = _onnx_params(small)
+            del small
+        verification, unverified = None, None
+        if verify and stream:
+            with stage("verifying the model written for", source):
+                try:
+                    verification = verify_streamed(
+                        model, base, loaded.source, staged.model, plan.removed, staged.dir, samples, seed,
+                        big.verify_dim, big.verify_memory,
+                    )  # fmt: skip
+                except NotVerifiable as exc:
+                    unverified = str(exc)
+        elif verify:
+            verification = verify_written(loaded, staged.model, plan.removed, samples)
+        built = _Built(plan.removed, _onnx_params(model), params_after, verification, unverified)
+        output = None
+        if verification is None or verification.passed:
+            staged.publish()
+            output = str(target)
+    return built, output
 
 
 def _prune_staged(

@@ -101,7 +101,7 @@ def prune_view(report: Report) -> Table:
         ("pruned", f"{r.zigs_removed} of {report.num_prunable_zigs} prunable ZIGs ({r.criterion})"),
         ("params", _kept(r.params_before, r.params_after)),
         ("output", r.output or Text("not written: the pruned model did not verify", style="red")),
-        _verified(r.verification),
+        _verified(r.verification, r.unverified),
     ])  # fmt: skip
 
 
@@ -110,13 +110,20 @@ def format_prune(report: Report) -> str:
     return plain_text(prune_view(report))
 
 
-def _verified(ver: VerifyReport | None) -> tuple[str, RenderableType]:
+def _verified(ver: VerifyReport | None, unverified: str | None = None) -> tuple[str, RenderableType]:
+    if unverified:
+        return "verified", Text(f"NO: cannot verify on this machine: {unverified}", style="bold red")
     if ver is None:
         return "verified", "no (--no-verify)"
     status = Text("PASSED", style="bold green") if ver.passed else Text("FAILED", style="bold red")
     return "verified", status.append(
         f" in onnxruntime: max abs error {ver.max_abs:.2e}, max relative error {ver.max_rel:.2e} "
-        f"(tolerance {ver.rtol:g})",
+        f"(tolerance {ver.rtol:g})"
+        + (
+            f"; {ver.method}, peak memory {ver.peak_memory_mb:.0f} MB"
+            if ver.method and ver.peak_memory_mb
+            else ""
+        ),
         style="default",
     )
 
