@@ -562,7 +562,7 @@ def test_torch_erase_through_torch_export(name: str, monkeypatch: pytest.MonkeyP
     """A module symbolic_trace cannot take is traced by torch.export (ATen ops): the same erasure works."""
     import frontends.torch_trace as torch_trace
 
-    monkeypatch.setattr(torch_trace, "_trace_fx", lambda module, inputs: RuntimeError("forced"))
+    monkeypatch.setattr(torch_trace, "_trace_fx", lambda module, inputs, kwargs: RuntimeError("forced"))
     case = CASES[name]
     model = _model(case)
     graph = frontends.load(model, (torch.randn(case.shape),))

@@ -263,7 +263,8 @@ def test_hf_from_torch_prunes_head_dims_exactly(name, ort, tmp_path):
     model = _hf(name)
     ids = torch.randint(0, 100, (1, 8), generator=torch.Generator().manual_seed(0))
     onnx_path = str(tmp_path / "s.onnx") if ort else None
-    r = prune_check(model, (ids,), sparsity=0.5, criterion="random", onnx_path=onnx_path)
+    # multiple=1: the kept fraction below measures head dims, not the default width rounding
+    r = prune_check(model, (ids,), sparsity=0.5, criterion="random", onnx_path=onnx_path, multiple=1)
     sizes = {g.size for g in r.analysis.prunable_groups}
     assert set(HF_DIMS[name]) <= sizes, sizes
     assert r.torch_rel <= 1e-4, r
@@ -286,7 +287,9 @@ def test_hf_from_onnx_prunes_head_dims_exactly(name, tmp_path):
     sizes = {g.size for g in a.prunable_groups}
     assert {16 if name != "llama" else 8, 16} <= sizes, sizes  # head dim 16 in the zoo configs
     out = tmp_path / "small.onnx"
-    ver = prune_model(LoadedModel(graph, source=str(path)), 0.5, out, samples=2)["result"]["verification"]
+    # multiple=1: the kept fraction below measures head dims, not the default width rounding
+    report = prune_model(LoadedModel(graph, source=str(path)), 0.5, out, samples=2, multiple=1)
+    ver = report["result"]["verification"]
     assert ver["passed"] and ver["max_rel"] <= 1e-4, ver
     params = lambda m: sum(int(np.prod(t.dims)) for t in m.graph.initializer)  # noqa: E731
     assert params(onnx.load(str(out))) / params(onnx.load(str(path))) < 0.6

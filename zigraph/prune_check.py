@@ -50,6 +50,7 @@ def prune_check(
     seed: int = 0,
     onnx_path: str | None = None,
     samples: int = 2,
+    multiple: int | None = None,
 ) -> PruneCheck:
     """One-shot prune ``model`` and measure it.
 
@@ -66,7 +67,7 @@ def prune_check(
         if criterion == "l2"
         else None
     )
-    chosen = select_zigs(analysis, sparsity, scores=scores, criterion=criterion, seed=seed)
+    chosen = select_zigs(analysis, sparsity, scores=scores, criterion=criterion, seed=seed, multiple=multiple)
     zeroed = zeroed_copy(model, analysis, chosen)
     t1 = time.perf_counter()
     small = to_torch(zeroed, analysis)

@@ -57,8 +57,17 @@ _BINARY = {"Mul", "Add", "Sub", "Div"}
 _SAME_AXIS = {"Slice", "Concat", "Split"}
 
 
-def _activation(v: Value | None) -> bool:
-    return v is not None and not v.is_param and v.const is None
+def _activation(v: Value | None, depth: int = 8) -> bool:
+    """Does ``v`` depend on a graph input? A weight reshaped or transposed before a MatMul (a flat
+    stored weight, an exporter's Transpose of a constant) is still a weight, not an activation."""
+    if v is None or v.is_param or v.const is not None:
+        return False
+    node = v.producer
+    if node is None:
+        return True  # a graph input
+    if depth == 0:
+        return True  # too deep to tell: an activation is the answer that never merges heads wrongly
+    return any(_activation(x, depth - 1) for x in node.inputs if x is not None)
 
 
 def _product_axis(node: Node, index: int, axis: int, rank: int) -> bool:
