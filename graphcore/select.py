@@ -149,14 +149,21 @@ def zig_norms(analysis: PruneAnalysis, arrays: Mapping[str, np.ndarray]) -> np.n
         found = arrays.get(name)
         if found is None or not analysis.trainable.get(name):
             continue
-        arr = np.asarray(found).astype(np.float64, copy=False)
+        arr = np.asarray(found)
         if arr.ndim <= axis or arr.shape[axis] != owner.shape[0]:
             continue
-        other = tuple(a for a in range(arr.ndim) if a != axis)
-        per = (arr**2).sum(axis=other) if other else arr**2
+        per = _squares_along(arr, axis)
         hit = owner >= 0
         np.add.at(sq, owner[hit], per[hit])
     return np.sqrt(sq)
+
+
+def _squares_along(arr: np.ndarray, axis: int) -> np.ndarray:
+    """Sum of squares of ``arr`` for each index of ``axis``, accumulated in float64 chunk by chunk:
+    no float64 copy of the tensor (a memory-mapped weight of a model past 2 GB is read once)."""
+    letters = "abcdefghijklmnopqrstuvwxyz"[: arr.ndim]
+    spec = f"{letters},{letters}->{letters[axis]}"
+    return np.einsum(spec, arr, arr, dtype=np.float64, casting="safe")
 
 
 def relative_scores(analysis: PruneAnalysis, norms: np.ndarray) -> np.ndarray:
