@@ -21,6 +21,7 @@ import frontends
 import graphcore
 from graphcore.errors import ZigraphError
 from graphcore.ops import register_rule, rules
+from graphcore.ops.head_dims import whole_heads
 from graphcore.select import select_zigs
 from graphcore.widths import channel_multiples, group_multiples, parse_multiple
 from tests.helpers import analyze, group_of
@@ -162,21 +163,25 @@ def test_a_zig_of_several_channels_counts_as_that_many(groups, expect):
 @pytest.mark.slow
 def test_transformer_heads_need_no_rounding_mlp_does(tmp_path):
     path = _bert(tmp_path)
+    with whole_heads():
+        a = graphcore.analyze(frontends.load(str(path)))
+    heads = [g for g in a.prunable_groups if g.size == 4]  # 4 heads of 16 channels each
+    assert heads and all(group_multiples(a)[g.id] == 1 for g in heads)  # 16-wide ZIGs are aligned already
     a = graphcore.analyze(frontends.load(str(path)))
     multiples = group_multiples(a)
-    prunable = a.prunable_groups
-    heads = [g for g in prunable if g.size == 4]  # 4 heads of 16 channels each
-    mlps = [g for g in prunable if g.size == 128]
-    assert heads and mlps
-    assert all(multiples[g.id] == 1 for g in heads)  # 16-wide ZIGs are aligned already
+    dims = [g for g in a.prunable_groups if g.size == 16]  # head dimension j of the 4 heads: 4 channels
+    mlps = [g for g in a.prunable_groups if g.size == 128]
+    assert dims and mlps
+    assert all(multiples[g.id] == 4 for g in dims)  # 4 ZIGs of 4 channels make the 16 MatMul likes
     assert all(multiples[g.id] == 16 for g in mlps)
     out = tmp_path / "small.onnx"
     report = prune(LoadedModel(frontends.load(str(path)), source=str(path)), 0.5, out)
     res = report.result
     assert res is not None and res.verification is not None and res.verification.passed
     small = graphcore.analyze(frontends.load(str(out)))
-    widths = sorted({g.size for g in small.groups if g.prunable and g.size not in (1, 2, 3, 4)})
-    assert widths and all(w % 16 == 0 for w in widths), widths
+    widths = sorted({g.size for g in small.groups if g.prunable})
+    assert widths and all(w % 4 == 0 for w in widths if w < 16), widths  # head dimensions
+    assert all(w % 16 == 0 for w in widths if w > 16), widths  # MLP widths
 
 
 def test_cli_multiple_auto_is_the_default_and_one_is_recorded(tmp_path, capsys):
