@@ -291,7 +291,9 @@ def test_torch_block_hidden_group_prunes_exactly(norm, tmp_path):
         expected |= {("ln1.bias", 0), ("lnf.bias", 0)}
     assert hidden.prunable and hidden.size == D and params_of(hidden) == expected, hidden
     assert params_of(group_of(a, "fc1.weight", 0)) == {("fc1.weight", 0), ("fc1.bias", 0), ("fc2.weight", 1)}
-    r = prune_check(model, (ids,), sparsity=0.5, criterion="random", onnx_path=str(tmp_path / "small.onnx"))
+    r = prune_check(
+        model, (ids,), sparsity=0.5, criterion="random", onnx_path=str(tmp_path / "small.onnx"), multiple=1
+    )
     assert r.torch_rel <= 1e-4 and r.ort_rel is not None and r.ort_rel <= 1e-4, r
     small = r.small
     with torch.no_grad():
@@ -324,7 +326,9 @@ def test_torch_rmsnorm_called_twice_or_without_weight(case, tmp_path):
     a = graphcore.analyze(load_torch(model, (ids,)))
     hidden = group_of(a, "fc1.weight", 1)
     assert hidden.prunable and (("ln1.weight", 0) in hidden.params) == (case == "shared"), hidden
-    r = prune_check(model, (ids,), sparsity=0.5, criterion="random", onnx_path=str(tmp_path / "small.onnx"))
+    r = prune_check(
+        model, (ids,), sparsity=0.5, criterion="random", onnx_path=str(tmp_path / "small.onnx"), multiple=1
+    )
     assert r.torch_rel <= 1e-4 and r.ort_rel is not None and r.ort_rel <= 1e-4, r
     with torch.no_grad():
         assert not torch.allclose(r.small(ids), model(ids), rtol=1e-4, atol=1e-4)
@@ -351,7 +355,9 @@ def test_hf_hidden_size_prunes_exactly_from_torch(name, tmp_path):
     ids = torch.randint(0, 100, (1, 8))
     a = graphcore.analyze(load_torch(model, (ids,)))
     assert _hidden_groups(a), [(g.size, g.reason) for g in a.groups]
-    r = prune_check(model, (ids,), sparsity=0.5, criterion="l2", onnx_path=str(tmp_path / "small.onnx"))
+    r = prune_check(
+        model, (ids,), sparsity=0.5, criterion="l2", onnx_path=str(tmp_path / "small.onnx"), multiple=1
+    )
     assert r.torch_rel <= 1e-4 and r.ort_rel is not None and r.ort_rel <= 1e-4, r
     assert r.kept <= 0.45, r  # heads and MLP widths alone keep 58-67%
 
