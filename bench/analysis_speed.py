@@ -117,6 +117,11 @@ def time_zigraph(source: Any) -> dict[str, float]:
 
     The clock covers everything from a parsed ``ModelProto`` (or a path) to the report a user reads:
     the peer's covers everything from a built ``nn.Module`` to its dependency graph, trace included."""
+    return timed_analysis(source)[0]
+
+
+def timed_analysis(source: Any) -> tuple[dict[str, float], Any, Any]:
+    """``time_zigraph``'s times, with the analysis and its report (for the counts a caller lists)."""
     import frontends
     import graphcore
 
@@ -127,12 +132,12 @@ def time_zigraph(source: Any) -> dict[str, float]:
         t1 = time.perf_counter()
         analysis = graphcore.analyze(graph)
         t2 = time.perf_counter()
-        analysis.report()
+        report = analysis.report()
         t3 = time.perf_counter()
         cpu = time.process_time() - c0
     load = t1 - t0
     other = max(load - acc["check"] - acc["shape_inference"] - acc["to_ir"], 0.0)
-    return {
+    times = {
         "total": t3 - t0,
         "cpu": cpu,  # this process's CPU time: what other load on a shared machine does not inflate
         "load": load,
@@ -145,6 +150,7 @@ def time_zigraph(source: Any) -> dict[str, float]:
         "nodes": len(graph.nodes),
         "groups": len(analysis.groups),
     }
+    return times, analysis, report
 
 
 def _median(rows: list[dict[str, float]]) -> dict[str, float]:
@@ -396,22 +402,9 @@ def llama_worker(folder: str) -> dict[str, Any]:
     path = Path(folder) / "llama7b.onnx"
     out: dict[str, Any] = {"file_mib": path.stat().st_size / 2**20}
     out["data_gib"] = path.with_name(path.name + ".data").stat().st_size / 2**30
-    import frontends
-    import graphcore
-
-    c0 = time.process_time()
-    t0 = time.perf_counter()
-    graph = frontends.load(path)
-    t1 = time.perf_counter()
-    analysis = graphcore.analyze(graph)
-    report = analysis.report()
-    t2 = time.perf_counter()
+    times, analysis, report = timed_analysis(path)
+    out.update(times)
     out.update(
-        total=t2 - t0,
-        load=t1 - t0,
-        analyze=t2 - t1,
-        cpu=time.process_time() - c0,
-        nodes=len(graph.nodes),
         groups=report.num_groups,
         prunable=report.num_prunable_groups,
         mlp_groups=sum(1 for g in analysis.groups if g.prunable and g.size == 11008),

@@ -1,10 +1,10 @@
 """Models past protobuf's 2 GB: ``zigraph prune --sparsity 0.5`` on LLaMA-shaped ONNX files whose weights
 are external data, timed and measured as a user would run it (the CLI in a child process).
 
-Two files (``bench/llama_onnx.py``): four layers of the 7B shape (1.07e9 parameters, 4.3 GB, random
-weights), pruned with verification; and the full 7B shape (6.7e9 parameters, 27 GB, a sparse file of
-zeros: it costs no disk, and reads cost no disk either, so its time is a lower bound on a real file's),
-pruned with ``--no-verify`` and, optionally, with verification, which on a machine without 27 GB to
+Two files (``tests/llama_shaped.py``, without rotary): four layers of the 7B shape (1.07e9 parameters,
+4.3 GB, random weights), pruned with verification; and the full 7B shape (6.7e9 parameters, 27 GB, a sparse
+file of zeros: it costs no disk, and reads cost no disk either, so its time is a lower bound on a real
+file's), pruned with ``--no-verify`` and, optionally, with verification, which on a machine without 27 GB to
 spare must say plainly that it cannot verify (exit 4). For each run: wall time, the child's CPU time,
 its peak resident memory (``os.wait4``'s ``ru_maxrss``), the output's size; the output is then checked
 by path with ``onnx.checker`` and (when it fits) loaded and run in onnxruntime. The machine's load
@@ -29,7 +29,6 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -87,12 +86,12 @@ def check_output(out: Path, run_it: bool) -> dict[str, Any]:
 def bench(
     name: str, shape: Any, fill: str, folder: Path, runs: list[list[str]], keep: bool, reuse: bool = False
 ) -> dict:
-    from llama_onnx import build, remove
+    from tests.llama_shaped import build_llama, remove
 
     model = folder / f"{name}.onnx"
     t0 = time.perf_counter()
     if not (reuse and model.exists() and model.with_name(model.name + ".data").exists()):
-        build(model, shape, fill=fill)
+        build_llama(model, shape, data=fill, rotary=False)
     from doc_blocks import engine_version
 
     entry: dict[str, Any] = {
@@ -185,7 +184,7 @@ def markdown(entries: list[dict]) -> str:
 
 
 def main() -> int:
-    from llama_onnx import Shape
+    from tests.llama_shaped import LlamaShape
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", choices=["1b", "7b", "none"], default=None)
@@ -206,11 +205,13 @@ def main() -> int:
         args.only = "none"
     if args.only in (None, "1b"):
         entries.append(
-            bench("llama_4_layers", Shape(layers=4), "random", folder, [[]], args.keep, args.reuse)
+            bench("llama_4_layers", LlamaShape(layers=4), "random", folder, [[]], args.keep, args.reuse)
         )
     if args.only in (None, "7b"):
         runs = [["--no-verify"]] + ([[]] if args.verify_7b else [])
-        entries.append(bench("llama_7b", Shape(layers=32), "sparse", folder, runs, args.keep, args.reuse))
+        entries.append(
+            bench("llama_7b", LlamaShape(layers=32), "sparse", folder, runs, args.keep, args.reuse)
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(entries, indent=1))
     if not args.no_docs:

@@ -6,10 +6,9 @@ nothing, and the bounded verification can still fail."""
 from __future__ import annotations
 
 import hashlib
-import importlib.util
+import importlib
 import json
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,21 +17,20 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
+from tests.llama_shaped import LlamaShape, build_llama
 from zigraph.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("llama_onnx", ROOT / "bench" / "llama_onnx.py")
-assert _spec is not None and _spec.loader is not None
-llama_onnx = importlib.util.module_from_spec(_spec)
-sys.modules["llama_onnx"] = llama_onnx  # dataclasses look their module up
-_spec.loader.exec_module(llama_onnx)
+# no rotary: one input (token ids), as the checks below feed it
+TINY = LlamaShape(layers=1, hidden=32, inter=64, heads=4, vocab=50)
 
-TINY = llama_onnx.Shape(layers=1, hidden=32, inter=64, heads=4, vocab=50)
+
+def _build(path: Path) -> Path:
+    return build_llama(path, TINY, data="random", rotary=False)
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Path:
-    return llama_onnx.build(tmp_path_factory.mktemp("in") / "tiny.onnx", TINY)
+    return _build(tmp_path_factory.mktemp("in") / "tiny.onnx")
 
 
 def _digest(path: Path) -> str:
@@ -102,7 +100,7 @@ def test_symlinked_output_file_is_refused(tiny, tmp_path, capsys, which):
 def test_output_named_like_the_inputs_data_is_refused(tmp_path, capsys):
     """Input model.onnx keeps its weights in 'out.onnx.data'; publishing out.onnx's data there would
     change the input model's weights."""
-    model = llama_onnx.build(tmp_path / "model.onnx", TINY)
+    model = _build(tmp_path / "model.onnx")
     data = tmp_path / "model.onnx.data"
     data.rename(tmp_path / "out.onnx.data")
     m = onnx.load(str(model), load_external_data=False)

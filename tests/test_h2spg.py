@@ -544,33 +544,18 @@ def _ddp_train(model: nn.Module, module: ResidualMLP, rank: int, world: int) -> 
     return opt
 
 
-def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
-    import os
-
-    import torch.distributed as dist
-
-    torch.set_num_threads(1)
-    os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        module = ResidualMLP(3, seed=10)
-        opt = _ddp_train(nn.parallel.DistributedDataParallel(module), module, rank, world)
-        result = {"params": [p.detach().clone() for p in module.parameters()], "selected": opt.selected}
-        torch.save(result, f"{out}/rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
+def _ddp_worker(rank: int, world: int, out: str) -> None:
+    module = ResidualMLP(3, seed=10)
+    opt = _ddp_train(nn.parallel.DistributedDataParallel(module), module, rank, world)
+    result = {"params": [p.detach().clone() for p in module.parameters()], "selected": opt.selected}
+    torch.save(result, f"{out}/rank{rank}.pt")
 
 
 @pytest.mark.slow
 def test_ddp_ranks_decide_alike_and_like_one_process(tmp_path) -> None:
-    import socket
+    from tests.gloo import spawn_gloo
 
-    import torch.multiprocessing as mp
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_ddp_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    spawn_gloo(_ddp_worker, tmp_path)
     r0, r1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
     assert r0["selected"] == r1["selected"] and len(r0["selected"]) == 3
     assert all(torch.equal(a, b) for a, b in zip(r0["params"], r1["params"]))

@@ -133,22 +133,28 @@ def test_torch_pruned_head_dims_export_to_onnxruntime(case, tmp_path):
     _prune_torch(model, graphcore.analyze(load_torch(model, (X,))), tmp_path)
 
 
-def test_torch_packed_qkv_maps_head_dims_through_the_split():
-    model = _torch_model({"packed": True})
-    a = graphcore.analyze(load_torch(model, (X,)))
+def _assert_packed_head_dims(a: PruneAnalysis, w: tuple[str, int], b: str, o: tuple[str, int]) -> None:
+    """Two heads of 4 in one packed projection (its ``w`` axis and bias ``b``: queries 0..7, keys 8..15,
+    values 16..23): query/key ZIG j is row j of every query and key head, value/output ZIG j row j of
+    every value head with the output projection's ``o`` axis; all prunable."""
     h, d = 2, 4
-    # c_attn rows: queries 0..7, keys 8..15, values 16..23.
-    qk = {frozenset({("c_attn.weight", 0, _rows(h, d, j) + _rows(h, d, j, 8)),
-                     ("c_attn.bias", 0, _rows(h, d, j) + _rows(h, d, j, 8))}) for j in range(d)}  # fmt: skip
-    vo = {frozenset({("c_attn.weight", 0, _rows(h, d, j, 16)), ("c_attn.bias", 0, _rows(h, d, j, 16)),
-                     ("o.weight", 1, _rows(h, d, j))}) for j in range(d)}  # fmt: skip
-    groups = [g for g in a.groups if ("c_attn.weight", 0) in g.params]
+    qk = {frozenset({(*w, _rows(h, d, j) + _rows(h, d, j, 8)), (b, 0, _rows(h, d, j) + _rows(h, d, j, 8))})
+          for j in range(d)}  # fmt: skip
+    vo = {frozenset({(*w, _rows(h, d, j, 16)), (b, 0, _rows(h, d, j, 16)), (*o, _rows(h, d, j))})
+          for j in range(d)}  # fmt: skip
+    groups = [g for g in a.groups if w in g.params]
     got = {
         frozenset((s.param, s.axis, tuple(s.indices)) for s in a.zig_slices(int(z)))
         for g in groups
         for z in g.zig_ids
     }
     assert got == qk | vo and all(g.prunable for g in groups)
+
+
+def test_torch_packed_qkv_maps_head_dims_through_the_split():
+    model = _torch_model({"packed": True})
+    a = graphcore.analyze(load_torch(model, (X,)))
+    _assert_packed_head_dims(a, ("c_attn.weight", 0), "c_attn.bias", ("o.weight", 1))
     _prune_torch(model, a)
 
 
@@ -207,18 +213,7 @@ def test_onnx_head_dims_are_hand_computed_zigs_and_prune_exactly(case):
 
 def test_onnx_packed_qkv_maps_head_dims_through_the_split():
     a = analyze(onnx_attention(packed=True))
-    h, d = 2, 4
-    qk = {frozenset({("qkv.w", 1, _rows(h, d, j) + _rows(h, d, j, 8)),
-                     ("qkv.b", 0, _rows(h, d, j) + _rows(h, d, j, 8))}) for j in range(d)}  # fmt: skip
-    vo = {frozenset({("qkv.w", 1, _rows(h, d, j, 16)), ("qkv.b", 0, _rows(h, d, j, 16)),
-                     ("o.w", 0, _rows(h, d, j))}) for j in range(d)}  # fmt: skip
-    groups = [g for g in a.groups if ("qkv.w", 1) in g.params]
-    got = {
-        frozenset((s.param, s.axis, tuple(s.indices)) for s in a.zig_slices(int(z)))
-        for g in groups
-        for z in g.zig_ids
-    }
-    assert got == qk | vo and all(g.prunable for g in groups)
+    _assert_packed_head_dims(a, ("qkv.w", 1), "qkv.b", ("o.w", 0))
     _prune_onnx(a)
 
 

@@ -336,10 +336,13 @@ def test_torch_rmsnorm_called_twice_or_without_weight(case, tmp_path):
 
 # -- Hugging Face ----------------------------------------------------------------------------------------
 def hf_lm(name: str) -> nn.Module:
+    """The small Hugging Face LM ``name`` with random weights (seeded), in eval mode."""
     pytest.importorskip("transformers")
     from bench.hidden_size import hf_lm as build
 
-    return build(name)
+    warnings.simplefilter("ignore")
+    torch.manual_seed(0)
+    return randomize_(build(name)).eval()
 
 
 def _hidden_groups(a) -> list:
@@ -349,9 +352,7 @@ def _hidden_groups(a) -> list:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["bert", "gpt2", "llama"])
 def test_hf_hidden_size_prunes_exactly_from_torch(name, tmp_path):
-    warnings.simplefilter("ignore")
-    torch.manual_seed(0)
-    model = randomize_(hf_lm(name)).eval()
+    model = hf_lm(name)
     ids = torch.randint(0, 100, (1, 8))
     a = graphcore.analyze(load_torch(model, (ids,)))
     assert _hidden_groups(a), [(g.size, g.reason) for g in a.groups]
@@ -365,9 +366,7 @@ def test_hf_hidden_size_prunes_exactly_from_torch(name, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["bert", "gpt2", "llama"])
 def test_hf_hidden_size_prunes_exactly_from_onnx(name, tmp_path):
-    warnings.simplefilter("ignore")
-    torch.manual_seed(0)
-    model = randomize_(hf_lm(name)).eval()
+    model = hf_lm(name)
     path = tmp_path / f"{name}.onnx"
     torch.onnx.export(model, (torch.randint(0, 100, (1, 8)),), str(path), dynamo=True, opset_version=18,
                       external_data=False, verbose=False)  # fmt: skip

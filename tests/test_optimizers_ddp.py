@@ -8,17 +8,14 @@ end bit-identical, with the same zero groups as one process trained on the whole
 
 from __future__ import annotations
 
-import os
-import socket
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 
 import optimizers
 from optimizers.synthetic import linear_chain_analysis
+from tests.gloo import spawn_gloo
 
 STEPS = 24
 GLOBAL_BATCH = 16
@@ -51,34 +48,21 @@ def train(model: nn.Module, module: nn.Module, rank: int, world: int) -> torch.o
     return opt
 
 
-def _worker(rank: int, world: int, port: int, out: str) -> None:
-    torch.set_num_threads(1)
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(port)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        module = make_model()
-        ddp = nn.parallel.DistributedDataParallel(module)
-        opt = train(ddp, module, rank, world)
-        torch.save(
-            {
-                "params": [p.detach().clone() for p in module.parameters()],
-                "zero": opt.zero_zig_ids().tolist(),
-            },
-            Path(out) / f"rank{rank}.pt",
-        )
-    finally:
-        dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _worker(rank: int, world: int, out: str) -> None:
+    module = make_model()
+    ddp = nn.parallel.DistributedDataParallel(module)
+    opt = train(ddp, module, rank, world)
+    torch.save(
+        {
+            "params": [p.detach().clone() for p in module.parameters()],
+            "zero": opt.zero_zig_ids().tolist(),
+        },
+        Path(out) / f"rank{rank}.pt",
+    )
 
 
 def test_ddp_two_ranks_match_each_other_and_one_process(tmp_path: Path) -> None:
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    spawn_gloo(_worker, tmp_path)
     r0 = torch.load(tmp_path / "rank0.pt")
     r1 = torch.load(tmp_path / "rank1.pt")
     assert r0["zero"] == r1["zero"]

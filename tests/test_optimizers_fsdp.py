@@ -10,19 +10,16 @@ the same zero ZIGs, and both ranks must agree exactly on the zero set at every s
 
 from __future__ import annotations
 
-import os
-import socket
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 
 import optimizers
 from optimizers.synthetic import linear_chain_analysis
+from tests.gloo import spawn_gloo
 
 pytest.importorskip("torch.distributed.fsdp")
 
@@ -76,40 +73,27 @@ def train(name: str, model: nn.Module, analysis: Any, width: int, rank: int, wor
     return zeros, params
 
 
-def _worker(rank: int, world: int, port: int, out: str) -> None:
+def _worker(rank: int, world: int, out: str) -> None:
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
-    torch.set_num_threads(1)
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(port)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        mesh = init_device_mesh("cpu", (world,))
-        runs = {}
-        for name in ("dhspg", "h2spg"):
-            model, analysis, width = case(name)
-            if name == "dhspg":
-                for i in (0, 2, 4):
-                    fully_shard(model[i], mesh=mesh)
-            fully_shard(model, mesh=mesh)
-            first = next(model.parameters())
-            assert first.to_local().shape[0] < first.shape[0]  # really sharded
-            runs[name] = train(name, model, analysis, width, rank, world)
-        torch.save(runs, Path(out) / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    mesh = init_device_mesh("cpu", (world,))
+    runs = {}
+    for name in ("dhspg", "h2spg"):
+        model, analysis, width = case(name)
+        if name == "dhspg":
+            for i in (0, 2, 4):
+                fully_shard(model[i], mesh=mesh)
+        fully_shard(model, mesh=mesh)
+        first = next(model.parameters())
+        assert first.to_local().shape[0] < first.shape[0]  # really sharded
+        runs[name] = train(name, model, analysis, width, rank, world)
+    torch.save(runs, Path(out) / f"rank{rank}.pt")
 
 
 @pytest.mark.slow  # two spawned processes: about a minute on a busy 2-core machine
 def test_fsdp2_two_ranks_match_one_process_step_for_step(tmp_path: Path) -> None:
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    spawn_gloo(_worker, tmp_path)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
     for name in ("dhspg", "h2spg"):
         assert r0[name][0] == r1[name][0], name
