@@ -66,7 +66,7 @@ def verify(
     full_model, base = _read(full)
     small_model, small_base = _read(small)
     if base is not None and small_base is not None:  # two files: past 2 GB, one session at a time
-        from construct.verify import verify_big_files
+        from construct.verify_files import verify_big_files
 
         rep = verify_big_files(
             full_model, base, full, small, _as_slices(removed), samples, rtol, seed, small_ours

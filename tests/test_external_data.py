@@ -199,7 +199,7 @@ def test_interrupted_write_leaves_nothing(tiny, tmp_path, monkeypatch, capsys):
 
 
 def test_internal_failure_while_verifying_is_exit_3(tiny, tmp_path, monkeypatch, capsys):
-    verify = importlib.import_module("construct.verify")
+    verify = importlib.import_module("construct.verify_files")
 
     def broken(*args, **kwargs):
         raise ValueError("session exploded")
@@ -228,7 +228,7 @@ def test_streamed_verification_can_fail(tiny, tmp_path):
     """The bounded check compares real outputs: the unzeroed original differs from the small model, and
     a wrong removal list (nothing zeroed) fails verification."""
     import frontends
-    from construct.verify import compare_files, verify_streamed
+    from construct.verify_files import compare_files, verify_streamed
     from zigraph.pipeline import BigOptions, load_model, prune
 
     out = tmp_path / "s.onnx"
@@ -249,7 +249,7 @@ def test_both_ways_of_running_the_zeroed_model_verify(tiny, tmp_path, monkeypatc
     """The zeroed full model as the input file with zeroed initializers given to onnxruntime, or (a
     shared weight sliced per use) as a zeroed copy written beside the output: both pass on a correct
     pruning, and the copy is removed afterwards."""
-    verify = importlib.import_module("construct.verify")
+    verify = importlib.import_module("construct.verify_files")
     from zigraph.pipeline import BigOptions, load_model, prune
 
     calls = []
@@ -269,7 +269,7 @@ def test_both_ways_of_running_the_zeroed_model_verify(tiny, tmp_path, monkeypatc
 
 def test_verify_dim_shortens_the_check(tiny, tmp_path, monkeypatch):
     """``--verify-dim`` is the size of the symbolic batch and sequence dims the check feeds."""
-    verify = importlib.import_module("construct.verify")
+    verify = importlib.import_module("construct.verify_files")
 
     seen = []
     real = verify.random_inputs

@@ -231,7 +231,7 @@ def _prune_onnx_job(
     the model is big), verify there, publish by rename; anything else leaves nothing behind."""
     import construct
     from construct.external_write import StagedOutput, stored_bytes, write_proto
-    from construct.verify import NotVerifiable, verify_streamed
+    from construct.verify_files import NotVerifiable, verify_streamed
 
     source = loaded.source or loaded.graph.name
     model, base = loaded.graph.meta["model"], loaded.graph.meta.get("base_dir")
