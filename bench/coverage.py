@@ -66,41 +66,43 @@ def _hf_model(name: str) -> tuple[Any, Any]:
                intermediate_size=64, max_position_embeddings=64)  # fmt: skip
     gqa = dict(dec, num_key_value_heads=2, use_cache=False)
     if name == "bert":
-        return t.BertModel(t.BertConfig(**dec)), ids
+        return t.BertForMaskedLM(t.BertConfig(**dec)), ids
     if name == "roberta":
-        return t.RobertaModel(t.RobertaConfig(**dec)), ids + 2  # ids 0/1 are padding/start tokens
+        return t.RobertaForMaskedLM(t.RobertaConfig(**dec)), ids + 2  # ids 0/1 are padding/start tokens
     if name == "gpt2":
-        return t.GPT2Model(t.GPT2Config(vocab_size=100, n_embd=32, n_layer=2, n_head=4, n_positions=64,
+        return t.GPT2LMHeadModel(t.GPT2Config(vocab_size=100, n_embd=32, n_layer=2, n_head=4, n_positions=64,
                                         use_cache=False)), ids  # fmt: skip
     if name == "llama":
-        return t.LlamaModel(t.LlamaConfig(**gqa)), ids
+        return t.LlamaForCausalLM(t.LlamaConfig(**gqa)), ids
     if name == "qwen2":
-        return t.Qwen2Model(t.Qwen2Config(**gqa)), ids
+        return t.Qwen2ForCausalLM(t.Qwen2Config(**gqa)), ids
     if name == "mistral":
-        return t.MistralModel(t.MistralConfig(**gqa, sliding_window=None)), ids
+        return t.MistralForCausalLM(t.MistralConfig(**gqa, sliding_window=None)), ids
     if name == "phi3":
-        return t.Phi3Model(t.Phi3Config(**gqa, pad_token_id=0)), ids
+        return t.Phi3ForCausalLM(t.Phi3Config(**gqa, pad_token_id=0)), ids
     pixels = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     if name == "vit":
         cfg = t.ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
-                          num_attention_heads=4, intermediate_size=64)  # fmt: skip
-        return t.ViTModel(cfg), pixels
+                          num_attention_heads=4, intermediate_size=64, num_labels=10)  # fmt: skip
+        return t.ViTForImageClassification(cfg), pixels
     if name == "swin":
         cfg = t.SwinConfig(image_size=32, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[2, 2],
-                           window_size=4)  # fmt: skip
-        return t.SwinModel(cfg), pixels
+                           window_size=4, num_labels=10)  # fmt: skip
+        return t.SwinForImageClassification(cfg), pixels
     if name == "whisper_encoder":
         cfg = t.WhisperConfig(
             vocab_size=100, pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1,
             d_model=32, encoder_layers=2, encoder_attention_heads=4, decoder_layers=1,
             decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, num_mel_bins=8,
-            max_source_positions=16, max_target_positions=16,
+            max_source_positions=16, max_target_positions=16, num_labels=10,
         )  # fmt: skip
         feats = torch.randn(1, 8, 32, generator=torch.Generator().manual_seed(0))
-        return t.WhisperModel(cfg).get_encoder(), feats
+        return t.WhisperForAudioClassification(cfg), feats
     if name == "t5_encoder":
-        cfg = t.T5Config(vocab_size=100, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4)
-        return t.T5EncoderModel(cfg), ids
+        cfg = t.T5Config(
+            vocab_size=100, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4, num_labels=10
+        )
+        return t.T5ForTokenClassification(cfg), ids
     raise KeyError(name)
 
 
