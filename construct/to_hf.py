@@ -186,6 +186,7 @@ def hf_configs(model: nn.Module, target: Mapping[str, tuple], kept: Mapping[int,
                 pairs.setdefault(a, set()).add(b)
     base = cfg.to_dict()
     base.pop("pruned_heads", None)
+    base = _pin_head_dim(cls, cfg, base, orig)
     ints = {k: v for k, v in base.items() if isinstance(v, int) and not isinstance(v, bool)}
     new_sizes = sorted({b for bs in pairs.values() for b in bs})
     options: list[tuple[str, list[int]]] = []
@@ -232,6 +233,24 @@ def hf_configs(model: nn.Module, target: Mapping[str, tuple], kept: Mapping[int,
         f"{target.get(bad)}); fields tried: {tried}. Prune only kinds the config can hold (construct.to_hf."
         "hf_kinds), or keep the pruned model as a torch module / ONNX"
     )
+
+
+def _pin_head_dim(cls: type, cfg: Any, base: dict, orig: Mapping[str, tuple]) -> dict:
+    """A per-head width the config derives (Qwen2: ``hidden_size // num_attention_heads``) written out
+    at its original value when the class accepts it: a shrunk hidden size must not move it (4 heads
+    of 4 build the shapes of 2 heads of 8 but compute something else)."""
+    width, heads = base.get("hidden_size"), base.get("num_attention_heads")
+    if not (isinstance(width, int) and isinstance(heads, int) and heads > 0 and width % heads == 0):
+        return base
+    for key in PINNABLE:
+        if base.get(key) is None:
+            cand = {**base, key: width // heads}
+            try:
+                if _shapes_of(cls, type(cfg).from_dict(cand)) == dict(orig):
+                    base = cand
+            except Exception:  # the config class validates its fields
+                continue
+    return base
 
 
 def _relevant(
@@ -393,7 +412,7 @@ def to_hf(
     fields, scale = norm_fix(model, target)
     worst: float | None = None
     unsaved: list[str] = []
-    for new_cfg in hf_configs(model, target, _kept_sizes(analysis, ids)):
+    for new_cfg in _configs_or_why(model, analysis, target, ids):
         for k, v in fields.items():
             setattr(new_cfg, k, v)
         hf = type(model)(new_cfg).to(dtype)
@@ -416,7 +435,30 @@ def to_hf(
     raise ZigraphError(
         f"{type(model).__name__}: the configs {type(cfg).__name__} that build the pruned shapes compute "
         f"something else (max relative error {worst:.2e}){hint}; keep it as a torch module / ONNX"
+        f"{_dims_hint(analysis)}"
     )
+
+
+def _dims_hint(analysis: PruneAnalysis) -> str:
+    """Why pruned head dimensions are no config (empty for an analysis with whole heads)."""
+    if getattr(analysis, "attention", "dims") != "dims":
+        return ""
+    return (
+        ". If attention head dimensions were pruned: a Hugging Face config has one head_dim for "
+        "queries/keys and values/outputs, and derives the rotary frequencies and the softmax scale from "
+        "it, while the pruned model keeps the original ones; analyze with attention='heads' "
+        "(--attention heads) to prune whole heads for a round trip"
+    )
+
+
+def _configs_or_why(
+    model: nn.Module, analysis: PruneAnalysis, target: Mapping[str, tuple], ids: np.ndarray
+) -> Any:
+    """``hf_configs``; when none fits, the error says why head dimensions cannot be a config."""
+    try:
+        yield from hf_configs(model, target, _kept_sizes(analysis, ids))
+    except ZigraphError as exc:
+        raise ZigraphError(f"{exc}{_dims_hint(analysis)}") from None
 
 
 def _unsaved_buffers(model: nn.Module, hf: nn.Module) -> list[str]:
