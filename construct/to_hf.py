@@ -273,7 +273,7 @@ def _relevant(
         keep = []
         # a derived per-head width pinned to one of its candidates is part of "alone": a hidden size
         # that shrinks also shrinks a derived head_dim (Qwen2's q/k/v biases), which the pin undoes
-        pins = [{}] + [{pk: pv} for pk, pvs in options if pk in PINNABLE for pv in pvs]
+        pins: list[dict[str, int]] = [{}] + [{pk: pv} for pk, pvs in options if pk in PINNABLE for pv in pvs]
         for v in vals:
             for pin in pins:
                 try:
