@@ -75,7 +75,11 @@ def non_uniform(analysis: PruneAnalysis, removed: Iterable[int]) -> list[str]:
 def _target_shapes(model: nn.Module, analysis: PruneAnalysis, removed: np.ndarray) -> dict[str, tuple]:
     """Every state-dict entry's shape once ``removed`` is cut (from the plan: nothing is built)."""
     p = torch_plan(model, analysis, removed)
-    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    state = model.state_dict(keep_vars=True)
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    aliases: dict[int, list[str]] = {}  # a tied tensor under several names (T5's shared embedding)
+    for k, v in state.items():
+        aliases.setdefault(id(v), []).append(k)
     for name, axes in p.param_keep.items():
         base = name.split("@")[0]
         if base not in shapes:
@@ -83,7 +87,8 @@ def _target_shapes(model: nn.Module, analysis: PruneAnalysis, removed: np.ndarra
         s = list(shapes[base])
         for axis, kept in axes:
             s[axis] = int(np.asarray(kept).size)
-        shapes[base] = tuple(s)
+        for k in aliases[id(state[base])]:
+            shapes[k] = tuple(s)
     return shapes
 
 
