@@ -1,7 +1,8 @@
 """The README's coverage table: which model families zigraph analyzes, prunes exactly from ONNX and from
 torch, and round-trips as Hugging Face models — regenerated, never typed.
 
-Per family (tiny configurations, random weights; torchvision models at their real size):
+Per family (tiny configurations, random weights, Hugging Face models with their task head so the hidden
+size can shrink — docs/coverage.md says why; torchvision models at their real size):
 
 - analyze: the torch module traces (keyword-free, positional example input) and analyzes;
 - ONNX: the module exported with TorchScript (eager attention, then dynamo, when that fails),
@@ -66,41 +67,43 @@ def _hf_model(name: str) -> tuple[Any, Any]:
                intermediate_size=64, max_position_embeddings=64)  # fmt: skip
     gqa = dict(dec, num_key_value_heads=2, use_cache=False)
     if name == "bert":
-        return t.BertModel(t.BertConfig(**dec)), ids
+        return t.BertForMaskedLM(t.BertConfig(**dec)), ids
     if name == "roberta":
-        return t.RobertaModel(t.RobertaConfig(**dec)), ids + 2  # ids 0/1 are padding/start tokens
+        return t.RobertaForMaskedLM(t.RobertaConfig(**dec)), ids + 2  # ids 0/1 are padding/start tokens
     if name == "gpt2":
-        return t.GPT2Model(t.GPT2Config(vocab_size=100, n_embd=32, n_layer=2, n_head=4, n_positions=64,
+        return t.GPT2LMHeadModel(t.GPT2Config(vocab_size=100, n_embd=32, n_layer=2, n_head=4, n_positions=64,
                                         use_cache=False)), ids  # fmt: skip
     if name == "llama":
-        return t.LlamaModel(t.LlamaConfig(**gqa)), ids
+        return t.LlamaForCausalLM(t.LlamaConfig(**gqa)), ids
     if name == "qwen2":
-        return t.Qwen2Model(t.Qwen2Config(**gqa)), ids
+        return t.Qwen2ForCausalLM(t.Qwen2Config(**gqa)), ids
     if name == "mistral":
-        return t.MistralModel(t.MistralConfig(**gqa, sliding_window=None)), ids
+        return t.MistralForCausalLM(t.MistralConfig(**gqa, sliding_window=None)), ids
     if name == "phi3":
-        return t.Phi3Model(t.Phi3Config(**gqa, pad_token_id=0)), ids
+        return t.Phi3ForCausalLM(t.Phi3Config(**gqa, pad_token_id=0)), ids
     pixels = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     if name == "vit":
         cfg = t.ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
-                          num_attention_heads=4, intermediate_size=64)  # fmt: skip
-        return t.ViTModel(cfg), pixels
+                          num_attention_heads=4, intermediate_size=64, num_labels=10)  # fmt: skip
+        return t.ViTForImageClassification(cfg), pixels
     if name == "swin":
         cfg = t.SwinConfig(image_size=32, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[2, 2],
-                           window_size=4)  # fmt: skip
-        return t.SwinModel(cfg), pixels
+                           window_size=4, num_labels=10)  # fmt: skip
+        return t.SwinForImageClassification(cfg), pixels
     if name == "whisper_encoder":
         cfg = t.WhisperConfig(
             vocab_size=100, pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1,
             d_model=32, encoder_layers=2, encoder_attention_heads=4, decoder_layers=1,
             decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, num_mel_bins=8,
-            max_source_positions=16, max_target_positions=16,
+            max_source_positions=16, max_target_positions=16, num_labels=10,
         )  # fmt: skip
         feats = torch.randn(1, 8, 32, generator=torch.Generator().manual_seed(0))
-        return t.WhisperModel(cfg).get_encoder(), feats
+        return t.WhisperForAudioClassification(cfg), feats
     if name == "t5_encoder":
-        cfg = t.T5Config(vocab_size=100, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4)
-        return t.T5EncoderModel(cfg), ids
+        cfg = t.T5Config(
+            vocab_size=100, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4, num_labels=10
+        )
+        return t.T5ForTokenClassification(cfg), ids
     raise KeyError(name)
 
 
@@ -310,6 +313,39 @@ def full_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out) + ("\n\nWhy each ✗:\n\n" + "\n".join(why) if why else "")
 
 
+NOTES = """\
+## What is measured, and why
+
+Each Hugging Face family is built **with its task head** (`BertForMaskedLM`, `RobertaForMaskedLM`,
+`GPT2LMHeadModel`, `LlamaForCausalLM`, `Qwen2ForCausalLM`, `MistralForCausalLM`, `Phi3ForCausalLM`,
+`ViTForImageClassification`, `SwinForImageClassification`, `WhisperForAudioClassification` (the encoder
+and a classifier), `T5ForTokenClassification`), because that is what users prune. A bare encoder
+(`BertModel`, `LlamaModel`) returns its hidden states: a graph output must keep its shape, so the hidden
+size could never shrink there and the table would measure heads and MLP widths only (55-75% kept). With
+a head, the hidden stream ends in the LM head or the classifier, and hidden-size pruning
+(docs/hidden_size.md) and head dimensions (docs/head_dims.md) reach most of the parameters.
+
+The ONNX column exports with opset 17 (TorchScript) or 18 (dynamo), where `LayerNormalization` is one
+op the engine lowers exactly; a LayerNorm written out as ReduceMean/Sub/Pow/Sqrt/Div (older opsets)
+stays unprunable over its normalized axis by design (the mean over the removed channels is not zero).
+
+The HF round trip uses `select_uniform(kinds=hf_kinds(model, analysis))`: only kinds a config can hold
+are pruned, each by a multiple of its step (`hidden_size` a multiple of the head count for LLaMA).
+RMSNorm families shrink `hidden_size` with `rms_norm_eps = eps * D / d` and every norm weight times
+`sqrt(D / d)`; a LayerNorm over a shrunk hidden size (BERT, RoBERTa, GPT-2, ViT, Swin, Whisper) keeps
+its mean and variance over the original width, which no config expresses, so those hidden sizes stay
+whole for the round trip (`to_hf` refuses them naming the LayerNorm). Attention head dimensions (the
+default channels) are never a config either: HF derives the rotary frequencies and the softmax scale
+from its one `head_dim`; analyze with `attention="heads"` for a round trip with whole heads.
+
+Known gaps: **Whisper from torch** keeps the hidden size whole: HF freezes the sinusoidal
+`embed_positions` (`requires_grad=False`), the torch frontend treats a frozen tensor as a constant, and
+a constant added to the hidden stream makes the first LayerNorm's removed channels nonzero (pinned:
+"LayerNormalization normalizes over this axis ... exact only for a channel that is zero there"). The
+ONNX export has no frozen tensors, so the same model prunes its hidden size from ONNX. Swin's relative
+position bias table (`aten.index.Tensor`) stays unprunable from torch (a few hundred parameters)."""
+
+
 def write(rows: list[dict[str, Any]], readme: Path = README, doc: Path = DOC) -> None:
     """The short table into README.md's markers and the full page into docs/coverage.md."""
     engines = sorted({r.get("engine", "?") for r in rows})
@@ -320,7 +356,8 @@ def write(rows: list[dict[str, Any]], readme: Path = README, doc: Path = DOC) ->
         "Tiny configurations with random weights (torchvision models at full size), one-shot pruning of "
         f"{int(100 * SPARSITY)}% of the prunable ZIGs, each result checked against the zeroed original at "
         f"{RTOL:g} relative. How each column is computed: `bench/coverage.py`'s docstring.\n\n"
-        f"{stamp}\n\n{START}\n{short_table(rows)}\n{END}\n\n## Every number\n\n{full_table(rows)}\n"
+        f"{stamp}\n\n{START}\n{short_table(rows)}\n{END}\n\n{NOTES}\n\n"
+        f"## Every number\n\n{full_table(rows)}\n"
     )
     write_json_atomic(doc, text)
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
@@ -37,7 +38,7 @@ from graphcore.errors import ZigraphError
 from graphcore.groups import PruneAnalysis
 from graphcore.uniform import uniform_kinds
 
-__all__ = ["hf_config_for", "hf_kinds", "non_uniform", "to_hf"]
+__all__ = ["hf_config_for", "hf_kinds", "non_uniform", "norm_fix", "to_hf"]
 
 MAX_TRIES = 512
 # Per-head widths that configs derive (``hidden_size // num_attention_heads``) unless set explicitly.
@@ -74,7 +75,11 @@ def non_uniform(analysis: PruneAnalysis, removed: Iterable[int]) -> list[str]:
 def _target_shapes(model: nn.Module, analysis: PruneAnalysis, removed: np.ndarray) -> dict[str, tuple]:
     """Every state-dict entry's shape once ``removed`` is cut (from the plan: nothing is built)."""
     p = torch_plan(model, analysis, removed)
-    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    state = model.state_dict(keep_vars=True)
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    aliases: dict[int, list[str]] = {}  # a tied tensor under several names (T5's shared embedding)
+    for k, v in state.items():
+        aliases.setdefault(id(v), []).append(k)
     for name, axes in p.param_keep.items():
         base = name.split("@")[0]
         if base not in shapes:
@@ -82,8 +87,68 @@ def _target_shapes(model: nn.Module, analysis: PruneAnalysis, removed: np.ndarra
         s = list(shapes[base])
         for axis, kept in axes:
             s[axis] = int(np.asarray(kept).size)
-        shapes[base] = tuple(s)
+        for k in aliases[id(state[base])]:
+            shapes[k] = tuple(s)
     return shapes
+
+
+def _norms(model: nn.Module) -> dict[str, tuple[str, float]]:
+    """Normalization modules with a 1-D weight: name → ("layernorm" | "rmsnorm", epsilon). RMSNorm is
+    ``nn.RMSNorm`` or a Hugging Face RMSNorm (a ``variance_epsilon`` and no mean); anything else that
+    shrinks is left to the run check in ``to_hf``."""
+    out: dict[str, tuple[str, float]] = {}
+    for name, m in model.named_modules():
+        w = getattr(m, "weight", None)
+        if not isinstance(w, torch.Tensor) or w.ndim != 1:
+            continue
+        if isinstance(m, nn.LayerNorm):
+            out[name] = ("layernorm", float(m.eps))
+        elif isinstance(m, nn.RMSNorm) and m.eps is not None:
+            out[name] = ("rmsnorm", float(m.eps))
+        elif isinstance(getattr(m, "variance_epsilon", None), float):
+            out[name] = ("rmsnorm", float(m.variance_epsilon))
+    return out
+
+
+def norm_fix(model: nn.Module, target: Mapping[str, tuple]) -> tuple[dict[str, float], dict[str, float]]:
+    """What a config needs when the hidden size shrank under the model's norms (docs/hidden_size.md):
+    RMSNorm over d of the original D channels is exact with ``eps * D / d`` and its weight times
+    ``sqrt(D / d)``, so (config float fields → new value, weight key → factor). A LayerNorm over a
+    shrunk width keeps mean and variance over the original D (``WideLayerNorm``), which no config
+    field expresses: ZigraphError naming it."""
+    cfg = _config(model)
+    fields: dict[str, float] = {}
+    scale: dict[str, float] = {}
+    for name, (kind, eps) in _norms(model).items():
+        key = f"{name}.weight" if name else "weight"
+        orig = tuple(model.state_dict()[key].shape)
+        new = tuple(target.get(key, orig))
+        if new == orig:
+            continue
+        if kind == "layernorm":
+            raise ZigraphError(
+                f"{type(model).__name__}: LayerNorm {name!r} normalizes over the pruned hidden size "
+                f"({orig[0]} -> {new[0]}); the pruned model keeps its mean and variance over the original "
+                f"{orig[0]} (WideLayerNorm), which no Hugging Face config expresses. Leave the hidden size "
+                "whole for a round trip (select_uniform(..., kinds=hf_kinds(model, analysis))), or keep "
+                "the pruned model as a torch module / ONNX"
+            )
+        ratio = orig[0] / new[0]
+        eps_fields = [k for k, v in cfg.to_dict().items() if "eps" in k and isinstance(v, float) and v == eps]
+        if not eps_fields:
+            raise ZigraphError(
+                f"{type(model).__name__}: RMSNorm {name!r} shrank ({orig[0]} -> {new[0]}) but no config "
+                f"field holds its epsilon {eps:g} to become eps * {orig[0]}/{new[0]}"
+            )
+        for k in eps_fields:
+            if k in fields and not math.isclose(fields[k], eps * ratio, rel_tol=1e-12):
+                raise ZigraphError(
+                    f"{type(model).__name__}: norms sharing {k!r} shrank by different ratios; one config "
+                    "epsilon cannot hold both"
+                )
+            fields[k] = eps * ratio
+        scale[key] = math.sqrt(ratio)
+    return fields, scale
 
 
 def _shapes_of(cls: type, cfg: Any) -> dict[str, tuple] | None:
@@ -126,6 +191,7 @@ def hf_configs(model: nn.Module, target: Mapping[str, tuple], kept: Mapping[int,
                 pairs.setdefault(a, set()).add(b)
     base = cfg.to_dict()
     base.pop("pruned_heads", None)
+    base = _pin_head_dim(cls, cfg, base, orig)
     ints = {k: v for k, v in base.items() if isinstance(v, int) and not isinstance(v, bool)}
     new_sizes = sorted({b for bs in pairs.values() for b in bs})
     options: list[tuple[str, list[int]]] = []
@@ -174,6 +240,24 @@ def hf_configs(model: nn.Module, target: Mapping[str, tuple], kept: Mapping[int,
     )
 
 
+def _pin_head_dim(cls: type, cfg: Any, base: dict, orig: Mapping[str, tuple]) -> dict:
+    """A per-head width the config derives (Qwen2: ``hidden_size // num_attention_heads``) written out
+    at its original value when the class accepts it: a shrunk hidden size must not move it (4 heads
+    of 4 build the shapes of 2 heads of 8 but compute something else)."""
+    width, heads = base.get("hidden_size"), base.get("num_attention_heads")
+    if not (isinstance(width, int) and isinstance(heads, int) and heads > 0 and width % heads == 0):
+        return base
+    for key in PINNABLE:
+        if base.get(key) is None:
+            cand = {**base, key: width // heads}
+            try:
+                if _shapes_of(cls, type(cfg).from_dict(cand)) == dict(orig):
+                    base = cand
+            except Exception:  # the config class validates its fields
+                continue
+    return base
+
+
 def _relevant(
     cls: type,
     cfg: Any,
@@ -192,21 +276,35 @@ def _relevant(
             out.append((key, vals))
             continue
         keep = []
+        # a derived per-head width pinned to one of its candidates is part of "alone": a hidden size
+        # that shrinks also shrinks a derived head_dim (Qwen2's q/k/v biases), which the pin undoes
+        pins: list[dict[str, int]] = [{}] + [{pk: pv} for pk, pvs in options if pk in PINNABLE for pv in pvs]
         for v in vals:
-            try:
-                shapes = _shapes_of(cls, type(cfg).from_dict({**base, key: v}))
-            except Exception:  # the config class validates its fields
-                continue
-            if shapes is None or set(shapes) != set(orig):
-                continue
-            changed = {k for k in orig if shapes[k] != orig[k]}
-            # a count of a pruned kind may change nothing alone (1 head of 8 needs num_attention_heads
-            # and head_dim together); anything else must change some pruned parameter
-            if changed <= shrinking and (changed or base[key] in kinds):
-                keep.append(v)
+            for pin in pins:
+                try:
+                    shapes = _shapes_of(cls, type(cfg).from_dict({**base, **pin, key: v}))
+                except Exception:  # the config class validates its fields
+                    continue
+                if shapes is None or set(shapes) != set(orig):
+                    continue
+                if pin and shapes == _pinned_shapes(cls, cfg, base, pin):
+                    continue  # the pin alone did it
+                changed = {k for k in orig if shapes[k] != orig[k]}
+                # a count of a pruned kind may change nothing alone (1 head of 8 needs
+                # num_attention_heads and head_dim together); else it must change a pruned parameter
+                if changed <= shrinking and (changed or base[key] in kinds):
+                    keep.append(v)
+                    break
         if keep:
             out.append((key, keep))
     return out
+
+
+def _pinned_shapes(cls: type, cfg: Any, base: dict, pin: dict) -> dict[str, tuple] | None:
+    try:
+        return _shapes_of(cls, type(cfg).from_dict({**base, **pin}))
+    except Exception:  # the config class validates its fields
+        return None
 
 
 def _kept_sizes(analysis: PruneAnalysis, removed: np.ndarray) -> dict[int, int]:
@@ -218,17 +316,27 @@ def _kept_sizes(analysis: PruneAnalysis, removed: np.ndarray) -> dict[int, int]:
     return out
 
 
-def hf_kinds(model: nn.Module, analysis: PruneAnalysis) -> set[tuple]:
-    """The kinds of groups (``graphcore.uniform.group_kind``) a config of ``type(model)`` can shrink:
-    removing one ZIG from every group of the kind finds a config (checked on the meta device)."""
-    out = set()
+def hf_kinds(model: nn.Module, analysis: PruneAnalysis, max_step: int = 8) -> dict[tuple, int]:
+    """The kinds of groups (``graphcore.uniform.group_kind``) a config of ``type(model)`` can shrink,
+    each with its step: the fewest ZIGs per group whose removal finds a config (checked on the meta
+    device). A config may accept only some counts (``hidden_size`` a multiple of the head count:
+    step 4 for 4 heads), so ``select_uniform(kinds=...)`` removes a multiple of the step. Hidden sizes
+    under a LayerNorm are never a kind here (``norm_fix``)."""
+    out: dict[tuple, int] = {}
     for kind, groups in uniform_kinds(analysis).items():
-        removed = np.array(sorted(int(g.zig_ids[0]) for g in groups), dtype=np.int64)
-        try:
-            hf_config_for(model, _target_shapes(model, analysis, removed), _kept_sizes(analysis, removed))
-        except ZigraphError:
-            continue
-        out.add(kind)
+        room = min(g.size - g.min_keep for g in groups)
+        for step in range(1, min(room, max_step) + 1):
+            removed = np.array(sorted(int(z) for g in groups for z in g.zig_ids[:step]), dtype=np.int64)
+            target = _target_shapes(model, analysis, removed)
+            try:
+                norm_fix(model, target)
+                hf_config_for(model, target, _kept_sizes(analysis, removed))
+            except ZigraphError as exc:
+                if "LayerNorm" in str(exc):
+                    break  # no count of a LayerNorm's width is expressible
+                continue
+            out[kind] = step
+            break
     return out
 
 
@@ -306,11 +414,17 @@ def to_hf(
         dtype = next(model.parameters()).dtype
     except StopIteration:
         dtype = torch.float32
+    fields, scale = norm_fix(model, target)
     worst: float | None = None
     unsaved: list[str] = []
-    for new_cfg in hf_configs(model, target, _kept_sizes(analysis, ids)):
+    for new_cfg in _configs_or_why(model, analysis, target, ids):
+        for k, v in fields.items():
+            setattr(new_cfg, k, v)
         hf = type(model)(new_cfg).to(dtype)
-        hf.load_state_dict(_state_for(model, small, hf.state_dict().keys()), strict=True)
+        state = _state_for(model, small, hf.state_dict().keys())
+        for k, f in scale.items():
+            state[k] = state[k] * f
+        hf.load_state_dict(state, strict=True)
         hf.train(model.training)
         err = _error(hf, small, analysis, seed)
         if err <= RTOL:
@@ -326,7 +440,30 @@ def to_hf(
     raise ZigraphError(
         f"{type(model).__name__}: the configs {type(cfg).__name__} that build the pruned shapes compute "
         f"something else (max relative error {worst:.2e}){hint}; keep it as a torch module / ONNX"
+        f"{_dims_hint(analysis)}"
     )
+
+
+def _dims_hint(analysis: PruneAnalysis) -> str:
+    """Why pruned head dimensions are no config (empty for an analysis with whole heads)."""
+    if getattr(analysis, "attention", "dims") != "dims":
+        return ""
+    return (
+        ". If attention head dimensions were pruned: a Hugging Face config has one head_dim for "
+        "queries/keys and values/outputs, and derives the rotary frequencies and the softmax scale from "
+        "it, while the pruned model keeps the original ones; analyze with attention='heads' "
+        "(--attention heads) to prune whole heads for a round trip"
+    )
+
+
+def _configs_or_why(
+    model: nn.Module, analysis: PruneAnalysis, target: Mapping[str, tuple], ids: np.ndarray
+) -> Any:
+    """``hf_configs``; when none fits, the error says why head dimensions cannot be a config."""
+    try:
+        yield from hf_configs(model, target, _kept_sizes(analysis, ids))
+    except ZigraphError as exc:
+        raise ZigraphError(f"{exc}{_dims_hint(analysis)}") from None
 
 
 def _unsaved_buffers(model: nn.Module, hf: nn.Module) -> list[str]:

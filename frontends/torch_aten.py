@@ -19,6 +19,7 @@ from frontends.torch_ops import FAMILIES  # noqa: F401  (registers the handlers 
 from frontends.torch_ops.common import as_operand, clip, norm_axis, rank, shape_of, simple, tensor_input
 from frontends.torch_ops.elementwise import to_dtype
 from frontends.torch_ops.layout import emit_split
+from frontends.torch_ops.layout import pad as emit_pad
 from frontends.torch_ops.normalize import emit_batchnorm
 from frontends.torch_ops.shapes import emit_pick, emit_shape
 from graphcore.ir import Value
@@ -92,6 +93,7 @@ SHARED: dict[Any, tuple[str, ...]] = {
     torch.zeros_like: ("zeros_like",),
     torch.ones_like: ("ones_like",),
     torch.nn.functional.scaled_dot_product_attention: ("scaled_dot_product_attention",),
+    torch.nn.functional.adaptive_avg_pool1d: ("adaptive_avg_pool1d",),  # Swin's pooler
     torch.nn.functional.adaptive_avg_pool2d: ("adaptive_avg_pool2d",),
     torch.nn.functional.max_pool2d: ("max_pool2d", "max_pool2d_with_indices"),
     torch.nn.functional.avg_pool2d: ("avg_pool2d",),
@@ -252,6 +254,13 @@ def _constant_pad(b: Builder, n: fx.Node) -> Value:
     y = b.out(n)
     b.emit(n, "Pad", inputs, [y], mode="constant")
     return y
+
+
+@on_function(*_overloads("pad"))
+def _aten_pad(b: Builder, n: fx.Node) -> Value:
+    """``aten.pad(x, pad, mode, value)``: the arguments of ``F.pad``, the same lowering (Swin pads its
+    windows with it in an exported graph)."""
+    return emit_pad(b, n)
 
 
 @on_function(*_overloads("rsqrt"))

@@ -18,6 +18,7 @@ from graphcore.groups import ChannelMap, NodeGroup, PruneAnalysis
 from graphcore.infer import fill_output_shape
 from graphcore.ir import Graph, Node, Value
 from graphcore.ops import declarations_for, rule_for
+from graphcore.ops.head_dims import attention_granularity, attention_used
 from graphcore.util import gc_paused
 
 __all__ = ["analyze", "build_channel_graph", "node_flops"]
@@ -102,9 +103,10 @@ def node_flops(node: Node) -> int:
     return 0 if cost is None else cost(node)
 
 
-def analyze(graph: Graph, mode: str = "prune") -> PruneAnalysis:
-    """Find node groups and ZIGs of ``graph``; each group says whether it is prunable and why not."""
-    with gc_paused():
+def analyze(graph: Graph, mode: str = "prune", attention: str | None = None) -> PruneAnalysis:
+    """Find node groups and ZIGs of ``graph``; each group says whether it is prunable and why not.
+    ``attention``: ``"dims"`` or ``"heads"`` (``graphcore.modes.analyze``); None: the setting in force."""
+    with gc_paused(), attention_granularity(attention_used() if attention is None else attention):
         return _analyze(graph, mode)
 
 
@@ -232,6 +234,7 @@ def _analyze(graph: Graph, mode: str) -> PruneAnalysis:
         vertex_kinds=kinds,
         unknown_ops=unknown,
         internal=ChannelMap(ctx, folded, zig_of_comp),
+        attention=attention_used(),
     )
 
 

@@ -443,6 +443,7 @@ def analyze_erase(graph: Graph, prune: PruneAnalysis) -> EraseAnalysis:
         trainable={v.name: v.trainable for v in graph.params},
         param_shapes=shapes,
         mode="erase",
+        attention=prune.attention,
         flops_total=prune.flops_total,
         params_total=prune.params_total,
         vertex_kinds=dict(prune.vertex_kinds),

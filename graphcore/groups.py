@@ -106,6 +106,7 @@ class PruneAnalysis:
     trainable: dict[str, bool]
     param_shapes: dict[str, tuple[int, ...]]
     mode: str = "prune"
+    attention: str = "dims"  # attention channels: head dimensions or whole heads (graphcore.analyze)
     flops_total: int = 0
     params_total: int = 0
     vertex_kinds: dict[str, int] = field(default_factory=dict)
@@ -192,6 +193,7 @@ class PruneAnalysis:
                 name=graph.name, format=graph.format, opset=graph.opset, source=graph.meta.get("source")
             ),
             mode=self.mode,
+            attention=self.attention,
             num_nodes=len(graph.nodes),
             vertex_kinds=dict(self.vertex_kinds),
             unknown_ops=dict(self.unknown_ops),

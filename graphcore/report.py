@@ -153,6 +153,9 @@ class Report(BaseModel):
     schema_version: str = SCHEMA_VERSION
     model: ModelInfo
     mode: str
+    attention: str | None = Field(
+        default=None, description="attention channels: 'dims' (head dimensions) or 'heads' (whole heads)"
+    )
     num_nodes: int
     vertex_kinds: dict[str, int]
     unknown_ops: dict[str, int]

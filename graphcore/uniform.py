@@ -10,7 +10,7 @@ layer index is any all-digit name component — never from the model's name. Kep
 from __future__ import annotations
 
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 
 import numpy as np
 
@@ -51,7 +51,10 @@ def select_uniform(
     The count per kind is the mean of what ``select_zigs`` takes from that kind's groups (rounded, and
     at most ``size - min_keep``): the same allocation across kinds, made uniform across layers. Inside
     a group the lowest-scored ZIGs go (for ``random``, a seeded draw). ``kinds``: only these kinds are
-    pruned (those a Hugging Face config can express, ``construct.to_hf.hf_kinds``).
+    pruned (those a Hugging Face config can express, ``construct.to_hf.hf_kinds``); a mapping gives
+    each kind a step, and its count is rounded down to a multiple of it (a config that accepts only
+    some widths: ``hidden_size`` a multiple of the head count). Kinds left out stay whole, e.g. the
+    hidden size under a LayerNorm when the target is a Hugging Face round trip.
     """
     base = select_zigs(analysis, sparsity, scores=scores, criterion=criterion, seed=seed)
     taken = np.bincount(analysis.zig_group[base], minlength=len(analysis.groups))
@@ -62,6 +65,8 @@ def select_uniform(
             continue
         room = min(g.size - g.min_keep for g in groups)
         count = min(int(np.floor(np.mean([taken[g.id] for g in groups]) + 0.5)), room)  # half up
+        if isinstance(kinds, Mapping):
+            count -= count % max(int(kinds[kind]), 1)
         if count <= 0:
             continue
         for g in groups:

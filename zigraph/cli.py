@@ -84,6 +84,12 @@ def _parser() -> argparse.ArgumentParser:
             default=[],
             help="torch models: one per input, SHAPE[:DTYPE] (1,3,224,224 or 1,8:int64 for token ids)",
         )
+        sp.add_argument(
+            "--attention",
+            choices=["dims", "heads"],
+            default="dims",
+            help="attention channels: head dimensions (default) or whole heads",
+        )
 
     a = sub.add_parser("analyze", help="vertex kinds, node groups and what is prunable")
     model_args(a)
@@ -182,9 +188,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from graphcore.ops.head_dims import attention_granularity
     from zigraph.console import quiet_output
 
-    with quiet_output(args.quiet or getattr(args, "json", None) == "-"):
+    quiet = args.quiet or getattr(args, "json", None) == "-"
+    with quiet_output(quiet), attention_granularity(getattr(args, "attention", "dims")):
         return _dispatch(args)
 
 

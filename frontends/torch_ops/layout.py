@@ -20,7 +20,7 @@ from frontends.torch_ops.common import module_of, norm_axis, rank, shape_of, sim
 from frontends.torch_ops.shapes import emit_pick, emit_shape
 from graphcore.ir import Value
 
-__all__ = ["emit_split"]
+__all__ = ["emit_split", "pad"]
 
 
 # -- reshapes ----------------------------------------------------------------------------------------
@@ -278,7 +278,7 @@ def _unbind(b: Builder, n: fx.Node) -> Any:
 
 
 @on_function(F.pad)
-def _pad(b: Builder, n: fx.Node) -> Value:
+def pad(b: Builder, n: fx.Node) -> Value:
     x = tensor_input(b, n)
     pads = b.arg(n, 1, "pad")
     mode = b.arg(n, 2, "mode", "constant")

@@ -28,7 +28,15 @@ from graphcore.ir import Node, Value
 from graphcore.ops.axis_groups import factorize
 from graphcore.ops.common import const_list
 
-__all__ = ["feeds_head_product", "from_head_product", "head_dims_enabled", "whole_heads"]
+__all__ = [
+    "ATTENTION",
+    "attention_granularity",
+    "attention_used",
+    "feeds_head_product",
+    "from_head_product",
+    "head_dims_enabled",
+    "whole_heads",
+]
 
 _WHOLE_HEADS: ContextVar[bool] = ContextVar("zigraph_whole_heads", default=False)
 
@@ -44,6 +52,29 @@ def whole_heads() -> Iterator[None]:
         yield
     finally:
         _WHOLE_HEADS.reset(token)
+
+
+ATTENTION = ("dims", "heads")
+
+
+@contextlib.contextmanager
+def attention_granularity(attention: str) -> Iterator[None]:
+    """``"dims"`` (head dimensions, the default) or ``"heads"`` (``whole_heads()``) as the attention
+    channels for what runs inside; anything else is an AnalysisError."""
+    if attention not in ATTENTION:
+        from graphcore.errors import AnalysisError
+
+        raise AnalysisError(f"unknown attention granularity {attention!r}; expected one of {ATTENTION}")
+    token = _WHOLE_HEADS.set(attention == "heads")
+    try:
+        yield
+    finally:
+        _WHOLE_HEADS.reset(token)
+
+
+def attention_used() -> str:
+    """The granularity an analysis running now uses (recorded in its report)."""
+    return "heads" if _WHOLE_HEADS.get() else "dims"
 
 
 def head_dims_enabled() -> bool:
