@@ -56,7 +56,9 @@ def select_uniform(
     some widths: ``hidden_size`` a multiple of the head count). Kinds left out stay whole, e.g. the
     hidden size under a LayerNorm when the target is a Hugging Face round trip.
     """
-    base = select_zigs(analysis, sparsity, scores=scores, criterion=criterion, seed=seed)
+    # multiple=1: the counts per kind are rounded below, to each kind's step; rounding the base selection
+    # per group first would give back a kind's whole share when its groups drew just under a multiple
+    base = select_zigs(analysis, sparsity, scores=scores, criterion=criterion, seed=seed, multiple=1)
     taken = np.bincount(analysis.zig_group[base], minlength=len(analysis.groups))
     rng = np.random.default_rng(seed)
     chosen: list[np.ndarray] = []
