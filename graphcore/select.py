@@ -114,9 +114,7 @@ def select_zigs(
     for g in analysis.prunable_groups:
         room[g.id] = g.size - g.min_keep
     chosen = np.nonzero(select_with_caps(candidates, position, analysis.zig_group, room, target))[0]
-    if multiple is None:
-        chosen = _round_kept(analysis, chosen, position, group_multiples(analysis))
-    elif multiple > 1:
+    if multiple != 1:
         chosen = _round_kept(analysis, chosen, position, group_multiples(analysis, multiple))
     return chosen.astype(np.int64)
 

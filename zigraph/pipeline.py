@@ -135,13 +135,14 @@ def prune(
             arrays = trainable_arrays(loaded.module, analysis)
         norms = construct.zig_norms(analysis, arrays)
         scores = relative_scores(analysis, norms)
-    chosen = select_zigs(analysis, sparsity, scores, criterion=criterion, seed=seed, multiple=multiple)
     if uniform:
         from graphcore.uniform import select_uniform
 
         if multiple is not None and multiple > 1:
             raise ZigraphError("--uniform and --multiple cannot be combined")
         chosen = select_uniform(analysis, sparsity, scores, criterion=criterion, seed=seed)
+    else:
+        chosen = select_zigs(analysis, sparsity, scores, criterion=criterion, seed=seed, multiple=multiple)
     target = Path(out)
     # Written under a temporary name and published only once verified: a run that fails for any
     # reason, or a model that does not verify, leaves nothing at ``target``.
