@@ -17,20 +17,35 @@ DEFAULT_RTOL = FP32_RTOL  # the fp32 rule; compare_models picks the model's own 
 MAX_INPUT_ELEMENTS = 1 << 28
 
 
-def _session(model: onnx.ModelProto, what: str = "the model", ours: bool = False):
-    """An onnxruntime session; a model that does not load is bad input, or our bug when ``ours``."""
+def session_options():
+    """The options every check runs with: basic graph optimizations only, fatal-only logging (a
+    failure is reported once, as our own one-line error)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    opts.log_severity_level = 4  # fatal only: a failure is reported once, as our own one-line error
+    opts.log_severity_level = 4
+    return opts
+
+
+def load_error(exc: Exception, what: str, ours: bool) -> Exception:
+    """A model onnxruntime cannot load is bad input, or our bug when ``ours`` (we wrote it)."""
+    lines = str(exc).strip().splitlines()
+    msg = f"onnxruntime cannot load {what} ({lines[0][:300] if lines else type(exc).__name__})"
+    return InternalError(msg) if ours else ZigraphError(msg)
+
+
+def _session(model: onnx.ModelProto, what: str = "the model", ours: bool = False):
+    """An onnxruntime session of an in-memory model."""
+    import onnxruntime as ort
+
     try:
         model = exact_integer_products(model)  # onnxruntime's uint8 x int8 kernel saturates pairs of products
-        return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(
+            model.SerializeToString(), session_options(), providers=["CPUExecutionProvider"]
+        )
     except Exception as exc:
-        lines = str(exc).strip().splitlines()
-        msg = f"onnxruntime cannot load {what} ({lines[0][:300] if lines else type(exc).__name__})"
-        raise (InternalError(msg) if ours else ZigraphError(msg)) from None
+        raise load_error(exc, what, ours) from None
 
 
 def _index_bounds(model: onnx.ModelProto) -> dict[str, int]:

@@ -13,7 +13,7 @@ import onnx
 from construct.quant_zero import exact_integer_products
 from construct.runnable import bf16_tensors, float_io
 from construct.tolerance import model_tolerance
-from construct.verify import _report, _run, random_inputs
+from construct.verify import _report, _run, load_error, random_inputs, session_options
 from graphcore.errors import InternalError, ZigraphError
 from graphcore.report import VerifyReport
 
@@ -83,9 +83,7 @@ def _file_session(path, what: str, ours: bool = False, overrides: dict | None = 
     if runnable is not model:
         path = path.with_name(f"runnable-{path.name}")
         write_proto(runnable, path)
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    opts.log_severity_level = 4
+    opts = session_options()
     opts.enable_cpu_mem_arena = False  # memory given back when the session goes
     opts.add_session_config_entry("session.disable_prepacking", "1")
     for name, value in (overrides or {}).items():
@@ -93,9 +91,7 @@ def _file_session(path, what: str, ours: bool = False, overrides: dict | None = 
     try:
         return runnable, ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     except Exception as exc:
-        lines = str(exc).strip().splitlines()
-        msg = f"onnxruntime cannot load {what} ({lines[0][:300] if lines else type(exc).__name__})"
-        raise (InternalError(msg) if ours else ZigraphError(msg)) from None
+        raise load_error(exc, what, ours) from None
 
 
 def compare_files(
