@@ -166,11 +166,14 @@ def _subgraph_reads(g: onnx.GraphProto) -> set[str]:
     return out
 
 
+_SUBGRAPH_TYPES = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+
+
 def outer_reads(pn: onnx.NodeProto) -> list[str]:
     """Names the subgraphs of node ``pn`` (If branches, a Loop body) read, at any depth, that they do
     not define themselves: values of the enclosing scope, in first-read order."""
     out: dict[str, None] = {}
-    stack = [(att, frozenset[str]()) for att in reversed(pn.attribute)]
+    stack = [(att, frozenset[str]()) for att in reversed(pn.attribute) if att.type in _SUBGRAPH_TYPES]
     while stack:
         att, outer_local = stack.pop()
         subs = [att.g] if att.type == onnx.AttributeProto.GRAPH else list(att.graphs)
@@ -181,5 +184,5 @@ def outer_reads(pn: onnx.NodeProto) -> list[str]:
                 for x in n.input:
                     if x and x not in local:
                         out.setdefault(x, None)
-                stack.extend((a, frozenset(local)) for a in n.attribute)
+                stack.extend((a, frozenset(local)) for a in n.attribute if a.type in _SUBGRAPH_TYPES)
     return list(out)

@@ -279,17 +279,15 @@ def _group_by_signature(
     cuts = np.searchsorted(gid[order], np.arange(ng + 1))
     members = [order[cuts[g] : cuts[g + 1]] for g in range(ng)]
     bounds = np.searchsorted(uz, np.arange(nz + 1))
-
-    def slots_of(z: int) -> list[int]:
-        return us[bounds[z] : bounds[z + 1]].tolist()
-
-    signature = [slots_of(int(m[0])) for m in members]
-    for g, m in enumerate(members):  # exact check of the hash: every member has the first's axes
-        k = len(signature[g])
-        sizes = bounds[m + 1] - bounds[m]
-        same = (sizes == k).all() and (us[bounds[m][:, None] + np.arange(k)[None, :]] == signature[g]).all()
-        if not same:
-            raise AssertionError("internal error: node-group signature hash collision")
+    # Exact check of the hash, for all ZIGs at once: each has as many axes as its group's first member,
+    # and the same axis at every position.
+    firsts = [int(m[0]) for m in members]
+    leader = np.array(firsts, dtype=np.int64)[gid]
+    counts = np.diff(bounds)
+    pos = np.arange(len(uz), dtype=np.int64) - bounds[uz]
+    if not (counts == counts[leader]).all() or not (us == us[bounds[leader[uz]] + pos]).all():
+        raise AssertionError("internal error: node-group signature hash collision")
+    signature = [us[bounds[z] : bounds[z + 1]].tolist() for z in firsts]
     return members, signature
 
 

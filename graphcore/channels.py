@@ -36,6 +36,8 @@ MAX_AXIS = 1 << 24
 """Axes longer than this are never channels (no weight has 16M rows); they are treated as unknown so
 that absurd dimensions in a malformed model cost no memory."""
 MAX_ELEMENTS = 1 << 27
+_NO_FLAGS = np.zeros(0, dtype=bool)
+_NO_FLAGS.flags.writeable = False
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,7 @@ class ChannelGraph:
         self.subst: dict[str, int] = {}
         self.input_symbols: set[str] = set()
         self.pending_pins: dict[SlotKey, str] = {}
+        self._uniform: dict[tuple[int, bool], np.ndarray] = {}
 
     def resolve_symbols(self, node: Node) -> None:
         """Apply symbol sizes learned upstream (e.g. a head count) to this node's values."""
@@ -103,31 +106,33 @@ class ChannelGraph:
     # -- slots ------------------------------------------------------------------------------------
     def slot(self, v: Value | None, axis: int) -> SlotKey | None:
         """The key of axis ``axis`` of ``v`` when that axis has a static size, else None."""
-        if v is None or v.shape is None:
+        if v is None:
             return None
-        rank = len(v.shape)
+        shape = v.shape
+        if shape is None:
+            return None
         if axis < 0:
-            axis += rank
-        if not 0 <= axis < rank:
+            axis += len(shape)
+        key = (v.name, axis)
+        if key in self.offset:  # asked for tens of times per node: the common case is one lookup
+            return key
+        if not 0 <= axis < len(shape):
             return None
-        d = v.shape[axis]
+        d = shape[axis]
         if not isinstance(d, int) or d < 0 or d > MAX_AXIS:
             return None
-        key = (v.name, axis)
-        if key not in self.offset:
-            if self.total + d > MAX_ELEMENTS:
-                from graphcore.errors import AnalysisError
+        if self.total + d > MAX_ELEMENTS:
+            from graphcore.errors import AnalysisError
 
-                raise AnalysisError(
-                    f"the model has more than {MAX_ELEMENTS} channel indices in total; "
-                    "it is too large to analyze"
-                )
-            self.offset[key] = self.total
-            self.size[key] = d
-            self.values[v.name] = v
-            self.total += d
-            if key in self.pending_pins:
-                self.pins.setdefault(key, self.pending_pins.pop(key))
+            raise AnalysisError(
+                f"the model has more than {MAX_ELEMENTS} channel indices in total; it is too large to analyze"
+            )
+        self.offset[key] = self.total
+        self.size[key] = d
+        self.values[v.name] = v
+        self.total += d
+        if key in self.pending_pins:
+            self.pins.setdefault(key, self.pending_pins.pop(key))
         return key
 
     def elements(self, key: SlotKey) -> np.ndarray:
@@ -209,6 +214,27 @@ class ChannelGraph:
         self._links_b.append(self.offset[kb] + ib)
         return True
 
+    def link_range(self, a: Value | None, axis_a: int, b: Value | None, axis_b: int, offset: int) -> bool:
+        """Element i of a's axis is the same channel as element ``offset + i`` of b's (a part and its
+        place in a concatenation): ``link_index`` with two ranges, without building and checking them."""
+        ka, kb = self.slot(a, axis_a), self.slot(b, axis_b)
+        if ka is None or kb is None:
+            for k in (ka, kb):
+                if k is not None:
+                    self.pin_key(k, "linked to an axis whose size is unknown")
+            return False
+        d = self.size[ka]
+        if d and (offset < 0 or offset + d > self.size[kb]):
+            self.pin_key(ka, "linked by indices that do not fit the declared shapes")
+            self.pin_key(kb, "linked by indices that do not fit the declared shapes")
+            return False
+        self.touched.add(ka)
+        self.touched.add(kb)
+        oa, ob = self.offset[ka], self.offset[kb] + offset
+        self._links_a.append(np.arange(oa, oa + d, dtype=np.int64))
+        self._links_b.append(np.arange(ob, ob + d, dtype=np.int64))
+        return True
+
     def tie_blocks(self, v: Value | None, axis: int, block: int) -> None:
         """Consecutive blocks of ``block`` elements must be removed together."""
         k = self.slot(v, axis)
@@ -271,14 +297,16 @@ class ChannelGraph:
 
     # -- zero tracking -----------------------------------------------------------------------------
     def zero(self, v: Value | None, axis: int) -> np.ndarray:
-        """Per element of the axis: is the whole slice exactly zero once its channel is zeroed."""
+        """Per element of the axis: is the whole slice exactly zero once its channel is zeroed.
+
+        The array is read-only (it may be shared with other axes): a rule combines flags into a copy."""
         k = self.slot(v, axis)
         if k is None:
-            return np.zeros(0, dtype=bool)
+            return _NO_FLAGS
         z = self.zeros.get(k)
         if z is None:
             assert v is not None
-            z = np.full(self.size[k], bool(v.is_param and v.trainable))
+            z = self.uniform(self.size[k], bool(v.is_param and v.trainable))
             self.zeros[k] = z
         return z
 
@@ -286,8 +314,28 @@ class ChannelGraph:
         k = self.slot(v, axis)
         if k is None:
             return
-        arr = np.broadcast_to(np.asarray(z, dtype=bool), (self.size[k],)).copy()
+        n = self.size[k]
+        if isinstance(z, bool | np.bool_):
+            self.zeros[k] = self.uniform(n, bool(z))
+            return
+        arr = np.asarray(z, dtype=bool)
+        if arr.shape == (n,) and not arr.flags.writeable and arr.base is None:
+            self.zeros[k] = arr  # already frozen and owned by no one else (another axis's flags)
+            return
+        arr = np.broadcast_to(arr, (n,)).copy()
+        arr.flags.writeable = False
         self.zeros[k] = arr
+
+    def uniform(self, n: int, flag: bool) -> np.ndarray:
+        """A read-only array of ``n`` equal flags, one per (size, flag): most axes are all zero or all not,
+        and building a fresh array for each of them was a third of a rule's time."""
+        key = (n, flag)
+        arr = self._uniform.get(key)
+        if arr is None:
+            arr = np.full(n, flag, dtype=bool)
+            arr.flags.writeable = False
+            self._uniform[key] = arr
+        return arr
 
     # -- shape values ------------------------------------------------------------------------------
     def get_entries(self, v: Value | None, node: Node | None = None, index: int = -1) -> list[Entry] | None:

@@ -14,6 +14,7 @@ __all__ = [
     "all_zero",
     "any_zero",
     "broadcast",
+    "combine_zeros",
     "const_ints",
     "const_list",
     "data_zero",
@@ -86,8 +87,7 @@ def identity(ctx: ChannelGraph, src: Value | None, dst: Value | None, zero_prese
         return
     for a in range(r):
         if ctx.link(src, a, dst, a):
-            z = ctx.zero(src, a)
-            ctx.set_zero(dst, a, z if zero_preserving else np.zeros_like(z))
+            ctx.set_zero(dst, a, ctx.zero(src, a) if zero_preserving else False)
 
 
 def broadcast(
@@ -129,20 +129,34 @@ def broadcast(
                 zs.append(ctx.zero(v, ax))
             else:
                 zs.append(False)
-        key = ctx.slot(out, a)
-        if key is None:
+        if ctx.slot(out, a) is None:
             continue
-        n = ctx.size[key]
-        arrs = [np.broadcast_to(np.asarray(z, dtype=bool), (n,)) for z in zs]
-        if mode == "all":
-            z = np.logical_and.reduce(arrs) if arrs else np.zeros(n, bool)
-        elif mode == "any":
-            z = np.logical_or.reduce(arrs) if arrs else np.zeros(n, bool)
-        elif mode == "first":
-            z = arrs[0]
+        if mode == "first":
+            ctx.set_zero(out, a, zs[0])
+        elif mode in ("all", "any"):
+            ctx.set_zero(out, a, combine_zeros(zs, every=mode == "all"))
         else:
-            z = np.zeros(n, bool)
-        ctx.set_zero(out, a, z)
+            ctx.set_zero(out, a, False)
+
+
+def combine_zeros(zs: Sequence[np.ndarray | bool], every: bool) -> np.ndarray | bool:
+    """The elementwise AND (``every``) or OR of zero flags, each an array of the axis's length or a bool
+    for the whole axis; no flags at all: False. Flags are often one shared array (``ChannelGraph.uniform``,
+    or the same operand twice), so each distinct array is read once and a single one comes back as it is.
+    """
+    arrays: list[np.ndarray] = []
+    for z in zs:
+        if isinstance(z, bool | np.bool_):
+            if bool(z) != every:
+                return bool(z)  # a False in an AND, a True in an OR decides the whole axis
+            continue
+        if not any(z is x for x in arrays):
+            arrays.append(z)
+    if not arrays:
+        return every and bool(zs)
+    if len(arrays) == 1:
+        return arrays[0]
+    return np.logical_and.reduce(arrays) if every else np.logical_or.reduce(arrays)
 
 
 # -- zero_when: is the output exactly zero given which operands are? (see registry.OpRule) --------------

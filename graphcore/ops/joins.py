@@ -13,7 +13,7 @@ import numpy as np
 
 from graphcore.channels import ChannelGraph, Entry
 from graphcore.ir import Node
-from graphcore.ops.common import all_zero, const_ints, const_list, data_zero, known_shape, rank
+from graphcore.ops.common import all_zero, combine_zeros, const_ints, const_list, data_zero, known_shape, rank
 from graphcore.ops.registry import LegacyAttr, ShrinkView, register_op
 from graphcore.ops.shape import concat_shape
 
@@ -32,32 +32,29 @@ def _concat(ctx: ChannelGraph, node: Node) -> None:
     offset = 0
     zs = []
     for v in ins:
-        d = known_shape(v)[axis]
+        d = v.shape[axis]
         if key is None or not isinstance(d, int):
             ctx.pin(v, axis, "Concat of unknown width")
             if key is not None:
                 ctx.pin_key(key, "Concat of unknown width")
             offset = -1
             break
-        ctx.link_index(v, axis, np.arange(d), y, axis, offset + np.arange(d))
+        ctx.link_range(v, axis, y, axis, offset)
         zs.append(ctx.zero(v, axis))
         offset += d
     if key is not None and offset == ctx.size[key]:
-        ctx.set_zero(y, axis, np.concatenate(zs) if zs else np.zeros(0, bool))
+        ctx.set_zero(y, axis, np.concatenate(zs) if zs else False)
     for a in range(ry):
         if a == axis:
             continue
-        linked = [v for v in ins if ctx.link(v, a, y, a)]
-        key_a = ctx.slot(y, a)
-        if key_a is None or not linked:
+        flags = [ctx.zero(v, a) for v in ins if ctx.link(v, a, y, a)]
+        key_a = ctx.slot(y, a)  # after the links: one of them may have learned the output's size
+        if key_a is None or not flags:
             continue
         # A link may learn the output's size only after an earlier input linked with no static size:
         # that input has no zero flags for the axis, so it counts as not zero (conservative).
-        za = np.ones(ctx.size[key_a], dtype=bool)
-        for v in linked:
-            zv = ctx.zero(v, a)
-            za &= zv if zv.shape == za.shape else False
-        ctx.set_zero(y, a, za)
+        n = ctx.size[key_a]
+        ctx.set_zero(y, a, combine_zeros([z if z.shape == (n,) else False for z in flags], every=True))
 
 
 def _fill_split_shapes(ctx: ChannelGraph, node: Node) -> None:

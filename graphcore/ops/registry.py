@@ -257,20 +257,31 @@ def register_rule(rule: OpRule, *, replace: bool = False) -> OpRule:
     if not callable(rule.at_zero) and rule.at_zero is not None and rule.at_zero not in AT_ZERO:
         raise ValueError(f"unknown f(0) fact {rule.at_zero!r}; expected one of {AT_ZERO}")
     _RULES[key] = rule
+    _DECLARATIONS.clear()
     return rule
 
 
 def rule_for(node: Node) -> OpRule | None:
-    return _RULES.get((_norm_domain(node.domain), node.op))
+    d = node.domain
+    return _RULES.get(("" if not d or d == "ai.onnx" else d, node.op))
+
+
+_DECLARATIONS: dict[tuple[str, str], list[OpRule]] = {}
+"""``declarations_for`` per (domain, op), asked several times per node by every pass; emptied whenever
+the table changes."""
 
 
 def declarations_for(node: Node) -> list[OpRule]:
     """The rules a pass may read for ``node``, in order: its own, then — for an op of another domain
     that carries an ONNX op's name (com.microsoft::Gelu) — that ONNX op's, for the hooks (shape, cost)
-    its own declaration leaves out."""
-    own = rule_for(node)
-    namesake = _RULES.get(("", node.op)) if _norm_domain(node.domain) else None
-    return [r for r in (own, namesake) if r is not None]
+    its own declaration leaves out. The list is shared: callers never edit it."""
+    key = (node.domain, node.op)
+    found = _DECLARATIONS.get(key)
+    if found is None:
+        own = rule_for(node)
+        namesake = _RULES.get(("", node.op)) if _norm_domain(node.domain) else None
+        found = _DECLARATIONS[key] = [r for r in (own, namesake) if r is not None]
+    return found
 
 
 def output_is_zero(node: Node, zero_inputs: Sequence[bool]) -> bool:

@@ -11,7 +11,7 @@ import numpy as np
 
 from graphcore.channels import ChannelGraph, Entry
 from graphcore.ir import Dim, Node, Value
-from graphcore.ops.common import any_zero, data_zero, rank, stem_zero
+from graphcore.ops.common import any_zero, combine_zeros, data_zero, rank, stem_zero
 from graphcore.ops.registry import ShrinkView, register_op
 from graphcore.ops.shape import broadcast_dims, conv_shape
 
@@ -123,13 +123,7 @@ def contraction(
                 else:
                     ctx.pin(v, ax, "broadcast axis")
             if key is not None:
-                n = ctx.size[key]
-                z = (
-                    np.logical_or.reduce([np.broadcast_to(z_, (n,)) for z_ in zs])
-                    if zs
-                    else np.zeros(n, bool)
-                )
-                ctx.set_zero(out, oax, z)
+                ctx.set_zero(out, oax, combine_zeros(zs, every=False))
         else:
             for (v, ax), (w, bx) in itertools.pairwise(real):
                 ctx.link(v, ax, w, bx)
