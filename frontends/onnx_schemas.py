@@ -57,11 +57,8 @@ def ort_only_ops(model: onnx.ModelProto) -> set[str]:
     opset = _opset(model)
     if opset is None:
         return set()
-    unknown = {
-        pn.op_type
-        for pn in _nodes(model.graph)
-        if pn.domain in ("", "ai.onnx") and not onnx.defs.has(pn.op_type, opset, "")
-    }
+    ops = {pn.op_type for pn in _nodes(model.graph) if pn.domain in ("", "ai.onnx")}
+    unknown = {op for op in ops if not onnx.defs.has(op, opset, "")}  # asked once per op type
     if not unknown:
         return set()
     ort = _ort_default_domain()

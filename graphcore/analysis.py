@@ -66,12 +66,18 @@ def build_channel_graph(graph: Graph) -> tuple[ChannelGraph, dict[str, int], dic
 
 
 def _pin_untouched(ctx: ChannelGraph, node: Node) -> None:
+    offset, touched = ctx.offset, ctx.touched
     for v in [*node.inputs, *node.outputs]:
         if v is None or v.shape is None:
             continue
+        name = v.name
         for a in range(len(v.shape)):
-            k = ctx.slot(v, a)
-            if k is not None and k not in ctx.touched:
+            k: SlotKey | None = (name, a)
+            if k in touched:
+                continue
+            if k not in offset:
+                k = ctx.slot(v, a)
+            if k is not None and k not in touched:
                 ctx.pin_key(k, f"{node.op} does not say how axis {a} of '{v.name}' maps")
 
 
@@ -183,9 +189,11 @@ def _analyze(graph: Graph, mode: str) -> PruneAnalysis:
     }
     pz, ps = owner_all[hit], p_slot[hit]
     flops_of_param, flops_total = _flops_per_param(graph)
-    per = np.array(
-        [(ctx.values[k[0]].numel or 0) // max(ctx.size[k], 1) for k in param_slots], dtype=np.int64
-    )
+    numel: dict[str, int] = {}
+    for name, _ in param_slots:
+        if name not in numel:
+            numel[name] = ctx.values[name].numel or 0
+    per = np.array([numel[k[0]] // max(ctx.size[k], 1) for k in param_slots], dtype=np.int64)
     # Saturated: a malformed model's absurd dimension must not overflow int64 (no real layer
     # spends 2**40 FLOPs on one channel at batch 1).
     fl = np.array(
@@ -259,7 +267,10 @@ def _group_by_signature(
         return [np.arange(nz, dtype=np.int64)], [[]]
     pz = np.concatenate(pair_zig)
     ps = np.concatenate(pair_slot)
-    combo = _sorted_unique(pz * (nslots + 1) + ps)
+    combo = pz * (nslots + 1) + ps
+    if nz * (nslots + 1) < 2**31:
+        combo = combo.astype(np.int32)  # sorting half the bytes: the sort is most of this function
+    combo = _sorted_unique(combo).astype(np.int64)
     uz, us = combo // (nslots + 1), combo % (nslots + 1)
     rng = np.random.default_rng(0x5EED)
     keys = rng.integers(1, 2**62, size=(2, nslots + 1), dtype=np.int64)

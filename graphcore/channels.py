@@ -94,6 +94,7 @@ class ChannelGraph:
         self.input_symbols: set[str] = set()
         self.pending_pins: dict[SlotKey, str] = {}
         self._uniform: dict[tuple[int, bool], np.ndarray] = {}
+        self._const_cache: dict[str, tuple[np.ndarray, list[Entry] | None]] = {}
 
     def resolve_symbols(self, node: Node) -> None:
         """Apply symbol sizes learned upstream (e.g. a head count) to this node's values."""
@@ -147,7 +148,13 @@ class ChannelGraph:
 
     def link(self, a: Value | None, axis_a: int, b: Value | None, axis_b: int) -> bool:
         """Element i of axis ``axis_a`` of ``a`` is the same channel as element i of ``b``'s axis."""
-        ka, kb = self.slot(a, axis_a), self.slot(b, axis_b)
+        offset = self.offset
+        ka = (a.name, axis_a) if a is not None and axis_a >= 0 else None  # the common case: no call
+        if ka not in offset:
+            ka = self.slot(a, axis_a)
+        kb = (b.name, axis_b) if b is not None and axis_b >= 0 else None
+        if kb not in offset:
+            kb = self.slot(b, axis_b)
         if ka is None and kb is not None:
             ka = self._learn(a, axis_a, self.size[kb])
         elif kb is None and ka is not None:
@@ -344,8 +351,13 @@ class ChannelGraph:
         if v is None:
             return None
         e = self.entries.get(v.name)
-        if e is None:
-            e = self._const_entries(v)
+        if e is None and v.const is not None:
+            cached = self._const_cache.get(v.name)
+            if cached is not None and cached[0] is v.const:
+                e = cached[1]
+            else:
+                e = self._const_entries(v)
+                self._const_cache[v.name] = (v.const, e)
         if e is None or node is None:
             return e
         return [

@@ -18,6 +18,7 @@ import numpy as np
 from graphcore.channels import ChannelGraph
 from graphcore.ir import Node, Value
 from graphcore.ops.common import (
+    combine_zeros,
     const_ints,
     const_list,
     data_zero,
@@ -32,14 +33,9 @@ from graphcore.ops.shape import pool_shape, reduce_shape, same_shape
 
 
 def _affine_zero(ctx: ChannelGraph, y: Value, axis: int, params: list[Value | None]) -> None:
-    z = None
-    for p in params:
-        if p is None:
-            continue
-        zp = ctx.zero(p, 0)
-        z = zp.copy() if z is None else z & zp
-    if z is not None:
-        ctx.set_zero(y, axis, z)
+    flags = [ctx.zero(p, 0) for p in params if p is not None]
+    if flags:
+        ctx.set_zero(y, axis, combine_zeros(flags, every=True))
 
 
 def _pin_without_epsilon(ctx: ChannelGraph, node: Node, y: Value) -> None:

@@ -38,11 +38,11 @@ def _conv(ctx: ChannelGraph, node: Node) -> None:
     g = int(node.attr("group", 1))
     ctx.link(x, 0, y, 0)
     ctx.link(w, 0, y, 1)
-    z = ctx.zero(w, 0).copy()
+    flags = [ctx.zero(w, 0)]
     if b is not None:
         ctx.link(b, 0, y, 1)
-        z &= ctx.zero(b, 0)
-    ctx.set_zero(y, 1, z)
+        flags.append(ctx.zero(b, 0))
+    ctx.set_zero(y, 1, combine_zeros(flags, every=True))
     for a in range(2, len(w.shape)):
         ctx.fix(w, a, "Conv kernel axis")
     if g == 1:
@@ -81,11 +81,11 @@ def _conv_transpose(ctx: ChannelGraph, node: Node) -> None:
         ctx.fix(w, a, "ConvTranspose kernel axis")
     if g == 1:
         ctx.link(w, 1, y, 1)
-        z = ctx.zero(w, 1).copy()
+        flags = [ctx.zero(w, 1)]
         if b is not None:
             ctx.link(b, 0, y, 1)
-            z &= ctx.zero(b, 0)
-        ctx.set_zero(y, 1, z)
+            flags.append(ctx.zero(b, 0))
+        ctx.set_zero(y, 1, combine_zeros(flags, every=True))
         ctx.require_zero([(x, 1), (w, 0)], "ConvTranspose sums over its input channels")
     elif _tie_group_blocks(ctx, x, y, g, x.shape[1], y.shape[1], "ConvTranspose"):
         ctx.fix(w, 1, "grouped ConvTranspose: the per-group output width is fixed")
