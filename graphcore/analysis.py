@@ -159,13 +159,23 @@ def _analyze(graph: Graph, mode: str) -> PruneAnalysis:
     comp_reason[comp_reason == none] = -1
 
     param_slots: list[SlotKey] = [k for k in ctx.offset if ctx.values[k[0]].is_param]
-    # Every element of every parameter axis at once (slot by slot, in order): per-slot numpy calls
-    # were a third of a deep graph's analysis.
-    p_idx, p_slot = _ranges(folded, param_slots)
-    p_labels = labels[p_idx]
+    # Parameter axes linked whole share one range of folded elements (a LLaMA's hidden size is one
+    # range for hundreds of weights): every per-element step below runs once per distinct range, and
+    # a ZIG's set of parameter axes is the union of its ranges' axes (each axis is in one range).
+    range_id: dict[tuple[int, int], int] = {}
+    slot_range = np.empty(len(param_slots), dtype=np.int64)
+    for i, k in enumerate(param_slots):
+        slot_range[i] = range_id.setdefault((folded.start[k], ctx.size[k]), len(range_id))
+    nr = len(range_id)
+    r_start = np.fromiter((a for a, _ in range_id), dtype=np.int64, count=nr)
+    r_size = np.fromiter((b for _, b in range_id), dtype=np.int64, count=nr)
+    r_idx, r_of = _spans(r_start, r_size)
+    r_labels = labels[r_idx]
     comp_trainable = np.zeros(ncomp, dtype=bool)
     slot_trainable = np.array([ctx.values[k[0]].trainable for k in param_slots], dtype=bool)
-    comp_trainable[p_labels[slot_trainable[p_slot]]] = True
+    range_trainable = np.zeros(nr, dtype=bool)
+    range_trainable[slot_range[slot_trainable]] = True
+    comp_trainable[r_labels[range_trainable[r_of]]] = True
     if ctx.structural:
         comp_trainable[labels[_ranges(folded, list(ctx.structural))[0]]] = False
     # ZIG ids in order of first appearance, so groups read in graph order.
@@ -176,35 +186,44 @@ def _analyze(graph: Graph, mode: str) -> PruneAnalysis:
     zig_of_comp = np.full(ncomp, -1, dtype=np.int64)
     zig_of_comp[zig_comps] = np.arange(len(zig_comps))
 
-    # Signature of each ZIG: the parameter axes it touches.
-    owner_all = zig_of_comp[p_labels]
+    # The ZIG owning each element of each range; the axes of one range share one (read-only) array.
+    owner_all = zig_of_comp[r_labels]
+    owner_all.flags.writeable = False
     hit = owner_all >= 0
-    sizes = np.array([ctx.size[k] for k in param_slots], dtype=np.int64)
-    bounds = np.concatenate(([0], np.cumsum(sizes)))
-    # any hit per slot; the padding lets an empty last slot start at the end, and reduceat reads
-    # the next slot's first element for an empty slot, hence the size test
-    slot_hit = np.logical_or.reduceat(np.append(hit, False), bounds[:-1]) & (sizes > 0)
+    bounds = np.concatenate(([0], np.cumsum(r_size)))
+    # any hit per range; the padding lets an empty last range start at the end, and reduceat reads
+    # the next range's first element for an empty range, hence the size test
+    range_hit = np.logical_or.reduceat(np.append(hit, False), bounds[:-1]) & (r_size > 0)
     param_axes: dict[tuple[str, int], np.ndarray] = {
-        param_slots[si]: owner_all[bounds[si] : bounds[si + 1]] for si in np.flatnonzero(slot_hit).tolist()
+        param_slots[si]: owner_all[bounds[r] : bounds[r + 1]]
+        for si, r in enumerate(slot_range.tolist())
+        if range_hit[r]
     }
-    pz, ps = owner_all[hit], p_slot[hit]
+    pz, pr = owner_all[hit], r_of[hit]
     flops_of_param, flops_total = _flops_per_param(graph)
     numel: dict[str, int] = {}
     for name, _ in param_slots:
         if name not in numel:
             numel[name] = ctx.values[name].numel or 0
-    per = np.array([numel[k[0]] // max(ctx.size[k], 1) for k in param_slots], dtype=np.int64)
+    per = np.zeros(nr, dtype=np.int64)  # parameters per channel, summed over the range's axes
+    np.add.at(per, slot_range, [numel[k[0]] // max(ctx.size[k], 1) for k in param_slots])
     # Saturated: a malformed model's absurd dimension must not overflow int64 (no real layer
     # spends 2**40 FLOPs on one channel at batch 1).
-    fl = np.array(
+    fl = np.zeros(nr, dtype=np.int64)
+    np.add.at(
+        fl,
+        slot_range,
         [min(max(flops_of_param.get(k[0], 0) // max(ctx.size[k], 1), 0), 1 << 40) for k in param_slots],
-        dtype=np.int64,
     )
 
     nz = len(zig_comps)
-    zig_params = _segment_sum([(pz, per[ps])], nz)
-    zig_flops = _segment_sum([(pz, fl[ps])], nz)
-    members, signature = _group_by_signature([pz] if pz.size else [], [ps], nz, len(param_slots))
+    zig_params = _segment_sum([(pz, per[pr])], nz)
+    zig_flops = _segment_sum([(pz, fl[pr])], nz)
+    members, range_sets = _group_by_signature([pz] if pz.size else [], [pr], nz, nr)
+    slots_of_range: list[list[int]] = [[] for _ in range(nr)]
+    for si, r in enumerate(slot_range.tolist()):
+        slots_of_range[r].append(si)
+    signature = [sorted(si for r in rs for si in slots_of_range[r]) for rs in range_sets]
 
     zig_group = np.zeros(nz, dtype=np.int64)
     groups: list[NodeGroup] = []
@@ -308,7 +327,12 @@ def _ranges(folded: Folded, keys: list[SlotKey]) -> tuple[np.ndarray, np.ndarray
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     starts = np.array([folded.start[k] for k in keys], dtype=np.int64)
     sizes = np.array([folded.ctx.size[k] for k in keys], dtype=np.int64)
-    which = np.repeat(np.arange(len(keys), dtype=np.int64), sizes)
+    return _spans(starts, sizes)
+
+
+def _spans(starts: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``arange(start, start + size)`` for each span, concatenated, and for each element its span."""
+    which = np.repeat(np.arange(len(starts), dtype=np.int64), sizes)
     first = np.cumsum(sizes) - sizes
     return np.arange(int(sizes.sum()), dtype=np.int64) - first[which] + starts[which], which
 
