@@ -27,7 +27,14 @@ from onnx import helper, numpy_helper
 
 from frontends.onnx_order import is_sorted, sort_graph
 from frontends.onnx_schemas import hide_ort_only_ops
-from frontends.onnx_sources import ParamUse, is_weight_constant, outer_reads, overridable_inputs, param_uses
+from frontends.onnx_sources import (
+    ParamUse,
+    initializer_names,
+    is_weight_constant,
+    outer_reads,
+    overridable_inputs,
+    param_uses,
+)
 from frontends.onnx_sources import node_name as onnx_node_name
 from graphcore.errors import ModelLoadError
 from graphcore.ir import Dim, Graph, Node, Value
@@ -450,7 +457,8 @@ def _to_ir(model: onnx.ModelProto, name: str, inferred: onnx.GraphProto | None =
     for vi in [*g.input, *src.value_info, *src.output]:
         shapes[vi.name] = (_dims(vi.type), _dtype(vi.type.tensor_type.elem_type))
 
-    overridable = overridable_inputs(model)
+    inits = initializer_names(model)
+    overridable = overridable_inputs(model, inits)
     for t in g.initializer:
         if t.name in overridable:
             continue  # IR >= 4: a default the caller may override, an input of fixed width below
@@ -469,7 +477,7 @@ def _to_ir(model: onnx.ModelProto, name: str, inferred: onnx.GraphProto | None =
             trainable=bool(dtype and dtype.startswith(("float", "bfloat"))),
             const=const,
         )
-    init_names = {t.name for t in g.initializer} - overridable
+    init_names = inits - overridable
     for vi in g.input:
         if vi.name in init_names:
             continue  # IR 3 lists every initializer as an input: there they are weights
@@ -477,7 +485,7 @@ def _to_ir(model: onnx.ModelProto, name: str, inferred: onnx.GraphProto | None =
         graph.inputs.append(graph.value(vi.name, shape=shape, dtype=dtype))
 
     const_params: dict[str, str] = {}
-    aliases = param_uses(model)
+    aliases = param_uses(model, inits)
     alias_at = {(u.node, u.index): alias for alias, u in aliases.items()}
     for idx, pn in enumerate(g.node):
         node_name = onnx_node_name(pn, idx)

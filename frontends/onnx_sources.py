@@ -29,6 +29,7 @@ import onnx
 __all__ = [
     "ALIAS_MARK",
     "ParamUse",
+    "initializer_names",
     "is_weight_constant",
     "node_name",
     "outer_reads",
@@ -87,7 +88,7 @@ def stored_tensors(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
     return out
 
 
-def overridable_inputs(model: onnx.ModelProto) -> set[str]:
+def overridable_inputs(model: onnx.ModelProto, inits: set[str] | None = None) -> set[str]:
     """Initializers that are also graph inputs in IR >= 4 and are there on purpose: defaults a caller
     may override, so inputs of fixed width.
 
@@ -96,21 +97,32 @@ def overridable_inputs(model: onnx.ModelProto) -> set[str]:
     nothing about which tensors are meant to be fed, and those are read as weights, as in IR 3 (the
     pruned model's input declarations follow their new shapes). Only a selective listing marks
     deliberate runtime arguments."""
+    return _overridable(model, initializer_names(model) if inits is None else inits)
+
+
+def initializer_names(model: onnx.ModelProto) -> set[str]:
+    """The names of the graph's initializers (a caller that asks several questions of a big model
+    reads them once: each read of a repeated protobuf field builds a wrapper per element)."""
+    return {t.name for t in model.graph.initializer}
+
+
+def _overridable(model: onnx.ModelProto, inits: set[str]) -> set[str]:
     if model.ir_version < 4:
         return set()
-    inits = {t.name for t in model.graph.initializer}
     listed = {i.name for i in model.graph.input if i.name in inits}
     return set() if listed == inits else listed
 
 
-def weight_names(model: onnx.ModelProto) -> set[str]:
-    """Every tensor the file fixes: initializers (less overridable ones) and weight Constant outputs."""
-    out = {t.name for t in model.graph.initializer} - overridable_inputs(model)
-    out |= {pn.output[0] for pn in model.graph.node if is_weight_constant(pn)}
+def weight_names(model: onnx.ModelProto, inits: set[str] | None = None) -> set[str]:
+    """Every tensor the file fixes: initializers (less overridable ones) and weight Constant outputs.
+    ``inits``: ``initializer_names(model)`` when the caller has it."""
+    inits = initializer_names(model) if inits is None else inits
+    out = inits - _overridable(model, inits)
+    out |= {pn.output[0] for pn in model.graph.node if pn.op_type == "Constant" and is_weight_constant(pn)}
     return out
 
 
-def param_uses(model: onnx.ModelProto) -> dict[str, ParamUse]:
+def param_uses(model: onnx.ModelProto, inits: set[str] | None = None) -> dict[str, ParamUse]:
     """Alias name -> the read it stands for, for every read of a weight but the one that keeps its name.
 
     The first read in node order keeps the weight's name, unless the weight is itself a graph output:
@@ -119,7 +131,7 @@ def param_uses(model: onnx.ModelProto) -> dict[str, ParamUse]:
     every name in the model deterministically.
     """
     g = model.graph
-    weights = weight_names(model)
+    weights = weight_names(model, inits)
     # Non-float initializers (shape constants, indices) are weights too: cloning them per use is just
     # as harmless, and a quantized int8 weight read by two dequantizations needs it.
     reads: dict[str, list[tuple[int, int]]] = {}

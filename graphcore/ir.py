@@ -21,7 +21,7 @@ Dim = int | str | None
 """A static size, a symbolic name (batch, sequence) or None when nothing is known."""
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Value:
     """A tensor edge of the graph; parameters are Values with a stable name and ``is_param``."""
 
@@ -55,7 +55,7 @@ class Value:
         return None if s is None else math.prod(s)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Node:
     """One operator; ``op`` uses ONNX operator names, ``origin`` maps back to the frontend object."""
 
@@ -205,6 +205,14 @@ class Graph:
 
     def sort(self) -> None:
         """Put ``nodes`` in a deterministic topological order (stable for already-sorted graphs)."""
+        placed: set[int] = set()
+        for n in self.nodes:  # the usual case, a graph already in order, costs one pass
+            producers = (v.producer for v in n.inputs if v is not None)
+            if any(p is not None and id(p) not in placed for p in producers):
+                break
+            placed.add(id(n))
+        else:
+            return
         position = {id(n): i for i, n in enumerate(self.nodes)}
         indeg = {
             id(n): sum(1 for v in n.inputs if v is not None and v.producer is not None) for n in self.nodes

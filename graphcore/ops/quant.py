@@ -92,6 +92,9 @@ def _readers_agree(v: Value, zp: ZeroPoint | None) -> bool:
     return True
 
 
+_NOT_INTEGER = ("float", "bfloat", "complex", "bool", "str")
+
+
 def mark_quantized_weights(graph: Graph) -> None:
     """An integer weight read only as a quantized operand, with one constant zero point by all its
     readers, is a parameter that can be zeroed: its zero means its zero point (construct fills removed
@@ -101,7 +104,9 @@ def mark_quantized_weights(graph: Graph) -> None:
     for v in graph.params:
         stored.setdefault(getattr(v, "alias_of", None) or v.name, []).append(v)
     for uses in stored.values():
-        if any(v.trainable for v in uses) or not any(v.consumers for v in uses):
+        if any(v.trainable or (v.dtype or "").startswith(_NOT_INTEGER) for v in uses):
+            continue  # a float weight (a frozen statistic) holds no quantized integers
+        if not any(v.consumers for v in uses):
             continue
         seen: set[ZeroPoint] = set()
         for c, i in (use for v in uses for use in v.consumers):
