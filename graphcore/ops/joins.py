@@ -32,7 +32,7 @@ def _concat(ctx: ChannelGraph, node: Node) -> None:
     offset = 0
     zs = []
     for v in ins:
-        d = v.shape[axis]
+        d = known_shape(v)[axis]
         if key is None or not isinstance(d, int):
             ctx.pin(v, axis, "Concat of unknown width")
             if key is not None:
