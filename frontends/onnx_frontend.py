@@ -26,7 +26,8 @@ from google.protobuf.message import DecodeError
 from onnx import helper, numpy_helper
 
 from frontends.onnx_order import is_sorted, sort_graph
-from frontends.onnx_schemas import hide_ort_only_ops
+from frontends.onnx_rows import node_rows, shared_rows
+from frontends.onnx_schemas import hide_ort_only_ops, ort_only_ops
 from frontends.onnx_sources import (
     ParamUse,
     initializer_names,
@@ -35,7 +36,6 @@ from frontends.onnx_sources import (
     overridable_inputs,
     param_uses,
 )
-from frontends.onnx_sources import node_name as onnx_node_name
 from graphcore.errors import ModelLoadError
 from graphcore.ir import Dim, Graph, Node, Value
 from graphcore.ops import lift_legacy_attrs, mark_quantized_weights
@@ -61,6 +61,13 @@ def read_onnx(
     the caller may edit; without it the source itself comes back when it needs no edit (sorted, no
     local functions), because copying a model copies its weight bytes: for a parsed ViT-B/16 that copy
     cost more than the whole analysis. Nothing may edit a result returned with ``copy=False``."""
+    with shared_rows():
+        return _read_onnx(source, copy, _light)
+
+
+def _read_onnx(
+    source: str | os.PathLike | onnx.ModelProto, copy: bool, _light: list | None
+) -> tuple[onnx.ModelProto, Path | None]:
     if isinstance(source, onnx.ModelProto):
         name = source.graph.name or "model"
         model = source
@@ -118,6 +125,11 @@ def load_onnx(source: str | os.PathLike | onnx.ModelProto) -> Graph:
 
     The graph keeps the model in ``meta["model"]``: for a ``ModelProto`` source that is the caller's
     own object whenever it needed no edit (``read_onnx(copy=False)``); zigraph never edits it."""
+    with shared_rows():  # each graph's node list is read from protobuf once
+        return _load_onnx(source)
+
+
+def _load_onnx(source: str | os.PathLike | onnx.ModelProto) -> Graph:
     light: list[bytes] = []
     model, base = read_onnx(source, copy=False, _light=light)
     name = str(source) if not isinstance(source, onnx.ModelProto) else (model.graph.name or "model")
@@ -210,7 +222,7 @@ def light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
     # tool's stale guess (onnxruntime's quantizers write 'unk__29' dims from their own symbolic
     # inference), which ONNX's inference then keeps over a static size it could have derived.
     # ``load_onnx`` falls back to the file's shapes only where ONNX derives less (``_file_shapes``).
-    derived = {o for pn in g.node if pn.domain in ("", "ai.onnx") for o in pn.output}
+    derived = {o for r in node_rows(g) if r.domain in ("", "ai.onnx") for o in r.outputs}
     lg.value_info.extend(vi for vi in g.value_info if vi.name not in derived)
     lg.input.extend(g.input)
     declared = {i.name for i in g.input}
@@ -228,7 +240,9 @@ def checkable(model: onnx.ModelProto) -> onnx.ModelProto:
     registers in the default domain but onnx does not know are moved out of their way
     (``frontends.onnx_schemas``), so a model onnxruntime runs is not refused for them."""
     light = light_copy(model)
-    hide_ort_only_ops(light)
+    ops = ort_only_ops(model)  # read from the model's rows: the copy has the same nodes
+    if ops:
+        hide_ort_only_ops(light, ops)
     return light
 
 
@@ -265,10 +279,11 @@ def _check_opset(model: onnx.ModelProto, name: str) -> None:
 
 def _external_tensors(model: onnx.ModelProto):
     yield from model.graph.initializer
-    for node in model.graph.node:
-        for att in node.attribute:
-            if att.type == onnx.AttributeProto.TENSOR:
-                yield att.t
+    for row in node_rows(model.graph):
+        if row.tensors:
+            for att in row.attributes:
+                if att.type == onnx.AttributeProto.TENSOR:
+                    yield att.t
 
 
 def _check_external(model: onnx.ModelProto, base: Path | None, name: str) -> None:
@@ -309,10 +324,11 @@ def _check_declared(model: onnx.ModelProto, name: str) -> None:
     g = model.graph
     # Protobuf hands back bytes for a string field that is not UTF-8. The types of every name are
     # collected in one pass that stays in C; the names are walked one by one only to say which one.
+    rows = node_rows(g)
     texts = itertools.chain(
-        *((pn.name, pn.op_type, pn.domain) for pn in g.node),
-        *(pn.input for pn in g.node),
-        *(pn.output for pn in g.node),
+        *((r.name, r.op_type, r.domain) for r in rows),
+        *(r.inputs for r in rows),
+        *(r.outputs for r in rows),
         (vi.name for vi in itertools.chain(g.input, g.output, g.value_info)),
     )
     if set(map(type, texts)) - {str}:
@@ -487,10 +503,11 @@ def _to_ir(model: onnx.ModelProto, name: str, inferred: onnx.GraphProto | None =
     const_params: dict[str, str] = {}
     aliases = param_uses(model, inits)
     alias_at = {(u.node, u.index): alias for alias, u in aliases.items()}
-    for idx, pn in enumerate(g.node):
-        node_name = onnx_node_name(pn, idx)
+    for idx, row in enumerate(node_rows(g)):
+        pn = row.proto
+        node_name = row.name or f"{row.op_type}_{idx}"  # onnx_sources.node_name, from the row
         inputs: list[Value | None] = []
-        for pos, nm in enumerate(pn.input):
+        for pos, nm in enumerate(row.inputs):
             if not nm:
                 inputs.append(None)
                 continue
@@ -503,18 +520,22 @@ def _to_ir(model: onnx.ModelProto, name: str, inferred: onnx.GraphProto | None =
                 graph.value(nm, shape=shape, dtype=dtype)
             inputs.append(graph.values[nm])
         outputs: list[Value] = []
-        for nm in pn.output:
+        for nm in row.outputs:
             shape, dtype = shapes.get(nm, (None, None))
             if not nm:
                 nm = f"{node_name}::unused{len(outputs)}"
             outputs.append(graph.value(nm, shape=shape, dtype=dtype))
         # A subgraph (If, Loop, Scan) may read outer values by name: they are operands of this node
         # too (after its own), so a rule, or the unknown-op pin, sees every tensor the node reads.
-        inputs.extend(graph.values[x] for x in outer_reads(pn) if x in graph.values and x not in pn.input)
-        attrs = {a.name: _attr(a) for a in pn.attribute}
-        if pn.op_type in ("Softmax", "LogSoftmax", "Hardmax") and pn.domain in ("", "ai.onnx"):
+        if row.subgraphs:
+            inputs.extend(
+                graph.values[x] for x in outer_reads(pn) if x in graph.values and x not in row.inputs
+            )
+        attrs = {a.name: _attr(a) for a in row.attributes}
+        default_domain = row.domain in ("", "ai.onnx")
+        if row.op_type in ("Softmax", "LogSoftmax", "Hardmax") and default_domain:
             attrs["_opset"] = opset
-        if pn.op_type == "Constant" and pn.domain in ("", "ai.onnx") and outputs:
+        if row.op_type == "Constant" and default_domain and outputs:
             arr, const_shape, dtype = _constant_value(pn)
             out = outputs[0]
             if const_shape is not None:
@@ -533,16 +554,16 @@ def _to_ir(model: onnx.ModelProto, name: str, inferred: onnx.GraphProto | None =
                 out.const = arr
         node = Node(
             name=node_name,
-            op=pn.op_type,
+            op=row.op_type,
             inputs=inputs,
             outputs=outputs,
             attrs=attrs,
-            domain=pn.domain if pn.domain != "ai.onnx" else "",
+            domain=row.domain if row.domain != "ai.onnx" else "",
             origin=idx,
         )
         graph.add_node(node)
         for i, v in enumerate(inputs):
-            if v is not None and v.is_param and (pn.op_type, i) in NOT_TRAINABLE_INPUTS:
+            if v is not None and v.is_param and (row.op_type, i) in NOT_TRAINABLE_INPUTS:
                 v.trainable = False
     for vo in g.output:
         graph.outputs.append(graph.values.get(vo.name) or graph.value(vo.name, shape=shapes[vo.name][0]))

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 
 import onnx
 
+from frontends.onnx_rows import forget_rows, node_rows
+
 __all__ = ["is_sorted", "sort_graph"]
 
 
@@ -85,6 +87,7 @@ def sort_graph(graph: onnx.GraphProto) -> bool:
             dst.CopyFrom(src)
         del graph.node[:]
         graph.node.extend(copies)
+        forget_rows(graph)
         moved = True
     return moved
 
@@ -94,8 +97,9 @@ def is_sorted(graph: onnx.GraphProto) -> bool:
 
     Lets a caller that must not edit a model (``frontends.load`` of a caller's ``ModelProto``) skip
     the copy that sorting would need in the usual case: a file that is already in order."""
-    nodes = list(graph.node)
-    if any(a.type in _GRAPH_ATTRS for pn in nodes for a in pn.attribute):
+    rows = node_rows(graph)
+    if any(r.subgraphs for r in rows):
+        nodes = list(graph.node)
         for pn in nodes:
             for sub in _subgraphs(pn):
                 if not is_sorted(sub):
@@ -103,13 +107,13 @@ def is_sorted(graph: onnx.GraphProto) -> bool:
         return _order(nodes) == list(range(len(nodes)))
     # No subgraphs: in order when no node reads a name that a later node produces (then ``_order``
     # moves nothing, and there is no cycle). One pass over the names, without the walk.
-    produced = {o for pn in nodes for o in pn.output if o}
+    produced = {o for r in rows for o in r.outputs if o}
     defined: set[str] = set()
-    for pn in nodes:
-        for x in pn.input:
+    for r in rows:
+        for x in r.inputs:
             if x in produced and x not in defined:
                 return False
-        defined.update(pn.output)
+        defined.update(r.outputs)
     return True
 
 

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 
 import onnx
 
+from frontends.onnx_rows import forget_rows, node_rows
+
 __all__ = ["ORT_ONLY_DOMAIN", "hide_ort_only_ops", "ort_only_ops"]
 
 ORT_ONLY_DOMAIN = "zigraph.onnxruntime-default-domain"
@@ -57,7 +59,11 @@ def ort_only_ops(model: onnx.ModelProto) -> set[str]:
     opset = _opset(model)
     if opset is None:
         return set()
-    ops = {pn.op_type for pn in _nodes(model.graph) if pn.domain in ("", "ai.onnx")}
+    rows = node_rows(model.graph)
+    if any(r.subgraphs for r in rows):
+        ops = {pn.op_type for pn in _nodes(model.graph) if pn.domain in ("", "ai.onnx")}
+    else:
+        ops = {r.op_type for r in rows if r.domain in ("", "ai.onnx")}
     unknown = {op for op in ops if not onnx.defs.has(op, opset, "")}  # asked once per op type
     if not unknown:
         return set()
@@ -65,15 +71,17 @@ def ort_only_ops(model: onnx.ModelProto) -> set[str]:
     return {op for op in unknown if op in ort and ort[op] <= opset}
 
 
-def hide_ort_only_ops(model: onnx.ModelProto) -> set[str]:
+def hide_ort_only_ops(model: onnx.ModelProto, ops: set[str] | None = None) -> set[str]:
     """Move the ``ort_only_ops`` nodes of ``model`` (a copy made for checking) to ``ORT_ONLY_DOMAIN``,
-    in place, so ``onnx.checker`` and shape inference skip them. Returns the op types moved."""
-    ops = ort_only_ops(model)
+    in place, so ``onnx.checker`` and shape inference skip them. Returns the op types moved.
+    ``ops``: the ``ort_only_ops`` when the caller knows them (from the model the copy was made of)."""
+    ops = ort_only_ops(model) if ops is None else ops
     if not ops:
         return ops
     for pn in _nodes(model.graph):
         if pn.domain in ("", "ai.onnx") and pn.op_type in ops:
             pn.domain = ORT_ONLY_DOMAIN
+    forget_rows(model.graph)
     if all(i.domain != ORT_ONLY_DOMAIN for i in model.opset_import):
         model.opset_import.append(onnx.helper.make_opsetid(ORT_ONLY_DOMAIN, 1))
     return ops

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import onnx
 
+from frontends.onnx_rows import node_rows
+
 __all__ = [
     "ALIAS_MARK",
     "ParamUse",
@@ -118,7 +120,11 @@ def weight_names(model: onnx.ModelProto, inits: set[str] | None = None) -> set[s
     ``inits``: ``initializer_names(model)`` when the caller has it."""
     inits = initializer_names(model) if inits is None else inits
     out = inits - _overridable(model, inits)
-    out |= {pn.output[0] for pn in model.graph.node if pn.op_type == "Constant" and is_weight_constant(pn)}
+    out |= {
+        r.outputs[0]
+        for r in node_rows(model.graph)
+        if r.op_type == "Constant" and is_weight_constant(r.proto)
+    }
     return out
 
 
@@ -135,8 +141,9 @@ def param_uses(model: onnx.ModelProto, inits: set[str] | None = None) -> dict[st
     # Non-float initializers (shape constants, indices) are weights too: cloning them per use is just
     # as harmless, and a quantized int8 weight read by two dequantizations needs it.
     reads: dict[str, list[tuple[int, int]]] = {}
-    for idx, pn in enumerate(g.node):
-        for i, x in enumerate(pn.input):
+    rows = node_rows(g)
+    for idx, row in enumerate(rows):
+        for i, x in enumerate(row.inputs):
             if x in weights:
                 reads.setdefault(x, []).append((idx, i))
     outputs = {o.name for o in g.output}
@@ -151,9 +158,9 @@ def param_uses(model: onnx.ModelProto, inits: set[str] | None = None) -> dict[st
             continue
         aliased = uses if w in outputs else uses[1:]
         for idx, i in aliased:
-            pn = g.node[idx]
-            stem = f"{w}{ALIAS_MARK}{node_name(pn, idx)}"
-            if sum(1 for x in pn.input if x == w) > 1:
+            row = rows[idx]
+            stem = f"{w}{ALIAS_MARK}{row.name or f'{row.op_type}_{idx}'}"  # node_name, from the row
+            if sum(1 for x in row.inputs if x == w) > 1:
                 stem += f":{i}"
             name, k = stem, 1
             while name in taken:
@@ -166,15 +173,16 @@ def param_uses(model: onnx.ModelProto, inits: set[str] | None = None) -> dict[st
 
 def _all_names(g: onnx.GraphProto) -> set[str]:
     names = {t.name for t in g.initializer} | {v.name for v in [*g.input, *g.output, *g.value_info]}
-    names |= {x for pn in g.node for x in [*pn.input, *pn.output]}
+    names |= {x for r in node_rows(g) for x in (*r.inputs, *r.outputs)}
     return names
 
 
 def _subgraph_reads(g: onnx.GraphProto) -> set[str]:
     """Names read inside any subgraph of ``g``'s nodes."""
     out: set[str] = set()
-    for pn in g.node:
-        out.update(outer_reads(pn))
+    for r in node_rows(g):
+        if r.subgraphs:
+            out.update(outer_reads(r.proto))
     return out
 
 

@@ -1,0 +1,53 @@
+"""The node rows one load shares (``frontends.onnx_rows``) never describe a graph as it was before an edit."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import onnx
+
+import frontends
+from frontends.onnx_order import sort_graph
+from frontends.onnx_rows import forget_rows, node_rows, shared_rows
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from analysis_speed import synthetic_model
+
+
+def _reversed(nodes: int) -> onnx.ModelProto:
+    model = synthetic_model(nodes, "mlp")
+    order = list(model.graph.node)
+    del model.graph.node[:]
+    model.graph.node.extend(order[::-1])
+    return model
+
+
+def test_an_unsorted_file_maps_every_ir_node_to_its_sorted_proto(tmp_path):
+    """A file is sorted in place after its rows were read for the checks: the IR build must read the
+    sorted nodes (stale rows gave every IR node the origin of another proto node)."""
+    path = tmp_path / "unsorted.onnx"
+    onnx.save(_reversed(40), str(path))
+    graph = frontends.load(path)
+    protos = graph.meta["model"].graph.node
+    assert [n.name for n in graph.nodes] == [protos[n.origin].name for n in graph.nodes]
+    assert [n.op for n in graph.nodes] == [protos[n.origin].op_type for n in graph.nodes]
+    assert graph.nodes[0].inputs[0] is not None and graph.nodes[0].inputs[0].name == "x"
+
+
+def test_rows_are_shared_inside_a_load_and_reread_after_an_edit():
+    model = _reversed(10)
+    g = model.graph
+    assert node_rows(g) is not node_rows(g)  # outside a load: read afresh each time
+    with shared_rows():
+        first = node_rows(g)
+        assert node_rows(g) is first
+        assert [r.name for r in first] == [pn.name for pn in g.node]
+        with shared_rows():  # nested: the same rows
+            assert node_rows(g) is first
+        sort_graph(g)  # edits the nodes and forgets their rows
+        again = node_rows(g)
+        assert again is not first
+        assert [r.name for r in again] == [pn.name for pn in g.node]
+        forget_rows(g)
+        assert node_rows(g) is not again
