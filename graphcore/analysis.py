@@ -194,10 +194,9 @@ def _analyze(graph: Graph, mode: str) -> PruneAnalysis:
     # any hit per range; the padding lets an empty last range start at the end, and reduceat reads
     # the next range's first element for an empty range, hence the size test
     range_hit = np.logical_or.reduceat(np.append(hit, False), bounds[:-1]) & (r_size > 0)
+    views = [owner_all[bounds[r] : bounds[r + 1]] for r in range(nr)]  # one array object per range
     param_axes: dict[tuple[str, int], np.ndarray] = {
-        param_slots[si]: owner_all[bounds[r] : bounds[r + 1]]
-        for si, r in enumerate(slot_range.tolist())
-        if range_hit[r]
+        param_slots[si]: views[r] for si, r in enumerate(slot_range.tolist()) if range_hit[r]
     }
     pz, pr = owner_all[hit], r_of[hit]
     flops_of_param, flops_total = _flops_per_param(graph)

@@ -22,6 +22,7 @@ import numpy as np
 from graphcore.channels import ChannelGraph, Folded, SlotKey
 from graphcore.ir import Graph
 from graphcore.report import Report
+from graphcore.util import gc_paused
 
 __all__ = ["ChannelMap", "NodeGroup", "ParamSlice", "PruneAnalysis"]
 
@@ -153,26 +154,41 @@ class PruneAnalysis:
         prunable_zig[self.prunable_zig_ids()] = True
         values = self.graph.values if self.graph is not None else {}
         per_param: dict[str, dict[int, np.ndarray]] = {}
+        masks: dict[int, np.ndarray] = {}  # axes linked whole share one owner array: one mask each
         for (name, axis), owner in self.param_axes.items():
             if not self.trainable.get(name):
                 continue
             v = values.get(name)
             stored = v.alias_of if v is not None and v.alias_of is not None else name
-            uncovered = ~prunable_zig[owner]  # owner -1 hits the sentinel (False)
+            uncovered = masks.get(id(owner))
+            if uncovered is None:
+                uncovered = masks[id(owner)] = ~prunable_zig[owner]  # owner -1 hits the sentinel (False)
             axes = per_param.setdefault(stored, {})
             axes[axis] = axes[axis] & uncovered if axis in axes else uncovered
         total = 0
+        counts: dict[int, int] = {}  # per mask (shared ones counted once; all are alive, ids are unique)
         for name, axes in per_param.items():
             shape = self.param_shapes.get(name, ())
             numel = math.prod(shape) if shape else 1
             left = 1
             for a, d in enumerate(shape):
-                left *= int(axes[a].sum()) if a in axes else d
+                if a in axes:
+                    m = axes[a]
+                    c = counts.get(id(m))
+                    if c is None:
+                        c = counts[id(m)] = int(np.count_nonzero(m))
+                    left *= c
+                else:
+                    left *= d
             total += numel - left
         return int(total)
 
     def report(self, removed: list[ParamSlice] | None = None) -> Report:
         """The pydantic report (schema ``graphcore.report.Report``), with ``removed`` when given."""
+        with gc_paused():  # tens of thousands of small objects: collections scanned the whole IR each time
+            return self._report(removed)
+
+    def _report(self, removed: list[ParamSlice] | None) -> Report:
         graph = self.graph
         # Plain dicts validated once, in pydantic's compiled core: a model object built per group and
         # per parameter axis was most of the report's time on a 100k-node graph.

@@ -44,10 +44,13 @@ class Value:
     @property
     def static_shape(self) -> tuple[int, ...] | None:
         """The shape when every dimension is a known integer."""
-        if self.shape is None:
+        s = self.shape
+        if s is None:
             return None
-        dims = tuple(int(d) for d in self.shape if isinstance(d, int))
-        return dims if len(dims) == len(self.shape) else None
+        if all(type(d) is int for d in s):
+            return s  # the usual case: already a tuple of plain ints
+        dims = tuple(int(d) for d in s if isinstance(d, int))
+        return dims if len(dims) == len(s) else None
 
     @property
     def numel(self) -> int | None:
