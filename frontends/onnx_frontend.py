@@ -46,6 +46,15 @@ __all__ = ["MAX_OPSET", "MIN_OPSET", "checkable", "light_copy", "load_onnx", "re
 MIN_OPSET = 7
 MAX_OPSET = onnx.defs.onnx_opset_version()
 SMALL_CONST = 4096
+SMALL_FLOAT = 64
+_FLOAT_ELEMS = frozenset(
+    getattr(onnx.TensorProto, name)
+    for name in (
+        "FLOAT", "DOUBLE", "FLOAT16", "BFLOAT16", "COMPLEX64", "COMPLEX128", "FLOAT8E4M3FN",
+        "FLOAT8E4M3FNUZ", "FLOAT8E5M2", "FLOAT8E5M2FNUZ", "FLOAT4E2M1", "FLOAT8E8M0",
+    )
+    if hasattr(onnx.TensorProto, name)
+)  # fmt: skip
 NOT_TRAINABLE_INPUTS = {("BatchNormalization", 3), ("BatchNormalization", 4)}
 
 
@@ -211,8 +220,10 @@ def light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
     """The model without its weight bytes: large or external initializers become typed graph inputs.
 
     The checker and shape inference serialize the whole model; for a 350 MB ViT that cost seconds
-    while the analysis itself takes a fraction of one. Small initializers (shape constants) stay,
-    because shape inference reads their values.
+    while the analysis itself takes a fraction of one. Small initializers stay, because shape inference
+    reads their values: integers up to ``SMALL_CONST`` elements (shapes, axes, pads), and floats up to
+    ``SMALL_FLOAT`` (a Resize's scales, a float Range's bounds); a float weight never sizes anything,
+    and a deep CNN's thousands of small biases and norm parameters were most of the checked bytes.
     """
     light = onnx.ModelProto()
     _copy_fields(model, light, skip=("graph",))
@@ -228,7 +239,8 @@ def light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
     declared = {i.name for i in g.input}
     for t in g.initializer:
         n = math.prod(t.dims) if len(t.dims) else 1
-        if t.data_location != onnx.TensorProto.EXTERNAL and n <= SMALL_CONST:
+        limit = SMALL_FLOAT if t.data_type in _FLOAT_ELEMS else SMALL_CONST
+        if t.data_location != onnx.TensorProto.EXTERNAL and n <= limit:
             lg.initializer.append(t)
         elif t.name not in declared:
             lg.input.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
