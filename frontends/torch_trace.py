@@ -322,11 +322,22 @@ def _output_node(gm: fx.GraphModule) -> fx.Node:
     return next(n for n in reversed(gm.graph.nodes) if n.op == "output")
 
 
+def _deferred_codegen() -> contextlib.AbstractContextManager:
+    """``symbolic_trace`` makes a ``GraphModule`` whose Python code is generated on first use (see
+    ``TorchMeta.gm``); a torch without that option makes the plain one."""
+    try:
+        from torch.fx._lazy_graph_module import _use_lazy_graph_module
+    except ImportError:
+        return contextlib.nullcontext()
+    return _use_lazy_graph_module(True)
+
+
 def _trace_fx(module: nn.Module, inputs: tuple, kwargs: Mapping[str, Any]) -> TraceResult | Exception:
     """``symbolic_trace`` and the shape of every node, or the exception that stopped either."""
     try:
         args = positional(module, inputs, kwargs)
-        gm = fx.symbolic_trace(module)
+        with _deferred_codegen():
+            gm = fx.symbolic_trace(module)
         names = _named_leaves(_output_node(gm).args[0])
     except Exception as exc:  # any tracer failure moves on to the next tracer
         return exc
