@@ -235,9 +235,22 @@ def _to_meta(x: Any) -> Any:
 
 
 def _record_meta(gm: fx.GraphModule, inputs: tuple) -> dict[fx.Node, Any]:
-    rec = _Recorder(gm, rules=FAST_SHAPES)
+    """Every node's result on meta tensors: the fast run (rules, tensors swapped as read) first; if
+    it fails, the plain run (every op through its kernel, every tensor swapped up front), so whatever
+    the plain run records on meta, this does too (a module reading weights outside its own subtree
+    meets them swapped there)."""
+    if FAST_SHAPES:
+        try:
+            return _run_meta(gm, inputs, fast=True)
+        except Exception:  # the plain run decides, and raises what it raises
+            pass
+    return _run_meta(gm, inputs, fast=False)
+
+
+def _run_meta(gm: fx.GraphModule, inputs: tuple, fast: bool) -> dict[fx.Node, Any]:
+    rec = _Recorder(gm, rules=fast)
     rec.swap = _MetaSwap()
-    if not FAST_SHAPES:
+    if not fast:
         rec.swap.module(gm)  # the plain path: every tensor up front
     try:
         with torch.no_grad():
