@@ -243,8 +243,10 @@ def _mha(mod: Any, args: tuple, kwargs: dict) -> Any:
         return None
     if any(k in kwargs for k in _MHA_ARGS[: len(args)]):
         return None  # given twice: let the module raise
-    bound = {**_MHA_DEFAULTS, **dict(zip(_MHA_ARGS, args)), **kwargs}
-    q, k, v = bound.get("query"), bound.get("key"), bound.get("value")
+    bound: dict[str, Any] = {**_MHA_DEFAULTS, **dict(zip(_MHA_ARGS, args)), **kwargs}
+    q: Any = bound.get("query")
+    k: Any = bound.get("key")
+    v: Any = bound.get("value")
     if not (_is_meta(q) and _is_meta(k) and _is_meta(v)) or not q.is_floating_point():
         return None
     if bound["need_weights"] is not False or bound["is_causal"] is not False:

@@ -198,7 +198,8 @@ class _MetaSwap:
     def tensor(self, owner: Any, name: str) -> None:
         if not isinstance(owner, nn.Module):
             return
-        for table in (owner._parameters, owner._buffers):
+        tables: tuple[dict[str, Any], ...] = (owner._parameters, owner._buffers)
+        for table in tables:
             t = table.get(name)
             if t is None or t.device.type == "meta":
                 continue
