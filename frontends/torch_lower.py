@@ -122,21 +122,33 @@ class Builder:
         self._node_names: set[str] = set()
         self._tmp_count: dict[str, int] = {}
         self.canon: dict[int, str] = {}
+        self._mods: dict[str, nn.Module] | None = None
         self._index_tensors(root if root is not None else tr.gm)
         self.current: fx.Node | None = None
 
     # -- parameters ---------------------------------------------------------------------------
     def _index_tensors(self, root: nn.Module) -> None:
-        for fqn, p in root.named_parameters(remove_duplicate=False):
-            first = self.canon.setdefault(id(p), fqn)
-            self.tm.tensor_kind.setdefault(first, "parameter")
-            if first != fqn:
-                self.tm.aliases[fqn] = first
-        for fqn, buf in root.named_buffers(remove_duplicate=False):
-            first = self.canon.setdefault(id(buf), fqn)
-            self.tm.tensor_kind.setdefault(first, "buffer")
-            if first != fqn:
-                self.tm.aliases[fqn] = first
+        """The canonical FQN of every parameter and buffer, in ``named_parameters`` then
+        ``named_buffers`` order (``remove_duplicate=False``), from one walk of the module tree."""
+        mods = list(root.named_modules(remove_duplicate=False))
+        for attr, kind in (("_parameters", "parameter"), ("_buffers", "buffer")):
+            for prefix, mod in mods:
+                for name, t in getattr(mod, attr).items():
+                    if t is None:
+                        continue
+                    fqn = f"{prefix}.{name}" if prefix else name
+                    first = self.canon.setdefault(id(t), fqn)
+                    self.tm.tensor_kind.setdefault(first, kind)
+                    if first != fqn:
+                        self.tm.aliases[fqn] = first
+
+    def submodule(self, target: str) -> nn.Module:
+        """The module at ``target`` in the traced module (one dict of every path, built on first use:
+        ``get_submodule`` walks the path through ``nn.Module.__getattr__`` on every call)."""
+        if self._mods is None:
+            self._mods = dict(self.gm.named_modules(remove_duplicate=False))
+        mod = self._mods.get(target)
+        return mod if mod is not None else self.gm.get_submodule(target)
 
     def tensor_value(self, fqn: str, t: torch.Tensor) -> Value:
         """The IR Value of a parameter, buffer or tensor constant, named by its canonical FQN."""
@@ -447,7 +459,7 @@ class Builder:
 
     def handler_for(self, n: fx.Node) -> Handler | None:
         if n.op == "call_module":
-            mod = self.gm.get_submodule(str(n.target))
+            mod = self.submodule(str(n.target))
             for cls in type(mod).__mro__:
                 h = MODULES.get(cls)
                 if h is not None:
@@ -490,7 +502,7 @@ class Builder:
                 seen.add(v.name)
                 inputs.append(v)
         if n.op == "call_module":
-            mod = self.gm.get_submodule(str(n.target))
+            mod = self.submodule(str(n.target))
             op = type(mod).__name__
             for pn, t in [*mod.named_parameters(), *mod.named_buffers()]:
                 v = self.tensor_value(f"{n.target}.{pn}", t)
@@ -507,12 +519,14 @@ class Builder:
         self.emit(n, op, inputs, outs, domain="torch", **attrs)
         return res
 
-    def _checkpoint(self) -> tuple[int, set[str], int]:
-        return len(self.graph.nodes), set(self.graph.values), len(self.tm.fixups)
+    def _checkpoint(self) -> tuple[int, int, int]:
+        """Counts only: nodes, Values and fixups are appended (never removed) while a handler runs, so
+        what it made is the tail of each (a copy of every Value name per node made the walk quadratic)."""
+        return len(self.graph.nodes), len(self.graph.values), len(self.tm.fixups)
 
-    def _rollback(self, mark: tuple[int, set[str], int]) -> None:
+    def _rollback(self, mark: tuple[int, int, int]) -> None:
         """Undo a handler that gave up half-way: its nodes, its Values and its bookkeeping."""
-        n_nodes, names, n_fix = mark
+        n_nodes, n_values, n_fix = mark
         gone = {node.name for node in self.graph.nodes[n_nodes:]}
         for key in [k for k in self.tm.operand_sites if k[0] in gone]:
             del self.tm.operand_sites[key]
@@ -523,7 +537,7 @@ class Builder:
         for node in reversed(self.graph.nodes[n_nodes:]):  # last first: its outputs are read by none
             self.graph.remove_node(node)
             self._node_names.discard(node.name)
-        for name in [k for k in self.graph.values if k not in names]:
+        for name in list(self.graph.values)[n_values:]:
             self.graph.remove_value(self.graph.values[name])
             self.tm.sites.pop(name, None)
             self.concrete.pop(name, None)

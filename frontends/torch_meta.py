@@ -44,9 +44,14 @@ class TorchMeta:
     rewrites the plan does not cover (``(kind, fx node, data)``: ``mha``, ``sdpa_scale``). ``aliases``:
     FQN of a tied parameter → the FQN it appears under in the IR. ``tensor_kind``: FQN → ``parameter``,
     ``buffer`` or ``constant``.
+
+    ``traced``: the traced module as the tracer left it; read it as ``gm``. The frontend traces into a
+    ``GraphModule`` whose Python code is generated on first use (torch's ``_LazyGraphModule``: that
+    code generation was a third of the trace time, and analysis never runs the module); ``gm`` turns
+    it into a plain ``GraphModule`` once, over the same FX graph and the same submodules and tensors.
     """
 
-    gm: fx.GraphModule
+    traced: fx.GraphModule
     tracer: str
     shape_source: str
     sites: dict[str, list[LitSite | None]] = field(default_factory=dict)
@@ -56,3 +61,20 @@ class TorchMeta:
     fixups: list[tuple[str, str, dict]] = field(default_factory=list)
     aliases: dict[str, str] = field(default_factory=dict)
     tensor_kind: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def gm(self) -> fx.GraphModule:
+        """The traced program as a plain ``fx.GraphModule`` (its code generated now if it was deferred)."""
+        if _is_lazy(self.traced):
+            # copies every target from the lazy module (the objects it holds since the trace, tensors
+            # that are not parameters as buffers of the same persistence) and generates the code once
+            self.traced = fx.GraphModule(self.traced, self.traced.graph, type(self.traced).__name__)
+        return self.traced
+
+
+def _is_lazy(gm: fx.GraphModule) -> bool:
+    try:
+        from torch.fx._lazy_graph_module import _LazyGraphModule
+    except ImportError:  # a torch without deferred code generation never makes one
+        return False
+    return isinstance(gm, _LazyGraphModule)

@@ -18,7 +18,7 @@ ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 def module_of(b: Builder, n: fx.Node, cls: type[ModuleT]) -> ModuleT:
     """The leaf module a ``call_module`` node calls, as the class its handler was registered for."""
-    mod = b.gm.get_submodule(str(n.target))
+    mod = b.submodule(str(n.target))
     if not isinstance(mod, cls):
         raise Unsupported(f"{type(mod).__name__} is not a {cls.__name__}")
     return mod

@@ -1,0 +1,330 @@
+"""Output shapes of the commonest torch modules and functions, read without running their meta kernels.
+
+Why: shape propagation runs the FX graph once on ``meta`` tensors (``frontends.torch_trace``), and for
+several everyday ops the meta kernel is a Python decomposition that costs milliseconds per call: an
+eval-mode ``BatchNorm2d`` goes through ``native_batch_norm_helper`` and a dozen elementwise reference
+ops (1.4 ms), ``LayerNorm`` 5 ms, ``nn.MultiheadAttention`` 10 ms, ``Linear`` 2 ms, ``GELU`` 3 ms. On
+ResNet-50, ViT-B/16 and DenseNet-121 that was most of the torch loading time. Each of these ops has a
+closed-form output (same shape as the input, or one axis replaced), so a rule here builds the empty
+meta result directly.
+
+Soundness: a rule answers only when the call is the plain, unambiguous case it knows — an exact module
+type (a subclass may override ``forward``), no forward hooks, the argument pattern the rule reads, equal
+dtypes (no promotion to reason about), sizes that agree with the module's parameters — and returns
+``None`` otherwise, in which case the op runs through its meta kernel as before. Any input the real op
+would reject (wrong rank, channel mismatch, an empty convolution output) also falls back, so the
+kernel's own error is what the user sees. ``tests/test_torch_load_speed.py`` checks, on torchvision models
+and custom modules, that every recorded shape and the IR are identical with and without the rules.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.modules.module as module_hooks
+from torch import nn
+
+__all__ = ["function_rule", "module_rule"]
+
+Rule = Callable[[Any, tuple, dict], Any]
+MODULE_RULES: dict[type, Rule] = {}
+FUNCTION_RULES: dict[Any, Rule] = {}
+
+_META = torch.device("meta")
+
+
+def _empty(shape: Sequence[int], like: torch.Tensor) -> torch.Tensor:
+    """A contiguous meta tensor (``torch.empty`` costs 4 µs on meta; ``empty_like`` runs a Python
+    reference implementation, 80 µs)."""
+    return torch.empty(tuple(shape), dtype=like.dtype, device=_META)
+
+
+def _is_meta(x: Any) -> bool:
+    return isinstance(x, torch.Tensor) and x.device == _META
+
+
+def _only_input(args: tuple, kwargs: dict) -> torch.Tensor | None:
+    """The single positional, contiguous meta tensor of a ``mod(x)`` call, else None.
+
+    Contiguous inputs give contiguous results in every kernel ruled here, so the layout of what a rule
+    builds matches the kernel's too (a later ``view`` succeeds or fails alike)."""
+    if kwargs or len(args) != 1 or not _is_meta(args[0]) or not args[0].is_contiguous():
+        return None
+    return args[0]
+
+
+def _same_dtype(x: torch.Tensor, *tensors: Any) -> bool:
+    return all(t is None or (isinstance(t, torch.Tensor) and t.dtype == x.dtype) for t in tensors)
+
+
+def _no_hooks(mod: nn.Module) -> bool:
+    """Hooks may replace inputs or outputs: only a hook-free call is read from a rule."""
+    return not (
+        mod._forward_hooks
+        or mod._forward_pre_hooks
+        or module_hooks._global_forward_hooks
+        or module_hooks._global_forward_pre_hooks
+        or module_hooks._global_forward_hooks_always_called
+    )
+
+
+def module_rule(mod: nn.Module, args: tuple, kwargs: dict) -> Any:
+    """The meta result of ``mod(*args, **kwargs)`` from a rule, or None to run the module."""
+    rule = MODULE_RULES.get(type(mod))
+    if rule is None or not _no_hooks(mod):
+        return None
+    return rule(mod, args, kwargs)
+
+
+def function_rule(target: Any, args: tuple, kwargs: dict) -> Any:
+    """The meta result of ``target(*args, **kwargs)`` from a rule, or None to call it."""
+    try:
+        rule = FUNCTION_RULES.get(target)
+    except TypeError:  # an unhashable callable has no rule
+        return None
+    return None if rule is None else rule(target, args, kwargs)
+
+
+def _modules(*types: type) -> Callable[[Rule], Rule]:
+    def deco(fn: Rule) -> Rule:
+        for t in types:
+            MODULE_RULES[t] = fn
+        return fn
+
+    return deco
+
+
+def _functions(*targets: Any) -> Callable[[Rule], Rule]:
+    def deco(fn: Rule) -> Rule:
+        for t in targets:
+            FUNCTION_RULES[t] = fn
+        return fn
+
+    return deco
+
+
+# -- modules ------------------------------------------------------------------------------------------
+@_modules(
+    nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh,
+    nn.LeakyReLU, nn.ELU, nn.Mish,
+)  # fmt: skip
+def _activation(mod: nn.Module, args: tuple, kwargs: dict) -> Any:
+    """Elementwise on a floating tensor: the input's shape and dtype."""
+    x = _only_input(args, kwargs)
+    if x is None or not x.is_floating_point():
+        return None
+    return _empty(x.shape, x)
+
+
+@_modules(nn.Identity, nn.Dropout)
+def _passthrough(mod: nn.Module, args: tuple, kwargs: dict) -> Any:
+    """``Identity`` returns its input; ``Dropout`` too when not training (tracing runs in eval mode)."""
+    x = _only_input(args, kwargs)
+    if x is None or mod.training or (isinstance(mod, nn.Dropout) and not x.is_floating_point()):
+        return None
+    return x
+
+
+_BN_RANKS = {nn.BatchNorm1d: (2, 3), nn.BatchNorm2d: (4,), nn.BatchNorm3d: (5,)}
+
+
+@_modules(*_BN_RANKS)
+def _batch_norm(mod: Any, args: tuple, kwargs: dict) -> Any:
+    """Eval-mode batch norm with running statistics: the input's shape (the rank and channel count
+    the module checks are checked here; batch statistics, with their batch-size error, fall back)."""
+    x = _only_input(args, kwargs)
+    if x is None or mod.training or not mod.track_running_stats or mod.running_mean is None:
+        return None
+    if x.dim() not in _BN_RANKS[type(mod)] or x.shape[1] != mod.num_features or not x.is_floating_point():
+        return None
+    if not _same_dtype(x, mod.weight, mod.bias, mod.running_mean, mod.running_var):
+        return None
+    if any(t is not None and tuple(t.shape) != (mod.num_features,) for t in (mod.weight, mod.bias)):
+        return None
+    return _empty(x.shape, x)
+
+
+@_modules(nn.LayerNorm)
+def _layer_norm(mod: Any, args: tuple, kwargs: dict) -> Any:
+    x = _only_input(args, kwargs)
+    if x is None or not x.is_floating_point() or not _same_dtype(x, mod.weight, mod.bias):
+        return None
+    norm = tuple(mod.normalized_shape)
+    k = len(norm)
+    if k == 0 or x.dim() < k or tuple(x.shape[-k:]) != norm:
+        return None
+    if any(t is not None and tuple(t.shape) != norm for t in (mod.weight, mod.bias)):
+        return None
+    return _empty(x.shape, x)
+
+
+@_modules(nn.GroupNorm)
+def _group_norm(mod: Any, args: tuple, kwargs: dict) -> Any:
+    x = _only_input(args, kwargs)
+    if x is None or not x.is_floating_point() or not _same_dtype(x, mod.weight, mod.bias):
+        return None
+    c = mod.num_channels
+    if x.dim() < 2 or x.shape[1] != c or mod.num_groups <= 0 or c % mod.num_groups:
+        return None
+    if any(t is not None and tuple(t.shape) != (c,) for t in (mod.weight, mod.bias)):
+        return None
+    return _empty(x.shape, x)
+
+
+@_modules(nn.Linear)
+def _linear(mod: Any, args: tuple, kwargs: dict) -> Any:
+    x = _only_input(args, kwargs)
+    w = mod.weight
+    if x is None or not x.is_floating_point() or not isinstance(w, torch.Tensor) or w.dim() != 2:
+        return None
+    if x.dim() < 1 or x.shape[-1] != w.shape[1] or not _same_dtype(x, w, mod.bias):
+        return None
+    if mod.bias is not None and tuple(mod.bias.shape) != (w.shape[0],):
+        return None
+    return _empty((*x.shape[:-1], w.shape[0]), x)
+
+
+_CONV_DIMS = {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3}
+
+
+@_modules(*_CONV_DIMS)
+def _conv(mod: Any, args: tuple, kwargs: dict) -> Any:
+    """Batched convolution with zero padding: the output size of each spatial axis in closed form."""
+    x = _only_input(args, kwargs)
+    nd = _CONV_DIMS[type(mod)]
+    w = mod.weight
+    if x is None or not x.is_floating_point() or mod.padding_mode != "zeros" or x.dim() != nd + 2:
+        return None
+    if not isinstance(w, torch.Tensor) or w.dim() != nd + 2 or not _same_dtype(x, w, mod.bias):
+        return None
+    groups = mod.groups
+    if groups <= 0 or x.shape[1] != w.shape[1] * groups or w.shape[0] % groups:
+        return None
+    if mod.bias is not None and tuple(mod.bias.shape) != (w.shape[0],):
+        return None
+    if any(d <= 0 for d in x.shape):
+        return None
+    spatial = tuple(x.shape[2:])
+    pad = mod.padding
+    if isinstance(pad, str):
+        if pad == "same" and all(s == 1 for s in mod.stride):
+            return _empty((x.shape[0], w.shape[0], *spatial), x)
+        if pad != "valid":
+            return None
+        pad = (0,) * nd
+    out = []
+    for i, k, s, p, d in zip(spatial, w.shape[2:], mod.stride, pad, mod.dilation):
+        if s <= 0 or d <= 0 or p < 0:
+            return None
+        o = (i + 2 * p - d * (k - 1) - 1) // s + 1
+        if o <= 0:
+            return None
+        out.append(o)
+    if len(out) != nd:
+        return None
+    return _empty((x.shape[0], w.shape[0], *out), x)
+
+
+_MHA_ARGS = (
+    "query", "key", "value", "key_padding_mask", "need_weights", "attn_mask", "average_attn_weights",
+    "is_causal",
+)  # fmt: skip
+_MHA_DEFAULTS = {"key_padding_mask": None, "need_weights": True, "attn_mask": None,
+                 "average_attn_weights": True, "is_causal": False}  # fmt: skip
+
+
+@_modules(nn.MultiheadAttention)
+def _mha(mod: Any, args: tuple, kwargs: dict) -> Any:
+    """Batched attention without masks and without weights: ``(output shaped like query, None)``."""
+    if len(args) > len(_MHA_ARGS) or any(k not in _MHA_ARGS for k in kwargs):
+        return None
+    if any(k in kwargs for k in _MHA_ARGS[: len(args)]):
+        return None  # given twice: let the module raise
+    bound: dict[str, Any] = {**_MHA_DEFAULTS, **dict(zip(_MHA_ARGS, args)), **kwargs}
+    q: Any = bound.get("query")
+    k: Any = bound.get("key")
+    v: Any = bound.get("value")
+    if not (_is_meta(q) and _is_meta(k) and _is_meta(v)) or not q.is_floating_point():
+        return None
+    if bound["need_weights"] is not False or bound["is_causal"] is not False:
+        return None
+    if bound["key_padding_mask"] is not None or bound["attn_mask"] is not None:
+        return None
+    if q.dim() != 3 or k.dim() != 3 or v.dim() != 3 or mod.training:
+        return None
+    if q.shape[2] != mod.embed_dim or k.shape[2] != mod.kdim or v.shape[2] != mod.vdim:
+        return None
+    b = 0 if mod.batch_first else 1
+    if not (q.shape[b] == k.shape[b] == v.shape[b]) or k.shape[1 - b] != v.shape[1 - b]:
+        return None
+    if any(d <= 0 for t in (q, k, v) for d in t.shape) or not all(t.is_contiguous() for t in (q, k, v)):
+        return None
+    if not _same_dtype(q, k, v, *mod.parameters()):
+        return None
+    if mod.batch_first:  # the kernel computes (L, N, E) and returns it transposed
+        return (_empty((q.shape[1], q.shape[0], q.shape[2]), q).transpose(1, 0), None)
+    return (_empty(q.shape, q), None)
+
+
+# -- functions ----------------------------------------------------------------------------------------
+def _broadcast(a: Sequence[int], b: Sequence[int]) -> tuple[int, ...] | None:
+    out = []
+    for i in range(1, max(len(a), len(b)) + 1):
+        x = a[-i] if i <= len(a) else 1
+        y = b[-i] if i <= len(b) else 1
+        if x != y and x != 1 and y != 1:
+            return None
+        out.append(y if x == 1 else x)
+    return tuple(reversed(out))
+
+
+@_functions(operator.add, operator.sub, operator.mul, operator.truediv, torch.add, torch.mul, torch.sub)
+def _binary(target: Any, args: tuple, kwargs: dict) -> Any:
+    """Floating tensor (op) tensor of the same dtype, or (op) a Python number: broadcast shape, that dtype."""
+    if kwargs or len(args) != 2:
+        return None
+    a, b = args
+    if _is_meta(a) and _is_meta(b):
+        if a.dtype != b.dtype or not a.is_floating_point() or not (a.is_contiguous() and b.is_contiguous()):
+            return None
+        if a.shape == b.shape:
+            return _empty(a.shape, a)
+        shape = _broadcast(a.shape, b.shape)
+        return None if shape is None else _empty(shape, a)
+    t, s = (a, b) if _is_meta(a) else (b, a)
+    if not _is_meta(t) or not t.is_floating_point() or not t.is_contiguous():
+        return None
+    if isinstance(s, bool) or not isinstance(s, int | float):
+        return None
+    if target is operator.truediv and t is b:
+        return None  # number / tensor: rare; its meta kernel is cheap enough
+    return _empty(t.shape, t)
+
+
+@_functions(torch.cat, torch.concat)
+def _cat(target: Any, args: tuple, kwargs: dict) -> Any:
+    """Same-dtype, same-rank, non-empty tensors: the sum along ``dim``, the common size elsewhere."""
+    if not args or len(args) > 2 or any(k != "dim" for k in kwargs) or (len(args) == 2 and kwargs):
+        return None
+    xs = args[0]
+    dim = args[1] if len(args) == 2 else kwargs.get("dim", 0)
+    if not isinstance(xs, list | tuple) or not xs or isinstance(dim, bool) or not isinstance(dim, int):
+        return None
+    first = xs[0]
+    if not all(_is_meta(x) for x in xs):
+        return None
+    rank = first.dim()
+    if rank == 0 or not -rank <= dim < rank:
+        return None
+    dim %= rank
+    total = 0
+    for x in xs:
+        if x.dtype != first.dtype or x.dim() != rank or x.numel() == 0 or not x.is_contiguous():
+            return None
+        if any(x.shape[i] != first.shape[i] for i in range(rank) if i != dim):
+            return None
+        total += x.shape[dim]
+    return _empty((*first.shape[:dim], total, *first.shape[dim + 1 :]), first)

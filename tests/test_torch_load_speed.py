@@ -1,0 +1,265 @@
+"""The fast torch loading path builds exactly the IR, the trace record and the report of the plain one.
+
+``load_torch`` reads most shapes from cheap rules (``frontends.torch_shapes``) instead of running every
+node on meta tensors, and builds the IR without copying the environment per node. Soundness rests on
+those shortcuts changing nothing: for torchvision models and small custom modules, the shapes recorded,
+the IR (every node, value, constant and construct record) and the analysis report are compared,
+within one run, against the plain path (every node run through its meta kernel).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import frontends.torch_shapes as shapes
+import frontends.torch_trace as tr
+import graphcore
+from frontends.torch_frontend import load_torch
+
+
+def _canon(x: Any) -> Any:
+    """A JSON-able, order-stable rendering of IR attributes and records."""
+    if isinstance(x, np.ndarray):
+        return ["nd", x.dtype.name, list(x.shape), x.tobytes().hex()]
+    if isinstance(x, np.generic):
+        return _canon(x.item())
+    if isinstance(x, dict):
+        return sorted(([_canon(k), _canon(v)] for k, v in x.items()), key=repr)
+    if isinstance(x, list | tuple):
+        return [type(x).__name__, *(_canon(v) for v in x)]
+    if isinstance(x, bool | int | float | str | type(None)):
+        return x
+    return _stable(x)
+
+
+def _stable(x: Any) -> str:
+    """``repr`` without memory addresses (they differ between processes)."""
+    return re.sub(r" at 0x[0-9a-f]+", "", repr(x))
+
+
+def fingerprint(graph: Any) -> dict[str, Any]:
+    """Everything a torch IR carries that analysis or construct reads, rendered canonically."""
+    tm = graph.meta["torch"]
+    values = [
+        [v.name, _canon(v.shape), v.dtype, v.is_param, v.trainable, _canon(v.const), v.alias_of]
+        for v in graph.values.values()
+    ]
+    nodes = [
+        [n.name, n.op, n.domain, n.origin, [None if v is None else v.name for v in n.inputs],
+         [v.name for v in n.outputs], _canon(n.attrs)]
+        for n in graph.nodes
+    ]  # fmt: skip
+    record = {
+        "tracer": tm.tracer,
+        "shape_source": tm.shape_source,
+        "sites": _canon(tm.sites),
+        "operand_sites": _canon(tm.operand_sites),
+        "attr_sites": _canon(tm.attr_sites),
+        "splits": _canon(tm.splits),
+        "fixups": _canon(tm.fixups),
+        "aliases": _canon(tm.aliases),
+        "tensor_kind": _canon(tm.tensor_kind),
+    }
+    meta = {k: _canon(v) for k, v in graph.meta.items() if k != "torch"}
+    return {
+        "values": values,
+        "nodes": nodes,
+        "inputs": [v.name for v in graph.inputs],
+        "outputs": [v.name for v in graph.outputs],
+        "record": record,
+        "meta": meta,
+        "fx": [
+            [n.name, n.op, _stable(n.target), _stable(n.args), _stable(n.kwargs)] for n in tm.gm.graph.nodes
+        ],
+    }
+
+
+def digest(module: nn.Module, example: Any) -> tuple[str, str]:
+    """(hash of the IR fingerprint, hash of the analysis report) for ``load_torch(module, example)``."""
+    graph = load_torch(module, example)
+    ir = json.dumps(fingerprint(graph), sort_keys=True, default=repr)
+    report = graphcore.analyze(graph).report().model_dump_json()
+    return hashlib.sha256(ir.encode()).hexdigest(), hashlib.sha256(report.encode()).hexdigest()
+
+
+def _recorded(module: nn.Module, example: tuple, fast: bool, monkeypatch: pytest.MonkeyPatch) -> tuple:
+    """(node name → shape, strides and dtype of each result; node name → recorded description) of one
+    meta run, fast (rules, tensors swapped as read) or plain. Strides too: a rule's result must be
+    laid out as the kernel's, or a later ``view`` could succeed where torch fails. The run is called
+    directly: a failing fast run raises here instead of falling back to the plain one."""
+    seen: dict[str, Any] = {}
+    plain = tr.describe
+    recorder_run_node = tr._Recorder.run_node
+
+    def layout(obj: Any) -> Any:
+        if isinstance(obj, torch.Tensor):
+            return (tuple(obj.shape), obj.stride(), str(obj.dtype))
+        if isinstance(obj, list | tuple):
+            return [layout(x) for x in obj]
+        return plain(obj)
+
+    def spy(self: Any, n: Any) -> Any:
+        out = recorder_run_node(self, n)
+        seen[n.name] = layout(out)
+        return out
+
+    gm = torch.fx.symbolic_trace(module)
+    monkeypatch.setattr(tr._Recorder, "run_node", spy)
+    try:
+        meta = tr._run_meta(gm, example, fast=fast)
+    finally:
+        monkeypatch.undo()
+    assert len(seen) == len(gm.graph.nodes) == len(meta)
+    return seen, {n.name: m for n, m in meta.items()}
+
+
+class Rules(nn.Module):
+    """Every rule of ``frontends.torch_shapes`` on its plain case, next to cases it must leave alone."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv1d(4, 6, 3, padding="same", dilation=2)
+        self.c2 = nn.Conv2d(4, 8, 3, stride=2, padding=1, groups=2)
+        self.c2v = nn.Conv2d(8, 8, (3, 1), padding="valid", bias=False)
+        self.c3 = nn.Conv3d(2, 3, 2, stride=(1, 2, 1))
+        self.reflect = nn.Conv2d(8, 8, 3, padding=1, padding_mode="reflect")
+        self.bn1 = nn.BatchNorm1d(6)
+        self.bn2 = nn.BatchNorm2d(8)
+        self.bn_batch = nn.BatchNorm2d(8, track_running_stats=False)
+        self.gn = nn.GroupNorm(2, 8)
+        self.ln = nn.LayerNorm([4, 8])
+        self.lin = nn.Linear(8, 5)
+        self.mha = nn.MultiheadAttention(8, 2, batch_first=True)
+        self.mha_seq = nn.MultiheadAttention(8, 2, kdim=6, vdim=4)
+        acts = [nn.ReLU(), nn.GELU(), nn.SiLU(), nn.Hardswish(), nn.LeakyReLU(0.1), nn.ReLU6()]
+        self.acts = nn.ModuleList([*acts, nn.Sigmoid(), nn.Tanh(), nn.Identity(), nn.Dropout(0.3)])
+
+    def forward(self, a, b, c, t):
+        y1 = self.bn1(self.c1(a))  # (2, 6, 9)
+        y2 = self.c2(b)  # (2, 8, 4, 4)
+        y2 = self.bn2(y2) + self.bn_batch(y2)
+        y2 = self.gn(self.c2v(y2)) + 1.5
+        y2 = self.reflect(y2)
+        for act in self.acts:
+            y2 = act(y2)
+        y3 = self.c3(c)
+        tok = self.ln(t)  # (2, 4, 8)
+        att, _ = self.mha(tok, tok, tok, need_weights=False)
+        att2, w = self.mha(tok, tok, tok)  # weights wanted: the module runs
+        seq = tok.transpose(0, 1).contiguous()
+        kv = torch.zeros(4, 2, 6)
+        att3, _ = self.mha_seq(seq, kv, kv[..., :4].contiguous(), need_weights=False)
+        z = torch.cat([att, att2, att3.transpose(0, 1)], dim=-1)
+        z = torch.cat((z, z.transpose(1, 2).transpose(1, 2)), -2)  # a non-contiguous operand
+        s = self.lin(att) * 2 - self.lin(tok) / 3  # on a transposed result, then a contiguous one
+        s = s.sum(1, keepdim=True) + s + torch.ones(5) + (y1[:, :1, :5] * 2)[:, :, :1].transpose(1, 2)
+        ints = torch.arange(5) + 1
+        return y2, y3, z, s, ints, w
+
+
+def _rules_inputs() -> tuple:
+    torch.manual_seed(0)
+    return (torch.randn(2, 4, 9), torch.randn(2, 4, 8, 8), torch.randn(1, 2, 4, 6, 3), torch.randn(2, 4, 8))
+
+
+def test_rules_record_what_the_meta_kernels_record(monkeypatch):
+    # a fresh module per trace: symbolic_trace stores tensor constants on the module it traces
+    # (``_tensor_constant0``, ...), so a second trace of the same module names them differently
+    fast = _recorded(Rules().eval(), _rules_inputs(), True, monkeypatch)
+    plain = _recorded(Rules().eval(), _rules_inputs(), False, monkeypatch)
+    assert fast[0] == plain[0]
+    assert fast[1] == plain[1]
+
+
+def test_a_failing_fast_run_falls_back_to_the_plain_one(monkeypatch):
+    def broken(*args: Any) -> Any:
+        raise RuntimeError("a rule that breaks")
+
+    plain = tr.trace(Rules().eval(), _rules_inputs())
+    monkeypatch.setitem(shapes.FUNCTION_RULES, torch.cat, broken)
+    res = tr.trace(Rules().eval(), _rules_inputs())
+    assert res.shape_source == plain.shape_source == "meta"
+    assert {n.name: m for n, m in res.meta.items()} == {n.name: m for n, m in plain.meta.items()}
+
+
+def test_a_rule_that_cannot_answer_leaves_the_error_to_the_kernel(monkeypatch):
+    """Channel mismatches, wrong ranks and empty outputs are not guessed at: torch's own failure (and the
+    fallback that follows it) is the same with and without the rules."""
+
+    class Broken(nn.Module):
+        def __init__(self, kind: str) -> None:
+            super().__init__()
+            self.kind = kind
+            self.bn = nn.BatchNorm2d(3)
+            self.lin = nn.Linear(7, 2)
+            self.conv = nn.Conv2d(3, 3, 5)
+
+        def forward(self, x):
+            if self.kind == "bn":
+                return self.bn(x[:, :2])
+            if self.kind == "lin":
+                return self.lin(x)
+            return self.conv(x[..., :2, :2])
+
+    for kind in ("bn", "lin", "conv"):
+        errors = []
+        for fast in (True, False):
+            monkeypatch.setattr(tr, "FAST_SHAPES", fast)
+            try:
+                load_torch(Broken(kind).eval(), torch.randn(1, 3, 4, 4), allow_export=False)
+            except Exception as exc:  # the message names torch's blocker
+                errors.append(str(exc))
+            else:
+                errors.append("loaded")
+        assert errors[0] == errors[1] != "loaded", errors
+
+
+def test_the_module_keeps_its_tensors(monkeypatch):
+    """Only the tensors the meta run reads are swapped, and every one is put back (also on failure)."""
+    model = Rules().eval()
+    before = {k: v for k, v in [*model.named_parameters(), *model.named_buffers()]}
+    load_torch(model, _rules_inputs())
+    monkeypatch.setattr(tr, "_Recorder", _FailingRecorder)
+    with pytest.raises(Exception):  # noqa: B017  (whatever the tracer reports)
+        tr._record_meta(torch.fx.symbolic_trace(model), _rules_inputs())
+    after = {k: v for k, v in [*model.named_parameters(), *model.named_buffers()]}
+    assert after.keys() == before.keys()
+    assert all(after[k] is before[k] and after[k].device.type == "cpu" for k in before)
+
+
+class _FailingRecorder(tr._Recorder):
+    def call_function(self, target: Any, args: tuple, kwargs: dict) -> Any:
+        if getattr(target, "__name__", "") == "cat":
+            raise RuntimeError("stop half-way")
+        return super().call_function(target, args, kwargs)
+
+
+def _model(name: str) -> tuple[nn.Module, tuple]:
+    torch.manual_seed(0)
+    if name == "rules":
+        return Rules().eval(), _rules_inputs()
+    tv = pytest.importorskip("torchvision").models
+    if name == "tiny_vit":
+        m = tv.VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=4, hidden_dim=32,
+                                 mlp_dim=64, num_classes=10)  # fmt: skip
+    else:
+        m = getattr(tv, name)()
+    return m.eval(), (torch.randn(1, 3, 32, 32),)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "densenet121", "mobilenet_v3_small", "tiny_vit", "rules"])
+def test_ir_and_report_match_the_plain_path(name, monkeypatch):
+    model, example = _model(name)
+    tr._run_meta(torch.fx.symbolic_trace(model), example, fast=True)  # the fast run itself succeeds
+    fast = digest(*_model(name))
+    monkeypatch.setattr(tr, "FAST_SHAPES", False)
+    plain = digest(*_model(name))
+    assert fast == plain, name
