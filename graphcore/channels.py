@@ -7,11 +7,12 @@ arrays keeps the analysis linear in graph size: each rule emits O(axis size) wor
 the components come from one sparse connected-components call.
 
 Most links tie two whole axes element for element (a residual Add, an activation, a matmul's shared
-dimension). Those are kept as a union of *slots* (one dict entry per link) instead of two index
-arrays of the axis's length: a LLaMA-7B-shaped graph ties thousands of 4096- and 11008-wide axes, and
-the element arrays were most of its time and memory. ``components`` folds every slot onto its class's
-root slot and runs connected components only for the links between individual elements (index maps,
-blocks), then spreads the labels back to every element.
+dimension). Those are kept as pairs of *slots* (one list entry per link) instead of two index arrays of
+the axis's length: a LLaMA-7B-shaped graph ties thousands of 4096- and 11008-wide axes, and the element
+arrays were most of its time and memory. ``fold`` finds the classes of slots linked whole (connected
+components over slots), folds every slot onto its class's earliest slot and runs connected components
+over elements only for the links between individual elements (index maps, blocks); the labels are then
+spread back to every element.
 
 Zero tracking (``zero``) is evaluated for all channels at once. That is exact per channel because an
 element's zero-ness only ever depends on elements it is linked to, i.e. on its own channel.
@@ -83,7 +84,8 @@ class ChannelGraph:
         self.total = 0
         self._links_a: list[np.ndarray] = []
         self._links_b: list[np.ndarray] = []
-        self._parent: dict[SlotKey, SlotKey] = {}  # union of whole axes linked element for element
+        self._pairs_a: list[SlotKey] = []  # whole axes linked element for element
+        self._pairs_b: list[SlotKey] = []
         self.pins: dict[SlotKey, str] = {}
         self.structural: set[SlotKey] = set()
         self.zeros: dict[SlotKey, np.ndarray] = {}
@@ -171,20 +173,10 @@ class ChannelGraph:
             return False
         self.touched.add(ka)
         self.touched.add(kb)
-        if ka != kb:
-            ra, rb = self._root(ka), self._root(kb)
-            if ra != rb:
-                self._parent[rb] = ra
+        if ka != kb:  # classes of whole-axis links are found once, by ``fold``
+            self._pairs_a.append(ka)
+            self._pairs_b.append(kb)
         return True
-
-    def _root(self, k: SlotKey) -> SlotKey:
-        parent = self._parent
-        root = k
-        while root in parent:
-            root = parent[root]
-        while k != root:  # path compression keeps every later find short
-            parent[k], k = root, parent[k]
-        return root
 
     def _learn(self, v: Value | None, axis: int, size: int) -> SlotKey | None:
         """An inferred symbol (not a graph input's) linked to a static axis must have that size."""
@@ -390,47 +382,53 @@ class ChannelGraph:
     # -- results -----------------------------------------------------------------------------------
     def links(self) -> tuple[np.ndarray, np.ndarray]:
         """The links between individual elements (index maps, blocks); whole-axis links are slot
-        unions, which ``components`` applies."""
+        pairs, which ``fold`` applies."""
         if not self._links_a:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
         return np.concatenate(self._links_a), np.concatenate(self._links_b)
 
     def fold(self) -> Folded:
         """Connected components over the *folded* elements: each class of slots linked whole is one
-        range of elements (its root's), so a LLaMA-7B's hundreds of 4096-wide axes tied by residual
-        adds cost 4096 elements, not 4096 per axis. Only the links between individual elements (index
-        maps, blocks) go to the sparse connected-components call."""
+        range of elements (its earliest slot's), so a LLaMA-7B's hundreds of 4096-wide axes tied by
+        residual adds cost 4096 elements, not 4096 per axis. The classes are the connected components of
+        the whole-axis links (one sparse call over slots); only the links between individual elements
+        (index maps, blocks) go to the second call, over the folded elements."""
         keys = list(self.offset)  # allocation order: offsets ascending
-        root = self._root
-        start: dict[SlotKey, int] = {}
-        first_of_root: dict[SlotKey, int] = {}  # the class's earliest slot offset (allocation order)
-        roots: list[SlotKey] = []
-        m = 0
-        for k in keys:
-            r = root(k) if k in self._parent else k
-            if r not in first_of_root:
-                first_of_root[r] = self.offset[k]
-            if r == k:
-                start[k] = m
-                roots.append(k)
-                m += self.size[k]
-        for k in keys:
-            if k in self._parent:
-                start[k] = start[root(k)]
-        shift = np.fromiter((start[k] - self.offset[k] for k in keys), dtype=np.int64, count=len(keys))
+        n_slots = len(keys)
+        sizes = np.fromiter((self.size[k] for k in keys), dtype=np.int64, count=n_slots)
+        offsets = np.fromiter((self.offset[k] for k in keys), dtype=np.int64, count=n_slots)
+        order = np.arange(n_slots, dtype=np.int64)
+        if self._pairs_a:
+            index = dict(zip(keys, range(n_slots)))
+            pa = np.fromiter((index[k] for k in self._pairs_a), dtype=np.int64, count=len(self._pairs_a))
+            pb = np.fromiter((index[k] for k in self._pairs_b), dtype=np.int64, count=len(self._pairs_b))
+            graph = coo_matrix((np.ones(len(pa), dtype=np.int8), (pa, pb)), shape=(n_slots, n_slots))
+            n_cls, cls = connected_components(graph, directed=False)
+            first_slot = np.empty(n_cls, dtype=np.int64)
+            first_slot[cls[::-1]] = order[::-1]  # the last write wins: each class's earliest slot
+            root_of = first_slot[cls]
+        else:
+            root_of = order
+        is_root = root_of == order
+        root_sizes = sizes[is_root]
+        root_start = np.zeros(n_slots, dtype=np.int64)
+        root_start[is_root] = np.cumsum(root_sizes) - root_sizes
+        slot_start = root_start[root_of]
+        m = int(root_sizes.sum())
+        start: dict[SlotKey, int] = dict(zip(keys, slot_start.tolist()))
         a, b = self.links()
         if a.size:
-            starts = np.fromiter((self.offset[k] for k in keys), dtype=np.int64, count=len(keys))
-            a = a + shift[np.searchsorted(starts, a, side="right") - 1]
-            b = b + shift[np.searchsorted(starts, b, side="right") - 1]
+            shift = slot_start - offsets
+            a = a + shift[np.searchsorted(offsets, a, side="right") - 1]
+            b = b + shift[np.searchsorted(offsets, b, side="right") - 1]
             mat = coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(m, m))
             _, labels = connected_components(mat, directed=False)
             labels = labels.astype(np.int64)
         else:
             labels = np.arange(m, dtype=np.int64)
-        rsizes = np.fromiter((self.size[r] for r in roots), dtype=np.int64, count=len(roots))
-        rfirst = np.fromiter((first_of_root[r] for r in roots), dtype=np.int64, count=len(roots))
-        first = np.arange(m, dtype=np.int64) + np.repeat(rfirst - (np.cumsum(rsizes) - rsizes), rsizes)
+        # A class's earliest slot is its root, so the smallest original element folded onto element j
+        # of the root's range is element j of the root.
+        first = np.arange(m, dtype=np.int64) + np.repeat(offsets[is_root] - root_start[is_root], root_sizes)
         return Folded(labels=labels, start=start, first=first, ctx=self)
 
 
