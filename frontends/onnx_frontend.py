@@ -134,7 +134,10 @@ def load_onnx(source: str | os.PathLike | onnx.ModelProto) -> Graph:
 
     The graph keeps the model in ``meta["model"]``: for a ``ModelProto`` source that is the caller's
     own object whenever it needed no edit (``read_onnx(copy=False)``); zigraph never edits it."""
-    with shared_rows():  # each graph's node list is read from protobuf once
+    # Each graph's node list is read from protobuf once; the collector waits until the load is done
+    # (its rows and the IR are hundreds of thousands of objects on a big graph, and every collection
+    # on the way scanned all of them).
+    with shared_rows(), gc_paused():
         return _load_onnx(source)
 
 
@@ -155,8 +158,7 @@ def _load_onnx(source: str | os.PathLike | onnx.ModelProto) -> Graph:
     except Exception as exc:
         raise ModelLoadError(f"{name}: invalid ONNX graph (shape inference: {_short(exc)})") from None
     _file_shapes(inferred.graph, model.graph)
-    with gc_paused():
-        graph = _to_ir(model, name, inferred.graph)
+    graph = _to_ir(model, name, inferred.graph)
     _check_axes(graph, name)
     graph.meta["model"] = model
     graph.meta["base_dir"] = base
@@ -243,8 +245,21 @@ def light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
         if t.data_location != onnx.TensorProto.EXTERNAL and n <= limit:
             lg.initializer.append(t)
         elif t.name not in declared:
-            lg.input.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+            _typed_input(lg, t)
     return light
+
+
+def _typed_input(g: onnx.GraphProto, t: onnx.TensorProto) -> None:
+    """Declare ``t`` as a graph input of its type and shape (``helper.make_tensor_value_info`` without
+    its checks, which cost more than the rest of the light copy on a graph of many weights)."""
+    vi = g.input.add()
+    vi.name = t.name
+    tt = vi.type.tensor_type
+    tt.elem_type = t.data_type
+    dims = tt.shape.dim
+    dims.extend([])  # a scalar's shape must still be present: rank 0, not unknown
+    for d in t.dims:
+        dims.add().dim_value = d
 
 
 def checkable(model: onnx.ModelProto) -> onnx.ModelProto:
