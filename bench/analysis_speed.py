@@ -432,7 +432,9 @@ def llama_worker(folder: str) -> dict[str, Any]:
         groups=report.num_groups,
         prunable=report.num_prunable_groups,
         mlp_groups=sum(1 for g in analysis.groups if g.prunable and g.size == 11008),
-        head_groups=sum(1 for g in analysis.groups if g.prunable and g.size == 32),
+        # The default attention channels are head dimensions (docs/head_dims.md): dimension j of every
+        # head is one ZIG, so each layer has one group of 128 (head size); whole heads would be 32.
+        head_groups=sum(1 for g in analysis.groups if g.prunable and g.size == 128),
         params=report.params_total,
         peak_rss_mib=_peak_rss_mib(),
         rss_before_mib=rss_before,
@@ -482,7 +484,7 @@ def print_llama(r: dict[str, Any]) -> None:
         f" (interpreter and imports {r['rss_before_mib']:.0f} MiB; the imports took"
         f" {r.get('import_s', float('nan')):.2f} s before the clock started)\n"
         f"  groups: {r['groups']} ({r['prunable']} prunable): {r['mlp_groups']} MLP (11008 channels),"
-        f" {r['head_groups']} attention heads (32)\n"
+        f" {r['head_groups']} attention (128 head dimensions)\n"
     )
 
 
