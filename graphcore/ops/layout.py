@@ -67,10 +67,11 @@ def _carrier(sizes: list[int], pinned: list[bool]) -> int:
 
 def _merge(ctx: ChannelGraph, x: Value, ia: list[int], y: Value, b: int, what: str) -> None:
     sizes = [int_dim(known_shape(x)[a]) for a in ia]
-    c = _carrier(sizes, [ctx.is_pinned(x, a) for a in ia])
     heads = [k for k, a in enumerate(ia) if sizes[k] > 1 and head_dims_enabled() and from_head_product(x, a)]
     if heads:
         c = heads[-1]  # attention's output merged back: head dimension j of every head is one channel
+    else:
+        c = _carrier(sizes, [ctx.is_pinned(x, a) for a in ia])
     stride = math.prod(sizes[c + 1 :])
     n = math.prod(sizes)
     out_idx = np.arange(n, dtype=np.int64)
@@ -130,10 +131,11 @@ def _indexed_downstream(v: Value, axis: int, depth: int = 8) -> bool:
 
 def _split(ctx: ChannelGraph, x: Value, a: int, y: Value, ib: list[int], what: str) -> None:
     sizes = [int_dim(known_shape(y)[b]) for b in ib]
-    c = _carrier(sizes, [_indexed_downstream(y, b) for b in ib])
     heads = [k for k, b in enumerate(ib) if sizes[k] > 1 and head_dims_enabled() and feeds_head_product(y, b)]
     if heads:
         c = heads[-1]  # queries, keys or values split into heads: head dimension j of every head
+    else:
+        c = _carrier(sizes, [_indexed_downstream(y, b) for b in ib])
     stride = math.prod(sizes[c + 1 :])
     n = math.prod(sizes)
     in_idx = np.arange(n, dtype=np.int64)
