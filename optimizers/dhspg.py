@@ -246,7 +246,8 @@ class DHSPG(GroupOptimizer):
         if not self.partitioned:
             return Need(pre=True, d2=True) if j >= 1 else Need()
         if j <= group["pruning_steps"] and self.num_zero() < self.goal:
-            return Need(pre=True, d2=True)
+            # only the non-zero candidates are penalized: every other parameter steps with its statistics
+            return Need(pre=True, d2=True, active=self.redundant & ~self._zero)
         return Need()
 
     def update(self, stats: GroupStats, group: dict) -> None:

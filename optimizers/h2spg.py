@@ -181,7 +181,8 @@ class H2SPG(DHSPG):
 
     def need(self, group: dict) -> Need:
         if not self.searched and self._window_step(group) < 1:
-            return Need(pre=True, d2=True)  # warm-up: score, then the plain step
+            # warm-up: score, then the plain step, taken in the same pass (nothing is penalized)
+            return Need(pre=True, d2=True, active=torch.zeros_like(self.prunable))
         return super().need(group)
 
     def update(self, stats: GroupStats, group: dict) -> None:

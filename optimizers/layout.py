@@ -155,6 +155,7 @@ class ZigLayout:
         self.slots: list[ParamAxes] = []
         # per parameter index: a persistent buffer for the x² of a [O, I] weight (see reduce)
         self._square_buffers: dict[int, torch.Tensor] = {}
+        self._repeated: dict[int, torch.Tensor] = {}  # per parameter index: see _repeated_owner
         #: the process group per-ZIG totals are summed over when parameters are sharded (else None)
         self.group: Any = None
         shards = {key: local_shard(t) for key, t in tensors.items()}
@@ -247,10 +248,13 @@ class ZigLayout:
             pairs[slot.param] = prod
             return self.pair_reduce(prod)
         prod = _product(xv, None if y is None else y.reshape(slot.blocks), scratch)
-        pair = self.pair_sums(slot, prod)
+        # the pair matrix costs a skinny matrix-vector pass (a 3x3 kernel's 9 taps per row): only
+        # worth it when the caller keeps it for the cross terms; rows and columns come straight
+        # from the product otherwise (two long matrix-vector products)
+        pair = self.pair_sums(slot, prod) if pairs is not None else None
         if pair is not None:
-            if pairs is not None:
-                pairs[slot.param] = pair
+            assert pairs is not None
+            pairs[slot.param] = pair
             return self.pair_reduce(pair)
         return [_sum_except(prod, pos).to(self.dtype) for pos in slot.owned_pos]
 
@@ -363,25 +367,41 @@ class ZigLayout:
             out = v if out is None else out + v
         return _owned(out, slot)
 
-    def scale_(self, slot: ParamAxes, coef: torch.Tensor, decay: float, lr: float) -> None:
+    def scale_(
+        self, slot: ParamAxes, coef: torch.Tensor, decay: float, lr: float, scratch: Scratch | None = None
+    ) -> None:
         """``p ← (decay − lr·Σ coef over the owners of each entry)·p``, in place, in few passes.
 
-        A weight owned by rows and columns gets its factor as one ``[O, I]`` outer sum (expanded over
-        a short trailing run, which elementwise kernels stream badly); other layouts broadcast.
+        A weight owned by rows and columns gets its factor as one outer sum ``row[o] + col[j]`` over
+        ``[O, I·B]`` (the column coefficients repeated over a short trailing run ``B``, so the
+        broadcast streams whole rows; written into ``scratch`` when given, which saves the page
+        faults of a fresh parameter-sized tensor every step); other layouts broadcast.
         """
         p = self.params[slot.param]
         if slot.owned_pos == (0, 1) and len(slot.blocks) in (2, 3) and p.is_contiguous():
             n0, n1 = slot.blocks[0], slot.blocks[1]
+            b = slot.blocks[2] if len(slot.blocks) == 3 else 1
             row = (decay - lr * coef[slot.owners[0]]).view(n0, 1)
-            factor = torch.add(row, coef[slot.owners[1]].view(1, n1), alpha=-lr).to(p.dtype)
-            pv = p.view(slot.blocks)
-            if len(slot.blocks) == 3:
-                b = slot.blocks[2]
-                factor = factor.unsqueeze(-1)
-                factor = factor.expand(n0, n1, b).contiguous() if b < 64 else factor
-            pv.mul_(factor)
+            if b >= 64:  # a long trailing run: a [O, I, 1] factor broadcasts fast as it is
+                col = coef[slot.owners[1]].view(1, n1, 1)
+                p.view(slot.blocks).mul_(torch.add(row.view(n0, 1, 1), col, alpha=-lr).to(p.dtype))
+                return
+            col = coef[self._repeated_owner(slot)].view(1, n1 * b)
+            if scratch is None:
+                factor = torch.add(row, col, alpha=-lr).to(p.dtype)
+            else:  # summed in the coefficients' dtype, stored in the parameter's
+                factor = torch.add(row, col, alpha=-lr, out=scratch.like(p).view(n0, n1 * b))
+            p.view(n0, n1 * b).mul_(factor)
             return
         p.mul_((decay - lr * self.broadcast_sum(coef, slot)).to(p.dtype))
+
+    def _repeated_owner(self, slot: ParamAxes) -> torch.Tensor:
+        """The column owners of a ``[O, I, B]`` slot repeated B times (one per entry of a row), cached."""
+        own = self._repeated.get(slot.param)
+        if own is None:
+            b = slot.blocks[2] if len(slot.blocks) == 3 else 1
+            own = self._repeated[slot.param] = slot.owners[1].repeat_interleave(b)
+        return own
 
     def broadcast_prod(self, factor: torch.Tensor, slot: ParamAxes) -> torch.Tensor:
         """``factor`` multiplied over the owners of every entry of one parameter."""
