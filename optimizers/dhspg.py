@@ -243,7 +243,7 @@ class DHSPG(GroupOptimizer):
 
     def need(self, group: dict) -> Need:
         j = self._window_step(group)
-        if not self.partitioned:
+        if self.redundant is None:  # the partition step needs every statistic
             return Need(pre=True, d2=True) if j >= 1 else Need()
         if j <= group["pruning_steps"] and self.num_zero() < self.goal:
             # only the non-zero candidates are penalized: every other parameter steps with its statistics
