@@ -125,7 +125,13 @@ class H2SPG(DHSPG):
         saliency_momentum: float = 0.9,
         **kwargs: Any,
     ) -> None:
-        unsupported = "tolerance_group_sparsity", "group_divisible", "target_params_kept", "target_flops_kept"
+        unsupported = (
+            "tolerance_group_sparsity",
+            "group_divisible",
+            "target_params_kept",
+            "target_flops_kept",
+            "uniform",
+        )
         for name in unsupported:
             if name in kwargs:
                 raise ValueError(f"H2SPG has no {name}: the hierarchical search picks exactly K structures")
