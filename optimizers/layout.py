@@ -487,8 +487,17 @@ def _sq_norm(x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
     return torch.linalg.vector_norm(x, dim=dims).square()
 
 
+_ONES: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
+
+
 def _ones(n: int, like: torch.Tensor) -> torch.Tensor:
-    return torch.ones(n, dtype=like.dtype, device=like.device)
+    """A vector of ``n`` ones, a view of one cached buffer per dtype and device (reductions run as
+    matrix-vector products with it a dozen times per parameter and step; nothing writes to it)."""
+    key = (like.dtype, like.device)
+    buf = _ONES.get(key)
+    if buf is None or buf.numel() < n:
+        buf = _ONES[key] = torch.ones(max(n, 4096), dtype=like.dtype, device=like.device)
+    return buf[:n]
 
 
 def _sum_except(t: torch.Tensor, pos: int) -> torch.Tensor:
