@@ -153,8 +153,6 @@ class ZigLayout:
         #: the parameters as the model holds them (what the optimizer's param_groups list)
         self.sources: list[torch.Tensor] = []
         self.slots: list[ParamAxes] = []
-        # per parameter index: a persistent buffer for the x² of a [O, I] weight (see reduce)
-        self._square_buffers: dict[int, torch.Tensor] = {}
         self._repeated: dict[int, torch.Tensor] = {}  # per parameter index: see _repeated_owner
         #: the process group per-ZIG totals are summed over when parameters are sharded (else None)
         self.group: Any = None
@@ -238,19 +236,12 @@ class ZigLayout:
             return [(xv * xv if y is None else xv * y.reshape(slot.blocks)).to(self.dtype)]
         if y is None and slot.owned_pos == (0,) and slot.blocks[1] >= 64:
             return [_sq_norm(xv, (1,)).to(self.dtype)]  # rows of a weight: one fast reduction
-        keep_square = pairs is not None and y is None and slot.owned_pos == (0, 1) and len(slot.blocks) == 2
-        if keep_square:  # a [O, I] weight's x² is its own pair matrix: kept (own buffer) for the cross terms
-            buf = self._square_buffers.get(slot.param)
-            if buf is None or buf.shape != xv.shape or buf.dtype != xv.dtype:
-                buf = self._square_buffers[slot.param] = torch.empty_like(xv)
-            prod = torch.mul(xv, xv, out=buf)
-            assert pairs is not None
-            pairs[slot.param] = prod
-            return self.pair_reduce(prod)
         prod = _product(xv, None if y is None else y.reshape(slot.blocks), scratch)
         # the pair matrix costs a skinny matrix-vector pass (a 3x3 kernel's 9 taps per row): only
         # worth it when the caller keeps it for the cross terms; rows and columns come straight
-        # from the product otherwise (two long matrix-vector products)
+        # from the product otherwise (two long matrix-vector products). A [O, I] weight has no pair
+        # matrix smaller than itself: its cross terms recompute x² from the parameter in the second
+        # sweep, which reads it anyway, instead of keeping a parameter-sized copy between sweeps.
         pair = self.pair_sums(slot, prod) if pairs is not None else None
         if pair is not None:
             assert pairs is not None
