@@ -183,6 +183,8 @@ class ZigLayout:
             last = cat_owner[-1]
             uniform = len(axes) == 1 and last.size > 0 and bool((last == last[0]).all())
             slot = ParamAxes(len(self.params), axes, tuple(owners), blocks, owned_pos, rest_pos, uniform)
+            if uniform and not slot.is_vector:  # one total per statistic: one entry in the per-index vector
+                cat_owner[-1] = last[:1]
             self.slots.append(slot)
             self.params.append(local)
             self.sources.append(tensor)
@@ -222,15 +224,15 @@ class ZigLayout:
         scratch: Scratch | None = None,
         pairs: dict[int, torch.Tensor] | None = None,
     ) -> list[torch.Tensor]:
-        """Sums of ``x*y`` (``x²`` when y is None) of one parameter per index of each owned axis.
+        """Sums of ``x*y`` (``x²`` when y is None) of one parameter per index of each owned axis
+        (one total for a tensor that is wholly one ZIG's: its axis has one entry in the layout).
 
         One vector per owned axis, in ``slot.axes`` order, in accumulation dtype. With ``pairs``, the
         :meth:`pair_sums` matrix (when the layout has one) is kept there under the parameter's index.
         """
         if slot.uniform and not slot.is_vector:  # the whole tensor is one ZIG's: one dot product
             flat = x.reshape(-1)
-            total = torch.dot(flat, flat if y is None else y.reshape(-1)).to(self.dtype)
-            return [torch.nn.functional.pad(total.view(1), (0, slot.blocks[slot.owned_pos[0]] - 1))]
+            return [torch.dot(flat, flat if y is None else y.reshape(-1)).to(self.dtype).view(1)]
         xv = x.reshape(slot.blocks)
         if slot.is_vector:  # a bias, a BN scale: small, no scratch needed
             return [(xv * xv if y is None else xv * y.reshape(slot.blocks)).to(self.dtype)]
