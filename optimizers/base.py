@@ -242,7 +242,7 @@ class GroupOptimizer(torch.optim.Optimizer):
             # the local shard of a sharded parameter (FSDP2); its optimizer state is local too
             p = layout.params[i] if i < self.num_grouped else local(source)
             grad = None if source.grad is None else local(_dense_grad(source))
-            d = None if grad is None else direction(p, grad, self.state[source], group)
+            d = None if grad is None else direction(p, grad, self.state[source], group, fused=need.pre)
             if i >= self.num_grouped:
                 if d is not None:
                     _plain_update(p, d, lr, decay, None)

@@ -190,7 +190,8 @@ def zero_outside(model: nn.Module, opt: DHSPG, counts: dict[str, torch.Tensor]) 
 
 
 def test_h2spg_warm_up_is_the_plain_step_and_scores_match_the_reference() -> None:
-    """Warm-up steps every parameter in the statistics pass: exactly torch's SGD, scores as §5.2."""
+    """Warm-up steps every parameter in the statistics pass: torch's SGD (up to the last bit: the
+    statistics pass fuses the momentum update), scores as §5.2."""
     model, analysis = setup("erase")
     twin = copy.deepcopy(model)
     opt = H2SPG(model, analysis, lr=0.1, momentum=0.9, start_pruning_steps=5, pruning_steps=10)
@@ -209,6 +210,6 @@ def test_h2spg_warm_up_is_the_plain_step_and_scores_match_the_reference() -> Non
         score = saliency_scores(x2, xd, d2, opt.layout.zig_numel, live)
         ema = 0.9 * ema + 0.1 * torch.where(live, score, torch.zeros_like(score))
         for p, q in zip(model.parameters(), twin.parameters()):
-            torch.testing.assert_close(p, q, rtol=0, atol=0)
+            torch.testing.assert_close(p, q, rtol=1e-14, atol=1e-15)
         torch.testing.assert_close(opt._ema, ema)
     assert int(opt.prunable.sum()) >= 1 and not opt.searched
