@@ -252,80 +252,49 @@ def uniform_kinds(analysis: Any) -> dict[tuple, list[Any]]:
     return dict(engine_kinds(analysis))
 
 
-def make_uniform_dhspg() -> type:
-    """DHSPG whose redundant set G_R is the same count in every layer for each kind of group.
+def expressible_kinds(model: torch.nn.Module, analysis: Any) -> tuple[list[tuple], dict[str, str]]:
+    """The kinds of groups to make uniform, and why the others are left whole.
 
     A Hugging Face config holds one width per kind for all layers (``intermediate_size``, the head
-    counts), so only a uniform result can go back to the same class through ``from_pretrained``. At the
-    partition step DHSPG's own choice is made (saliency of §4.3, caps, the target); then each kind keeps
-    the mean count DHSPG gave its groups, scaled from the candidates (s + τ) to the goal (s), rounded
-    and within every group's room, each group taking its own
-    highest-saliency ZIGs, and the goal K becomes the size of that set, so the pruning window ends with
-    exactly G_R zero. The tolerance τ widens the first choice only: the final candidates are the goal.
-    Where the engine has ``construct.to_hf``, a kind is pruned only when removing one ZIG from each of
-    its groups comes back from ``to_hf`` (which checks the rebuilt class against ``to_torch``); the
-    others are left whole and reported (``left_whole``).
-    """
-    from optimizers import DHSPG
+    counts), so only a uniform result can go back to the same class through ``from_pretrained``:
+    DHSPG's ``uniform=`` option gives every layer the same count per kind. Where the engine has
+    ``construct.to_hf``, a kind is made uniform only when removing one ZIG from each of its groups
+    comes back from ``to_hf`` (which checks the rebuilt class against ``to_torch``); the others are
+    left whole and reported (``left_whole``)."""
+    kinds = uniform_kinds(analysis)
+    left_whole: dict[str, str] = {}
+    try:  # only the kinds to_hf expresses exactly, where the engine has it
+        from construct.to_hf import to_hf  # type: ignore[import-not-found]
+    except ImportError:
+        to_hf = None
+    if to_hf is not None:
+        import numpy as np
 
-    class UniformDHSPG(DHSPG):
-        def __init__(self, model: torch.nn.Module, analysis: Any, **hp: Any) -> None:
-            super().__init__(model, analysis, **hp)
-            kinds = uniform_kinds(analysis)
-            self.left_whole: dict[str, str] = {}
-            try:  # only the kinds to_hf expresses exactly, where the engine has it
-                from construct.to_hf import to_hf  # type: ignore[import-not-found]
-            except ImportError:
-                to_hf = None
-            if to_hf is not None:
-                import numpy as np
+        from graphcore.errors import ZigraphError
 
-                from graphcore.errors import ZigraphError
-
-                for kind, gs in list(kinds.items()):
-                    probe = np.array(sorted(int(g.zig_ids[0]) for g in gs), dtype=np.int64)
-                    try:  # one ZIG out of every group of the kind: built, then checked against to_torch
-                        to_hf(model, analysis, probe)
-                    except ZigraphError as exc:
-                        self.left_whole[str(kind[1][0][0])] = str(exc).splitlines()[0][:160]
-                        del kinds[kind]
-            self._kinds = [[int(g.id) for g in gs] for gs in kinds.values()]
-            self._zig_ids = {int(g.id): torch.as_tensor(g.zig_ids, dtype=torch.long) for g in analysis.groups}
-
-        def _partition(
-            self, x2: torch.Tensor, xd: torch.Tensor, d2: torch.Tensor, group: dict
-        ) -> torch.Tensor:
-            first = super()._partition(x2, xd, d2, group)
-            # G_R holds s + τ of the ZIGs; the goal is s: each kind's share of G_R, scaled to the goal
-            scale = self.goal / max(1, int(first.sum()))
-            uniform = torch.zeros_like(first)
-            for ids in self._kinds:
-                have = [int(first[self._zig_ids[g]].sum()) for g in ids]
-                room = min(int(self.room()[g]) for g in ids)
-                count = min(round(scale * sum(have) / len(have)), room)
-                for g in ids:
-                    zigs = self._zig_ids[g].to(first.device)
-                    if count > 0:
-                        top = torch.argsort(self.saliency[zigs], descending=True, stable=True)[:count]
-                        uniform[zigs[top]] = True
-            uniform &= self.prunable
-            self.redundant = uniform
-            self.goal = int((uniform | (self._zero & self.prunable)).sum())
-            return uniform
-
-    return UniformDHSPG
+        for kind, gs in list(kinds.items()):
+            probe = np.array(sorted(int(g.zig_ids[0]) for g in gs), dtype=np.int64)
+            try:  # one ZIG out of every group of the kind: built, then checked against to_torch
+                to_hf(model, analysis, probe)
+            except ZigraphError as exc:
+                left_whole[str(kind[1][0][0])] = str(exc).splitlines()[0][:160]
+                del kinds[kind]
+    return list(kinds), left_whole
 
 
-def dhspg(model: torch.nn.Module, analysis: Any, s: Settings) -> torch.optim.Optimizer:
+def dhspg(model: torch.nn.Module, analysis: Any, s: Settings) -> tuple[torch.optim.Optimizer, dict[str, str]]:
+    """DHSPG (AdamW variant) on the bench's settings, with ``s.uniform`` its ``uniform=`` selection;
+    and the kinds left whole, with why."""
     import optimizers
 
-    cls = make_uniform_dhspg() if s.uniform else optimizers.get("dhspg")
-    return cls(
+    kinds, left_whole = expressible_kinds(model, analysis) if s.uniform else ([], {})
+    opt = optimizers.get("dhspg")(
         model, analysis, variant="adamw", lr=s.lr, weight_decay=s.weight_decay,
         target_group_sparsity=s.sparsity, tolerance_group_sparsity=s.tolerance,
         start_pruning_steps=int(s.warmup * s.steps), pruning_steps=max(1, int(s.window * s.steps)),
-        pruning_periods=s.periods, lmbda=s.lmbda, epsilon=s.epsilon,
+        pruning_periods=s.periods, lmbda=s.lmbda, epsilon=s.epsilon, uniform=kinds if s.uniform else False,
     )  # fmt: skip
+    return opt, left_whole
 
 
 def analyze(model: torch.nn.Module, s: Settings) -> Any:
@@ -479,8 +448,7 @@ def run(s: Settings, quiet: bool = False, corpus: Corpus | None = None) -> Resul
     t0 = time.perf_counter()
     analysis = analyze(model, s)
     analyze_s = time.perf_counter() - t0
-    opt = dhspg(model, analysis, s)
-    left_whole = dict(getattr(opt, "left_whole", {}))
+    opt, left_whole = dhspg(model, analysis, s)
     dhspg_s, _ = train(model, opt, corpus, s, "DHSPG", quiet)
     model.eval()
     removed = optimizers.removed_zigs(model, analysis)

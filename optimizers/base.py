@@ -52,6 +52,11 @@ class Need:
     pre: bool = False  # per-ZIG statistics of x and D before the step; update() then takes the step
     d2: bool = False  # with ``pre``: also ||D_g||²
     post: bool = False  # ||x_g||² right after the plain step (proximal methods)
+    # with ``pre``: the ZIGs whose penalty coefficient may be non-zero in this step (bool, length
+    # num_zigs + 1; None: any). A parameter none of whose indices such a ZIG owns takes its plain step
+    # in the statistics pass, right after its statistics are read and while it is still in cache,
+    # instead of in a second pass (penalized_step leaves it alone). The step is the same.
+    active: torch.Tensor | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -69,6 +74,8 @@ class GroupStats:
     # per parameter index: x² summed over the unowned run of a row-and-column owned weight
     # (ZigLayout.pair_sums), kept by a ``pre`` pass so the cross terms need no second pass
     x2_pairs: dict[int, torch.Tensor] = field(default_factory=dict)
+    # per ZIG-holding parameter: whether the statistics pass already took its plain step (Need.active)
+    stepped: list[bool] = field(default_factory=list)
 
 
 class GroupOptimizer(torch.optim.Optimizer):
@@ -226,11 +233,16 @@ class GroupOptimizer(torch.optim.Optimizer):
         xds: list[list[torch.Tensor]] = [[] for _ in range(self.num_grouped)]
         dds: list[list[torch.Tensor]] = [[] for _ in range(self.num_grouped)]
         stats = GroupStats(x2=torch.empty(0), directions=[None] * self.num_grouped)
+        # parameters whose plain step is taken in this pass (Need.active): no penalty can reach them
+        early = [False] * self.num_grouped
+        if need.pre and need.active is not None:
+            early = [not t for t in layout.touched(need.active)]
+        stats.stepped = early
         for i, source in enumerate(params):
             # the local shard of a sharded parameter (FSDP2); its optimizer state is local too
             p = layout.params[i] if i < self.num_grouped else local(source)
             grad = None if source.grad is None else local(_dense_grad(source))
-            d = None if grad is None else direction(p, grad, self.state[source], group)
+            d = None if grad is None else direction(p, grad, self.state[source], group, fused=need.pre)
             if i >= self.num_grouped:
                 if d is not None:
                     _plain_update(p, d, lr, decay, None)
@@ -240,11 +252,14 @@ class GroupOptimizer(torch.optim.Optimizer):
                 stats.directions[i] = d
                 if slot.is_vector:
                     continue  # all vectors at once below
-                xs[i] = layout.reduce(slot, p, None, scratch, stats.x2_pairs)
+                # the x² pair matrix serves the cross terms of a penalized step only
+                xs[i] = layout.reduce(slot, p, None, scratch, None if early[i] else stats.x2_pairs)
                 dz = _or_zeros(d, p)
                 xds[i] = layout.reduce(slot, p, dz, scratch)
                 if need.d2:
                     dds[i] = layout.reduce(slot, dz, None, scratch)
+                if early[i] and d is not None:
+                    _plain_update(p, d, lr, decay, keep[i])
                 continue
             if d is not None:
                 _plain_update(p, d, lr, decay, keep[i])
@@ -258,9 +273,22 @@ class GroupOptimizer(torch.optim.Optimizer):
             for out, a, b in quantities:
                 for i, v in zip(layout.vectors, layout.reduce_vectors(a, b)):
                     out[i] = [v]
+            moved = [(i, d) for i in layout.vectors if early[i] and (d := stats.directions[i]) is not None]
+            if moved:
+                vs = [layout.params[i] for i, _ in moved]
+                if decay != 1.0:
+                    torch._foreach_mul_(vs, decay)
+                _foreach_update(vs, [d for _, d in moved], [keep[i] for i, _ in moved], lr)
         if need.pre or need.post:
             stats.x2 = layout.segment_sum([v for parts in xs for v in parts])
+            before = self._zero
             self._set_zero(self._observed_zero(stats.x2))
+            if any(early) and self._zero is not before and self.keeps_zero(group):
+                # A ZIG found exactly zero now is held at zero from this step on: a parameter that has
+                # already stepped had no keep mask for it yet, so its slices are zeroed here (what
+                # the mask would have left: decay·0 − lr·D·0). Only a ZIG zeroed outside the
+                # optimizer since the last step can get here.
+                layout.zero_(self._zero & ~before)
         if need.pre:
             stats.xd = layout.segment_sum([v for parts in xds for v in parts])
             stats.d2 = layout.segment_sum([v for parts in dds for v in parts]) if need.d2 else None
@@ -306,18 +334,25 @@ class GroupOptimizer(torch.optim.Optimizer):
         decay = decoupled_decay(group["variant"], lr, group["weight_decay"])
         keep = self._keep_masks(group)
         layout = self.layout
+        stepped = stats.stepped or [False] * self.num_grouped
         touched = layout.touched(coef != 0)
+        for i, done in enumerate(stepped):
+            if done and touched[i]:
+                raise RuntimeError(
+                    f"{type(self).__name__}: a penalty reached a parameter that already stepped; "
+                    "Need.active must include every ZIG given a non-zero coefficient"
+                )
         cross = layout.zeros_flat()
         for slot in layout.slots:
             i = slot.param
-            if slot.is_vector:
-                continue  # all vectors at once below
+            if slot.is_vector or stepped[i]:
+                continue  # vectors: all at once below; stepped: done in the statistics pass
             p = layout.params[i]
             if touched[i] and len(slot.axes) > 1:  # overlapping owners: their share of <x̂_g, x_g>
                 pair = stats.x2_pairs.get(i)
                 layout.put_flat(cross, slot, layout.cross(slot, coef, p, self._scratch, pair))
             if touched[i]:
-                layout.scale_(slot, coef, decay, lr)
+                layout.scale_(slot, coef, decay, lr, self._scratch)
                 decay_i = 1.0
             else:
                 decay_i = decay
@@ -327,19 +362,31 @@ class GroupOptimizer(torch.optim.Optimizer):
             elif decay_i != 1.0:
                 p.mul_(decay_i)
         if layout.vectors:
-            self._vector_step(stats, coef, lr, decay, keep)
+            self._vector_step(stats, coef, lr, decay, keep, stepped)
         return (decay - lr * coef) * stats.x2 - lr * layout.segment_sum([cross]) - lr * stats.xd
 
     def _vector_step(
-        self, stats: GroupStats, coef: torch.Tensor, lr: float, decay: float, keep: list[torch.Tensor | None]
+        self,
+        stats: GroupStats,
+        coef: torch.Tensor,
+        lr: float,
+        decay: float,
+        keep: list[torch.Tensor | None],
+        stepped: list[bool],
     ) -> None:
         """:meth:`penalized_step` for the vector parameters (biases, BN), batched with foreach kernels."""
         layout = self.layout
+        todo = [j for j, i in enumerate(layout.vectors) if not stepped[i]]
+        if not todo:
+            return
         ps = [layout.params[i] for i in layout.vectors]
         factors = layout.vector_coef(decay - lr * coef)
+        ps, factors = [ps[j] for j in todo], [factors[j] for j in todo]
         torch._foreach_mul_(ps, [f if f.dtype == p.dtype else f.to(p.dtype) for f, p in zip(factors, ps)])
         moved = [
-            (layout.params[i], d, keep[i]) for i in layout.vectors if (d := stats.directions[i]) is not None
+            (layout.params[i], d, keep[i])
+            for i in layout.vectors
+            if not stepped[i] and (d := stats.directions[i]) is not None
         ]
         _foreach_update([p for p, _, _ in moved], [d for _, d, _ in moved], [k for _, _, k in moved], lr)
 

@@ -29,13 +29,14 @@ the run). :meth:`DHSPG.progress` says how far the run is from its target.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
 from graphcore.groups import PruneAnalysis
+from graphcore.uniform import uniform_kinds
 from optimizers.base import GroupOptimizer, GroupStats, Need, safe_norm
 from optimizers.budget import KeptModel, count_for_target, removal_order
 from optimizers.partition import choose_redundant, saliency_scores
@@ -140,6 +141,17 @@ class DHSPG(GroupOptimizer):
     ``target_flops_kept`` (share of the model's parameters / FLOPs left, reached within one ZIG).
     The window in epochs (``steps_per_epoch``, ``start_pruning_epochs``, ``pruning_epochs``) or as
     fractions of ``total_steps``: see :func:`resolve_schedule`.
+
+    ``uniform`` makes G_R the same count in every layer for each kind of node group
+    (``graphcore.uniform.group_kind``: the same parameters up to the layer index, the same size), which
+    is what a Hugging Face config can hold (one ``intermediate_size``, one head count for all layers).
+    ``True``: every kind; a collection of kinds: only those (the others are left whole); a mapping
+    kind → step: only those, each count rounded down to a multiple of its step (``hidden_size`` a
+    multiple of the head count; ``construct.to_hf.hf_kinds`` gives such a mapping). At the partition
+    step DHSPG's own choice is made first; each kind then gets the mean count that choice gave its
+    groups, scaled from the candidates (s + τ) to the goal (s), rounded half up and within every
+    group's room, and each group's highest-saliency ZIGs are its candidates. K becomes the size of
+    that set, so the window ends with exactly G_R zero.
     """
 
     def __init__(
@@ -166,6 +178,7 @@ class DHSPG(GroupOptimizer):
         epsilon: float = 0.0,
         group_divisible: int = 1,
         weight_decay: float | None = None,
+        uniform: bool | Collection[tuple] | Mapping[tuple, int] = False,
         **kwargs: Any,
     ) -> None:
         if variant not in VARIANT_DEFAULTS:
@@ -199,6 +212,9 @@ class DHSPG(GroupOptimizer):
             raise ValueError("need start_pruning_steps >= 0 and 1 <= pruning_periods <= pruning_steps")
         if group_divisible < 1:
             raise ValueError("group_divisible must be >= 1")
+        kinds = self._uniform_kinds(analysis, uniform)
+        if kinds is not None and given:
+            raise ValueError("uniform selects by ZIG counts: give target_group_sparsity, not a kept target")
         super().__init__(
             model,
             analysis,
@@ -217,8 +233,11 @@ class DHSPG(GroupOptimizer):
             group_divisible=int(group_divisible),
             target_params_kept=target_params_kept,
             target_flops_kept=target_flops_kept,
+            uniform=kinds is not None,
             **kwargs,
         )
+        #: per uniform kind: (its node group ids, step); None when the selection is not uniform
+        self.uniform_kinds = kinds
         self._kept_model: KeptModel | None = None
         if given:
             self._kept_model = KeptModel(analysis)
@@ -243,10 +262,11 @@ class DHSPG(GroupOptimizer):
 
     def need(self, group: dict) -> Need:
         j = self._window_step(group)
-        if not self.partitioned:
+        if self.redundant is None:  # the partition step needs every statistic
             return Need(pre=True, d2=True) if j >= 1 else Need()
         if j <= group["pruning_steps"] and self.num_zero() < self.goal:
-            return Need(pre=True, d2=True)
+            # only the non-zero candidates are penalized: every other parameter steps with its statistics
+            return Need(pre=True, d2=True, active=self.redundant & ~self._zero)
         return Need()
 
     def update(self, stats: GroupStats, group: dict) -> None:
@@ -307,7 +327,52 @@ class DHSPG(GroupOptimizer):
         )
         reachable = int((redundant | (self._zero & self.prunable)).sum())
         self.goal = min(target, reachable)
+        if self.uniform_kinds is not None:
+            redundant = self.redundant = self._made_uniform(redundant)
+            self.goal = int((redundant | (self._zero & self.prunable)).sum())
         return redundant
+
+    @staticmethod
+    def _uniform_kinds(
+        analysis: PruneAnalysis, uniform: bool | Collection[tuple] | Mapping[tuple, int]
+    ) -> list[tuple[list[int], int]] | None:
+        """``uniform`` resolved against the analysis: (group ids, step) per kind, or None when off."""
+        if uniform is False:
+            return None
+        kinds = uniform_kinds(analysis)
+        if uniform is True:
+            return [([g.id for g in gs], 1) for gs in kinds.values()]
+        if isinstance(uniform, str | bytes) or not isinstance(uniform, Collection):
+            raise ValueError(
+                f"uniform must be a bool, a collection of kinds or a mapping kind -> step, got {uniform!r}"
+            )
+        unknown = [k for k in uniform if k not in kinds]
+        if unknown:
+            raise ValueError(f"uniform names kinds the analysis does not have: {unknown[:3]}")
+        steps = uniform if isinstance(uniform, Mapping) else dict.fromkeys(uniform, 1)
+        return [([g.id for g in kinds[k]], max(int(steps[k]), 1)) for k in uniform]
+
+    def _made_uniform(self, first: torch.Tensor) -> torch.Tensor:
+        """G_R with the same count in every group of each uniform kind (see the class docstring)."""
+        assert self.uniform_kinds is not None and self.saliency is not None
+        scale = self.goal / max(1, int(first.sum()))  # candidates s + τ -> goal s
+        room = self.room().cpu()
+        group_of = self.zig_group.cpu()
+        taken = torch.bincount(group_of[first.cpu()], minlength=room.numel())
+        zig_ids = {g.id: torch.as_tensor(g.zig_ids, dtype=torch.long) for g in self.analysis.groups}
+        saliency = self.saliency.cpu()
+        chosen = torch.zeros_like(first, device="cpu")
+        for ids, step in self.uniform_kinds:
+            mean = float(taken[ids].double().mean())
+            count = min(math.floor(scale * mean + 0.5), int(room[ids].min()))
+            count -= count % step
+            if count <= 0:
+                continue
+            for g in ids:
+                zigs = zig_ids[g]
+                top = torch.argsort(saliency[zigs], descending=True, stable=True)[:count]
+                chosen[zigs[top]] = True
+        return chosen.to(first.device) & self.prunable
 
     def _kept_target(self, group: dict) -> tuple[str, float] | None:
         """("params" | "flops", share kept) when the target is given in those units."""

@@ -4,7 +4,7 @@ Every group optimizer moves a parameter by ``x ← decay·x − lr·D`` outside 
 these kernels return D instead of updating the parameter; the group math then reads the same D (for
 cosines, λ bounds and the trial point). They follow ``torch.optim.SGD`` and ``Adam``/``AdamW``
 exactly (same state names, same first-step rules: SGD with these directions is bit-identical to
-torch's).
+torch's, except where a step asks for the fused momentum update, see :func:`sgd_direction`).
 
 Two forms compute the same numbers. :func:`direction` works on one tensor: a step that also needs
 per-ZIG statistics reads each parameter and its direction several times, and doing all of that per
@@ -55,8 +55,15 @@ def sgd_direction(
     dampening: float,
     nesterov: bool,
     weight_decay: float,
+    fused: bool = False,
 ) -> torch.Tensor:
-    """D for SGD: ``g + wd·x`` through the momentum buffer (the first buffer is that gradient)."""
+    """D for SGD: ``g + wd·x`` through the momentum buffer (the first buffer is that gradient).
+
+    ``fused``: the buffer update ``μ·b + g`` (no dampening) as one kernel instead of torch's two —
+    one read-write pass over the buffer less, but the multiply-add may round once where torch rounds
+    twice, so D can differ from ``torch.optim.SGD``'s in the last bit. Plain steps never fuse (they
+    stay bit-identical to torch); steps that read per-ZIG statistics do.
+    """
     d = grad.add(param, alpha=weight_decay) if weight_decay else grad
     if momentum == 0:
         return d
@@ -64,7 +71,10 @@ def sgd_direction(
         buf = state["momentum_buffer"] = torch.clone(d).detach()
     else:
         buf = _tensor(state, "momentum_buffer")
-        buf.mul_(momentum).add_(d, alpha=1.0 - dampening)
+        if fused and dampening == 0:
+            torch.add(d, buf, alpha=momentum, out=buf)
+        else:
+            buf.mul_(momentum).add_(d, alpha=1.0 - dampening)
     return d.add(buf, alpha=momentum) if nesterov else buf
 
 
@@ -93,8 +103,11 @@ def adam_direction(
     return torch.div(exp_avg, denom, out=denom).div_(1.0 - beta1**step)
 
 
-def direction(param: torch.Tensor, grad: torch.Tensor, state: State, group: dict) -> torch.Tensor:
-    """D for the first-order variant named in ``group["variant"]`` (hyperparameters from ``group``)."""
+def direction(
+    param: torch.Tensor, grad: torch.Tensor, state: State, group: dict, fused: bool = False
+) -> torch.Tensor:
+    """D for the first-order variant named in ``group["variant"]`` (hyperparameters from ``group``);
+    ``fused``: see :func:`sgd_direction`."""
     if group["variant"] == "sgd":
         return sgd_direction(
             param,
@@ -104,6 +117,7 @@ def direction(param: torch.Tensor, grad: torch.Tensor, state: State, group: dict
             dampening=group["dampening"],
             nesterov=group["nesterov"],
             weight_decay=group["weight_decay"],
+            fused=fused,
         )
     coupled = group["weight_decay"] if group["variant"] == "adam" else 0.0
     return adam_direction(param, grad, state, betas=group["betas"], eps=group["eps"], weight_decay=coupled)

@@ -125,7 +125,13 @@ class H2SPG(DHSPG):
         saliency_momentum: float = 0.9,
         **kwargs: Any,
     ) -> None:
-        unsupported = "tolerance_group_sparsity", "group_divisible", "target_params_kept", "target_flops_kept"
+        unsupported = (
+            "tolerance_group_sparsity",
+            "group_divisible",
+            "target_params_kept",
+            "target_flops_kept",
+            "uniform",
+        )
         for name in unsupported:
             if name in kwargs:
                 raise ValueError(f"H2SPG has no {name}: the hierarchical search picks exactly K structures")
@@ -181,7 +187,8 @@ class H2SPG(DHSPG):
 
     def need(self, group: dict) -> Need:
         if not self.searched and self._window_step(group) < 1:
-            return Need(pre=True, d2=True)  # warm-up: score, then the plain step
+            # warm-up: score, then the plain step, taken in the same pass (nothing is penalized)
+            return Need(pre=True, d2=True, active=torch.zeros_like(self.prunable))
         return super().need(group)
 
     def update(self, stats: GroupStats, group: dict) -> None:

@@ -153,8 +153,7 @@ class ZigLayout:
         #: the parameters as the model holds them (what the optimizer's param_groups list)
         self.sources: list[torch.Tensor] = []
         self.slots: list[ParamAxes] = []
-        # per parameter index: a persistent buffer for the x² of a [O, I] weight (see reduce)
-        self._square_buffers: dict[int, torch.Tensor] = {}
+        self._repeated: dict[int, torch.Tensor] = {}  # per parameter index: see _repeated_owner
         #: the process group per-ZIG totals are summed over when parameters are sharded (else None)
         self.group: Any = None
         shards = {key: local_shard(t) for key, t in tensors.items()}
@@ -184,6 +183,8 @@ class ZigLayout:
             last = cat_owner[-1]
             uniform = len(axes) == 1 and last.size > 0 and bool((last == last[0]).all())
             slot = ParamAxes(len(self.params), axes, tuple(owners), blocks, owned_pos, rest_pos, uniform)
+            if uniform and not slot.is_vector:  # one total per statistic: one entry in the per-index vector
+                cat_owner[-1] = last[:1]
             self.slots.append(slot)
             self.params.append(local)
             self.sources.append(tensor)
@@ -223,34 +224,30 @@ class ZigLayout:
         scratch: Scratch | None = None,
         pairs: dict[int, torch.Tensor] | None = None,
     ) -> list[torch.Tensor]:
-        """Sums of ``x*y`` (``x²`` when y is None) of one parameter per index of each owned axis.
+        """Sums of ``x*y`` (``x²`` when y is None) of one parameter per index of each owned axis
+        (one total for a tensor that is wholly one ZIG's: its axis has one entry in the layout).
 
         One vector per owned axis, in ``slot.axes`` order, in accumulation dtype. With ``pairs``, the
         :meth:`pair_sums` matrix (when the layout has one) is kept there under the parameter's index.
         """
         if slot.uniform and not slot.is_vector:  # the whole tensor is one ZIG's: one dot product
             flat = x.reshape(-1)
-            total = torch.dot(flat, flat if y is None else y.reshape(-1)).to(self.dtype)
-            return [torch.nn.functional.pad(total.view(1), (0, slot.blocks[slot.owned_pos[0]] - 1))]
+            return [torch.dot(flat, flat if y is None else y.reshape(-1)).to(self.dtype).view(1)]
         xv = x.reshape(slot.blocks)
         if slot.is_vector:  # a bias, a BN scale: small, no scratch needed
             return [(xv * xv if y is None else xv * y.reshape(slot.blocks)).to(self.dtype)]
         if y is None and slot.owned_pos == (0,) and slot.blocks[1] >= 64:
             return [_sq_norm(xv, (1,)).to(self.dtype)]  # rows of a weight: one fast reduction
-        keep_square = pairs is not None and y is None and slot.owned_pos == (0, 1) and len(slot.blocks) == 2
-        if keep_square:  # a [O, I] weight's x² is its own pair matrix: kept (own buffer) for the cross terms
-            buf = self._square_buffers.get(slot.param)
-            if buf is None or buf.shape != xv.shape or buf.dtype != xv.dtype:
-                buf = self._square_buffers[slot.param] = torch.empty_like(xv)
-            prod = torch.mul(xv, xv, out=buf)
-            assert pairs is not None
-            pairs[slot.param] = prod
-            return self.pair_reduce(prod)
         prod = _product(xv, None if y is None else y.reshape(slot.blocks), scratch)
-        pair = self.pair_sums(slot, prod)
+        # the pair matrix costs a skinny matrix-vector pass (a 3x3 kernel's 9 taps per row): only
+        # worth it when the caller keeps it for the cross terms; rows and columns come straight
+        # from the product otherwise (two long matrix-vector products). A [O, I] weight has no pair
+        # matrix smaller than itself: its cross terms recompute x² from the parameter in the second
+        # sweep, which reads it anyway, instead of keeping a parameter-sized copy between sweeps.
+        pair = self.pair_sums(slot, prod) if pairs is not None else None
         if pair is not None:
-            if pairs is not None:
-                pairs[slot.param] = pair
+            assert pairs is not None
+            pairs[slot.param] = pair
             return self.pair_reduce(pair)
         return [_sum_except(prod, pos).to(self.dtype) for pos in slot.owned_pos]
 
@@ -363,25 +360,41 @@ class ZigLayout:
             out = v if out is None else out + v
         return _owned(out, slot)
 
-    def scale_(self, slot: ParamAxes, coef: torch.Tensor, decay: float, lr: float) -> None:
+    def scale_(
+        self, slot: ParamAxes, coef: torch.Tensor, decay: float, lr: float, scratch: Scratch | None = None
+    ) -> None:
         """``p ← (decay − lr·Σ coef over the owners of each entry)·p``, in place, in few passes.
 
-        A weight owned by rows and columns gets its factor as one ``[O, I]`` outer sum (expanded over
-        a short trailing run, which elementwise kernels stream badly); other layouts broadcast.
+        A weight owned by rows and columns gets its factor as one outer sum ``row[o] + col[j]`` over
+        ``[O, I·B]`` (the column coefficients repeated over a short trailing run ``B``, so the
+        broadcast streams whole rows; written into ``scratch`` when given, which saves the page
+        faults of a fresh parameter-sized tensor every step); other layouts broadcast.
         """
         p = self.params[slot.param]
         if slot.owned_pos == (0, 1) and len(slot.blocks) in (2, 3) and p.is_contiguous():
             n0, n1 = slot.blocks[0], slot.blocks[1]
+            b = slot.blocks[2] if len(slot.blocks) == 3 else 1
             row = (decay - lr * coef[slot.owners[0]]).view(n0, 1)
-            factor = torch.add(row, coef[slot.owners[1]].view(1, n1), alpha=-lr).to(p.dtype)
-            pv = p.view(slot.blocks)
-            if len(slot.blocks) == 3:
-                b = slot.blocks[2]
-                factor = factor.unsqueeze(-1)
-                factor = factor.expand(n0, n1, b).contiguous() if b < 64 else factor
-            pv.mul_(factor)
+            if b >= 64:  # a long trailing run: a [O, I, 1] factor broadcasts fast as it is
+                col = coef[slot.owners[1]].view(1, n1, 1)
+                p.view(slot.blocks).mul_(torch.add(row.view(n0, 1, 1), col, alpha=-lr).to(p.dtype))
+                return
+            col = coef[self._repeated_owner(slot)].view(1, n1 * b)
+            if scratch is None:
+                factor = torch.add(row, col, alpha=-lr).to(p.dtype)
+            else:  # summed in the coefficients' dtype, stored in the parameter's
+                factor = torch.add(row, col, alpha=-lr, out=scratch.like(p).view(n0, n1 * b))
+            p.view(n0, n1 * b).mul_(factor)
             return
         p.mul_((decay - lr * self.broadcast_sum(coef, slot)).to(p.dtype))
+
+    def _repeated_owner(self, slot: ParamAxes) -> torch.Tensor:
+        """The column owners of a ``[O, I, B]`` slot repeated B times (one per entry of a row), cached."""
+        own = self._repeated.get(slot.param)
+        if own is None:
+            b = slot.blocks[2] if len(slot.blocks) == 3 else 1
+            own = self._repeated[slot.param] = slot.owners[1].repeat_interleave(b)
+        return own
 
     def broadcast_prod(self, factor: torch.Tensor, slot: ParamAxes) -> torch.Tensor:
         """``factor`` multiplied over the owners of every entry of one parameter."""
@@ -467,8 +480,17 @@ def _sq_norm(x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
     return torch.linalg.vector_norm(x, dim=dims).square()
 
 
+_ONES: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
+
+
 def _ones(n: int, like: torch.Tensor) -> torch.Tensor:
-    return torch.ones(n, dtype=like.dtype, device=like.device)
+    """A vector of ``n`` ones, a view of one cached buffer per dtype and device (reductions run as
+    matrix-vector products with it a dozen times per parameter and step; nothing writes to it)."""
+    key = (like.dtype, like.device)
+    buf = _ONES.get(key)
+    if buf is None or buf.numel() < n:
+        buf = _ONES[key] = torch.ones(max(n, 4096), dtype=like.dtype, device=like.device)
+    return buf[:n]
 
 
 def _sum_except(t: torch.Tensor, pos: int) -> torch.Tensor:

@@ -281,6 +281,27 @@ class ZeroSome(GroupOptimizer):
         self.zero_zigs(mask & self.prunable)
 
 
+class ClaimsNothing(GroupOptimizer):
+    """Says no ZIG is penalized (every parameter steps in the statistics pass), then penalizes one."""
+
+    def need(self, group: dict) -> Need:
+        return Need(pre=True, active=torch.zeros_like(self.prunable))
+
+    def update(self, stats, group: dict) -> None:
+        coef = torch.zeros_like(stats.x2)
+        coef[1] = 0.5
+        self.penalized_step(stats, group, coef)
+
+
+def test_a_penalty_outside_need_active_is_refused() -> None:
+    """A parameter that stepped in the statistics pass cannot take a penalty too (it would step twice)."""
+    model = ConvNet()
+    opt = ClaimsNothing(model, conv_analysis(model), lr=0.05)
+    model(torch.randn(3, 2, 5, 5)).pow(2).mean().backward()
+    with pytest.raises(RuntimeError, match=r"Need\.active"):
+        opt.step()
+
+
 def test_zero_groups_stay_exactly_zero_and_removed_zigs_reads_them_back() -> None:
     model = ConvNet()
     analysis = conv_analysis(model)

@@ -227,6 +227,84 @@ def test_dhspg_never_touches_unprunable_groups() -> None:
     assert torch.all(model[2].weight.detach().norm(dim=1) > 0)
 
 
+class Block(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(8, 16), nn.Linear(16, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.fc2(torch.relu(self.fc1(x)))
+
+
+class Stack(nn.Module):
+    """Three identical residual MLP blocks: one MLP-width group per layer, all of one kind."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(4)
+        self.inp = nn.Linear(6, 8)
+        self.layers = nn.ModuleList(Block() for _ in range(3))
+        self.out = nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.inp(x)
+        for block in self.layers:
+            x = block(x)
+        return self.out(x)
+
+
+def stack_setup() -> tuple[Stack, PruneAnalysis, tuple]:
+    import frontends
+    import graphcore
+    from graphcore.uniform import group_kind
+
+    model = Stack()
+    analysis = graphcore.analyze(frontends.load(model, (torch.randn(1, 6),)))
+    mlp_kind = next(k for k in (group_kind(g) for g in analysis.prunable_groups) if k[0] == 16)
+    return model, analysis, mlp_kind
+
+
+def zero_per_group(opt: DHSPG) -> dict[int, int]:
+    zero = opt.zero_zig_ids()
+    return {g.id: int(np.isin(g.zig_ids, zero).sum()) for g in opt.analysis.prunable_groups}
+
+
+@pytest.mark.parametrize("uniform", [True, "mlp", "step4"])
+def test_dhspg_uniform_selection_gives_every_layer_the_same_count(uniform) -> None:
+    model, analysis, mlp_kind = stack_setup()
+    mlp_groups = [g.id for g in analysis.prunable_groups if g.size == 16]
+    assert len(mlp_groups) == 3
+    option = {True: True, "mlp": [mlp_kind], "step4": {mlp_kind: 4}}[uniform]
+    hp = dict(lr=0.05, momentum=0.9, target_group_sparsity=0.5, start_pruning_steps=2, pruning_steps=20)
+    opt = DHSPG(model, analysis, uniform=option, **hp)
+    assert opt.param_groups[0]["uniform"] is True
+    train(model, opt, 25)
+    counts = zero_per_group(opt)
+    assert opt.num_zero() == opt.goal > 0
+    assert len({counts[g] for g in mlp_groups}) == 1 and counts[mlp_groups[0]] > 0
+    if uniform == "step4":
+        assert counts[mlp_groups[0]] % 4 == 0
+    if uniform != True:  # noqa: E712 - the other kinds are left whole
+        assert all(n == 0 for g, n in counts.items() if g not in mlp_groups)
+    zero = optimizers.removed_zigs(model, analysis)
+    assert zero.tolist() == opt.zero_zig_ids().tolist()
+    # the plain selection on the same run is not uniform here, so the option is what made it so
+    plain_model, _, _ = stack_setup()
+    plain = DHSPG(plain_model, analysis, **hp)
+    train(plain_model, plain, 25)
+    assert len({zero_per_group(plain)[g] for g in mlp_groups}) > 1
+
+
+def test_dhspg_uniform_rejects_what_it_cannot_do() -> None:
+    model, analysis, _ = stack_setup()
+    with pytest.raises(ValueError, match="kept target"):
+        DHSPG(model, analysis, uniform=True, target_params_kept=0.5)
+    with pytest.raises(ValueError, match="does not have"):
+        DHSPG(model, analysis, uniform=[(99, ())])
+    with pytest.raises(ValueError, match="uniform must be"):
+        DHSPG(model, analysis, uniform="yes")  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("split", [3, 9])  # before the partition, inside the pruning window
 def test_dhspg_state_dict_round_trip_resumes_identically(split: int) -> None:
     hp = dict(
