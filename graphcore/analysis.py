@@ -275,9 +275,10 @@ def _group_by_signature(
 ) -> tuple[list[np.ndarray], list[list[int]]]:
     """ZIGs touching exactly the same parameter axes form one node group, in order of first ZIG.
 
-    Vectorized: each ZIG's set of axes is hashed twice (sums of random 62-bit keys), so grouping is
-    one sort instead of a Python loop over tens of thousands of channels; the sets of the groups'
-    first ZIGs are then compared exactly, so a hash collision can never merge two groups.
+    Vectorized: each ZIG's set of axes is hashed (a sum of random 62-bit keys, one per axis), so
+    grouping is one sort instead of a Python loop over tens of thousands of channels; every ZIG's set is
+    then compared exactly with its group's first, and should two sets ever share a hash, the grouping is
+    redone exactly (``_group_exactly``).
     """
     if nz == 0:
         return [], []
@@ -290,34 +291,53 @@ def _group_by_signature(
         combo = combo.astype(np.int32)  # sorting half the bytes: the sort is most of this function
     combo = _sorted_unique(combo).astype(np.int64)
     uz, us = combo // (nslots + 1), combo % (nslots + 1)
-    rng = np.random.default_rng(0x5EED)
-    keys = rng.integers(1, 2**62, size=(2, nslots + 1), dtype=np.int64)
-    h = np.zeros((nz, 2), dtype=np.int64)
     starts = np.flatnonzero(np.concatenate(([True], uz[1:] != uz[:-1])))  # uz is sorted: segments
+    h = np.zeros(nz, dtype=np.int64)  # a ZIG on no parameter axis has the empty set's hash, 0
     with np.errstate(over="ignore"):
-        h[uz[starts], 0] = np.add.reduceat(keys[0][us], starts)  # int64 sums wrap, as add.at's did
-        h[uz[starts], 1] = np.add.reduceat(keys[1][us], starts)
-    inverse = _row_ids(h)
-    ng = int(inverse.max()) + 1
-    first = np.full(ng, nz, dtype=np.int64)
-    _assign_first(first, inverse)
-    rank = np.empty(ng, dtype=np.int64)
-    rank[np.argsort(first, kind="stable")] = np.arange(ng)
-    gid = rank[inverse]
-    order = np.argsort(gid, kind="stable")
-    cuts = np.searchsorted(gid[order], np.arange(ng + 1))
-    members = [order[cuts[g] : cuts[g + 1]] for g in range(ng)]
-    bounds = np.searchsorted(uz, np.arange(nz + 1))
-    # Exact check of the hash, for all ZIGs at once: each has as many axes as its group's first member,
-    # and the same axis at every position.
+        h[uz[starts]] = np.add.reduceat(_hash_keys(nslots + 1)[us], starts)  # int64 sums wrap
+    # One stable sort by hash: each run of equal hashes lists its ZIGs in id order, so a run is a
+    # group, its first entry the group's first ZIG; groups are then put in order of their first ZIG.
+    order = np.argsort(h, kind="stable")
+    hs = h[order]
+    new = np.empty(nz, dtype=bool)
+    new[0] = True
+    np.not_equal(hs[1:], hs[:-1], out=new[1:])
+    run_start = np.flatnonzero(new)
+    run_end = np.append(run_start[1:], nz)
+    by_first = np.argsort(order[run_start], kind="stable")
+    members = [order[run_start[r] : run_end[r]] for r in by_first.tolist()]
     firsts = [int(m[0]) for m in members]
-    leader = np.array(firsts, dtype=np.int64)[gid]
-    counts = np.diff(bounds)
+    leader = np.empty(nz, dtype=np.int64)  # each ZIG's group's first ZIG
+    leader[order] = np.repeat(order[run_start], run_end - run_start)
+    counts = np.bincount(uz, minlength=nz)
+    bounds = np.concatenate(([0], np.cumsum(counts)))
     pos = np.arange(len(uz), dtype=np.int64) - bounds[uz]
     if not (counts == counts[leader]).all() or not (us == us[bounds[leader[uz]] + pos]).all():
-        raise AssertionError("internal error: node-group signature hash collision")
+        return _group_exactly(uz, us, bounds, nz)
     signature = [us[bounds[z] : bounds[z + 1]].tolist() for z in firsts]
     return members, signature
+
+
+_HASH_KEYS: list[np.ndarray] = []
+
+
+def _hash_keys(n: int) -> np.ndarray:
+    """``n`` random 62-bit keys, one per parameter axis; drawn once and grown as needed (which keys
+    an axis gets never changes a result: equal hashes are checked exactly)."""
+    if not _HASH_KEYS or len(_HASH_KEYS[0]) < n:
+        rng = np.random.default_rng(0x5EED)
+        _HASH_KEYS[:] = [rng.integers(1, 2**62, size=max(n, 1024), dtype=np.int64)]
+    return _HASH_KEYS[0][:n]
+
+
+def _group_exactly(
+    uz: np.ndarray, us: np.ndarray, bounds: np.ndarray, nz: int
+) -> tuple[list[np.ndarray], list[list[int]]]:
+    """The grouping by exact sets of axes, one ZIG at a time: the answer when two sets shared a hash."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for z in range(nz):
+        groups.setdefault(tuple(us[bounds[z] : bounds[z + 1]].tolist()), []).append(z)
+    return [np.array(m, dtype=np.int64) for m in groups.values()], [list(k) for k in groups]
 
 
 def _ranges(folded: Folded, keys: list[SlotKey]) -> tuple[np.ndarray, np.ndarray]:
@@ -334,14 +354,6 @@ def _spans(starts: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarra
     which = np.repeat(np.arange(len(starts), dtype=np.int64), sizes)
     first = np.cumsum(sizes) - sizes
     return np.arange(int(sizes.sum()), dtype=np.int64) - first[which] + starts[which], which
-
-
-def _assign_first(out: np.ndarray, idx: np.ndarray) -> None:
-    """``np.minimum.at(out, idx, arange(len(idx)))``: the first position of each index. ``ufunc.at`` is
-    slow (it took a third of a 4-layer LLaMA's analysis); a fancy assignment leaves the last value
-    written at a repeated index, so writing the positions backwards leaves the first."""
-    pos = np.arange(len(idx) - 1, -1, -1, dtype=np.int64)
-    np.minimum(out, _last_wins(out, idx[::-1], pos), out=out)
 
 
 def _assign_min(out: np.ndarray, idx: np.ndarray, val: np.ndarray) -> None:
@@ -366,18 +378,6 @@ def _sorted_unique(x: np.ndarray) -> np.ndarray:
     keep[0] = True
     np.not_equal(s[1:], s[:-1], out=keep[1:])
     return s[keep]
-
-
-def _row_ids(h: np.ndarray) -> np.ndarray:
-    """For each row of ``h``, the rank of its value among the distinct rows (lexicographic), as
-    ``np.unique(h, axis=0, return_inverse=True)[1]`` gives it, by one lexsort."""
-    order = np.lexsort(h.T[::-1])
-    s = h[order]
-    new = np.ones(len(s), dtype=bool)
-    new[1:] = (s[1:] != s[:-1]).any(axis=1)
-    ids = np.empty(len(s), dtype=np.int64)
-    ids[order] = np.cumsum(new) - 1
-    return ids
 
 
 def _segment_sum(parts: list[tuple[np.ndarray, np.ndarray]], n: int) -> np.ndarray:

@@ -145,3 +145,24 @@ def test_cost_grows_linearly_with_depth(family):
 
     small, big = per_node(400), per_node(4000)
     assert big <= 2.5 * small, (small, big)
+
+
+def test_node_groups_stay_exact_when_every_signature_hash_collides(monkeypatch):
+    """The grouping hashes each ZIG's set of parameter axes; with every key zero all sets share one hash,
+    and the exact fallback must still give the groups (and their order) that the hashes give."""
+    import numpy as np
+
+    import graphcore.analysis as analysis
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from analysis_speed import synthetic_model
+
+    model = synthetic_model(60, "conv")
+    expected = graphcore.analyze(frontends.load(model))
+    monkeypatch.setattr(analysis, "_hash_keys", lambda n: np.zeros(n, dtype=np.int64))
+    collided = graphcore.analyze(frontends.load(model))
+    assert len(expected.groups) > 3
+    assert [(g.params, g.zig_ids.tolist()) for g in collided.groups] == [
+        (g.params, g.zig_ids.tolist()) for g in expected.groups
+    ]
+    assert collided.report().model_dump() == expected.report().model_dump()
