@@ -135,7 +135,7 @@ class Settings:
     steps: int = 400
     lr: float = 3e-3
     weight_decay: float = 0.01
-    sparsity: float = 0.7
+    sparsity: float = 0.75
     tolerance: float = 0.05
     warmup: float = 0.15  # DHSPG's warm-up (partition step), a share of the steps
     window: float = 0.35  # its pruning window, a share of the steps
