@@ -149,6 +149,8 @@ def _analyze(graph: Graph, mode: str) -> PruneAnalysis:
             at = at[elem_reason[at] < 0]  # a pin on the same element is the more direct reason
             elem_reason[at] = len(reasons) - 1
 
+    structural = list(ctx.structural)
+    ctx.release()  # what follows reads only where each channel lives
     ncomp = int(labels.max()) + 1 if n else 0
     # A blocked group reports its first reason: pins in graph order, then unmet zero requirements
     # (which are often a consequence of a pin upstream, e.g. a chunk with computed bounds).
@@ -176,8 +178,8 @@ def _analyze(graph: Graph, mode: str) -> PruneAnalysis:
     range_trainable = np.zeros(nr, dtype=bool)
     range_trainable[slot_range[slot_trainable]] = True
     comp_trainable[r_labels[range_trainable[r_of]]] = True
-    if ctx.structural:
-        comp_trainable[labels[_ranges(folded, list(ctx.structural))[0]]] = False
+    if structural:
+        comp_trainable[labels[_ranges(folded, structural)[0]]] = False
     # ZIG ids in order of first appearance, so groups read in graph order.
     zig_comps = np.nonzero(comp_trainable)[0]
     first_elem = np.full(ncomp, ctx.total, dtype=np.int64)

@@ -100,6 +100,7 @@ class ChannelGraph:
         self.pending_pins: dict[SlotKey, str] = {}
         self._uniform: dict[tuple[int, bool], np.ndarray] = {}
         self._const_cache: dict[str, tuple[np.ndarray, list[Entry] | None]] = {}
+        self._released = False
 
     def resolve_symbols(self, node: Node) -> None:
         """Apply symbol sizes learned upstream (e.g. a head count) to this node's values."""
@@ -302,6 +303,8 @@ class ChannelGraph:
         """Per element of the axis: is the whole slice exactly zero once its channel is zeroed.
 
         The array is read-only (it may be shared with other axes): a rule combines flags into a copy."""
+        if self._released:
+            raise RuntimeError("the zero flags were released when the analysis finished")
         k = self.slot(v, axis)
         if k is None:
             return _NO_FLAGS
@@ -378,6 +381,19 @@ class ChannelGraph:
     def handled(self, index: int) -> None:
         """The current rule consumed the shape value of input ``index`` knowingly."""
         self.handled_shape_inputs.add(index)
+
+    def release(self) -> None:
+        """The analysis has read what the rules left behind: drop what only it needed (zero flags, link
+        lists, caches), so that the ``ChannelMap`` construct keeps holds only where channels live.
+        On a 100k-node graph that is tens of MB of the analysis's peak."""
+        self.zeros = {}
+        self._pairs_a, self._pairs_b = [], []
+        self._links_a, self._links_b = [], []
+        self._const_cache = {}
+        self._uniform = {}
+        self.requirements = []
+        self.touched = set()
+        self._released = True
 
     # -- results -----------------------------------------------------------------------------------
     def links(self) -> tuple[np.ndarray, np.ndarray]:

@@ -11,7 +11,7 @@ import heapq
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -48,7 +48,7 @@ class Value:
         if s is None:
             return None
         if all(type(d) is int for d in s):
-            return s  # the usual case: already a tuple of plain ints
+            return cast("tuple[int, ...]", s)  # the usual case: already a tuple of plain ints
         dims = tuple(int(d) for d in s if isinstance(d, int))
         return dims if len(dims) == len(s) else None
 
