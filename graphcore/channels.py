@@ -190,16 +190,26 @@ class ChannelGraph:
         v.shape = tuple(size if x == d else x for x in v.shape)
         return self.slot(v, axis)
 
-    def link_index(
-        self, a: Value | None, axis_a: int, idx_a: np.ndarray, b: Value | None, axis_b: int, idx_b: np.ndarray
-    ) -> bool:
-        """Element ``idx_a[i]`` of a's axis is the same channel as element ``idx_b[i]`` of b's axis."""
+    def _both_slots(
+        self, a: Value | None, axis_a: int, b: Value | None, axis_b: int
+    ) -> tuple[SlotKey, SlotKey] | None:
+        """Both axes' slots for an index link; when one has no static size, the other is pinned."""
         ka, kb = self.slot(a, axis_a), self.slot(b, axis_b)
         if ka is None or kb is None:
             for k in (ka, kb):
                 if k is not None:
                     self.pin_key(k, "linked to an axis whose size is unknown")
+            return None
+        return ka, kb
+
+    def link_index(
+        self, a: Value | None, axis_a: int, idx_a: np.ndarray, b: Value | None, axis_b: int, idx_b: np.ndarray
+    ) -> bool:
+        """Element ``idx_a[i]`` of a's axis is the same channel as element ``idx_b[i]`` of b's axis."""
+        keys = self._both_slots(a, axis_a, b, axis_b)
+        if keys is None:
             return False
+        ka, kb = keys
         ia, ib = np.asarray(idx_a, dtype=np.int64), np.asarray(idx_b, dtype=np.int64)
         fits = ia.shape == ib.shape and (
             not ia.size
@@ -220,12 +230,10 @@ class ChannelGraph:
     def link_range(self, a: Value | None, axis_a: int, b: Value | None, axis_b: int, offset: int) -> bool:
         """Element i of a's axis is the same channel as element ``offset + i`` of b's (a part and its
         place in a concatenation): ``link_index`` with two ranges, without building and checking them."""
-        ka, kb = self.slot(a, axis_a), self.slot(b, axis_b)
-        if ka is None or kb is None:
-            for k in (ka, kb):
-                if k is not None:
-                    self.pin_key(k, "linked to an axis whose size is unknown")
+        keys = self._both_slots(a, axis_a, b, axis_b)
+        if keys is None:
             return False
+        ka, kb = keys
         d = self.size[ka]
         if d and (offset < 0 or offset + d > self.size[kb]):
             self.pin_key(ka, "linked by indices that do not fit the declared shapes")
