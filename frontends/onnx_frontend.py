@@ -36,6 +36,7 @@ from frontends.onnx_sources import (
     overridable_inputs,
     param_uses,
 )
+from frontends.onnx_sources import node_name as onnx_node_name
 from graphcore.errors import ModelLoadError
 from graphcore.ir import Dim, Graph, Node, Value
 from graphcore.ops import lift_legacy_attrs, mark_quantized_weights
@@ -352,22 +353,22 @@ def _check_declared(model: onnx.ModelProto, name: str) -> None:
     # Protobuf hands back bytes for a string field that is not UTF-8. The types of every name are
     # collected in one pass that stays in C; the names are walked one by one only to say which one.
     rows = node_rows(g)
-    texts = itertools.chain(
-        *((r.name, r.op_type, r.domain) for r in rows),
-        *(r.inputs for r in rows),
-        *(r.outputs for r in rows),
-        (vi.name for vi in itertools.chain(g.input, g.output, g.value_info)),
-    )
+    texts = [
+        *itertools.chain(
+            *((r.name, r.op_type, r.domain) for r in rows),
+            *(r.inputs for r in rows),
+            *(r.outputs for r in rows),
+        ),
+        *(vi.name for vi in itertools.chain(g.input, g.output, g.value_info)),
+    ]
     if set(map(type, texts)) - {str}:
-        names = [*(t for pn in g.node for t in (pn.name, pn.op_type, pn.domain, *pn.input, *pn.output))]
-        names += [vi.name for vi in itertools.chain(g.input, g.output, g.value_info)]
-        bad_text = next(t for t in names if not isinstance(t, str))
+        bad_text = next(t for t in texts if not isinstance(t, str))
         raise ModelLoadError(f"{name}: invalid ONNX graph (a name is not UTF-8 text: {bad_text[:60]!r})")
     for vi in itertools.chain(g.input, g.output, g.value_info):
         dims = vi.type.tensor_type.shape.dim
-        if dims and min(d.dim_value for d in dims) < 0:  # an unset dim_value reads 0
-            bad = min(d.dim_value for d in dims)
-            raise ModelLoadError(f"{name}: invalid ONNX graph ('{vi.name}' has a negative size {bad})")
+        low = min((d.dim_value for d in dims), default=0)  # an unset dim_value reads 0
+        if low < 0:
+            raise ModelLoadError(f"{name}: invalid ONNX graph ('{vi.name}' has a negative size {low})")
     for t in _external_tensors(model):
         if not isinstance(t.name, str):
             raise ModelLoadError(f"{name}: invalid ONNX graph (a name is not UTF-8 text: {t.name[:60]!r})")
@@ -532,7 +533,7 @@ def _to_ir(model: onnx.ModelProto, name: str, inferred: onnx.GraphProto | None =
     alias_at = {(u.node, u.index): alias for alias, u in aliases.items()}
     for idx, row in enumerate(node_rows(g)):
         pn = row.proto
-        node_name = row.name or f"{row.op_type}_{idx}"  # onnx_sources.node_name, from the row
+        node_name = onnx_node_name(row, idx)
         inputs: list[Value | None] = []
         for pos, nm in enumerate(row.inputs):
             if not nm:

@@ -115,6 +115,3 @@ def is_sorted(graph: onnx.GraphProto) -> bool:
                 return False
         defined.update(r.outputs)
     return True
-
-
-_GRAPH_ATTRS = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)

@@ -21,9 +21,10 @@ from dataclasses import dataclass
 
 import onnx
 
-__all__ = ["NodeRow", "forget_rows", "node_rows", "shared_rows"]
+__all__ = ["SUBGRAPH_TYPES", "NodeRow", "forget_rows", "node_rows", "shared_rows"]
 
-_GRAPH_TYPES = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+SUBGRAPH_TYPES = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+"""Attribute types that hold a graph (If branches, a Loop or Scan body)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +67,7 @@ def _read(graph: onnx.GraphProto) -> list[NodeRow]:
                 tuple(pn.input),
                 tuple(pn.output),
                 attrs,
-                any(t in _GRAPH_TYPES for t in types),
+                any(t in SUBGRAPH_TYPES for t in types),
                 tensor in types,
             )
         )

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import onnx
 
-from frontends.onnx_rows import node_rows
+from frontends.onnx_rows import SUBGRAPH_TYPES, NodeRow, node_rows
 
 __all__ = [
     "ALIAS_MARK",
@@ -59,8 +59,9 @@ class ParamUse:
     index: int
 
 
-def node_name(pn: onnx.NodeProto, idx: int) -> str:
-    """The name the IR gives a node: its own, or ``{op_type}_{index}`` when the file leaves it empty."""
+def node_name(pn: onnx.NodeProto | NodeRow, idx: int) -> str:
+    """The name the IR gives a node: its own, or ``{op_type}_{index}`` when the file leaves it empty
+    (of a node or of its row, which reads the same two fields)."""
     return pn.name or f"{pn.op_type}_{idx}"
 
 
@@ -159,7 +160,7 @@ def param_uses(model: onnx.ModelProto, inits: set[str] | None = None) -> dict[st
         aliased = uses if w in outputs else uses[1:]
         for idx, i in aliased:
             row = rows[idx]
-            stem = f"{w}{ALIAS_MARK}{row.name or f'{row.op_type}_{idx}'}"  # node_name, from the row
+            stem = f"{w}{ALIAS_MARK}{node_name(row, idx)}"
             if sum(1 for x in row.inputs if x == w) > 1:
                 stem += f":{i}"
             name, k = stem, 1
@@ -186,14 +187,11 @@ def _subgraph_reads(g: onnx.GraphProto) -> set[str]:
     return out
 
 
-_SUBGRAPH_TYPES = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
-
-
 def outer_reads(pn: onnx.NodeProto) -> list[str]:
     """Names the subgraphs of node ``pn`` (If branches, a Loop body) read, at any depth, that they do
     not define themselves: values of the enclosing scope, in first-read order."""
     out: dict[str, None] = {}
-    stack = [(att, frozenset[str]()) for att in reversed(pn.attribute) if att.type in _SUBGRAPH_TYPES]
+    stack = [(att, frozenset[str]()) for att in reversed(pn.attribute) if att.type in SUBGRAPH_TYPES]
     while stack:
         att, outer_local = stack.pop()
         subs = [att.g] if att.type == onnx.AttributeProto.GRAPH else list(att.graphs)
@@ -204,5 +202,5 @@ def outer_reads(pn: onnx.NodeProto) -> list[str]:
                 for x in n.input:
                     if x and x not in local:
                         out.setdefault(x, None)
-                stack.extend((a, frozenset(local)) for a in n.attribute if a.type in _SUBGRAPH_TYPES)
+                stack.extend((a, frozenset(local)) for a in n.attribute if a.type in SUBGRAPH_TYPES)
     return list(out)

@@ -293,10 +293,12 @@ def _group_by_signature(
         combo = combo.astype(np.int32)  # sorting half the bytes: the sort is most of this function
     combo = _sorted_unique(combo).astype(np.int64)
     uz, us = combo // (nslots + 1), combo % (nslots + 1)
-    starts = np.flatnonzero(np.concatenate(([True], uz[1:] != uz[:-1])))  # uz is sorted: segments
+    counts = np.bincount(uz, minlength=nz)  # uz is sorted: ZIG z's axes are us[bounds[z]:bounds[z + 1]]
+    bounds = np.concatenate(([0], np.cumsum(counts)))
+    some = np.flatnonzero(counts)
     h = np.zeros(nz, dtype=np.int64)  # a ZIG on no parameter axis has the empty set's hash, 0
     with np.errstate(over="ignore"):
-        h[uz[starts]] = np.add.reduceat(_hash_keys(nslots + 1)[us], starts)  # int64 sums wrap
+        h[some] = np.add.reduceat(_hash_keys(nslots + 1)[us], bounds[some])  # int64 sums wrap
     # One stable sort by hash: each run of equal hashes lists its ZIGs in id order, so a run is a
     # group, its first entry the group's first ZIG; groups are then put in order of their first ZIG.
     order = np.argsort(h, kind="stable")
@@ -311,8 +313,6 @@ def _group_by_signature(
     firsts = [int(m[0]) for m in members]
     leader = np.empty(nz, dtype=np.int64)  # each ZIG's group's first ZIG
     leader[order] = np.repeat(order[run_start], run_end - run_start)
-    counts = np.bincount(uz, minlength=nz)
-    bounds = np.concatenate(([0], np.cumsum(counts)))
     pos = np.arange(len(uz), dtype=np.int64) - bounds[uz]
     if not (counts == counts[leader]).all() or not (us == us[bounds[leader[uz]] + pos]).all():
         return _group_exactly(uz, us, bounds, nz)
