@@ -24,8 +24,10 @@ import torch
 from torch import nn
 
 from graphcore.groups import PruneAnalysis
+from optimizers import fused
 from optimizers.first_order import VARIANTS, decoupled_decay, direction, directions
 from optimizers.layout import Scratch, ZigLayout, local
+from optimizers.native import Kernels, kernels, status
 from optimizers.progress import remember
 from optimizers.selection import select_with_caps
 
@@ -108,6 +110,7 @@ class GroupOptimizer(torch.optim.Optimizer):
         eps: float = 1e-8,
         fixed_zero_groups: bool = True,
         foreach: bool | None = None,
+        native: bool | None = None,
         **hyperparameters: Any,
     ) -> None:
         if variant not in VARIANTS:
@@ -144,6 +147,7 @@ class GroupOptimizer(torch.optim.Optimizer):
             eps=eps,
             fixed_zero_groups=fixed_zero_groups,
             foreach=foreach,
+            native=native,
             **hyperparameters,
         )
         super().__init__([{"params": params}], defaults)
@@ -152,6 +156,18 @@ class GroupOptimizer(torch.optim.Optimizer):
         self._scratch = Scratch()
         self._zero = torch.zeros(self.layout.num_zigs + 1, dtype=torch.bool, device=self.layout.device)
         self._keep: list[torch.Tensor | None] = [None] * self.num_grouped
+        # the fused CPU kernels and each parameter's view for them (None where they do not apply)
+        self._kernels: Kernels | None = None
+        self._views: list[fused.View | None] = [None] * self.num_grouped
+        if native is not False:
+            on_cpu = self.layout.device.type == "cpu" and self.layout.dtype == torch.float32
+            if on_cpu:
+                self._kernels = kernels()
+                self._views = [fused.view_of(slot) for slot in self.layout.slots]
+            if native and not on_cpu:
+                raise ValueError("native=True: the fused kernels step float32 parameters on the CPU only")
+            if native and self._kernels is None:
+                raise ValueError(f"native=True, but the fused kernels cannot be used: {status()}")
         with torch.no_grad():
             self._set_zero(self._observed_zero(self.layout.sq_norms()))
         remember(module, self)  # so that construct.to_torch(model, ...) can say if a target was missed
@@ -238,10 +254,18 @@ class GroupOptimizer(torch.optim.Optimizer):
         if need.pre and need.active is not None:
             early = [not t for t in layout.touched(need.active)]
         stats.stepped = early
+        keep_zig = self._keep_zig(group)
         for i, source in enumerate(params):
             # the local shard of a sharded parameter (FSDP2); its optimizer state is local too
             p = layout.params[i] if i < self.num_grouped else local(source)
             grad = None if source.grad is None else local(_dense_grad(source))
+            if need.pre and i < self.num_grouped and grad is not None:
+                step = (lr, decay, keep_zig if keep[i] is not None else None) if early[i] else None
+                done = self._fused_pre(i, p, grad, self.state[source], group, step)
+                if done is not None:
+                    stats.directions[i], xs[i], xds[i], d2_parts = done
+                    dds[i] = d2_parts if need.d2 else []
+                    continue
             d = None if grad is None else direction(p, grad, self.state[source], group, fused=need.pre)
             if i >= self.num_grouped:
                 if d is not None:
@@ -294,6 +318,54 @@ class GroupOptimizer(torch.optim.Optimizer):
             stats.d2 = layout.segment_sum([v for parts in dds for v in parts]) if need.d2 else None
         return stats
 
+    def _keep_zig(self, group: dict) -> torch.Tensor | None:
+        """Per ZIG, 1.0 where its slices may move and 0.0 where they are held at zero (None: none held)."""
+        if self._kernels is None or not self.keeps_zero(group):
+            return None
+        return (~self._zero).to(torch.float32)
+
+    def _fused_pre(
+        self,
+        i: int,
+        p: torch.Tensor,
+        grad: torch.Tensor,
+        state: Any,
+        group: dict,
+        step: tuple[float, float, torch.Tensor | None] | None,
+    ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]] | None:
+        """The statistics sweep of parameter ``i`` on the fused kernels: ``(D, x², x·D, D² parts)``,
+        or None where they do not apply (the eager path then does it)."""
+        view = self._views[i]
+        if self._kernels is None or view is None:
+            return None
+        operands = fused.sgd_operands(p, grad, state, group)
+        if operands is None:
+            return None
+        return fused.sweep1(self._kernels, view, p, grad, operands, step)
+
+    def _fused_post(
+        self,
+        i: int,
+        d: torch.Tensor | None,
+        coef: torch.Tensor | None,
+        keep: torch.Tensor | None,
+        lr: float,
+        decay: float,
+        cross: torch.Tensor,
+    ) -> bool:
+        """The penalized update of parameter ``i`` on the fused kernels, its cross terms written into
+        ``cross``; False where they do not apply (the eager path then does it)."""
+        view, p = self._views[i], self.layout.params[i]
+        if self._kernels is None or view is None or not fused.plain_f32(p):
+            return False
+        if d is not None and not fused.plain_f32(d):
+            return False
+        slot = self.layout.slots[i]
+        parts = fused.sweep2(self._kernels, view, p, d, coef, keep, lr, decay, len(slot.axes) > 1)
+        if parts is not None:
+            self.layout.put_flat(cross, slot, parts)
+        return True
+
     def _keep_masks(self, group: dict) -> list[torch.Tensor | None]:
         """Per ZIG-holding parameter, the mask that holds its zero ZIGs at zero (None: nothing held)."""
         if self.keeps_zero(group):
@@ -343,10 +415,14 @@ class GroupOptimizer(torch.optim.Optimizer):
                     "Need.active must include every ZIG given a non-zero coefficient"
                 )
         cross = layout.zeros_flat()
+        keep_zig = self._keep_zig(group)
         for slot in layout.slots:
             i = slot.param
             if slot.is_vector or stepped[i]:
                 continue  # vectors: all at once below; stepped: done in the statistics pass
+            held = keep_zig if keep[i] is not None else None
+            if self._fused_post(i, stats.directions[i], coef if touched[i] else None, held, lr, decay, cross):
+                continue
             p = layout.params[i]
             if touched[i] and len(slot.axes) > 1:  # overlapping owners: their share of <x̂_g, x_g>
                 pair = stats.x2_pairs.get(i)

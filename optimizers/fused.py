@@ -1,0 +1,168 @@
+"""Statistics steps of the group optimizers on the fused CPU kernels (``optimizers/native.py``).
+
+Why a second path: the eager one (``ZigLayout.reduce``, ``cross``, ``scale_``) makes one pass over a
+parameter per statistic and per update; these functions hand one parameter at a time to a C kernel
+that does the same arithmetic in two reads. They apply to float32 CPU parameters whose ZIG axes are
+the leading two of their block shape (conv and linear weights by rows, columns or both; H2SPG's
+whole tensors) stepped by SGD without Nesterov; everything else, and every machine where the
+kernels cannot be built, keeps the eager path. The results are the eager path's up to float
+rounding; their per-ZIG sums are float32, the accumulation dtype of a float32 layout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from optimizers.layout import ParamAxes
+from optimizers.native import Kernels, ptr
+
+__all__ = ["View", "plain_f32", "sgd_operands", "sweep1", "sweep2", "view_of"]
+
+
+@dataclass(frozen=True)
+class View:
+    """A parameter as the kernels see it, ``[n0, n1, b]``, and the owner ZIG of each row / column."""
+
+    n0: int
+    n1: int
+    b: int
+    rows: torch.Tensor | None  # owner per row (None: rows belong to no ZIG here)
+    cols: torch.Tensor | None  # owner per column
+    uniform: bool  # the whole tensor is one ZIG's: its statistic is one total
+
+
+def view_of(slot: ParamAxes) -> View | None:
+    """The kernel view of a parameter's slot, or None for a layout the kernels do not take."""
+    if slot.is_vector:
+        return None  # biases and norms are batched with foreach kernels instead
+    blocks, owned = slot.blocks, slot.owned_pos
+    if owned == (0,) and len(blocks) == 2:
+        return View(blocks[0], 1, blocks[1], slot.owners[0], None, slot.uniform)
+    if owned == (0, 1) and len(blocks) in (2, 3):
+        b = blocks[2] if len(blocks) == 3 else 1
+        return View(blocks[0], blocks[1], b, slot.owners[0], slot.owners[1], False)
+    if owned == (1,) and len(blocks) in (2, 3):
+        b = blocks[2] if len(blocks) == 3 else 1
+        return View(blocks[0], blocks[1], b, None, slot.owners[0], slot.uniform)
+    return None
+
+
+def sgd_operands(
+    p: torch.Tensor, grad: torch.Tensor, state: Any, group: dict
+) -> tuple[torch.Tensor | None, float, float, float] | None:
+    """``(momentum buffer or None, momentum, 1 − dampening, weight decay)`` when the kernels can
+    compute this parameter's SGD direction themselves, else None (the eager path handles it: Adam,
+    Nesterov, the first momentum step, which creates the buffer, or D = g + wd·x without momentum,
+    which no tensor would hold for the second sweep)."""
+    if group["variant"] != "sgd" or group["nesterov"]:
+        return None
+    if not plain_f32(p) or not plain_f32(grad):
+        return None
+    momentum, wd = float(group["momentum"]), float(group["weight_decay"])
+    if momentum == 0:
+        return (None, 0.0, 1.0, 0.0) if wd == 0 else None
+    buf = state.get("momentum_buffer")
+    if not isinstance(buf, torch.Tensor) or not plain_f32(buf) or buf.shape != p.shape:
+        return None
+    return buf, momentum, 1.0 - float(group["dampening"]), wd
+
+
+def plain_f32(t: torch.Tensor) -> bool:
+    """Whether the kernels can read ``t`` in place (float32, CPU, contiguous, dense)."""
+    return t.dtype == torch.float32 and t.device.type == "cpu" and t.is_contiguous() and not t.is_sparse
+
+
+def _per_index(values: torch.Tensor | None, owners: torch.Tensor | None, n: int, fill: float) -> torch.Tensor:
+    """A per-ZIG quantity read at each row's or column's owner, or ``fill`` everywhere when there is
+    no such quantity or no owner (the kernels take every operand as an array: no branches)."""
+    if values is None or owners is None:
+        return _constant(n, fill)
+    return values[owners].to(torch.float32)
+
+
+_CONSTANTS: dict[float, torch.Tensor] = {}
+
+
+def _constant(n: int, fill: float) -> torch.Tensor:
+    """``n`` copies of ``fill``: a view of one cached buffer per value (the kernels only read it)."""
+    buf = _CONSTANTS.get(fill)
+    if buf is None or buf.numel() < n:
+        buf = _CONSTANTS[fill] = torch.full((max(n, 4096),), fill, dtype=torch.float32)
+    return buf[:n]
+
+
+def sweep1(
+    k: Kernels,
+    view: View,
+    p: torch.Tensor,
+    grad: torch.Tensor,
+    operands: tuple[torch.Tensor | None, float, float, float],
+    step: tuple[float, float, torch.Tensor | None] | None = None,
+) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+    """Direction and per-index sums of x², x·D and D² of one parameter in one read.
+
+    Returns ``(D, x² parts, x·D parts, D² parts)``, the parts as ``ZigLayout.reduce`` gives them (one
+    vector per owned axis, rows first). ``step = (lr, decay, keep per ZIG or None)`` also takes the
+    plain step ``x ← decay·x − lr·D`` with zero ZIGs held (a parameter no penalty reaches).
+    """
+    buf, momentum, damp1, wd = operands
+    rows = torch.empty((3, view.n0), dtype=torch.float32)
+    cols = torch.empty((3, view.n1), dtype=torch.float32) if view.cols is not None else None
+    lr, decay, keep = step if step is not None else (0.0, 1.0, None)
+    krow = _per_index(keep, view.rows, view.n0, 1.0)
+    kcol = _per_index(keep, view.cols, view.n1, 1.0)
+    rc = k.sweep1(
+        view.n0, view.n1, view.b, ptr(p), ptr(grad), ptr(buf), momentum, damp1, wd,
+        ptr(rows), ptr(cols), int(step is not None), decay, lr, ptr(krow), ptr(kcol),
+        torch.get_num_threads(),
+    )  # fmt: skip
+    if rc != 0:
+        raise MemoryError("fused optimizer kernel: out of memory for its column sums")
+    parts: list[list[torch.Tensor]] = [[], [], []]
+    for sums, owners in ((rows, view.rows), (cols, view.cols)):
+        if owners is None or sums is None:
+            continue
+        for q in range(3):
+            v = sums[q]
+            parts[q].append(v.sum().view(1) if view.uniform else v)
+    return (grad if buf is None else buf), parts[0], parts[1], parts[2]
+
+
+def sweep2(
+    k: Kernels,
+    view: View,
+    p: torch.Tensor,
+    d: torch.Tensor | None,
+    coef: torch.Tensor | None,
+    keep: torch.Tensor | None,
+    lr: float,
+    decay: float,
+    cross: bool,
+) -> list[torch.Tensor] | None:
+    """``x ← (decay − lr·Σ coef)·x − lr·D·keep`` of one parameter in one read-modify-write.
+
+    ``coef`` per ZIG (None: no penalty here), ``keep`` per ZIG (1 where not zero; None: nothing held).
+    With ``cross`` (a parameter owned by rows and columns), returns its cross terms of the half-space
+    test, as ``ZigLayout.cross`` does; else None.
+    """
+    if d is not None and not plain_f32(d):
+        raise ValueError("fused sweep: the direction must be a contiguous float32 CPU tensor")
+    crow = _per_index(coef, view.rows, view.n0, 0.0)
+    ccol = _per_index(coef, view.cols, view.n1, 0.0)
+    krow = _per_index(keep, view.rows, view.n0, 1.0)
+    kcol = _per_index(keep, view.cols, view.n1, 1.0)
+    want = cross and view.rows is not None and view.cols is not None and coef is not None
+    xrow = torch.empty(view.n0, dtype=torch.float32) if want else None
+    xcol = torch.empty(view.n1, dtype=torch.float32) if want else None
+    rc = k.sweep2(
+        view.n0, view.n1, view.b, ptr(p), ptr(d), ptr(crow), ptr(ccol), ptr(krow), ptr(kcol),
+        decay, lr, ptr(xrow), ptr(xcol), torch.get_num_threads(),
+    )  # fmt: skip
+    if rc != 0:
+        raise MemoryError("fused optimizer kernel: out of memory for its column sums")
+    if xrow is None or xcol is None:
+        return None
+    return [xrow, xcol]

@@ -1,0 +1,228 @@
+/* Fused CPU kernels for the statistics steps of the group optimizers (loaded by optimizers/native.py).
+
+   Why: in eager PyTorch a step that needs per-ZIG statistics streams every parameter many times (the
+   momentum update, three products, their row and column sums, then the penalized update), while an SGD
+   step streams it about eight times. These two kernels read each entry once per sweep and do all of
+   that work while it is in registers:
+
+     sweep 1: the momentum direction D, and the sums of x², x·D and D² per row and per column of the
+              parameter (optionally the plain step itself, for a parameter no penalty reaches);
+     sweep 2: the penalized trial step x ← (decay − lr·(c_row + c_col))·x − lr·D·keep, and the cross
+              terms Σ x²·c of the half-space test, read from x before it is overwritten.
+
+   A parameter is viewed as [n0, n1, b], contiguous float32: axis 0 holds row ZIGs, axis 1 column ZIGs,
+   b is a trailing run no ZIG owns (a 3x3 kernel's 9 taps). Each row is streamed as one vector loop over
+   its n1·b entries (a 9-tap run is too short to vectorize on its own); per-column operands are expanded
+   to one value per entry, and per-column sums are kept per entry and folded into columns once at the
+   end. The caller passes every per-row and per-column operand (coefficients, keep factors) as an
+   array, 0 or 1 where nothing applies, so the inner loops have no branches. Sums run in float32 like
+   the eager path's and are added up in double per row and per column. Rows are split over OpenMP
+   threads; column sums are kept per thread and added in thread order, so a result depends only on
+   the thread count. The library is built for the machine it runs on (-march=native; native.py keys
+   its cache by the CPU). */
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+typedef int64_t i64;
+
+#define INLINE static inline __attribute__((always_inline))
+
+static int thread_id(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+/* A per-column operand repeated over the b entries of each column: one value per entry of a row. */
+static float *per_entry(const float *per_column, i64 n1, i64 b) {
+    float *out = (float *)malloc((size_t)(n1 * b) * sizeof(float));
+    if (out)
+        for (i64 i = 0; i < n1; ++i)
+            for (i64 k = 0; k < b; ++k) out[i * b + k] = per_column[i];
+    return out;
+}
+
+/* Fold per-entry sums [nthreads][stride] (a row's n1·b entries at `offset`) into n1 column totals. */
+static void fold_columns(const float *acc, int nthreads, size_t stride, size_t offset, i64 n1, i64 b,
+                         float *out) {
+    for (i64 i = 0; i < n1; ++i) {
+        double total = 0.0;
+        for (int t = 0; t < nthreads; ++t) {
+            const float *src = acc + (size_t)t * stride + offset + (size_t)(i * b);
+            for (i64 k = 0; k < b; ++k) total += src[k];
+        }
+        out[i] = (float)total;
+    }
+}
+
+/* ---------------------------------------------------------------------------------------- sweep 1 */
+
+/* One row o. HAS_BUF: D is the momentum buffer's new value (else D = g); HAS_WD: g + wd·x;
+   STEP: also x ← decay·x − lr·D·keep (kcol: one keep factor per entry of the row); COLS: accumulate
+   x², x·D, D² per entry of the row into this thread's acc ([3, n1·b]). */
+INLINE void sweep1_row(const int HAS_BUF, const int HAS_WD, const int STEP, const int COLS, i64 o,
+                       i64 len, float *restrict x, const float *restrict g, float *restrict buf,
+                       float momentum, float damp1, float wd, float decay, float lr,
+                       const float *restrict krow, const float *restrict kcol, double *restrict row3,
+                       float *restrict acc) {
+    const i64 base = o * len;
+    float *restrict axx = acc, *restrict axd = acc + len, *restrict add = acc + 2 * len;
+    const float kr = krow[o];
+    float sxx = 0.0f, sxd = 0.0f, sdd = 0.0f;
+#pragma omp simd reduction(+ : sxx, sxd, sdd)
+    for (i64 j = 0; j < len; ++j) {
+        const i64 e = base + j;
+        const float xv = x[e];
+        const float gd = HAS_WD ? g[e] + wd * xv : g[e];
+        const float dv = HAS_BUF ? momentum * buf[e] + damp1 * gd : gd;
+        if (HAS_BUF) buf[e] = dv;
+        const float pxx = xv * xv, pxd = xv * dv, pdd = dv * dv;
+        sxx += pxx;
+        sxd += pxd;
+        sdd += pdd;
+        if (COLS) {
+            axx[j] += pxx;
+            axd[j] += pxd;
+            add[j] += pdd;
+        }
+        if (STEP) x[e] = decay * xv - lr * dv * (kr * kcol[j]);
+    }
+    row3[0] = sxx;
+    row3[1] = sxd;
+    row3[2] = sdd;
+}
+
+#define SWEEP1_CASE(B, W, S)                                                                             \
+    (cols_wanted ? sweep1_row(B, W, S, 1, o, len, x, g, buf, momentum, damp1, wd, decay, lr, krow, kcol_e, \
+                              row3, mine)                                                               \
+                 : sweep1_row(B, W, S, 0, o, len, x, g, buf, momentum, damp1, wd, decay, lr, krow, kcol_e, \
+                              row3, mine))
+
+/* Sweep 1 over a [n0, n1, b] parameter.
+   buf: the momentum buffer, updated in place to m·buf + damp1·(g + wd·x), which is D; NULL: D = g + wd·x.
+   rows: [3, n0] sums of x², x·D, D² per row; cols: [3, n1] per column, or NULL when not wanted.
+   step != 0: also take the plain step x ← decay·x − lr·D·krow[o]·kcol[i].
+   Returns 0, or -1 when scratch memory could not be allocated (nothing was changed then). */
+int zg_sweep1(i64 n0, i64 n1, i64 b, float *restrict x, const float *restrict g, float *restrict buf,
+              float momentum, float damp1, float wd, float *restrict rows, float *restrict cols, int step,
+              float decay, float lr, const float *restrict krow, const float *restrict kcol, int nthreads) {
+    if (nthreads < 1) nthreads = 1;
+    if (nthreads > n0) nthreads = n0 > 0 ? (int)n0 : 1;
+    const int cols_wanted = cols != NULL;
+    const i64 len = n1 * b;
+    const size_t per_thread = cols_wanted ? 3 * (size_t)len : 0;
+    float *tacc = (float *)calloc((size_t)nthreads * per_thread + 1, sizeof(float));
+    const float *kcol_e = kcol;
+    float *owned_k = NULL;
+    if (step && b != 1) kcol_e = owned_k = per_entry(kcol, n1, b);
+    if (!tacc || (step && b != 1 && !owned_k)) {
+        free(tacc);
+        free(owned_k);
+        return -1;
+    }
+    const int has_wd = wd != 0.0f;
+#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1)
+    for (i64 o = 0; o < n0; ++o) {
+        float *mine = tacc + (size_t)thread_id() * per_thread;
+        double row3[3];
+        if (buf) {
+            if (has_wd) {
+                if (step) SWEEP1_CASE(1, 1, 1); else SWEEP1_CASE(1, 1, 0);
+            } else {
+                if (step) SWEEP1_CASE(1, 0, 1); else SWEEP1_CASE(1, 0, 0);
+            }
+        } else {
+            if (has_wd) {
+                if (step) SWEEP1_CASE(0, 1, 1); else SWEEP1_CASE(0, 1, 0);
+            } else {
+                if (step) SWEEP1_CASE(0, 0, 1); else SWEEP1_CASE(0, 0, 0);
+            }
+        }
+        rows[o] = (float)row3[0];
+        rows[n0 + o] = (float)row3[1];
+        rows[2 * n0 + o] = (float)row3[2];
+    }
+    if (cols_wanted)
+        for (int q = 0; q < 3; ++q) fold_columns(tacc, nthreads, per_thread, (size_t)q * len, n1, b, cols + q * n1);
+    free(tacc);
+    free(owned_k);
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------- sweep 2 */
+
+/* One row o. HAS_D: subtract lr·D·keep; CROSS: accumulate the cross terms. ccol / kcol hold one value
+   per entry of the row; xacc: this thread's per-entry sums of x²·crow[o] over rows. */
+INLINE void sweep2_row(const int HAS_D, const int CROSS, i64 o, i64 len, float *restrict x,
+                       const float *restrict d, const float *restrict crow, const float *restrict ccol,
+                       const float *restrict krow, const float *restrict kcol, float decay, float lr,
+                       float *restrict xrow, float *restrict xacc) {
+    const float row_factor = decay - lr * crow[o];
+    const float kr = krow[o], cr = crow[o];
+    const i64 base = o * len;
+    float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
+    for (i64 j = 0; j < len; ++j) {
+        const i64 e = base + j;
+        const float xv = x[e];
+        if (CROSS) {
+            const float sq = xv * xv;
+            acc += sq * ccol[j];
+            xacc[j] += sq * cr;
+        }
+        float v = (row_factor - lr * ccol[j]) * xv;
+        if (HAS_D) v -= lr * d[e] * (kr * kcol[j]);
+        x[e] = v;
+    }
+    if (CROSS) xrow[o] = acc;
+}
+
+/* Sweep 2 over a [n0, n1, b] parameter: x ← (decay − lr·(crow[o] + ccol[i]))·x − lr·d·krow[o]·kcol[i].
+   d: the direction (NULL: none). With xrow and xcol (both or neither), also the cross terms
+   xrow[o] = Σ_{i,k} x²·ccol[i] and xcol[i] = Σ_{o,k} x²·crow[o] of x before the step.
+   Returns 0, or -1 when scratch memory could not be allocated (nothing was changed then). */
+int zg_sweep2(i64 n0, i64 n1, i64 b, float *restrict x, const float *restrict d,
+              const float *restrict crow, const float *restrict ccol, const float *restrict krow,
+              const float *restrict kcol, float decay, float lr, float *restrict xrow,
+              float *restrict xcol, int nthreads) {
+    if (nthreads < 1) nthreads = 1;
+    if (nthreads > n0) nthreads = n0 > 0 ? (int)n0 : 1;
+    const int cross = xrow != NULL && xcol != NULL;
+    const i64 len = n1 * b;
+    const float *ccol_e = ccol, *kcol_e = kcol;
+    float *owned_c = NULL, *owned_k = NULL, *tacc = NULL;
+    if (b != 1) {
+        ccol_e = owned_c = per_entry(ccol, n1, b);
+        kcol_e = owned_k = per_entry(kcol, n1, b);
+    }
+    if (cross) tacc = (float *)calloc((size_t)nthreads * (size_t)len, sizeof(float));
+    if ((b != 1 && (!owned_c || !owned_k)) || (cross && !tacc)) {
+        free(owned_c);
+        free(owned_k);
+        free(tacc);
+        return -1;
+    }
+#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1)
+    for (i64 o = 0; o < n0; ++o) {
+        float *mine = cross ? tacc + (size_t)thread_id() * (size_t)len : NULL;
+        if (d) {
+            if (cross) sweep2_row(1, 1, o, len, x, d, crow, ccol_e, krow, kcol_e, decay, lr, xrow, mine);
+            else sweep2_row(1, 0, o, len, x, d, crow, ccol_e, krow, kcol_e, decay, lr, xrow, mine);
+        } else {
+            if (cross) sweep2_row(0, 1, o, len, x, d, crow, ccol_e, krow, kcol_e, decay, lr, xrow, mine);
+            else sweep2_row(0, 0, o, len, x, d, crow, ccol_e, krow, kcol_e, decay, lr, xrow, mine);
+        }
+    }
+    if (cross) fold_columns(tacc, nthreads, (size_t)len, 0, n1, b, xcol);
+    free(owned_c);
+    free(owned_k);
+    free(tacc);
+    return 0;
+}

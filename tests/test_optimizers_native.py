@@ -1,0 +1,260 @@
+"""The fused CPU kernels (optimizers/fused_step.c) against the eager path they replace.
+
+The kernels do a statistics step in two reads of each parameter; the eager path, which
+tests/test_optimizers_reference.py checks against a dense reference, does the same arithmetic in
+many torch operations. Here the kernels are checked directly against float64 torch math for every
+layout and option they take (rows, columns or both, trailing runs of 1, 3 and 9, momentum with and
+without dampening and weight decay, the plain step with held zero ZIGs, one and two threads), and
+then whole optimizers are run twice from the same start, ``native=True`` and ``native=False``, over
+warm-up, pruning window and after: same zero groups, same parameters up to float32 rounding.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+import frontends
+import graphcore
+from optimizers import DHSPG, H2SPG, HSPG, fused, native
+
+pytestmark = pytest.mark.skipif(
+    native.kernels() is None and shutil.which("cc") is None and shutil.which("gcc") is None,
+    reason="no C compiler: the fused kernels cannot be built here (the eager path is used)",
+)
+
+
+def test_kernels_build_where_a_compiler_exists() -> None:
+    # A broken source or build must fail here, not silently fall back to the eager path.
+    assert native.kernels() is not None, native.status()
+    assert "in use" in native.status()
+
+
+def _owners(n: int, zigs: int, gen: torch.Generator) -> torch.Tensor:
+    return torch.randint(0, zigs, (n,), generator=gen)
+
+
+CASES = [
+    # (n0, n1, b, rows owned, cols owned)
+    (16, 12, 9, True, True),
+    (7, 5, 1, True, True),
+    (5, 33, 3, True, True),
+    (9, 1, 40, True, False),  # rows only: [O, I*k*k] owned by output channels
+    (6, 10, 1, False, True),  # columns only: a classifier's input features
+    (4, 6, 9, False, True),
+]
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("opts", [(0.9, 0.0, 0.0), (0.9, 0.1, 1e-3), (0.0, 0.0, 0.0)])
+@pytest.mark.parametrize("step", [False, True])
+def test_sweep1_matches_torch(case: tuple, threads: int, opts: tuple, step: bool) -> None:
+    n0, n1, b, own_rows, own_cols = case
+    momentum, dampening, wd = opts
+    if momentum == 0 and wd:
+        pytest.skip("without momentum the kernels take D = g only")
+    gen = torch.Generator().manual_seed(n0 * 100 + n1 * 10 + b)
+    x = torch.randn(n0, n1, b, generator=gen)
+    g = torch.randn(n0, n1, b, generator=gen)
+    buf = torch.randn(n0, n1, b, generator=gen) if momentum else None
+    zigs = 5
+    rows_owner = _owners(n0, zigs, gen) if own_rows else None
+    cols_owner = _owners(n1, zigs, gen) if own_cols else None
+    view = fused.View(n0, n1, b, rows_owner, cols_owner, False)
+    keep = torch.ones(zigs + 1)
+    keep[2] = 0.0  # ZIG 2 is held at zero
+    x0, g0 = x.double().clone(), g.double()
+    d_ref = g0 + wd * x0
+    if buf is not None:
+        d_ref = momentum * buf.double() + (1 - dampening) * d_ref
+    x_new, buf_new = x.clone(), None if buf is None else buf.clone()
+    kernels = native.kernels()
+    assert kernels is not None
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        ops = (buf_new, momentum, 1 - dampening, wd)
+        d, xx, xd, dd = fused.sweep1(kernels, view, x_new, g, ops, (0.1, 0.99, keep) if step else None)
+    finally:
+        torch.set_num_threads(old)
+    assert torch.allclose(d.double(), d_ref, rtol=1e-5, atol=1e-6)
+    for got, prod in zip((xx, xd, dd), (x0 * x0, x0 * d_ref, d_ref * d_ref)):
+        want = []
+        if own_rows:
+            want.append(prod.sum((1, 2)))
+        if own_cols:
+            want.append(prod.sum((0, 2)))
+        assert len(got) == len(want)
+        for a, w in zip(got, want):
+            assert a.dtype == torch.float32
+            assert torch.allclose(a.double(), w, rtol=1e-5, atol=1e-5)
+    if step:
+        k = torch.ones(n0, n1, 1, dtype=torch.float64)
+        if rows_owner is not None:
+            k = k * keep[rows_owner].double().view(n0, 1, 1)
+        if cols_owner is not None:
+            k = k * keep[cols_owner].double().view(1, n1, 1)
+        want_x = 0.99 * x0 - 0.1 * d_ref * k
+        assert torch.allclose(x_new.double(), want_x, rtol=1e-5, atol=1e-6)
+        held = k.expand_as(want_x) == 0
+        if held.any():
+            assert torch.equal(x_new[held], (x * 0.99)[held])  # held entries: decay only, no step
+    else:
+        assert torch.equal(x_new, x)
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("with_d", [True, False])
+@pytest.mark.parametrize("held", [True, False])
+def test_sweep2_matches_torch(case: tuple, threads: int, with_d: bool, held: bool) -> None:
+    n0, n1, b, own_rows, own_cols = case
+    gen = torch.Generator().manual_seed(7 + n0 + n1 + b)
+    x = torch.randn(n0, n1, b, generator=gen)
+    d = torch.randn(n0, n1, b, generator=gen) if with_d else None
+    zigs = 6
+    rows_owner = _owners(n0, zigs, gen) if own_rows else None
+    cols_owner = _owners(n1, zigs, gen) if own_cols else None
+    view = fused.View(n0, n1, b, rows_owner, cols_owner, False)
+    coef = torch.rand(zigs + 1, generator=gen)
+    keep = torch.ones(zigs + 1)
+    if held:
+        keep[1] = 0.0
+    x0 = x.double().clone()
+    c = torch.zeros(n0, n1, 1, dtype=torch.float64)
+    k = torch.ones(n0, n1, 1, dtype=torch.float64)
+    cr = coef[rows_owner].double() if rows_owner is not None else torch.zeros(n0, dtype=torch.float64)
+    cc = coef[cols_owner].double() if cols_owner is not None else torch.zeros(n1, dtype=torch.float64)
+    c = c + cr.view(n0, 1, 1) + cc.view(1, n1, 1)
+    if rows_owner is not None:
+        k = k * keep[rows_owner].double().view(n0, 1, 1)
+    if cols_owner is not None:
+        k = k * keep[cols_owner].double().view(1, n1, 1)
+    lr, decay = 0.05, 0.999
+    want = (decay - lr * c) * x0
+    if d is not None:
+        want = want - lr * d.double() * k
+    kernels = native.kernels()
+    assert kernels is not None
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        cross = fused.sweep2(kernels, view, x, d, coef, keep if held else None, lr, decay, True)
+    finally:
+        torch.set_num_threads(old)
+    assert torch.allclose(x.double(), want, rtol=1e-5, atol=1e-6)
+    if own_rows and own_cols:
+        assert cross is not None
+        sq = x0 * x0
+        assert torch.allclose(cross[0].double(), (sq * cc.view(1, n1, 1)).sum((1, 2)), rtol=1e-5, atol=1e-5)
+        assert torch.allclose(cross[1].double(), (sq * cr.view(n0, 1, 1)).sum((0, 2)), rtol=1e-5, atol=1e-5)
+    else:
+        assert cross is None
+
+
+class Net(nn.Module):
+    """3x3 and 1x1 convolutions owned by rows and columns, a residual add, BatchNorm, a linear head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1, bias=False)
+        self.bn0 = nn.BatchNorm2d(16)
+        self.conv1 = nn.Conv2d(16, 16, 3, padding=1)
+        self.conv2 = nn.Conv2d(16, 16, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(16)
+        self.wide = nn.Conv2d(16, 24, 1)
+        self.fc = nn.Linear(24, 32)
+        self.head = nn.Linear(32, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn0(self.stem(x)))
+        y = torch.relu(self.conv1(x))
+        x = torch.relu(x + self.bn2(self.conv2(y)))
+        x = torch.relu(self.wide(x)).mean((2, 3))
+        return self.head(torch.relu(self.fc(x)))
+
+
+def _run(opt_cls: type, mode: str, native_on: bool, steps: int, **hp: object) -> tuple[nn.Module, object]:
+    torch.manual_seed(0)
+    model = Net()
+    analysis = graphcore.analyze(frontends.load(model, (torch.randn(1, 3, 8, 8),)), mode=mode)
+    opt = opt_cls(model, analysis, native=native_on, **hp)
+    assert (opt._kernels is not None) == native_on
+    gen = torch.Generator().manual_seed(1)
+    data = torch.randn(8, 3, 8, 8, generator=gen)
+    target = torch.randint(0, 5, (8,), generator=gen)
+    for _ in range(steps):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(data), target).backward()
+        opt.step()
+    return model, opt
+
+
+@pytest.mark.parametrize(
+    "opt_cls, mode, hp",
+    [
+        (DHSPG, "prune", dict(lr=0.05, momentum=0.9, target_group_sparsity=0.5, start_pruning_steps=3,
+                              pruning_steps=12, pruning_periods=3)),
+        (DHSPG, "prune", dict(lr=0.05, momentum=0.9, dampening=0.1, weight_decay=1e-3, epsilon=0.5,
+                              target_group_sparsity=0.4, start_pruning_steps=2, pruning_steps=10)),
+        (DHSPG, "prune", dict(lr=0.05, target_group_sparsity=0.3, start_pruning_steps=0, pruning_steps=8)),
+        (HSPG, "prune", dict(lr=0.05, momentum=0.9, lmbda=2.0, epsilon=0.9, start_pruning_steps=2)),
+        (H2SPG, "erase", dict(lr=0.05, momentum=0.9, target_group_sparsity=0.5, start_pruning_steps=3,
+                              pruning_steps=8)),
+    ],
+)  # fmt: skip
+def test_optimizer_native_equals_eager(opt_cls: type, mode: str, hp: dict) -> None:
+    fast, fast_opt = _run(opt_cls, mode, True, 20, **hp)
+    slow, slow_opt = _run(opt_cls, mode, False, 20, **hp)
+    assert list(fast_opt.zero_zig_ids()) == list(slow_opt.zero_zig_ids())
+    assert len(fast_opt.zero_zig_ids()) > 0  # the run really pruned: decisions were compared
+    for (name, a), (_, b) in zip(fast.named_parameters(), slow.named_parameters()):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5), name
+        assert torch.equal(a == 0, b == 0), name  # zeroed slices are exactly zero in both
+
+
+def test_fused_path_is_taken_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    real1, real2 = fused.sweep1, fused.sweep2
+    monkeypatch.setattr(fused, "sweep1", lambda *a, **k: calls.append("1") or real1(*a, **k))
+    monkeypatch.setattr(fused, "sweep2", lambda *a, **k: calls.append("2") or real2(*a, **k))
+    _run(DHSPG, "prune", False, 6, lr=0.05, momentum=0.9, start_pruning_steps=2, pruning_steps=50)
+    assert not calls  # native=False: the eager path
+    torch.manual_seed(0)
+    model = Net()
+    analysis = graphcore.analyze(frontends.load(model, (torch.randn(1, 3, 8, 8),)))
+    opt = DHSPG(model, analysis, lr=0.05, momentum=0.9, start_pruning_steps=1, pruning_steps=50)
+    for _ in range(4):
+        opt.zero_grad()
+        model(torch.randn(2, 3, 8, 8)).sum().backward()
+        opt.step()
+    assert "1" in calls and "2" in calls
+
+
+def test_float64_and_switch_off_keep_the_eager_path() -> None:
+    torch.manual_seed(0)
+    model = Net().double()
+    analysis = graphcore.analyze(frontends.load(Net(), (torch.randn(1, 3, 8, 8),)))
+    assert DHSPG(model, analysis)._kernels is None  # float64: eager, no error
+    with pytest.raises(ValueError, match="float32 parameters on the CPU"):
+        DHSPG(copy.deepcopy(model), analysis, native=True)
+    code = (
+        "from optimizers import native, DHSPG; import torch, graphcore, frontends\n"
+        "print(native.status())\n"
+        "m = torch.nn.Linear(4, 3)\n"
+        "a = graphcore.analyze(frontends.load(torch.nn.Sequential(m), (torch.randn(1, 4),)))\n"
+        "try:\n    DHSPG(torch.nn.Sequential(m), a, native=True)\nexcept ValueError as e:\n    print('refused:', e)\n"
+    )
+    env = dict(os.environ, ZIGRAPH_NATIVE="0")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "turned off by ZIGRAPH_NATIVE" in out.stdout
+    assert "refused: native=True, but the fused kernels cannot be used" in out.stdout
