@@ -24,8 +24,8 @@ import torch
 from torch import nn
 
 from graphcore.groups import PruneAnalysis
-from optimizers import fused
 from optimizers.first_order import VARIANTS, decoupled_decay, direction, directions
+from optimizers.fused import View, plain_f32, sgd_operands, sweep1, sweep2, view_of
 from optimizers.layout import Scratch, ZigLayout, local
 from optimizers.native import Kernels, kernels, status
 from optimizers.progress import remember
@@ -158,12 +158,12 @@ class GroupOptimizer(torch.optim.Optimizer):
         self._keep: list[torch.Tensor | None] = [None] * self.num_grouped
         # the fused CPU kernels and each parameter's view for them (None where they do not apply)
         self._kernels: Kernels | None = None
-        self._views: list[fused.View | None] = [None] * self.num_grouped
+        self._views: list[View | None] = [None] * self.num_grouped
         if native is not False:
             on_cpu = self.layout.device.type == "cpu" and self.layout.dtype == torch.float32
             if on_cpu:
                 self._kernels = kernels()
-                self._views = [fused.view_of(slot) for slot in self.layout.slots]
+                self._views = [view_of(slot) for slot in self.layout.slots]
             if native and not on_cpu:
                 raise ValueError("native=True: the fused kernels step float32 parameters on the CPU only")
             if native and self._kernels is None:
@@ -338,10 +338,10 @@ class GroupOptimizer(torch.optim.Optimizer):
         view = self._views[i]
         if self._kernels is None or view is None:
             return None
-        operands = fused.sgd_operands(p, grad, state, group)
+        operands = sgd_operands(p, grad, state, group)
         if operands is None:
             return None
-        return fused.sweep1(self._kernels, view, p, grad, operands, step)
+        return sweep1(self._kernels, view, p, grad, operands, step)
 
     def _fused_post(
         self,
@@ -356,12 +356,12 @@ class GroupOptimizer(torch.optim.Optimizer):
         """The penalized update of parameter ``i`` on the fused kernels, its cross terms written into
         ``cross``; False where they do not apply (the eager path then does it)."""
         view, p = self._views[i], self.layout.params[i]
-        if self._kernels is None or view is None or not fused.plain_f32(p):
+        if self._kernels is None or view is None or not plain_f32(p):
             return False
-        if d is not None and not fused.plain_f32(d):
+        if d is not None and not plain_f32(d):
             return False
         slot = self.layout.slots[i]
-        parts = fused.sweep2(self._kernels, view, p, d, coef, keep, lr, decay, len(slot.axes) > 1)
+        parts = sweep2(self._kernels, view, p, d, coef, keep, lr, decay, len(slot.axes) > 1)
         if parts is not None:
             self.layout.put_flat(cross, slot, parts)
         return True

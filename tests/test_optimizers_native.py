@@ -23,7 +23,7 @@ from torch import nn
 
 import frontends
 import graphcore
-from optimizers import DHSPG, H2SPG, HSPG, fused, native
+from optimizers import DHSPG, H2SPG, HSPG, base, fused, native
 
 pytestmark = pytest.mark.skipif(
     native.kernels() is None and shutil.which("cc") is None and shutil.which("gcc") is None,
@@ -224,8 +224,8 @@ def test_optimizer_native_equals_eager(opt_cls: type, mode: str, hp: dict) -> No
 def test_fused_path_is_taken_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str] = []
     real1, real2 = fused.sweep1, fused.sweep2
-    monkeypatch.setattr(fused, "sweep1", lambda *a, **k: calls.append("1") or real1(*a, **k))
-    monkeypatch.setattr(fused, "sweep2", lambda *a, **k: calls.append("2") or real2(*a, **k))
+    monkeypatch.setattr(base, "sweep1", lambda *a, **k: calls.append("1") or real1(*a, **k))
+    monkeypatch.setattr(base, "sweep2", lambda *a, **k: calls.append("2") or real2(*a, **k))
     _run(DHSPG, "prune", False, 6, lr=0.05, momentum=0.9, start_pruning_steps=2, pruning_steps=50)
     assert not calls  # native=False: the eager path
     torch.manual_seed(0)
