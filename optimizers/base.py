@@ -163,7 +163,7 @@ class GroupOptimizer(torch.optim.Optimizer):
             on_cpu = self.layout.device.type == "cpu" and self.layout.dtype == torch.float32
             if on_cpu:
                 self._kernels = kernels()
-                self._views = [view_of(slot) for slot in self.layout.slots]
+                self._views = [view_of(slot, self.layout.index_start(slot)) for slot in self.layout.slots]
             if native and not on_cpu:
                 raise ValueError("native=True: the fused kernels step float32 parameters on the CPU only")
             if native and self._kernels is None:
@@ -254,13 +254,13 @@ class GroupOptimizer(torch.optim.Optimizer):
         if need.pre and need.active is not None:
             early = [not t for t in layout.touched(need.active)]
         stats.stepped = early
-        keep_zig = self._keep_zig(group)
+        keep_index = self._keep_index(group)
         for i, source in enumerate(params):
             # the local shard of a sharded parameter (FSDP2); its optimizer state is local too
             p = layout.params[i] if i < self.num_grouped else local(source)
             grad = None if source.grad is None else local(_dense_grad(source))
             if need.pre and i < self.num_grouped and grad is not None:
-                step = (lr, decay, keep_zig if keep[i] is not None else None) if early[i] else None
+                step = (lr, decay, keep_index if keep[i] is not None else None) if early[i] else None
                 done = self._fused_pre(i, p, grad, self.state[source], group, step)
                 if done is not None:
                     stats.directions[i], xs[i], xds[i], d2_parts = done
@@ -318,11 +318,12 @@ class GroupOptimizer(torch.optim.Optimizer):
             stats.d2 = layout.segment_sum([v for parts in dds for v in parts]) if need.d2 else None
         return stats
 
-    def _keep_zig(self, group: dict) -> torch.Tensor | None:
-        """Per ZIG, 1.0 where its slices may move and 0.0 where they are held at zero (None: none held)."""
-        if self._kernels is None or not self.keeps_zero(group):
+    def _keep_index(self, group: dict) -> torch.Tensor | None:
+        """Per owned index (``ZigLayout.at_index``), 1.0 where its ZIG may move and 0.0 where it is
+        held at zero; None when nothing is held or the fused kernels are not in use."""
+        if self._kernels is None or not self.keeps_zero(group) or not bool(self._zero.any()):
             return None
-        return (~self._zero).to(torch.float32)
+        return self.layout.at_index((~self._zero).to(torch.float32))
 
     def _fused_pre(
         self,
@@ -415,13 +416,15 @@ class GroupOptimizer(torch.optim.Optimizer):
                     "Need.active must include every ZIG given a non-zero coefficient"
                 )
         cross = layout.zeros_flat()
-        keep_zig = self._keep_zig(group)
+        keep_index = self._keep_index(group)
+        coef_index = layout.at_index(coef.to(torch.float32)) if self._kernels is not None else None
         for slot in layout.slots:
             i = slot.param
             if slot.is_vector or stepped[i]:
                 continue  # vectors: all at once below; stepped: done in the statistics pass
-            held = keep_zig if keep[i] is not None else None
-            if self._fused_post(i, stats.directions[i], coef if touched[i] else None, held, lr, decay, cross):
+            held = keep_index if keep[i] is not None else None
+            c = coef_index if touched[i] else None
+            if self._fused_post(i, stats.directions[i], c, held, lr, decay, cross):
                 continue
             p = layout.params[i]
             if touched[i] and len(slot.axes) > 1:  # overlapping owners: their share of <x̂_g, x_g>

@@ -24,29 +24,30 @@ __all__ = ["View", "plain_f32", "sgd_operands", "sweep1", "sweep2", "view_of"]
 
 @dataclass(frozen=True)
 class View:
-    """A parameter as the kernels see it, ``[n0, n1, b]``, and the owner ZIG of each row / column."""
+    """A parameter as the kernels see it, ``[n0, n1, b]``, and where the owners of its rows and
+    columns sit in the layout's per-index vector (``ZigLayout.at_index``; None: not owned here)."""
 
     n0: int
     n1: int
     b: int
-    rows: torch.Tensor | None  # owner per row (None: rows belong to no ZIG here)
-    cols: torch.Tensor | None  # owner per column
-    uniform: bool  # the whole tensor is one ZIG's: its statistic is one total
+    row_at: int | None
+    col_at: int | None
+    uniform: bool  # the whole tensor is one ZIG's: one entry in the per-index vector, one total
 
 
-def view_of(slot: ParamAxes) -> View | None:
-    """The kernel view of a parameter's slot, or None for a layout the kernels do not take."""
+def view_of(slot: ParamAxes, start: int) -> View | None:
+    """The kernel view of a parameter's slot whose axes start at ``start`` in the layout's
+    per-index vector, or None for a layout the kernels do not take."""
     if slot.is_vector:
         return None  # biases and norms are batched with foreach kernels instead
     blocks, owned = slot.blocks, slot.owned_pos
+    b = blocks[2] if len(blocks) == 3 else 1
     if owned == (0,) and len(blocks) == 2:
-        return View(blocks[0], 1, blocks[1], slot.owners[0], None, slot.uniform)
+        return View(blocks[0], 1, blocks[1], start, None, slot.uniform)
     if owned == (0, 1) and len(blocks) in (2, 3):
-        b = blocks[2] if len(blocks) == 3 else 1
-        return View(blocks[0], blocks[1], b, slot.owners[0], slot.owners[1], False)
+        return View(blocks[0], blocks[1], b, start, start + blocks[0], False)
     if owned == (1,) and len(blocks) in (2, 3):
-        b = blocks[2] if len(blocks) == 3 else 1
-        return View(blocks[0], blocks[1], b, None, slot.owners[0], slot.uniform)
+        return View(blocks[0], blocks[1], b, None, start, slot.uniform)
     return None
 
 
@@ -75,12 +76,17 @@ def plain_f32(t: torch.Tensor) -> bool:
     return t.dtype == torch.float32 and t.device.type == "cpu" and t.is_contiguous() and not t.is_sparse
 
 
-def _per_index(values: torch.Tensor | None, owners: torch.Tensor | None, n: int, fill: float) -> torch.Tensor:
-    """A per-ZIG quantity read at each row's or column's owner, or ``fill`` everywhere when there is
-    no such quantity or no owner (the kernels take every operand as an array: no branches)."""
-    if values is None or owners is None:
+def _operand(
+    per_index: torch.Tensor | None, at: int | None, n: int, uniform: bool, fill: float
+) -> torch.Tensor:
+    """The ``n`` values of a per-index vector (a per-ZIG quantity read at every owner) for one axis of
+    a parameter, or ``fill`` everywhere when there is no such quantity or the axis is not owned (the
+    kernels take every operand as an array: no branches)."""
+    if per_index is None or at is None:
         return _constant(n, fill)
-    return values[owners].to(torch.float32)
+    if uniform:  # one owner for the whole tensor: one entry, repeated
+        return per_index[at : at + 1].expand(n).contiguous()
+    return per_index[at : at + n]
 
 
 _CONSTANTS: dict[float, torch.Tensor] = {}
@@ -105,15 +111,15 @@ def sweep1(
     """Direction and per-index sums of x², x·D and D² of one parameter in one read.
 
     Returns ``(D, x² parts, x·D parts, D² parts)``, the parts as ``ZigLayout.reduce`` gives them (one
-    vector per owned axis, rows first). ``step = (lr, decay, keep per ZIG or None)`` also takes the
+    vector per owned axis, rows first). ``step = (lr, decay, keep per index or None)`` also takes the
     plain step ``x ← decay·x − lr·D`` with zero ZIGs held (a parameter no penalty reaches).
     """
     buf, momentum, damp1, wd = operands
     rows = torch.empty((3, view.n0), dtype=torch.float32)
-    cols = torch.empty((3, view.n1), dtype=torch.float32) if view.cols is not None else None
+    cols = torch.empty((3, view.n1), dtype=torch.float32) if view.col_at is not None else None
     lr, decay, keep = step if step is not None else (0.0, 1.0, None)
-    krow = _per_index(keep, view.rows, view.n0, 1.0)
-    kcol = _per_index(keep, view.cols, view.n1, 1.0)
+    krow = _operand(keep, view.row_at, view.n0, view.uniform, 1.0)
+    kcol = _operand(keep, view.col_at, view.n1, view.uniform, 1.0)
     rc = k.sweep1(
         view.n0, view.n1, view.b, ptr(p), ptr(grad), ptr(buf), momentum, damp1, wd,
         ptr(rows), ptr(cols), int(step is not None), decay, lr, ptr(krow), ptr(kcol),
@@ -122,8 +128,8 @@ def sweep1(
     if rc != 0:
         raise MemoryError("fused optimizer kernel: out of memory for its column sums")
     parts: list[list[torch.Tensor]] = [[], [], []]
-    for sums, owners in ((rows, view.rows), (cols, view.cols)):
-        if owners is None or sums is None:
+    for sums, at in ((rows, view.row_at), (cols, view.col_at)):
+        if at is None or sums is None:
             continue
         for q in range(3):
             v = sums[q]
@@ -144,17 +150,18 @@ def sweep2(
 ) -> list[torch.Tensor] | None:
     """``x ← (decay − lr·Σ coef)·x − lr·D·keep`` of one parameter in one read-modify-write.
 
-    ``coef`` per ZIG (None: no penalty here), ``keep`` per ZIG (1 where not zero; None: nothing held).
+    ``coef`` and ``keep`` are per-index vectors (``ZigLayout.at_index`` of a per-ZIG coefficient and
+    of 1 where a ZIG is not held at zero; None: no penalty here / nothing held).
     With ``cross`` (a parameter owned by rows and columns), returns its cross terms of the half-space
     test, as ``ZigLayout.cross`` does; else None.
     """
     if d is not None and not plain_f32(d):
         raise ValueError("fused sweep: the direction must be a contiguous float32 CPU tensor")
-    crow = _per_index(coef, view.rows, view.n0, 0.0)
-    ccol = _per_index(coef, view.cols, view.n1, 0.0)
-    krow = _per_index(keep, view.rows, view.n0, 1.0)
-    kcol = _per_index(keep, view.cols, view.n1, 1.0)
-    want = cross and view.rows is not None and view.cols is not None and coef is not None
+    crow = _operand(coef, view.row_at, view.n0, view.uniform, 0.0)
+    ccol = _operand(coef, view.col_at, view.n1, view.uniform, 0.0)
+    krow = _operand(keep, view.row_at, view.n0, view.uniform, 1.0)
+    kcol = _operand(keep, view.col_at, view.n1, view.uniform, 1.0)
+    want = cross and view.row_at is not None and view.col_at is not None and coef is not None
     xrow = torch.empty(view.n0, dtype=torch.float32) if want else None
     xcol = torch.empty(view.n1, dtype=torch.float32) if want else None
     rc = k.sweep2(

@@ -324,20 +324,32 @@ class ZigLayout:
         if not parts:
             parts = [torch.zeros(0, dtype=self.dtype, device=self.device)]
         flat = torch.cat(list(parts))
-        out = torch.segment_reduce(flat[self._order], "sum", lengths=self._lengths, unsafe=True)
+        if flat.device.type == "cpu":  # one sequential scatter, in entry order: the sorted sums, bit for bit
+            out = torch.zeros(self.num_zigs + 1, dtype=flat.dtype).scatter_add_(0, self._cat_owner, flat)
+        else:
+            out = torch.segment_reduce(flat[self._order], "sum", lengths=self._lengths, unsafe=True)
         if self.group is not None:  # sharded parameters: every rank gets the totals over all shards
             import torch.distributed as dist
 
             dist.all_reduce(out, group=self.group)
         return out
 
+    def at_index(self, values: torch.Tensor) -> torch.Tensor:
+        """A per-ZIG vector read at every owned index of every slot, in :meth:`segment_sum` order
+        (one gather per step instead of one per parameter and axis)."""
+        return values[self._cat_owner]
+
     def zeros_flat(self) -> torch.Tensor:
         """A zero per-index vector over all slots and owned axes (what :meth:`put_flat` fills)."""
         return torch.zeros(self._cat_owner.numel(), dtype=self.dtype, device=self.device)
 
+    def index_start(self, slot: ParamAxes) -> int:
+        """Where a slot's axes start in the per-index vector (:meth:`at_index`, :meth:`put_flat`)."""
+        return self._offsets[slot.param]
+
     def put_flat(self, flat: torch.Tensor, slot: ParamAxes, parts: Sequence[torch.Tensor]) -> None:
         """Write one slot's per-axis vectors into their place in ``flat``."""
-        start = self._offsets[slot.param]
+        start = self.index_start(slot)
         for part in parts:
             flat[start : start + part.numel()] = part
             start += part.numel()

@@ -41,6 +41,18 @@ def _owners(n: int, zigs: int, gen: torch.Generator) -> torch.Tensor:
     return torch.randint(0, zigs, (n,), generator=gen)
 
 
+def _view(n0: int, n1: int, b: int, rows: torch.Tensor | None, cols: torch.Tensor | None) -> fused.View:
+    """The kernel view with the per-index vector laid out as the layout does: rows, then columns."""
+    row_at = 0 if rows is not None else None
+    col_at = (n0 if rows is not None else 0) if cols is not None else None
+    return fused.View(n0, n1, b, row_at, col_at, False)
+
+
+def _at_index(per_zig: torch.Tensor, rows: torch.Tensor | None, cols: torch.Tensor | None) -> torch.Tensor:
+    """``ZigLayout.at_index`` of one parameter: the per-ZIG values read at its row and column owners."""
+    return torch.cat([per_zig[o] for o in (rows, cols) if o is not None])
+
+
 CASES = [
     # (n0, n1, b, rows owned, cols owned)
     (16, 12, 9, True, True),
@@ -68,7 +80,7 @@ def test_sweep1_matches_torch(case: tuple, threads: int, opts: tuple, step: bool
     zigs = 5
     rows_owner = _owners(n0, zigs, gen) if own_rows else None
     cols_owner = _owners(n1, zigs, gen) if own_cols else None
-    view = fused.View(n0, n1, b, rows_owner, cols_owner, False)
+    view = _view(n0, n1, b, rows_owner, cols_owner)
     keep = torch.ones(zigs + 1)
     keep[2] = 0.0  # ZIG 2 is held at zero
     x0, g0 = x.double().clone(), g.double()
@@ -82,7 +94,8 @@ def test_sweep1_matches_torch(case: tuple, threads: int, opts: tuple, step: bool
     torch.set_num_threads(threads)
     try:
         ops = (buf_new, momentum, 1 - dampening, wd)
-        d, xx, xd, dd = fused.sweep1(kernels, view, x_new, g, ops, (0.1, 0.99, keep) if step else None)
+        held_at = _at_index(keep, rows_owner, cols_owner)
+        d, xx, xd, dd = fused.sweep1(kernels, view, x_new, g, ops, (0.1, 0.99, held_at) if step else None)
     finally:
         torch.set_num_threads(old)
     assert torch.allclose(d.double(), d_ref, rtol=1e-5, atol=1e-6)
@@ -123,7 +136,7 @@ def test_sweep2_matches_torch(case: tuple, threads: int, with_d: bool, held: boo
     zigs = 6
     rows_owner = _owners(n0, zigs, gen) if own_rows else None
     cols_owner = _owners(n1, zigs, gen) if own_cols else None
-    view = fused.View(n0, n1, b, rows_owner, cols_owner, False)
+    view = _view(n0, n1, b, rows_owner, cols_owner)
     coef = torch.rand(zigs + 1, generator=gen)
     keep = torch.ones(zigs + 1)
     if held:
@@ -147,7 +160,8 @@ def test_sweep2_matches_torch(case: tuple, threads: int, with_d: bool, held: boo
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        cross = fused.sweep2(kernels, view, x, d, coef, keep if held else None, lr, decay, True)
+        c_at, k_at = _at_index(coef, rows_owner, cols_owner), _at_index(keep, rows_owner, cols_owner)
+        cross = fused.sweep2(kernels, view, x, d, c_at, k_at if held else None, lr, decay, True)
     finally:
         torch.set_num_threads(old)
     assert torch.allclose(x.double(), want, rtol=1e-5, atol=1e-6)
@@ -251,7 +265,8 @@ def test_float64_and_switch_off_keep_the_eager_path() -> None:
         "print(native.status())\n"
         "m = torch.nn.Linear(4, 3)\n"
         "a = graphcore.analyze(frontends.load(torch.nn.Sequential(m), (torch.randn(1, 4),)))\n"
-        "try:\n    DHSPG(torch.nn.Sequential(m), a, native=True)\nexcept ValueError as e:\n    print('refused:', e)\n"
+        "try:\n    DHSPG(torch.nn.Sequential(m), a, native=True)\n"
+        "except ValueError as e:\n    print('refused:', e)\n"
     )
     env = dict(os.environ, ZIGRAPH_NATIVE="0")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
