@@ -25,7 +25,7 @@ from torch import nn
 
 from graphcore.groups import PruneAnalysis
 from optimizers.first_order import VARIANTS, decoupled_decay, direction, directions
-from optimizers.fused import View, plain_f32, sgd_operands, sweep1, sweep2, view_of
+from optimizers.fused import Batch, sgd_operands, view_of
 from optimizers.layout import Scratch, ZigLayout, local
 from optimizers.native import Kernels, kernels, status
 from optimizers.progress import remember
@@ -78,6 +78,8 @@ class GroupStats:
     x2_pairs: dict[int, torch.Tensor] = field(default_factory=dict)
     # per ZIG-holding parameter: whether the statistics pass already took its plain step (Need.active)
     stepped: list[bool] = field(default_factory=list)
+    # per ZIG-holding parameter: whether the fused kernels took its statistics (and take its update)
+    native: list[bool] = field(default_factory=list)
 
 
 class GroupOptimizer(torch.optim.Optimizer):
@@ -158,12 +160,12 @@ class GroupOptimizer(torch.optim.Optimizer):
         self._keep: list[torch.Tensor | None] = [None] * self.num_grouped
         # the fused CPU kernels and each parameter's view for them (None where they do not apply)
         self._kernels: Kernels | None = None
-        self._views: list[View | None] = [None] * self.num_grouped
+        self._batch: Batch | None = None
         if native is not False:
             on_cpu = self.layout.device.type == "cpu" and self.layout.dtype == torch.float32
             if on_cpu:
                 self._kernels = kernels()
-                self._views = [view_of(slot, self.layout.index_start(slot)) for slot in self.layout.slots]
+                self._batch = Batch([view_of(s, self.layout.index_start(s)) for s in self.layout.slots])
             if native and not on_cpu:
                 raise ValueError("native=True: the fused kernels step float32 parameters on the CPU only")
             if native and self._kernels is None:
@@ -254,18 +256,15 @@ class GroupOptimizer(torch.optim.Optimizer):
         if need.pre and need.active is not None:
             early = [not t for t in layout.touched(need.active)]
         stats.stepped = early
-        keep_index = self._keep_index(group)
+        # the fused kernels take what they can in one call; the loop below does the rest
+        flat = self._native_pre(group, stats, lr, decay) if need.pre else None
+        handled = stats.native or [False] * self.num_grouped
         for i, source in enumerate(params):
+            if i < self.num_grouped and handled[i]:
+                continue
             # the local shard of a sharded parameter (FSDP2); its optimizer state is local too
             p = layout.params[i] if i < self.num_grouped else local(source)
             grad = None if source.grad is None else local(_dense_grad(source))
-            if need.pre and i < self.num_grouped and grad is not None:
-                step = (lr, decay, keep_index if keep[i] is not None else None) if early[i] else None
-                done = self._fused_pre(i, p, grad, self.state[source], group, step)
-                if done is not None:
-                    stats.directions[i], xs[i], xds[i], d2_parts = done
-                    dds[i] = d2_parts if need.d2 else []
-                    continue
             d = None if grad is None else direction(p, grad, self.state[source], group, fused=need.pre)
             if i >= self.num_grouped:
                 if d is not None:
@@ -289,22 +288,37 @@ class GroupOptimizer(torch.optim.Optimizer):
                 _plain_update(p, d, lr, decay, keep[i])
             if need.post:
                 xs[i] = layout.reduce(slot, p, None, scratch)
-        if need.pre and layout.vectors:
+        if need.pre and not all(handled[i] for i in layout.vectors):
             ps = [layout.params[i] for i in layout.vectors]
             ds = [_or_zeros(stats.directions[i], layout.params[i]) for i in layout.vectors]
             quantities: list[tuple[list[list[torch.Tensor]], list[torch.Tensor], list[torch.Tensor] | None]]
             quantities = [(xs, ps, None), (xds, ps, ds)] + ([(dds, ds, None)] if need.d2 else [])
             for out, a, b in quantities:
                 for i, v in zip(layout.vectors, layout.reduce_vectors(a, b)):
-                    out[i] = [v]
-            moved = [(i, d) for i in layout.vectors if early[i] and (d := stats.directions[i]) is not None]
+                    out[i] = [] if handled[i] else [v]
+            moved = [
+                (i, d)
+                for i in layout.vectors
+                if early[i] and not handled[i] and (d := stats.directions[i]) is not None
+            ]
             if moved:
                 vs = [layout.params[i] for i, _ in moved]
                 if decay != 1.0:
                     torch._foreach_mul_(vs, decay)
                 _foreach_update(vs, [d for _, d in moved], [keep[i] for i, _ in moved], lr)
-        if need.pre or need.post:
+        totals = None
+        if flat is not None:  # the eager parameters' sums join the kernels' in per-index order
+            for i, slot in enumerate(layout.slots):
+                if not handled[i]:
+                    for q, parts in enumerate((xs, xds, dds)):
+                        if parts[i]:
+                            layout.put_flat(flat[q], slot, parts[i])
+            totals = layout.totals(flat if need.d2 else flat[:2])
+        if totals is not None:
+            stats.x2 = totals[0]
+        elif need.pre or need.post:
             stats.x2 = layout.segment_sum([v for parts in xs for v in parts])
+        if need.pre or need.post:
             before = self._zero
             self._set_zero(self._observed_zero(stats.x2))
             if any(early) and self._zero is not before and self.keeps_zero(group):
@@ -313,7 +327,10 @@ class GroupOptimizer(torch.optim.Optimizer):
                 # the mask would have left: decay·0 − lr·D·0). Only a ZIG zeroed outside the
                 # optimizer since the last step can get here.
                 layout.zero_(self._zero & ~before)
-        if need.pre:
+        if totals is not None:
+            stats.xd = totals[1]
+            stats.d2 = totals[2] if need.d2 else None
+        elif need.pre:
             stats.xd = layout.segment_sum([v for parts in xds for v in parts])
             stats.d2 = layout.segment_sum([v for parts in dds for v in parts]) if need.d2 else None
         return stats
@@ -325,47 +342,41 @@ class GroupOptimizer(torch.optim.Optimizer):
             return None
         return self.layout.at_index((~self._zero).to(torch.float32))
 
-    def _fused_pre(
-        self,
-        i: int,
-        p: torch.Tensor,
-        grad: torch.Tensor,
-        state: Any,
-        group: dict,
-        step: tuple[float, float, torch.Tensor | None] | None,
-    ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]] | None:
-        """The statistics sweep of parameter ``i`` on the fused kernels: ``(D, x², x·D, D² parts)``,
-        or None where they do not apply (the eager path then does it)."""
-        view = self._views[i]
-        if self._kernels is None or view is None:
-            return None
-        operands = sgd_operands(p, grad, state, group)
-        if operands is None:
-            return None
-        return sweep1(self._kernels, view, p, grad, operands, step)
+    def _native_pre(self, group: dict, stats: GroupStats, lr: float, decay: float) -> torch.Tensor | None:
+        """The statistics sweep of every ZIG-holding parameter the fused kernels can take, in one call.
 
-    def _fused_post(
-        self,
-        i: int,
-        d: torch.Tensor | None,
-        coef: torch.Tensor | None,
-        keep: torch.Tensor | None,
-        lr: float,
-        decay: float,
-        cross: torch.Tensor,
-    ) -> bool:
-        """The penalized update of parameter ``i`` on the fused kernels, its cross terms written into
-        ``cross``; False where they do not apply (the eager path then does it)."""
-        view, p = self._views[i], self.layout.params[i]
-        if self._kernels is None or view is None or not plain_f32(p):
-            return False
-        if d is not None and not plain_f32(d):
-            return False
-        slot = self.layout.slots[i]
-        parts = sweep2(self._kernels, view, p, d, coef, keep, lr, decay, len(slot.axes) > 1)
-        if parts is not None:
-            self.layout.put_flat(cross, slot, parts)
-        return True
+        Returns their x², x·D and D² sums in per-index order (``[3, n]``, zero where the eager path
+        will put its own), and marks those parameters in ``stats.native``; None when there are none.
+        """
+        if self._kernels is None or self._batch is None:
+            return None
+        params, layout = group["params"], self.layout
+        members: list[int] = []
+        tensors: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
+        native = [False] * self.num_grouped
+        operands = (0.0, 1.0, 0.0)
+        for i, view in enumerate(self._batch.views):
+            source = params[i]
+            if view is None or source.grad is None:
+                continue
+            p, grad = layout.params[i], local(_dense_grad(source))
+            found = sgd_operands(p, grad, self.state[source], group)
+            if found is None:
+                continue
+            buf, *rest = found
+            operands = (rest[0], rest[1], rest[2])
+            members.append(i)
+            tensors.append((p, grad, buf))
+            stats.directions[i] = grad if buf is None else buf
+            native[i] = True
+        if not members:
+            return None
+        flat = torch.zeros((3, layout.index_length), dtype=torch.float32)
+        step = [stats.stepped[i] for i in members]
+        keep = self._keep_index(group)
+        self._batch.sweep1(self._kernels, members, tensors, operands, step, lr, decay, keep, flat)
+        stats.native = native
+        return flat
 
     def _keep_masks(self, group: dict) -> list[torch.Tensor | None]:
         """Per ZIG-holding parameter, the mask that holds its zero ZIGs at zero (None: nothing held)."""
@@ -416,16 +427,20 @@ class GroupOptimizer(torch.optim.Optimizer):
                     "Need.active must include every ZIG given a non-zero coefficient"
                 )
         cross = layout.zeros_flat()
-        keep_index = self._keep_index(group)
-        coef_index = layout.at_index(coef.to(torch.float32)) if self._kernels is not None else None
+        native = stats.native or [False] * self.num_grouped
+        if any(native) and self._kernels is not None and self._batch is not None:
+            members = [i for i, n in enumerate(native) if n]
+            tensors = [(layout.params[i], stats.directions[i]) for i in members]
+            coef_index = layout.at_index(coef.to(torch.float32))
+            skip = [stepped[i] for i in members]
+            keep_index = self._keep_index(group)
+            self._batch.sweep2(
+                self._kernels, members, tensors, skip, lr, decay, coef_index, keep_index, cross
+            )
         for slot in layout.slots:
             i = slot.param
-            if slot.is_vector or stepped[i]:
+            if slot.is_vector or stepped[i] or native[i]:
                 continue  # vectors: all at once below; stepped: done in the statistics pass
-            held = keep_index if keep[i] is not None else None
-            c = coef_index if touched[i] else None
-            if self._fused_post(i, stats.directions[i], c, held, lr, decay, cross):
-                continue
             p = layout.params[i]
             if touched[i] and len(slot.axes) > 1:  # overlapping owners: their share of <x̂_g, x_g>
                 pair = stats.x2_pairs.get(i)
@@ -441,7 +456,7 @@ class GroupOptimizer(torch.optim.Optimizer):
             elif decay_i != 1.0:
                 p.mul_(decay_i)
         if layout.vectors:
-            self._vector_step(stats, coef, lr, decay, keep, stepped)
+            self._vector_step(stats, coef, lr, decay, keep, [s or n for s, n in zip(stepped, native)])
         return (decay - lr * coef) * stats.x2 - lr * layout.segment_sum([cross]) - lr * stats.xd
 
     def _vector_step(

@@ -14,12 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from optimizers.layout import ParamAxes
 from optimizers.native import Kernels, ptr
 
-__all__ = ["View", "plain_f32", "sgd_operands", "sweep1", "sweep2", "view_of"]
+__all__ = ["Batch", "View", "plain_f32", "sgd_operands", "sweep1", "sweep2", "view_of"]
 
 
 @dataclass(frozen=True)
@@ -38,9 +39,9 @@ class View:
 def view_of(slot: ParamAxes, start: int) -> View | None:
     """The kernel view of a parameter's slot whose axes start at ``start`` in the layout's
     per-index vector, or None for a layout the kernels do not take."""
-    if slot.is_vector:
-        return None  # biases and norms are batched with foreach kernels instead
     blocks, owned = slot.blocks, slot.owned_pos
+    if slot.is_vector:  # a bias, a norm's scale: one entry per index even when one ZIG owns them all
+        return View(blocks[0], 1, 1, start, None, False)
     b = blocks[2] if len(blocks) == 3 else 1
     if owned == (0,) and len(blocks) == 2:
         return View(blocks[0], 1, blocks[1], start, None, slot.uniform)
@@ -173,3 +174,73 @@ def sweep2(
     if xrow is None or xcol is None:
         return None
     return [xrow, xcol]
+
+
+# the flags of a parameter's row in Batch.meta (fused_step.c: F_UNIFORM, F_STEP, F_SKIP)
+UNIFORM, STEP, SKIP = 1, 2, 4
+
+
+class Batch:
+    """Parameters handed to the whole-model kernels in one call per sweep.
+
+    ``meta`` has one row of seven int64 per parameter (n0, n1, b, row_at, col_at, flags, 0; −1 where
+    an axis is not owned), built once; per step, only the flags and the tensors' addresses change.
+    """
+
+    def __init__(self, views: list[View | None]) -> None:
+        self.views = views
+        meta = np.zeros((len(views), 7), dtype=np.int64)
+        for i, v in enumerate(views):
+            if v is not None:
+                at = [-1 if a is None else a for a in (v.row_at, v.col_at)]
+                meta[i, :6] = (v.n0, v.n1, v.b, at[0], at[1], UNIFORM if v.uniform else 0)
+        self.meta = meta
+
+    def sweep1(
+        self,
+        k: Kernels,
+        members: list[int],
+        tensors: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]],
+        operands: tuple[float, float, float],
+        step: list[bool],
+        lr: float,
+        decay: float,
+        keep_index: torch.Tensor | None,
+        out: torch.Tensor,
+    ) -> None:
+        """Sweep 1 of parameters ``members`` (their ``(x, g, momentum buffer or None)``): statistics
+        into ``out`` ([3, per-index length]: x², x·D, D²); those with ``step`` also take the plain step."""
+        meta = self.meta[members].copy()
+        meta[:, 5] |= np.where(step, STEP, 0)
+        ptrs = np.array([[ptr(x), ptr(g), 0 if b is None else ptr(b)] for x, g, b in tensors], dtype=np.int64)
+        momentum, damp1, wd = operands
+        rc = k.sweep1_all(
+            len(members), meta.ctypes.data, ptrs.ctypes.data, momentum, damp1, wd, decay, lr,
+            ptr(keep_index), ptr(out), out.shape[1], torch.get_num_threads(),
+        )  # fmt: skip
+        if rc != 0:
+            raise MemoryError("fused optimizer kernel: out of memory for its scratch sums")
+
+    def sweep2(
+        self,
+        k: Kernels,
+        members: list[int],
+        tensors: list[tuple[torch.Tensor, torch.Tensor | None]],
+        skip: list[bool],
+        lr: float,
+        decay: float,
+        coef_index: torch.Tensor | None,
+        keep_index: torch.Tensor | None,
+        cross: torch.Tensor,
+    ) -> None:
+        """Sweep 2 of parameters ``members`` (their ``(x, D or None)``) but those in ``skip``; cross
+        terms into ``cross`` (per index)."""
+        meta = self.meta[members].copy()
+        meta[:, 5] |= np.where(skip, SKIP, 0)
+        ptrs = np.array([[ptr(x), 0 if d is None else ptr(d)] for x, d in tensors], dtype=np.int64)
+        rc = k.sweep2_all(
+            len(members), meta.ctypes.data, ptrs.ctypes.data, decay, lr, ptr(coef_index),
+            ptr(keep_index), ptr(cross), cross.numel(), torch.get_num_threads(),
+        )  # fmt: skip
+        if rc != 0:
+            raise MemoryError("fused optimizer kernel: out of memory for its scratch sums")

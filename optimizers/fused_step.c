@@ -226,3 +226,111 @@ int zg_sweep2(i64 n0, i64 n1, i64 b, float *restrict x, const float *restrict d,
     free(tacc);
     return 0;
 }
+
+/* ------------------------------------------------------------------------- whole-model entry points */
+
+/* Per parameter, seven int64: n0, n1, b, row_at, col_at (where the row / column owners sit in the
+   per-index vector; −1: not owned), flags, and 0. */
+enum { M_N0, M_N1, M_B, M_ROW, M_COL, M_FLAGS, M_WIDTH = 7 };
+enum { F_UNIFORM = 1, F_STEP = 2, F_SKIP = 4 };
+
+/* The per-row or per-column operand of one parameter: its slice of a per-index vector, the one entry
+   of a whole-tensor ZIG repeated (written into fill), or `fallback` where there is none. */
+static const float *operand(const float *per_index, i64 at, i64 n, int uniform, float *fill,
+                            const float *fallback) {
+    if (!per_index || at < 0) return fallback;
+    if (!uniform) return per_index + at;
+    for (i64 i = 0; i < n; ++i) fill[i] = per_index[at];
+    return fill;
+}
+
+/* Sums of one statistic over an axis, written where the axis sits in a per-index vector: one entry
+   per index, or their total for a whole-tensor ZIG. */
+static void put_sums(float *out, i64 at, const float *sums, i64 n, int uniform) {
+    if (at < 0) return;
+    if (!uniform) {
+        memcpy(out + at, sums, (size_t)n * sizeof(float));
+        return;
+    }
+    double total = 0.0;
+    for (i64 i = 0; i < n; ++i) total += sums[i];
+    out[at] = (float)total;
+}
+
+static i64 widest(i64 count, const i64 *meta) {
+    i64 w = 1;
+    for (i64 p = 0; p < count; ++p) {
+        const i64 *m = meta + p * M_WIDTH;
+        if (m[M_N0] > w) w = m[M_N0];
+        if (m[M_N1] > w) w = m[M_N1];
+    }
+    return w;
+}
+
+/* Sweep 1 over `count` parameters (ptrs: x, g, buf per parameter; buf 0: no momentum). Statistics go
+   to out, [3, total]: x², x·D and D² per owned index, in the layout's per-index order. keep_index:
+   1 / 0 per owned index (NULL: nothing held); used by the plain step of parameters flagged F_STEP.
+   Returns 0, or -1 when memory ran out (parameters before the failing one have stepped). */
+int zg_sweep1_all(i64 count, const i64 *meta, const i64 *ptrs, float momentum, float damp1, float wd,
+                  float decay, float lr, const float *keep_index, float *out, i64 total, int nthreads) {
+    const i64 w = widest(count, meta);
+    float *scratch = (float *)malloc((size_t)(10 * w) * sizeof(float));
+    if (!scratch) return -1;
+    float *ones = scratch, *rows = scratch + w, *cols = scratch + 4 * w, *krow = scratch + 7 * w,
+          *kcol = scratch + 8 * w;
+    for (i64 i = 0; i < w; ++i) ones[i] = 1.0f;
+    int rc = 0;
+    for (i64 p = 0; p < count && rc == 0; ++p) {
+        const i64 *m = meta + p * M_WIDTH;
+        const i64 n0 = m[M_N0], n1 = m[M_N1], b = m[M_B], ra = m[M_ROW], ca = m[M_COL];
+        const int uniform = (m[M_FLAGS] & F_UNIFORM) != 0, step = (m[M_FLAGS] & F_STEP) != 0;
+        const float *kr = operand(keep_index, ra, n0, uniform, krow, ones);
+        const float *kc = operand(keep_index, ca, n1, uniform, kcol, ones);
+        float *x = (float *)(intptr_t)ptrs[3 * p], *buf = (float *)(intptr_t)ptrs[3 * p + 2];
+        const float *g = (const float *)(intptr_t)ptrs[3 * p + 1];
+        rc = zg_sweep1(n0, n1, b, x, g, buf, momentum, damp1, wd, rows, ca >= 0 ? cols : NULL, step, decay,
+                       lr, kr, kc, nthreads);
+        for (int q = 0; q < 3 && rc == 0; ++q) {
+            put_sums(out + q * total, ra, rows + q * n0, n0, uniform);
+            put_sums(out + q * total, ca, cols + q * n1, n1, uniform);
+        }
+    }
+    free(scratch);
+    return rc;
+}
+
+/* Sweep 2 over `count` parameters (ptrs: x, d per parameter; d 0: no direction), skipping those
+   flagged F_SKIP. coef_index / keep_index: per owned index (NULL: no penalty / nothing held). The
+   cross terms of parameters owned by rows and columns go to cross (per index, [total]).
+   Returns 0, or -1 when memory ran out. */
+int zg_sweep2_all(i64 count, const i64 *meta, const i64 *ptrs, float decay, float lr,
+                  const float *coef_index, const float *keep_index, float *cross, i64 total, int nthreads) {
+    (void)total;
+    const i64 w = widest(count, meta);
+    float *scratch = (float *)malloc((size_t)(6 * w) * sizeof(float));
+    if (!scratch) return -1;
+    float *ones = scratch, *zeros = scratch + w, *crow = scratch + 2 * w, *ccol = scratch + 3 * w,
+          *krow = scratch + 4 * w, *kcol = scratch + 5 * w;
+    for (i64 i = 0; i < w; ++i) {
+        ones[i] = 1.0f;
+        zeros[i] = 0.0f;
+    }
+    int rc = 0;
+    for (i64 p = 0; p < count && rc == 0; ++p) {
+        const i64 *m = meta + p * M_WIDTH;
+        if (m[M_FLAGS] & F_SKIP) continue;
+        const i64 n0 = m[M_N0], n1 = m[M_N1], b = m[M_B], ra = m[M_ROW], ca = m[M_COL];
+        const int uniform = (m[M_FLAGS] & F_UNIFORM) != 0;
+        const float *cr = operand(coef_index, ra, n0, uniform, crow, zeros);
+        const float *cc = operand(coef_index, ca, n1, uniform, ccol, zeros);
+        const float *kr = operand(keep_index, ra, n0, uniform, krow, ones);
+        const float *kc = operand(keep_index, ca, n1, uniform, kcol, ones);
+        float *x = (float *)(intptr_t)ptrs[2 * p];
+        const float *d = (const float *)(intptr_t)ptrs[2 * p + 1];
+        const int both = coef_index && ra >= 0 && ca >= 0;
+        rc = zg_sweep2(n0, n1, b, x, d, cr, cc, kr, kc, decay, lr, both ? cross + ra : NULL,
+                       both ? cross + ca : NULL, nthreads);
+    }
+    free(scratch);
+    return rc;
+}

@@ -334,6 +334,25 @@ class ZigLayout:
             dist.all_reduce(out, group=self.group)
         return out
 
+    @property
+    def index_length(self) -> int:
+        """Length of the per-index vector: one entry per owned index of every slot and axis."""
+        return int(self._cat_owner.numel())
+
+    def totals(self, flat: torch.Tensor) -> torch.Tensor:
+        """Per-ZIG totals of per-index vectors given whole (``[k, index_length]`` → ``[k, num_zigs + 1]``)."""
+        if flat.device.type != "cpu":
+            return torch.stack([self.segment_sum([row]) for row in flat])
+        # sequential scatters in entry order: what segment_sum gives, bit for bit
+        index = self._cat_owner.expand(flat.shape[0], -1)
+        out = torch.zeros((flat.shape[0], self.num_zigs + 1), dtype=flat.dtype)
+        out.scatter_add_(1, index, flat)
+        if self.group is not None:
+            import torch.distributed as dist
+
+            dist.all_reduce(out, group=self.group)
+        return out
+
     def at_index(self, values: torch.Tensor) -> torch.Tensor:
         """A per-ZIG vector read at every owned index of every slot, in :meth:`segment_sum` order
         (one gather per step instead of one per parameter and axis)."""

@@ -37,10 +37,12 @@ _I64, _F32, _PTR, _INT = ctypes.c_int64, ctypes.c_float, ctypes.c_void_p, ctypes
 
 @dataclass(frozen=True)
 class Kernels:
-    """The loaded library's two entry points (see ``fused_step.c`` for their contracts)."""
+    """The loaded library's entry points (see ``fused_step.c`` for their contracts)."""
 
-    sweep1: Callable[..., int]
+    sweep1: Callable[..., int]  # one parameter
     sweep2: Callable[..., int]
+    sweep1_all: Callable[..., int]  # many parameters, statistics in per-index order
+    sweep2_all: Callable[..., int]
     path: Path
 
 
@@ -108,8 +110,11 @@ def _load(path: Path) -> Kernels:
     s1.argtypes = [_I64, _I64, _I64, _PTR, _PTR, _PTR, _F32, _F32, _F32, _PTR, _PTR]
     s1.argtypes += [_INT, _F32, _F32, _PTR, _PTR, _INT]
     s2.argtypes = [_I64, _I64, _I64, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _F32, _F32, _PTR, _PTR, _INT]
-    s1.restype = s2.restype = _INT
-    return Kernels(s1, s2, path)
+    a1, a2 = lib.zg_sweep1_all, lib.zg_sweep2_all
+    a1.argtypes = [_I64, _PTR, _PTR, _F32, _F32, _F32, _F32, _F32, _PTR, _PTR, _I64, _INT]
+    a2.argtypes = [_I64, _PTR, _PTR, _F32, _F32, _PTR, _PTR, _PTR, _I64, _INT]
+    s1.restype = s2.restype = a1.restype = a2.restype = _INT
+    return Kernels(s1, s2, a1, a2, path)
 
 
 def kernels() -> Kernels | None:

@@ -23,7 +23,7 @@ from torch import nn
 
 import frontends
 import graphcore
-from optimizers import DHSPG, H2SPG, HSPG, base, fused, native
+from optimizers import DHSPG, H2SPG, HSPG, fused, native
 
 pytestmark = pytest.mark.skipif(
     native.kernels() is None and shutil.which("cc") is None and shutil.which("gcc") is None,
@@ -196,12 +196,14 @@ class Net(nn.Module):
         return self.head(torch.relu(self.fc(x)))
 
 
-def _run(opt_cls: type, mode: str, native_on: bool, steps: int, **hp: object) -> tuple[nn.Module, object]:
+def _run(
+    opt_cls: type, mode: str, native_on: bool | None, steps: int, **hp: object
+) -> tuple[nn.Module, object]:
     torch.manual_seed(0)
     model = Net()
     analysis = graphcore.analyze(frontends.load(model, (torch.randn(1, 3, 8, 8),)), mode=mode)
     opt = opt_cls(model, analysis, native=native_on, **hp)
-    assert (opt._kernels is not None) == native_on
+    assert (opt._kernels is not None) == (native_on is not False)
     gen = torch.Generator().manual_seed(1)
     data = torch.randn(8, 3, 8, 8, generator=gen)
     target = torch.randint(0, 5, (8,), generator=gen)
@@ -236,21 +238,26 @@ def test_optimizer_native_equals_eager(opt_cls: type, mode: str, hp: dict) -> No
 
 
 def test_fused_path_is_taken_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[str] = []
-    real1, real2 = fused.sweep1, fused.sweep2
-    monkeypatch.setattr(base, "sweep1", lambda *a, **k: calls.append("1") or real1(*a, **k))
-    monkeypatch.setattr(base, "sweep2", lambda *a, **k: calls.append("2") or real2(*a, **k))
+    calls: list[tuple[str, int]] = []
+    real1, real2 = fused.Batch.sweep1, fused.Batch.sweep2
+
+    def spy1(self: fused.Batch, k: object, members: list[int], *a: object) -> None:
+        calls.append(("1", len(members)))
+        real1(self, k, members, *a)  # type: ignore[arg-type]
+
+    def spy2(self: fused.Batch, k: object, members: list[int], *a: object) -> None:
+        calls.append(("2", len(members)))
+        real2(self, k, members, *a)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(fused.Batch, "sweep1", spy1)
+    monkeypatch.setattr(fused.Batch, "sweep2", spy2)
     _run(DHSPG, "prune", False, 6, lr=0.05, momentum=0.9, start_pruning_steps=2, pruning_steps=50)
     assert not calls  # native=False: the eager path
-    torch.manual_seed(0)
-    model = Net()
-    analysis = graphcore.analyze(frontends.load(model, (torch.randn(1, 3, 8, 8),)))
-    opt = DHSPG(model, analysis, lr=0.05, momentum=0.9, start_pruning_steps=1, pruning_steps=50)
-    for _ in range(4):
-        opt.zero_grad()
-        model(torch.randn(2, 3, 8, 8)).sum().backward()
-        opt.step()
-    assert "1" in calls and "2" in calls
+    _, opt = _run(DHSPG, "prune", None, 6, lr=0.05, momentum=0.9, start_pruning_steps=2, pruning_steps=50)
+    grouped = opt.num_grouped
+    # the first window step creates no buffer (warm-up did): every ZIG-holding parameter is fused,
+    # vectors (biases, BatchNorm) included, in one call per sweep
+    assert ("1", grouped) in calls and ("2", grouped) in calls
 
 
 def test_float64_and_switch_off_keep_the_eager_path() -> None:
