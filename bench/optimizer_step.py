@@ -39,11 +39,13 @@ sys.path.insert(0, str(ROOT / "scripts"))  # doc_blocks
 import frontends  # noqa: E402
 import graphcore  # noqa: E402
 from optimizers import DHSPG, H2SPG  # noqa: E402
+from optimizers.native import status as native_status  # noqa: E402
 
 DOC = ROOT / "docs" / "benchmarks.md"
 START, END = "<!-- optimizer-step:start -->", "<!-- optimizer-step:end -->"
 TARGET = 1.5
 NEVER = 10**9
+EAGER = "(eager, for reference)"
 
 
 def _fresh(device: str) -> nn.Module:
@@ -94,6 +96,13 @@ def build(device: str, foreach: bool | None) -> tuple[dict[str, torch.optim.Opti
         "h2spg warm-up": lambda m: H2SPG(m, erase, start_pruning_steps=NEVER, **hp),
         "h2spg window": lambda m: H2SPG(m, erase, start_pruning_steps=0, pruning_steps=NEVER, **hp),
         "h2spg after": lambda m: H2SPG(m, erase, start_pruning_steps=0, pruning_steps=1, **hp),
+        # the same windows without the fused CPU kernels (optimizers/native.py): the eager path
+        f"dhspg window {EAGER}": lambda m: DHSPG(
+            m, prune, start_pruning_steps=0, pruning_steps=NEVER, native=False, **hp
+        ),
+        f"h2spg window {EAGER}": lambda m: H2SPG(
+            m, erase, start_pruning_steps=0, pruning_steps=NEVER, native=False, **hp
+        ),
     }
     opts = {name: make(_fresh(device)) for name, make in phases.items()}
     info = {
@@ -124,7 +133,7 @@ def table(med: dict[str, float]) -> list[str]:
     out.append(f"| `torch.optim.SGD(momentum=0.9)` | {sgd * 1e3:.1f} | 1.00 |")
     for k, v in med.items():
         if k != "sgd":
-            ok = "" if v / sgd <= TARGET else " **(> 1.5)**"
+            ok = "" if v / sgd <= TARGET or k.endswith(EAGER) else " **(> 1.5)**"
             out.append(f"| {k} | {v * 1e3:.1f} | {v / sgd:.2f}{ok} |")
     return out
 
@@ -142,9 +151,10 @@ def write_doc(results: list[dict[str, Any]]) -> None:
         "H2SPG in each phase of their schedules against `torch.optim.SGD(momentum=0.9)` on ResNet-50, with",
         "the analysis from `graphcore.analyze(frontends.load(model, example))` (torch path); fixed random",
         "gradients; medians of interleaved rounds; CPU time of the process on CPU, wall time on CUDA.",
-        "Target: every phase ≤ 1.5× SGD. Why the pruning window is above it (the three per-ZIG products",
-        "and the second sweep cost more than an SGD step in eager PyTorch; 1.4× is the floor of any exact",
-        "two-sweep method): [optimizers.md](optimizers.md#measurements).",
+        "Target: every phase ≤ 1.5× SGD. On CPU the statistics steps run on the fused kernels of",
+        "`optimizers/fused_step.c` (two reads of each parameter per step); the *eager* rows are the same",
+        "windows without them (`native=False`), measured in the same rounds: why they cost what they do,",
+        "[optimizers.md](optimizers.md#measurements).",
         "",
     ]
     for r in results:
@@ -152,7 +162,8 @@ def write_doc(results: list[dict[str, Any]]) -> None:
         lines += [
             f"{r['device']}, {r['threads']} torch thread(s), foreach={r['foreach']}: {i['params_m']:.1f} M "
             f"parameters, {i['zigs']} ZIGs ({i['prunable']} prunable), {i['structures']} erase structures; "
-            f"{r['rounds']} rounds of {r['steps']} steps; {r['machine']}, {r['date']}.",
+            f"{r['rounds']} rounds of {r['steps']} steps; {r['machine']}, {r['date']}; "
+            f"{r.get('kernels', 'fused kernels: not recorded')}.",
             "",
             *table(r["median"]),
             "",
@@ -192,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print("after-phase check: " + ", ".join(f"{o.num_zero()} zero (goal {o.goal})" for o in after))  # type: ignore[attr-defined]
     print("\n".join(table(med)))
-    worst = max(v / med["sgd"] for k, v in med.items() if k != "sgd")
+    worst = max(v / med["sgd"] for k, v in med.items() if k != "sgd" and not k.endswith(EAGER))
     print(f"worst ratio {worst:.2f} (target <= {TARGET})")
     cpu = platform.processor() or platform.machine()
     if args.device == "cuda":
@@ -207,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         "median": med,
         "worst": worst,
         "machine": f"{cpu}, load average {load:.1f} at the start",
+        "kernels": native_status(),
         "date": time.strftime("%Y-%m-%d"),
     }
     if args.json:

@@ -200,9 +200,6 @@ class ZigLayout:
         self._lengths = torch.as_tensor(
             np.bincount(owner_all, minlength=self.num_zigs + 1), device=self.device
         )
-        self._slot_lengths = torch.as_tensor(
-            [len(o) for o in cat_owner], dtype=torch.int64, device=self.device
-        )
         #: the parameters whose slots are vectors, handled together to save per-tensor overhead
         self.vectors = [slot.param for slot in self.slots if slot.is_vector]
         vec_owners = [self.slots[i].owners[0] for i in self.vectors]
@@ -214,6 +211,9 @@ class ZigLayout:
         for slot in self.slots:
             self._offsets.append(int(starts[k]))
             k += len(slot.axes)
+        # per slot, where its indices start and end in the per-index vector (for touched)
+        self._slot_start = torch.as_tensor(self._offsets, dtype=torch.int64, device=self.device)
+        self._slot_end = torch.as_tensor([*self._offsets[1:], int(starts[-1])], device=self.device)
 
     # ------------------------------------------------------------------ reductions
     def reduce(
@@ -356,7 +356,7 @@ class ZigLayout:
     def at_index(self, values: torch.Tensor) -> torch.Tensor:
         """A per-ZIG vector read at every owned index of every slot, in :meth:`segment_sum` order
         (one gather per step instead of one per parameter and axis)."""
-        return values[self._cat_owner]
+        return torch.index_select(values, 0, self._cat_owner)
 
     def zeros_flat(self) -> torch.Tensor:
         """A zero per-index vector over all slots and owned axes (what :meth:`put_flat` fills)."""
@@ -440,13 +440,10 @@ class ZigLayout:
         """For each parameter, whether any of its indices is owned by a ZIG in ``mask`` (one sync)."""
         if not self.slots:
             return []
-        hit = mask[self._cat_owner].to(self.dtype)
-        per_axis = torch.segment_reduce(hit, "max", lengths=self._slot_lengths, initial=0).tolist()
-        out, i = [], 0
-        for slot in self.slots:
-            out.append(any(per_axis[i : i + len(slot.axes)]))
-            i += len(slot.axes)
-        return out
+        # owned indices hit, counted up to every slot boundary: a slot is touched when its count grows
+        counts = torch.zeros(self.index_length + 1, dtype=torch.int64, device=self.device)
+        torch.cumsum(self.at_index(mask), 0, out=counts[1:])
+        return (counts[self._slot_end] > counts[self._slot_start]).tolist()
 
     def zero_slices(self, mask: torch.Tensor) -> list[tuple[int, int, torch.Tensor]]:
         """``(param, axis, indices)`` of every slice owned by a ZIG in ``mask``: what zeroing writes."""
