@@ -40,6 +40,14 @@ static int thread_id(void) {
 #endif
 }
 
+/* Threads for a [n0, len] sweep: one below PARALLEL_MIN entries (a parallel region's start and its
+   threads' spinning cost more than they save on a small tensor), never more than rows. */
+#define PARALLEL_MIN ((i64)1 << 18)
+static int threads_for(i64 n0, i64 len, int nthreads) {
+    if (nthreads < 1 || n0 * len < PARALLEL_MIN) return 1;
+    return nthreads > n0 ? (int)n0 : nthreads;
+}
+
 /* A per-column operand repeated over the b entries of each column: one value per entry of a row. */
 static float *per_entry(const float *per_column, i64 n1, i64 b) {
     float *out = (float *)malloc((size_t)(n1 * b) * sizeof(float));
@@ -113,8 +121,7 @@ INLINE void sweep1_row(const int HAS_BUF, const int HAS_WD, const int STEP, cons
 int zg_sweep1(i64 n0, i64 n1, i64 b, float *restrict x, const float *restrict g, float *restrict buf,
               float momentum, float damp1, float wd, float *restrict rows, float *restrict cols, int step,
               float decay, float lr, const float *restrict krow, const float *restrict kcol, int nthreads) {
-    if (nthreads < 1) nthreads = 1;
-    if (nthreads > n0) nthreads = n0 > 0 ? (int)n0 : 1;
+    nthreads = threads_for(n0, n1 * b, nthreads);
     const int cols_wanted = cols != NULL;
     const i64 len = n1 * b;
     const size_t per_thread = cols_wanted ? 3 * (size_t)len : 0;
@@ -192,8 +199,7 @@ int zg_sweep2(i64 n0, i64 n1, i64 b, float *restrict x, const float *restrict d,
               const float *restrict crow, const float *restrict ccol, const float *restrict krow,
               const float *restrict kcol, float decay, float lr, float *restrict xrow,
               float *restrict xcol, int nthreads) {
-    if (nthreads < 1) nthreads = 1;
-    if (nthreads > n0) nthreads = n0 > 0 ? (int)n0 : 1;
+    nthreads = threads_for(n0, n1 * b, nthreads);
     const int cross = xrow != NULL && xcol != NULL;
     const i64 len = n1 * b;
     const float *ccol_e = ccol, *kcol_e = kcol;
