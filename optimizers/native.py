@@ -73,6 +73,10 @@ def _cpu_identity() -> str:
         return platform.processor()
 
 
+def _without(flags: tuple[str, ...], *drop: str) -> tuple[str, ...]:
+    return tuple(f for f in flags if f not in drop)
+
+
 def _build(cc: str) -> Path:
     """The compiled library for this source, compiler and flags (built now unless cached)."""
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
@@ -92,10 +96,14 @@ def _build(cc: str) -> Path:
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)
     os.close(fd)
     try:
-        done = subprocess.run(
-            [cc, *FLAGS, "-o", tmp, str(SOURCE)], capture_output=True, text=True, timeout=120
-        )
-        if done.returncode != 0:
+        # a compiler without OpenMP (Apple's clang) or without -march=native still builds, slower
+        for flags in (FLAGS, _without(FLAGS, "-fopenmp"), _without(FLAGS, "-fopenmp", "-march=native")):
+            done = subprocess.run(
+                [cc, *flags, "-o", tmp, str(SOURCE)], capture_output=True, text=True, timeout=120
+            )
+            if done.returncode == 0:
+                break
+        else:
             raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed")
         os.replace(tmp, target)  # atomic: a concurrent process sees no half-written library
     finally:

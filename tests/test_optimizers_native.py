@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -285,3 +286,21 @@ def test_float64_and_switch_off_keep_the_eager_path() -> None:
     assert out.returncode == 0, out.stderr
     assert "turned off by ZIGRAPH_NATIVE" in out.stdout
     assert "refused: native=True, but the fused kernels cannot be used" in out.stdout
+
+
+def test_a_failed_build_falls_back_to_the_eager_path(tmp_path: Path) -> None:
+    code = (
+        "from optimizers import native, DHSPG; import torch, graphcore, frontends\n"
+        "m = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))\n"
+        "a = graphcore.analyze(frontends.load(m, (torch.randn(1, 4),)))\n"
+        "opt = DHSPG(m, a, lr=0.1, momentum=0.9, start_pruning_steps=1, pruning_steps=3)\n"
+        "for _ in range(5):\n"
+        "    opt.zero_grad(); m(torch.randn(8, 4)).pow(2).sum().backward(); opt.step()\n"
+        "print(native.status()); print('zero', opt.num_zero())\n"
+    )
+    env = dict(os.environ, CC="/bin/false", XDG_CACHE_HOME=str(tmp_path))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "eager steps only: could not build or load fused_step.c" in out.stdout
+    assert "zero 1" in out.stdout  # the optimizer still pruned, on the eager path
+    assert not list(tmp_path.rglob("*.so"))  # nothing half-built left in the cache
