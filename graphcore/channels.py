@@ -419,13 +419,14 @@ class ChannelGraph:
         (index maps, blocks) go to the second call, over the folded elements."""
         keys = list(self.offset)  # allocation order: offsets ascending
         n_slots = len(keys)
-        sizes = np.fromiter((self.size[k] for k in keys), dtype=np.int64, count=n_slots)
-        offsets = np.fromiter((self.offset[k] for k in keys), dtype=np.int64, count=n_slots)
+        # ``slot`` writes both dicts at once, so their values are in the same (key) order.
+        sizes = np.fromiter(self.size.values(), dtype=np.int64, count=n_slots)
+        offsets = np.fromiter(self.offset.values(), dtype=np.int64, count=n_slots)
         order = np.arange(n_slots, dtype=np.int64)
         if self._pairs_a:
             index = dict(zip(keys, range(n_slots)))
-            pa = np.fromiter((index[k] for k in self._pairs_a), dtype=np.int64, count=len(self._pairs_a))
-            pb = np.fromiter((index[k] for k in self._pairs_b), dtype=np.int64, count=len(self._pairs_b))
+            pa = np.fromiter(map(index.__getitem__, self._pairs_a), dtype=np.int64, count=len(self._pairs_a))
+            pb = np.fromiter(map(index.__getitem__, self._pairs_b), dtype=np.int64, count=len(self._pairs_b))
             graph = coo_matrix((np.ones(len(pa), dtype=np.int8), (pa, pb)), shape=(n_slots, n_slots))
             n_cls, cls = connected_components(graph, directed=False)
             first_slot = np.empty(n_cls, dtype=np.int64)
