@@ -15,13 +15,17 @@ itself and calls ``forget_rows`` on it, so that no pass reads rows of the graph 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import math
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 
 import onnx
 
-__all__ = ["SUBGRAPH_TYPES", "NodeRow", "forget_rows", "node_rows", "shared_rows"]
+__all__ = [
+    "SUBGRAPH_TYPES", "NodeRow", "TensorRow", "forget_rows", "initializer_rows", "node_rows", "shared_rows",
+    "tensor_row",
+]  # fmt: skip
 
 SUBGRAPH_TYPES = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
 """Attribute types that hold a graph (If branches, a Loop or Scan body)."""
@@ -47,7 +51,34 @@ class NodeRow:
     """An attribute holds a tensor (a Constant's value): it may point to external data."""
 
 
-_SHARED: ContextVar[dict[int, tuple[onnx.GraphProto, list[NodeRow]]] | None] = ContextVar(
+@dataclass(frozen=True, slots=True)
+class TensorRow:
+    """What the passes read of one stored tensor (an initializer, a Constant's value); ``proto`` for
+    its data. A deep network has more initializers than nodes, and the checks, the light copy and the
+    IR build each read every one's name, dims and type: reading ``dims`` alone builds a wrapper and
+    costs a microsecond or two per tensor and per pass."""
+
+    proto: onnx.TensorProto
+    name: str
+    dims: tuple[int, ...]
+    numel: int
+    """The product of ``dims`` (1 for a scalar)."""
+    data_type: int
+    external: bool
+    """Its data lives in an external file (``data_location`` EXTERNAL)."""
+    raw: bool
+    """It holds ``raw_data``."""
+
+
+def tensor_row(t: onnx.TensorProto) -> TensorRow:
+    dims = tuple(t.dims)
+    return TensorRow(
+        t, t.name, dims, math.prod(dims), t.data_type,
+        t.data_location == onnx.TensorProto.EXTERNAL, t.HasField("raw_data"),
+    )  # fmt: skip
+
+
+_SHARED: ContextVar[dict[tuple[int, str], tuple[onnx.GraphProto, list]] | None] = ContextVar(
     "zigraph_onnx_rows", default=None
 )
 
@@ -76,14 +107,24 @@ def _read(graph: onnx.GraphProto) -> list[NodeRow]:
 
 def node_rows(graph: onnx.GraphProto) -> list[NodeRow]:
     """The rows of ``graph``'s top-level nodes, in order: read once per load (``shared_rows``)."""
+    return _shared(graph, "node", _read)
+
+
+def initializer_rows(graph: onnx.GraphProto) -> list[TensorRow]:
+    """The rows of ``graph``'s initializers, in order: read once per load (``shared_rows``)."""
+    return _shared(graph, "initializer", lambda g: [tensor_row(t) for t in g.initializer])
+
+
+def _shared(graph: onnx.GraphProto, kind: str, read: Callable[[onnx.GraphProto], list]) -> list:
     shared = _SHARED.get()
     if shared is None:
-        return _read(graph)
-    hit = shared.get(id(graph))
+        return read(graph)
+    key = (id(graph), kind)
+    hit = shared.get(key)
     if hit is not None and hit[0] is graph:
         return hit[1]
-    rows = _read(graph)
-    shared[id(graph)] = (graph, rows)  # the graph is held, so its id is not reused while the load runs
+    rows = read(graph)
+    shared[key] = (graph, rows)  # the graph is held, so its id is not reused while the load runs
     return rows
 
 
@@ -91,7 +132,8 @@ def forget_rows(graph: onnx.GraphProto) -> None:
     """``graph``'s nodes were just edited: its rows are read again when next asked for."""
     shared = _SHARED.get()
     if shared is not None:
-        shared.pop(id(graph), None)
+        shared.pop((id(graph), "node"), None)
+        shared.pop((id(graph), "initializer"), None)
 
 
 @contextlib.contextmanager

@@ -177,9 +177,9 @@ def _analyze(graph: Graph, mode: str) -> PruneAnalysis:
         shape = v.static_shape
         trainable[v.name] = v.trainable
         param_shapes[v.name] = shape or ()
-        n = numel[v.name] = math.prod(shape) if shape is not None else 0
+        count = numel[v.name] = math.prod(shape) if shape is not None else 0
         if v.trainable and v.alias_of is None:
-            params_total += n
+            params_total += count
     flops_of_param, flops_total = _flops_per_param(graph)
     values, size, fstart = ctx.values, ctx.size, folded.start
     param_slots: list[SlotKey] = []
@@ -196,10 +196,10 @@ def _analyze(graph: Graph, mode: str) -> PruneAnalysis:
         d = size[k]
         slot_range_l.append(range_id.setdefault((fstart[k], d), len(range_id)))
         slot_trainable_l.append(v.trainable)
-        n = numel.get(k[0])
-        if n is None:  # a parameter the graph does not list (none today): asked directly
-            n = numel[k[0]] = v.numel or 0
-        per_slot.append(n // max(d, 1))
+        elems = numel.get(k[0])
+        if elems is None:  # a parameter the graph does not list (none today): asked directly
+            elems = numel[k[0]] = v.numel or 0
+        per_slot.append(elems // max(d, 1))
         # Saturated: a malformed model's absurd dimension must not overflow int64 (no real layer
         # spends 2**40 FLOPs on one channel at batch 1).
         fl_slot.append(min(max(flops_of_param.get(k[0], 0) // max(d, 1), 0), 1 << 40))
