@@ -58,6 +58,7 @@ _FLOAT_ELEMS = frozenset(
     if hasattr(onnx.TensorProto, name)
 )  # fmt: skip
 NOT_TRAINABLE_INPUTS = {("BatchNormalization", 3), ("BatchNormalization", 4)}
+_FROZEN_OPS = frozenset(op for op, _ in NOT_TRAINABLE_INPUTS)
 
 
 def read_onnx(
@@ -433,8 +434,24 @@ def _small_array(t: onnx.TensorProto, dims: tuple[int, ...]) -> np.ndarray:
     return numpy_helper.to_array(t)
 
 
+_INTS, _INT, _FLOAT, _FLOATS = (
+    onnx.AttributeProto.INTS, onnx.AttributeProto.INT, onnx.AttributeProto.FLOAT, onnx.AttributeProto.FLOATS,
+)  # fmt: skip
+
+
 def _attr(att: onnx.AttributeProto) -> Any:
-    if att.type == onnx.AttributeProto.TENSOR:
+    kind = att.type
+    # The common kinds read directly (``helper.get_attribute_value`` asks for the type up to a dozen
+    # times); a reference to a function's attribute is left to it, which refuses one.
+    if kind == _INTS and not att.ref_attr_name:
+        return list(att.ints)
+    if kind == _INT and not att.ref_attr_name:
+        return att.i
+    if kind == _FLOAT and not att.ref_attr_name:
+        return att.f
+    if kind == _FLOATS and not att.ref_attr_name:
+        return list(att.floats)
+    if kind == onnx.AttributeProto.TENSOR:
         if att.t.data_location == onnx.TensorProto.EXTERNAL:
             return None
         return numpy_helper.to_array(att.t)
@@ -547,14 +564,15 @@ def _to_ir(model: onnx.ModelProto, name: str, inferred: onnx.GraphProto | None =
             if not nm:
                 inputs.append(None)
                 continue
-            alias = alias_at.get((idx, pos))
+            alias = alias_at.get((idx, pos)) if alias_at else None
             if alias is not None:
                 inputs.append(graph.value(alias, is_param=True, alias_of=nm))
                 continue
-            if nm not in graph.values:
+            v = values.get(nm)
+            if v is None:
                 shape, dtype = shapes.get(nm, (None, None))
-                graph.value(nm, shape=shape, dtype=dtype)
-            inputs.append(graph.values[nm])
+                v = values[nm] = Value(nm, shape, dtype)
+            inputs.append(v)
         outputs: list[Value] = []
         for nm in row.outputs:
             shape, dtype = shapes.get(nm, (None, None))
@@ -572,7 +590,7 @@ def _to_ir(model: onnx.ModelProto, name: str, inferred: onnx.GraphProto | None =
             inputs.extend(
                 graph.values[x] for x in outer_reads(pn) if x in graph.values and x not in row.inputs
             )
-        attrs = {a.name: _attr(a) for a in row.attributes}
+        attrs = {a.name: _attr(a) for a in row.attributes} if row.attributes else {}
         default_domain = row.domain in ("", "ai.onnx")
         if row.op_type in ("Softmax", "LogSoftmax", "Hardmax") and default_domain:
             attrs["_opset"] = opset
@@ -603,9 +621,10 @@ def _to_ir(model: onnx.ModelProto, name: str, inferred: onnx.GraphProto | None =
             origin=idx,
         )
         graph.add_node(node)
-        for i, v in enumerate(inputs):
-            if v is not None and v.is_param and (row.op_type, i) in NOT_TRAINABLE_INPUTS:
-                v.trainable = False
+        if row.op_type in _FROZEN_OPS:
+            for i, v in enumerate(inputs):
+                if v is not None and v.is_param and (row.op_type, i) in NOT_TRAINABLE_INPUTS:
+                    v.trainable = False
     for vo in g.output:
         graph.outputs.append(graph.values.get(vo.name) or graph.value(vo.name, shape=shapes[vo.name][0]))
     _fill_aliases(graph, aliases)

@@ -18,7 +18,7 @@ import contextlib
 import math
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import onnx
 
@@ -29,14 +29,19 @@ __all__ = [
 
 SUBGRAPH_TYPES = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
 """Attribute types that hold a graph (If branches, a Loop or Scan body)."""
+_SUBGRAPH_SET = frozenset(SUBGRAPH_TYPES)
 
 
-@dataclass(frozen=True, slots=True)
-class NodeRow:
+class NodeRow(NamedTuple):
     """What the passes read of one node; ``proto`` for the rest (attribute values, subgraphs).
 
-    A name that is not valid UTF-8 comes back from protobuf as ``bytes``: rows keep what protobuf
-    gives, and ``frontends.onnx_frontend`` refuses such a model."""
+    ``subgraphs``: an attribute holds a graph (If, Loop, Scan), whose nodes may read names of this
+    scope. ``tensors``: an attribute holds a tensor (a Constant's value), which may point to external
+    data. A name that is not valid UTF-8 comes back from protobuf as ``bytes``: rows keep what protobuf
+    gives, and ``frontends.onnx_frontend`` refuses such a model.
+
+    Named tuples, immutable like the frozen dataclasses they were and three times cheaper to build:
+    a load builds one row per node and per initializer."""
 
     proto: onnx.NodeProto
     op_type: str
@@ -46,28 +51,23 @@ class NodeRow:
     outputs: tuple[str, ...]
     attributes: tuple[onnx.AttributeProto, ...]
     subgraphs: bool
-    """An attribute holds a graph (If, Loop, Scan): its nodes may read names of this scope."""
     tensors: bool
-    """An attribute holds a tensor (a Constant's value): it may point to external data."""
 
 
-@dataclass(frozen=True, slots=True)
-class TensorRow:
+class TensorRow(NamedTuple):
     """What the passes read of one stored tensor (an initializer, a Constant's value); ``proto`` for
     its data. A deep network has more initializers than nodes, and the checks, the light copy and the
     IR build each read every one's name, dims and type: reading ``dims`` alone builds a wrapper and
-    costs a microsecond or two per tensor and per pass."""
+    costs a microsecond or two per tensor and per pass. ``numel``: the product of ``dims`` (1 for a
+    scalar); ``external``: its data lives in an external file; ``raw``: it holds ``raw_data``."""
 
     proto: onnx.TensorProto
     name: str
     dims: tuple[int, ...]
     numel: int
-    """The product of ``dims`` (1 for a scalar)."""
     data_type: int
     external: bool
-    """Its data lives in an external file (``data_location`` EXTERNAL)."""
     raw: bool
-    """It holds ``raw_data``."""
 
 
 def tensor_row(t: onnx.TensorProto) -> TensorRow:
@@ -88,19 +88,13 @@ def _read(graph: onnx.GraphProto) -> list[NodeRow]:
     tensor = onnx.AttributeProto.TENSOR
     for pn in graph.node:
         attrs = tuple(pn.attribute)
-        types = {a.type for a in attrs} if attrs else ()
+        if attrs:
+            types = {a.type for a in attrs}
+            sub, held = not _SUBGRAPH_SET.isdisjoint(types), tensor in types
+        else:
+            sub = held = False
         rows.append(
-            NodeRow(
-                pn,
-                pn.op_type,
-                pn.domain,
-                pn.name,
-                tuple(pn.input),
-                tuple(pn.output),
-                attrs,
-                any(t in SUBGRAPH_TYPES for t in types),
-                tensor in types,
-            )
+            NodeRow(pn, pn.op_type, pn.domain, pn.name, tuple(pn.input), tuple(pn.output), attrs, sub, held)
         )
     return rows
 
