@@ -7,7 +7,6 @@ size of the graph.
 
 from __future__ import annotations
 
-import contextlib
 import math
 
 import numpy as np
@@ -38,10 +37,12 @@ def build_channel_graph(graph: Graph) -> tuple[ChannelGraph, dict[str, int], dic
         ctx.touched = set()
         ctx.handled_shape_inputs = set()
         ctx.resolve_symbols(node)
-        with contextlib.suppress(Exception):  # best effort: a shape left unknown only makes rules block
+        try:  # noqa: SIM105 (not contextlib.suppress: a context manager object per node)
             fill_output_shape(ctx, node)
-        fold_node(ctx, node)
+        except Exception:  # best effort: a shape left unknown only makes rules block
+            pass
         rule = rule_for(node)
+        fold_node(ctx, node, rule)
         if rule is None:
             key = f"{node.domain}::{node.op}" if node.domain else node.op
             unknown[key] = unknown.get(key, 0) + 1
@@ -68,18 +69,23 @@ def build_channel_graph(graph: Graph) -> tuple[ChannelGraph, dict[str, int], dic
 
 def _pin_untouched(ctx: ChannelGraph, node: Node) -> None:
     offset, touched = ctx.offset, ctx.touched
-    for v in [*node.inputs, *node.outputs]:
-        if v is None or v.shape is None:
-            continue
-        name = v.name
-        for a in range(len(v.shape)):
-            k: SlotKey | None = (name, a)
-            if k in touched:
+    for vs in (node.inputs, node.outputs):
+        for v in vs:
+            if v is None:
                 continue
-            if k not in offset:
-                k = ctx.slot(v, a)
-            if k is not None and k not in touched:
-                ctx.pin_key(k, f"{node.op} does not say how axis {a} of '{v.name}' maps")
+            shape = v.shape
+            if shape is None:
+                continue
+            name = v.name
+            for a in range(len(shape)):
+                k: SlotKey | None = (name, a)
+                if k in touched:
+                    continue  # the usual case: the rule said how this axis maps
+                if k not in offset:
+                    k = ctx.slot(v, a)
+                    if k is None or k in touched:
+                        continue
+                ctx.pin_key(k, f"{node.op} does not say how axis {a} of '{name}' maps")
 
 
 def _pin_unhandled_sizes(ctx: ChannelGraph, node: Node) -> None:
@@ -140,9 +146,12 @@ def _analyze(graph: Graph, mode: str) -> PruneAnalysis:
         pin_idx, pin_of = _ranges(folded, list(ctx.pins))
         elem_reason[pin_idx[::-1]] = pin_of[::-1]
     for keys, why in ctx.requirements:
+        flags = [ctx.zero(ctx.values[k[0]], k[1]) for k in keys]
+        if any(z is ctx.uniform(z.size, True) for z in flags):
+            continue  # an operand zero on the whole axis (a trainable weight's): every channel is met
         ok = np.zeros(ctx.size[keys[0]], dtype=bool)
-        for k in keys:
-            ok |= ctx.zero(ctx.values[k[0]], k[1])
+        for z in flags:
+            ok |= z
         bad = np.nonzero(~ok)[0]
         if bad.size:
             reasons.append(why + ": removal is exact only for a channel that is zero there")
