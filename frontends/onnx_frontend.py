@@ -242,26 +242,35 @@ def light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
     lg.value_info.extend(vi for vi in g.value_info if vi.name not in derived)
     lg.input.extend(g.input)
     declared = {i.name for i in g.input}
+    typed: dict[tuple[int, tuple[int, ...]], onnx.TypeProto] = {}
     for t in initializer_rows(g):
         limit = SMALL_FLOAT if t.data_type in _FLOAT_ELEMS else SMALL_CONST
         if not t.external and t.numel <= limit:
             lg.initializer.append(t.proto)
         elif t.name not in declared:
-            _typed_input(lg, t)
+            _typed_input(lg, t, typed)
     return light
 
 
-def _typed_input(g: onnx.GraphProto, t: TensorRow) -> None:
+def _typed_input(
+    g: onnx.GraphProto, t: TensorRow, typed: dict[tuple[int, tuple[int, ...]], onnx.TypeProto]
+) -> None:
     """Declare ``t`` as a graph input of its type and shape (``helper.make_tensor_value_info`` without
-    its checks, which cost more than the rest of the light copy on a graph of many weights)."""
+    its checks, which cost more than the rest of the light copy on a graph of many weights). Each
+    distinct type is built once (in ``typed``) and copied: weights of one layer shape repeat."""
     vi = g.input.add()
     vi.name = t.name
+    tp = typed.get((t.data_type, t.dims))
+    if tp is not None:
+        vi.type.CopyFrom(tp)
+        return
     tt = vi.type.tensor_type
     tt.elem_type = t.data_type
     dims = tt.shape.dim
     dims.extend([])  # a scalar's shape must still be present: rank 0, not unknown
     for d in t.dims:
         dims.add().dim_value = d
+    typed[(t.data_type, t.dims)] = vi.type
 
 
 def checkable(model: onnx.ModelProto) -> onnx.ModelProto:
