@@ -243,12 +243,14 @@ def light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
     lg.input.extend(g.input)
     declared = {i.name for i in g.input}
     typed: dict[tuple[int, tuple[int, ...]], onnx.TypeProto] = {}
+    kept: list[onnx.TensorProto] = []
     for t in initializer_rows(g):
         limit = SMALL_FLOAT if t.data_type in _FLOAT_ELEMS else SMALL_CONST
         if not t.external and t.numel <= limit:
-            lg.initializer.append(t.proto)
+            kept.append(t.proto)
         elif t.name not in declared:
             _typed_input(lg, t, typed)
+    lg.initializer.extend(kept)  # one call copies them all, in order
     return light
 
 

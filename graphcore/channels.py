@@ -313,6 +313,10 @@ class ChannelGraph:
         The array is read-only (it may be shared with other axes): a rule combines flags into a copy."""
         if self._released:
             raise RuntimeError("the zero flags were released when the analysis finished")
+        if v is not None and axis >= 0 and v.shape is not None:
+            z = self.zeros.get((v.name, axis))  # the common case: flags set by the producer's rule
+            if z is not None:
+                return z
         k = self.slot(v, axis)
         if k is None:
             return _NO_FLAGS
