@@ -17,6 +17,7 @@ import itertools
 import math
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from google.protobuf.message import DecodeError
 from onnx import helper, numpy_helper
 
 from frontends.onnx_order import is_sorted, sort_graph
-from frontends.onnx_rows import node_rows, shared_rows
+from frontends.onnx_rows import TensorRow, initializer_rows, node_rows, shared_rows, tensor_row
 from frontends.onnx_schemas import hide_ort_only_ops, ort_only_ops
 from frontends.onnx_sources import (
     ParamUse,
@@ -57,6 +58,7 @@ _FLOAT_ELEMS = frozenset(
     if hasattr(onnx.TensorProto, name)
 )  # fmt: skip
 NOT_TRAINABLE_INPUTS = {("BatchNormalization", 3), ("BatchNormalization", 4)}
+_FROZEN_OPS = frozenset(op for op, _ in NOT_TRAINABLE_INPUTS)
 
 
 def read_onnx(
@@ -240,27 +242,37 @@ def light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
     lg.value_info.extend(vi for vi in g.value_info if vi.name not in derived)
     lg.input.extend(g.input)
     declared = {i.name for i in g.input}
-    for t in g.initializer:
-        n = math.prod(t.dims) if len(t.dims) else 1
+    typed: dict[tuple[int, tuple[int, ...]], onnx.TypeProto] = {}
+    kept: list[onnx.TensorProto] = []
+    for t in initializer_rows(g):
         limit = SMALL_FLOAT if t.data_type in _FLOAT_ELEMS else SMALL_CONST
-        if t.data_location != onnx.TensorProto.EXTERNAL and n <= limit:
-            lg.initializer.append(t)
+        if not t.external and t.numel <= limit:
+            kept.append(t.proto)
         elif t.name not in declared:
-            _typed_input(lg, t)
+            _typed_input(lg, t, typed)
+    lg.initializer.extend(kept)  # one call copies them all, in order
     return light
 
 
-def _typed_input(g: onnx.GraphProto, t: onnx.TensorProto) -> None:
+def _typed_input(
+    g: onnx.GraphProto, t: TensorRow, typed: dict[tuple[int, tuple[int, ...]], onnx.TypeProto]
+) -> None:
     """Declare ``t`` as a graph input of its type and shape (``helper.make_tensor_value_info`` without
-    its checks, which cost more than the rest of the light copy on a graph of many weights)."""
+    its checks, which cost more than the rest of the light copy on a graph of many weights). Each
+    distinct type is built once (in ``typed``) and copied: weights of one layer shape repeat."""
     vi = g.input.add()
     vi.name = t.name
+    tp = typed.get((t.data_type, t.dims))
+    if tp is not None:
+        vi.type.CopyFrom(tp)
+        return
     tt = vi.type.tensor_type
     tt.elem_type = t.data_type
     dims = tt.shape.dim
     dims.extend([])  # a scalar's shape must still be present: rank 0, not unknown
     for d in t.dims:
         dims.add().dim_value = d
+    typed[(t.data_type, t.dims)] = vi.type
 
 
 def checkable(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -305,20 +317,20 @@ def _check_opset(model: onnx.ModelProto, name: str) -> None:
         )
 
 
-def _external_tensors(model: onnx.ModelProto):
-    yield from model.graph.initializer
+def _external_tensors(model: onnx.ModelProto) -> Iterator[TensorRow]:
+    yield from initializer_rows(model.graph)
     for row in node_rows(model.graph):
         if row.tensors:
             for att in row.attributes:
                 if att.type == onnx.AttributeProto.TENSOR:
-                    yield att.t
+                    yield tensor_row(att.t)
 
 
 def _check_external(model: onnx.ModelProto, base: Path | None, name: str) -> None:
     for t in _external_tensors(model):
-        if t.data_location != onnx.TensorProto.EXTERNAL:
+        if not t.external:
             continue
-        info = {e.key: e.value for e in t.external_data}
+        info = {e.key: e.value for e in t.proto.external_data}
         loc = info.get("location")
         if not loc:
             raise ModelLoadError(f"{name}: tensor '{t.name}' has external data without a location")
@@ -340,6 +352,7 @@ _FIELD_OF = {
     onnx.TensorProto.FLOAT: "float_data", onnx.TensorProto.DOUBLE: "double_data",
     onnx.TensorProto.INT64: "int64_data", onnx.TensorProto.INT32: "int32_data",
 }  # fmt: skip
+_ITEMSIZE: dict[int, int] = {k: np.dtype(helper.tensor_dtype_to_np_dtype(k)).itemsize for k in _FIELD_OF}
 
 
 def _check_declared(model: onnx.ModelProto, name: str) -> None:
@@ -372,18 +385,18 @@ def _check_declared(model: onnx.ModelProto, name: str) -> None:
     for t in _external_tensors(model):
         if not isinstance(t.name, str):
             raise ModelLoadError(f"{name}: invalid ONNX graph (a name is not UTF-8 text: {t.name[:60]!r})")
-        if any(d < 0 for d in t.dims):
+        if t.dims and min(t.dims) < 0:
             raise ModelLoadError(f"{name}: invalid ONNX graph (tensor '{t.name}' has a negative size)")
-        if t.data_location == onnx.TensorProto.EXTERNAL:
+        if t.external:
             continue
-        n = math.prod(t.dims)
+        n = t.numel
         held = None
-        if t.HasField("raw_data") and t.data_type in _FIELD_OF and n > SMALL_CONST:
+        if t.raw and t.data_type in _FIELD_OF and n > SMALL_CONST:
             continue  # counting raw bytes copies them: checked where they are read (tensor_array)
-        if t.HasField("raw_data") and t.data_type in _FIELD_OF:
-            held = len(t.raw_data) / np.dtype(helper.tensor_dtype_to_np_dtype(t.data_type)).itemsize
+        if t.raw and t.data_type in _FIELD_OF:
+            held = len(t.proto.raw_data) / _ITEMSIZE[t.data_type]
         elif t.data_type in _FIELD_OF:
-            held = len(getattr(t, _FIELD_OF[t.data_type]))
+            held = len(getattr(t.proto, _FIELD_OF[t.data_type]))
         if held is not None and held != n:
             raise ModelLoadError(
                 f"{name}: invalid ONNX graph (tensor '{t.name}' of shape {list(t.dims)} "
@@ -432,8 +445,24 @@ def _small_array(t: onnx.TensorProto, dims: tuple[int, ...]) -> np.ndarray:
     return numpy_helper.to_array(t)
 
 
+_INTS, _INT, _FLOAT, _FLOATS = (
+    onnx.AttributeProto.INTS, onnx.AttributeProto.INT, onnx.AttributeProto.FLOAT, onnx.AttributeProto.FLOATS,
+)  # fmt: skip
+
+
 def _attr(att: onnx.AttributeProto) -> Any:
-    if att.type == onnx.AttributeProto.TENSOR:
+    kind = att.type
+    # The common kinds read directly (``helper.get_attribute_value`` asks for the type up to a dozen
+    # times); a reference to a function's attribute is left to it, which refuses one.
+    if kind == _INTS and not att.ref_attr_name:
+        return list(att.ints)
+    if kind == _INT and not att.ref_attr_name:
+        return att.i
+    if kind == _FLOAT and not att.ref_attr_name:
+        return att.f
+    if kind == _FLOATS and not att.ref_attr_name:
+        return list(att.floats)
+    if kind == onnx.AttributeProto.TENSOR:
         if att.t.data_location == onnx.TensorProto.EXTERNAL:
             return None
         return numpy_helper.to_array(att.t)
@@ -498,29 +527,35 @@ def _to_ir(model: onnx.ModelProto, name: str, inferred: onnx.GraphProto | None =
     graph = Graph(name=Path(name).stem if name else "model", fmt="onnx", opset=opset)
     shapes: dict[str, tuple[tuple[Dim, ...] | None, str | None]] = {}
     src = inferred if inferred is not None else g
+    # Read per distinct type: a deep network's values have a few dozen types among thousands of values,
+    # and serializing a type is a fraction of walking its dims (equal bytes are an equal type; the
+    # values share the one shape tuple, which nothing edits in place).
+    by_type: dict[bytes, tuple[tuple[Dim, ...] | None, str | None]] = {}
     for vi in [*g.input, *src.value_info, *src.output]:
-        shapes[vi.name] = (_dims(vi.type), _dtype(vi.type.tensor_type.elem_type))
+        tp = vi.type
+        key = tp.SerializeToString()
+        found = by_type.get(key)
+        if found is None:
+            found = by_type[key] = (_dims(tp), _dtype(tp.tensor_type.elem_type))
+        shapes[vi.name] = found
 
     inits = initializer_names(model)
     overridable = overridable_inputs(model, inits)
-    for t in g.initializer:
+    for t in initializer_rows(g):
         if t.name in overridable:
             continue  # IR >= 4: a default the caller may override, an input of fixed width below
-        dims = tuple(int(d) for d in t.dims)
+        dims = t.dims
         dtype = _dtype(t.data_type)
         const = None
-        n = math.prod(dims) if dims else 1
+        n = t.numel
         small_int = n <= SMALL_CONST and dtype is not None and dtype[0] in "iub"
-        if t.data_location != onnx.TensorProto.EXTERNAL and (small_int or n <= 64):
-            const = _small_array(t, dims)  # shape arithmetic and scalar operands (exponents, eps)
-        graph.value(
-            t.name,
-            shape=dims,
-            dtype=dtype,
-            is_param=True,
-            trainable=bool(dtype and dtype.startswith(("float", "bfloat"))),
-            const=const,
-        )
+        if not t.external and (small_int or n <= 64):
+            const = _small_array(t.proto, dims)  # shape arithmetic and scalar operands (exponents, eps)
+        trainable = bool(dtype and dtype.startswith(("float", "bfloat")))
+        if t.name not in graph.values:  # ``Graph.value``'s common case without its keyword handling
+            graph.values[t.name] = Value(t.name, dims, dtype, True, trainable, const)
+        else:
+            graph.value(t.name, shape=dims, dtype=dtype, is_param=True, trainable=trainable, const=const)
     init_names = inits - overridable
     for vi in g.input:
         if vi.name in init_names:
@@ -531,6 +566,7 @@ def _to_ir(model: onnx.ModelProto, name: str, inferred: onnx.GraphProto | None =
     const_params: dict[str, str] = {}
     aliases = param_uses(model, inits)
     alias_at = {(u.node, u.index): alias for alias, u in aliases.items()}
+    values = graph.values
     for idx, row in enumerate(node_rows(g)):
         pn = row.proto
         node_name = onnx_node_name(row, idx)
@@ -539,27 +575,33 @@ def _to_ir(model: onnx.ModelProto, name: str, inferred: onnx.GraphProto | None =
             if not nm:
                 inputs.append(None)
                 continue
-            alias = alias_at.get((idx, pos))
+            alias = alias_at.get((idx, pos)) if alias_at else None
             if alias is not None:
                 inputs.append(graph.value(alias, is_param=True, alias_of=nm))
                 continue
-            if nm not in graph.values:
+            v = values.get(nm)
+            if v is None:
                 shape, dtype = shapes.get(nm, (None, None))
-                graph.value(nm, shape=shape, dtype=dtype)
-            inputs.append(graph.values[nm])
+                v = values[nm] = Value(nm, shape, dtype)
+            inputs.append(v)
         outputs: list[Value] = []
         for nm in row.outputs:
             shape, dtype = shapes.get(nm, (None, None))
             if not nm:
                 nm = f"{node_name}::unused{len(outputs)}"
-            outputs.append(graph.value(nm, shape=shape, dtype=dtype))
+            out = values.get(nm)
+            if out is None:
+                out = values[nm] = Value(nm, shape, dtype)
+            else:
+                graph.value(nm, shape=shape, dtype=dtype)
+            outputs.append(out)
         # A subgraph (If, Loop, Scan) may read outer values by name: they are operands of this node
         # too (after its own), so a rule, or the unknown-op pin, sees every tensor the node reads.
         if row.subgraphs:
             inputs.extend(
                 graph.values[x] for x in outer_reads(pn) if x in graph.values and x not in row.inputs
             )
-        attrs = {a.name: _attr(a) for a in row.attributes}
+        attrs = {a.name: _attr(a) for a in row.attributes} if row.attributes else {}
         default_domain = row.domain in ("", "ai.onnx")
         if row.op_type in ("Softmax", "LogSoftmax", "Hardmax") and default_domain:
             attrs["_opset"] = opset
@@ -590,9 +632,10 @@ def _to_ir(model: onnx.ModelProto, name: str, inferred: onnx.GraphProto | None =
             origin=idx,
         )
         graph.add_node(node)
-        for i, v in enumerate(inputs):
-            if v is not None and v.is_param and (row.op_type, i) in NOT_TRAINABLE_INPUTS:
-                v.trainable = False
+        if row.op_type in _FROZEN_OPS:
+            for i, v in enumerate(inputs):
+                if v is not None and v.is_param and (row.op_type, i) in NOT_TRAINABLE_INPUTS:
+                    v.trainable = False
     for vo in g.output:
         graph.outputs.append(graph.values.get(vo.name) or graph.value(vo.name, shape=shapes[vo.name][0]))
     _fill_aliases(graph, aliases)

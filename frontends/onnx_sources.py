@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import onnx
 
-from frontends.onnx_rows import SUBGRAPH_TYPES, NodeRow, node_rows
+from frontends.onnx_rows import SUBGRAPH_TYPES, NodeRow, initializer_rows, node_rows
 
 __all__ = [
     "ALIAS_MARK",
@@ -106,7 +106,7 @@ def overridable_inputs(model: onnx.ModelProto, inits: set[str] | None = None) ->
 def initializer_names(model: onnx.ModelProto) -> set[str]:
     """The names of the graph's initializers (a caller that asks several questions of a big model
     reads them once: each read of a repeated protobuf field builds a wrapper per element)."""
-    return {t.name for t in model.graph.initializer}
+    return {r.name for r in initializer_rows(model.graph)}
 
 
 def _overridable(model: onnx.ModelProto, inits: set[str]) -> set[str]:
@@ -173,7 +173,7 @@ def param_uses(model: onnx.ModelProto, inits: set[str] | None = None) -> dict[st
 
 
 def _all_names(g: onnx.GraphProto) -> set[str]:
-    names = {t.name for t in g.initializer} | {v.name for v in [*g.input, *g.output, *g.value_info]}
+    names = {r.name for r in initializer_rows(g)} | {v.name for v in [*g.input, *g.output, *g.value_info]}
     names |= {x for r in node_rows(g) for x in (*r.inputs, *r.outputs)}
     return names
 

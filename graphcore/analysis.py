@@ -7,7 +7,7 @@ size of the graph.
 
 from __future__ import annotations
 
-import contextlib
+import math
 
 import numpy as np
 
@@ -37,10 +37,12 @@ def build_channel_graph(graph: Graph) -> tuple[ChannelGraph, dict[str, int], dic
         ctx.touched = set()
         ctx.handled_shape_inputs = set()
         ctx.resolve_symbols(node)
-        with contextlib.suppress(Exception):  # best effort: a shape left unknown only makes rules block
+        try:  # noqa: SIM105 (not contextlib.suppress: a context manager object per node)
             fill_output_shape(ctx, node)
-        fold_node(ctx, node)
+        except Exception:  # best effort: a shape left unknown only makes rules block
+            pass
         rule = rule_for(node)
+        fold_node(ctx, node, rule)
         if rule is None:
             key = f"{node.domain}::{node.op}" if node.domain else node.op
             unknown[key] = unknown.get(key, 0) + 1
@@ -67,18 +69,23 @@ def build_channel_graph(graph: Graph) -> tuple[ChannelGraph, dict[str, int], dic
 
 def _pin_untouched(ctx: ChannelGraph, node: Node) -> None:
     offset, touched = ctx.offset, ctx.touched
-    for v in [*node.inputs, *node.outputs]:
-        if v is None or v.shape is None:
-            continue
-        name = v.name
-        for a in range(len(v.shape)):
-            k: SlotKey | None = (name, a)
-            if k in touched:
+    for vs in (node.inputs, node.outputs):
+        for v in vs:
+            if v is None:
                 continue
-            if k not in offset:
-                k = ctx.slot(v, a)
-            if k is not None and k not in touched:
-                ctx.pin_key(k, f"{node.op} does not say how axis {a} of '{v.name}' maps")
+            shape = v.shape
+            if shape is None:
+                continue
+            name = v.name
+            for a in range(len(shape)):
+                k: SlotKey | None = (name, a)
+                if k in touched:
+                    continue  # the usual case: the rule said how this axis maps
+                if k not in offset:
+                    k = ctx.slot(v, a)
+                    if k is None or k in touched:
+                        continue
+                ctx.pin_key(k, f"{node.op} does not say how axis {a} of '{name}' maps")
 
 
 def _pin_unhandled_sizes(ctx: ChannelGraph, node: Node) -> None:
@@ -139,9 +146,12 @@ def _analyze(graph: Graph, mode: str) -> PruneAnalysis:
         pin_idx, pin_of = _ranges(folded, list(ctx.pins))
         elem_reason[pin_idx[::-1]] = pin_of[::-1]
     for keys, why in ctx.requirements:
+        flags = [ctx.zero(ctx.values[k[0]], k[1]) for k in keys]
+        if any(z is ctx.uniform(z.size, True) for z in flags):
+            continue  # an operand zero on the whole axis (a trainable weight's): every channel is met
         ok = np.zeros(ctx.size[keys[0]], dtype=bool)
-        for k in keys:
-            ok |= ctx.zero(ctx.values[k[0]], k[1])
+        for z in flags:
+            ok |= z
         bad = np.nonzero(~ok)[0]
         if bad.size:
             reasons.append(why + ": removal is exact only for a channel that is zero there")
@@ -160,21 +170,56 @@ def _analyze(graph: Graph, mode: str) -> PruneAnalysis:
     _assign_min(comp_reason, labels[blocked], elem_reason[blocked])
     comp_reason[comp_reason == none] = -1
 
-    param_slots: list[SlotKey] = [k for k in ctx.offset if ctx.values[k[0]].is_param]
+    # One pass over the tracked axes gathers everything per parameter axis (its range, trainability,
+    # parameters and FLOPs per channel): each was its own pass of dict lookups over tens of thousands
+    # of axes, and a parameter's element count was recomputed from its shape for every axis.
     # Parameter axes linked whole share one range of folded elements (a LLaMA's hidden size is one
     # range for hundreds of weights): every per-element step below runs once per distinct range, and
     # a ZIG's set of parameter axes is the union of its ranges' axes (each axis is in one range).
+    params_total = 0
+    numel: dict[str, int] = {}
+    trainable: dict[str, bool] = {}
+    param_shapes: dict[str, tuple[int, ...]] = {}
+    for v in graph.values.values():  # one pass for the three facts per parameter
+        if not v.is_param:
+            continue
+        shape = v.static_shape
+        trainable[v.name] = v.trainable
+        param_shapes[v.name] = shape or ()
+        count = numel[v.name] = math.prod(shape) if shape is not None else 0
+        if v.trainable and v.alias_of is None:
+            params_total += count
+    flops_of_param, flops_total = _flops_per_param(graph)
+    values, size, fstart = ctx.values, ctx.size, folded.start
+    param_slots: list[SlotKey] = []
     range_id: dict[tuple[int, int], int] = {}
-    slot_range = np.empty(len(param_slots), dtype=np.int64)
-    for i, k in enumerate(param_slots):
-        slot_range[i] = range_id.setdefault((folded.start[k], ctx.size[k]), len(range_id))
+    slot_range_l: list[int] = []
+    slot_trainable_l: list[bool] = []
+    per_slot: list[int] = []
+    fl_slot: list[int] = []
+    for k in ctx.offset:
+        v = values[k[0]]
+        if not v.is_param:
+            continue
+        param_slots.append(k)
+        d = size[k]
+        slot_range_l.append(range_id.setdefault((fstart[k], d), len(range_id)))
+        slot_trainable_l.append(v.trainable)
+        elems = numel.get(k[0])
+        if elems is None:  # a parameter the graph does not list (none today): asked directly
+            elems = numel[k[0]] = v.numel or 0
+        per_slot.append(elems // max(d, 1))
+        # Saturated: a malformed model's absurd dimension must not overflow int64 (no real layer
+        # spends 2**40 FLOPs on one channel at batch 1).
+        fl_slot.append(min(max(flops_of_param.get(k[0], 0) // max(d, 1), 0), 1 << 40))
+    slot_range = np.array(slot_range_l, dtype=np.int64)
     nr = len(range_id)
     r_start = np.fromiter((a for a, _ in range_id), dtype=np.int64, count=nr)
     r_size = np.fromiter((b for _, b in range_id), dtype=np.int64, count=nr)
     r_idx, r_of = _spans(r_start, r_size)
     r_labels = labels[r_idx]
     comp_trainable = np.zeros(ncomp, dtype=bool)
-    slot_trainable = np.array([ctx.values[k[0]].trainable for k in param_slots], dtype=bool)
+    slot_trainable = np.array(slot_trainable_l, dtype=bool)
     range_trainable = np.zeros(nr, dtype=bool)
     range_trainable[slot_range[slot_trainable]] = True
     comp_trainable[r_labels[range_trainable[r_of]]] = True
@@ -201,21 +246,10 @@ def _analyze(graph: Graph, mode: str) -> PruneAnalysis:
         param_slots[si]: views[r] for si, r in enumerate(slot_range.tolist()) if range_hit[r]
     }
     pz, pr = owner_all[hit], r_of[hit]
-    flops_of_param, flops_total = _flops_per_param(graph)
-    numel: dict[str, int] = {}
-    for name, _ in param_slots:
-        if name not in numel:
-            numel[name] = ctx.values[name].numel or 0
     per = np.zeros(nr, dtype=np.int64)  # parameters per channel, summed over the range's axes
-    np.add.at(per, slot_range, [numel[k[0]] // max(ctx.size[k], 1) for k in param_slots])
-    # Saturated: a malformed model's absurd dimension must not overflow int64 (no real layer
-    # spends 2**40 FLOPs on one channel at batch 1).
+    np.add.at(per, slot_range, per_slot)
     fl = np.zeros(nr, dtype=np.int64)
-    np.add.at(
-        fl,
-        slot_range,
-        [min(max(flops_of_param.get(k[0], 0) // max(ctx.size[k], 1), 0), 1 << 40) for k in param_slots],
-    )
+    np.add.at(fl, slot_range, fl_slot)
 
     nz = len(zig_comps)
     zig_params = _segment_sum([(pz, per[pr])], nz)
@@ -249,14 +283,13 @@ def _analyze(graph: Graph, mode: str) -> PruneAnalysis:
             )
         )
 
-    params_total = sum(v.numel or 0 for v in graph.stored_params if v.trainable)
     return PruneAnalysis(
         graph=graph,
         groups=groups,
         zig_group=zig_group,
-        param_axes={k: v for k, v in param_axes.items()},
-        trainable={v.name: v.trainable for v in graph.params},
-        param_shapes={v.name: v.static_shape or () for v in graph.params},
+        param_axes=param_axes,
+        trainable=trainable,
+        param_shapes=param_shapes,
         flops_total=int(flops_total),
         params_total=int(params_total),
         vertex_kinds=kinds,
@@ -393,7 +426,14 @@ def _flops_per_param(graph: Graph) -> tuple[dict[str, int], int]:
     """FLOPs charged to each weight (the nodes that read it), and the graph's total: one pass."""
     out: dict[str, int] = {}
     total = 0
+    costs: dict[tuple[str, str], bool] = {}  # per (domain, op): does any declaration cost it
     for node in graph.nodes:
+        key = (node.domain, node.op)
+        has = costs.get(key)
+        if has is None:
+            has = costs[key] = any(r.cost is not None for r in declarations_for(node))
+        if not has:
+            continue  # most ops declare no cost: asking for it was a generator per node
         f = node_flops(node)
         if not f:
             continue

@@ -313,6 +313,10 @@ class ChannelGraph:
         The array is read-only (it may be shared with other axes): a rule combines flags into a copy."""
         if self._released:
             raise RuntimeError("the zero flags were released when the analysis finished")
+        if v is not None and axis >= 0 and v.shape is not None:
+            z = self.zeros.get((v.name, axis))  # the common case: flags set by the producer's rule
+            if z is not None:
+                return z
         k = self.slot(v, axis)
         if k is None:
             return _NO_FLAGS
@@ -419,13 +423,14 @@ class ChannelGraph:
         (index maps, blocks) go to the second call, over the folded elements."""
         keys = list(self.offset)  # allocation order: offsets ascending
         n_slots = len(keys)
-        sizes = np.fromiter((self.size[k] for k in keys), dtype=np.int64, count=n_slots)
-        offsets = np.fromiter((self.offset[k] for k in keys), dtype=np.int64, count=n_slots)
+        # ``slot`` writes both dicts at once, so their values are in the same (key) order.
+        sizes = np.fromiter(self.size.values(), dtype=np.int64, count=n_slots)
+        offsets = np.fromiter(self.offset.values(), dtype=np.int64, count=n_slots)
         order = np.arange(n_slots, dtype=np.int64)
         if self._pairs_a:
             index = dict(zip(keys, range(n_slots)))
-            pa = np.fromiter((index[k] for k in self._pairs_a), dtype=np.int64, count=len(self._pairs_a))
-            pb = np.fromiter((index[k] for k in self._pairs_b), dtype=np.int64, count=len(self._pairs_b))
+            pa = np.fromiter(map(index.__getitem__, self._pairs_a), dtype=np.int64, count=len(self._pairs_a))
+            pb = np.fromiter(map(index.__getitem__, self._pairs_b), dtype=np.int64, count=len(self._pairs_b))
             graph = coo_matrix((np.ones(len(pa), dtype=np.int8), (pa, pb)), shape=(n_slots, n_slots))
             n_cls, cls = connected_components(graph, directed=False)
             first_slot = np.empty(n_cls, dtype=np.int64)

@@ -13,21 +13,21 @@ import numpy as np
 
 from graphcore.channels import ChannelGraph
 from graphcore.ir import Node, Value
-from graphcore.ops import rule_for
+from graphcore.ops.registry import OpRule
 
 __all__ = ["fold_literals", "fold_node"]
 
 
-def fold_node(ctx: ChannelGraph, node: Node) -> None:
-    """Compute the output entries of ``node`` when its tracked inputs allow it."""
-    rule = rule_for(node)
+def fold_node(ctx: ChannelGraph, node: Node, rule: OpRule | None) -> None:
+    """Compute the output entries of ``node`` when its tracked inputs allow it. ``rule``: the node's
+    rule (``rule_for``), which the caller has looked up already."""
     if rule is not None and rule.fold is not None and node.outputs:
         ins = [ctx.get_entries(v, node, i) for i, v in enumerate(node.inputs)]
         out = rule.fold(ctx, node, ins)
         if out is not None:
             ctx.set_entries(node.outputs[0], out, scalar=node.outputs[0].rank == 0)
             return
-    fold_literals(ctx, node)
+    fold_literals(ctx, node, rule)
 
 
 # -- literal folding ----------------------------------------------------------------------------------
@@ -49,9 +49,9 @@ def _literal(ctx: ChannelGraph, v: Value | None) -> np.ndarray | None:
     return np.asarray(v.const)
 
 
-def fold_literals(ctx: ChannelGraph, node: Node) -> None:
-    """Evaluate ``node`` when every operand is a small literal and its op declares a ``literal`` hook."""
-    rule = rule_for(node)
+def fold_literals(ctx: ChannelGraph, node: Node, rule: OpRule | None) -> None:
+    """Evaluate ``node`` (whose rule is ``rule``) when every operand is a small literal and its op
+    declares a ``literal`` hook."""
     if rule is None or rule.literal is None or len(node.outputs) != 1 or node.outputs[0].const is not None:
         return
     if not node.inputs:

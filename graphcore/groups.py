@@ -153,33 +153,45 @@ class PruneAnalysis:
         prunable_zig = np.zeros(self.num_zigs + 1, dtype=bool)
         prunable_zig[self.prunable_zig_ids()] = True
         values = self.graph.values if self.graph is not None else {}
-        per_param: dict[str, dict[int, np.ndarray]] = {}
-        masks: dict[int, np.ndarray] = {}  # axes linked whole share one owner array: one mask each
+        # Axes linked whole share one owner array: each distinct array is counted once, and all of
+        # them in one vectorized pass (a numpy call or three per axis was most of a 100k-node report).
+        per_param: dict[str, dict[int, list[int]]] = {}  # stored name -> axis -> distinct owner arrays
+        slot: dict[int, int] = {}
+        owners: list[np.ndarray] = []
         for (name, axis), owner in self.param_axes.items():
             if not self.trainable.get(name):
                 continue
             v = values.get(name)
             stored = v.alias_of if v is not None and v.alias_of is not None else name
-            uncovered = masks.get(id(owner))
-            if uncovered is None:
-                uncovered = masks[id(owner)] = ~prunable_zig[owner]  # owner -1 hits the sentinel (False)
-            axes = per_param.setdefault(stored, {})
-            axes[axis] = axes[axis] & uncovered if axis in axes else uncovered
+            i = slot.get(id(owner))
+            if i is None:
+                i = slot[id(owner)] = len(owners)
+                owners.append(owner)
+            per_param.setdefault(stored, {}).setdefault(axis, []).append(i)
+        if not owners:
+            return 0
+        sizes = np.fromiter(map(len, owners), dtype=np.int64, count=len(owners))
+        uncovered = ~prunable_zig[np.concatenate(owners)]  # owner -1 hits the sentinel (False)
+        ends = np.cumsum(sizes)
+        uncovered_before = np.concatenate(([0], np.cumsum(uncovered)))
+        counts = (uncovered_before[ends] - uncovered_before[ends - sizes]).tolist()
+        starts = (ends - sizes).tolist()
         total = 0
-        counts: dict[int, int] = {}  # per mask (shared ones counted once; all are alive, ids are unique)
         for name, axes in per_param.items():
             shape = self.param_shapes.get(name, ())
             numel = math.prod(shape) if shape else 1
             left = 1
             for a, d in enumerate(shape):
-                if a in axes:
-                    m = axes[a]
-                    c = counts.get(id(m))
-                    if c is None:
-                        c = counts[id(m)] = int(np.count_nonzero(m))
-                    left *= c
-                else:
+                ids = axes.get(a)
+                if ids is None:
                     left *= d
+                elif len(ids) == 1:
+                    left *= counts[ids[0]]
+                else:  # several reads of one stored weight: an index is left where no read covers it
+                    mask = np.ones(int(sizes[ids[0]]), dtype=bool)
+                    for i in ids:
+                        mask &= uncovered[starts[i] : starts[i] + int(sizes[i])]
+                    left *= int(np.count_nonzero(mask))
             total += numel - left
         return int(total)
 

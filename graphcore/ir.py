@@ -208,12 +208,15 @@ class Graph:
 
     def sort(self) -> None:
         """Put ``nodes`` in a deterministic topological order (stable for already-sorted graphs)."""
-        placed: set[int] = set()
+        placed: set[Node] = set()  # nodes hash by identity (eq=False)
         for n in self.nodes:  # the usual case, a graph already in order, costs one pass
-            producers = (v.producer for v in n.inputs if v is not None)
-            if any(p is not None and id(p) not in placed for p in producers):
-                break
-            placed.add(id(n))
+            for v in n.inputs:
+                if v is not None and v.producer is not None and v.producer not in placed:
+                    break
+            else:
+                placed.add(n)
+                continue
+            break
         else:
             return
         position = {id(n): i for i, n in enumerate(self.nodes)}

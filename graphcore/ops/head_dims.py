@@ -104,11 +104,11 @@ def _activation(v: Value | None, depth: int = 8) -> bool:
 def _product_axis(node: Node, index: int, axis: int, rank: int) -> bool:
     """Is ``axis`` of MatMul operand ``index`` the summed axis, or the right operand's columns, of a
     product of two activations?"""
-    if not all(_activation(node.input(i)) for i in (0, 1)) or rank < 2:
+    if rank < 2 or (axis != rank - 1 and (index == 0 or axis != rank - 2)):
         return False
-    if index == 0:
-        return axis == rank - 1
-    return axis in (rank - 2, rank - 1)
+    # The axis test first and the right operand first: both walks are pure, and a projection's right
+    # operand is a weight, which answers at once (the walk from a split visits every MatMul downstream).
+    return _activation(node.input(1)) and _activation(node.input(0))
 
 
 def _mapped_reshape(x: Value, y: Value, axis: int) -> int | None:

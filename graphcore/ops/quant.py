@@ -101,11 +101,16 @@ def mark_quantized_weights(graph: Graph) -> None:
     slices with it). Reads of one stored tensor that the frontend gives values of their own (``alias_of``)
     count together: the stored tensor has one zero. Called by the ONNX frontend once the graph is built."""
     stored: dict[str, list[Value]] = {}
+    floating: set[str] = set()  # a float weight (a frozen statistic) holds no quantized integers
     for v in graph.params:
-        stored.setdefault(getattr(v, "alias_of", None) or v.name, []).append(v)
-    for uses in stored.values():
-        if any(v.trainable or (v.dtype or "").startswith(_NOT_INTEGER) for v in uses):
-            continue  # a float weight (a frozen statistic) holds no quantized integers
+        key = getattr(v, "alias_of", None) or v.name
+        if v.trainable or (v.dtype or "").startswith(_NOT_INTEGER):
+            floating.add(key)  # most weights: they are never grouped
+        else:
+            stored.setdefault(key, []).append(v)
+    for key, uses in stored.items():
+        if key in floating:
+            continue
         if not any(v.consumers for v in uses):
             continue
         seen: set[ZeroPoint] = set()
