@@ -263,3 +263,44 @@ def test_ir_and_report_match_the_plain_path(name, monkeypatch):
     monkeypatch.setattr(tr, "FAST_SHAPES", False)
     plain = digest(*_model(name))
     assert fast == plain, name
+
+
+class _Args(nn.Module):
+    """Every kind of argument ``_Tracer.create_arg`` answers itself or leaves to torch: proxies in
+    tuples, lists and dicts, plain scalars, a parameter and a buffer read directly, a tensor constant,
+    a named tuple, a dtype, a slice and a non-str dict key."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(4))
+        self.register_buffer("b", torch.ones(4))
+        self.const = torch.arange(4.0)
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x):
+        y = torch.cat([x, x * 2.0], dim=-1)[..., :4] + self.w * self.b + self.const
+        y = torch.stack((y, self.lin(y)), 0).sum(0).to(torch.float32)
+        size = torch.Size([1, 4])
+        y = y.reshape(size) + torch.nn.functional.pad(x, [0, 0], mode="constant", value=None or 0.0)
+        y = y + torch.zeros(4).add(1)
+        return {"y": y, "pair": (y, [x, None, True, "s"]), 3: x}
+
+
+def _fx_program(gm: torch.fx.GraphModule) -> tuple:
+    nodes = [
+        (n.name, n.op, _stable(n.target), _stable(n.args), _stable(n.kwargs), _stable(n.type),
+         _stable(n.meta.get("nn_module_stack")))
+        for n in gm.graph.nodes
+    ]  # fmt: skip
+    attrs = sorted(k for k, _ in gm.named_modules()) + sorted(k for k, _ in gm.named_buffers())
+    return nodes, attrs, sorted(k for k, _ in gm.named_parameters()), type(gm).__name__
+
+
+@pytest.mark.parametrize("name", ["args", "resnet18", "densenet121", "tiny_vit"])
+def test_the_tracer_records_what_torch_fx_records(name):
+    """``frontends.torch_trace.symbolic_trace`` skips torch's type questions only where they all answer
+    no: node for node (targets, arguments, types, module stacks) it builds fx's own program."""
+    make = (lambda: (_Args().eval(), None)) if name == "args" else (lambda: _model(name))
+    ours = _fx_program(tr.symbolic_trace(make()[0]))
+    theirs = _fx_program(torch.fx.symbolic_trace(make()[0]))
+    assert ours == theirs
