@@ -11,8 +11,8 @@ trace is a real forward pass, and on a busy machine the pool's threads wait on e
 (``bench/analysis_speed.peer_time`` says why and how that once inflated a published ratio 20x). The
 ratio is theirs / ours: the target is ≥ 2; *cpu ratio* compares process CPU time (what other load on
 the machine inflates least), *best ratio* the fastest round of each side. Our time is also split into
-its phases: tracing (``frontends.torch_trace.symbolic_trace``: torch.fx's tracer; the traced module's
-Python code is generated only when construct first needs it, see ``TorchMeta.gm``), shape propagation
+its phases: tracing (``frontends.torch_trace.symbolic_trace``: torch.fx's tracer; the traced
+``GraphModule`` is made only when construct first needs it, see ``TorchMeta.gm``), shape propagation
 (the graph run once on meta tensors, most results read from ``frontends.torch_shapes``), IR build,
 analysis.
 

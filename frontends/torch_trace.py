@@ -25,8 +25,9 @@ the training flags are restored afterwards, so the user's module is unchanged.
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,14 +66,43 @@ class Opaque:
 
 @dataclass
 class TraceResult:
-    """An FX graph module plus the runtime description of every node's result."""
+    """An FX graph, the module its targets are read from, and the runtime description of every node's
+    result.
 
-    gm: fx.GraphModule
+    ``root``: for ``symbolic_trace`` the user's module itself (every ``call_module`` / ``get_attr``
+    target is a path in it), for ``torch.export`` the exported ``GraphModule``. No ``GraphModule`` is
+    made for the fx graph while loading: analysis only walks the graph, and copying the module tree
+    into one cost a tenth of DenseNet-121's load; ``graph_module`` makes it when construct asks.
+    """
+
+    root: nn.Module
+    graph: fx.Graph
     meta: dict[fx.Node, Any]
     tracer: str  # "symbolic_trace" or "export"
     shape_source: str  # "meta", "real" or "export"
     inputs: tuple = ()  # the positional inputs the graph's placeholders take, in order
     output_names: list[tuple[str, fx.Node]] | None = None  # each output leaf's pytree path and node
+
+    def graph_module(self) -> Callable[[], fx.GraphModule]:
+        """A maker of the traced program as an ``fx.GraphModule`` (the exported one as it is)."""
+        if isinstance(self.root, fx.GraphModule) and self.root.graph is self.graph:
+            return functools.partial(_same, self.root)
+        return functools.partial(graph_module, self.root, self.graph, type(self.root).__name__)
+
+
+def _same(gm: fx.GraphModule) -> fx.GraphModule:
+    return gm
+
+
+def graph_module(root: nn.Module, graph: fx.Graph, name: str) -> fx.GraphModule:
+    """The ``GraphModule`` ``fx.symbolic_trace`` returns for ``graph`` traced from ``root``, made now.
+
+    Its targets are copied from ``root`` as they are now: the same submodule and tensor objects the
+    trace saw, unless the module tree was re-assigned in between. ``symbolic_trace`` makes it inside
+    ``eval_mode``, so its own training flag is False (the submodules keep theirs)."""
+    gm = fx.GraphModule(root, graph, name)
+    gm.training = False
+    return gm
 
 
 @contextlib.contextmanager
@@ -129,8 +159,8 @@ class _Recorder(fx.Interpreter):
     ``rules``: on meta tensors, take each result ``frontends.torch_shapes`` can build directly from its
     rule instead of running the op's (often Python-decomposed, millisecond) meta kernel."""
 
-    def __init__(self, gm: fx.GraphModule, rules: bool = False) -> None:
-        super().__init__(gm, garbage_collect_values=True)
+    def __init__(self, root: nn.Module, graph: fx.Graph | None = None, rules: bool = False) -> None:
+        super().__init__(root, garbage_collect_values=True, graph=graph)
         self.meta: dict[fx.Node, Any] = {}
         self.rules = rules
         self.swap: _MetaSwap | None = None
@@ -198,10 +228,11 @@ class _MetaSwap:
     def tensor(self, owner: Any, name: str) -> None:
         if not isinstance(owner, nn.Module):
             return
-        tables: tuple[dict[str, Any], ...] = (owner._parameters, owner._buffers)
+        # a tensor constant ``symbolic_trace`` stored (``_tensor_constant0``) is a plain attribute
+        tables: tuple[dict[str, Any], ...] = (owner._parameters, owner._buffers, owner.__dict__)
         for table in tables:
             t = table.get(name)
-            if t is None or t.device.type == "meta":
+            if not isinstance(t, torch.Tensor) or t.device.type == "meta":
                 continue
             m = self.fresh.get(id(t))
             if m is None:
@@ -235,24 +266,27 @@ def _to_meta(x: Any) -> Any:
     return x
 
 
-def _record_meta(gm: fx.GraphModule, inputs: tuple) -> dict[fx.Node, Any]:
+def _record_meta(root: nn.Module, inputs: tuple, graph: fx.Graph | None = None) -> dict[fx.Node, Any]:
     """Every node's result on meta tensors: the fast run (rules, tensors swapped as read) first; if
     it fails, the plain run (every op through its kernel, every tensor swapped up front), so whatever
     the plain run records on meta, this does too (a module reading weights outside its own subtree
     meets them swapped there)."""
     if FAST_SHAPES:
         try:
-            return _run_meta(gm, inputs, fast=True)
+            return _run_meta(root, inputs, fast=True, graph=graph)
         except Exception:  # the plain run decides, and raises what it raises
             pass
-    return _run_meta(gm, inputs, fast=False)
+    return _run_meta(root, inputs, fast=False, graph=graph)
 
 
-def _run_meta(gm: fx.GraphModule, inputs: tuple, fast: bool) -> dict[fx.Node, Any]:
-    rec = _Recorder(gm, rules=fast)
+def _run_meta(
+    root: nn.Module, inputs: tuple, fast: bool, graph: fx.Graph | None = None
+) -> dict[fx.Node, Any]:
+    """One meta run of ``graph`` (default: ``root.graph``, ``root`` a ``GraphModule``) over ``root``."""
+    rec = _Recorder(root, graph, rules=fast)
     rec.swap = _MetaSwap()
     if not fast:
-        rec.swap.module(gm)  # the plain path: every tensor up front
+        rec.swap.module(root)  # the plain path: every tensor up front
     try:
         with torch.no_grad():
             rec.run(*_to_meta(inputs))
@@ -261,8 +295,8 @@ def _run_meta(gm: fx.GraphModule, inputs: tuple, fast: bool) -> dict[fx.Node, An
     return rec.meta
 
 
-def _record_real(gm: fx.GraphModule, inputs: tuple) -> dict[fx.Node, Any]:
-    rec = _Recorder(gm)
+def _record_real(root: nn.Module, inputs: tuple, graph: fx.Graph | None = None) -> dict[fx.Node, Any]:
+    rec = _Recorder(root, graph)
     with torch.no_grad():
         rec.run(*inputs)
     return rec.meta
@@ -340,8 +374,8 @@ def _named_leaves(structure: Any) -> list[tuple[str, fx.Node]]:
     return [(_leaf_name(path), leaf) for path, leaf in leaves if isinstance(leaf, fx.Node)]
 
 
-def _output_node(gm: fx.GraphModule) -> fx.Node:
-    return next(n for n in reversed(gm.graph.nodes) if n.op == "output")
+def _output_node(graph: fx.Graph) -> fx.Node:
+    return next(n for n in reversed(graph.nodes) if n.op == "output")
 
 
 _PLAIN_ARGS = frozenset({int, float, bool, str, type(None)})
@@ -373,47 +407,27 @@ class _Tracer(fx.Tracer):
         return super().create_arg(a)
 
 
-def symbolic_trace(module: nn.Module) -> fx.GraphModule:
-    """``torch.fx.symbolic_trace(module)`` through ``_Tracer``: the same tracer otherwise, the same
-    ``GraphModule`` (deferred code generation where torch has it, see ``_deferred_codegen``)."""
-    tracer = _Tracer()
-    graph = tracer.trace(module)
-    with _deferred_codegen():
-        return _graph_module(tracer.root, graph, type(module).__name__)
-
-
-def _graph_module(root: nn.Module, graph: fx.Graph, name: str) -> fx.GraphModule:
-    """The ``GraphModule`` class ``symbolic_trace`` makes (a lazy one inside ``_deferred_codegen``)."""
-    try:
-        from torch.fx._lazy_graph_module import _make_graph_module
-    except ImportError:
-        return fx.GraphModule(root, graph, name)
-    return _make_graph_module(root, graph, name)
-
-
-def _deferred_codegen() -> contextlib.AbstractContextManager:
-    """``symbolic_trace`` makes a ``GraphModule`` whose Python code is generated on first use (see
-    ``TorchMeta.gm``); a torch without that option makes the plain one."""
-    try:
-        from torch.fx._lazy_graph_module import _use_lazy_graph_module
-    except ImportError:
-        return contextlib.nullcontext()
-    return _use_lazy_graph_module(True)
+def symbolic_trace(module: nn.Module) -> fx.Graph:
+    """The graph ``torch.fx.symbolic_trace(module)`` records, through ``_Tracer``; its targets are paths
+    in ``module`` (``graph_module`` makes the ``GraphModule`` when one is needed)."""
+    return _Tracer().trace(module)
 
 
 def _trace_fx(module: nn.Module, inputs: tuple, kwargs: Mapping[str, Any]) -> TraceResult | Exception:
     """``symbolic_trace`` and the shape of every node, or the exception that stopped either."""
     try:
         args = positional(module, inputs, kwargs)
-        gm = symbolic_trace(module)
-        names = _named_leaves(_output_node(gm).args[0])
+        graph = symbolic_trace(module)
+        names = _named_leaves(_output_node(graph).args[0])
     except Exception as exc:  # any tracer failure moves on to the next tracer
         return exc
     try:
-        return TraceResult(gm, _record_meta(gm, args), "symbolic_trace", "meta", args, names)
+        meta = _record_meta(module, args, graph)
+        return TraceResult(module, graph, meta, "symbolic_trace", "meta", args, names)
     except Exception:  # ops without meta kernels: one real forward instead
         try:
-            return TraceResult(gm, _record_real(gm, args), "symbolic_trace", "real", args, names)
+            meta = _record_real(module, args, graph)
+            return TraceResult(module, graph, meta, "symbolic_trace", "real", args, names)
         except Exception as exc:
             return exc
 
@@ -434,14 +448,14 @@ def _trace_export(module: nn.Module, inputs: tuple, kwargs: Mapping[str, Any]) -
     for n, x in zip(placeholders, flat):
         if meta.get(n) is None:
             meta[n] = describe(x)
-    out = _output_node(gm).args[0]
+    out = _output_node(gm.graph).args[0]
     names: list[tuple[str, fx.Node]] | None = None
     spec = ep.call_spec.out_spec
     if spec is not None and isinstance(out, tuple | list) and spec.num_leaves == len(out):
         # the exported graph returns the flat leaves; the spec knows the paths of the original structure
         paths = [_leaf_name(p) for p, _ in pytree.tree_flatten_with_path(spec.unflatten(list(out)))[0]]
         names = [(nm, x) for nm, x in zip(paths, out) if isinstance(x, fx.Node)]
-    return TraceResult(gm, meta, "export", "export", tuple(flat), names)
+    return TraceResult(gm, gm.graph, meta, "export", "export", tuple(flat), names)
 
 
 def _get_attr(root: nn.Module, target: str) -> Any:

@@ -227,12 +227,16 @@ def test_the_module_keeps_its_tensors(monkeypatch):
     model = Rules().eval()
     before = {k: v for k, v in [*model.named_parameters(), *model.named_buffers()]}
     load_torch(model, _rules_inputs())
+    consts = {k: v for k, v in vars(model).items() if isinstance(v, torch.Tensor)}  # stored by the trace
     monkeypatch.setattr(tr, "_Recorder", _FailingRecorder)
     with pytest.raises(Exception):  # noqa: B017  (whatever the tracer reports)
         tr._record_meta(torch.fx.symbolic_trace(model), _rules_inputs())
+    with pytest.raises(Exception):  # noqa: B017  (the graph over the module itself, as loading runs it)
+        tr._record_meta(model, _rules_inputs(), tr.symbolic_trace(model))
     after = {k: v for k, v in [*model.named_parameters(), *model.named_buffers()]}
     assert after.keys() == before.keys()
     assert all(after[k] is before[k] and after[k].device.type == "cpu" for k in before)
+    assert consts and all(vars(model)[k] is t and t.device.type == "cpu" for k, t in consts.items())
 
 
 class _FailingRecorder(tr._Recorder):
@@ -286,21 +290,37 @@ class _Args(nn.Module):
         return {"y": y, "pair": (y, [x, None, True, "s"]), 3: x}
 
 
-def _fx_program(gm: torch.fx.GraphModule) -> tuple:
+def _fx_program(gm: torch.fx.GraphModule, model: nn.Module) -> tuple:
+    """What a traced program is: its nodes, its code, and where in ``model`` each tensor and
+    submodule it holds comes from (a path, as two models' objects differ)."""
+    where = {id(t): k for k, t in vars(model).items() if isinstance(t, torch.Tensor)}
+    for named in (model.named_modules, model.named_parameters, model.named_buffers):
+        where.update({id(t): k for k, t in named(remove_duplicate=False)})  # type: ignore[operator]
     nodes = [
         (n.name, n.op, _stable(n.target), _stable(n.args), _stable(n.kwargs), _stable(n.type),
          _stable(n.meta.get("nn_module_stack")))
         for n in gm.graph.nodes
     ]  # fmt: skip
-    attrs = sorted(k for k, _ in gm.named_modules()) + sorted(k for k, _ in gm.named_buffers())
-    return nodes, attrs, sorted(k for k, _ in gm.named_parameters()), type(gm).__name__
+    held = [*gm.named_parameters(), *gm.named_buffers()]
+    tensors = [(k, type(t).__name__, where.get(id(t))) for k, t in held]
+    owners = [k.rpartition(".") for k, _ in gm.named_buffers()]
+    persistent = [
+        name not in gm.get_submodule(owner)._non_persistent_buffers_set for owner, _, name in owners
+    ]
+    modules = [(k, where.get(id(m))) for k, m in gm.named_modules()]
+    return nodes, gm.code, tensors, persistent, modules, type(gm).__name__
 
 
 @pytest.mark.parametrize("name", ["args", "resnet18", "densenet121", "tiny_vit"])
 def test_the_tracer_records_what_torch_fx_records(name):
     """``frontends.torch_trace.symbolic_trace`` skips torch's type questions only where they all answer
-    no: node for node (targets, arguments, types, module stacks) it builds fx's own program."""
-    make = (lambda: (_Args().eval(), None)) if name == "args" else (lambda: _model(name))
-    ours = _fx_program(tr.symbolic_trace(make()[0]))
-    theirs = _fx_program(torch.fx.symbolic_trace(make()[0]))
-    assert ours == theirs
+    no, and its ``GraphModule`` is made only when asked for (``graph_module``): node for node (targets,
+    arguments, types, module stacks), in its code and in the objects it holds it is fx's own program."""
+    model = _Args().eval() if name == "args" else _model(name)[0]
+    theirs = _fx_program(torch.fx.symbolic_trace(model), model)
+    model = _Args().eval() if name == "args" else _model(name)[0]  # a fresh one: constants are stored on it
+    graph = tr.symbolic_trace(model)
+    model.train()  # made later, under another flag: the GraphModule keeps the one the trace ran under
+    ours = tr.graph_module(model, graph, type(model).__name__)
+    assert _fx_program(ours, model) == theirs
+    assert ours.training is False and model.training
