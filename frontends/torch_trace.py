@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 import torch.fx as fx
+import torch.fx.traceback as fx_traceback
 import torch.utils._pytree as pytree
 from torch import nn
 
@@ -405,6 +406,56 @@ class _Tracer(fx.Tracer):
         if t is dict and all(type(k) is str for k in a):
             return {k: self.create_arg(v) for k, v in a.items()}
         return super().create_arg(a)
+
+    def create_node(self, kind: str, target: Any, args: Any, kwargs: Any, *rest: Any, **kw: Any) -> fx.Node:
+        """Torch's node, whose ``nn_module_stack`` (the module calls it sits in) is copied with
+        ``OrderedDict.copy`` instead of ``copy.copy``: the same dict, 15 µs less per node (``copy.copy``
+        takes the generic pickle-protocol path for an ``OrderedDict``)."""
+        stack = self.module_stack
+        if not stack or fx_traceback.has_preserved_node_meta():
+            return super().create_node(kind, target, args, kwargs, *rest, **kw)
+        self.module_stack = type(stack)()  # empty: torch leaves the key to us
+        try:
+            node = super().create_node(kind, target, args, kwargs, *rest, **kw)
+        finally:
+            self.module_stack = stack
+        node.meta["nn_module_stack"] = stack.copy()
+        return node
+
+    def call_module(self, m: nn.Module, forward: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+        """Torch's ``Tracer.call_module`` (the scope and module stack every node records, a leaf module
+        as one ``call_module`` node) with the scope set and restored in place: torch's
+        ``ScopeContextManager`` keeps a ``copy.copy`` of it, 10 µs per module call. A torch whose
+        tracer has no per-module call count gets its own method."""
+        if not isinstance(getattr(self, "num_calls", None), dict):
+            return super().call_module(m, forward, args, kwargs)
+        path = self.path_of_module(m)
+        scope = self.scope
+        before = scope.module_path, scope.module_type
+        scope.module_path, scope.module_type = path, type(m)
+        try:
+            calls = self.num_calls.get(path, 0)
+            key = f"{path}@{calls}" if calls > 0 else path
+            self.module_stack[key] = (path, type(m))
+            self.num_calls[path] = calls + 1
+            if not self.is_leaf_module(m, path):
+                out = forward(*args, **kwargs)
+            else:
+                out = self.create_proxy("call_module", path, args, kwargs)
+            popped, _ = self.module_stack.popitem(last=True)
+            if popped != key:
+                raise AssertionError(f"Unexpected key {popped}, expected {key}")
+        finally:
+            scope.module_path, scope.module_type = before
+        return out
+
+    def getattr(self, attr: str, attr_val: Any, parameter_proxy_cache: dict[str, Any]) -> Any:
+        """A submodule read in ``forward`` (``self.conv1``) is returned as it is, as torch does after
+        asking whether it is a ``Parameter`` (a Python ``__instancecheck__``) or a tensor: a module is
+        neither."""
+        if isinstance(attr_val, nn.Module):
+            return attr_val
+        return super().getattr(attr, attr_val, parameter_proxy_cache)
 
 
 def symbolic_trace(module: nn.Module) -> fx.Graph:

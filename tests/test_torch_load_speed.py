@@ -311,12 +311,12 @@ def _fx_program(gm: torch.fx.GraphModule, model: nn.Module) -> tuple:
     return nodes, gm.code, tensors, persistent, modules, type(gm).__name__
 
 
-@pytest.mark.parametrize("name", ["args", "resnet18", "densenet121", "tiny_vit"])
+@pytest.mark.parametrize("name", ["args", "rules", "resnet18", "densenet121", "tiny_vit"])
 def test_the_tracer_records_what_torch_fx_records(name):
     """``frontends.torch_trace.symbolic_trace`` skips torch's type questions only where they all answer
     no, and its ``GraphModule`` is made only when asked for (``graph_module``): node for node (targets,
     arguments, types, module stacks), in its code and in the objects it holds it is fx's own program."""
-    model = _Args().eval() if name == "args" else _model(name)[0]
+    model = _Args().eval() if name == "args" else _model(name)[0]  # rules: one module called twice
     theirs = _fx_program(torch.fx.symbolic_trace(model), model)
     model = _Args().eval() if name == "args" else _model(name)[0]  # a fresh one: constants are stored on it
     graph = tr.symbolic_trace(model)
