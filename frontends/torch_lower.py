@@ -24,7 +24,7 @@ import torch.fx as fx
 from torch import nn
 
 from frontends.torch_meta import LitSite, TorchMeta
-from frontends.torch_trace import SizeMeta, TensorMeta, TraceResult
+from frontends.torch_trace import SizeMeta, TensorMeta, TraceResult, dtype_name
 from graphcore.ir import Graph, Node, Value
 
 __all__ = [
@@ -168,8 +168,8 @@ class Builder:
             const = t.detach().cpu().numpy().astype(np.int64)
         return self.graph.value(
             name,
-            shape=tuple(int(d) for d in t.shape),
-            dtype=str(t.dtype).replace("torch.", ""),
+            shape=tuple(map(int, t.shape)),
+            dtype=dtype_name(t.dtype),
             is_param=True,
             trainable=trainable,
             const=const,

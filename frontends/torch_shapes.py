@@ -321,10 +321,12 @@ def _cat(target: Any, args: tuple, kwargs: dict) -> Any:
         return None
     dim %= rank
     total = 0
+    dtype, head, tail = first.dtype, first.shape[:dim], first.shape[dim + 1 :]
     for x in xs:
-        if x.dtype != first.dtype or x.dim() != rank or x.numel() == 0 or not x.is_contiguous():
+        if x.dtype != dtype or x.dim() != rank or x.numel() == 0 or not x.is_contiguous():
             return None
-        if any(x.shape[i] != first.shape[i] for i in range(rank) if i != dim):
+        shape = x.shape
+        if shape[:dim] != head or shape[dim + 1 :] != tail:  # every axis but ``dim`` agrees
             return None
-        total += x.shape[dim]
-    return _empty((*first.shape[:dim], total, *first.shape[dim + 1 :]), first)
+        total += shape[dim]
+    return _empty((*head, total, *tail), first)

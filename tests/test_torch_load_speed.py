@@ -280,10 +280,12 @@ class _Args(nn.Module):
         self.register_buffer("b", torch.ones(4))
         self.const = torch.arange(4.0)
         self.lin = nn.Linear(4, 4)
+        self.mixedCase = nn.ReLU()  # a target whose node name is snake-cased
 
     def forward(self, x):
         y = torch.cat([x, x * 2.0], dim=-1)[..., :4] + self.w * self.b + self.const
-        y = torch.stack((y, self.lin(y)), 0).sum(0).to(torch.float32)
+        y = torch.stack((y, self.mixedCase(self.lin(y))), 0).sum(0).to(torch.float32)
+        y = torch.add(y, torch.cat((y, y), 0)[:1], alpha=2)  # a torch function with keyword arguments
         size = torch.Size([1, 4])
         y = y.reshape(size) + torch.nn.functional.pad(x, [0, 0], mode="constant", value=None or 0.0)
         y = y + torch.zeros(4).add(1)
