@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 import torch.nn.modules.module as module_hooks
 from torch import nn
 
@@ -149,14 +150,41 @@ def _batch_norm(mod: Any, args: tuple, kwargs: dict) -> Any:
 
 @_modules(nn.LayerNorm)
 def _layer_norm(mod: Any, args: tuple, kwargs: dict) -> Any:
-    x = _only_input(args, kwargs)
-    if x is None or not x.is_floating_point() or not _same_dtype(x, mod.weight, mod.bias):
+    """Layer norm over the trailing ``normalized_shape``: the input's shape, laid out contiguously
+    whatever the input's layout (the kernel normalizes ``input.contiguous()``; a permuted input, as
+    ConvNeXt's channels-last blocks give it, is common)."""
+    if kwargs or len(args) != 1 or not _is_meta(args[0]):
         return None
-    norm = tuple(mod.normalized_shape)
+    return _layer_norm_result(args[0], tuple(mod.normalized_shape), mod.weight, mod.bias)
+
+
+_LN_ARGS = ("input", "normalized_shape", "weight", "bias", "eps")
+
+
+@_functions(F.layer_norm)
+def _layer_norm_fn(target: Any, args: tuple, kwargs: dict) -> Any:
+    """``F.layer_norm`` (torchvision's ``LayerNorm2d`` calls it on a permuted input): as the module."""
+    if len(args) > len(_LN_ARGS) or any(k not in _LN_ARGS[len(args) :] for k in kwargs):
+        return None
+    bound = {"weight": None, "bias": None, "eps": 1e-5, **dict(zip(_LN_ARGS, args)), **kwargs}
+    x, norm, eps = bound.get("input"), bound.get("normalized_shape"), bound["eps"]
+    if not _is_meta(x) or not isinstance(norm, list | tuple) or not all(type(d) is int for d in norm):
+        return None
+    if isinstance(eps, bool) or not isinstance(eps, int | float):
+        return None
+    w, b = bound["weight"], bound["bias"]
+    if any(t is not None and not _is_meta(t) for t in (w, b)):
+        return None
+    return _layer_norm_result(x, tuple(norm), w, b)
+
+
+def _layer_norm_result(x: torch.Tensor, norm: tuple, w: Any, b: Any) -> Any:
+    if not x.is_floating_point() or not _same_dtype(x, w, b):
+        return None
     k = len(norm)
-    if k == 0 or x.dim() < k or tuple(x.shape[-k:]) != norm:
+    if k == 0 or x.dim() < k or tuple(x.shape[-k:]) != norm or x.numel() == 0:
         return None
-    if any(t is not None and tuple(t.shape) != norm for t in (mod.weight, mod.bias)):
+    if any(t is not None and tuple(t.shape) != norm for t in (w, b)):
         return None
     return _empty(x.shape, x)
 

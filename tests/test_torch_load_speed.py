@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import frontends.torch_shapes as shapes
@@ -136,6 +137,7 @@ class Rules(nn.Module):
         self.bn_batch = nn.BatchNorm2d(8, track_running_stats=False)
         self.gn = nn.GroupNorm(2, 8)
         self.ln = nn.LayerNorm([4, 8])
+        self.ln_c = nn.LayerNorm(4)  # on a permuted (non-contiguous) input, as ConvNeXt's blocks
         self.lin = nn.Linear(8, 5)
         self.mha = nn.MultiheadAttention(8, 2, batch_first=True)
         self.mha_seq = nn.MultiheadAttention(8, 2, kdim=6, vdim=4)
@@ -162,7 +164,10 @@ class Rules(nn.Module):
         s = self.lin(att) * 2 - self.lin(tok) / 3  # on a transposed result, then a contiguous one
         s = s.sum(1, keepdim=True) + s + torch.ones(5) + (y1[:, :1, :5] * 2)[:, :, :1].transpose(1, 2)
         ints = torch.arange(5) + 1
-        return y2, y3, z, s, ints, w
+        tt = t.transpose(1, 2)  # (2, 8, 4), not contiguous
+        ln = self.ln_c(tt) + F.layer_norm(tt, (4,), self.ln_c.weight, bias=self.ln_c.bias, eps=1e-6)
+        ln = ln + F.layer_norm(y2.permute(0, 2, 3, 1), [4, 8]).sum()  # no affine, two axes
+        return y2, y3, z, s, ints, w, ln
 
 
 def _rules_inputs() -> tuple:
