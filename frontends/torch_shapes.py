@@ -167,7 +167,8 @@ def _layer_norm_fn(target: Any, args: tuple, kwargs: dict) -> Any:
     if len(args) > len(_LN_ARGS) or any(k not in _LN_ARGS[len(args) :] for k in kwargs):
         return None
     bound = {"weight": None, "bias": None, "eps": 1e-5, **dict(zip(_LN_ARGS, args)), **kwargs}
-    x, norm, eps = bound.get("input"), bound.get("normalized_shape"), bound["eps"]
+    x: Any = bound.get("input")
+    norm, eps = bound.get("normalized_shape"), bound["eps"]
     if not _is_meta(x) or not isinstance(norm, list | tuple) or not all(type(d) is int for d in norm):
         return None
     if isinstance(eps, bool) or not isinstance(eps, int | float):
@@ -213,6 +214,38 @@ def _linear(mod: Any, args: tuple, kwargs: dict) -> Any:
     if mod.bias is not None and tuple(mod.bias.shape) != (w.shape[0],):
         return None
     return _empty((*x.shape[:-1], w.shape[0]), x)
+
+
+@_modules(nn.AdaptiveAvgPool2d)
+def _adaptive_avg_pool2d(mod: Any, args: tuple, kwargs: dict) -> Any:
+    """Average pooling to a fixed spatial size (squeeze-excitation blocks, classifier heads: a
+    Python-decomposed kernel of 2 ms): ``(N, C, *output_size)``, None keeping the input's size."""
+    return _pooled(_only_input(args, kwargs), mod.output_size)
+
+
+@_functions(F.adaptive_avg_pool2d)
+def _adaptive_avg_pool2d_fn(target: Any, args: tuple, kwargs: dict) -> Any:
+    bound = {**dict(zip(("input", "output_size"), args)), **kwargs}
+    if len(args) > 2 or len(bound) != 2 or any(k not in ("input", "output_size") for k in bound):
+        return None
+    x = bound["input"]
+    return _pooled(x if _is_meta(x) and x.is_contiguous() else None, bound["output_size"])
+
+
+def _pooled(x: torch.Tensor | None, size: Any) -> Any:
+    """A contiguous, non-empty batched floating input (its result is contiguous too) pooled to ``size``."""
+    if x is None or not x.is_floating_point() or x.dim() != 4 or any(d <= 0 for d in x.shape):
+        return None
+    sizes = (size, size) if isinstance(size, int) else size
+    if not isinstance(sizes, list | tuple) or len(sizes) != 2:
+        return None
+    out = []
+    for s, d in zip(sizes, x.shape[2:]):
+        s = d if s is None else s
+        if isinstance(s, bool) or not isinstance(s, int) or s <= 0:
+            return None
+        out.append(s)
+    return _empty((x.shape[0], x.shape[1], *out), x)
 
 
 _CONV_DIMS = {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3}

@@ -138,6 +138,7 @@ class Rules(nn.Module):
         self.gn = nn.GroupNorm(2, 8)
         self.ln = nn.LayerNorm([4, 8])
         self.ln_c = nn.LayerNorm(4)  # on a permuted (non-contiguous) input, as ConvNeXt's blocks
+        self.pools = nn.ModuleList([nn.AdaptiveAvgPool2d(1), nn.AdaptiveAvgPool2d((None, 3))])
         self.lin = nn.Linear(8, 5)
         self.mha = nn.MultiheadAttention(8, 2, batch_first=True)
         self.mha_seq = nn.MultiheadAttention(8, 2, kdim=6, vdim=4)
@@ -167,7 +168,10 @@ class Rules(nn.Module):
         tt = t.transpose(1, 2)  # (2, 8, 4), not contiguous
         ln = self.ln_c(tt) + F.layer_norm(tt, (4,), self.ln_c.weight, bias=self.ln_c.bias, eps=1e-6)
         ln = ln + F.layer_norm(y2.permute(0, 2, 3, 1), [4, 8]).sum()  # no affine, two axes
-        return y2, y3, z, s, ints, w, ln
+        pooled = [p(y2) for p in self.pools]
+        pooled += [F.adaptive_avg_pool2d(y2, (2, 1)), F.adaptive_avg_pool2d(y2, 2)]
+        pooled.append(F.adaptive_avg_pool2d(y2.transpose(2, 3), [1, None]))  # not contiguous: the kernel
+        return y2, y3, z, s, ints, w, ln, pooled
 
 
 def _rules_inputs() -> tuple:
