@@ -110,8 +110,7 @@ def load_torch(
     if not inputs and not kwargs:
         raise ModelLoadError(f"{type(module).__name__}: a torch model needs example inputs")
     tr = trace(module, inputs, kwargs=kwargs, allow_export=allow_export)
-    root = module if tr.tracer == "symbolic_trace" else tr.gm
-    builder = Builder(tr, name=type(module).__name__, root=root)
+    builder = Builder(tr, name=type(module).__name__, root=tr.root)
     graph = builder.build()
     graph.meta["source"] = f"torch:{type(module).__module__}.{type(module).__qualname__}"
     graph.meta["tracer"] = tr.tracer

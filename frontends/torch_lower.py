@@ -24,7 +24,7 @@ import torch.fx as fx
 from torch import nn
 
 from frontends.torch_meta import LitSite, TorchMeta
-from frontends.torch_trace import SizeMeta, TensorMeta, TraceResult
+from frontends.torch_trace import SizeMeta, TensorMeta, TraceResult, dtype_name
 from graphcore.ir import Graph, Node, Value
 
 __all__ = [
@@ -111,10 +111,11 @@ class Builder:
     """Walks the FX graph once; handlers call back into it to emit IR."""
 
     def __init__(self, tr: TraceResult, name: str, root: nn.Module | None = None) -> None:
-        self.gm = tr.gm
+        self.gm = tr.root  # the module the FX targets are paths in (see ``TraceResult``)
+        self.fx_graph = tr.graph
         self.meta = tr.meta
         self.graph = Graph(name=name, fmt="torch")
-        self.tm = TorchMeta(tr.gm, tr.tracer, tr.shape_source)
+        self.tm = TorchMeta(tr.graph_module(), tr.tracer, tr.shape_source)
         self.graph.meta["torch"] = self.tm
         self.env: dict[fx.Node, Any] = {}
         self.concrete: dict[str, Any] = {}
@@ -123,7 +124,7 @@ class Builder:
         self._tmp_count: dict[str, int] = {}
         self.canon: dict[int, str] = {}
         self._mods: dict[str, nn.Module] | None = None
-        self._index_tensors(root if root is not None else tr.gm)
+        self._index_tensors(root if root is not None else tr.root)
         self.current: fx.Node | None = None
 
     # -- parameters ---------------------------------------------------------------------------
@@ -131,6 +132,8 @@ class Builder:
         """The canonical FQN of every parameter and buffer, in ``named_parameters`` then
         ``named_buffers`` order (``remove_duplicate=False``), from one walk of the module tree."""
         mods = list(root.named_modules(remove_duplicate=False))
+        if root is self.gm:  # the walk ``submodule`` would make
+            self._mods = dict(mods)
         for attr, kind in (("_parameters", "parameter"), ("_buffers", "buffer")):
             for prefix, mod in mods:
                 for name, t in getattr(mod, attr).items():
@@ -165,8 +168,8 @@ class Builder:
             const = t.detach().cpu().numpy().astype(np.int64)
         return self.graph.value(
             name,
-            shape=tuple(int(d) for d in t.shape),
-            dtype=str(t.dtype).replace("torch.", ""),
+            shape=tuple(map(int, t.shape)),
+            dtype=dtype_name(t.dtype),
             is_param=True,
             trainable=trainable,
             const=const,
@@ -416,7 +419,7 @@ class Builder:
 
     # -- the walk -------------------------------------------------------------------------------
     def build(self) -> Graph:
-        for n in self.gm.graph.nodes:
+        for n in self.fx_graph.nodes:
             self.current = n
             if n.op == "placeholder":
                 self.env[n] = self._placeholder(n)

@@ -9,6 +9,7 @@ each other, so either side's internals can change freely. A torch graph carries 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch.fx as fx
@@ -45,13 +46,14 @@ class TorchMeta:
     FQN of a tied parameter → the FQN it appears under in the IR. ``tensor_kind``: FQN → ``parameter``,
     ``buffer`` or ``constant``.
 
-    ``traced``: the traced module as the tracer left it; read it as ``gm``. The frontend traces into a
-    ``GraphModule`` whose Python code is generated on first use (torch's ``_LazyGraphModule``: that
-    code generation was a third of the trace time, and analysis never runs the module); ``gm`` turns
-    it into a plain ``GraphModule`` once, over the same FX graph and the same submodules and tensors.
+    ``traced``: the traced program, or a function that makes it; read it as ``gm``. Loading never makes
+    the ``GraphModule`` of an ``fx.symbolic_trace`` graph (copying the module tree into it cost a tenth
+    of DenseNet-121's load, generating its Python code more, and analysis never runs the module):
+    ``gm`` makes it on first use, over the FX graph and the submodules and tensors of the traced
+    module, and keeps it.
     """
 
-    traced: fx.GraphModule
+    traced: fx.GraphModule | Callable[[], fx.GraphModule]
     tracer: str
     shape_source: str
     sites: dict[str, list[LitSite | None]] = field(default_factory=dict)
@@ -64,17 +66,7 @@ class TorchMeta:
 
     @property
     def gm(self) -> fx.GraphModule:
-        """The traced program as a plain ``fx.GraphModule`` (its code generated now if it was deferred)."""
-        if _is_lazy(self.traced):
-            # copies every target from the lazy module (the objects it holds since the trace, tensors
-            # that are not parameters as buffers of the same persistence) and generates the code once
-            self.traced = fx.GraphModule(self.traced, self.traced.graph, type(self.traced).__name__)
+        """The traced program as an ``fx.GraphModule`` (made now if loading deferred it)."""
+        if not isinstance(self.traced, fx.GraphModule):
+            self.traced = self.traced()
         return self.traced
-
-
-def _is_lazy(gm: fx.GraphModule) -> bool:
-    try:
-        from torch.fx._lazy_graph_module import _LazyGraphModule
-    except ImportError:  # a torch without deferred code generation never makes one
-        return False
-    return isinstance(gm, _LazyGraphModule)

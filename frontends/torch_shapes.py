@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 import torch.nn.modules.module as module_hooks
 from torch import nn
 
@@ -149,14 +150,42 @@ def _batch_norm(mod: Any, args: tuple, kwargs: dict) -> Any:
 
 @_modules(nn.LayerNorm)
 def _layer_norm(mod: Any, args: tuple, kwargs: dict) -> Any:
-    x = _only_input(args, kwargs)
-    if x is None or not x.is_floating_point() or not _same_dtype(x, mod.weight, mod.bias):
+    """Layer norm over the trailing ``normalized_shape``: the input's shape, laid out contiguously
+    whatever the input's layout (the kernel normalizes ``input.contiguous()``; a permuted input, as
+    ConvNeXt's channels-last blocks give it, is common)."""
+    if kwargs or len(args) != 1 or not _is_meta(args[0]):
         return None
-    norm = tuple(mod.normalized_shape)
+    return _layer_norm_result(args[0], tuple(mod.normalized_shape), mod.weight, mod.bias)
+
+
+_LN_ARGS = ("input", "normalized_shape", "weight", "bias", "eps")
+
+
+@_functions(F.layer_norm)
+def _layer_norm_fn(target: Any, args: tuple, kwargs: dict) -> Any:
+    """``F.layer_norm`` (torchvision's ``LayerNorm2d`` calls it on a permuted input): as the module."""
+    if len(args) > len(_LN_ARGS) or any(k not in _LN_ARGS[len(args) :] for k in kwargs):
+        return None
+    bound = {"weight": None, "bias": None, "eps": 1e-5, **dict(zip(_LN_ARGS, args)), **kwargs}
+    x: Any = bound.get("input")
+    norm, eps = bound.get("normalized_shape"), bound["eps"]
+    if not _is_meta(x) or not isinstance(norm, list | tuple) or not all(type(d) is int for d in norm):
+        return None
+    if isinstance(eps, bool) or not isinstance(eps, int | float):
+        return None
+    w, b = bound["weight"], bound["bias"]
+    if any(t is not None and not _is_meta(t) for t in (w, b)):
+        return None
+    return _layer_norm_result(x, tuple(norm), w, b)
+
+
+def _layer_norm_result(x: torch.Tensor, norm: tuple, w: Any, b: Any) -> Any:
+    if not x.is_floating_point() or not _same_dtype(x, w, b):
+        return None
     k = len(norm)
-    if k == 0 or x.dim() < k or tuple(x.shape[-k:]) != norm:
+    if k == 0 or x.dim() < k or tuple(x.shape[-k:]) != norm or x.numel() == 0:
         return None
-    if any(t is not None and tuple(t.shape) != norm for t in (mod.weight, mod.bias)):
+    if any(t is not None and tuple(t.shape) != norm for t in (w, b)):
         return None
     return _empty(x.shape, x)
 
@@ -185,6 +214,38 @@ def _linear(mod: Any, args: tuple, kwargs: dict) -> Any:
     if mod.bias is not None and tuple(mod.bias.shape) != (w.shape[0],):
         return None
     return _empty((*x.shape[:-1], w.shape[0]), x)
+
+
+@_modules(nn.AdaptiveAvgPool2d)
+def _adaptive_avg_pool2d(mod: Any, args: tuple, kwargs: dict) -> Any:
+    """Average pooling to a fixed spatial size (squeeze-excitation blocks, classifier heads: a
+    Python-decomposed kernel of 2 ms): ``(N, C, *output_size)``, None keeping the input's size."""
+    return _pooled(_only_input(args, kwargs), mod.output_size)
+
+
+@_functions(F.adaptive_avg_pool2d)
+def _adaptive_avg_pool2d_fn(target: Any, args: tuple, kwargs: dict) -> Any:
+    bound = {**dict(zip(("input", "output_size"), args)), **kwargs}
+    if len(args) > 2 or len(bound) != 2 or any(k not in ("input", "output_size") for k in bound):
+        return None
+    x = bound["input"]
+    return _pooled(x if _is_meta(x) and x.is_contiguous() else None, bound["output_size"])
+
+
+def _pooled(x: torch.Tensor | None, size: Any) -> Any:
+    """A contiguous, non-empty batched floating input (its result is contiguous too) pooled to ``size``."""
+    if x is None or not x.is_floating_point() or x.dim() != 4 or any(d <= 0 for d in x.shape):
+        return None
+    sizes = (size, size) if isinstance(size, int) else size
+    if not isinstance(sizes, list | tuple) or len(sizes) != 2:
+        return None
+    out = []
+    for s, d in zip(sizes, x.shape[2:]):
+        s = d if s is None else s
+        if isinstance(s, bool) or not isinstance(s, int) or s <= 0:
+            return None
+        out.append(s)
+    return _empty((x.shape[0], x.shape[1], *out), x)
 
 
 _CONV_DIMS = {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3}
@@ -321,10 +382,12 @@ def _cat(target: Any, args: tuple, kwargs: dict) -> Any:
         return None
     dim %= rank
     total = 0
+    dtype, head, tail = first.dtype, first.shape[:dim], first.shape[dim + 1 :]
     for x in xs:
-        if x.dtype != first.dtype or x.dim() != rank or x.numel() == 0 or not x.is_contiguous():
+        if x.dtype != dtype or x.dim() != rank or x.numel() == 0 or not x.is_contiguous():
             return None
-        if any(x.shape[i] != first.shape[i] for i in range(rank) if i != dim):
+        shape = x.shape
+        if shape[:dim] != head or shape[dim + 1 :] != tail:  # every axis but ``dim`` agrees
             return None
-        total += x.shape[dim]
-    return _empty((*first.shape[:dim], total, *first.shape[dim + 1 :]), first)
+        total += shape[dim]
+    return _empty((*head, total, *tail), first)

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import frontends.torch_shapes as shapes
@@ -136,6 +137,8 @@ class Rules(nn.Module):
         self.bn_batch = nn.BatchNorm2d(8, track_running_stats=False)
         self.gn = nn.GroupNorm(2, 8)
         self.ln = nn.LayerNorm([4, 8])
+        self.ln_c = nn.LayerNorm(4)  # on a permuted (non-contiguous) input, as ConvNeXt's blocks
+        self.pools = nn.ModuleList([nn.AdaptiveAvgPool2d(1), nn.AdaptiveAvgPool2d((None, 3))])
         self.lin = nn.Linear(8, 5)
         self.mha = nn.MultiheadAttention(8, 2, batch_first=True)
         self.mha_seq = nn.MultiheadAttention(8, 2, kdim=6, vdim=4)
@@ -162,7 +165,13 @@ class Rules(nn.Module):
         s = self.lin(att) * 2 - self.lin(tok) / 3  # on a transposed result, then a contiguous one
         s = s.sum(1, keepdim=True) + s + torch.ones(5) + (y1[:, :1, :5] * 2)[:, :, :1].transpose(1, 2)
         ints = torch.arange(5) + 1
-        return y2, y3, z, s, ints, w
+        tt = t.transpose(1, 2)  # (2, 8, 4), not contiguous
+        ln = self.ln_c(tt) + F.layer_norm(tt, (4,), self.ln_c.weight, bias=self.ln_c.bias, eps=1e-6)
+        ln = ln + F.layer_norm(y2.permute(0, 2, 3, 1), [4, 8]).sum()  # no affine, two axes
+        pooled = [p(y2) for p in self.pools]
+        pooled += [F.adaptive_avg_pool2d(y2, (2, 1)), F.adaptive_avg_pool2d(y2, 2)]
+        pooled.append(F.adaptive_avg_pool2d(y2.transpose(2, 3), [1, None]))  # not contiguous: the kernel
+        return y2, y3, z, s, ints, w, ln, pooled
 
 
 def _rules_inputs() -> tuple:
@@ -227,12 +236,16 @@ def test_the_module_keeps_its_tensors(monkeypatch):
     model = Rules().eval()
     before = {k: v for k, v in [*model.named_parameters(), *model.named_buffers()]}
     load_torch(model, _rules_inputs())
+    consts = {k: v for k, v in vars(model).items() if isinstance(v, torch.Tensor)}  # stored by the trace
     monkeypatch.setattr(tr, "_Recorder", _FailingRecorder)
     with pytest.raises(Exception):  # noqa: B017  (whatever the tracer reports)
         tr._record_meta(torch.fx.symbolic_trace(model), _rules_inputs())
+    with pytest.raises(Exception):  # noqa: B017  (the graph over the module itself, as loading runs it)
+        tr._record_meta(model, _rules_inputs(), tr.symbolic_trace(model))
     after = {k: v for k, v in [*model.named_parameters(), *model.named_buffers()]}
     assert after.keys() == before.keys()
     assert all(after[k] is before[k] and after[k].device.type == "cpu" for k in before)
+    assert consts and all(vars(model)[k] is t and t.device.type == "cpu" for k, t in consts.items())
 
 
 class _FailingRecorder(tr._Recorder):
@@ -263,3 +276,62 @@ def test_ir_and_report_match_the_plain_path(name, monkeypatch):
     monkeypatch.setattr(tr, "FAST_SHAPES", False)
     plain = digest(*_model(name))
     assert fast == plain, name
+
+
+class _Args(nn.Module):
+    """Every kind of argument ``_Tracer.create_arg`` answers itself or leaves to torch: proxies in
+    tuples, lists and dicts, plain scalars, a parameter and a buffer read directly, a tensor constant,
+    a named tuple, a dtype, a slice and a non-str dict key."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(4))
+        self.register_buffer("b", torch.ones(4))
+        self.const = torch.arange(4.0)
+        self.lin = nn.Linear(4, 4)
+        self.mixedCase = nn.ReLU()  # a target whose node name is snake-cased
+
+    def forward(self, x):
+        y = torch.cat([x, x * 2.0], dim=-1)[..., :4] + self.w * self.b + self.const
+        y = torch.stack((y, self.mixedCase(self.lin(y))), 0).sum(0).to(torch.float32)
+        y = torch.add(y, torch.cat((y, y), 0)[:1], alpha=2)  # a torch function with keyword arguments
+        size = torch.Size([1, 4])
+        y = y.reshape(size) + torch.nn.functional.pad(x, [0, 0], mode="constant", value=None or 0.0)
+        y = y + torch.zeros(4).add(1)
+        return {"y": y, "pair": (y, [x, None, True, "s"]), 3: x}
+
+
+def _fx_program(gm: torch.fx.GraphModule, model: nn.Module) -> tuple:
+    """What a traced program is: its nodes, its code, and where in ``model`` each tensor and
+    submodule it holds comes from (a path, as two models' objects differ)."""
+    where = {id(t): k for k, t in vars(model).items() if isinstance(t, torch.Tensor)}
+    for named in (model.named_modules, model.named_parameters, model.named_buffers):
+        where.update({id(t): k for k, t in named(remove_duplicate=False)})  # type: ignore[operator]
+    nodes = [
+        (n.name, n.op, _stable(n.target), _stable(n.args), _stable(n.kwargs), _stable(n.type),
+         _stable(n.meta.get("nn_module_stack")))
+        for n in gm.graph.nodes
+    ]  # fmt: skip
+    held = [*gm.named_parameters(), *gm.named_buffers()]
+    tensors = [(k, type(t).__name__, where.get(id(t))) for k, t in held]
+    owners = [k.rpartition(".") for k, _ in gm.named_buffers()]
+    persistent = [
+        name not in gm.get_submodule(owner)._non_persistent_buffers_set for owner, _, name in owners
+    ]
+    modules = [(k, where.get(id(m))) for k, m in gm.named_modules()]
+    return nodes, gm.code, tensors, persistent, modules, type(gm).__name__
+
+
+@pytest.mark.parametrize("name", ["args", "rules", "resnet18", "densenet121", "tiny_vit"])
+def test_the_tracer_records_what_torch_fx_records(name):
+    """``frontends.torch_trace.symbolic_trace`` skips torch's type questions only where they all answer
+    no, and its ``GraphModule`` is made only when asked for (``graph_module``): node for node (targets,
+    arguments, types, module stacks), in its code and in the objects it holds it is fx's own program."""
+    model = _Args().eval() if name == "args" else _model(name)[0]  # rules: one module called twice
+    theirs = _fx_program(torch.fx.symbolic_trace(model), model)
+    model = _Args().eval() if name == "args" else _model(name)[0]  # a fresh one: constants are stored on it
+    graph = tr.symbolic_trace(model)
+    model.train()  # made later, under another flag: the GraphModule keeps the one the trace ran under
+    ours = tr.graph_module(model, graph, type(model).__name__)
+    assert _fx_program(ours, model) == theirs
+    assert ours.training is False and model.training
