@@ -42,6 +42,28 @@ def _owners(n: int, zigs: int, gen: torch.Generator) -> torch.Tensor:
     return torch.randint(0, zigs, (n,), generator=gen)
 
 
+def _owned(
+    case: tuple, zigs: int, gen: torch.Generator
+) -> tuple[torch.Tensor | None, torch.Tensor | None, fused.View]:
+    """Random row and column owners of a test case's parameter, and its kernel view."""
+    n0, n1, b, own_rows, own_cols = case
+    rows = _owners(n0, zigs, gen) if own_rows else None
+    cols = _owners(n1, zigs, gen) if own_cols else None
+    return rows, cols, _view(n0, n1, b, rows, cols)
+
+
+def _broadcast(
+    per_zig: torch.Tensor, rows: torch.Tensor | None, cols: torch.Tensor | None, op: str, n0: int, n1: int
+) -> torch.Tensor:
+    """A per-ZIG quantity combined (``op``: "sum" or "prod") over each entry's owners, ``[n0, n1, 1]``."""
+    out = torch.full((n0, n1, 1), 0.0 if op == "sum" else 1.0, dtype=torch.float64)
+    for owners, shape in ((rows, (n0, 1, 1)), (cols, (1, n1, 1))):
+        if owners is not None:
+            v = per_zig[owners].double().view(shape)
+            out = out + v if op == "sum" else out * v
+    return out
+
+
 def _close_sum(got: torch.Tensor, terms: torch.Tensor, dims: tuple[int, ...]) -> None:
     """``got`` equals the float64 sum of ``terms`` over ``dims`` within float32 summation error
     (relative to the sum of magnitudes: sums that cancel are exact only to that)."""
@@ -88,9 +110,7 @@ def test_sweep1_matches_torch(case: tuple, threads: int, opts: tuple, step: bool
     g = torch.randn(n0, n1, b, generator=gen)
     buf = torch.randn(n0, n1, b, generator=gen) if momentum else None
     zigs = 5
-    rows_owner = _owners(n0, zigs, gen) if own_rows else None
-    cols_owner = _owners(n1, zigs, gen) if own_cols else None
-    view = _view(n0, n1, b, rows_owner, cols_owner)
+    rows_owner, cols_owner, view = _owned(case, zigs, gen)
     keep = torch.ones(zigs + 1)
     keep[2] = 0.0  # ZIG 2 is held at zero
     x0, g0 = x.double().clone(), g.double()
@@ -116,11 +136,7 @@ def test_sweep1_matches_torch(case: tuple, threads: int, opts: tuple, step: bool
             assert a.dtype == torch.float32
             _close_sum(a, prod, dim)
     if step:
-        k = torch.ones(n0, n1, 1, dtype=torch.float64)
-        if rows_owner is not None:
-            k = k * keep[rows_owner].double().view(n0, 1, 1)
-        if cols_owner is not None:
-            k = k * keep[cols_owner].double().view(1, n1, 1)
+        k = _broadcast(keep, rows_owner, cols_owner, "prod", n0, n1)
         want_x = 0.99 * x0 - 0.1 * d_ref * k
         assert torch.allclose(x_new.double(), want_x, rtol=1e-5, atol=1e-6)
         held = k.expand_as(want_x) == 0
@@ -140,23 +156,16 @@ def test_sweep2_matches_torch(case: tuple, threads: int, with_d: bool, held: boo
     x = torch.randn(n0, n1, b, generator=gen)
     d = torch.randn(n0, n1, b, generator=gen) if with_d else None
     zigs = 6
-    rows_owner = _owners(n0, zigs, gen) if own_rows else None
-    cols_owner = _owners(n1, zigs, gen) if own_cols else None
-    view = _view(n0, n1, b, rows_owner, cols_owner)
+    rows_owner, cols_owner, view = _owned(case, zigs, gen)
     coef = torch.rand(zigs + 1, generator=gen)
     keep = torch.ones(zigs + 1)
     if held:
         keep[1] = 0.0
     x0 = x.double().clone()
-    c = torch.zeros(n0, n1, 1, dtype=torch.float64)
-    k = torch.ones(n0, n1, 1, dtype=torch.float64)
     cr = coef[rows_owner].double() if rows_owner is not None else torch.zeros(n0, dtype=torch.float64)
     cc = coef[cols_owner].double() if cols_owner is not None else torch.zeros(n1, dtype=torch.float64)
-    c = c + cr.view(n0, 1, 1) + cc.view(1, n1, 1)
-    if rows_owner is not None:
-        k = k * keep[rows_owner].double().view(n0, 1, 1)
-    if cols_owner is not None:
-        k = k * keep[cols_owner].double().view(1, n1, 1)
+    c = _broadcast(coef, rows_owner, cols_owner, "sum", n0, n1)
+    k = _broadcast(keep, rows_owner, cols_owner, "prod", n0, n1)
     lr, decay = 0.05, 0.999
     want = (decay - lr * c) * x0
     if d is not None:
