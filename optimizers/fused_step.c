@@ -17,35 +17,25 @@
    end. The caller passes every per-row and per-column operand (coefficients, keep factors) as an
    array, 0 or 1 where nothing applies, so the inner loops have no branches. Sums run in float32 like
    the eager path's and are added up in double per row and per column. Rows are split over OpenMP
-   threads; column sums are kept per thread and added in thread order, so a result depends only on
-   the thread count. The library is built for the machine it runs on (-march=native; native.py keys
+   threads in chunks fixed by the row count (chunks_for); column sums are kept per chunk and added in
+   chunk order, so no result depends on the thread count. The library is built for the machine it runs on (-march=native; native.py keys
    its cache by the CPU). */
 
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 typedef int64_t i64;
 
 #define INLINE static inline __attribute__((always_inline))
 
-static int thread_id(void) {
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
-
-/* Threads for a [n0, len] sweep: one below PARALLEL_MIN entries (a parallel region's start and its
-   threads' spinning cost more than they save on a small tensor), never more than rows. */
+/* Threads for a sweep over `entries` in `chunks` chunks of rows: one below PARALLEL_MIN entries (a
+   parallel region's start and its threads' spinning cost more than they save on a small tensor),
+   never more than chunks. */
 #define PARALLEL_MIN ((i64)1 << 18)
-static int threads_for(i64 n0, i64 len, int nthreads) {
-    if (nthreads < 1 || n0 * len < PARALLEL_MIN) return 1;
-    return nthreads > n0 ? (int)n0 : nthreads;
+static int threads_for(i64 chunks, i64 entries, int nthreads) {
+    if (nthreads < 1 || entries < PARALLEL_MIN) return 1;
+    return nthreads > chunks ? (int)chunks : nthreads;
 }
 
 /* A per-column operand repeated over the b entries of each column: one value per entry of a row. */
@@ -57,12 +47,19 @@ static float *per_entry(const float *per_column, i64 n1, i64 b) {
     return out;
 }
 
-/* Fold per-entry sums [nthreads][stride] (a row's n1·b entries at `offset`) into n1 column totals. */
-static void fold_columns(const float *acc, int nthreads, size_t stride, size_t offset, i64 n1, i64 b,
-                         float *out) {
+/* Rows are summed in chunks whose number depends on n0 only (about 64 rows each, at most 64 chunks):
+   a chunk's rows are added in order by one thread, and the chunks' column sums in chunk order, so
+   every sum is the same whatever the thread count. */
+static i64 chunks_for(i64 n0) {
+    const i64 c = n0 / 64;
+    return c < 1 ? 1 : (c > 64 ? 64 : c);
+}
+
+/* Fold per-entry sums [parts][stride] (a row's n1·b entries at `offset`) into n1 column totals. */
+static void fold_columns(const float *acc, i64 parts, size_t stride, size_t offset, i64 n1, i64 b, float *out) {
     for (i64 i = 0; i < n1; ++i) {
         double total = 0.0;
-        for (int t = 0; t < nthreads; ++t) {
+        for (i64 t = 0; t < parts; ++t) {
             const float *src = acc + (size_t)t * stride + offset + (size_t)(i * b);
             for (i64 k = 0; k < b; ++k) total += src[k];
         }
@@ -121,11 +118,12 @@ INLINE void sweep1_row(const int HAS_BUF, const int HAS_WD, const int STEP, cons
 int zg_sweep1(i64 n0, i64 n1, i64 b, float *restrict x, const float *restrict g, float *restrict buf,
               float momentum, float damp1, float wd, float *restrict rows, float *restrict cols, int step,
               float decay, float lr, const float *restrict krow, const float *restrict kcol, int nthreads) {
-    nthreads = threads_for(n0, n1 * b, nthreads);
+    const i64 chunks = chunks_for(n0);
+    nthreads = threads_for(chunks, n0 * n1 * b, nthreads);
     const int cols_wanted = cols != NULL;
     const i64 len = n1 * b;
-    const size_t per_thread = cols_wanted ? 3 * (size_t)len : 0;
-    float *tacc = (float *)calloc((size_t)nthreads * per_thread + 1, sizeof(float));
+    const size_t per_chunk = cols_wanted ? 3 * (size_t)len : 0;
+    float *tacc = (float *)calloc((size_t)chunks * per_chunk + 1, sizeof(float));
     const float *kcol_e = kcol;
     float *owned_k = NULL;
     if (step && b != 1) kcol_e = owned_k = per_entry(kcol, n1, b);
@@ -136,28 +134,30 @@ int zg_sweep1(i64 n0, i64 n1, i64 b, float *restrict x, const float *restrict g,
     }
     const int has_wd = wd != 0.0f;
 #pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1)
-    for (i64 o = 0; o < n0; ++o) {
-        float *mine = tacc + (size_t)thread_id() * per_thread;
-        double row3[3];
-        if (buf) {
-            if (has_wd) {
-                if (step) SWEEP1_CASE(1, 1, 1); else SWEEP1_CASE(1, 1, 0);
+    for (i64 c = 0; c < chunks; ++c) {
+        float *mine = tacc + (size_t)c * per_chunk;
+        for (i64 o = n0 * c / chunks; o < n0 * (c + 1) / chunks; ++o) {
+            double row3[3];
+            if (buf) {
+                if (has_wd) {
+                    if (step) SWEEP1_CASE(1, 1, 1); else SWEEP1_CASE(1, 1, 0);
+                } else {
+                    if (step) SWEEP1_CASE(1, 0, 1); else SWEEP1_CASE(1, 0, 0);
+                }
             } else {
-                if (step) SWEEP1_CASE(1, 0, 1); else SWEEP1_CASE(1, 0, 0);
+                if (has_wd) {
+                    if (step) SWEEP1_CASE(0, 1, 1); else SWEEP1_CASE(0, 1, 0);
+                } else {
+                    if (step) SWEEP1_CASE(0, 0, 1); else SWEEP1_CASE(0, 0, 0);
+                }
             }
-        } else {
-            if (has_wd) {
-                if (step) SWEEP1_CASE(0, 1, 1); else SWEEP1_CASE(0, 1, 0);
-            } else {
-                if (step) SWEEP1_CASE(0, 0, 1); else SWEEP1_CASE(0, 0, 0);
-            }
+            rows[o] = (float)row3[0];
+            rows[n0 + o] = (float)row3[1];
+            rows[2 * n0 + o] = (float)row3[2];
         }
-        rows[o] = (float)row3[0];
-        rows[n0 + o] = (float)row3[1];
-        rows[2 * n0 + o] = (float)row3[2];
     }
     if (cols_wanted)
-        for (int q = 0; q < 3; ++q) fold_columns(tacc, nthreads, per_thread, (size_t)q * len, n1, b, cols + q * n1);
+        for (int q = 0; q < 3; ++q) fold_columns(tacc, chunks, per_chunk, (size_t)q * len, n1, b, cols + q * n1);
     free(tacc);
     free(owned_k);
     return 0;
@@ -199,7 +199,8 @@ int zg_sweep2(i64 n0, i64 n1, i64 b, float *restrict x, const float *restrict d,
               const float *restrict crow, const float *restrict ccol, const float *restrict krow,
               const float *restrict kcol, float decay, float lr, float *restrict xrow,
               float *restrict xcol, int nthreads) {
-    nthreads = threads_for(n0, n1 * b, nthreads);
+    const i64 chunks = chunks_for(n0);
+    nthreads = threads_for(chunks, n0 * n1 * b, nthreads);
     const int cross = xrow != NULL && xcol != NULL;
     const i64 len = n1 * b;
     const float *ccol_e = ccol, *kcol_e = kcol;
@@ -208,7 +209,7 @@ int zg_sweep2(i64 n0, i64 n1, i64 b, float *restrict x, const float *restrict d,
         ccol_e = owned_c = per_entry(ccol, n1, b);
         kcol_e = owned_k = per_entry(kcol, n1, b);
     }
-    if (cross) tacc = (float *)calloc((size_t)nthreads * (size_t)len, sizeof(float));
+    if (cross) tacc = (float *)calloc((size_t)chunks * (size_t)len, sizeof(float));
     if ((b != 1 && (!owned_c || !owned_k)) || (cross && !tacc)) {
         free(owned_c);
         free(owned_k);
@@ -216,17 +217,19 @@ int zg_sweep2(i64 n0, i64 n1, i64 b, float *restrict x, const float *restrict d,
         return -1;
     }
 #pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1)
-    for (i64 o = 0; o < n0; ++o) {
-        float *mine = cross ? tacc + (size_t)thread_id() * (size_t)len : NULL;
-        if (d) {
-            if (cross) sweep2_row(1, 1, o, len, x, d, crow, ccol_e, krow, kcol_e, decay, lr, xrow, mine);
-            else sweep2_row(1, 0, o, len, x, d, crow, ccol_e, krow, kcol_e, decay, lr, xrow, mine);
-        } else {
-            if (cross) sweep2_row(0, 1, o, len, x, d, crow, ccol_e, krow, kcol_e, decay, lr, xrow, mine);
-            else sweep2_row(0, 0, o, len, x, d, crow, ccol_e, krow, kcol_e, decay, lr, xrow, mine);
+    for (i64 c = 0; c < chunks; ++c) {
+        float *mine = cross ? tacc + (size_t)c * (size_t)len : NULL;
+        for (i64 o = n0 * c / chunks; o < n0 * (c + 1) / chunks; ++o) {
+            if (d) {
+                if (cross) sweep2_row(1, 1, o, len, x, d, crow, ccol_e, krow, kcol_e, decay, lr, xrow, mine);
+                else sweep2_row(1, 0, o, len, x, d, crow, ccol_e, krow, kcol_e, decay, lr, xrow, mine);
+            } else {
+                if (cross) sweep2_row(0, 1, o, len, x, d, crow, ccol_e, krow, kcol_e, decay, lr, xrow, mine);
+                else sweep2_row(0, 0, o, len, x, d, crow, ccol_e, krow, kcol_e, decay, lr, xrow, mine);
+            }
         }
     }
-    if (cross) fold_columns(tacc, nthreads, (size_t)len, 0, n1, b, xcol);
+    if (cross) fold_columns(tacc, chunks, (size_t)len, 0, n1, b, xcol);
     free(owned_c);
     free(owned_k);
     free(tacc);
@@ -273,36 +276,135 @@ static i64 widest(i64 count, const i64 *meta) {
     return w;
 }
 
-/* Sweep 1 over `count` parameters (ptrs: x, g, buf per parameter; buf 0: no momentum). Statistics go
-   to out, [3, total]: x², x·D and D² per owned index, in the layout's per-index order. keep_index:
-   1 / 0 per owned index (NULL: nothing held); used by the plain step of parameters flagged F_STEP.
-   Returns 0, or -1 when memory ran out (parameters before the failing one have stepped). */
-int zg_sweep1_all(i64 count, const i64 *meta, const i64 *ptrs, float momentum, float damp1, float wd,
-                  float decay, float lr, const float *keep_index, float *out, i64 total, int nthreads) {
-    const i64 w = widest(count, meta);
-    float *scratch = (float *)malloc((size_t)(10 * w) * sizeof(float));
-    if (!scratch) return -1;
+/* How the parameters are shared out over threads. A parameter bigger than an even share of the whole
+   (an LLM's embedding) is split by rows over every thread; the others are whole units of work handed
+   to threads largest first, each done by one thread. Either way one parameter's sums are computed in
+   one fixed order whatever the thread count, so the results do not depend on it. */
+typedef struct {
+    i64 size, index;
+} Work;
+
+static int larger_first(const void *a, const void *b) {
+    const Work *x = (const Work *)a, *y = (const Work *)b;
+    if (x->size != y->size) return x->size < y->size ? 1 : -1;
+    return x->index < y->index ? -1 : (x->index > y->index);
+}
+
+/* Fills order (count entries) with the parameters to split by rows first (their number is returned),
+   then the others, largest first. */
+static i64 plan_work(i64 count, const i64 *meta, int nthreads, Work *order) {
+    i64 total = 0;
+    for (i64 p = 0; p < count; ++p) {
+        const i64 *m = meta + p * M_WIDTH;
+        order[p].size = m[M_N0] * m[M_N1] * m[M_B];
+        order[p].index = p;
+        total += order[p].size;
+    }
+    qsort(order, (size_t)count, sizeof(Work), larger_first);
+    i64 big = 0;
+    while (big < count && nthreads > 1 && order[big].size * nthreads > total && order[big].size >= PARALLEL_MIN)
+        ++big;
+    return big;
+}
+
+/* The arguments of a whole-model sweep, shared by the calls for each of its parameters. */
+typedef struct {
+    const i64 *meta, *ptrs;
+    float momentum, damp1, wd, decay, lr;
+    const float *coef_index, *keep_index;
+    float *out; /* sweep 1: [3, total] statistics; sweep 2: [total] cross terms */
+    i64 total;
+} Sweep;
+
+typedef int (*one_fn)(const Sweep *s, i64 p, int nthreads, float *scratch, i64 w);
+
+/* Sweep 1 of one parameter p; scratch holds 10·w floats. */
+static int sweep1_one(const Sweep *s, i64 p, int nthreads, float *scratch, i64 w) {
     float *ones = scratch, *rows = scratch + w, *cols = scratch + 4 * w, *krow = scratch + 7 * w,
           *kcol = scratch + 8 * w;
     for (i64 i = 0; i < w; ++i) ones[i] = 1.0f;
+    const i64 *m = s->meta + p * M_WIDTH;
+    const i64 n0 = m[M_N0], n1 = m[M_N1], b = m[M_B], ra = m[M_ROW], ca = m[M_COL];
+    const int uniform = (m[M_FLAGS] & F_UNIFORM) != 0, step = (m[M_FLAGS] & F_STEP) != 0;
+    const float *kr = operand(s->keep_index, ra, n0, uniform, krow, ones);
+    const float *kc = operand(s->keep_index, ca, n1, uniform, kcol, ones);
+    float *x = (float *)(intptr_t)s->ptrs[3 * p], *buf = (float *)(intptr_t)s->ptrs[3 * p + 2];
+    const float *g = (const float *)(intptr_t)s->ptrs[3 * p + 1];
+    int rc = zg_sweep1(n0, n1, b, x, g, buf, s->momentum, s->damp1, s->wd, rows, ca >= 0 ? cols : NULL, step,
+                       s->decay, s->lr, kr, kc, nthreads);
+    for (int q = 0; q < 3 && rc == 0; ++q) {
+        put_sums(s->out + q * s->total, ra, rows + q * n0, n0, uniform);
+        put_sums(s->out + q * s->total, ca, cols + q * n1, n1, uniform);
+    }
+    return rc;
+}
+
+/* Sweep 2 of one parameter p (none when flagged F_SKIP); scratch holds 10·w floats. */
+static int sweep2_one(const Sweep *s, i64 p, int nthreads, float *scratch, i64 w) {
+    const i64 *m = s->meta + p * M_WIDTH;
+    if (m[M_FLAGS] & F_SKIP) return 0;
+    float *ones = scratch, *zeros = scratch + w, *crow = scratch + 2 * w, *ccol = scratch + 3 * w,
+          *krow = scratch + 4 * w, *kcol = scratch + 5 * w;
+    for (i64 i = 0; i < w; ++i) {
+        ones[i] = 1.0f;
+        zeros[i] = 0.0f;
+    }
+    const i64 n0 = m[M_N0], n1 = m[M_N1], b = m[M_B], ra = m[M_ROW], ca = m[M_COL];
+    const int uniform = (m[M_FLAGS] & F_UNIFORM) != 0;
+    const float *cr = operand(s->coef_index, ra, n0, uniform, crow, zeros);
+    const float *cc = operand(s->coef_index, ca, n1, uniform, ccol, zeros);
+    const float *kr = operand(s->keep_index, ra, n0, uniform, krow, ones);
+    const float *kc = operand(s->keep_index, ca, n1, uniform, kcol, ones);
+    float *x = (float *)(intptr_t)s->ptrs[2 * p];
+    const float *d = (const float *)(intptr_t)s->ptrs[2 * p + 1];
+    const int both = s->coef_index && ra >= 0 && ca >= 0;
+    return zg_sweep2(n0, n1, b, x, d, cr, cc, kr, kc, s->decay, s->lr, both ? s->out + ra : NULL,
+                     both ? s->out + ca : NULL, nthreads);
+}
+
+/* Runs one() over `count` parameters as plan_work shares them out. */
+static int run_all(i64 count, const Sweep *s, int nthreads, one_fn one) {
+    if (nthreads < 1) nthreads = 1;
+    const i64 w = widest(count, s->meta);
+    const size_t scratch_floats = 10 * (size_t)w;
+    Work *order = (Work *)malloc((size_t)(count > 0 ? count : 1) * sizeof(Work));
+    float *scratch = (float *)malloc(scratch_floats * sizeof(float));
+    if (!order || !scratch) {
+        free(order);
+        free(scratch);
+        return -1;
+    }
+    const i64 big = plan_work(count, s->meta, nthreads, order);
     int rc = 0;
-    for (i64 p = 0; p < count && rc == 0; ++p) {
-        const i64 *m = meta + p * M_WIDTH;
-        const i64 n0 = m[M_N0], n1 = m[M_N1], b = m[M_B], ra = m[M_ROW], ca = m[M_COL];
-        const int uniform = (m[M_FLAGS] & F_UNIFORM) != 0, step = (m[M_FLAGS] & F_STEP) != 0;
-        const float *kr = operand(keep_index, ra, n0, uniform, krow, ones);
-        const float *kc = operand(keep_index, ca, n1, uniform, kcol, ones);
-        float *x = (float *)(intptr_t)ptrs[3 * p], *buf = (float *)(intptr_t)ptrs[3 * p + 2];
-        const float *g = (const float *)(intptr_t)ptrs[3 * p + 1];
-        rc = zg_sweep1(n0, n1, b, x, g, buf, momentum, damp1, wd, rows, ca >= 0 ? cols : NULL, step, decay,
-                       lr, kr, kc, nthreads);
-        for (int q = 0; q < 3 && rc == 0; ++q) {
-            put_sums(out + q * total, ra, rows + q * n0, n0, uniform);
-            put_sums(out + q * total, ca, cols + q * n1, n1, uniform);
+    for (i64 q = 0; q < big && rc == 0; ++q) rc = one(s, order[q].index, nthreads, scratch, w);
+    free(scratch);
+    if (rc == 0) {
+#pragma omp parallel num_threads(nthreads) if (nthreads > 1 && count - big > 1)
+        {
+            float *mine = (float *)malloc(scratch_floats * sizeof(float));
+#pragma omp for schedule(dynamic, 1)
+            for (i64 q = big; q < count; ++q) {
+                const int r = mine ? one(s, order[q].index, 1, mine, w) : -1;
+                if (r != 0) {
+#pragma omp atomic write
+                    rc = r;
+                }
+            }
+            free(mine);
         }
     }
-    free(scratch);
+    free(order);
     return rc;
+}
+
+/* Sweep 1 over `count` parameters (ptrs: x, g, buf per parameter; buf 0: no momentum). Statistics go
+   to out, [3, total]: x², x·D and D² per owned index, in the layout's per-index order. keep_index:
+   1 / 0 per owned index (NULL: nothing held); used by the plain step of parameters flagged F_STEP.
+   Returns 0, or -1 when memory ran out (some parameters may have stepped). */
+int zg_sweep1_all(i64 count, const i64 *meta, const i64 *ptrs, float momentum, float damp1, float wd,
+                  float decay, float lr, const float *keep_index, float *out, i64 total, int nthreads) {
+    const Sweep s = {meta, ptrs, momentum, damp1, wd, decay, lr, NULL, keep_index, out, total};
+    return run_all(count, &s, nthreads, sweep1_one);
 }
 
 /* Sweep 2 over `count` parameters (ptrs: x, d per parameter; d 0: no direction), skipping those
@@ -311,32 +413,6 @@ int zg_sweep1_all(i64 count, const i64 *meta, const i64 *ptrs, float momentum, f
    Returns 0, or -1 when memory ran out. */
 int zg_sweep2_all(i64 count, const i64 *meta, const i64 *ptrs, float decay, float lr,
                   const float *coef_index, const float *keep_index, float *cross, i64 total, int nthreads) {
-    (void)total;
-    const i64 w = widest(count, meta);
-    float *scratch = (float *)malloc((size_t)(6 * w) * sizeof(float));
-    if (!scratch) return -1;
-    float *ones = scratch, *zeros = scratch + w, *crow = scratch + 2 * w, *ccol = scratch + 3 * w,
-          *krow = scratch + 4 * w, *kcol = scratch + 5 * w;
-    for (i64 i = 0; i < w; ++i) {
-        ones[i] = 1.0f;
-        zeros[i] = 0.0f;
-    }
-    int rc = 0;
-    for (i64 p = 0; p < count && rc == 0; ++p) {
-        const i64 *m = meta + p * M_WIDTH;
-        if (m[M_FLAGS] & F_SKIP) continue;
-        const i64 n0 = m[M_N0], n1 = m[M_N1], b = m[M_B], ra = m[M_ROW], ca = m[M_COL];
-        const int uniform = (m[M_FLAGS] & F_UNIFORM) != 0;
-        const float *cr = operand(coef_index, ra, n0, uniform, crow, zeros);
-        const float *cc = operand(coef_index, ca, n1, uniform, ccol, zeros);
-        const float *kr = operand(keep_index, ra, n0, uniform, krow, ones);
-        const float *kc = operand(keep_index, ca, n1, uniform, kcol, ones);
-        float *x = (float *)(intptr_t)ptrs[2 * p];
-        const float *d = (const float *)(intptr_t)ptrs[2 * p + 1];
-        const int both = coef_index && ra >= 0 && ca >= 0;
-        rc = zg_sweep2(n0, n1, b, x, d, cr, cc, kr, kc, decay, lr, both ? cross + ra : NULL,
-                       both ? cross + ca : NULL, nthreads);
-    }
-    free(scratch);
-    return rc;
+    const Sweep s = {meta, ptrs, 0.0f, 1.0f, 0.0f, decay, lr, coef_index, keep_index, cross, total};
+    return run_all(count, &s, nthreads, sweep2_one);
 }

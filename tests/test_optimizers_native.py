@@ -313,3 +313,54 @@ def test_a_failed_build_falls_back_to_the_eager_path(tmp_path: Path) -> None:
     assert "eager steps only: could not build or load fused_step.c" in out.stdout
     assert "zero 1" in out.stdout  # the optimizer still pruned, on the eager path
     assert not list(tmp_path.rglob("*.so"))  # nothing half-built left in the cache
+
+
+def test_results_do_not_depend_on_the_thread_count() -> None:
+    # The wide layer (above an even share of the model) is split by rows over the threads, the others
+    # are handed whole to threads: either way every sum is added in one fixed order. Gradients are
+    # fixed tensors, so only the optimizer runs with 1 or 2 threads.
+    def run(threads: int) -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        layers = [nn.Linear(256, 1024), nn.ReLU(), nn.Linear(1024, 512), nn.ReLU(), nn.Linear(512, 10)]
+        model = nn.Sequential(*layers)
+        analysis = graphcore.analyze(frontends.load(model, (torch.randn(1, 256),)))
+        hp = dict(lr=0.05, momentum=0.9, start_pruning_steps=2, pruning_steps=6, native=True)
+        opt = DHSPG(model, analysis, **hp)
+        gen = torch.Generator().manual_seed(3)
+        old = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            for _ in range(10):
+                for p in model.parameters():
+                    p.grad = torch.randn(p.shape, generator=gen) * 0.1
+                opt.step()
+        finally:
+            torch.set_num_threads(old)
+        assert opt.num_zero() > 0
+        return [p.detach().clone() for p in model.parameters()]
+
+    one, two = run(1), run(2)
+    assert all(torch.equal(a, b) for a, b in zip(one, two))
+
+
+@pytest.mark.parametrize("b", [1, 9])
+def test_kernel_sums_do_not_depend_on_the_thread_count(b: int) -> None:
+    kernels = native.kernels()
+    assert kernels is not None
+    outs = []
+    for threads in (1, 2):
+        gen = torch.Generator().manual_seed(5)
+        n0, n1 = 1024, 600 // b
+        x, g, buf = (torch.randn(n0, n1, b, generator=gen) for _ in range(3))
+        view = fused.View(n0, n1, b, 0, n0, False)
+        coef = torch.rand(n0 + n1, generator=gen)
+        old = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            _, xx, xd, dd = fused.sweep1(kernels, view, x, g, (buf, 0.9, 1.0, 0.0), None)
+            cross = fused.sweep2(kernels, view, x, buf, coef, None, 0.1, 1.0, True)
+        finally:
+            torch.set_num_threads(old)
+        assert cross is not None
+        outs.append([*xx, *xd, *dd, *cross, x, buf])
+    assert all(torch.equal(a, b) for a, b in zip(*outs))
