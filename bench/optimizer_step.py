@@ -163,7 +163,7 @@ def write_doc(results: list[dict[str, Any]]) -> None:
             f"{r['device']}, {r['threads']} torch thread(s), foreach={r['foreach']}: {i['params_m']:.1f} M "
             f"parameters, {i['zigs']} ZIGs ({i['prunable']} prunable), {i['structures']} erase structures; "
             f"{r['rounds']} rounds of {r['steps']} steps; {r['machine']}, {r['date']}; "
-            f"{r.get('kernels', 'fused kernels: not recorded')}.",
+            f"{r.get('kernels', 'fused kernels: not recorded').split(' (/')[0]}.",
             "",
             *table(r["median"]),
             "",
