@@ -89,11 +89,11 @@ def _build(cc: str) -> Path:
         return target
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        out_dir = folder
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)
     except OSError:  # no writable cache: build into a private temporary folder for this process
-        out_dir = Path(tempfile.mkdtemp(prefix="zigraph-kernels-"))
-        target = out_dir / target.name
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)
+        folder = Path(tempfile.mkdtemp(prefix="zigraph-kernels-"))
+        target = folder / target.name
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)
     os.close(fd)
     try:
         # a compiler without OpenMP (Apple's clang) or without -march=native still builds, slower

@@ -364,3 +364,11 @@ def test_kernel_sums_do_not_depend_on_the_thread_count(b: int) -> None:
         assert cross is not None
         outs.append([*xx, *xd, *dd, *cross, x, buf])
     assert all(torch.equal(a, b) for a, b in zip(*outs))
+
+
+def test_an_unusable_cache_folder_builds_into_a_temporary_one() -> None:
+    code = "from optimizers import native; print(native.status())"
+    env = dict(os.environ, XDG_CACHE_HOME="/dev/null/cache")  # cannot be created
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "fused CPU kernels in use" in out.stdout and "zigraph-kernels-" in out.stdout
