@@ -1,12 +1,13 @@
 """Statistics steps of the group optimizers on the fused CPU kernels (``optimizers/native.py``).
 
 Why a second path: the eager one (``ZigLayout.reduce``, ``cross``, ``scale_``) makes one pass over a
-parameter per statistic and per update; these functions hand one parameter at a time to a C kernel
-that does the same arithmetic in two reads. They apply to float32 CPU parameters whose ZIG axes are
-the leading two of their block shape (conv and linear weights by rows, columns or both; H2SPG's
-whole tensors) stepped by SGD without Nesterov; everything else, and every machine where the
-kernels cannot be built, keeps the eager path. The results are the eager path's up to float
-rounding; their per-ZIG sums are float32, the accumulation dtype of a float32 layout.
+parameter per statistic and per update; :class:`Batch` hands every parameter the kernels take to one
+C call per sweep, which does the same arithmetic in two reads of each. They apply to float32 CPU
+parameters whose ZIG axes are the leading two of their block shape (conv and linear weights by rows,
+columns or both; biases and norms; H2SPG's whole tensors) stepped by SGD without Nesterov;
+everything else, and every machine where the kernels cannot be built, keeps the eager path. The
+results are the eager path's up to float rounding; their per-ZIG sums are float32, the accumulation
+dtype of a float32 layout.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 from optimizers.layout import ParamAxes
 from optimizers.native import Kernels, ptr
 
-__all__ = ["Batch", "View", "plain_f32", "sgd_operands", "sweep1", "sweep2", "view_of"]
+__all__ = ["Batch", "View", "plain_f32", "sgd_operands", "view_of"]
 
 
 @dataclass(frozen=True)
@@ -77,105 +78,6 @@ def plain_f32(t: torch.Tensor) -> bool:
     return t.dtype == torch.float32 and t.device.type == "cpu" and t.is_contiguous() and not t.is_sparse
 
 
-def _operand(
-    per_index: torch.Tensor | None, at: int | None, n: int, uniform: bool, fill: float
-) -> torch.Tensor:
-    """The ``n`` values of a per-index vector (a per-ZIG quantity read at every owner) for one axis of
-    a parameter, or ``fill`` everywhere when there is no such quantity or the axis is not owned (the
-    kernels take every operand as an array: no branches)."""
-    if per_index is None or at is None:
-        return _constant(n, fill)
-    if uniform:  # one owner for the whole tensor: one entry, repeated
-        return per_index[at : at + 1].expand(n).contiguous()
-    return per_index[at : at + n]
-
-
-_CONSTANTS: dict[float, torch.Tensor] = {}
-
-
-def _constant(n: int, fill: float) -> torch.Tensor:
-    """``n`` copies of ``fill``: a view of one cached buffer per value (the kernels only read it)."""
-    buf = _CONSTANTS.get(fill)
-    if buf is None or buf.numel() < n:
-        buf = _CONSTANTS[fill] = torch.full((max(n, 4096),), fill, dtype=torch.float32)
-    return buf[:n]
-
-
-def sweep1(
-    k: Kernels,
-    view: View,
-    p: torch.Tensor,
-    grad: torch.Tensor,
-    operands: tuple[torch.Tensor | None, float, float, float],
-    step: tuple[float, float, torch.Tensor | None] | None = None,
-) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
-    """Direction and per-index sums of x², x·D and D² of one parameter in one read.
-
-    Returns ``(D, x² parts, x·D parts, D² parts)``, the parts as ``ZigLayout.reduce`` gives them (one
-    vector per owned axis, rows first). ``step = (lr, decay, keep per index or None)`` also takes the
-    plain step ``x ← decay·x − lr·D`` with zero ZIGs held (a parameter no penalty reaches).
-    """
-    buf, momentum, damp1, wd = operands
-    rows = torch.empty((3, view.n0), dtype=torch.float32)
-    cols = torch.empty((3, view.n1), dtype=torch.float32) if view.col_at is not None else None
-    lr, decay, keep = step if step is not None else (0.0, 1.0, None)
-    krow = _operand(keep, view.row_at, view.n0, view.uniform, 1.0)
-    kcol = _operand(keep, view.col_at, view.n1, view.uniform, 1.0)
-    rc = k.sweep1(
-        view.n0, view.n1, view.b, ptr(p), ptr(grad), ptr(buf), momentum, damp1, wd,
-        ptr(rows), ptr(cols), int(step is not None), decay, lr, ptr(krow), ptr(kcol),
-        torch.get_num_threads(),
-    )  # fmt: skip
-    if rc != 0:
-        raise MemoryError("fused optimizer kernel: out of memory for its column sums")
-    parts: list[list[torch.Tensor]] = [[], [], []]
-    for sums, at in ((rows, view.row_at), (cols, view.col_at)):
-        if at is None or sums is None:
-            continue
-        for q in range(3):
-            v = sums[q]
-            parts[q].append(v.sum().view(1) if view.uniform else v)
-    return (grad if buf is None else buf), parts[0], parts[1], parts[2]
-
-
-def sweep2(
-    k: Kernels,
-    view: View,
-    p: torch.Tensor,
-    d: torch.Tensor | None,
-    coef: torch.Tensor | None,
-    keep: torch.Tensor | None,
-    lr: float,
-    decay: float,
-    cross: bool,
-) -> list[torch.Tensor] | None:
-    """``x ← (decay − lr·Σ coef)·x − lr·D·keep`` of one parameter in one read-modify-write.
-
-    ``coef`` and ``keep`` are per-index vectors (``ZigLayout.at_index`` of a per-ZIG coefficient and
-    of 1 where a ZIG is not held at zero; None: no penalty here / nothing held).
-    With ``cross`` (a parameter owned by rows and columns), returns its cross terms of the half-space
-    test, as ``ZigLayout.cross`` does; else None.
-    """
-    if d is not None and not plain_f32(d):
-        raise ValueError("fused sweep: the direction must be a contiguous float32 CPU tensor")
-    crow = _operand(coef, view.row_at, view.n0, view.uniform, 0.0)
-    ccol = _operand(coef, view.col_at, view.n1, view.uniform, 0.0)
-    krow = _operand(keep, view.row_at, view.n0, view.uniform, 1.0)
-    kcol = _operand(keep, view.col_at, view.n1, view.uniform, 1.0)
-    want = cross and view.row_at is not None and view.col_at is not None and coef is not None
-    xrow = torch.empty(view.n0, dtype=torch.float32) if want else None
-    xcol = torch.empty(view.n1, dtype=torch.float32) if want else None
-    rc = k.sweep2(
-        view.n0, view.n1, view.b, ptr(p), ptr(d), ptr(crow), ptr(ccol), ptr(krow), ptr(kcol),
-        decay, lr, ptr(xrow), ptr(xcol), torch.get_num_threads(),
-    )  # fmt: skip
-    if rc != 0:
-        raise MemoryError("fused optimizer kernel: out of memory for its column sums")
-    if xrow is None or xcol is None:
-        return None
-    return [xrow, xcol]
-
-
 # the flags of a parameter's row in Batch.meta (fused_step.c: F_UNIFORM, F_STEP, F_SKIP)
 UNIFORM, STEP, SKIP = 1, 2, 4
 
@@ -214,7 +116,7 @@ class Batch:
         meta[:, 5] |= np.where(step, STEP, 0)
         ptrs = np.array([[ptr(x), ptr(g), 0 if b is None else ptr(b)] for x, g, b in tensors], dtype=np.int64)
         momentum, damp1, wd = operands
-        rc = k.sweep1_all(
+        rc = k.sweep1(
             len(members), meta.ctypes.data, ptrs.ctypes.data, momentum, damp1, wd, decay, lr,
             ptr(keep_index), ptr(out), out.shape[1], torch.get_num_threads(),
         )  # fmt: skip
@@ -238,7 +140,7 @@ class Batch:
         meta = self.meta[members].copy()
         meta[:, 5] |= np.where(skip, SKIP, 0)
         ptrs = np.array([[ptr(x), 0 if d is None else ptr(d)] for x, d in tensors], dtype=np.int64)
-        rc = k.sweep2_all(
+        rc = k.sweep2(
             len(members), meta.ctypes.data, ptrs.ctypes.data, decay, lr, ptr(coef_index),
             ptr(keep_index), ptr(cross), cross.numel(), torch.get_num_threads(),
         )  # fmt: skip

@@ -115,7 +115,7 @@ INLINE void sweep1_row(const int HAS_BUF, const int HAS_WD, const int STEP, cons
    rows: [3, n0] sums of x², x·D, D² per row; cols: [3, n1] per column, or NULL when not wanted.
    step != 0: also take the plain step x ← decay·x − lr·D·krow[o]·kcol[i].
    Returns 0, or -1 when scratch memory could not be allocated (nothing was changed then). */
-int zg_sweep1(i64 n0, i64 n1, i64 b, float *restrict x, const float *restrict g, float *restrict buf,
+static int zg_sweep1(i64 n0, i64 n1, i64 b, float *restrict x, const float *restrict g, float *restrict buf,
               float momentum, float damp1, float wd, float *restrict rows, float *restrict cols, int step,
               float decay, float lr, const float *restrict krow, const float *restrict kcol, int nthreads) {
     const i64 chunks = chunks_for(n0);
@@ -195,7 +195,7 @@ INLINE void sweep2_row(const int HAS_D, const int CROSS, i64 o, i64 len, float *
    d: the direction (NULL: none). With xrow and xcol (both or neither), also the cross terms
    xrow[o] = Σ_{i,k} x²·ccol[i] and xcol[i] = Σ_{o,k} x²·crow[o] of x before the step.
    Returns 0, or -1 when scratch memory could not be allocated (nothing was changed then). */
-int zg_sweep2(i64 n0, i64 n1, i64 b, float *restrict x, const float *restrict d,
+static int zg_sweep2(i64 n0, i64 n1, i64 b, float *restrict x, const float *restrict d,
               const float *restrict crow, const float *restrict ccol, const float *restrict krow,
               const float *restrict kcol, float decay, float lr, float *restrict xrow,
               float *restrict xcol, int nthreads) {
@@ -318,11 +318,22 @@ typedef struct {
 
 typedef int (*one_fn)(const Sweep *s, i64 p, int nthreads, float *scratch, i64 w);
 
-/* Sweep 1 of one parameter p; scratch holds 10·w floats. */
+/* A thread's scratch: w ones, w zeros (filled once by new_scratch), then room for eight vectors of w. */
+#define SCRATCH_VECTORS 10
+static float *new_scratch(i64 w) {
+    float *scratch = (float *)malloc((size_t)(SCRATCH_VECTORS * w) * sizeof(float));
+    if (scratch)
+        for (i64 i = 0; i < w; ++i) {
+            scratch[i] = 1.0f;
+            scratch[w + i] = 0.0f;
+        }
+    return scratch;
+}
+
+/* Sweep 1 of one parameter p. */
 static int sweep1_one(const Sweep *s, i64 p, int nthreads, float *scratch, i64 w) {
-    float *ones = scratch, *rows = scratch + w, *cols = scratch + 4 * w, *krow = scratch + 7 * w,
-          *kcol = scratch + 8 * w;
-    for (i64 i = 0; i < w; ++i) ones[i] = 1.0f;
+    const float *ones = scratch;
+    float *rows = scratch + 2 * w, *cols = scratch + 5 * w, *krow = scratch + 8 * w, *kcol = scratch + 9 * w;
     const i64 *m = s->meta + p * M_WIDTH;
     const i64 n0 = m[M_N0], n1 = m[M_N1], b = m[M_B], ra = m[M_ROW], ca = m[M_COL];
     const int uniform = (m[M_FLAGS] & F_UNIFORM) != 0, step = (m[M_FLAGS] & F_STEP) != 0;
@@ -339,16 +350,12 @@ static int sweep1_one(const Sweep *s, i64 p, int nthreads, float *scratch, i64 w
     return rc;
 }
 
-/* Sweep 2 of one parameter p (none when flagged F_SKIP); scratch holds 10·w floats. */
+/* Sweep 2 of one parameter p (none when flagged F_SKIP). */
 static int sweep2_one(const Sweep *s, i64 p, int nthreads, float *scratch, i64 w) {
     const i64 *m = s->meta + p * M_WIDTH;
     if (m[M_FLAGS] & F_SKIP) return 0;
-    float *ones = scratch, *zeros = scratch + w, *crow = scratch + 2 * w, *ccol = scratch + 3 * w,
-          *krow = scratch + 4 * w, *kcol = scratch + 5 * w;
-    for (i64 i = 0; i < w; ++i) {
-        ones[i] = 1.0f;
-        zeros[i] = 0.0f;
-    }
+    const float *ones = scratch, *zeros = scratch + w;
+    float *crow = scratch + 2 * w, *ccol = scratch + 3 * w, *krow = scratch + 4 * w, *kcol = scratch + 5 * w;
     const i64 n0 = m[M_N0], n1 = m[M_N1], b = m[M_B], ra = m[M_ROW], ca = m[M_COL];
     const int uniform = (m[M_FLAGS] & F_UNIFORM) != 0;
     const float *cr = operand(s->coef_index, ra, n0, uniform, crow, zeros);
@@ -366,9 +373,8 @@ static int sweep2_one(const Sweep *s, i64 p, int nthreads, float *scratch, i64 w
 static int run_all(i64 count, const Sweep *s, int nthreads, one_fn one) {
     if (nthreads < 1) nthreads = 1;
     const i64 w = widest(count, s->meta);
-    const size_t scratch_floats = 10 * (size_t)w;
     Work *order = (Work *)malloc((size_t)(count > 0 ? count : 1) * sizeof(Work));
-    float *scratch = (float *)malloc(scratch_floats * sizeof(float));
+    float *scratch = new_scratch(w);
     if (!order || !scratch) {
         free(order);
         free(scratch);
@@ -381,7 +387,7 @@ static int run_all(i64 count, const Sweep *s, int nthreads, one_fn one) {
     if (rc == 0) {
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1 && count - big > 1)
         {
-            float *mine = (float *)malloc(scratch_floats * sizeof(float));
+            float *mine = new_scratch(w);
 #pragma omp for schedule(dynamic, 1)
             for (i64 q = big; q < count; ++q) {
                 const int r = mine ? one(s, order[q].index, 1, mine, w) : -1;

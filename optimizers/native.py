@@ -39,10 +39,8 @@ _I64, _F32, _PTR, _INT = ctypes.c_int64, ctypes.c_float, ctypes.c_void_p, ctypes
 class Kernels:
     """The loaded library's entry points (see ``fused_step.c`` for their contracts)."""
 
-    sweep1: Callable[..., int]  # one parameter
-    sweep2: Callable[..., int]
-    sweep1_all: Callable[..., int]  # many parameters, statistics in per-index order
-    sweep2_all: Callable[..., int]
+    sweep1: Callable[..., int]  # zg_sweep1_all: every parameter, statistics in per-index order
+    sweep2: Callable[..., int]  # zg_sweep2_all
     path: Path
 
 
@@ -114,15 +112,11 @@ def _build(cc: str) -> Path:
 
 def _load(path: Path) -> Kernels:
     lib = ctypes.CDLL(str(path))
-    s1, s2 = lib.zg_sweep1, lib.zg_sweep2
-    s1.argtypes = [_I64, _I64, _I64, _PTR, _PTR, _PTR, _F32, _F32, _F32, _PTR, _PTR]
-    s1.argtypes += [_INT, _F32, _F32, _PTR, _PTR, _INT]
-    s2.argtypes = [_I64, _I64, _I64, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _F32, _F32, _PTR, _PTR, _INT]
-    a1, a2 = lib.zg_sweep1_all, lib.zg_sweep2_all
-    a1.argtypes = [_I64, _PTR, _PTR, _F32, _F32, _F32, _F32, _F32, _PTR, _PTR, _I64, _INT]
-    a2.argtypes = [_I64, _PTR, _PTR, _F32, _F32, _PTR, _PTR, _PTR, _I64, _INT]
-    s1.restype = s2.restype = a1.restype = a2.restype = _INT
-    return Kernels(s1, s2, a1, a2, path)
+    s1, s2 = lib.zg_sweep1_all, lib.zg_sweep2_all
+    s1.argtypes = [_I64, _PTR, _PTR, _F32, _F32, _F32, _F32, _F32, _PTR, _PTR, _I64, _INT]
+    s2.argtypes = [_I64, _PTR, _PTR, _F32, _F32, _PTR, _PTR, _PTR, _I64, _INT]
+    s1.restype = s2.restype = _INT
+    return Kernels(s1, s2, path)
 
 
 def kernels() -> Kernels | None:

@@ -78,6 +78,52 @@ def _view(n0: int, n1: int, b: int, rows: torch.Tensor | None, cols: torch.Tenso
     return fused.View(n0, n1, b, row_at, col_at, False)
 
 
+def _length(view: fused.View) -> int:
+    return (view.n0 if view.row_at is not None else 0) + (view.n1 if view.col_at is not None else 0)
+
+
+def _sweep1(
+    view: fused.View,
+    x: torch.Tensor,
+    g: torch.Tensor,
+    operands: tuple[torch.Tensor | None, float, float, float],
+    step: tuple[float, float, torch.Tensor | None] | None = None,
+) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+    """One parameter through the whole-model kernel: D and the x², x·D, D² sums of each owned axis
+    (rows first), read out of the per-index vector where the kernel wrote them."""
+    kernels = native.kernels()
+    assert kernels is not None
+    buf, momentum, damp1, wd = operands
+    lr, decay, keep = step if step is not None else (0.0, 1.0, None)
+    out = torch.zeros((3, _length(view)))
+    batch = fused.Batch([view])
+    batch.sweep1(kernels, [0], [(x, g, buf)], (momentum, damp1, wd), [step is not None], lr, decay, keep, out)
+    axes = [(at, n) for at, n in ((view.row_at, view.n0), (view.col_at, view.n1)) if at is not None]
+    xx, xd, dd = ([out[q, at : at + n] for at, n in axes] for q in range(3))
+    return (g if buf is None else buf), xx, xd, dd
+
+
+def _sweep2(
+    view: fused.View,
+    x: torch.Tensor,
+    d: torch.Tensor | None,
+    coef: torch.Tensor,
+    keep: torch.Tensor | None,
+    lr: float,
+    decay: float,
+) -> list[torch.Tensor] | None:
+    """One parameter's penalized step through the whole-model kernel: its cross terms (rows, then
+    columns) when both axes are owned, else None (and nothing written)."""
+    kernels = native.kernels()
+    assert kernels is not None
+    cross = torch.zeros(_length(view))
+    fused.Batch([view]).sweep2(kernels, [0], [(x, d)], [False], lr, decay, coef, keep, cross)
+    if view.row_at is None or view.col_at is None:
+        assert not cross.any()
+        return None
+    return [cross[view.row_at : view.row_at + view.n0], cross[view.col_at : view.col_at + view.n1]]
+
+
 def _at_index(per_zig: torch.Tensor, rows: torch.Tensor | None, cols: torch.Tensor | None) -> torch.Tensor:
     """``ZigLayout.at_index`` of one parameter: the per-ZIG values read at its row and column owners."""
     return torch.cat([per_zig[o] for o in (rows, cols) if o is not None])
@@ -118,14 +164,12 @@ def test_sweep1_matches_torch(case: tuple, threads: int, opts: tuple, step: bool
     if buf is not None:
         d_ref = momentum * buf.double() + (1 - dampening) * d_ref
     x_new, buf_new = x.clone(), None if buf is None else buf.clone()
-    kernels = native.kernels()
-    assert kernels is not None
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         ops = (buf_new, momentum, 1 - dampening, wd)
         held_at = _at_index(keep, rows_owner, cols_owner)
-        d, xx, xd, dd = fused.sweep1(kernels, view, x_new, g, ops, (0.1, 0.99, held_at) if step else None)
+        d, xx, xd, dd = _sweep1(view, x_new, g, ops, (0.1, 0.99, held_at) if step else None)
     finally:
         torch.set_num_threads(old)
     assert torch.allclose(d.double(), d_ref, rtol=1e-5, atol=1e-6)
@@ -170,13 +214,11 @@ def test_sweep2_matches_torch(case: tuple, threads: int, with_d: bool, held: boo
     want = (decay - lr * c) * x0
     if d is not None:
         want = want - lr * d.double() * k
-    kernels = native.kernels()
-    assert kernels is not None
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         c_at, k_at = _at_index(coef, rows_owner, cols_owner), _at_index(keep, rows_owner, cols_owner)
-        cross = fused.sweep2(kernels, view, x, d, c_at, k_at if held else None, lr, decay, True)
+        cross = _sweep2(view, x, d, c_at, k_at if held else None, lr, decay)
     finally:
         torch.set_num_threads(old)
     assert torch.allclose(x.double(), want, rtol=1e-5, atol=1e-6)
@@ -345,8 +387,6 @@ def test_results_do_not_depend_on_the_thread_count() -> None:
 
 @pytest.mark.parametrize("b", [1, 9])
 def test_kernel_sums_do_not_depend_on_the_thread_count(b: int) -> None:
-    kernels = native.kernels()
-    assert kernels is not None
     outs = []
     for threads in (1, 2):
         gen = torch.Generator().manual_seed(5)
@@ -357,8 +397,8 @@ def test_kernel_sums_do_not_depend_on_the_thread_count(b: int) -> None:
         old = torch.get_num_threads()
         torch.set_num_threads(threads)
         try:
-            _, xx, xd, dd = fused.sweep1(kernels, view, x, g, (buf, 0.9, 1.0, 0.0), None)
-            cross = fused.sweep2(kernels, view, x, buf, coef, None, 0.1, 1.0, True)
+            _, xx, xd, dd = _sweep1(view, x, g, (buf, 0.9, 1.0, 0.0))
+            cross = _sweep2(view, x, buf, coef, None, 0.1, 1.0)
         finally:
             torch.set_num_threads(old)
         assert cross is not None
