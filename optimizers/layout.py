@@ -323,16 +323,7 @@ class ZigLayout:
         """Per-ZIG totals of per-index vectors given for every slot and owned axis, in order."""
         if not parts:
             parts = [torch.zeros(0, dtype=self.dtype, device=self.device)]
-        flat = torch.cat(list(parts))
-        if flat.device.type == "cpu":  # one sequential scatter, in entry order: the sorted sums, bit for bit
-            out = torch.zeros(self.num_zigs + 1, dtype=flat.dtype).scatter_add_(0, self._cat_owner, flat)
-        else:
-            out = torch.segment_reduce(flat[self._order], "sum", lengths=self._lengths, unsafe=True)
-        if self.group is not None:  # sharded parameters: every rank gets the totals over all shards
-            import torch.distributed as dist
-
-            dist.all_reduce(out, group=self.group)
-        return out
+        return self.totals(torch.cat(list(parts)).unsqueeze(0))[0]
 
     @property
     def index_length(self) -> int:
@@ -341,17 +332,20 @@ class ZigLayout:
 
     def totals(self, flat: torch.Tensor) -> torch.Tensor:
         """Per-ZIG totals of per-index vectors given whole (``[k, index_length]`` → ``[k, num_zigs + 1]``)."""
-        if flat.device.type != "cpu":
-            return torch.stack([self.segment_sum([row]) for row in flat])
-        # sequential scatters in entry order: what segment_sum gives, bit for bit
-        index = self._cat_owner.expand(flat.shape[0], -1)
-        out = torch.zeros((flat.shape[0], self.num_zigs + 1), dtype=flat.dtype)
-        out.scatter_add_(1, index, flat)
-        if self.group is not None:
+        if flat.device.type == "cpu":  # sequential scatters in entry order: the sorted sums, bit for bit
+            out = torch.zeros((flat.shape[0], self.num_zigs + 1), dtype=flat.dtype)
+            out.scatter_add_(1, self._cat_owner.expand(flat.shape[0], -1), flat)
+        else:  # sorted segment sums (index_add_ uses atomics on CUDA)
+            out = torch.stack([self._sorted_sum(row) for row in flat])
+        if self.group is not None:  # sharded parameters: every rank gets the totals over all shards
             import torch.distributed as dist
 
             dist.all_reduce(out, group=self.group)
         return out
+
+    def _sorted_sum(self, row: torch.Tensor) -> torch.Tensor:
+        """Per-ZIG totals of one per-index vector in a fixed order, as a segment reduction."""
+        return torch.segment_reduce(row[self._order], "sum", lengths=self._lengths, unsafe=True)
 
     def at_index(self, values: torch.Tensor) -> torch.Tensor:
         """A per-ZIG vector read at every owned index of every slot, in :meth:`segment_sum` order
