@@ -363,8 +363,8 @@ class GroupOptimizer(torch.optim.Optimizer):
             found = sgd_operands(p, grad, self.state[source], group)
             if found is None:
                 continue
-            buf, *rest = found
-            operands = (rest[0], rest[1], rest[2])
+            buf, momentum, damp1, wd = found
+            operands = (momentum, damp1, wd)  # the group's: the same for every parameter
             members.append(i)
             tensors.append((p, grad, buf))
             stats.directions[i] = grad if buf is None else buf
