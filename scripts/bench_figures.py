@@ -131,19 +131,21 @@ def analysis_section(data: dict[str, Any], torch_data: dict[str, Any] | None = N
     if synth:
         out += [
             "Synthetic deep graphs built with `onnx.helper` (`conv`: residual Conv/BN/Relu/Add blocks,",
-            "8 channels; `mlp`: MatMul/Add/Relu chains), each size in a fresh process; phases in wall",
+            "8 channels; `mlp`: MatMul/Add/Relu chains), each size run in a fresh process once per round,",
+            "the rounds interleaved; each row is the round with the median CPU time (*CPU range*: the",
+            "fastest and slowest rounds), its peak RSS the worst round's; phases in wall",
             "seconds. *growth* is the CPU time over the 10× smaller graph's (target ≤ 11×, linear; CPU",
             "time is what other load on the machine does not inflate), *wall growth* the same in wall",
             "time; *peak RSS* is the process's high-water mark (the model itself included); *heap* is",
             "the Python heap peak of load + analyze (tracemalloc). Target at 100k nodes: ≤ 10 s, ≤ 1 GiB.",
             "",
             "| family | nodes | wall s | CPU s | validate | shapes | to_ir | analyze | growth | wall growth "
-            "| µs/node (CPU) | peak RSS MiB | heap MiB |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "| µs/node (CPU) | peak RSS MiB | heap MiB | CPU range s |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in synth:
             if "error" in r:
-                out.append(f"| {r['family']} | {r['nodes']} | FAILED: {r['error']} ||||||||||")
+                out.append(f"| {r['family']} | {r['nodes']} | FAILED: {r['error']} |||||||||||")
                 continue
             g = f"{r['growth']:.1f}×" if "growth" in r else ""
             ge = f"{r['growth_wall']:.1f}×" if "growth_wall" in r else ""
@@ -151,7 +153,8 @@ def analysis_section(data: dict[str, Any], torch_data: dict[str, Any] | None = N
             out.append(
                 f"| {r['family']} | {r['nodes']} | {_f(r['total'])} | {_f(r['cpu'])} | {_f(r['validate'])} "
                 f"| {_f(r['shape_inference'])} | {_f(r['to_ir'])} | {_f(r['analyze'])} | {g} | {ge} "
-                f"| {1e6 * r['cpu'] / r['nodes']:.0f} | {r['peak_rss_mib']:.0f} | {heap} |"
+                f"| {1e6 * r['cpu'] / r['nodes']:.0f} | {r['peak_rss_mib']:.0f} | {heap} "
+                f"| {_f(r.get('cpu_min', r['cpu']))}–{_f(r.get('cpu_max', r['cpu']))} |"
             )
         out.append("")
     llama = data.get("llama") or {}
