@@ -75,8 +75,9 @@ def _without(flags: tuple[str, ...], *drop: str) -> tuple[str, ...]:
     return tuple(f for f in flags if f not in drop)
 
 
-def _build(cc: str) -> Path:
-    """The compiled library for this source, compiler and flags (built now unless cached)."""
+def _build(cc: str) -> tuple[Path, Path | None]:
+    """The compiled library for this source, compiler and flags (built now unless cached), and the
+    private temporary folder it was built in when the cache could not be written (None otherwise)."""
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
     key = hashlib.sha256()
     for part in (SOURCE.read_bytes(), version, " ".join(FLAGS), platform.machine(), _cpu_identity()):
@@ -84,12 +85,13 @@ def _build(cc: str) -> Path:
     folder = _cache_dir()
     target = folder / f"fused_step-{key.hexdigest()[:16]}.so"
     if target.exists():
-        return target
+        return target, None
+    private = None
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)
     except OSError:  # no writable cache: build into a private temporary folder for this process
-        folder = Path(tempfile.mkdtemp(prefix="zigraph-kernels-"))
+        folder = private = Path(tempfile.mkdtemp(prefix="zigraph-kernels-"))
         target = folder / target.name
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)
     os.close(fd)
@@ -104,10 +106,14 @@ def _build(cc: str) -> Path:
         else:
             raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed")
         os.replace(tmp, target)  # atomic: a concurrent process sees no half-written library
+    except BaseException:
+        if private is not None:
+            shutil.rmtree(private, ignore_errors=True)
+        raise
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return target
+    return target, private
 
 
 def _load(path: Path) -> Kernels:
@@ -135,7 +141,14 @@ def kernels() -> Kernels | None:
             _reason = "no C compiler found (set CC)"
         else:
             try:
-                _loaded = _load(_build(cc))
+                path, private = _build(cc)
+                try:
+                    _loaded = _load(path)
+                finally:
+                    # A library built for this process alone stays mapped once loaded: its folder goes
+                    # now rather than piling up in the temporary directory, one per process.
+                    if private is not None:
+                        shutil.rmtree(private, ignore_errors=True)
             except (OSError, RuntimeError, subprocess.SubprocessError, AttributeError) as exc:
                 _reason = f"could not build or load {SOURCE.name}: {exc}"
         _tried = True
