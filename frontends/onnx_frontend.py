@@ -37,7 +37,6 @@ from frontends.onnx_sources import (
     overridable_inputs,
     param_uses,
 )
-from frontends.onnx_sources import node_name as onnx_node_name
 from graphcore.errors import ModelLoadError
 from graphcore.ir import Dim, Graph, Node, Value
 from graphcore.ops import lift_legacy_attrs, mark_quantized_weights
@@ -480,6 +479,18 @@ def _dims(tp: onnx.TypeProto) -> tuple[Dim, ...] | None:
 
 
 @functools.cache
+def _elem_kind(elem: int) -> tuple[str | None, bool, bool]:
+    """numpy's name for an ONNX element type, whether it is an integer or bool (a size, an index:
+    its small values are kept), and whether it is trainable (a float)."""
+    dtype = _dtype(elem)
+    return (
+        dtype,
+        dtype is not None and dtype[0] in "iub",
+        bool(dtype and dtype.startswith(("float", "bfloat"))),
+    )
+
+
+@functools.cache
 def _dtype(elem: int) -> str | None:
     """numpy's name for an ONNX element type; cached: asked once per value, and numpy's lookup costs
     more than everything else the IR build does for a value."""
@@ -652,10 +663,9 @@ def _to_ir(model: onnx.ModelProto, name: str, inferred: onnx.GraphProto | None =
         if t.name in overridable:
             continue  # IR >= 4: a default the caller may override, an input of fixed width below
         dims = t.dims
-        dtype = _dtype(t.data_type)
+        dtype, integral, trainable = _elem_kind(t.data_type)
         n = t.numel
-        small_int = n <= SMALL_CONST and dtype is not None and dtype[0] in "iub"
-        trainable = bool(dtype and dtype.startswith(("float", "bfloat")))
+        small_int = n <= SMALL_CONST and integral
         if t.name not in graph.values:  # ``Graph.value``'s common case without its keyword handling
             v = graph.values[t.name] = Value(t.name, dims, dtype, True, trainable, None)
         else:
@@ -678,11 +688,19 @@ def _to_ir(model: onnx.ModelProto, name: str, inferred: onnx.GraphProto | None =
     aliases = param_uses(model, inits)
     alias_at = {(u.node, u.index): alias for alias, u in aliases.items()}
     values = graph.values
+    # Without aliases, a node whose operands all exist already reads them in one comprehension (no
+    # name is empty: that is a missing operand, None, and no value is named so).
+    direct = not alias_at and "" not in values
     for idx, row in enumerate(node_rows(g)):
         pn = row.proto
-        node_name = onnx_node_name(row, idx)
+        node_name = row.name or f"{row.op_type}_{idx}"  # ``onnx_sources.node_name``, inlined
         inputs: list[Value | None] = []
-        for pos, nm in enumerate(row.inputs):
+        if direct:
+            try:
+                inputs = [values[nm] for nm in row.inputs]
+            except KeyError:
+                inputs = []
+        for pos, nm in enumerate(() if inputs or not row.inputs else row.inputs):
             if not nm:
                 inputs.append(None)
                 continue
