@@ -625,8 +625,10 @@ def _check_axes(graph: Graph, name: str) -> None:
     axis may still be at most one past the input's rank (Flatten, OneHot)."""
     for node in graph.nodes:
         axis = node.attrs.get("axis")
+        if not isinstance(axis, int) or node.domain:
+            continue  # most nodes: no axis (their operand is not looked up)
         x = node.input(0)
-        if node.domain or not isinstance(axis, int) or x is None or x.shape is None:
+        if x is None or x.shape is None:
             continue
         r = len(x.shape)
         low, high = (-r, r - 1) if node.op in _AXIS_OF_INPUT else (-r - 1, r)
