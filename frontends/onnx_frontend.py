@@ -260,7 +260,12 @@ def light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
     return light
 
 
+_SHORT_VARINTS = [bytes((i,)) for i in range(0x80)]
+
+
 def _varint(n: int) -> bytes:
+    if n < 0x80:
+        return _SHORT_VARINTS[n]  # a name, a type: almost always one byte
     out = bytearray()
     while n > 0x7F:
         out.append((n & 0x7F) | 0x80)
@@ -571,13 +576,13 @@ def _attr(att: onnx.AttributeProto) -> Any:
     # The common kinds read directly (``helper.get_attribute_value`` asks for the type up to a dozen
     # times); a reference to a function's attribute is left to it, which refuses one.
     if kind == _INTS and not att.ref_attr_name:
-        return list(att.ints)
+        return att.ints[:]  # a list, built in C
     if kind == _INT and not att.ref_attr_name:
         return att.i
     if kind == _FLOAT and not att.ref_attr_name:
         return att.f
     if kind == _FLOATS and not att.ref_attr_name:
-        return list(att.floats)
+        return att.floats[:]
     if kind == onnx.AttributeProto.TENSOR:
         if att.t.data_location == onnx.TensorProto.EXTERNAL:
             return None
