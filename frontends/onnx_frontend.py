@@ -15,9 +15,9 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import operator
 import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,6 @@ from frontends.onnx_sources import (
     overridable_inputs,
     param_uses,
 )
-from frontends.onnx_sources import node_name as onnx_node_name
 from graphcore.errors import ModelLoadError
 from graphcore.ir import Dim, Graph, Node, Value
 from graphcore.ops import lift_legacy_attrs, mark_quantized_weights
@@ -103,8 +102,9 @@ def _read_onnx(
     if model.ir_version <= 0 or not model.HasField("graph") or len(model.graph.node) == 0:
         raise ModelLoadError(f"{name}: not an ONNX model (no graph or no nodes)")
     _check_opset(model, name)
-    _check_external(model, base, name)
-    _check_declared(model, name)
+    stored = _stored_rows(model)
+    _check_external(stored, base, name)
+    _check_declared(model, stored, name)
     if model is source and (copy or len(source.functions) or not _in_order(source, name)):
         model = onnx.ModelProto()
         model.CopyFrom(source)
@@ -174,6 +174,8 @@ def _file_shapes(inferred: onnx.GraphProto, g: onnx.GraphProto) -> None:
     infer at all, or a dim it left unknown (no size, or only a placeholder ``unk__N`` symbol of its own
     making). A size or symbol inference derived is never overridden, nor is a file shape of another
     rank used (a stale annotation)."""
+    if not len(g.value_info):
+        return  # the file annotates nothing (a freshly exported model): no per-value map to build
     have = {vi.name: vi for vi in inferred.value_info}
     for vi in g.value_info:
         if not vi.type.HasField("tensor_type"):
@@ -238,41 +240,59 @@ def light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
     # tool's stale guess (onnxruntime's quantizers write 'unk__29' dims from their own symbolic
     # inference), which ONNX's inference then keeps over a static size it could have derived.
     # ``load_onnx`` falls back to the file's shapes only where ONNX derives less (``_file_shapes``).
-    derived = {o for r in node_rows(g) if r.domain in ("", "ai.onnx") for o in r.outputs}
-    lg.value_info.extend(vi for vi in g.value_info if vi.name not in derived)
+    if len(g.value_info):
+        derived = {o for r in node_rows(g) if r.domain in ("", "ai.onnx") for o in r.outputs}
+        lg.value_info.extend(vi for vi in g.value_info if vi.name not in derived)
     lg.input.extend(g.input)
     declared = {i.name for i in g.input}
-    typed: dict[tuple[int, tuple[int, ...]], onnx.TypeProto] = {}
+    typed: dict[tuple[int, tuple[int, ...]], bytes] = {}
     kept: list[onnx.TensorProto] = []
+    inputs: list[bytes] = []
     for t in initializer_rows(g):
         limit = SMALL_FLOAT if t.data_type in _FLOAT_ELEMS else SMALL_CONST
         if not t.external and t.numel <= limit:
             kept.append(t.proto)
         elif t.name not in declared:
-            _typed_input(lg, t, typed)
+            inputs.append(_typed_input(t, typed))
     lg.initializer.extend(kept)  # one call copies them all, in order
+    if inputs:
+        lg.MergeFromString(b"".join(inputs))  # appended after the file's own inputs, in order
     return light
 
 
-def _typed_input(
-    g: onnx.GraphProto, t: TensorRow, typed: dict[tuple[int, tuple[int, ...]], onnx.TypeProto]
-) -> None:
-    """Declare ``t`` as a graph input of its type and shape (``helper.make_tensor_value_info`` without
-    its checks, which cost more than the rest of the light copy on a graph of many weights). Each
-    distinct type is built once (in ``typed``) and copied: weights of one layer shape repeat."""
-    vi = g.input.add()
-    vi.name = t.name
+_SHORT_VARINTS = [bytes((i,)) for i in range(0x80)]
+
+
+def _varint(n: int) -> bytes:
+    if n < 0x80:
+        return _SHORT_VARINTS[n]  # a name, a type: almost always one byte
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _typed_input(t: TensorRow, typed: dict[tuple[int, tuple[int, ...]], bytes]) -> bytes:
+    """``t`` declared as a graph input of its type and shape, as the bytes of one ``GraphProto.input``
+    entry (protobuf's wire format: parsing concatenated entries appends each to the list). Building a
+    ``ValueInfoProto`` per weight cost 11 µs (a dozen upb calls); a deep network has tens of thousands
+    of weights. Each distinct type is serialized once (in ``typed``): weights of one layer shape
+    repeat."""
     tp = typed.get((t.data_type, t.dims))
-    if tp is not None:
-        vi.type.CopyFrom(tp)
-        return
-    tt = vi.type.tensor_type
-    tt.elem_type = t.data_type
-    dims = tt.shape.dim
-    dims.extend([])  # a scalar's shape must still be present: rank 0, not unknown
-    for d in t.dims:
-        dims.add().dim_value = d
-    typed[(t.data_type, t.dims)] = vi.type
+    if tp is None:
+        proto = onnx.TypeProto()
+        tt = proto.tensor_type
+        tt.elem_type = t.data_type
+        dims = tt.shape.dim
+        dims.extend([])  # a scalar's shape must still be present: rank 0, not unknown
+        for d in t.dims:
+            dims.add().dim_value = d
+        tp = typed[(t.data_type, t.dims)] = b"\x12" + _varint(proto.ByteSize()) + proto.SerializeToString()
+    name = t.name.encode() if isinstance(t.name, str) else t.name
+    vi = b"\x0a" + _varint(len(name)) + name + tp  # ValueInfoProto: name = 1, type = 2
+    return b"\x5a" + _varint(len(vi)) + vi  # GraphProto.input = 11, length-delimited
 
 
 def checkable(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -317,17 +337,35 @@ def _check_opset(model: onnx.ModelProto, name: str) -> None:
         )
 
 
-def _external_tensors(model: onnx.ModelProto) -> Iterator[TensorRow]:
-    yield from initializer_rows(model.graph)
-    for row in node_rows(model.graph):
-        if row.tensors:
-            for att in row.attributes:
-                if att.type == onnx.AttributeProto.TENSOR:
-                    yield tensor_row(att.t)
+def _stored_rows(model: onnx.ModelProto) -> list[TensorRow]:
+    """Rows of every tensor the file stores: the initializers, then tensor attributes (a Constant's
+    value), in file order; read once for both checks (they were read per check, through a generator
+    that cost as much as the rows)."""
+    rows = initializer_rows(model.graph)
+    held = [
+        tensor_row(att.t)
+        for row in node_rows(model.graph)
+        if row.tensors
+        for att in row.attributes
+        if att.type == onnx.AttributeProto.TENSOR
+    ]
+    return [*rows, *held] if held else rows
 
 
-def _check_external(model: onnx.ModelProto, base: Path | None, name: str) -> None:
-    for t in _external_tensors(model):
+# TensorRow fields read in C by ``map`` (a whole-model test without a Python frame per tensor).
+_ROW_PROTO, _ROW_NAME, _ROW_DIMS, _ROW_NUMEL, _ROW_TYPE, _ROW_EXTERNAL, _ROW_RAW = (
+    operator.itemgetter(i) for i in range(7)
+)
+_RAW_DATA = operator.attrgetter("raw_data")
+# NodeRow fields: (name, op_type, domain), inputs, outputs.
+_NODE_TEXTS = operator.itemgetter(3, 1, 2)
+_NODE_INPUTS, _NODE_OUTPUTS = operator.itemgetter(4), operator.itemgetter(5)
+
+
+def _check_external(rows: list[TensorRow], base: Path | None, name: str) -> None:
+    if not any(map(_ROW_EXTERNAL, rows)):
+        return  # the common case: no tensor has external data
+    for t in rows:
         if not t.external:
             continue
         info = {e.key: e.value for e in t.proto.external_data}
@@ -348,14 +386,14 @@ def _check_external(model: onnx.ModelProto, base: Path | None, name: str) -> Non
             raise ModelLoadError(f"{name}: external data file {loc!r} for tensor '{t.name}' is missing")
 
 
-_FIELD_OF = {
+_FIELD_OF: dict[int, str] = {
     onnx.TensorProto.FLOAT: "float_data", onnx.TensorProto.DOUBLE: "double_data",
     onnx.TensorProto.INT64: "int64_data", onnx.TensorProto.INT32: "int32_data",
 }  # fmt: skip
 _ITEMSIZE: dict[int, int] = {k: np.dtype(helper.tensor_dtype_to_np_dtype(k)).itemsize for k in _FIELD_OF}
 
 
-def _check_declared(model: onnx.ModelProto, name: str) -> None:
+def _check_declared(model: onnx.ModelProto, rows_t: list[TensorRow], name: str) -> None:
     """What the checker lets through but nothing downstream can use: no outputs, negative sizes, and
     tensors whose data does not fill their declared shape (counted, never decoded). A large tensor's raw
     bytes are not counted here (protobuf hands them back as a copy: for a parsed ViT-B/16, 350 MB copied
@@ -366,12 +404,11 @@ def _check_declared(model: onnx.ModelProto, name: str) -> None:
     # Protobuf hands back bytes for a string field that is not UTF-8. The types of every name are
     # collected in one pass that stays in C; the names are walked one by one only to say which one.
     rows = node_rows(g)
+    chain = itertools.chain.from_iterable
     texts = [
-        *itertools.chain(
-            *((r.name, r.op_type, r.domain) for r in rows),
-            *(r.inputs for r in rows),
-            *(r.outputs for r in rows),
-        ),
+        *chain(map(_NODE_TEXTS, rows)),
+        *chain(map(_NODE_INPUTS, rows)),
+        *chain(map(_NODE_OUTPUTS, rows)),
         *(vi.name for vi in itertools.chain(g.input, g.output, g.value_info)),
     ]
     if set(map(type, texts)) - {str}:
@@ -382,7 +419,35 @@ def _check_declared(model: onnx.ModelProto, name: str) -> None:
         low = min((d.dim_value for d in dims), default=0)  # an unset dim_value reads 0
         if low < 0:
             raise ModelLoadError(f"{name}: invalid ONNX graph ('{vi.name}' has a negative size {low})")
-    for t in _external_tensors(model):
+    if not _tensors_ok(rows_t):
+        _check_tensors(rows_t, name)
+
+
+def _tensors_ok(rows: list[TensorRow]) -> bool:
+    """Whether ``_check_tensors`` finds nothing wrong, tested a whole field at a time: the per-tensor
+    walk cost 3 µs a tensor, and a deep network has more tensors than nodes. On False the walk runs to
+    name the first offender, so the message is the one the walk alone would give."""
+    if set(map(type, map(_ROW_NAME, rows))) - {str}:
+        return False
+    if min(itertools.chain.from_iterable(map(_ROW_DIMS, rows)), default=0) < 0:
+        return False
+    raw: list[TensorRow] = []
+    fields: list[TensorRow] = []
+    for t in rows:
+        if t.data_type in _FIELD_OF and not t.external:
+            if not t.raw:
+                fields.append(t)
+            elif t.numel <= SMALL_CONST:
+                raw.append(t)
+    want = [t.numel * _ITEMSIZE[t.data_type] for t in raw]
+    if list(map(len, map(_RAW_DATA, map(_ROW_PROTO, raw)))) != want:
+        return False
+    held = [len(getattr(t.proto, _FIELD_OF[t.data_type])) for t in fields]
+    return held == list(map(_ROW_NUMEL, fields))
+
+
+def _check_tensors(rows: list[TensorRow], name: str) -> None:
+    for t in rows:
         if not isinstance(t.name, str):
             raise ModelLoadError(f"{name}: invalid ONNX graph (a name is not UTF-8 text: {t.name[:60]!r})")
         if t.dims and min(t.dims) < 0:
@@ -419,6 +484,18 @@ def _dims(tp: onnx.TypeProto) -> tuple[Dim, ...] | None:
 
 
 @functools.cache
+def _elem_kind(elem: int) -> tuple[str | None, bool, bool]:
+    """numpy's name for an ONNX element type, whether it is an integer or bool (a size, an index:
+    its small values are kept), and whether it is trainable (a float)."""
+    dtype = _dtype(elem)
+    return (
+        dtype,
+        dtype is not None and dtype[0] in "iub",
+        bool(dtype and dtype.startswith(("float", "bfloat"))),
+    )
+
+
+@functools.cache
 def _dtype(elem: int) -> str | None:
     """numpy's name for an ONNX element type; cached: asked once per value, and numpy's lookup costs
     more than everything else the IR build does for a value."""
@@ -433,6 +510,8 @@ _PLAIN = {
     onnx.TensorProto.INT64: np.int64, onnx.TensorProto.INT32: np.int32,
     onnx.TensorProto.INT8: np.int8, onnx.TensorProto.UINT8: np.uint8,
 }  # fmt: skip
+_PLAIN_SIZE = {k: np.dtype(v).itemsize for k, v in _PLAIN.items()}
+_LITTLE = sys.byteorder == "little"
 
 
 def _small_array(t: onnx.TensorProto, dims: tuple[int, ...]) -> np.ndarray:
@@ -445,6 +524,48 @@ def _small_array(t: onnx.TensorProto, dims: tuple[int, ...]) -> np.ndarray:
     return numpy_helper.to_array(t)
 
 
+class _SmallArrays:
+    """The values of many small tensors, read a batch at a time: tensors of one type and shape with
+    plain raw bytes are joined and read by one ``np.frombuffer``, each value a read-only view of it
+    (as ``_small_array``'s own result is read-only). One read per tensor cost 2 µs, and a deep network
+    keeps a value for every bias and normalization parameter. Any other tensor (no raw bytes, a
+    segment, bytes that do not fill its shape, no elements) is read alone by ``_small_array``.
+    Each Value gets one tensor: the caller reads tensors of a repeated name on the spot."""
+
+    def __init__(self) -> None:
+        self._groups: dict[tuple[int, tuple[int, ...]], tuple[list[Value], list[bytes]]] = {}
+        self._alone: list[tuple[Value, TensorRow]] = []
+
+    def add(self, v: Value, t: TensorRow) -> None:
+        """``v.const`` becomes the value of ``t`` at ``fill``."""
+        if t.data_type in _PLAIN and t.raw and t.numel and _LITTLE:
+            raw = t.proto.raw_data
+            if len(raw) == t.numel * _PLAIN_SIZE[t.data_type] and not t.proto.HasField("segment"):
+                group = self._groups.get((t.data_type, t.dims))
+                if group is None:
+                    group = self._groups[(t.data_type, t.dims)] = ([], [])
+                group[0].append(v)
+                group[1].append(raw)
+                return
+        self._alone.append((v, t))
+
+    def fill(self) -> None:
+        for (data_type, dims), (values, raws) in self._groups.items():
+            k = len(values)
+            whole = np.frombuffer(b"".join(raws) if k > 1 else raws[0], dtype=_PLAIN[data_type])
+            if k == 1:
+                values[0].const = whole.reshape(dims)
+                continue
+            whole = whole.reshape((k, *dims))
+            # Iterating a stacked array yields views of its rows, except for scalars (numpy scalars,
+            # not 0-d arrays): those are indexed with an ellipsis, which keeps a 0-d array.
+            views = list(whole) if dims else [whole[i, ...] for i in range(k)]
+            for v, arr in zip(values, views):
+                v.const = arr
+        for v, t in self._alone:
+            v.const = _small_array(t.proto, t.dims)
+
+
 _INTS, _INT, _FLOAT, _FLOATS = (
     onnx.AttributeProto.INTS, onnx.AttributeProto.INT, onnx.AttributeProto.FLOAT, onnx.AttributeProto.FLOATS,
 )  # fmt: skip
@@ -455,13 +576,13 @@ def _attr(att: onnx.AttributeProto) -> Any:
     # The common kinds read directly (``helper.get_attribute_value`` asks for the type up to a dozen
     # times); a reference to a function's attribute is left to it, which refuses one.
     if kind == _INTS and not att.ref_attr_name:
-        return list(att.ints)
+        return att.ints[:]  # a list, built in C
     if kind == _INT and not att.ref_attr_name:
         return att.i
     if kind == _FLOAT and not att.ref_attr_name:
         return att.f
     if kind == _FLOATS and not att.ref_attr_name:
-        return list(att.floats)
+        return att.floats[:]
     if kind == onnx.AttributeProto.TENSOR:
         if att.t.data_location == onnx.TensorProto.EXTERNAL:
             return None
@@ -509,8 +630,10 @@ def _check_axes(graph: Graph, name: str) -> None:
     axis may still be at most one past the input's rank (Flatten, OneHot)."""
     for node in graph.nodes:
         axis = node.attrs.get("axis")
+        if not isinstance(axis, int) or node.domain:
+            continue  # most nodes: no axis (their operand is not looked up)
         x = node.input(0)
-        if node.domain or not isinstance(axis, int) or x is None or x.shape is None:
+        if x is None or x.shape is None:
             continue
         r = len(x.shape)
         low, high = (-r, r - 1) if node.op in _AXIS_OF_INPUT else (-r - 1, r)
@@ -541,21 +664,26 @@ def _to_ir(model: onnx.ModelProto, name: str, inferred: onnx.GraphProto | None =
 
     inits = initializer_names(model)
     overridable = overridable_inputs(model, inits)
-    for t in initializer_rows(g):
+    rows = initializer_rows(g)
+    batch = _SmallArrays() if len(rows) == len(inits) else None  # else a name repeats: read in order
+    for t in rows:
         if t.name in overridable:
             continue  # IR >= 4: a default the caller may override, an input of fixed width below
         dims = t.dims
-        dtype = _dtype(t.data_type)
-        const = None
+        dtype, integral, trainable = _elem_kind(t.data_type)
         n = t.numel
-        small_int = n <= SMALL_CONST and dtype is not None and dtype[0] in "iub"
-        if not t.external and (small_int or n <= 64):
-            const = _small_array(t.proto, dims)  # shape arithmetic and scalar operands (exponents, eps)
-        trainable = bool(dtype and dtype.startswith(("float", "bfloat")))
+        small_int = n <= SMALL_CONST and integral
         if t.name not in graph.values:  # ``Graph.value``'s common case without its keyword handling
-            graph.values[t.name] = Value(t.name, dims, dtype, True, trainable, const)
+            v = graph.values[t.name] = Value(t.name, dims, dtype, True, trainable, None)
         else:
-            graph.value(t.name, shape=dims, dtype=dtype, is_param=True, trainable=trainable, const=const)
+            v = graph.value(t.name, shape=dims, dtype=dtype, is_param=True, trainable=trainable)
+        if not t.external and (small_int or n <= 64):  # shape arithmetic and scalar operands (exponents, eps)
+            if batch is not None:
+                batch.add(v, t)
+            else:
+                v.const = _small_array(t.proto, dims)
+    if batch is not None:
+        batch.fill()
     init_names = inits - overridable
     for vi in g.input:
         if vi.name in init_names:
@@ -567,11 +695,19 @@ def _to_ir(model: onnx.ModelProto, name: str, inferred: onnx.GraphProto | None =
     aliases = param_uses(model, inits)
     alias_at = {(u.node, u.index): alias for alias, u in aliases.items()}
     values = graph.values
+    # Without aliases, a node whose operands all exist already reads them in one comprehension (no
+    # name is empty: that is a missing operand, None, and no value is named so).
+    direct = not alias_at and "" not in values
     for idx, row in enumerate(node_rows(g)):
         pn = row.proto
-        node_name = onnx_node_name(row, idx)
+        node_name = row.name or f"{row.op_type}_{idx}"  # ``onnx_sources.node_name``, inlined
         inputs: list[Value | None] = []
-        for pos, nm in enumerate(row.inputs):
+        if direct:
+            try:
+                inputs = [values[nm] for nm in row.inputs]
+            except KeyError:
+                inputs = []
+        for pos, nm in enumerate(() if inputs or not row.inputs else row.inputs):
             if not nm:
                 inputs.append(None)
                 continue

@@ -71,11 +71,28 @@ class TensorRow(NamedTuple):
 
 
 def tensor_row(t: onnx.TensorProto) -> TensorRow:
-    dims = tuple(t.dims)
-    return TensorRow(
-        t, t.name, dims, math.prod(dims), t.data_type,
-        t.data_location == onnx.TensorProto.EXTERNAL, t.HasField("raw_data"),
-    )  # fmt: skip
+    dims = tuple(t.dims[:])  # a slice of a repeated field is a list built in C: a third of tuple()'s cost
+    return _new_row(TensorRow, (
+        t, t.name, dims, math.prod(dims), t.data_type, t.data_location == _EXTERNAL, t.HasField("raw_data"),
+    ))  # fmt: skip
+
+
+# Rows are built with ``tuple.__new__`` (what a named tuple's own ``__new__`` calls, less its Python
+# frame); the field order is the class's.
+_new_row = tuple.__new__
+_EXTERNAL = onnx.TensorProto.EXTERNAL
+
+
+def _read_tensors(graph: onnx.GraphProto) -> list[TensorRow]:
+    """``tensor_row`` of every initializer, inlined: a deep network has more initializers than nodes."""
+    rows = []
+    prod, new, row_type, external = math.prod, _new_row, TensorRow, _EXTERNAL
+    for t in graph.initializer:
+        dims = tuple(t.dims[:])
+        rows.append(new(row_type, (
+            t, t.name, dims, prod(dims), t.data_type, t.data_location == external, t.HasField("raw_data"),
+        )))  # fmt: skip
+    return rows
 
 
 _SHARED: ContextVar[dict[tuple[int, str], tuple[onnx.GraphProto, list]] | None] = ContextVar(
@@ -86,16 +103,21 @@ _SHARED: ContextVar[dict[tuple[int, str], tuple[onnx.GraphProto, list]] | None] 
 def _read(graph: onnx.GraphProto) -> list[NodeRow]:
     rows = []
     tensor = onnx.AttributeProto.TENSOR
+    new, row_type = _new_row, NodeRow
+    # Repeated fields are read by slicing (a list built in C, then a tuple): ``tuple(field)`` iterates
+    # the field through Python's protocol and cost half as much again.
     for pn in graph.node:
-        attrs = tuple(pn.attribute)
+        attrs = tuple(pn.attribute[:])
         if attrs:
             types = {a.type for a in attrs}
             sub, held = not _SUBGRAPH_SET.isdisjoint(types), tensor in types
         else:
             sub = held = False
         rows.append(
-            NodeRow(pn, pn.op_type, pn.domain, pn.name, tuple(pn.input), tuple(pn.output), attrs, sub, held)
-        )
+            new(row_type, (
+                pn, pn.op_type, pn.domain, pn.name, tuple(pn.input[:]), tuple(pn.output[:]), attrs, sub, held,
+            ))
+        )  # fmt: skip
     return rows
 
 
@@ -106,7 +128,7 @@ def node_rows(graph: onnx.GraphProto) -> list[NodeRow]:
 
 def initializer_rows(graph: onnx.GraphProto) -> list[TensorRow]:
     """The rows of ``graph``'s initializers, in order: read once per load (``shared_rows``)."""
-    return _shared(graph, "initializer", lambda g: [tensor_row(t) for t in g.initializer])
+    return _shared(graph, "initializer", _read_tensors)
 
 
 def _shared(graph: onnx.GraphProto, kind: str, read: Callable[[onnx.GraphProto], list]) -> list:

@@ -21,7 +21,10 @@ invisible to the analysis, so such a weight keeps its one name.
 
 from __future__ import annotations
 
+import itertools
 import math
+import operator
+from collections import Counter
 from dataclasses import dataclass
 
 import onnx
@@ -45,6 +48,7 @@ ALIAS_MARK = "@"
 """Separates a weight's name from the reader in an alias: ``conv2.bias@Conv_7``."""
 
 _DEFAULT_DOMAINS = ("", "ai.onnx")
+_INPUTS = operator.itemgetter(4)  # NodeRow.inputs
 _FLOAT_TYPES = frozenset({
     onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16,
 })  # fmt: skip
@@ -141,13 +145,20 @@ def param_uses(model: onnx.ModelProto, inits: set[str] | None = None) -> dict[st
     weights = weight_names(model, inits)
     # Non-float initializers (shape constants, indices) are weights too: cloning them per use is just
     # as harmless, and a quantized int8 weight read by two dequantizations needs it.
-    reads: dict[str, list[tuple[int, int]]] = {}
     rows = node_rows(g)
+    outputs = {o.name for o in g.output}
+    # Most weights are read once: the names read more than once (or that are outputs) are found by
+    # counting in C, and only their reads are listed (listing every read cost a dict entry and a list
+    # per weight: most of this function on a deep network).
+    counts = Counter(itertools.chain.from_iterable(map(_INPUTS, rows)))
+    wanted = {x for x, c in counts.items() if (c > 1 or x in outputs) and x in weights}
+    if not wanted:
+        return {}
+    reads: dict[str, list[tuple[int, int]]] = {}
     for idx, row in enumerate(rows):
         for i, x in enumerate(row.inputs):
-            if x in weights:
+            if x in wanted:
                 reads.setdefault(x, []).append((idx, i))
-    outputs = {o.name for o in g.output}
     shared = {w: r for w, r in reads.items() if len(r) > 1 or (r and w in outputs)}
     if not shared:
         return {}
