@@ -36,13 +36,16 @@ def build_channel_graph(graph: Graph) -> tuple[ChannelGraph, dict[str, int], dic
         ctx.node = node
         ctx.touched = set()
         ctx.handled_shape_inputs = set()
-        ctx.resolve_symbols(node)
-        try:  # noqa: SIM105 (not contextlib.suppress: a context manager object per node)
-            fill_output_shape(ctx, node)
-        except Exception:  # best effort: a shape left unknown only makes rules block
-            pass
+        if ctx.subst:
+            ctx.resolve_symbols(node)
+        if node.outputs and node.outputs[0].shape is None:
+            try:  # noqa: SIM105 (not contextlib.suppress: a context manager object per node)
+                fill_output_shape(ctx, node)
+            except Exception:  # best effort: a shape left unknown only makes rules block
+                pass
         rule = rule_for(node)
-        fold_node(ctx, node, rule)
+        if rule is not None and (rule.fold is not None or rule.literal is not None):
+            fold_node(ctx, node, rule)  # which does nothing for a rule with neither hook
         if rule is None:
             key = f"{node.domain}::{node.op}" if node.domain else node.op
             unknown[key] = unknown.get(key, 0) + 1
@@ -77,11 +80,13 @@ def _pin_untouched(ctx: ChannelGraph, node: Node) -> None:
             if shape is None:
                 continue
             name = v.name
-            for a in range(len(shape)):
+            for a, d in enumerate(shape):
                 k: SlotKey | None = (name, a)
                 if k in touched:
                     continue  # the usual case: the rule said how this axis maps
                 if k not in offset:
+                    if d.__class__ is not int and not isinstance(d, int):
+                        continue  # a symbolic axis (the batch): ``slot`` would say None
                     k = ctx.slot(v, a)
                     if k is None or k in touched:
                         continue
@@ -89,6 +94,8 @@ def _pin_untouched(ctx: ChannelGraph, node: Node) -> None:
 
 
 def _pin_unhandled_sizes(ctx: ChannelGraph, node: Node) -> None:
+    if not ctx.entries:
+        return  # no shape value tracked yet (a graph without shape arithmetic): nothing to pin
     for i, v in enumerate(node.inputs):
         if v is None or i in ctx.handled_shape_inputs:
             continue

@@ -40,6 +40,7 @@ that absurd dimensions in a malformed model cost no memory."""
 MAX_ELEMENTS = 1 << 27
 _NO_FLAGS = np.zeros(0, dtype=bool)
 _NO_FLAGS.flags.writeable = False
+_BOOL = np.dtype(bool)
 
 
 class Entry(NamedTuple):
@@ -154,8 +155,25 @@ class ChannelGraph:
 
     def link(self, a: Value | None, axis_a: int, b: Value | None, axis_b: int) -> bool:
         """Element i of axis ``axis_a`` of ``a`` is the same channel as element i of ``b``'s axis."""
+        # The common case inline (tens of thousands of calls): both axes known, of one size.
+        if a is not None and b is not None and axis_a >= 0 and axis_b >= 0:
+            size = self.size
+            ka, kb = (a.name, axis_a), (b.name, axis_b)
+            d = size.get(ka)
+            if d is not None and d == size.get(kb):
+                touched = self.touched
+                touched.add(ka)
+                touched.add(kb)
+                if ka != kb:  # classes of whole-axis links are found once, by ``fold``
+                    self._pairs_a.append(ka)
+                    self._pairs_b.append(kb)
+                return True
+        return self._link(a, axis_a, b, axis_b)
+
+    def _link(self, a: Value | None, axis_a: int, b: Value | None, axis_b: int) -> bool:
+        """``link`` where an axis is new, symbolic or of another size."""
         offset = self.offset
-        ka = (a.name, axis_a) if a is not None and axis_a >= 0 else None  # the common case: no call
+        ka = (a.name, axis_a) if a is not None and axis_a >= 0 else None
         if ka not in offset:
             ka = self.slot(a, axis_a)
         kb = (b.name, axis_b) if b is not None and axis_b >= 0 else None
@@ -174,7 +192,7 @@ class ChannelGraph:
             return False
         self.touched.add(ka)
         self.touched.add(kb)
-        if ka != kb:  # classes of whole-axis links are found once, by ``fold``
+        if ka != kb:
             self._pairs_a.append(ka)
             self._pairs_b.append(kb)
         return True
@@ -311,12 +329,12 @@ class ChannelGraph:
         """Per element of the axis: is the whole slice exactly zero once its channel is zeroed.
 
         The array is read-only (it may be shared with other axes): a rule combines flags into a copy."""
-        if self._released:
-            raise RuntimeError("the zero flags were released when the analysis finished")
         if v is not None and axis >= 0 and v.shape is not None:
             z = self.zeros.get((v.name, axis))  # the common case: flags set by the producer's rule
             if z is not None:
                 return z
+        if self._released:
+            raise RuntimeError("the zero flags were released when the analysis finished")
         k = self.slot(v, axis)
         if k is None:
             return _NO_FLAGS
@@ -328,14 +346,23 @@ class ChannelGraph:
         return z
 
     def set_zero(self, v: Value | None, axis: int, z: np.ndarray | bool) -> None:
-        k = self.slot(v, axis)
-        if k is None:
-            return
-        n = self.size[k]
-        if isinstance(z, bool | np.bool_):
+        n = None
+        if v is not None and axis >= 0 and v.shape is not None:
+            k: SlotKey | None = (v.name, axis)
+            n = self.size.get(k)  # the common case: an axis the rule has just linked
+        if n is None:
+            k = self.slot(v, axis)
+            if k is None:
+                return
+            n = self.size[k]
+        assert k is not None
+        if z.__class__ is bool or isinstance(z, np.bool_):
             self.zeros[k] = self.uniform(n, bool(z))
             return
-        arr = np.asarray(z, dtype=bool)
+        if z.__class__ is np.ndarray and z.dtype is _BOOL:
+            arr = z  # flags from ``zero`` or a rule's combination: no conversion to make
+        else:
+            arr = np.asarray(z, dtype=bool)
         if arr.shape == (n,) and not arr.flags.writeable and arr.base is None:
             self.zeros[k] = arr  # already frozen and owned by no one else (another axis's flags)
             return
