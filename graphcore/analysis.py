@@ -16,7 +16,7 @@ from graphcore.errors import AnalysisError
 from graphcore.fold import fold_node
 from graphcore.groups import ChannelMap, NodeGroup, PruneAnalysis
 from graphcore.infer import fill_output_shape
-from graphcore.ir import Graph, Node, Value
+from graphcore.ir import Dim, Graph, Node, Value
 from graphcore.ops import declarations_for, rule_for
 from graphcore.ops.head_dims import attention_granularity, attention_used
 from graphcore.util import gc_paused
@@ -29,6 +29,7 @@ def build_channel_graph(graph: Graph) -> tuple[ChannelGraph, dict[str, int], dic
     ctx = ChannelGraph()
     kinds: dict[str, int] = {}
     unknown: dict[str, int] = {}
+    keys_of: dict[str, tuple[tuple[Dim, ...], tuple[SlotKey, ...]]] = {}
     for v in graph.inputs:
         ctx.pin_all(v, f"graph input '{v.name}' has a fixed width")
         ctx.input_symbols.update(d for d in (v.shape or ()) if isinstance(d, str))
@@ -62,7 +63,7 @@ def build_channel_graph(graph: Graph) -> tuple[ChannelGraph, dict[str, int], dic
                     ctx.pin_all(
                         u, f"rule for {node.op} could not handle this node ({type(exc).__name__}: {exc})"
                     )
-        _pin_untouched(ctx, node)
+        _pin_untouched(ctx, node, keys_of)
         _pin_unhandled_sizes(ctx, node)
     ctx.node = None
     for v in graph.outputs:
@@ -70,7 +71,15 @@ def build_channel_graph(graph: Graph) -> tuple[ChannelGraph, dict[str, int], dic
     return ctx, kinds, unknown
 
 
-def _pin_untouched(ctx: ChannelGraph, node: Node) -> None:
+def _pin_untouched(
+    ctx: ChannelGraph, node: Node, keys_of: dict[str, tuple[tuple[Dim, ...], tuple[SlotKey, ...]]]
+) -> None:
+    """Pin every static axis of the node's values that its rule left unrelated.
+
+    ``keys_of`` caches, per value name and shape object, the keys of the axes that can be static (an
+    integer size, or a slot already): a value is seen by its producer and by every consumer, and the
+    usual value, whose axes the rule related, is then one set comparison. A symbolic axis (the batch)
+    never has a slot (``slot`` says None), so it is left out rather than asked about each time."""
     offset, touched = ctx.offset, ctx.touched
     for vs in (node.inputs, node.outputs):
         for v in vs:
@@ -80,17 +89,24 @@ def _pin_untouched(ctx: ChannelGraph, node: Node) -> None:
             if shape is None:
                 continue
             name = v.name
-            for a, d in enumerate(shape):
-                k: SlotKey | None = (name, a)
+            cached = keys_of.get(name)
+            if cached is not None and cached[0] is shape:
+                keys = cached[1]
+            else:
+                keys = tuple(
+                    [(name, a) for a, d in enumerate(shape) if isinstance(d, int) or (name, a) in offset]
+                )
+                keys_of[name] = (shape, keys)
+            if touched.issuperset(keys):
+                continue  # the usual case: the rule said how every axis maps
+            for k in keys:
                 if k in touched:
-                    continue  # the usual case: the rule said how this axis maps
+                    continue
                 if k not in offset:
-                    if d.__class__ is not int and not isinstance(d, int):
-                        continue  # a symbolic axis (the batch): ``slot`` would say None
-                    k = ctx.slot(v, a)
-                    if k is None or k in touched:
+                    k2 = ctx.slot(v, k[1])
+                    if k2 is None or k2 in touched:
                         continue
-                ctx.pin_key(k, f"{node.op} does not say how axis {a} of '{name}' maps")
+                ctx.pin_key(k, f"{node.op} does not say how axis {k[1]} of '{name}' maps")
 
 
 def _pin_unhandled_sizes(ctx: ChannelGraph, node: Node) -> None:
@@ -386,8 +402,8 @@ def _ranges(folded: Folded, keys: list[SlotKey]) -> tuple[np.ndarray, np.ndarray
     """The folded elements of ``keys``'s slots concatenated in order, and for each the index of its key."""
     if not keys:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    starts = np.array([folded.start[k] for k in keys], dtype=np.int64)
-    sizes = np.array([folded.ctx.size[k] for k in keys], dtype=np.int64)
+    starts = np.fromiter(map(folded.start.__getitem__, keys), dtype=np.int64, count=len(keys))
+    sizes = np.fromiter(map(folded.ctx.size.__getitem__, keys), dtype=np.int64, count=len(keys))
     return _spans(starts, sizes)
 
 

@@ -139,7 +139,7 @@ class ChannelGraph:
         self.size[key] = d
         self.values[v.name] = v
         self.total += d
-        if key in self.pending_pins:
+        if self.pending_pins and key in self.pending_pins:
             self.pins.setdefault(key, self.pending_pins.pop(key))
         return key
 
@@ -155,12 +155,20 @@ class ChannelGraph:
 
     def link(self, a: Value | None, axis_a: int, b: Value | None, axis_b: int) -> bool:
         """Element i of axis ``axis_a`` of ``a`` is the same channel as element i of ``b``'s axis."""
-        # The common case inline (tens of thousands of calls): both axes known, of one size.
+        # The common case inline (tens of thousands of calls): both axes static (one of them often
+        # new: a rule's output, a weight read first here), of one size; or both symbolic.
         if a is not None and b is not None and axis_a >= 0 and axis_b >= 0:
             size = self.size
             ka, kb = (a.name, axis_a), (b.name, axis_b)
             d = size.get(ka)
-            if d is not None and d == size.get(kb):
+            if d is None and self.slot(a, axis_a) is not None:
+                d = size[ka]
+            db = size.get(kb)
+            if db is None and self.slot(b, axis_b) is not None:
+                db = size[kb]
+            if d is None and db is None:
+                return True  # neither axis is static: nothing to tie
+            if d is not None and d == db:
                 touched = self.touched
                 touched.add(ka)
                 touched.add(kb)
