@@ -19,6 +19,7 @@ from graphcore.infer import fill_output_shape
 from graphcore.ir import Dim, Graph, Node, Value
 from graphcore.ops import declarations_for, rule_for
 from graphcore.ops.head_dims import attention_granularity, attention_used
+from graphcore.ops.registry import Cost
 from graphcore.util import gc_paused
 
 __all__ = ["analyze", "build_channel_graph", "node_flops"]
@@ -220,10 +221,8 @@ def _analyze(graph: Graph, mode: str) -> PruneAnalysis:
     slot_trainable_l: list[bool] = []
     per_slot: list[int] = []
     fl_slot: list[int] = []
-    for k in ctx.offset:
+    for k in ctx.param_keys:  # in offset order, as a walk over ``ctx.offset`` would find them
         v = values[k[0]]
-        if not v.is_param:
-            continue
         param_slots.append(k)
         d = size[k]
         slot_range_l.append(range_id.setdefault((fstart[k], d), len(range_id)))
@@ -449,20 +448,24 @@ def _flops_per_param(graph: Graph) -> tuple[dict[str, int], int]:
     """FLOPs charged to each weight (the nodes that read it), and the graph's total: one pass."""
     out: dict[str, int] = {}
     total = 0
-    costs: dict[tuple[str, str], bool] = {}  # per (domain, op): does any declaration cost it
+    costs: dict[tuple[str, str], Cost | None] = {}  # per (domain, op): the cost hook ``node_flops`` reads
     for node in graph.nodes:
         key = (node.domain, node.op)
-        has = costs.get(key)
-        if has is None:
-            has = costs[key] = any(r.cost is not None for r in declarations_for(node))
-        if not has:
+        if key in costs:
+            cost = costs[key]
+        else:
+            cost = costs[key] = next((r.cost for r in declarations_for(node) if r.cost is not None), None)
+        if cost is None:
             continue  # most ops declare no cost: asking for it was a generator per node
-        f = node_flops(node)
+        y = node.outputs[0] if node.outputs else None
+        if y is None or y.shape is None:
+            continue  # ``node_flops``'s 0, without its look-up of the hook again
+        f = cost(node)
         if not f:
             continue
         total += f
         for v in node.inputs:
-            if v is not None and v.is_param and v.rank and v.rank >= 2:
+            if v is not None and v.is_param and v.shape is not None and len(v.shape) >= 2:
                 out[v.name] = out.get(v.name, 0) + f
     return out, total
 

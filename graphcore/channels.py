@@ -82,9 +82,11 @@ class ChannelGraph:
         self.offset: dict[SlotKey, int] = {}
         self.size: dict[SlotKey, int] = {}
         self.values: dict[str, Value] = {}
+        self.param_keys: list[SlotKey] = []  # the slots of parameters, in allocation (offset) order
         self.total = 0
         self._links_a: list[np.ndarray] = []
         self._links_b: list[np.ndarray] = []
+        self._spans: list[tuple[int, int, int]] = []  # (element of a, element of b, length): link_range
         self._pairs_a: list[SlotKey] = []  # whole axes linked element for element
         self._pairs_b: list[SlotKey] = []
         self.pins: dict[SlotKey, str] = {}
@@ -102,6 +104,8 @@ class ChannelGraph:
         self._uniform: dict[tuple[int, bool], np.ndarray] = {}
         self._const_cache: dict[str, tuple[np.ndarray, list[Entry] | None]] = {}
         self._released = False
+        self._where_of: Node | None = None
+        self._where_text = ""
 
     def resolve_symbols(self, node: Node) -> None:
         """Apply symbol sizes learned upstream (e.g. a head count) to this node's values."""
@@ -138,6 +142,8 @@ class ChannelGraph:
         self.offset[key] = self.total
         self.size[key] = d
         self.values[v.name] = v
+        if v.is_param:
+            self.param_keys.append(key)
         self.total += d
         if self.pending_pins and key in self.pending_pins:
             self.pins.setdefault(key, self.pending_pins.pop(key))
@@ -267,9 +273,9 @@ class ChannelGraph:
             return False
         self.touched.add(ka)
         self.touched.add(kb)
-        oa, ob = self.offset[ka], self.offset[kb] + offset
-        self._links_a.append(np.arange(oa, oa + d, dtype=np.int64))
-        self._links_b.append(np.arange(ob, ob + d, dtype=np.int64))
+        # Kept as a span (expanded by ``links`` for all of them at once): two aranges per part of
+        # every concatenation were most of a DenseNet's link cost.
+        self._spans.append((self.offset[ka], self.offset[kb] + offset, d))
         return True
 
     def tie_blocks(self, v: Value | None, axis: int, block: int) -> None:
@@ -293,14 +299,23 @@ class ChannelGraph:
         elif v is not None and v.shape is not None and -len(v.shape) <= axis < len(v.shape):
             # A symbolic axis may become static later (a learned size): the pin must still hold then.
             a = axis % len(v.shape)
-            where = f" ({self.node.label})" if self.node is not None else ""
+            where = self._where()
             self.pending_pins.setdefault((v.name, a), reason + where)
 
     def pin_key(self, k: SlotKey, reason: str) -> None:
         self.touched.add(k)
         if k not in self.pins:
-            where = f" ({self.node.label})" if self.node is not None else ""
+            where = self._where()
             self.pins[k] = reason + where
+
+    def _where(self) -> str:
+        """`` (<the node's label>)``, said by every pin of the node: built once per node."""
+        node = self.node
+        if node is None:
+            return ""
+        if self._where_of is not node:
+            self._where_of, self._where_text = node, f" ({node.label})"
+        return self._where_text
 
     def fix(self, v: Value | None, axis: int, reason: str) -> None:
         """An axis that is structure, not channels (kernel taps): never removed, never reported."""
@@ -329,7 +344,7 @@ class ChannelGraph:
                 self.pin_key(k, reason + ": the reduced axes differ in size")
             return
         if keys:
-            where = f" ({self.node.label})" if self.node is not None else ""
+            where = self._where()
             self.requirements.append((keys, reason + where))
 
     # -- zero tracking -----------------------------------------------------------------------------
@@ -356,14 +371,13 @@ class ChannelGraph:
     def set_zero(self, v: Value | None, axis: int, z: np.ndarray | bool) -> None:
         n = None
         if v is not None and axis >= 0 and v.shape is not None:
-            k: SlotKey | None = (v.name, axis)
+            k: SlotKey = (v.name, axis)
             n = self.size.get(k)  # the common case: an axis the rule has just linked
         if n is None:
-            k = self.slot(v, axis)
-            if k is None:
+            found = self.slot(v, axis)
+            if found is None:
                 return
-            n = self.size[k]
-        assert k is not None
+            k, n = found, self.size[found]
         if z.__class__ is bool or isinstance(z, np.bool_):
             self.zeros[k] = self.uniform(n, bool(z))
             return
@@ -436,6 +450,7 @@ class ChannelGraph:
         self.zeros = {}
         self._pairs_a, self._pairs_b = [], []
         self._links_a, self._links_b = [], []
+        self._spans = []
         self._const_cache = {}
         self._uniform = {}
         self.requirements = []
@@ -446,9 +461,16 @@ class ChannelGraph:
     def links(self) -> tuple[np.ndarray, np.ndarray]:
         """The links between individual elements (index maps, blocks); whole-axis links are slot
         pairs, which ``fold`` applies."""
-        if not self._links_a:
+        parts_a, parts_b = list(self._links_a), list(self._links_b)
+        if self._spans:
+            sa, sb, sn = (np.array(c, dtype=np.int64) for c in zip(*self._spans))
+            which = np.repeat(np.arange(len(sn), dtype=np.int64), sn)
+            pos = np.arange(int(sn.sum()), dtype=np.int64) - (np.cumsum(sn) - sn)[which]
+            parts_a.append(sa[which] + pos)
+            parts_b.append(sb[which] + pos)
+        if not parts_a:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-        return np.concatenate(self._links_a), np.concatenate(self._links_b)
+        return np.concatenate(parts_a), np.concatenate(parts_b)
 
     def fold(self) -> Folded:
         """Connected components over the *folded* elements: each class of slots linked whole is one

@@ -145,18 +145,23 @@ def combine_zeros(zs: Sequence[np.ndarray | bool], every: bool) -> np.ndarray | 
     or the same operand twice), so each distinct array is read once and a single one comes back as it is.
     """
     arrays: list[np.ndarray] = []
+    seen: set[int] = set()  # ids of the arrays kept (every one stays alive in ``zs``)
     for z in zs:
-        if isinstance(z, bool | np.bool_):
+        if isinstance(z, _FLAG):
             if bool(z) != every:
                 return bool(z)  # a False in an AND, a True in an OR decides the whole axis
             continue
-        if not any(z is x for x in arrays):
+        if id(z) not in seen:
+            seen.add(id(z))
             arrays.append(z)
     if not arrays:
         return every and bool(zs)
     if len(arrays) == 1:
         return arrays[0]
     return np.logical_and.reduce(arrays) if every else np.logical_or.reduce(arrays)
+
+
+_FLAG = (bool, np.bool_)
 
 
 # -- zero_when: is the output exactly zero given which operands are? (see registry.OpRule) --------------
