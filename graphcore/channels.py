@@ -502,11 +502,26 @@ class ChannelGraph:
         slot_start = root_start[root_of]
         m = int(root_sizes.sum())
         start: dict[SlotKey, int] = dict(zip(keys, slot_start.tolist()))
-        a, b = self.links()
+        # Each element moves by its slot's shift. An index link's slots are found per element; a span
+        # (``link_range``) lies in one slot of each side, so its slots are found once per span.
+        shift = slot_start - offsets
+        parts_a: list[np.ndarray] = []
+        parts_b: list[np.ndarray] = []
+        if self._links_a:
+            a, b = np.concatenate(self._links_a), np.concatenate(self._links_b)
+            parts_a.append(a + shift[np.searchsorted(offsets, a, side="right") - 1])
+            parts_b.append(b + shift[np.searchsorted(offsets, b, side="right") - 1])
+        if self._spans:
+            sa, sb, sn = (np.array(c, dtype=np.int64) for c in zip(*self._spans))
+            sa = sa + shift[np.searchsorted(offsets, sa, side="right") - 1]
+            sb = sb + shift[np.searchsorted(offsets, sb, side="right") - 1]
+            which = np.repeat(np.arange(len(sn), dtype=np.int64), sn)
+            pos = np.arange(int(sn.sum()), dtype=np.int64) - (np.cumsum(sn) - sn)[which]
+            parts_a.append(sa[which] + pos)
+            parts_b.append(sb[which] + pos)
+        a = np.concatenate(parts_a) if parts_a else np.zeros(0, dtype=np.int64)
         if a.size:
-            shift = slot_start - offsets
-            a = a + shift[np.searchsorted(offsets, a, side="right") - 1]
-            b = b + shift[np.searchsorted(offsets, b, side="right") - 1]
+            b = np.concatenate(parts_b)
             mat = coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(m, m))
             _, labels = connected_components(mat, directed=False)
             labels = labels.astype(np.int64)
