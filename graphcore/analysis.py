@@ -215,25 +215,27 @@ def _analyze(graph: Graph, mode: str) -> PruneAnalysis:
             params_total += count
     flops_of_param, flops_total = _flops_per_param(graph)
     values, size, fstart = ctx.values, ctx.size, folded.start
-    param_slots: list[SlotKey] = []
+    param_slots: list[SlotKey] = list(ctx.param_keys)  # in offset order, as a walk over ``ctx.offset``
     range_id: dict[tuple[int, int], int] = {}
     slot_range_l: list[int] = []
     slot_trainable_l: list[bool] = []
     per_slot: list[int] = []
     fl_slot: list[int] = []
-    for k in ctx.param_keys:  # in offset order, as a walk over ``ctx.offset`` would find them
-        v = values[k[0]]
-        param_slots.append(k)
+    for k in param_slots:
+        name = k[0]
+        v = values[name]
         d = size[k]
         slot_range_l.append(range_id.setdefault((fstart[k], d), len(range_id)))
         slot_trainable_l.append(v.trainable)
-        elems = numel.get(k[0])
+        elems = numel.get(name)
         if elems is None:  # a parameter the graph does not list (none today): asked directly
-            elems = numel[k[0]] = v.numel or 0
-        per_slot.append(elems // max(d, 1))
+            elems = numel[name] = v.numel or 0
+        width = d if d > 1 else 1
+        per_slot.append(elems // width)
         # Saturated: a malformed model's absurd dimension must not overflow int64 (no real layer
         # spends 2**40 FLOPs on one channel at batch 1).
-        fl_slot.append(min(max(flops_of_param.get(k[0], 0) // max(d, 1), 0), 1 << 40))
+        charged = flops_of_param.get(name)
+        fl_slot.append(min(max(charged // width, 0), 1 << 40) if charged else 0)
     slot_range = np.array(slot_range_l, dtype=np.int64)
     nr = len(range_id)
     r_start = np.fromiter((a for a, _ in range_id), dtype=np.int64, count=nr)
