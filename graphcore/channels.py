@@ -184,6 +184,32 @@ class ChannelGraph:
                 return True
         return self._link(a, axis_a, b, axis_b)
 
+    def link_parts(
+        self, parts: Sequence[Value], axis: int, whole: Value, whole_axis: int
+    ) -> list[np.ndarray]:
+        """``link(part, axis, whole, whole_axis)`` for each part, and the zero flags (``zero``) of each
+        part it linked, in order: a Concat ties every input's other axes to the output's. One call per
+        axis instead of two per part and axis (a DenseNet concatenates hundreds of parts)."""
+        flags: list[np.ndarray] = []
+        if axis < 0 or whole_axis < 0:
+            return [self.zero(v, axis) for v in parts if self.link(v, axis, whole, whole_axis)]
+        size, zeros, touched = self.size, self.zeros, self.touched
+        kb = (whole.name, whole_axis)
+        for v in parts:
+            ka = (v.name, axis)
+            d = size.get(ka)
+            if d is not None and d == size.get(kb):  # ``link``'s common case, inline
+                touched.add(ka)
+                touched.add(kb)
+                if ka != kb:
+                    self._pairs_a.append(ka)
+                    self._pairs_b.append(kb)
+                z = zeros.get(ka) if v.shape is not None else None
+                flags.append(z if z is not None else self.zero(v, axis))
+            elif self.link(v, axis, whole, whole_axis):
+                flags.append(self.zero(v, axis))
+        return flags
+
     def _link(self, a: Value | None, axis_a: int, b: Value | None, axis_b: int) -> bool:
         """``link`` where an axis is new, symbolic or of another size."""
         offset = self.offset
