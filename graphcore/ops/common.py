@@ -144,6 +144,8 @@ def combine_zeros(zs: Sequence[np.ndarray | bool], every: bool) -> np.ndarray | 
     for the whole axis; no flags at all: False. Flags are often one shared array (``ChannelGraph.uniform``,
     or the same operand twice), so each distinct array is read once and a single one comes back as it is.
     """
+    if len(zs) == 2 and zs[0] is zs[1] and zs[0].__class__ is np.ndarray:
+        return zs[0]  # the usual pair (a weight and its bias, two residual inputs): one shared array
     arrays: list[np.ndarray] = []
     seen: set[int] = set()  # ids of the arrays kept (every one stays alive in ``zs``)
     for z in zs:
