@@ -184,6 +184,36 @@ class ChannelGraph:
                 return True
         return self._link(a, axis_a, b, axis_b)
 
+    def link_axes(self, src: Value, dst: Value, rank: int, zeros: bool | None) -> None:
+        """``link(src, a, dst, a)`` for every axis ``a < rank``; where linked, ``dst``'s zero flags are
+        ``src``'s (``zeros`` True), all False (False) or left alone (None). An elementwise op's or a
+        normalization's axes, with the common case of ``link``, ``zero`` and ``set_zero`` inline: a
+        rule made three calls per axis. Anything unusual (an axis not static, sizes that differ, a shape
+        not known) goes through ``link`` and ``set_zero`` themselves."""
+        size, flags, touched = self.size, self.zeros, self.touched
+        sname, dname = src.name, dst.name
+        for a in range(rank):
+            ks, kd = (sname, a), (dname, a)
+            d = size.get(ks)
+            if d is not None and src.shape is not None and dst.shape is not None:
+                dd = size.get(kd)
+                if dd is None and self.slot(dst, a) is not None:
+                    dd = size[kd]
+                if d == dd:
+                    touched.add(ks)
+                    touched.add(kd)
+                    if ks != kd:
+                        self._pairs_a.append(ks)
+                        self._pairs_b.append(kd)
+                    if zeros:
+                        z = flags.get(ks)
+                        flags[kd] = z if z is not None else self.zero(src, a)
+                    elif zeros is not None:
+                        flags[kd] = self.uniform(d, False)
+                    continue
+            if self.link(src, a, dst, a) and zeros is not None:
+                self.set_zero(dst, a, self.zero(src, a) if zeros else False)
+
     def link_parts(
         self, parts: Sequence[Value], axis: int, whole: Value, whole_axis: int
     ) -> list[np.ndarray]:

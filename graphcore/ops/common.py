@@ -85,9 +85,7 @@ def identity(ctx: ChannelGraph, src: Value | None, dst: Value | None, zero_prese
         ctx.pin_all(src, "rank changed by an elementwise op")
         ctx.pin_all(dst, "rank changed by an elementwise op")
         return
-    for a in range(r):
-        if ctx.link(src, a, dst, a):
-            ctx.set_zero(dst, a, ctx.zero(src, a) if zero_preserving else False)
+    ctx.link_axes(src, dst, r, zero_preserving)
 
 
 def broadcast(
