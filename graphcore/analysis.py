@@ -16,9 +16,10 @@ from graphcore.errors import AnalysisError
 from graphcore.fold import fold_node
 from graphcore.groups import ChannelMap, NodeGroup, PruneAnalysis
 from graphcore.infer import fill_output_shape
-from graphcore.ir import Graph, Node, Value
+from graphcore.ir import Dim, Graph, Node, Value
 from graphcore.ops import declarations_for, rule_for
 from graphcore.ops.head_dims import attention_granularity, attention_used
+from graphcore.ops.registry import Cost
 from graphcore.util import gc_paused
 
 __all__ = ["analyze", "build_channel_graph", "node_flops"]
@@ -29,6 +30,7 @@ def build_channel_graph(graph: Graph) -> tuple[ChannelGraph, dict[str, int], dic
     ctx = ChannelGraph()
     kinds: dict[str, int] = {}
     unknown: dict[str, int] = {}
+    keys_of: dict[str, tuple[tuple[Dim, ...], tuple[SlotKey, ...]]] = {}
     for v in graph.inputs:
         ctx.pin_all(v, f"graph input '{v.name}' has a fixed width")
         ctx.input_symbols.update(d for d in (v.shape or ()) if isinstance(d, str))
@@ -36,13 +38,16 @@ def build_channel_graph(graph: Graph) -> tuple[ChannelGraph, dict[str, int], dic
         ctx.node = node
         ctx.touched = set()
         ctx.handled_shape_inputs = set()
-        ctx.resolve_symbols(node)
-        try:  # noqa: SIM105 (not contextlib.suppress: a context manager object per node)
-            fill_output_shape(ctx, node)
-        except Exception:  # best effort: a shape left unknown only makes rules block
-            pass
+        if ctx.subst:
+            ctx.resolve_symbols(node)
+        if node.outputs and node.outputs[0].shape is None:
+            try:  # noqa: SIM105 (not contextlib.suppress: a context manager object per node)
+                fill_output_shape(ctx, node)
+            except Exception:  # best effort: a shape left unknown only makes rules block
+                pass
         rule = rule_for(node)
-        fold_node(ctx, node, rule)
+        if rule is not None and (rule.fold is not None or rule.literal is not None):
+            fold_node(ctx, node, rule)  # which does nothing for a rule with neither hook
         if rule is None:
             key = f"{node.domain}::{node.op}" if node.domain else node.op
             unknown[key] = unknown.get(key, 0) + 1
@@ -59,7 +64,7 @@ def build_channel_graph(graph: Graph) -> tuple[ChannelGraph, dict[str, int], dic
                     ctx.pin_all(
                         u, f"rule for {node.op} could not handle this node ({type(exc).__name__}: {exc})"
                     )
-        _pin_untouched(ctx, node)
+        _pin_untouched(ctx, node, keys_of)
         _pin_unhandled_sizes(ctx, node)
     ctx.node = None
     for v in graph.outputs:
@@ -67,7 +72,15 @@ def build_channel_graph(graph: Graph) -> tuple[ChannelGraph, dict[str, int], dic
     return ctx, kinds, unknown
 
 
-def _pin_untouched(ctx: ChannelGraph, node: Node) -> None:
+def _pin_untouched(
+    ctx: ChannelGraph, node: Node, keys_of: dict[str, tuple[tuple[Dim, ...], tuple[SlotKey, ...]]]
+) -> None:
+    """Pin every static axis of the node's values that its rule left unrelated.
+
+    ``keys_of`` caches, per value name and shape object, the keys of the axes that can be static (an
+    integer size, or a slot already): a value is seen by its producer and by every consumer, and the
+    usual value, whose axes the rule related, is then one set comparison. A symbolic axis (the batch)
+    never has a slot (``slot`` says None), so it is left out rather than asked about each time."""
     offset, touched = ctx.offset, ctx.touched
     for vs in (node.inputs, node.outputs):
         for v in vs:
@@ -77,18 +90,29 @@ def _pin_untouched(ctx: ChannelGraph, node: Node) -> None:
             if shape is None:
                 continue
             name = v.name
-            for a in range(len(shape)):
-                k: SlotKey | None = (name, a)
+            cached = keys_of.get(name)
+            if cached is not None and cached[0] is shape:
+                keys = cached[1]
+            else:
+                keys = tuple(
+                    [(name, a) for a, d in enumerate(shape) if isinstance(d, int) or (name, a) in offset]
+                )
+                keys_of[name] = (shape, keys)
+            if touched.issuperset(keys):
+                continue  # the usual case: the rule said how every axis maps
+            for k in keys:
                 if k in touched:
-                    continue  # the usual case: the rule said how this axis maps
+                    continue
                 if k not in offset:
-                    k = ctx.slot(v, a)
-                    if k is None or k in touched:
+                    k2 = ctx.slot(v, k[1])
+                    if k2 is None or k2 in touched:
                         continue
-                ctx.pin_key(k, f"{node.op} does not say how axis {a} of '{name}' maps")
+                ctx.pin_key(k, f"{node.op} does not say how axis {k[1]} of '{name}' maps")
 
 
 def _pin_unhandled_sizes(ctx: ChannelGraph, node: Node) -> None:
+    if not ctx.entries:
+        return  # no shape value tracked yet (a graph without shape arithmetic): nothing to pin
     for i, v in enumerate(node.inputs):
         if v is None or i in ctx.handled_shape_inputs:
             continue
@@ -191,27 +215,27 @@ def _analyze(graph: Graph, mode: str) -> PruneAnalysis:
             params_total += count
     flops_of_param, flops_total = _flops_per_param(graph)
     values, size, fstart = ctx.values, ctx.size, folded.start
-    param_slots: list[SlotKey] = []
+    param_slots: list[SlotKey] = list(ctx.param_keys)  # in offset order, as a walk over ``ctx.offset``
     range_id: dict[tuple[int, int], int] = {}
     slot_range_l: list[int] = []
     slot_trainable_l: list[bool] = []
     per_slot: list[int] = []
     fl_slot: list[int] = []
-    for k in ctx.offset:
-        v = values[k[0]]
-        if not v.is_param:
-            continue
-        param_slots.append(k)
+    for k in param_slots:
+        name = k[0]
+        v = values[name]
         d = size[k]
         slot_range_l.append(range_id.setdefault((fstart[k], d), len(range_id)))
         slot_trainable_l.append(v.trainable)
-        elems = numel.get(k[0])
+        elems = numel.get(name)
         if elems is None:  # a parameter the graph does not list (none today): asked directly
-            elems = numel[k[0]] = v.numel or 0
-        per_slot.append(elems // max(d, 1))
+            elems = numel[name] = v.numel or 0
+        width = d if d > 1 else 1
+        per_slot.append(elems // width)
         # Saturated: a malformed model's absurd dimension must not overflow int64 (no real layer
         # spends 2**40 FLOPs on one channel at batch 1).
-        fl_slot.append(min(max(flops_of_param.get(k[0], 0) // max(d, 1), 0), 1 << 40))
+        charged = flops_of_param.get(name)
+        fl_slot.append(min(max(charged // width, 0), 1 << 40) if charged else 0)
     slot_range = np.array(slot_range_l, dtype=np.int64)
     nr = len(range_id)
     r_start = np.fromiter((a for a, _ in range_id), dtype=np.int64, count=nr)
@@ -379,8 +403,8 @@ def _ranges(folded: Folded, keys: list[SlotKey]) -> tuple[np.ndarray, np.ndarray
     """The folded elements of ``keys``'s slots concatenated in order, and for each the index of its key."""
     if not keys:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    starts = np.array([folded.start[k] for k in keys], dtype=np.int64)
-    sizes = np.array([folded.ctx.size[k] for k in keys], dtype=np.int64)
+    starts = np.fromiter(map(folded.start.__getitem__, keys), dtype=np.int64, count=len(keys))
+    sizes = np.fromiter(map(folded.ctx.size.__getitem__, keys), dtype=np.int64, count=len(keys))
     return _spans(starts, sizes)
 
 
@@ -426,20 +450,24 @@ def _flops_per_param(graph: Graph) -> tuple[dict[str, int], int]:
     """FLOPs charged to each weight (the nodes that read it), and the graph's total: one pass."""
     out: dict[str, int] = {}
     total = 0
-    costs: dict[tuple[str, str], bool] = {}  # per (domain, op): does any declaration cost it
+    costs: dict[tuple[str, str], Cost | None] = {}  # per (domain, op): the cost hook ``node_flops`` reads
     for node in graph.nodes:
         key = (node.domain, node.op)
-        has = costs.get(key)
-        if has is None:
-            has = costs[key] = any(r.cost is not None for r in declarations_for(node))
-        if not has:
+        if key in costs:
+            cost = costs[key]
+        else:
+            cost = costs[key] = next((r.cost for r in declarations_for(node) if r.cost is not None), None)
+        if cost is None:
             continue  # most ops declare no cost: asking for it was a generator per node
-        f = node_flops(node)
+        y = node.outputs[0] if node.outputs else None
+        if y is None or y.shape is None:
+            continue  # ``node_flops``'s 0, without its look-up of the hook again
+        f = cost(node)
         if not f:
             continue
         total += f
         for v in node.inputs:
-            if v is not None and v.is_param and v.rank and v.rank >= 2:
+            if v is not None and v.is_param and v.shape is not None and len(v.shape) >= 2:
                 out[v.name] = out.get(v.name, 0) + f
     return out, total
 

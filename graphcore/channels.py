@@ -40,6 +40,7 @@ that absurd dimensions in a malformed model cost no memory."""
 MAX_ELEMENTS = 1 << 27
 _NO_FLAGS = np.zeros(0, dtype=bool)
 _NO_FLAGS.flags.writeable = False
+_BOOL = np.dtype(bool)
 
 
 class Entry(NamedTuple):
@@ -81,9 +82,11 @@ class ChannelGraph:
         self.offset: dict[SlotKey, int] = {}
         self.size: dict[SlotKey, int] = {}
         self.values: dict[str, Value] = {}
+        self.param_keys: list[SlotKey] = []  # the slots of parameters, in allocation (offset) order
         self.total = 0
         self._links_a: list[np.ndarray] = []
         self._links_b: list[np.ndarray] = []
+        self._spans: list[tuple[int, int, int]] = []  # (element of a, element of b, length): link_range
         self._pairs_a: list[SlotKey] = []  # whole axes linked element for element
         self._pairs_b: list[SlotKey] = []
         self.pins: dict[SlotKey, str] = {}
@@ -101,6 +104,8 @@ class ChannelGraph:
         self._uniform: dict[tuple[int, bool], np.ndarray] = {}
         self._const_cache: dict[str, tuple[np.ndarray, list[Entry] | None]] = {}
         self._released = False
+        self._where_of: Node | None = None
+        self._where_text = ""
 
     def resolve_symbols(self, node: Node) -> None:
         """Apply symbol sizes learned upstream (e.g. a head count) to this node's values."""
@@ -137,8 +142,10 @@ class ChannelGraph:
         self.offset[key] = self.total
         self.size[key] = d
         self.values[v.name] = v
+        if v.is_param:
+            self.param_keys.append(key)
         self.total += d
-        if key in self.pending_pins:
+        if self.pending_pins and key in self.pending_pins:
             self.pins.setdefault(key, self.pending_pins.pop(key))
         return key
 
@@ -154,8 +161,89 @@ class ChannelGraph:
 
     def link(self, a: Value | None, axis_a: int, b: Value | None, axis_b: int) -> bool:
         """Element i of axis ``axis_a`` of ``a`` is the same channel as element i of ``b``'s axis."""
+        # The common case inline (tens of thousands of calls): both axes static (one of them often
+        # new: a rule's output, a weight read first here), of one size; or both symbolic.
+        if a is not None and b is not None and axis_a >= 0 and axis_b >= 0:
+            size = self.size
+            ka, kb = (a.name, axis_a), (b.name, axis_b)
+            d = size.get(ka)
+            if d is None and self.slot(a, axis_a) is not None:
+                d = size[ka]
+            db = size.get(kb)
+            if db is None and self.slot(b, axis_b) is not None:
+                db = size[kb]
+            if d is None and db is None:
+                return True  # neither axis is static: nothing to tie
+            if d is not None and d == db:
+                touched = self.touched
+                touched.add(ka)
+                touched.add(kb)
+                if ka != kb:  # classes of whole-axis links are found once, by ``fold``
+                    self._pairs_a.append(ka)
+                    self._pairs_b.append(kb)
+                return True
+        return self._link(a, axis_a, b, axis_b)
+
+    def link_axes(self, src: Value, dst: Value, rank: int, zeros: bool | None) -> None:
+        """``link(src, a, dst, a)`` for every axis ``a < rank``; where linked, ``dst``'s zero flags are
+        ``src``'s (``zeros`` True), all False (False) or left alone (None). An elementwise op's or a
+        normalization's axes, with the common case of ``link``, ``zero`` and ``set_zero`` inline: a
+        rule made three calls per axis. Anything unusual (an axis not static, sizes that differ, a shape
+        not known) goes through ``link`` and ``set_zero`` themselves."""
+        size, flags, touched = self.size, self.zeros, self.touched
+        sname, dname = src.name, dst.name
+        for a in range(rank):
+            ks, kd = (sname, a), (dname, a)
+            d = size.get(ks)
+            if d is not None and src.shape is not None and dst.shape is not None:
+                dd = size.get(kd)
+                if dd is None and self.slot(dst, a) is not None:
+                    dd = size[kd]
+                if d == dd:
+                    touched.add(ks)
+                    touched.add(kd)
+                    if ks != kd:
+                        self._pairs_a.append(ks)
+                        self._pairs_b.append(kd)
+                    if zeros:
+                        z = flags.get(ks)
+                        flags[kd] = z if z is not None else self.zero(src, a)
+                    elif zeros is not None:
+                        flags[kd] = self.uniform(d, False)
+                    continue
+            if self.link(src, a, dst, a) and zeros is not None:
+                self.set_zero(dst, a, self.zero(src, a) if zeros else False)
+
+    def link_parts(
+        self, parts: Sequence[Value], axis: int, whole: Value, whole_axis: int
+    ) -> list[np.ndarray]:
+        """``link(part, axis, whole, whole_axis)`` for each part, and the zero flags (``zero``) of each
+        part it linked, in order: a Concat ties every input's other axes to the output's. One call per
+        axis instead of two per part and axis (a DenseNet concatenates hundreds of parts)."""
+        flags: list[np.ndarray] = []
+        if axis < 0 or whole_axis < 0:
+            return [self.zero(v, axis) for v in parts if self.link(v, axis, whole, whole_axis)]
+        size, zeros, touched = self.size, self.zeros, self.touched
+        kb = (whole.name, whole_axis)
+        for v in parts:
+            ka = (v.name, axis)
+            d = size.get(ka)
+            if d is not None and d == size.get(kb):  # ``link``'s common case, inline
+                touched.add(ka)
+                touched.add(kb)
+                if ka != kb:
+                    self._pairs_a.append(ka)
+                    self._pairs_b.append(kb)
+                z = zeros.get(ka) if v.shape is not None else None
+                flags.append(z if z is not None else self.zero(v, axis))
+            elif self.link(v, axis, whole, whole_axis):
+                flags.append(self.zero(v, axis))
+        return flags
+
+    def _link(self, a: Value | None, axis_a: int, b: Value | None, axis_b: int) -> bool:
+        """``link`` where an axis is new, symbolic or of another size."""
         offset = self.offset
-        ka = (a.name, axis_a) if a is not None and axis_a >= 0 else None  # the common case: no call
+        ka = (a.name, axis_a) if a is not None and axis_a >= 0 else None
         if ka not in offset:
             ka = self.slot(a, axis_a)
         kb = (b.name, axis_b) if b is not None and axis_b >= 0 else None
@@ -174,7 +262,7 @@ class ChannelGraph:
             return False
         self.touched.add(ka)
         self.touched.add(kb)
-        if ka != kb:  # classes of whole-axis links are found once, by ``fold``
+        if ka != kb:
             self._pairs_a.append(ka)
             self._pairs_b.append(kb)
         return True
@@ -241,9 +329,9 @@ class ChannelGraph:
             return False
         self.touched.add(ka)
         self.touched.add(kb)
-        oa, ob = self.offset[ka], self.offset[kb] + offset
-        self._links_a.append(np.arange(oa, oa + d, dtype=np.int64))
-        self._links_b.append(np.arange(ob, ob + d, dtype=np.int64))
+        # Kept as a span (expanded by ``links`` for all of them at once): two aranges per part of
+        # every concatenation were most of a DenseNet's link cost.
+        self._spans.append((self.offset[ka], self.offset[kb] + offset, d))
         return True
 
     def tie_blocks(self, v: Value | None, axis: int, block: int) -> None:
@@ -267,14 +355,23 @@ class ChannelGraph:
         elif v is not None and v.shape is not None and -len(v.shape) <= axis < len(v.shape):
             # A symbolic axis may become static later (a learned size): the pin must still hold then.
             a = axis % len(v.shape)
-            where = f" ({self.node.label})" if self.node is not None else ""
+            where = self._where()
             self.pending_pins.setdefault((v.name, a), reason + where)
 
     def pin_key(self, k: SlotKey, reason: str) -> None:
         self.touched.add(k)
         if k not in self.pins:
-            where = f" ({self.node.label})" if self.node is not None else ""
+            where = self._where()
             self.pins[k] = reason + where
+
+    def _where(self) -> str:
+        """`` (<the node's label>)``, said by every pin of the node: built once per node."""
+        node = self.node
+        if node is None:
+            return ""
+        if self._where_of is not node:
+            self._where_of, self._where_text = node, f" ({node.label})"
+        return self._where_text
 
     def fix(self, v: Value | None, axis: int, reason: str) -> None:
         """An axis that is structure, not channels (kernel taps): never removed, never reported."""
@@ -303,7 +400,7 @@ class ChannelGraph:
                 self.pin_key(k, reason + ": the reduced axes differ in size")
             return
         if keys:
-            where = f" ({self.node.label})" if self.node is not None else ""
+            where = self._where()
             self.requirements.append((keys, reason + where))
 
     # -- zero tracking -----------------------------------------------------------------------------
@@ -311,12 +408,12 @@ class ChannelGraph:
         """Per element of the axis: is the whole slice exactly zero once its channel is zeroed.
 
         The array is read-only (it may be shared with other axes): a rule combines flags into a copy."""
-        if self._released:
-            raise RuntimeError("the zero flags were released when the analysis finished")
         if v is not None and axis >= 0 and v.shape is not None:
             z = self.zeros.get((v.name, axis))  # the common case: flags set by the producer's rule
             if z is not None:
                 return z
+        if self._released:
+            raise RuntimeError("the zero flags were released when the analysis finished")
         k = self.slot(v, axis)
         if k is None:
             return _NO_FLAGS
@@ -328,14 +425,22 @@ class ChannelGraph:
         return z
 
     def set_zero(self, v: Value | None, axis: int, z: np.ndarray | bool) -> None:
-        k = self.slot(v, axis)
-        if k is None:
-            return
-        n = self.size[k]
-        if isinstance(z, bool | np.bool_):
+        n = None
+        if v is not None and axis >= 0 and v.shape is not None:
+            k: SlotKey = (v.name, axis)
+            n = self.size.get(k)  # the common case: an axis the rule has just linked
+        if n is None:
+            found = self.slot(v, axis)
+            if found is None:
+                return
+            k, n = found, self.size[found]
+        if z.__class__ is bool or isinstance(z, np.bool_):
             self.zeros[k] = self.uniform(n, bool(z))
             return
-        arr = np.asarray(z, dtype=bool)
+        if z.__class__ is np.ndarray and z.dtype is _BOOL:
+            arr = z  # flags from ``zero`` or a rule's combination: no conversion to make
+        else:
+            arr = np.asarray(z, dtype=bool)
         if arr.shape == (n,) and not arr.flags.writeable and arr.base is None:
             self.zeros[k] = arr  # already frozen and owned by no one else (another axis's flags)
             return
@@ -401,6 +506,7 @@ class ChannelGraph:
         self.zeros = {}
         self._pairs_a, self._pairs_b = [], []
         self._links_a, self._links_b = [], []
+        self._spans = []
         self._const_cache = {}
         self._uniform = {}
         self.requirements = []
@@ -411,9 +517,16 @@ class ChannelGraph:
     def links(self) -> tuple[np.ndarray, np.ndarray]:
         """The links between individual elements (index maps, blocks); whole-axis links are slot
         pairs, which ``fold`` applies."""
-        if not self._links_a:
+        parts_a, parts_b = list(self._links_a), list(self._links_b)
+        if self._spans:
+            sa, sb, sn = (np.array(c, dtype=np.int64) for c in zip(*self._spans))
+            which = np.repeat(np.arange(len(sn), dtype=np.int64), sn)
+            pos = np.arange(int(sn.sum()), dtype=np.int64) - (np.cumsum(sn) - sn)[which]
+            parts_a.append(sa[which] + pos)
+            parts_b.append(sb[which] + pos)
+        if not parts_a:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-        return np.concatenate(self._links_a), np.concatenate(self._links_b)
+        return np.concatenate(parts_a), np.concatenate(parts_b)
 
     def fold(self) -> Folded:
         """Connected components over the *folded* elements: each class of slots linked whole is one
@@ -445,11 +558,26 @@ class ChannelGraph:
         slot_start = root_start[root_of]
         m = int(root_sizes.sum())
         start: dict[SlotKey, int] = dict(zip(keys, slot_start.tolist()))
-        a, b = self.links()
+        # Each element moves by its slot's shift. An index link's slots are found per element; a span
+        # (``link_range``) lies in one slot of each side, so its slots are found once per span.
+        shift = slot_start - offsets
+        parts_a: list[np.ndarray] = []
+        parts_b: list[np.ndarray] = []
+        if self._links_a:
+            a, b = np.concatenate(self._links_a), np.concatenate(self._links_b)
+            parts_a.append(a + shift[np.searchsorted(offsets, a, side="right") - 1])
+            parts_b.append(b + shift[np.searchsorted(offsets, b, side="right") - 1])
+        if self._spans:
+            sa, sb, sn = (np.array(c, dtype=np.int64) for c in zip(*self._spans))
+            sa = sa + shift[np.searchsorted(offsets, sa, side="right") - 1]
+            sb = sb + shift[np.searchsorted(offsets, sb, side="right") - 1]
+            which = np.repeat(np.arange(len(sn), dtype=np.int64), sn)
+            pos = np.arange(int(sn.sum()), dtype=np.int64) - (np.cumsum(sn) - sn)[which]
+            parts_a.append(sa[which] + pos)
+            parts_b.append(sb[which] + pos)
+        a = np.concatenate(parts_a) if parts_a else np.zeros(0, dtype=np.int64)
         if a.size:
-            shift = slot_start - offsets
-            a = a + shift[np.searchsorted(offsets, a, side="right") - 1]
-            b = b + shift[np.searchsorted(offsets, b, side="right") - 1]
+            b = np.concatenate(parts_b)
             mat = coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(m, m))
             _, labels = connected_components(mat, directed=False)
             labels = labels.astype(np.int64)

@@ -47,7 +47,10 @@ class Value:
         s = self.shape
         if s is None:
             return None
-        if all(type(d) is int for d in s):
+        for d in s:  # a loop, not all() over a generator: asked for every parameter by several passes
+            if type(d) is not int:
+                break
+        else:
             return cast("tuple[int, ...]", s)  # the usual case: already a tuple of plain ints
         dims = tuple(int(d) for d in s if isinstance(d, int))
         return dims if len(dims) == len(s) else None

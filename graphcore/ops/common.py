@@ -85,9 +85,7 @@ def identity(ctx: ChannelGraph, src: Value | None, dst: Value | None, zero_prese
         ctx.pin_all(src, "rank changed by an elementwise op")
         ctx.pin_all(dst, "rank changed by an elementwise op")
         return
-    for a in range(r):
-        if ctx.link(src, a, dst, a):
-            ctx.set_zero(dst, a, ctx.zero(src, a) if zero_preserving else False)
+    ctx.link_axes(src, dst, r, zero_preserving)
 
 
 def broadcast(
@@ -144,19 +142,26 @@ def combine_zeros(zs: Sequence[np.ndarray | bool], every: bool) -> np.ndarray | 
     for the whole axis; no flags at all: False. Flags are often one shared array (``ChannelGraph.uniform``,
     or the same operand twice), so each distinct array is read once and a single one comes back as it is.
     """
+    if len(zs) == 2 and zs[0] is zs[1] and zs[0].__class__ is np.ndarray:
+        return zs[0]  # the usual pair (a weight and its bias, two residual inputs): one shared array
     arrays: list[np.ndarray] = []
+    seen: set[int] = set()  # ids of the arrays kept (every one stays alive in ``zs``)
     for z in zs:
-        if isinstance(z, bool | np.bool_):
+        if isinstance(z, _FLAG):
             if bool(z) != every:
                 return bool(z)  # a False in an AND, a True in an OR decides the whole axis
             continue
-        if not any(z is x for x in arrays):
+        if id(z) not in seen:
+            seen.add(id(z))
             arrays.append(z)
     if not arrays:
         return every and bool(zs)
     if len(arrays) == 1:
         return arrays[0]
     return np.logical_and.reduce(arrays) if every else np.logical_or.reduce(arrays)
+
+
+_FLAG = (bool, np.bool_)
 
 
 # -- zero_when: is the output exactly zero given which operands are? (see registry.OpRule) --------------

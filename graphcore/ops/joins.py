@@ -47,7 +47,7 @@ def _concat(ctx: ChannelGraph, node: Node) -> None:
     for a in range(ry):
         if a == axis:
             continue
-        flags = [ctx.zero(v, a) for v in ins if ctx.link(v, a, y, a)]
+        flags = ctx.link_parts(ins, a, y, a)
         key_a = ctx.slot(y, a)  # after the links: one of them may have learned the output's size
         if key_a is None or not flags:
             continue

@@ -57,8 +57,8 @@ def _batchnorm(ctx: ChannelGraph, node: Node) -> None:
     if r is None:
         ctx.pin_all(y, "BatchNormalization with unknown shape")
         return
-    for a in range(r):
-        ctx.link(x, a, y, a)
+    assert x is not None  # its rank is known
+    ctx.link_axes(x, y, r, None)
     for p in (scale, bias, mean, var):
         ctx.link(p, 0, y, 1)
     for extra in node.outputs[1:]:
