@@ -387,6 +387,26 @@ def _output_node(graph: fx.Graph) -> fx.Node:
 
 
 _PLAIN_ARGS = frozenset({int, float, bool, str, type(None)})
+_CALLS = frozenset({"call_function", "call_method", "call_module"})
+_ENUMS = (torch.dtype, torch.device, torch.layout, torch.memory_format)
+_NOT_SYMBOLIC = frozenset({*_PLAIN_ARGS, *_ENUMS, fx.Node, slice, type(Ellipsis)})
+
+
+def _no_symbolic(args: Any, kwargs: Any) -> bool:
+    """True when no pytree leaf of ``args`` and ``kwargs`` can be a ``SymInt``, ``SymFloat`` or
+    ``SymBool``: every leaf is of a type in ``_NOT_SYMBOLIC`` (a leaf of any other type: False)."""
+    stack: list[Any] = [args, kwargs]
+    while stack:
+        a = stack.pop()
+        if type(a) in _NOT_SYMBOLIC:
+            continue
+        if isinstance(a, tuple | list):
+            stack.extend(a)
+        elif isinstance(a, dict):
+            stack.extend(a.values())
+        else:
+            return False
+    return True
 
 
 class _Proxy(fx.Proxy):
@@ -483,15 +503,32 @@ class _Tracer(fx.Tracer):
         would snake-case it with a regular expression that finds nothing to change."""
         if name is None and type(target) is str and target == target.lower() and not _is_magic(target):
             name = target
+        # ``Graph.create_node`` walks the arguments of every call with pytree to warn about raw
+        # ``SymInt`` values (a seventh of DenseNet-121's load, most of it flattening the kwargs dict).
+        # Where ``_no_symbolic`` sees there is none, the node is made without arguments and given
+        # them through the ``args``/``kwargs`` setters: the same node, users and uses.
+        later = (
+            kind in _CALLS
+            and (args or kwargs)
+            and not self.check_mutable_operations
+            and _no_symbolic(args, kwargs)
+        )
+        made_args, made_kwargs = ((), {}) if later else (args, kwargs)
         stack = self.module_stack
         if not stack or fx_traceback.has_preserved_node_meta():
-            return super().create_node(kind, target, args, kwargs, name, type_expr)
-        self.module_stack = type(stack)()  # empty: torch leaves the key to us
-        try:
-            node = super().create_node(kind, target, args, kwargs, name, type_expr)
-        finally:
-            self.module_stack = stack
-        node.meta["nn_module_stack"] = stack.copy()
+            node = super().create_node(kind, target, made_args, made_kwargs, name, type_expr)
+        else:
+            self.module_stack = type(stack)()  # empty: torch leaves the key to us
+            try:
+                node = super().create_node(kind, target, made_args, made_kwargs, name, type_expr)
+            finally:
+                self.module_stack = stack
+            node.meta["nn_module_stack"] = stack.copy()
+        if later:
+            if args:
+                node.args = args
+            if kwargs:
+                node.kwargs = kwargs
         return node
 
     def call_module(self, m: nn.Module, forward: Callable[..., Any], args: tuple, kwargs: dict) -> Any:

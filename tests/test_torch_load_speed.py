@@ -309,7 +309,8 @@ def _fx_program(gm: torch.fx.GraphModule, model: nn.Module) -> tuple:
         where.update({id(t): k for k, t in named(remove_duplicate=False)})  # type: ignore[operator]
     nodes = [
         (n.name, n.op, _stable(n.target), _stable(n.args), _stable(n.kwargs), _stable(n.type),
-         _stable(n.meta.get("nn_module_stack")))
+         _stable(n.meta.get("nn_module_stack")), [u.name for u in n.users],
+         [u.name for u in n.all_input_nodes], type(n.args).__name__, type(n.kwargs).__name__)
         for n in gm.graph.nodes
     ]  # fmt: skip
     held = [*gm.named_parameters(), *gm.named_buffers()]
@@ -335,3 +336,14 @@ def test_the_tracer_records_what_torch_fx_records(name):
     ours = tr.graph_module(model, graph, type(model).__name__)
     assert _fx_program(ours, model) == theirs
     assert ours.training is False and model.training
+
+
+def test_only_plain_arguments_skip_the_symbolic_check():
+    """``_Tracer.create_node`` hands torch a node's arguments after making it (skipping the walk that
+    warns about raw ``SymInt`` values) only where every leaf is of a type that cannot be symbolic."""
+    graph = torch.fx.Graph()
+    x = graph.placeholder("x")
+    plain = ((x, [1, 2.0, None, "s", slice(0, x, None)]), {"dim": -1, "dtype": torch.float32, "k": (True,)})
+    assert tr._no_symbolic(*plain)
+    assert not tr._no_symbolic((x, torch.zeros(1)), {})
+    assert not tr._no_symbolic((x,), {"size": [2, object()]})
