@@ -19,6 +19,7 @@ and custom modules, that every recorded shape and the IR are identical with and 
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -28,7 +29,7 @@ import torch.nn.functional as F
 import torch.nn.modules.module as module_hooks
 from torch import nn
 
-__all__ = ["function_rule", "module_rule"]
+__all__ = ["Abstract", "function_rule", "module_rule"]
 
 Rule = Callable[[Any, tuple, dict], Any]
 MODULE_RULES: dict[type, Rule] = {}
@@ -37,14 +38,51 @@ FUNCTION_RULES: dict[Any, Rule] = {}
 _META = torch.device("meta")
 
 
-def _empty(shape: Sequence[int], like: torch.Tensor) -> torch.Tensor:
-    """A contiguous meta tensor (``torch.empty`` costs 4 µs on meta; ``empty_like`` runs a Python
-    reference implementation, 80 µs)."""
-    return torch.empty(tuple(shape), dtype=like.dtype, device=_META)
+class Abstract:
+    """A contiguous meta tensor not made yet: its shape and dtype, and the tensor once a kernel needs it.
+
+    What a rule returns. Most results only ever meet other rules, which read shapes and dtypes, so
+    the meta run (``frontends.torch_trace``) records them without calling ``torch.empty`` (7 µs) and
+    materializes one (``tensor``, the same tensor on every call) only for an op that runs its kernel:
+    the kernel then sees what it saw when rules returned fresh empty tensors. An ``Abstract`` never
+    leaves the meta run and answers the few tensor questions rules ask (``shape``, ``dtype``,
+    ``dim()``, ``is_contiguous()``, ``is_floating_point()``, ``numel()``) as that tensor would.
+    """
+
+    __slots__ = ("_tensor", "dtype", "shape")
+
+    def __init__(self, shape: tuple[int, ...], dtype: torch.dtype) -> None:
+        self.shape = shape
+        self.dtype = dtype
+        self._tensor: torch.Tensor | None = None
+
+    def dim(self) -> int:
+        return len(self.shape)
+
+    def is_contiguous(self) -> bool:
+        return True
+
+    def is_floating_point(self) -> bool:
+        return self.dtype.is_floating_point
+
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def tensor(self) -> torch.Tensor:
+        t = self._tensor
+        if t is None:
+            t = self._tensor = torch.empty(self.shape, dtype=self.dtype, device=_META)
+        return t
+
+
+def _empty(shape: Sequence[int], like: Any) -> Abstract:
+    """A contiguous meta result of ``like``'s dtype, made as a tensor only when a kernel needs it."""
+    return Abstract(tuple(shape), like.dtype)
 
 
 def _is_meta(x: Any) -> bool:
-    return isinstance(x, torch.Tensor) and x.device == _META
+    return type(x) is Abstract or (isinstance(x, torch.Tensor) and x.device == _META)
 
 
 def _only_input(args: tuple, kwargs: dict) -> torch.Tensor | None:
@@ -58,7 +96,11 @@ def _only_input(args: tuple, kwargs: dict) -> torch.Tensor | None:
 
 
 def _same_dtype(x: torch.Tensor, *tensors: Any) -> bool:
-    return all(t is None or (isinstance(t, torch.Tensor) and t.dtype == x.dtype) for t in tensors)
+    return all(t is None or (_is_tensor(t) and t.dtype == x.dtype) for t in tensors)
+
+
+def _is_tensor(t: Any) -> bool:
+    return type(t) is Abstract or isinstance(t, torch.Tensor)
 
 
 def _no_hooks(mod: nn.Module) -> bool:
@@ -248,6 +290,53 @@ def _pooled(x: torch.Tensor | None, size: Any) -> Any:
     return _empty((x.shape[0], x.shape[1], *out), x)
 
 
+def _pair(v: Any, empty: Any = None) -> tuple[int, int] | None:
+    """A 2-d pooling parameter as torch unpacks it: an int or one or two ints; ``empty`` for ``()``."""
+    if type(v) is int:
+        return (v, v)
+    if not isinstance(v, list | tuple) or not all(type(d) is int for d in v):
+        return None
+    if len(v) == 0:
+        return empty
+    if len(v) == 1:
+        return (v[0], v[0])
+    return (v[0], v[1]) if len(v) == 2 else None
+
+
+@_modules(nn.MaxPool2d, nn.AvgPool2d)
+def _pool2d(mod: Any, args: tuple, kwargs: dict) -> Any:
+    """Batched 2-d max or average pooling (stem and transition pools): each spatial size from torch's
+    pooling formula, ``ceil_mode`` included; whatever the kernel would reject (zero stride, padding
+    over half the kernel, an empty result) falls back to it."""
+    x = _only_input(args, kwargs)
+    if x is None or not x.is_floating_point() or x.dim() != 4 or any(d <= 0 for d in x.shape):
+        return None
+    kernel = _pair(mod.kernel_size)
+    stride = _pair(mod.stride, empty=kernel)
+    pad = _pair(mod.padding)
+    if isinstance(mod, nn.MaxPool2d):
+        if mod.return_indices:
+            return None
+        dilation = _pair(mod.dilation)
+    else:
+        dilation = (1, 1)
+        if mod.divisor_override == 0:
+            return None
+    if kernel is None or stride is None or pad is None or dilation is None or type(mod.ceil_mode) is not bool:
+        return None
+    out = []
+    for i, k, st, p, d in zip(x.shape[2:], kernel, stride, pad, dilation):
+        if k <= 0 or st <= 0 or d <= 0 or p < 0 or p > ((k - 1) * d + 1) // 2:
+            return None
+        o = (i + 2 * p - d * (k - 1) - 1 + (st - 1 if mod.ceil_mode else 0)) // st + 1
+        if mod.ceil_mode and (o - 1) * st >= i + p:
+            o -= 1
+        if o < 1:
+            return None
+        out.append(o)
+    return _empty((x.shape[0], x.shape[1], *out), x)
+
+
 _CONV_DIMS = {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3}
 
 
@@ -326,7 +415,7 @@ def _mha(mod: Any, args: tuple, kwargs: dict) -> Any:
     if not _same_dtype(q, k, v, *mod.parameters()):
         return None
     if mod.batch_first:  # the kernel computes (L, N, E) and returns it transposed
-        return (_empty((q.shape[1], q.shape[0], q.shape[2]), q).transpose(1, 0), None)
+        return (_empty((q.shape[1], q.shape[0], q.shape[2]), q).tensor.transpose(1, 0), None)
     return (_empty(q.shape, q), None)
 
 
@@ -391,3 +480,48 @@ def _cat(target: Any, args: tuple, kwargs: dict) -> Any:
             return None
         total += shape[dim]
     return _empty((*head, total, *tail), first)
+
+
+@_functions(F.relu)
+def _relu_fn(target: Any, args: tuple, kwargs: dict) -> Any:
+    """``F.relu(x)`` on a floating tensor: its shape; with ``inplace=True`` the input itself, as
+    ``torch.relu_`` returns it."""
+    if len(args) > 2 or any(k != "inplace" for k in kwargs) or (len(args) == 2 and kwargs):
+        return None
+    inplace = args[1] if len(args) == 2 else kwargs.get("inplace", False)
+    x = _only_input(args[:1], {})
+    if x is None or not x.is_floating_point() or type(inplace) is not bool:
+        return None
+    return x if inplace else _empty(x.shape, x)
+
+
+_FLATTEN_ARGS = ("input", "start_dim", "end_dim")
+
+
+@_functions(torch.flatten)
+def _flatten_fn(target: Any, args: tuple, kwargs: dict) -> Any:
+    """``torch.flatten(x, start_dim, end_dim)`` over at least two axes (the classifier heads)."""
+    if len(args) > 3 or any(k not in _FLATTEN_ARGS[len(args) :] for k in kwargs):
+        return None
+    bound = {"start_dim": 0, "end_dim": -1, **dict(zip(_FLATTEN_ARGS, args)), **kwargs}
+    return _flattened(bound.get("input"), bound["start_dim"], bound["end_dim"])
+
+
+@_modules(nn.Flatten)
+def _flatten_mod(mod: Any, args: tuple, kwargs: dict) -> Any:
+    return _flattened(_only_input(args, kwargs), mod.start_dim, mod.end_dim)
+
+
+def _flattened(x: Any, start: Any, end: Any) -> Any:
+    """The contiguous input viewed with axes ``start..end`` merged; a single axis or an empty tensor
+    falls back to the kernel."""
+    if x is None or not _is_meta(x) or not x.is_contiguous() or not (type(start) is type(end) is int):
+        return None
+    rank = x.dim()
+    if rank == 0 or not (-rank <= start < rank and -rank <= end < rank) or x.numel() == 0:
+        return None
+    start, end = start % rank, end % rank
+    if start >= end:
+        return None
+    shape = tuple(x.shape)
+    return _empty((*shape[:start], math.prod(shape[start : end + 1]), *shape[end + 1 :]), x)

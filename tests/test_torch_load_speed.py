@@ -101,6 +101,8 @@ def _recorded(module: nn.Module, example: tuple, fast: bool, monkeypatch: pytest
     recorder_run_node = tr._Recorder.run_node
 
     def layout(obj: Any) -> Any:
+        if isinstance(obj, shapes.Abstract):  # the tensor it stands for, as a kernel would get it
+            obj = obj.tensor
         if isinstance(obj, torch.Tensor):
             return (tuple(obj.shape), obj.stride(), str(obj.dtype))
         if isinstance(obj, list | tuple):
@@ -139,6 +141,15 @@ class Rules(nn.Module):
         self.ln = nn.LayerNorm([4, 8])
         self.ln_c = nn.LayerNorm(4)  # on a permuted (non-contiguous) input, as ConvNeXt's blocks
         self.pools = nn.ModuleList([nn.AdaptiveAvgPool2d(1), nn.AdaptiveAvgPool2d((None, 3))])
+        self.pools2d = nn.ModuleList([
+            nn.MaxPool2d(3, stride=2, padding=1), nn.MaxPool2d(2, dilation=(2, 1), ceil_mode=True),
+            nn.MaxPool2d((3, 2), stride=(2, 3), padding=(1, 0), ceil_mode=True), nn.AvgPool2d(2, stride=2),
+            nn.AvgPool2d(3, stride=2, padding=1, ceil_mode=True, count_include_pad=False),
+            nn.AvgPool2d((1, 3), stride=[1], divisor_override=2), nn.MaxPool2d(2, return_indices=True),
+            nn.MaxPool2d(2, stride=5, padding=1, ceil_mode=True),  # the last window starts in the padding
+            nn.AvgPool2d(3, stride=4, padding=1, ceil_mode=True),
+        ])  # fmt: skip
+        self.flat = nn.ModuleList([nn.Flatten(), nn.Flatten(0, 2), nn.Flatten(-2, -1), nn.Flatten(1, 1)])
         self.lin = nn.Linear(8, 5)
         self.mha = nn.MultiheadAttention(8, 2, batch_first=True)
         self.mha_seq = nn.MultiheadAttention(8, 2, kdim=6, vdim=4)
@@ -169,6 +180,11 @@ class Rules(nn.Module):
         ln = self.ln_c(tt) + F.layer_norm(tt, (4,), self.ln_c.weight, bias=self.ln_c.bias, eps=1e-6)
         ln = ln + F.layer_norm(y2.permute(0, 2, 3, 1), [4, 8]).sum()  # no affine, two axes
         pooled = [p(y2) for p in self.pools]
+        pooled += [p(y2) for p in self.pools2d] + [p(b) for p in self.pools2d]  # (2, 8, 4, 4), (2, 4, 8, 8)
+        pooled += [F.relu(y2), F.relu(y2 * 2, inplace=True), F.relu(y2, False), F.relu(ints)]
+        pooled += [f(y2) for f in self.flat] + [f(tt) for f in self.flat[:3]]  # tt: not contiguous
+        pooled += [torch.flatten(y2, 1), torch.flatten(y2), torch.flatten(y2, start_dim=-3, end_dim=2)]
+        pooled += [torch.flatten(c, 2, 3), torch.flatten(y2, 2, 1 + 1), y2.flatten(1)]
         pooled += [F.adaptive_avg_pool2d(y2, (2, 1)), F.adaptive_avg_pool2d(y2, 2)]
         pooled.append(F.adaptive_avg_pool2d(y2.transpose(2, 3), [1, None]))  # not contiguous: the kernel
         return y2, y3, z, s, ints, w, ln, pooled
