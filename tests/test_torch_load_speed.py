@@ -363,3 +363,31 @@ def test_only_plain_arguments_skip_the_symbolic_check():
     assert tr._no_symbolic(*plain)
     assert not tr._no_symbolic((x, torch.zeros(1)), {})
     assert not tr._no_symbolic((x,), {"size": [2, object()]})
+
+
+def test_module_tensor_reads_what_getattr_reads():
+    """``frontends.torch_lower.module_tensor`` skips Python's failing lookup only where it would end
+    in ``nn.Module.__getattr__``: a parametrized weight (a class property), a plain attribute, a
+    ``None`` bias and a module that changes ``__getattr__`` read as ``getattr`` reads them."""
+    from torch.nn.utils import parametrize
+
+    from frontends.torch_lower import module_tensor
+
+    class Doubled(nn.Module):
+        def forward(self, w: torch.Tensor) -> torch.Tensor:
+            return w * 2
+
+    class Aliased(nn.Linear):
+        def __getattr__(self, name: str) -> Any:
+            return super().__getattr__("bias" if name == "weight_alias" else name)
+
+    lin = nn.Linear(3, 2, bias=False)
+    parametrize.register_parametrization(lin, "weight", Doubled())
+    bn = nn.BatchNorm2d(4)
+    bn.scale = torch.ones(1)  # a plain attribute in the instance dict
+    for mod in (lin, bn, nn.Conv2d(2, 2, 1), nn.Sequential(nn.ReLU()), Aliased(2, 2)):
+        names = ("weight", "bias", "running_mean", "num_batches_tracked", "scale", "0", "weight_alias", "x")
+        for attr in names:
+            want = getattr(mod, attr, None)
+            got = module_tensor(mod, attr)
+            assert got is want or (isinstance(want, torch.Tensor) and torch.equal(got, want)), (mod, attr)
