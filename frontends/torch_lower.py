@@ -24,6 +24,7 @@ import torch.fx as fx
 from torch import nn
 
 from frontends.torch_meta import LitSite, TorchMeta
+from frontends.torch_shapes import module_tensor
 from frontends.torch_trace import SizeMeta, TensorMeta, TraceResult, dtype_name
 from graphcore.ir import Graph, Node, Value
 
@@ -105,42 +106,6 @@ def short_name(target: Any) -> str:
         return target
     name = getattr(target, "__name__", None) or str(target)
     return str(name).replace("::", ".")
-
-
-_PLAIN_LOOKUP: dict[tuple[type, str], bool] = {}
-
-
-def module_tensor(mod: nn.Module, attr: str) -> Any:
-    """``getattr(mod, attr, None)``, read straight from the module's parameter and buffer tables when
-    that is where Python's lookup would end.
-
-    A parameter (``weight``) is not in the instance ``__dict__``: ``getattr`` misses in the class and
-    the instance, raises and catches an AttributeError, and reaches ``nn.Module.__getattr__`` (1.5 µs,
-    six times per BatchNorm). Where the class neither defines ``attr`` (a property of a
-    parametrization, say) nor changes attribute lookup, and the instance dict does not hold it, the
-    answer is ``__getattr__``'s: ``_parameters``, then ``_buffers``, then ``_modules``."""
-    cls = type(mod)
-    plain = _PLAIN_LOOKUP.get((cls, attr))
-    if plain is None:
-        plain = _PLAIN_LOOKUP[(cls, attr)] = (
-            cls.__getattr__ is nn.Module.__getattr__
-            and cls.__getattribute__ is object.__getattribute__
-            and not hasattr(cls, attr)
-        )
-    d = mod.__dict__
-    if not plain or attr in d:
-        return getattr(mod, attr, None)
-    for table in ("_parameters", "_buffers", "_modules"):
-        entries = d.get(table)
-        if entries is None:  # a module whose __init__ did not run: Python's own lookup decides
-            return getattr(mod, attr, None)
-        found = entries.get(attr, _MISSING_ATTR)
-        if found is not _MISSING_ATTR:
-            return found
-    return None
-
-
-_MISSING_ATTR: Any = object()
 
 
 class Builder:

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 import torch.nn.modules.module as module_hooks
 from torch import nn
 
-__all__ = ["Abstract", "function_rule", "module_rule"]
+__all__ = ["Abstract", "function_rule", "module_rule", "module_tensor"]
 
 Rule = Callable[[Any, tuple, dict], Any]
 MODULE_RULES: dict[type, Rule] = {}
@@ -114,6 +114,42 @@ def _no_hooks(mod: nn.Module) -> bool:
     )
 
 
+_PLAIN_LOOKUP: dict[tuple[type, str], bool] = {}
+
+
+def module_tensor(mod: nn.Module, attr: str) -> Any:
+    """``getattr(mod, attr, None)``, read straight from the module's parameter and buffer tables when
+    that is where Python's lookup would end.
+
+    A parameter (``weight``) is not in the instance ``__dict__``: ``getattr`` misses in the class and
+    the instance, raises and catches an AttributeError, and reaches ``nn.Module.__getattr__`` (1.5 µs,
+    six times per BatchNorm). Where the class neither defines ``attr`` (a property of a
+    parametrization, say) nor changes attribute lookup, and the instance dict does not hold it, the
+    answer is ``__getattr__``'s: ``_parameters``, then ``_buffers``, then ``_modules``."""
+    cls = type(mod)
+    plain = _PLAIN_LOOKUP.get((cls, attr))
+    if plain is None:
+        plain = _PLAIN_LOOKUP[(cls, attr)] = (
+            cls.__getattr__ is nn.Module.__getattr__
+            and cls.__getattribute__ is object.__getattribute__
+            and not hasattr(cls, attr)
+        )
+    d = mod.__dict__
+    if not plain or attr in d:
+        return getattr(mod, attr, None)
+    for table in ("_parameters", "_buffers", "_modules"):
+        entries = d.get(table)
+        if entries is None:  # a module whose __init__ did not run: Python's own lookup decides
+            return getattr(mod, attr, None)
+        found = entries.get(attr, _MISSING_ATTR)
+        if found is not _MISSING_ATTR:
+            return found
+    return None
+
+
+_MISSING_ATTR: Any = object()
+
+
 def module_rule(mod: nn.Module, args: tuple, kwargs: dict) -> Any:
     """The meta result of ``mod(*args, **kwargs)`` from a rule, or None to run the module."""
     rule = MODULE_RULES.get(type(mod))
@@ -179,13 +215,14 @@ def _batch_norm(mod: Any, args: tuple, kwargs: dict) -> Any:
     """Eval-mode batch norm with running statistics: the input's shape (the rank and channel count
     the module checks are checked here; batch statistics, with their batch-size error, fall back)."""
     x = _only_input(args, kwargs)
-    if x is None or mod.training or not mod.track_running_stats or mod.running_mean is None:
+    if x is None or mod.training or not mod.track_running_stats:
         return None
-    if x.dim() not in _BN_RANKS[type(mod)] or x.shape[1] != mod.num_features or not x.is_floating_point():
+    w, b, mean, var = (module_tensor(mod, a) for a in ("weight", "bias", "running_mean", "running_var"))
+    if mean is None or x.dim() not in _BN_RANKS[type(mod)] or x.shape[1] != mod.num_features:
         return None
-    if not _same_dtype(x, mod.weight, mod.bias, mod.running_mean, mod.running_var):
+    if not x.is_floating_point() or not _same_dtype(x, w, b, mean, var):
         return None
-    if any(t is not None and tuple(t.shape) != (mod.num_features,) for t in (mod.weight, mod.bias)):
+    if any(t is not None and tuple(t.shape) != (mod.num_features,) for t in (w, b)):
         return None
     return _empty(x.shape, x)
 
@@ -248,12 +285,12 @@ def _group_norm(mod: Any, args: tuple, kwargs: dict) -> Any:
 @_modules(nn.Linear)
 def _linear(mod: Any, args: tuple, kwargs: dict) -> Any:
     x = _only_input(args, kwargs)
-    w = mod.weight
+    w, bias = module_tensor(mod, "weight"), module_tensor(mod, "bias")
     if x is None or not x.is_floating_point() or not isinstance(w, torch.Tensor) or w.dim() != 2:
         return None
-    if x.dim() < 1 or x.shape[-1] != w.shape[1] or not _same_dtype(x, w, mod.bias):
+    if x.dim() < 1 or x.shape[-1] != w.shape[1] or not _same_dtype(x, w, bias):
         return None
-    if mod.bias is not None and tuple(mod.bias.shape) != (w.shape[0],):
+    if bias is not None and tuple(bias.shape) != (w.shape[0],):
         return None
     return _empty((*x.shape[:-1], w.shape[0]), x)
 
@@ -345,15 +382,15 @@ def _conv(mod: Any, args: tuple, kwargs: dict) -> Any:
     """Batched convolution with zero padding: the output size of each spatial axis in closed form."""
     x = _only_input(args, kwargs)
     nd = _CONV_DIMS[type(mod)]
-    w = mod.weight
+    w, bias = module_tensor(mod, "weight"), module_tensor(mod, "bias")
     if x is None or not x.is_floating_point() or mod.padding_mode != "zeros" or x.dim() != nd + 2:
         return None
-    if not isinstance(w, torch.Tensor) or w.dim() != nd + 2 or not _same_dtype(x, w, mod.bias):
+    if not isinstance(w, torch.Tensor) or w.dim() != nd + 2 or not _same_dtype(x, w, bias):
         return None
     groups = mod.groups
     if groups <= 0 or x.shape[1] != w.shape[1] * groups or w.shape[0] % groups:
         return None
-    if mod.bias is not None and tuple(mod.bias.shape) != (w.shape[0],):
+    if bias is not None and tuple(bias.shape) != (w.shape[0],):
         return None
     if any(d <= 0 for d in x.shape):
         return None

@@ -366,12 +366,12 @@ def test_only_plain_arguments_skip_the_symbolic_check():
 
 
 def test_module_tensor_reads_what_getattr_reads():
-    """``frontends.torch_lower.module_tensor`` skips Python's failing lookup only where it would end
+    """``frontends.torch_shapes.module_tensor`` skips Python's failing lookup only where it would end
     in ``nn.Module.__getattr__``: a parametrized weight (a class property), a plain attribute, a
     ``None`` bias and a module that changes ``__getattr__`` read as ``getattr`` reads them."""
     from torch.nn.utils import parametrize
 
-    from frontends.torch_lower import module_tensor
+    from frontends.torch_shapes import module_tensor
 
     class Doubled(nn.Module):
         def forward(self, w: torch.Tensor) -> torch.Tensor:
