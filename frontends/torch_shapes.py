@@ -46,21 +46,30 @@ class Abstract:
     materializes one (``tensor``, the same tensor on every call) only for an op that runs its kernel:
     the kernel then sees what it saw when rules returned fresh empty tensors. An ``Abstract`` never
     leaves the meta run and answers the few tensor questions rules ask (``shape``, ``dtype``,
-    ``dim()``, ``is_contiguous()``, ``is_floating_point()``, ``numel()``) as that tensor would.
+    ``dim()``, ``is_contiguous()``, ``is_floating_point()``, ``numel()``) as that tensor would; once
+    the tensor is made, from the tensor itself (a kernel may have changed it in place: ``unsqueeze_``).
     """
 
-    __slots__ = ("_tensor", "dtype", "shape")
+    __slots__ = ("_dtype", "_shape", "_tensor")
 
     def __init__(self, shape: tuple[int, ...], dtype: torch.dtype) -> None:
-        self.shape = shape
-        self.dtype = dtype
+        self._shape = shape
+        self._dtype = dtype
         self._tensor: torch.Tensor | None = None
+
+    @property
+    def shape(self) -> Sequence[int]:
+        return self._shape if self._tensor is None else self._tensor.shape
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._dtype if self._tensor is None else self._tensor.dtype
 
     def dim(self) -> int:
         return len(self.shape)
 
     def is_contiguous(self) -> bool:
-        return True
+        return self._tensor is None or self._tensor.is_contiguous()
 
     def is_floating_point(self) -> bool:
         return self.dtype.is_floating_point
@@ -69,10 +78,15 @@ class Abstract:
         return math.prod(self.shape)
 
     @property
+    def made(self) -> torch.Tensor | None:
+        """The tensor if ``tensor`` made it."""
+        return self._tensor
+
+    @property
     def tensor(self) -> torch.Tensor:
         t = self._tensor
         if t is None:
-            t = self._tensor = torch.empty(self.shape, dtype=self.dtype, device=_META)
+            t = self._tensor = torch.empty(self._shape, dtype=self._dtype, device=_META)
         return t
 
 

@@ -136,8 +136,10 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 def describe(obj: Any) -> Any:
     """A static, tensor-free description of a runtime value."""
-    if type(obj) is Abstract:
-        return TensorMeta(tuple(map(int, obj.shape)), dtype_name(obj.dtype))
+    if type(obj) is Abstract:  # its tensor once made (a kernel may have changed it in place)
+        if obj.made is None:
+            return TensorMeta(tuple(map(int, obj.shape)), dtype_name(obj.dtype))
+        obj = obj.made
     if isinstance(obj, torch.Tensor):
         return TensorMeta(tuple(map(int, obj.shape)), dtype_name(obj.dtype))
     if isinstance(obj, torch.Size):

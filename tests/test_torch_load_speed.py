@@ -391,3 +391,32 @@ def test_module_tensor_reads_what_getattr_reads():
             want = getattr(mod, attr, None)
             got = module_tensor(mod, attr)
             assert got is want or (isinstance(want, torch.Tensor) and torch.equal(got, want)), (mod, attr)
+
+
+class _InPlace(nn.Module):
+    """A rule's result reshaped in place by a method (its kernel runs), then read by rules again."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c = nn.Conv1d(4, 6, 3)
+        self.lin = nn.Linear(7, 3)
+
+    def forward(self, a: torch.Tensor) -> Any:
+        y = self.c(a)  # a rule: (2, 6, 7)
+        pair = (y, y * 2)
+        y.unsqueeze_(0)  # the kernel, in place: y is (1, 2, 6, 7) from here on
+        z = F.relu(self.c(a), inplace=True)  # the rule's result under a second node
+        z.transpose_(1, 2)  # its kernel: no longer contiguous, (2, 7, 6)
+        w = self.c(a)
+        ys = (self.lin(y) + 1, F.relu(y), torch.cat([y, y], 1), pair[0].flatten(1), torch.flatten(pair[0], 2))
+        return ys, F.relu(z) + w.transpose(1, 2), torch.flatten(z, 1)
+
+
+def test_rules_see_a_tensor_changed_in_place(monkeypatch):
+    """Once a kernel ran on a rule's result, rules read that tensor (its shape may have changed in
+    place), not the ``Abstract`` it was made from."""
+    example = (torch.randn(2, 4, 9),)
+    fast = _recorded(_InPlace().eval(), example, True, monkeypatch)
+    plain = _recorded(_InPlace().eval(), example, False, monkeypatch)
+    assert fast == plain
+    assert fast[1]["lin"] == tr.TensorMeta((1, 2, 6, 3), "float32")
