@@ -239,7 +239,11 @@ def _concrete(x: Any) -> Any:
     if t is tuple or t is list or t is fx.immutable_collections.immutable_list:
         return t(map(_concrete, x)) if any(_has_abstract(v) for v in x) else x
     if isinstance(x, dict):
-        return {k: _concrete(v) for k, v in x.items()} if any(_has_abstract(v) for v in x.values()) else x
+        if not any(_has_abstract(v) for v in x.values()):
+            return x
+        if t is dict:
+            return {k: _concrete(v) for k, v in x.items()}
+        return fx.node.map_aggregate(x, _concrete_leaf)  # fx's immutable_dict stays one
     if t is slice:
         return slice(_concrete(x.start), _concrete(x.stop), _concrete(x.step))
     if isinstance(x, tuple | list):  # a named tuple, another sequence type: rebuilt as fx rebuilds it

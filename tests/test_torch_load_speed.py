@@ -420,3 +420,18 @@ def test_rules_see_a_tensor_changed_in_place(monkeypatch):
     plain = _recorded(_InPlace().eval(), example, False, monkeypatch)
     assert fast == plain
     assert fast[1]["lin"] == tr.TensorMeta((1, 2, 6, 3), "float32")
+
+
+def test_kernels_get_each_abstract_as_one_tensor_in_the_containers_fx_made():
+    """``_concrete`` hands a kernel the one tensor of every ``Abstract`` and keeps fx's own container
+    types (an ``immutable_dict`` argument stays immutable, as the plain run passes it)."""
+    a = shapes.Abstract((2, 3), torch.float32)
+    imm = torch.fx.immutable_collections
+    frozen = imm.immutable_dict({"x": a, "n": None})
+    args = (a, imm.immutable_list([a, 1]), frozen, {"y": [a]}, slice(None, 2))
+    out = tr._concrete(args)
+    assert [type(x) for x in out[1:]] == [type(x) for x in args[1:]]
+    assert out[0] is a.tensor and out[1][0] is a.tensor
+    assert out[2]["x"] is a.tensor and out[3]["y"][0] is a.tensor
+    assert a.tensor.device.type == "meta" and tuple(a.tensor.shape) == (2, 3)
+    assert out[4] == args[4]
