@@ -24,6 +24,7 @@ import torch.fx as fx
 from torch import nn
 
 from frontends.torch_meta import LitSite, TorchMeta
+from frontends.torch_shapes import module_tensor
 from frontends.torch_trace import SizeMeta, TensorMeta, TraceResult, dtype_name
 from graphcore.ir import Graph, Node, Value
 
@@ -176,7 +177,7 @@ class Builder:
         )
 
     def module_param(self, n: fx.Node, mod: nn.Module, attr: str) -> Value | None:
-        t = getattr(mod, attr, None)
+        t = module_tensor(mod, attr)
         if t is None:
             return None
         if not isinstance(t, torch.Tensor):

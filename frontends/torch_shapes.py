@@ -19,6 +19,7 @@ and custom modules, that every recorded shape and the IR are identical with and 
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -28,7 +29,7 @@ import torch.nn.functional as F
 import torch.nn.modules.module as module_hooks
 from torch import nn
 
-__all__ = ["function_rule", "module_rule"]
+__all__ = ["Abstract", "function_rule", "module_rule", "module_tensor"]
 
 Rule = Callable[[Any, tuple, dict], Any]
 MODULE_RULES: dict[type, Rule] = {}
@@ -37,14 +38,65 @@ FUNCTION_RULES: dict[Any, Rule] = {}
 _META = torch.device("meta")
 
 
-def _empty(shape: Sequence[int], like: torch.Tensor) -> torch.Tensor:
-    """A contiguous meta tensor (``torch.empty`` costs 4 µs on meta; ``empty_like`` runs a Python
-    reference implementation, 80 µs)."""
-    return torch.empty(tuple(shape), dtype=like.dtype, device=_META)
+class Abstract:
+    """A contiguous meta tensor not made yet: its shape and dtype, and the tensor once a kernel needs it.
+
+    What a rule returns. Most results only ever meet other rules, which read shapes and dtypes, so
+    the meta run (``frontends.torch_trace``) records them without calling ``torch.empty`` (7 µs) and
+    materializes one (``tensor``, the same tensor on every call) only for an op that runs its kernel:
+    the kernel then sees what it saw when rules returned fresh empty tensors. An ``Abstract`` never
+    leaves the meta run and answers the few tensor questions rules ask (``shape``, ``dtype``,
+    ``dim()``, ``is_contiguous()``, ``is_floating_point()``, ``numel()``) as that tensor would; once
+    the tensor is made, from the tensor itself (a kernel may have changed it in place: ``unsqueeze_``).
+    """
+
+    __slots__ = ("_dtype", "_shape", "_tensor")
+
+    def __init__(self, shape: tuple[int, ...], dtype: torch.dtype) -> None:
+        self._shape = shape
+        self._dtype = dtype
+        self._tensor: torch.Tensor | None = None
+
+    @property
+    def shape(self) -> Sequence[int]:
+        return self._shape if self._tensor is None else self._tensor.shape
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._dtype if self._tensor is None else self._tensor.dtype
+
+    def dim(self) -> int:
+        return len(self.shape)
+
+    def is_contiguous(self) -> bool:
+        return self._tensor is None or self._tensor.is_contiguous()
+
+    def is_floating_point(self) -> bool:
+        return self.dtype.is_floating_point
+
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def made(self) -> torch.Tensor | None:
+        """The tensor if ``tensor`` made it."""
+        return self._tensor
+
+    @property
+    def tensor(self) -> torch.Tensor:
+        t = self._tensor
+        if t is None:
+            t = self._tensor = torch.empty(self._shape, dtype=self._dtype, device=_META)
+        return t
+
+
+def _empty(shape: Sequence[int], like: Any) -> Abstract:
+    """A contiguous meta result of ``like``'s dtype, made as a tensor only when a kernel needs it."""
+    return Abstract(tuple(shape), like.dtype)
 
 
 def _is_meta(x: Any) -> bool:
-    return isinstance(x, torch.Tensor) and x.device == _META
+    return type(x) is Abstract or (isinstance(x, torch.Tensor) and x.device == _META)
 
 
 def _only_input(args: tuple, kwargs: dict) -> torch.Tensor | None:
@@ -58,7 +110,11 @@ def _only_input(args: tuple, kwargs: dict) -> torch.Tensor | None:
 
 
 def _same_dtype(x: torch.Tensor, *tensors: Any) -> bool:
-    return all(t is None or (isinstance(t, torch.Tensor) and t.dtype == x.dtype) for t in tensors)
+    return all(t is None or (_is_tensor(t) and t.dtype == x.dtype) for t in tensors)
+
+
+def _is_tensor(t: Any) -> bool:
+    return type(t) is Abstract or isinstance(t, torch.Tensor)
 
 
 def _no_hooks(mod: nn.Module) -> bool:
@@ -70,6 +126,42 @@ def _no_hooks(mod: nn.Module) -> bool:
         or module_hooks._global_forward_pre_hooks
         or module_hooks._global_forward_hooks_always_called
     )
+
+
+_PLAIN_LOOKUP: dict[tuple[type, str], bool] = {}
+
+
+def module_tensor(mod: nn.Module, attr: str) -> Any:
+    """``getattr(mod, attr, None)``, read straight from the module's parameter and buffer tables when
+    that is where Python's lookup would end.
+
+    A parameter (``weight``) is not in the instance ``__dict__``: ``getattr`` misses in the class and
+    the instance, raises and catches an AttributeError, and reaches ``nn.Module.__getattr__`` (1.5 µs,
+    six times per BatchNorm). Where the class neither defines ``attr`` (a property of a
+    parametrization, say) nor changes attribute lookup, and the instance dict does not hold it, the
+    answer is ``__getattr__``'s: ``_parameters``, then ``_buffers``, then ``_modules``."""
+    cls = type(mod)
+    plain = _PLAIN_LOOKUP.get((cls, attr))
+    if plain is None:
+        plain = _PLAIN_LOOKUP[(cls, attr)] = (
+            cls.__getattr__ is nn.Module.__getattr__
+            and cls.__getattribute__ is object.__getattribute__
+            and not hasattr(cls, attr)
+        )
+    d = mod.__dict__
+    if not plain or attr in d:
+        return getattr(mod, attr, None)
+    for table in ("_parameters", "_buffers", "_modules"):
+        entries = d.get(table)
+        if entries is None:  # a module whose __init__ did not run: Python's own lookup decides
+            return getattr(mod, attr, None)
+        found = entries.get(attr, _MISSING_ATTR)
+        if found is not _MISSING_ATTR:
+            return found
+    return None
+
+
+_MISSING_ATTR: Any = object()
 
 
 def module_rule(mod: nn.Module, args: tuple, kwargs: dict) -> Any:
@@ -137,13 +229,14 @@ def _batch_norm(mod: Any, args: tuple, kwargs: dict) -> Any:
     """Eval-mode batch norm with running statistics: the input's shape (the rank and channel count
     the module checks are checked here; batch statistics, with their batch-size error, fall back)."""
     x = _only_input(args, kwargs)
-    if x is None or mod.training or not mod.track_running_stats or mod.running_mean is None:
+    if x is None or mod.training or not mod.track_running_stats:
         return None
-    if x.dim() not in _BN_RANKS[type(mod)] or x.shape[1] != mod.num_features or not x.is_floating_point():
+    w, b, mean, var = (module_tensor(mod, a) for a in ("weight", "bias", "running_mean", "running_var"))
+    if mean is None or x.dim() not in _BN_RANKS[type(mod)] or x.shape[1] != mod.num_features:
         return None
-    if not _same_dtype(x, mod.weight, mod.bias, mod.running_mean, mod.running_var):
+    if not x.is_floating_point() or not _same_dtype(x, w, b, mean, var):
         return None
-    if any(t is not None and tuple(t.shape) != (mod.num_features,) for t in (mod.weight, mod.bias)):
+    if any(t is not None and tuple(t.shape) != (mod.num_features,) for t in (w, b)):
         return None
     return _empty(x.shape, x)
 
@@ -206,12 +299,12 @@ def _group_norm(mod: Any, args: tuple, kwargs: dict) -> Any:
 @_modules(nn.Linear)
 def _linear(mod: Any, args: tuple, kwargs: dict) -> Any:
     x = _only_input(args, kwargs)
-    w = mod.weight
+    w, bias = module_tensor(mod, "weight"), module_tensor(mod, "bias")
     if x is None or not x.is_floating_point() or not isinstance(w, torch.Tensor) or w.dim() != 2:
         return None
-    if x.dim() < 1 or x.shape[-1] != w.shape[1] or not _same_dtype(x, w, mod.bias):
+    if x.dim() < 1 or x.shape[-1] != w.shape[1] or not _same_dtype(x, w, bias):
         return None
-    if mod.bias is not None and tuple(mod.bias.shape) != (w.shape[0],):
+    if bias is not None and tuple(bias.shape) != (w.shape[0],):
         return None
     return _empty((*x.shape[:-1], w.shape[0]), x)
 
@@ -248,6 +341,53 @@ def _pooled(x: torch.Tensor | None, size: Any) -> Any:
     return _empty((x.shape[0], x.shape[1], *out), x)
 
 
+def _pair(v: Any, empty: Any = None) -> tuple[int, int] | None:
+    """A 2-d pooling parameter as torch unpacks it: an int or one or two ints; ``empty`` for ``()``."""
+    if type(v) is int:
+        return (v, v)
+    if not isinstance(v, list | tuple) or not all(type(d) is int for d in v):
+        return None
+    if len(v) == 0:
+        return empty
+    if len(v) == 1:
+        return (v[0], v[0])
+    return (v[0], v[1]) if len(v) == 2 else None
+
+
+@_modules(nn.MaxPool2d, nn.AvgPool2d)
+def _pool2d(mod: Any, args: tuple, kwargs: dict) -> Any:
+    """Batched 2-d max or average pooling (stem and transition pools): each spatial size from torch's
+    pooling formula, ``ceil_mode`` included; whatever the kernel would reject (zero stride, padding
+    over half the kernel, an empty result) falls back to it."""
+    x = _only_input(args, kwargs)
+    if x is None or not x.is_floating_point() or x.dim() != 4 or any(d <= 0 for d in x.shape):
+        return None
+    kernel = _pair(mod.kernel_size)
+    stride = _pair(mod.stride, empty=kernel)
+    pad = _pair(mod.padding)
+    if isinstance(mod, nn.MaxPool2d):
+        if mod.return_indices:
+            return None
+        dilation = _pair(mod.dilation)
+    else:
+        dilation = (1, 1)
+        if mod.divisor_override == 0:
+            return None
+    if kernel is None or stride is None or pad is None or dilation is None or type(mod.ceil_mode) is not bool:
+        return None
+    out = []
+    for i, k, st, p, d in zip(x.shape[2:], kernel, stride, pad, dilation):
+        if k <= 0 or st <= 0 or d <= 0 or p < 0 or p > ((k - 1) * d + 1) // 2:
+            return None
+        o = (i + 2 * p - d * (k - 1) - 1 + (st - 1 if mod.ceil_mode else 0)) // st + 1
+        if mod.ceil_mode and (o - 1) * st >= i + p:
+            o -= 1
+        if o < 1:
+            return None
+        out.append(o)
+    return _empty((x.shape[0], x.shape[1], *out), x)
+
+
 _CONV_DIMS = {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3}
 
 
@@ -256,15 +396,15 @@ def _conv(mod: Any, args: tuple, kwargs: dict) -> Any:
     """Batched convolution with zero padding: the output size of each spatial axis in closed form."""
     x = _only_input(args, kwargs)
     nd = _CONV_DIMS[type(mod)]
-    w = mod.weight
+    w, bias = module_tensor(mod, "weight"), module_tensor(mod, "bias")
     if x is None or not x.is_floating_point() or mod.padding_mode != "zeros" or x.dim() != nd + 2:
         return None
-    if not isinstance(w, torch.Tensor) or w.dim() != nd + 2 or not _same_dtype(x, w, mod.bias):
+    if not isinstance(w, torch.Tensor) or w.dim() != nd + 2 or not _same_dtype(x, w, bias):
         return None
     groups = mod.groups
     if groups <= 0 or x.shape[1] != w.shape[1] * groups or w.shape[0] % groups:
         return None
-    if mod.bias is not None and tuple(mod.bias.shape) != (w.shape[0],):
+    if bias is not None and tuple(bias.shape) != (w.shape[0],):
         return None
     if any(d <= 0 for d in x.shape):
         return None
@@ -326,7 +466,7 @@ def _mha(mod: Any, args: tuple, kwargs: dict) -> Any:
     if not _same_dtype(q, k, v, *mod.parameters()):
         return None
     if mod.batch_first:  # the kernel computes (L, N, E) and returns it transposed
-        return (_empty((q.shape[1], q.shape[0], q.shape[2]), q).transpose(1, 0), None)
+        return (_empty((q.shape[1], q.shape[0], q.shape[2]), q).tensor.transpose(1, 0), None)
     return (_empty(q.shape, q), None)
 
 
@@ -391,3 +531,48 @@ def _cat(target: Any, args: tuple, kwargs: dict) -> Any:
             return None
         total += shape[dim]
     return _empty((*head, total, *tail), first)
+
+
+@_functions(F.relu)
+def _relu_fn(target: Any, args: tuple, kwargs: dict) -> Any:
+    """``F.relu(x)`` on a floating tensor: its shape; with ``inplace=True`` the input itself, as
+    ``torch.relu_`` returns it."""
+    if len(args) > 2 or any(k != "inplace" for k in kwargs) or (len(args) == 2 and kwargs):
+        return None
+    inplace = args[1] if len(args) == 2 else kwargs.get("inplace", False)
+    x = _only_input(args[:1], {})
+    if x is None or not x.is_floating_point() or type(inplace) is not bool:
+        return None
+    return x if inplace else _empty(x.shape, x)
+
+
+_FLATTEN_ARGS = ("input", "start_dim", "end_dim")
+
+
+@_functions(torch.flatten)
+def _flatten_fn(target: Any, args: tuple, kwargs: dict) -> Any:
+    """``torch.flatten(x, start_dim, end_dim)`` over at least two axes (the classifier heads)."""
+    if len(args) > 3 or any(k not in _FLATTEN_ARGS[len(args) :] for k in kwargs):
+        return None
+    bound = {"start_dim": 0, "end_dim": -1, **dict(zip(_FLATTEN_ARGS, args)), **kwargs}
+    return _flattened(bound.get("input"), bound["start_dim"], bound["end_dim"])
+
+
+@_modules(nn.Flatten)
+def _flatten_mod(mod: Any, args: tuple, kwargs: dict) -> Any:
+    return _flattened(_only_input(args, kwargs), mod.start_dim, mod.end_dim)
+
+
+def _flattened(x: Any, start: Any, end: Any) -> Any:
+    """The contiguous input viewed with axes ``start..end`` merged; a single axis or an empty tensor
+    falls back to the kernel."""
+    if x is None or not _is_meta(x) or not x.is_contiguous() or not (type(start) is type(end) is int):
+        return None
+    rank = x.dim()
+    if rank == 0 or not (-rank <= start < rank and -rank <= end < rank) or x.numel() == 0:
+        return None
+    start, end = start % rank, end % rank
+    if start >= end:
+        return None
+    shape = tuple(x.shape)
+    return _empty((*shape[:start], math.prod(shape[start : end + 1]), *shape[end + 1 :]), x)

@@ -37,7 +37,7 @@ import torch.fx.traceback as fx_traceback
 import torch.utils._pytree as pytree
 from torch import nn
 
-from frontends.torch_shapes import function_rule, module_rule
+from frontends.torch_shapes import Abstract, function_rule, module_rule
 from graphcore.errors import ModelLoadError
 
 __all__ = ["Opaque", "SizeMeta", "TensorMeta", "TraceResult", "eval_mode", "positional", "trace"]
@@ -136,6 +136,10 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 def describe(obj: Any) -> Any:
     """A static, tensor-free description of a runtime value."""
+    if type(obj) is Abstract:  # its tensor once made (a kernel may have changed it in place)
+        if obj.made is None:
+            return TensorMeta(tuple(map(int, obj.shape)), dtype_name(obj.dtype))
+        obj = obj.made
     if isinstance(obj, torch.Tensor):
         return TensorMeta(tuple(map(int, obj.shape)), dtype_name(obj.dtype))
     if isinstance(obj, torch.Size):
@@ -165,7 +169,9 @@ class _Recorder(fx.Interpreter):
     """Runs the graph once and keeps a description (never the tensors) of each node's result.
 
     ``rules``: on meta tensors, take each result ``frontends.torch_shapes`` can build directly from its
-    rule instead of running the op's (often Python-decomposed, millisecond) meta kernel."""
+    rule instead of running the op's (often Python-decomposed, millisecond) meta kernel. A rule's
+    result is an ``Abstract`` (the graph inputs are too): an op that runs its kernel gets each one's
+    ``tensor`` instead (``_concrete``), so no ``Abstract`` reaches code outside the rules."""
 
     def __init__(self, root: nn.Module, graph: fx.Graph | None = None, rules: bool = False) -> None:
         super().__init__(root, garbage_collect_values=True, graph=graph)
@@ -189,6 +195,7 @@ class _Recorder(fx.Interpreter):
             out = module_rule(mod, args, kwargs)
             if out is not None:
                 return out
+            args, kwargs = _concrete(args), _concrete(kwargs)
         if self.swap is not None:
             self.swap.module(mod)
         return mod(*args, **kwargs)
@@ -198,7 +205,13 @@ class _Recorder(fx.Interpreter):
             out = function_rule(target, args, kwargs)
             if out is not None:
                 return out
+            args, kwargs = _concrete(args), _concrete(kwargs)
         return super().call_function(target, args, kwargs)
+
+    def call_method(self, target: Any, args: tuple, kwargs: dict) -> Any:
+        if self.rules:
+            args, kwargs = _concrete(args), _concrete(kwargs)
+        return super().call_method(target, args, kwargs)
 
     def get_attr(self, target: Any, args: tuple, kwargs: dict) -> Any:
         if self.swap is not None:
@@ -216,6 +229,43 @@ class _Recorder(fx.Interpreter):
             except AttributeError:
                 return super().fetch_attr(target)
         return obj
+
+
+def _concrete(x: Any) -> Any:
+    """``x`` with every ``Abstract`` in it replaced by its tensor (the containers fx arguments hold)."""
+    t = type(x)
+    if t is Abstract:
+        return x.tensor
+    if t is tuple or t is list or t is fx.immutable_collections.immutable_list:
+        return t(map(_concrete, x)) if any(_has_abstract(v) for v in x) else x
+    if isinstance(x, dict):
+        if not any(_has_abstract(v) for v in x.values()):
+            return x
+        if t is dict:
+            return {k: _concrete(v) for k, v in x.items()}
+        return fx.node.map_aggregate(x, _concrete_leaf)  # fx's immutable_dict stays one
+    if t is slice:
+        return slice(_concrete(x.start), _concrete(x.stop), _concrete(x.step))
+    if isinstance(x, tuple | list):  # a named tuple, another sequence type: rebuilt as fx rebuilds it
+        return fx.node.map_aggregate(x, _concrete_leaf)
+    return x
+
+
+def _concrete_leaf(x: Any) -> Any:
+    return x.tensor if type(x) is Abstract else x
+
+
+def _has_abstract(x: Any) -> bool:
+    t = type(x)
+    if t is Abstract:
+        return True
+    if t is tuple or t is list or isinstance(x, tuple | list):
+        return any(_has_abstract(v) for v in x)
+    if isinstance(x, dict):
+        return any(_has_abstract(v) for v in x.values())
+    if t is slice:
+        return _has_abstract(x.start) or _has_abstract(x.stop) or _has_abstract(x.step)
+    return False
 
 
 class _MetaSwap:
@@ -264,13 +314,17 @@ class _MetaSwap:
         self.saved.clear()
 
 
-def _to_meta(x: Any) -> Any:
+def _to_meta(x: Any, abstract: bool = False) -> Any:
+    """Empty meta tensors of the shapes and dtypes of the tensors in ``x`` (``Abstract`` ones, made
+    when first needed, for the fast run)."""
     if isinstance(x, torch.Tensor):
+        if abstract:
+            return Abstract(tuple(x.shape), x.dtype)
         return torch.empty(tuple(x.shape), dtype=x.dtype, device="meta")
     if isinstance(x, tuple | list):
-        return type(x)(_to_meta(v) for v in x)
+        return type(x)(_to_meta(v, abstract) for v in x)
     if isinstance(x, dict):
-        return {k: _to_meta(v) for k, v in x.items()}
+        return {k: _to_meta(v, abstract) for k, v in x.items()}
     return x
 
 
@@ -297,7 +351,7 @@ def _run_meta(
         rec.swap.module(root)  # the plain path: every tensor up front
     try:
         with torch.no_grad():
-            rec.run(*_to_meta(inputs))
+            rec.run(*_to_meta(inputs, abstract=fast))
     finally:
         rec.swap.restore()
     return rec.meta
@@ -387,6 +441,26 @@ def _output_node(graph: fx.Graph) -> fx.Node:
 
 
 _PLAIN_ARGS = frozenset({int, float, bool, str, type(None)})
+_CALLS = frozenset({"call_function", "call_method", "call_module"})
+_ENUMS = (torch.dtype, torch.device, torch.layout, torch.memory_format)
+_NOT_SYMBOLIC = frozenset({*_PLAIN_ARGS, *_ENUMS, fx.Node, slice, type(Ellipsis)})
+
+
+def _no_symbolic(args: Any, kwargs: Any) -> bool:
+    """True when no pytree leaf of ``args`` and ``kwargs`` can be a ``SymInt``, ``SymFloat`` or
+    ``SymBool``: every leaf is of a type in ``_NOT_SYMBOLIC`` (a leaf of any other type: False)."""
+    stack: list[Any] = [args, kwargs]
+    while stack:
+        a = stack.pop()
+        if type(a) in _NOT_SYMBOLIC:
+            continue
+        if isinstance(a, tuple | list):
+            stack.extend(a)
+        elif isinstance(a, dict):
+            stack.extend(a.values())
+        else:
+            return False
+    return True
 
 
 class _Proxy(fx.Proxy):
@@ -483,15 +557,32 @@ class _Tracer(fx.Tracer):
         would snake-case it with a regular expression that finds nothing to change."""
         if name is None and type(target) is str and target == target.lower() and not _is_magic(target):
             name = target
+        # ``Graph.create_node`` walks the arguments of every call with pytree to warn about raw
+        # ``SymInt`` values (a seventh of DenseNet-121's load, most of it flattening the kwargs dict).
+        # Where ``_no_symbolic`` sees there is none, the node is made without arguments and given
+        # them through the ``args``/``kwargs`` setters: the same node, users and uses.
+        later = (
+            kind in _CALLS
+            and (args or kwargs)
+            and not self.check_mutable_operations
+            and _no_symbolic(args, kwargs)
+        )
+        made_args, made_kwargs = ((), {}) if later else (args, kwargs)
         stack = self.module_stack
         if not stack or fx_traceback.has_preserved_node_meta():
-            return super().create_node(kind, target, args, kwargs, name, type_expr)
-        self.module_stack = type(stack)()  # empty: torch leaves the key to us
-        try:
-            node = super().create_node(kind, target, args, kwargs, name, type_expr)
-        finally:
-            self.module_stack = stack
-        node.meta["nn_module_stack"] = stack.copy()
+            node = super().create_node(kind, target, made_args, made_kwargs, name, type_expr)
+        else:
+            self.module_stack = type(stack)()  # empty: torch leaves the key to us
+            try:
+                node = super().create_node(kind, target, made_args, made_kwargs, name, type_expr)
+            finally:
+                self.module_stack = stack
+            node.meta["nn_module_stack"] = stack.copy()
+        if later:
+            if args:
+                node.args = args
+            if kwargs:
+                node.kwargs = kwargs
         return node
 
     def call_module(self, m: nn.Module, forward: Callable[..., Any], args: tuple, kwargs: dict) -> Any:

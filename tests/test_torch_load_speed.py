@@ -101,6 +101,8 @@ def _recorded(module: nn.Module, example: tuple, fast: bool, monkeypatch: pytest
     recorder_run_node = tr._Recorder.run_node
 
     def layout(obj: Any) -> Any:
+        if isinstance(obj, shapes.Abstract):  # the tensor it stands for, as a kernel would get it
+            obj = obj.tensor
         if isinstance(obj, torch.Tensor):
             return (tuple(obj.shape), obj.stride(), str(obj.dtype))
         if isinstance(obj, list | tuple):
@@ -139,6 +141,15 @@ class Rules(nn.Module):
         self.ln = nn.LayerNorm([4, 8])
         self.ln_c = nn.LayerNorm(4)  # on a permuted (non-contiguous) input, as ConvNeXt's blocks
         self.pools = nn.ModuleList([nn.AdaptiveAvgPool2d(1), nn.AdaptiveAvgPool2d((None, 3))])
+        self.pools2d = nn.ModuleList([
+            nn.MaxPool2d(3, stride=2, padding=1), nn.MaxPool2d(2, dilation=(2, 1), ceil_mode=True),
+            nn.MaxPool2d((3, 2), stride=(2, 3), padding=(1, 0), ceil_mode=True), nn.AvgPool2d(2, stride=2),
+            nn.AvgPool2d(3, stride=2, padding=1, ceil_mode=True, count_include_pad=False),
+            nn.AvgPool2d((1, 3), stride=[1], divisor_override=2), nn.MaxPool2d(2, return_indices=True),
+            nn.MaxPool2d(2, stride=5, padding=1, ceil_mode=True),  # the last window starts in the padding
+            nn.AvgPool2d(3, stride=4, padding=1, ceil_mode=True),
+        ])  # fmt: skip
+        self.flat = nn.ModuleList([nn.Flatten(), nn.Flatten(0, 2), nn.Flatten(-2, -1), nn.Flatten(1, 1)])
         self.lin = nn.Linear(8, 5)
         self.mha = nn.MultiheadAttention(8, 2, batch_first=True)
         self.mha_seq = nn.MultiheadAttention(8, 2, kdim=6, vdim=4)
@@ -169,6 +180,11 @@ class Rules(nn.Module):
         ln = self.ln_c(tt) + F.layer_norm(tt, (4,), self.ln_c.weight, bias=self.ln_c.bias, eps=1e-6)
         ln = ln + F.layer_norm(y2.permute(0, 2, 3, 1), [4, 8]).sum()  # no affine, two axes
         pooled = [p(y2) for p in self.pools]
+        pooled += [p(y2) for p in self.pools2d] + [p(b) for p in self.pools2d]  # (2, 8, 4, 4), (2, 4, 8, 8)
+        pooled += [F.relu(y2), F.relu(y2 * 2, inplace=True), F.relu(y2, False), F.relu(ints)]
+        pooled += [f(y2) for f in self.flat] + [f(tt) for f in self.flat[:3]]  # tt: not contiguous
+        pooled += [torch.flatten(y2, 1), torch.flatten(y2), torch.flatten(y2, start_dim=-3, end_dim=2)]
+        pooled += [torch.flatten(c, 2, 3), torch.flatten(y2, 2, 1 + 1), y2.flatten(1)]
         pooled += [F.adaptive_avg_pool2d(y2, (2, 1)), F.adaptive_avg_pool2d(y2, 2)]
         pooled.append(F.adaptive_avg_pool2d(y2.transpose(2, 3), [1, None]))  # not contiguous: the kernel
         return y2, y3, z, s, ints, w, ln, pooled
@@ -309,7 +325,8 @@ def _fx_program(gm: torch.fx.GraphModule, model: nn.Module) -> tuple:
         where.update({id(t): k for k, t in named(remove_duplicate=False)})  # type: ignore[operator]
     nodes = [
         (n.name, n.op, _stable(n.target), _stable(n.args), _stable(n.kwargs), _stable(n.type),
-         _stable(n.meta.get("nn_module_stack")))
+         _stable(n.meta.get("nn_module_stack")), [u.name for u in n.users],
+         [u.name for u in n.all_input_nodes], type(n.args).__name__, type(n.kwargs).__name__)
         for n in gm.graph.nodes
     ]  # fmt: skip
     held = [*gm.named_parameters(), *gm.named_buffers()]
@@ -335,3 +352,86 @@ def test_the_tracer_records_what_torch_fx_records(name):
     ours = tr.graph_module(model, graph, type(model).__name__)
     assert _fx_program(ours, model) == theirs
     assert ours.training is False and model.training
+
+
+def test_only_plain_arguments_skip_the_symbolic_check():
+    """``_Tracer.create_node`` hands torch a node's arguments after making it (skipping the walk that
+    warns about raw ``SymInt`` values) only where every leaf is of a type that cannot be symbolic."""
+    graph = torch.fx.Graph()
+    x = graph.placeholder("x")
+    plain = ((x, [1, 2.0, None, "s", slice(0, x, None)]), {"dim": -1, "dtype": torch.float32, "k": (True,)})
+    assert tr._no_symbolic(*plain)
+    assert not tr._no_symbolic((x, torch.zeros(1)), {})
+    assert not tr._no_symbolic((x,), {"size": [2, object()]})
+
+
+def test_module_tensor_reads_what_getattr_reads():
+    """``frontends.torch_shapes.module_tensor`` skips Python's failing lookup only where it would end
+    in ``nn.Module.__getattr__``: a parametrized weight (a class property), a plain attribute, a
+    ``None`` bias and a module that changes ``__getattr__`` read as ``getattr`` reads them."""
+    from torch.nn.utils import parametrize
+
+    from frontends.torch_shapes import module_tensor
+
+    class Doubled(nn.Module):
+        def forward(self, w: torch.Tensor) -> torch.Tensor:
+            return w * 2
+
+    class Aliased(nn.Linear):
+        def __getattr__(self, name: str) -> Any:
+            return super().__getattr__("bias" if name == "weight_alias" else name)
+
+    lin = nn.Linear(3, 2, bias=False)
+    parametrize.register_parametrization(lin, "weight", Doubled())
+    bn = nn.BatchNorm2d(4)
+    bn.scale = torch.ones(1)  # a plain attribute in the instance dict
+    for mod in (lin, bn, nn.Conv2d(2, 2, 1), nn.Sequential(nn.ReLU()), Aliased(2, 2)):
+        names = ("weight", "bias", "running_mean", "num_batches_tracked", "scale", "0", "weight_alias", "x")
+        for attr in names:
+            want = getattr(mod, attr, None)
+            got = module_tensor(mod, attr)
+            assert got is want or (isinstance(want, torch.Tensor) and torch.equal(got, want)), (mod, attr)
+
+
+class _InPlace(nn.Module):
+    """A rule's result reshaped in place by a method (its kernel runs), then read by rules again."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c = nn.Conv1d(4, 6, 3)
+        self.lin = nn.Linear(7, 3)
+
+    def forward(self, a: torch.Tensor) -> Any:
+        y = self.c(a)  # a rule: (2, 6, 7)
+        pair = (y, y * 2)
+        y.unsqueeze_(0)  # the kernel, in place: y is (1, 2, 6, 7) from here on
+        z = F.relu(self.c(a), inplace=True)  # the rule's result under a second node
+        z.transpose_(1, 2)  # its kernel: no longer contiguous, (2, 7, 6)
+        w = self.c(a)
+        ys = (self.lin(y) + 1, F.relu(y), torch.cat([y, y], 1), pair[0].flatten(1), torch.flatten(pair[0], 2))
+        return ys, F.relu(z) + w.transpose(1, 2), torch.flatten(z, 1)
+
+
+def test_rules_see_a_tensor_changed_in_place(monkeypatch):
+    """Once a kernel ran on a rule's result, rules read that tensor (its shape may have changed in
+    place), not the ``Abstract`` it was made from."""
+    example = (torch.randn(2, 4, 9),)
+    fast = _recorded(_InPlace().eval(), example, True, monkeypatch)
+    plain = _recorded(_InPlace().eval(), example, False, monkeypatch)
+    assert fast == plain
+    assert fast[1]["lin"] == tr.TensorMeta((1, 2, 6, 3), "float32")
+
+
+def test_kernels_get_each_abstract_as_one_tensor_in_the_containers_fx_made():
+    """``_concrete`` hands a kernel the one tensor of every ``Abstract`` and keeps fx's own container
+    types (an ``immutable_dict`` argument stays immutable, as the plain run passes it)."""
+    a = shapes.Abstract((2, 3), torch.float32)
+    imm = torch.fx.immutable_collections
+    frozen = imm.immutable_dict({"x": a, "n": None})
+    args = (a, imm.immutable_list([a, 1]), frozen, {"y": [a]}, slice(None, 2))
+    out = tr._concrete(args)
+    assert [type(x) for x in out[1:]] == [type(x) for x in args[1:]]
+    assert out[0] is a.tensor and out[1][0] is a.tensor
+    assert out[2]["x"] is a.tensor and out[3]["y"][0] is a.tensor
+    assert a.tensor.device.type == "meta" and tuple(a.tensor.shape) == (2, 3)
+    assert out[4] == args[4]
