@@ -20,7 +20,7 @@ from graphcore.ir import Dim, Graph, Node, Value
 from graphcore.ops import declarations_for, rule_for
 from graphcore.ops.head_dims import attention_granularity, attention_used
 from graphcore.ops.registry import Cost
-from graphcore.util import gc_paused
+from graphcore.util import BIG_GRAPH_NODES, gc_paused, return_freed_memory
 
 __all__ = ["analyze", "build_channel_graph", "node_flops"]
 
@@ -144,7 +144,10 @@ def analyze(graph: Graph, mode: str = "prune", attention: str | None = None) -> 
     """Find node groups and ZIGs of ``graph``; each group says whether it is prunable and why not.
     ``attention``: ``"dims"`` or ``"heads"`` (``graphcore.modes.analyze``); None: the setting in force."""
     with gc_paused(), attention_granularity(attention_used() if attention is None else attention):
-        return _analyze(graph, mode)
+        result = _analyze(graph, mode)
+    if len(graph.nodes) >= BIG_GRAPH_NODES:
+        return_freed_memory()
+    return result
 
 
 def _analyze(graph: Graph, mode: str) -> PruneAnalysis:
