@@ -27,7 +27,15 @@ from google.protobuf.message import DecodeError
 from onnx import helper, numpy_helper
 
 from frontends.onnx_order import is_sorted, sort_graph
-from frontends.onnx_rows import TensorRow, initializer_rows, node_rows, shared_rows, tensor_row
+from frontends.onnx_rows import (
+    NodeRow,
+    TensorRow,
+    field_getter,
+    initializer_rows,
+    node_rows,
+    shared_rows,
+    tensor_row,
+)
 from frontends.onnx_schemas import hide_ort_only_ops, ort_only_ops
 from frontends.onnx_sources import (
     ParamUse,
@@ -352,14 +360,13 @@ def _stored_rows(model: onnx.ModelProto) -> list[TensorRow]:
     return [*rows, *held] if held else rows
 
 
-# TensorRow fields read in C by ``map`` (a whole-model test without a Python frame per tensor).
-_ROW_PROTO, _ROW_NAME, _ROW_DIMS, _ROW_NUMEL, _ROW_TYPE, _ROW_EXTERNAL, _ROW_RAW = (
-    operator.itemgetter(i) for i in range(7)
+# Row fields read in C by ``map`` (a whole-model test without a Python frame per tensor or node).
+_ROW_PROTO, _ROW_NAME, _ROW_DIMS, _ROW_NUMEL, _ROW_EXTERNAL = (
+    field_getter(TensorRow, f) for f in ("proto", "name", "dims", "numel", "external")
 )
 _RAW_DATA = operator.attrgetter("raw_data")
-# NodeRow fields: (name, op_type, domain), inputs, outputs.
-_NODE_TEXTS = operator.itemgetter(3, 1, 2)
-_NODE_INPUTS, _NODE_OUTPUTS = operator.itemgetter(4), operator.itemgetter(5)
+_NODE_TEXTS = field_getter(NodeRow, "name", "op_type", "domain")
+_NODE_INPUTS, _NODE_OUTPUTS = field_getter(NodeRow, "inputs"), field_getter(NodeRow, "outputs")
 
 
 def _check_external(rows: list[TensorRow], base: Path | None, name: str) -> None:

@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import itertools
 import math
-import operator
 from collections import Counter
 from dataclasses import dataclass
 
 import onnx
 
-from frontends.onnx_rows import SUBGRAPH_TYPES, NodeRow, initializer_rows, node_rows
+from frontends.onnx_rows import SUBGRAPH_TYPES, NodeRow, field_getter, initializer_rows, node_rows
 
 __all__ = [
     "ALIAS_MARK",
@@ -48,7 +47,7 @@ ALIAS_MARK = "@"
 """Separates a weight's name from the reader in an alias: ``conv2.bias@Conv_7``."""
 
 _DEFAULT_DOMAINS = ("", "ai.onnx")
-_INPUTS = operator.itemgetter(4)  # NodeRow.inputs
+_INPUTS = field_getter(NodeRow, "inputs")
 _FLOAT_TYPES = frozenset({
     onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16,
 })  # fmt: skip
