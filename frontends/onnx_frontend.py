@@ -45,6 +45,7 @@ from frontends.onnx_sources import (
     overridable_inputs,
     param_uses,
 )
+from frontends.onnx_sources import node_name as onnx_node_name
 from graphcore.errors import ModelLoadError
 from graphcore.ir import Dim, Graph, Node, Value
 from graphcore.ops import lift_legacy_attrs, mark_quantized_weights
@@ -707,7 +708,7 @@ def _to_ir(model: onnx.ModelProto, name: str, inferred: onnx.GraphProto | None =
     direct = not alias_at and "" not in values
     for idx, row in enumerate(node_rows(g)):
         pn = row.proto
-        node_name = row.name or f"{row.op_type}_{idx}"  # ``onnx_sources.node_name``, inlined
+        node_name = onnx_node_name(row, idx)
         inputs: list[Value | None] = []
         if direct:
             try:
