@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from graphcore.channels import ChannelGraph, Folded, SlotKey
+from graphcore.channels import ChannelGraph, Folded, SlotKey, spans
 from graphcore.errors import AnalysisError
 from graphcore.fold import fold_node
 from graphcore.groups import ChannelMap, NodeGroup, PruneAnalysis
@@ -243,7 +243,7 @@ def _analyze(graph: Graph, mode: str) -> PruneAnalysis:
     nr = len(range_id)
     r_start = np.fromiter((a for a, _ in range_id), dtype=np.int64, count=nr)
     r_size = np.fromiter((b for _, b in range_id), dtype=np.int64, count=nr)
-    r_idx, r_of = _spans(r_start, r_size)
+    r_idx, r_of = spans(r_start, r_size)
     r_labels = labels[r_idx]
     comp_trainable = np.zeros(ncomp, dtype=bool)
     slot_trainable = np.array(slot_trainable_l, dtype=bool)
@@ -408,14 +408,7 @@ def _ranges(folded: Folded, keys: list[SlotKey]) -> tuple[np.ndarray, np.ndarray
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     starts = np.fromiter(map(folded.start.__getitem__, keys), dtype=np.int64, count=len(keys))
     sizes = np.fromiter(map(folded.ctx.size.__getitem__, keys), dtype=np.int64, count=len(keys))
-    return _spans(starts, sizes)
-
-
-def _spans(starts: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``arange(start, start + size)`` for each span, concatenated, and for each element its span."""
-    which = np.repeat(np.arange(len(starts), dtype=np.int64), sizes)
-    first = np.cumsum(sizes) - sizes
-    return np.arange(int(sizes.sum()), dtype=np.int64) - first[which] + starts[which], which
+    return spans(starts, sizes)
 
 
 def _assign_min(out: np.ndarray, idx: np.ndarray, val: np.ndarray) -> None:

@@ -30,7 +30,7 @@ from scipy.sparse.csgraph import connected_components
 
 from graphcore.ir import Node, Value
 
-__all__ = ["ChannelGraph", "Entry", "SlotKey"]
+__all__ = ["ChannelGraph", "Entry", "SlotKey", "spans"]
 
 SlotKey = tuple[str, int]
 
@@ -520,10 +520,7 @@ class ChannelGraph:
         parts_a, parts_b = list(self._links_a), list(self._links_b)
         if self._spans:
             sa, sb, sn = (np.array(c, dtype=np.int64) for c in zip(*self._spans))
-            which = np.repeat(np.arange(len(sn), dtype=np.int64), sn)
-            pos = np.arange(int(sn.sum()), dtype=np.int64) - (np.cumsum(sn) - sn)[which]
-            parts_a.append(sa[which] + pos)
-            parts_b.append(sb[which] + pos)
+            _span_links(sa, sb, sn, parts_a, parts_b)
         if not parts_a:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
         return np.concatenate(parts_a), np.concatenate(parts_b)
@@ -571,10 +568,7 @@ class ChannelGraph:
             sa, sb, sn = (np.array(c, dtype=np.int64) for c in zip(*self._spans))
             sa = sa + shift[np.searchsorted(offsets, sa, side="right") - 1]
             sb = sb + shift[np.searchsorted(offsets, sb, side="right") - 1]
-            which = np.repeat(np.arange(len(sn), dtype=np.int64), sn)
-            pos = np.arange(int(sn.sum()), dtype=np.int64) - (np.cumsum(sn) - sn)[which]
-            parts_a.append(sa[which] + pos)
-            parts_b.append(sb[which] + pos)
+            _span_links(sa, sb, sn, parts_a, parts_b)
         a = np.concatenate(parts_a) if parts_a else np.zeros(0, dtype=np.int64)
         if a.size:
             b = np.concatenate(parts_b)
@@ -617,3 +611,19 @@ class Folded:
         sizes = np.fromiter((ctx.size[k] for k in keys), dtype=np.int64, count=len(keys))
         shift = np.fromiter((self.start[k] - ctx.offset[k] for k in keys), dtype=np.int64, count=len(keys))
         return self.labels[np.arange(ctx.total, dtype=np.int64) + np.repeat(shift, sizes)]
+
+
+def spans(starts: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``arange(start, start + size)`` for each span, concatenated, and for each element its span."""
+    which = np.repeat(np.arange(len(starts), dtype=np.int64), sizes)
+    first = np.cumsum(sizes) - sizes
+    return np.arange(int(sizes.sum()), dtype=np.int64) - first[which] + starts[which], which
+
+
+def _span_links(
+    sa: np.ndarray, sb: np.ndarray, sn: np.ndarray, parts_a: list[np.ndarray], parts_b: list[np.ndarray]
+) -> None:
+    """Element i of each span at ``sa`` is linked to element i of its span at ``sb`` (``sn`` long)."""
+    ea, which = spans(sa, sn)
+    parts_a.append(ea)
+    parts_b.append(ea + (sb - sa)[which])
