@@ -133,11 +133,19 @@ def node_flops(node: Node) -> int:
     (batch, sequence length) count as 1. An op of another domain that declares nothing but carries an
     ONNX op's name is costed as that op.
     """
+    return _flops(node, _cost_hook(node))
+
+
+def _cost_hook(node: Node) -> Cost | None:
+    """The first ``cost`` hook among the node's declarations (the same for every node of one op)."""
+    return next((r.cost for r in declarations_for(node) if r.cost is not None), None)
+
+
+def _flops(node: Node, cost: Cost | None) -> int:
     y = node.outputs[0] if node.outputs else None
-    if y is None or y.shape is None:
+    if cost is None or y is None or y.shape is None:
         return 0
-    cost = next((r.cost for r in declarations_for(node) if r.cost is not None), None)
-    return 0 if cost is None else cost(node)
+    return cost(node)
 
 
 def analyze(graph: Graph, mode: str = "prune", attention: str | None = None) -> PruneAnalysis:
@@ -452,13 +460,10 @@ def _flops_per_param(graph: Graph) -> tuple[dict[str, int], int]:
         if key in costs:
             cost = costs[key]
         else:
-            cost = costs[key] = next((r.cost for r in declarations_for(node) if r.cost is not None), None)
+            cost = costs[key] = _cost_hook(node)  # looked up once per op: a generator per node was most
         if cost is None:
-            continue  # most ops declare no cost: asking for it was a generator per node
-        y = node.outputs[0] if node.outputs else None
-        if y is None or y.shape is None:
-            continue  # ``node_flops``'s 0, without its look-up of the hook again
-        f = cost(node)
+            continue  # most ops declare no cost
+        f = _flops(node, cost)
         if not f:
             continue
         total += f
