@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 import gc
 import sys
 from collections.abc import Callable, Iterator
@@ -14,8 +15,18 @@ BIG_GRAPH_NODES = 10_000
 """From this many nodes on, an analysis hands its freed scratch memory back to the system (about 20 ms,
 against seconds of analysis); below it the call would cost more than the memory is worth."""
 
-_trim: Callable[[int], int] | None = None
-_trim_looked_up = False
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, or None where the C library has none."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fn = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes, fn.restype = [ctypes.c_size_t], ctypes.c_int
+    return fn
 
 
 def return_freed_memory() -> bool:
@@ -25,19 +36,10 @@ def return_freed_memory() -> bool:
     that memory resident for reuse, and the report and everything after it are Python objects that
     never reuse it. On a 100k-node graph that was about 120 MiB of a 1 GiB peak. Elsewhere than glibc
     (macOS, musl, Windows) there is no such call and nothing happens."""
-    global _trim, _trim_looked_up
-    if not _trim_looked_up:
-        _trim_looked_up = True
-        if sys.platform.startswith("linux"):
-            try:
-                fn = ctypes.CDLL(None).malloc_trim
-                fn.argtypes, fn.restype = [ctypes.c_size_t], ctypes.c_int
-                _trim = fn
-            except (OSError, AttributeError):
-                _trim = None
-    if _trim is None:
+    trim = _malloc_trim()
+    if trim is None:
         return False
-    _trim(0)
+    trim(0)
     return True
 
 
