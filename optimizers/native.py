@@ -12,6 +12,7 @@ GPU, float64 or an unusual layout simply keep the eager path (same results up to
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import os
@@ -22,7 +23,7 @@ import sys
 import sysconfig
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,9 +76,13 @@ def _without(flags: tuple[str, ...], *drop: str) -> tuple[str, ...]:
     return tuple(f for f in flags if f not in drop)
 
 
-def _build(cc: str) -> tuple[Path, Path | None]:
-    """The compiled library for this source, compiler and flags (built now unless cached), and the
-    private temporary folder it was built in when the cache could not be written (None otherwise)."""
+@contextlib.contextmanager
+def _built(cc: str) -> Iterator[Path]:
+    """The compiled library for this source, compiler and flags (built now unless cached).
+
+    Where the cache cannot be written, the library is built in a private temporary folder that is
+    removed on leaving, whether it built or not: once loaded, the library stays mapped, and one folder
+    per process would otherwise pile up in the temporary directory."""
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
     key = hashlib.sha256()
     for part in (SOURCE.read_bytes(), version, " ".join(FLAGS), platform.machine(), _cpu_identity()):
@@ -85,7 +90,8 @@ def _build(cc: str) -> tuple[Path, Path | None]:
     folder = _cache_dir()
     target = folder / f"fused_step-{key.hexdigest()[:16]}.so"
     if target.exists():
-        return target, None
+        yield target
+        return
     private = None
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -106,14 +112,12 @@ def _build(cc: str) -> tuple[Path, Path | None]:
         else:
             raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed")
         os.replace(tmp, target)  # atomic: a concurrent process sees no half-written library
-    except BaseException:
-        if private is not None:
-            shutil.rmtree(private, ignore_errors=True)
-        raise
+        yield target
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return target, private
+        if private is not None:
+            shutil.rmtree(private, ignore_errors=True)
 
 
 def _load(path: Path) -> Kernels:
@@ -141,14 +145,8 @@ def kernels() -> Kernels | None:
             _reason = "no C compiler found (set CC)"
         else:
             try:
-                path, private = _build(cc)
-                try:
+                with _built(cc) as path:
                     _loaded = _load(path)
-                finally:
-                    # A library built for this process alone stays mapped once loaded: its folder goes
-                    # now rather than piling up in the temporary directory, one per process.
-                    if private is not None:
-                        shutil.rmtree(private, ignore_errors=True)
             except (OSError, RuntimeError, subprocess.SubprocessError, AttributeError) as exc:
                 _reason = f"could not build or load {SOURCE.name}: {exc}"
         _tried = True
