@@ -22,9 +22,15 @@ Schedule, in optimizer steps t = 1, 2, ...:
   ``pruning_periods`` the ones still short of the staircase with the smallest mean square are projected
   to zero. So after step ``T_w + pruning_steps`` exactly G_r is zero, and stays zero.
 
-Why every state is valid: only structures of G_r are ever held at zero (a structure that is zero when
+Why every state can be cut: only structures of G_r are ever held at zero (a structure that is zero when
 the optimizer is built joins the front of the search order and is released if the search does not
-keep it), G_r is valid, and validity is monotone (a subset of a valid set is valid).
+keep it), and G_r is valid, so after the window the zero set is exactly a valid selection. Before
+that, the part of G_r that is zero may not be erasable as a whole: validity is not monotone (erasing
+both branches of a concatenation can leave the bias-free conv after them computing zeros that its
+consumer still reads, while the same set with that conv's own structure is valid). Construct reads
+the zeros through ``analysis.select`` (``construct.erase_zeros``), which erases a valid part of them
+and leaves the rest in place computing zeros, so a model taken at any step still cuts to a network
+equal to it; ``sparsity_report().valid`` says whether all of the zero set went.
 """
 
 from __future__ import annotations
@@ -68,7 +74,7 @@ class ErasingProgress:
     selected: list[int]  # G_r, in the order the search accepted them
     erased: int  # erasable structures that go with G_r (G_r and the structures nested in it)
     zero: list[int]  # structures exactly zero now
-    valid: bool  # the zero structures leave a valid network (always, by construction)
+    valid: bool  # the zero structures can all be erased together (always after the window; see above)
 
     @property
     def note(self) -> str | None:

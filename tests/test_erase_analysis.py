@@ -157,7 +157,10 @@ def test_prenorm_transformer_sub_blocks_are_structures(tmp_path: Path) -> None:
     assert names == {"proj", "ln2", "fc1", "fc2"}
 
 
-def test_validity_is_monotone_and_select_stays_valid() -> None:
+def test_stacked_unets_validity_is_monotone_and_select_stays_valid() -> None:
+    # Monotone on this network (nested blocks, every branch with a bias); not in general: erasing both
+    # branches of a concatenation can be invalid where the set with the conv after them is valid
+    # (tests/test_fuzz_erase.py), which is why select re-walks the order.
     a = _from_torch(em.randomize_bn(em.StackedUnets()), _image())
     er = _erasable(a)
     for r in range(len(er) + 1):
