@@ -60,10 +60,19 @@ def _batchnorm(ctx: ChannelGraph, node: Node) -> None:
     assert x is not None  # its rank is known
     ctx.link_axes(x, y, r, None)
     for p in (scale, bias, mean, var):
-        ctx.link(p, 0, y, 1)
+        if p is not None:  # torch's affine=False has no scale and no bias: nothing to tie
+            ctx.link(p, 0, y, 1)
     for extra in node.outputs[1:]:
         ctx.link(extra, 0, y, 1)
-    _affine_zero(ctx, y, 1, [scale, bias])
+    if scale is not None:
+        _affine_zero(ctx, y, 1, [scale, bias])
+    elif mean is not None:
+        # Unscaled, (x - mean) / sqrt(var + epsilon) + bias: zero where the input and the running
+        # mean are, and the bias is zero or absent.
+        centred = combine_zeros([ctx.zero(x, 1), ctx.zero(mean, 0)], every=True)
+        ctx.set_zero(
+            y, 1, combine_zeros([centred, ctx.zero(bias, 0) if bias is not None else True], every=True)
+        )
     _pin_without_epsilon(ctx, node, y)
 
 
@@ -76,12 +85,19 @@ def _instancenorm(ctx: ChannelGraph, node: Node) -> None:
         return
     ctx.link(x, 0, y, 0)
     ctx.link(x, 1, y, 1)
-    ctx.link(scale, 0, y, 1)
-    ctx.link(bias, 0, y, 1)
+    for p in (scale, bias):
+        if p is not None:  # torch's affine=False has neither (ONNX requires both): nothing to tie
+            ctx.link(p, 0, y, 1)
     for a in range(2, r):
         ctx.pin(x, a, "InstanceNormalization normalizes over this axis")
         ctx.pin(y, a, "InstanceNormalization normalizes over this axis")
-    _affine_zero(ctx, y, 1, [scale, bias])
+    # Each channel is normalized alone: a zero channel is (0 - 0) / sqrt(0 + epsilon) = 0 before the
+    # affine step, so it stays zero where the bias is zero or absent, whatever the scale; a zero
+    # scale zeroes it too. (An absent scale is one, not zero.)
+    scaled = combine_zeros(
+        [ctx.zero(x, 1)] + ([ctx.zero(scale, 0)] if scale is not None else []), every=False
+    )
+    ctx.set_zero(y, 1, combine_zeros([scaled, ctx.zero(bias, 0) if bias is not None else True], every=True))
     _pin_without_epsilon(ctx, node, y)
 
 
