@@ -77,7 +77,7 @@ SHARED: dict[Any, tuple[str, ...]] = {
     torch.reshape: ("view", "reshape", "_unsafe_view"),
     torch.permute: ("permute",),
     torch.transpose: ("transpose",),
-    torch.t: ("t",),
+    torch.t: ("t", "numpy_T"),  # ``w.T`` (Falcon: ``x @ self.weight.T``); both reverse every axis
     torch.squeeze: ("squeeze",),
     torch.unsqueeze: ("unsqueeze",),
     torch.cat: ("cat", "concat"),
@@ -111,6 +111,14 @@ for _handler_of, _names in SHARED.items():
 @on_function(*_overloads("_assert_tensor_metadata", "_assert_scalar", "sym_constrain_range_for_size"))
 def _nothing(b: Builder, n: fx.Node) -> None:
     return None
+
+
+@on_function(*_overloads("mT"))
+def _matrix_transpose(b: Builder, n: fx.Node) -> Value:
+    """``x.mT``: the last two axes swapped (torch.export's spelling of the attribute)."""
+    x = tensor_input(b, n)
+    r = rank(x)
+    return simple(b, n, "Transpose", x, perm=[*range(r - 2), r - 1, r - 2])
 
 
 @on_function(*_overloads("hardtanh", "hardtanh_"))
