@@ -85,6 +85,7 @@ SHARED: dict[Any, tuple[str, ...]] = {
     torch.flatten: ("flatten",),
     torch.unflatten: ("unflatten",),
     torch.mean: ("mean",),
+    torch.linalg.vector_norm: ("linalg_vector_norm",),
     torch.sum: ("sum",),
     torch.amax: ("amax",),
     torch.amin: ("amin",),

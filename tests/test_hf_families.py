@@ -50,5 +50,33 @@ def test_weight_transposed_by_attribute_in_an_exported_graph_is_prunable():
     _prunes_exactly(randomize_(WeightT()).eval(), torch.randn(2, 3, 8), "up", "export")
 
 
+class GlobalResponseNorm(nn.Module):
+    """ConvNeXt V2's block: ``linalg.vector_norm`` over the spatial axes, divided by its mean over the
+    channels (the mean counts the removed channels: construct keeps the original count)."""
+
+    def __init__(self, branch: bool) -> None:
+        super().__init__()
+        self.branch = branch
+        self.up = nn.Linear(4, 12)
+        self.gamma = nn.Parameter(torch.randn(12))
+        self.beta = nn.Parameter(torch.randn(12))
+        self.down = nn.Linear(12, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.nn.functional.gelu(self.up(x))  # (batch, height, width, channels)
+        if self.branch and h.shape[-1] > 4:  # control flow on a shape: only torch.export traces it
+            h = h * 2
+        g = torch.linalg.vector_norm(h, ord=2, dim=(1, 2), keepdim=True)
+        h = self.gamma * (h * (g / (g.mean(dim=-1, keepdim=True) + 1e-6))) + self.beta + h
+        return self.down(h) + torch.linalg.vector_norm(h, 1, -1, True)
+
+
+@pytest.mark.parametrize("tracer", ["symbolic_trace", "export"])
+def test_vector_norm_is_a_reduction(tracer):
+    torch.manual_seed(0)
+    model = randomize_(GlobalResponseNorm(branch=tracer == "export")).eval()
+    _prunes_exactly(model, torch.randn(2, 3, 3, 4), "up.weight", tracer)
+
+
 if __name__ == "__main__":
     pytest.main([__file__, "-q"])
