@@ -78,5 +78,47 @@ def test_vector_norm_is_a_reduction(tracer):
     _prunes_exactly(model, torch.randn(2, 3, 3, 4), "up.weight", tracer)
 
 
+class PaddedResiduals(nn.Module):
+    """HF MobileNetV2's TF padding: ``F.pad`` before each convolution of two residual blocks. The
+    TorchScript exporter computes the pads from literals, so ONNX shape inference names every later
+    axis with a made-up symbol and the second block's Add saw two different shapes (not erasable)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 1)
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(8, 16, 3), nn.ReLU(), nn.Conv2d(16, 8, 1)) for _ in "ab"
+        )
+        self.head = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.stem(x))
+        for block in self.blocks:
+            y = y + block(torch.nn.functional.pad(y, (1, 1, 1, 1)))
+        return self.head(y)
+
+
+def test_pads_computed_by_torchscript_give_static_shapes_so_every_block_is_erasable(tmp_path):
+    import warnings
+
+    import frontends
+    from zigraph.erase_pipeline import erase
+    from zigraph.pipeline import LoadedModel
+
+    torch.manual_seed(0)
+    path = tmp_path / "padded.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(randomize_(PaddedResiduals()).eval(), (torch.randn(1, 3, 8, 8),), str(path),
+                          dynamo=False, opset_version=17)  # fmt: skip
+    graph = frontends.load(str(path))
+    a = graphcore.analyze(graph, mode="erase")
+    blocks = [s for s in a.structures if any(p.startswith("blocks.") for p in s.params)]
+    assert len(blocks) == 2 and all(s.erasable for s in blocks), [s.reason for s in blocks]
+    assert graph.find("Pad")[0].outputs[0].shape == (1, 8, 10, 10)
+    rep = erase(LoadedModel(frontends.load(str(path)), source=str(path)), 1.0, tmp_path / "erased.onnx")
+    assert rep.result.verification.passed and len(rep.result.structures_erased) == 2
+
+
 if __name__ == "__main__":
     pytest.main([__file__, "-q"])
