@@ -18,7 +18,7 @@ from frontends.torch_meta import LitSite
 from frontends.torch_ops import FAMILIES  # noqa: F401  (registers the handlers SHARED points at)
 from frontends.torch_ops.common import as_operand, clip, norm_axis, rank, shape_of, simple, tensor_input
 from frontends.torch_ops.elementwise import to_dtype
-from frontends.torch_ops.layout import emit_split
+from frontends.torch_ops.layout import emit_split, reshape_as
 from frontends.torch_ops.layout import pad as emit_pad
 from frontends.torch_ops.normalize import emit_batchnorm
 from frontends.torch_ops.shapes import emit_pick, emit_shape
@@ -112,6 +112,10 @@ for _handler_of, _names in SHARED.items():
 @on_function(*_overloads("_assert_tensor_metadata", "_assert_scalar", "sym_constrain_range_for_size"))
 def _nothing(b: Builder, n: fx.Node) -> None:
     return None
+
+
+# ``x.reshape_as(y)`` (LeViT's MLP: a BatchNorm over ``flatten(0, 1)``, then back): the method's handler
+on_function(*_overloads("reshape_as", "view_as"))(reshape_as)
 
 
 @on_function(*_overloads("mT"))

@@ -78,6 +78,29 @@ def test_vector_norm_is_a_reduction(tracer):
     _prunes_exactly(model, torch.randn(2, 3, 3, 4), "up.weight", tracer)
 
 
+class BatchNormOverTokens(nn.Module):
+    """LeViT's ``MLPLayerWithBN``: a BatchNorm1d over ``flatten(0, 1)``, put back with ``reshape_as``
+    (torch.export's ``aten.reshape_as``; a branch on a shape makes torch.fx give up)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.up = nn.Linear(8, 16)
+        self.bn = nn.BatchNorm1d(16)
+        self.down = nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.up(x)
+        if h.shape[-1] > 4:
+            h = h * 2
+        h = torch.relu(self.bn(h.flatten(0, 1)).reshape_as(h))
+        return self.down(h.view_as(h))
+
+
+def test_reshape_as_in_an_exported_graph_is_a_reshape():
+    torch.manual_seed(0)
+    _prunes_exactly(randomize_(BatchNormOverTokens()).eval(), torch.randn(2, 3, 8), "up.weight", "export")
+
+
 class PaddedResiduals(nn.Module):
     """HF MobileNetV2's TF padding: ``F.pad`` before each convolution of two residual blocks. The
     TorchScript exporter computes the pads from literals, so ONNX shape inference names every later
