@@ -51,6 +51,7 @@ SHARED: dict[Any, tuple[str, ...]] = {
     torch.nn.functional.gelu: ("gelu",),
     torch.nn.functional.leaky_relu: ("leaky_relu",),
     torch.nn.functional.elu: ("elu",),
+    torch.nn.functional.softplus: ("softplus",),  # Mamba's time step
     torch.exp: ("exp",),
     torch.sqrt: ("sqrt",),
     torch.neg: ("neg",),

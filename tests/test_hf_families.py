@@ -101,6 +101,28 @@ def test_reshape_as_in_an_exported_graph_is_a_reshape():
     _prunes_exactly(randomize_(BatchNormOverTokens()).eval(), torch.randn(2, 3, 8), "up.weight", "export")
 
 
+class SoftplusStep(nn.Module):
+    """Mamba's time step: ``softplus(dt_proj(x))``, read by an exported graph (``aten.softplus``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dt = nn.Linear(8, 16)
+        self.out = nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x * 2 if x.shape[-1] > 4 else x
+        return self.out(torch.nn.functional.softplus(self.dt(h)) * torch.relu(self.dt(h)))
+
+
+def test_softplus_in_an_exported_graph_is_declared():
+    torch.manual_seed(0)
+    model = randomize_(SoftplusStep()).eval()
+    g = load_torch(model, torch.randn(2, 8))
+    assert g.meta["tracer"] == "export" and g.find("Softplus")
+    # softplus(0) = log 2, but the product with relu's zero is zero: the channels stay removable
+    _prunes_exactly(model, torch.randn(2, 8), "dt.weight", "export")
+
+
 class PaddedResiduals(nn.Module):
     """HF MobileNetV2's TF padding: ``F.pad`` before each convolution of two residual blocks. The
     TorchScript exporter computes the pads from literals, so ONNX shape inference names every later
