@@ -18,7 +18,7 @@ from frontends.torch_meta import LitSite
 from frontends.torch_ops import FAMILIES  # noqa: F401  (registers the handlers SHARED points at)
 from frontends.torch_ops.common import as_operand, clip, norm_axis, rank, shape_of, simple, tensor_input
 from frontends.torch_ops.elementwise import to_dtype
-from frontends.torch_ops.layout import emit_split
+from frontends.torch_ops.layout import emit_split, reshape_as
 from frontends.torch_ops.layout import pad as emit_pad
 from frontends.torch_ops.normalize import emit_batchnorm
 from frontends.torch_ops.shapes import emit_pick, emit_shape
@@ -51,6 +51,7 @@ SHARED: dict[Any, tuple[str, ...]] = {
     torch.nn.functional.gelu: ("gelu",),
     torch.nn.functional.leaky_relu: ("leaky_relu",),
     torch.nn.functional.elu: ("elu",),
+    torch.nn.functional.softplus: ("softplus",),  # Mamba's time step
     torch.exp: ("exp",),
     torch.sqrt: ("sqrt",),
     torch.neg: ("neg",),
@@ -77,7 +78,7 @@ SHARED: dict[Any, tuple[str, ...]] = {
     torch.reshape: ("view", "reshape", "_unsafe_view"),
     torch.permute: ("permute",),
     torch.transpose: ("transpose",),
-    torch.t: ("t",),
+    torch.t: ("t", "numpy_T"),  # ``w.T`` (Falcon: ``x @ self.weight.T``); both reverse every axis
     torch.squeeze: ("squeeze",),
     torch.unsqueeze: ("unsqueeze",),
     torch.cat: ("cat", "concat"),
@@ -85,6 +86,7 @@ SHARED: dict[Any, tuple[str, ...]] = {
     torch.flatten: ("flatten",),
     torch.unflatten: ("unflatten",),
     torch.mean: ("mean",),
+    torch.linalg.vector_norm: ("linalg_vector_norm",),
     torch.sum: ("sum",),
     torch.amax: ("amax",),
     torch.amin: ("amin",),
@@ -111,6 +113,18 @@ for _handler_of, _names in SHARED.items():
 @on_function(*_overloads("_assert_tensor_metadata", "_assert_scalar", "sym_constrain_range_for_size"))
 def _nothing(b: Builder, n: fx.Node) -> None:
     return None
+
+
+# ``x.reshape_as(y)`` (LeViT's MLP: a BatchNorm over ``flatten(0, 1)``, then back): the method's handler
+on_function(*_overloads("reshape_as", "view_as"))(reshape_as)
+
+
+@on_function(*_overloads("mT"))
+def _matrix_transpose(b: Builder, n: fx.Node) -> Value:
+    """``x.mT``: the last two axes swapped (torch.export's spelling of the attribute)."""
+    x = tensor_input(b, n)
+    r = rank(x)
+    return simple(b, n, "Transpose", x, perm=[*range(r - 2), r - 1, r - 2])
 
 
 @on_function(*_overloads("hardtanh", "hardtanh_"))

@@ -15,7 +15,7 @@ from graphcore.channels import ChannelGraph, Folded, SlotKey, spans
 from graphcore.errors import AnalysisError
 from graphcore.fold import fold_node
 from graphcore.groups import ChannelMap, NodeGroup, PruneAnalysis
-from graphcore.infer import fill_output_shape
+from graphcore.infer import fill_output_shape, needs_shape
 from graphcore.ir import Dim, Graph, Node, Value
 from graphcore.ops import declarations_for, rule_for
 from graphcore.ops.head_dims import attention_granularity, attention_used
@@ -40,7 +40,7 @@ def build_channel_graph(graph: Graph) -> tuple[ChannelGraph, dict[str, int], dic
         ctx.handled_shape_inputs = set()
         if ctx.subst:
             ctx.resolve_symbols(node)
-        if node.outputs and node.outputs[0].shape is None:
+        if needs_shape(ctx, node):
             try:  # noqa: SIM105 (not contextlib.suppress: a context manager object per node)
                 fill_output_shape(ctx, node)
             except Exception:  # best effort: a shape left unknown only makes rules block

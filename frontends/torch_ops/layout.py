@@ -20,7 +20,7 @@ from frontends.torch_ops.common import module_of, norm_axis, rank, shape_of, sim
 from frontends.torch_ops.shapes import emit_pick, emit_shape
 from graphcore.ir import Value
 
-__all__ = ["emit_split", "pad"]
+__all__ = ["emit_split", "pad", "reshape_as"]
 
 
 # -- reshapes ----------------------------------------------------------------------------------------
@@ -40,7 +40,8 @@ def _reshape(b: Builder, n: fx.Node) -> Value:
 
 
 @on_method("view_as", "reshape_as")
-def _reshape_as(b: Builder, n: fx.Node) -> Value:
+def reshape_as(b: Builder, n: fx.Node) -> Value:
+    """``x.reshape_as(other)``: a Reshape to ``other``'s runtime shape (aten's reshape_as shares it)."""
     x, other = tensor_input(b, n), b.arg(n, 1, "other")
     if not isinstance(other, Value):
         raise Unsupported("view_as a non-tensor")

@@ -186,6 +186,24 @@ def _normalize(b: Builder, n: fx.Node) -> Value:
     return y
 
 
+@on_function(torch.linalg.vector_norm)
+def _vector_norm(b: Builder, n: fx.Node) -> Value:
+    """``linalg.vector_norm(x, ord, dim, keepdim)`` (ConvNeXt V2's global response normalization) for
+    ord 1 and 2: ReduceL1/ReduceL2, as ONNX exports it. Other orders (inf, 0, fractional) and a ``dtype``
+    stay unsupported rather than guessed."""
+    x = tensor_input(b, n)
+    p = b.arg(n, 1, "ord", 2)
+    dim = b.arg(n, 2, "dim", None)
+    keep = bool(b.arg(n, 3, "keepdim", False))
+    if p not in (1, 2) or b.arg(n, 4, "dtype", None) is not None:
+        raise Unsupported(f"vector_norm of order {p!r} or with a dtype")
+    r = rank(x)
+    axes = list(range(r)) if dim is None else [norm_axis(a, r) for a in b.static_ints(dim)]
+    y = b.out(n)
+    b.emit(n, "ReduceL2" if p == 2 else "ReduceL1", [x, b.axes(n, axes)], [y], keepdims=int(keep))
+    return y
+
+
 # -- pooling ---------------------------------------------------------------------------------------
 def _pool(b: Builder, n: fx.Node, x: Value, op: str, nsp: int, **attrs: Any) -> Any:
     if rank(x) != nsp + 2:

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from graphcore.channels import ChannelGraph
-from graphcore.ir import Node
+from graphcore.ir import Dim, Node
 from graphcore.ops.common import broadcast, const_ints, data_zero, is_zero, known_shape, operand_values, rank
 from graphcore.ops.layout import shape_operand
 from graphcore.ops.registry import LegacyAttr, register_op
@@ -37,6 +37,30 @@ def _pad(ctx: ChannelGraph, node: Node) -> None:
             ctx.pin(y, a, "Pad pads this axis")
         elif ctx.link(x, a, y, a):
             ctx.set_zero(y, a, ctx.zero(x, a) & (not nonzero_fill))
+
+
+def _pad_shape(ctx: ChannelGraph, node: Node) -> tuple[Dim, ...] | None:
+    """Each padded axis grows by its two pads (negative pads crop); an unpadded one keeps its size,
+    symbolic or not. TorchScript computes ``F.pad``'s pads from literals (folded by then), which ONNX
+    shape inference cannot read: it names every output axis with a fresh symbol."""
+    x = node.input(0)
+    r = rank(x)
+    pads = const_ints(ctx, node, 1)
+    axes = const_ints(ctx, node, 3) if node.input(3) is not None else list(range(r or 0))
+    if x is None or x.shape is None or r is None or pads is None or axes is None:
+        return None
+    if len(pads) != 2 * len(axes):
+        return None
+    out = list(x.shape)
+    n = len(axes)
+    for k, a in enumerate(axes):
+        grow = pads[k] + pads[k + n]
+        if grow:
+            d = out[a % r]
+            if not isinstance(d, int):
+                return None
+            out[a % r] = d + grow
+    return tuple(out)
 
 
 def _resize(ctx: ChannelGraph, node: Node) -> None:
@@ -137,6 +161,7 @@ def _resize_zero(node: Node, zero: Sequence[bool]) -> bool:
 register_op(
     "Pad",
     _pad,
+    shape=_pad_shape,
     legacy_attrs=(LegacyAttr("pads", 1, 11), LegacyAttr("value", 2, 11, dtype=None)),
     zero_when=_pad_zero,
 )
