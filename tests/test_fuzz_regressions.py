@@ -519,3 +519,46 @@ def test_frontends_may_differ_around_a_weight_read_twice():
     }
     out = check_architecture(spec, removal_seed=0, exporter="torchscript")
     assert any("read twice" in gap for gap in out.skipped)
+
+
+def test_fuzz_torch_addmm_is_a_gemm_without_transb():
+    """python -m fuzz (widened grammar, ``wlinear`` mode ``addmm``): the torch frontend did not know
+    ``torch.addmm`` (FX traces it as the function, not the ATen op it already handled), so every
+    channel around a Linear written ``torch.addmm(b, x, W)`` was pinned as an unknown op while the ONNX
+    export of the same network (a Gemm without transB) pruned it."""
+    spec = {
+        "input": {"kind": "seq", "shape": [1, 4, 6]},
+        "layers": [
+            {"op": "first_token"},
+            {"op": "linear", "out": 8, "bias": True},
+            {"op": "act", "fn": "relu"},
+            {"op": "wlinear", "out": 6, "mode": "addmm", "bias": True},
+            {"op": "act", "fn": "relu"},
+            {"op": "head", "out": 3},
+        ],
+        "seed": 3,
+    }
+    agree = check_frontends_agree(spec)
+    assert not agree.skipped and agree.agreement.axes_skipped == 0, agree.skipped
+    built = build(spec)
+    ta = graphcore.analyze(frontends.load(built.module, built.inputs))
+    w = "body.mods.3.weight"  # stored [in, out]: axis 1 is the Gemm's output channel
+    assert any(g.prunable and (w, 1) in {(p, a) for p, a in g.params} for g in ta.groups), ta.groups
+    out = check_architecture(spec, removal_seed=1, exporter="torchscript-preserve")
+    assert out.zigs_removed > 0 and not out.skipped, out
+
+
+def test_fuzz_a_parameter_with_a_folded_copy_is_not_compared_across_frontends():
+    """python -m fuzz --seed 2612 (a fuzzer bug): a weight-normalized conv exports ``gain * v`` folded
+    into a new initializer (``onnx::Div_N``, what the Conv reads) while ``|v|`` is still computed from
+    ``v``. In ONNX ``v``'s input axis then only feeds a reduction (prunable, and exact), in torch it is
+    the conv's input channel (fixed by the graph input): not a disagreement of the frontends but a
+    copy the exporter made, which the check must set aside like the copies it already knew."""
+    spec = {
+        "input": {"kind": "image", "shape": [1, 2, 1, 1]},
+        "layers": [{"op": "wconv", "out": 1, "k": 1, "mode": "wnorm", "bias": False}],
+        "seed": 0,
+    }
+    out = check_frontends_agree(spec)
+    assert out.agreement.axes_skipped == 1 and "copied parameters" in out.skipped[0], out
+    check_architecture(spec, removal_seed=0, exporter="torchscript")
