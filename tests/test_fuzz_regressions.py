@@ -562,3 +562,30 @@ def test_fuzz_a_parameter_with_a_folded_copy_is_not_compared_across_frontends():
     out = check_frontends_agree(spec)
     assert out.agreement.axes_skipped == 1 and "copied parameters" in out.skipped[0], out
     check_architecture(spec, removal_seed=0, exporter="torchscript")
+
+
+def test_fuzz_a_large_tensor_short_of_its_declared_values_is_bad_input(tmp_path, capsys):
+    """python -m fuzz --seed 777 ([absurd_dim]): a bias whose dims say 2**40 over 13 stored floats. The
+    loader counts only small tensors' bytes, so the declared size let it through to the writer of the
+    pruned model, which decoded it with onnx's to_array: a ValueError, reported as an internal error
+    (exit 3). It is the model's fault: exit 2, one line, nothing written."""
+    spec = {
+        "input": {"kind": "image", "shape": [1, 3, 2, 5]},
+        "layers": [
+            {"op": "conv", "out": 13, "k": 1, "stride": 1, "groups": 1, "bias": True},
+            {"op": "act", "fn": "relu"},
+            {"op": "conv", "out": 2, "k": 3, "stride": 1, "groups": 1, "bias": True},
+        ],
+        "seed": 1301,
+    }
+    model = onnx.load_from_string(export(build(spec), "torchscript-preserve"))
+    bias = next(t for t in model.graph.initializer if t.name == "body.mods.0.bias")
+    bias.dims[:] = [2**40]
+    src = tmp_path / "m.onnx"
+    src.write_bytes(model.SerializeToString())
+    before = src.read_bytes()
+    out = tmp_path / "small.onnx"
+    code, _, err = _cli(["prune", src, "--sparsity", "0.5", "-o", out], capsys)
+    assert code == 2, err
+    assert "body.mods.0.bias" in _one_error_line(err) and "internal error" not in err
+    assert not out.exists() and src.read_bytes() == before
