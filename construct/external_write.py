@@ -31,7 +31,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from graphcore.errors import ZigraphError
+from graphcore.errors import ModelLoadError, ZigraphError
 
 
 def human_bytes(n: float) -> str:
@@ -43,6 +43,18 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} TB"
 
 
+def inline_array(t: onnx.TensorProto) -> np.ndarray:
+    """The values of a tensor stored in the model, or bad input when its data does not fill its declared
+    shape. The loader counts only small tensors' raw bytes (counting copies them), so a large one is
+    checked here, where it is read: a mutated dim (2**40 over 13 floats) is the model's fault, not ours."""
+    try:
+        return numpy_helper.to_array(t)
+    except ValueError as exc:
+        raise ModelLoadError(
+            f"invalid ONNX graph (tensor '{t.name}' of shape {list(t.dims)} does not hold its values: {exc})"
+        ) from None
+
+
 __all__ = [
     "ALIGN",
     "DEFAULT_THRESHOLD",
@@ -50,6 +62,7 @@ __all__ = [
     "LazyArrays",
     "StagedOutput",
     "external_files",
+    "inline_array",
     "read_external",
     "stored_bytes",
 ]
@@ -260,7 +273,7 @@ class DataWriter:
                     )
                 self._copy(t, base)
             elif t.data_type != onnx.TensorProto.STRING and _nbytes(t) > INLINE_LIMIT:
-                self.put(t, numpy_helper.to_array(t))
+                self.put(t, inline_array(t))
 
     def seal(self, model: onnx.ModelProto) -> None:
         """Drop the marks ``rest`` tells our tensors by (an input may name a file like ours), then close."""

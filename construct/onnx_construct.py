@@ -14,12 +14,12 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from construct.external_write import DataWriter, LazyArrays, read_external
+from construct.external_write import DataWriter, LazyArrays, inline_array, read_external
 from construct.onnx_renorm import lower_counts
 from construct.quant_zero import Fill, _quantized_reads, fill_slice, quant_fills, real_values
 from frontends.onnx_sources import ParamUse, param_uses, stored_tensors
 from graphcore import select
-from graphcore.errors import InternalError, ModelLoadError, ZigraphError
+from graphcore.errors import InternalError, ZigraphError
 from graphcore.groups import ParamSlice, PruneAnalysis
 from graphcore.ir import Graph, Node
 from graphcore.ops import legacy_attr_at
@@ -33,12 +33,7 @@ def tensor_array(t: onnx.TensorProto, base_dir: Path | None) -> np.ndarray:
         if base_dir is None:
             raise ZigraphError(f"tensor '{t.name}' uses external data but the model folder is unknown")
         return read_external(t, base_dir)  # memory-mapped: pages are read as they are touched
-    try:
-        return numpy_helper.to_array(t)
-    except ValueError as exc:  # raw bytes that do not fill the shape (a large tensor is counted here)
-        raise ModelLoadError(
-            f"invalid ONNX graph (tensor '{t.name}' of shape {list(t.dims)} does not hold its values: {exc})"
-        ) from None
+    return inline_array(t)
 
 
 def _param_arrays(graph: Graph, names: set[str] | None = None) -> dict[str, np.ndarray]:

@@ -2,7 +2,7 @@
 
 Most ATen schemas take their arguments in the same order as the torch function of the same name, so
 they share the handler of ``frontends.torch_ops``; the few that differ (``embedding``, ``batch_norm``,
-``addmm``, ``slice``, ``select`` ...) have their own here.
+``slice``, ``select`` ...) have their own here.
 """
 
 from __future__ import annotations
@@ -69,6 +69,7 @@ SHARED: dict[Any, tuple[str, ...]] = {
     torch.div: ("div", "div_"),
     torch.pow: ("pow",),
     torch.matmul: ("matmul", "bmm", "mm"),
+    torch.addmm: ("addmm",),
     torch.nn.functional.linear: ("linear",),
     torch.nn.functional.conv2d: ("conv1d", "conv2d", "conv3d"),
     torch.nn.functional.conv_transpose2d: ("conv_transpose1d", "conv_transpose2d", "conv_transpose3d"),
@@ -163,16 +164,6 @@ def _bn_no_training(b: Builder, n: fx.Node) -> Any:
         raise Unsupported("batch norm result")
     emit_batchnorm(b, n, x, w, bias, mean, var, eps=b.arg(n, 6, "eps", 1e-5), y=res[0])
     return res
-
-
-@on_function(*_overloads("addmm"))
-def _addmm(b: Builder, n: fx.Node) -> Value:
-    bias, a, m = b.arg(n, 0), b.arg(n, 1), b.arg(n, 2)
-    if n.kwargs.get("beta", 1) != 1 or n.kwargs.get("alpha", 1) != 1:
-        raise Unsupported("addmm with beta/alpha")
-    y = b.out(n)
-    b.emit(n, "Gemm", [a, m, bias], [y])
-    return y
 
 
 @on_function(*_overloads("rsub"))

@@ -75,9 +75,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--malformed-share", type=float, default=0.35, help="share of the time for mutants")
     p.add_argument("--no-erase", action="store_true", help="skip the erasing-mode rounds (on by default)")
     p.add_argument("--cli-every", type=int, default=5, help="judge every N-th mutant through the CLI too")
+    p.add_argument("--max-layers", type=int, default=6, help="top-level layers of a network (default 6)")
+    p.add_argument("--max-depth", type=int, default=2, help="nesting of branches in a network (default 2)")
     args = p.parse_args(argv)
     if args.minutes <= 0 or not 0 <= args.malformed_share < 1:
         p.error("--minutes must be positive and --malformed-share in [0, 1)")
+    if args.max_layers < 1 or args.max_depth < 0:
+        p.error("--max-layers must be at least 1 and --max-depth at least 0")
     os.environ.setdefault("PYTHONWARNINGS", "ignore")
     warnings.simplefilter("ignore")
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
@@ -96,6 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             cli_every=args.cli_every,
             log=log,
             erase=not args.no_erase,
+            max_layers=args.max_layers,
+            max_depth=args.max_depth,
         )
     print("\n" + summary(stats, time.monotonic() - t0), flush=True)
     return 1 if stats.failed else 0

@@ -25,13 +25,17 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
+import onnx
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
     "ACTIVATIONS",
+    "BINOPS",
     "EXPORTERS",
+    "HALF_EXPORTERS",
+    "WEIGHT_MODES",
     "Built",
     "SpecError",
     "build",
@@ -56,6 +60,23 @@ EXPORTERS = ("torchscript", "torchscript-preserve", "dynamo")
 """``torchscript``: eval-mode export (folds BN into convs, renames those weights). ``torchscript-preserve``:
 keeps every module and its parameter names (``training=PRESERVE``), so names match the torch frontend.
 ``dynamo``: ``torch.export`` based, slower (about a second per tiny model) but what users get by default."""
+
+HALF_EXPORTERS = ("torchscript-fp16",)
+"""The eval export converted to float16 by ``onnxruntime.transformers.float16`` (inputs and outputs kept
+float32, so Casts at both ends): what a user's fp16 file looks like. Verified at the fp16 tolerance, so
+only the pruning properties draw it."""
+
+
+WEIGHT_MODES = ("t", "addmm", "wt", "wnorm", "scaled")
+"""How ``wlinear`` computes with its weight: stored ``[in, out]`` and multiplied (``t``: MatMul; ``addmm``:
+a Gemm without transB), stored ``[in, out]`` and transposed in the graph (``wt``), weight-normalized
+(``wnorm``: g * v / |v| per output row) or scaled by a constant (``scaled``). The last three compute the
+weight at run time, so a TorchScript ``PRESERVE`` export keeps the arithmetic on the initializers in the
+graph (an eval export folds it)."""
+
+BINOPS = ("sub", "rsub", "max", "min")
+"""``binop``: ``x - body(x)``, ``body(x) - x``, ``max(x, body(x))``, ``min(x, body(x))`` (every one maps
+two zeros to zero)."""
 
 
 class SpecError(ValueError):
@@ -177,6 +198,24 @@ def step(layer: Layer, state: State) -> State:
     if op == "linear":
         need(kind in ("seq", "vec"), "needs tokens or features")
         return with_channels(state, layer["out"])
+    if op == "wlinear":
+        need(kind in ("seq", "vec"), "needs tokens or features")
+        need(layer["mode"] in WEIGHT_MODES, f"mode must be one of {WEIGHT_MODES}")
+        need(layer["mode"] != "addmm" or kind == "vec", "addmm needs features")
+        return with_channels(state, layer["out"])
+    if op == "wconv":
+        need(kind == "image", "needs an image")
+        need(layer["mode"] in ("wnorm", "scaled"), "mode must be wnorm or scaled")
+        need(layer["k"] % 2 == 1, "an odd kernel keeps the size")
+        return ("image", layer["out"], state[2], state[3])
+    if op == "pick":
+        index = layer["index"]
+        need(len(index) >= 1 and all(0 <= i < c for i in index), "indices must be channels")
+        return with_channels(state, len(index))
+    if op == "binop":
+        need(layer["fn"] in BINOPS, f"fn must be one of {BINOPS}")
+        need(_run(layer["body"], state) == state, "the body must keep the shape")
+        return state
     if op == "attn":
         need(kind == "seq", "needs tokens")
         need(layer["heads"] % layer["kv_heads"] == 0, "kv_heads must divide heads")
@@ -581,6 +620,86 @@ class TiedHead(nn.Module):
         return F.linear(x, self.emb[0].weight)
 
 
+class WLinear(nn.Module):
+    """A Linear whose weight is stored transposed or computed in the graph (see ``WEIGHT_MODES``)."""
+
+    def __init__(self, c: int, out: int, mode: str, bias: bool) -> None:
+        super().__init__()
+        self.mode = mode
+        rows, cols = (out, c) if mode in ("wnorm", "scaled") else (c, out)
+        self.weight = nn.Parameter(torch.empty(rows, cols))
+        self.gain = nn.Parameter(torch.empty(out, 1)) if mode == "wnorm" else None
+        self.bias = nn.Parameter(torch.empty(out)) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w: torch.Tensor = self.weight
+        if self.mode == "addmm":
+            b = self.bias if self.bias is not None else torch.zeros(w.shape[1])
+            return torch.addmm(b, x, w)
+        if self.mode == "t":
+            y = x @ w
+            return y + self.bias if self.bias is not None else y
+        if self.mode == "wt":
+            w = w.t()
+        elif self.mode == "wnorm":
+            assert self.gain is not None
+            w = self.gain * w / w.norm(dim=1, keepdim=True)
+        else:
+            w = w * 0.5
+        return F.linear(x, w, self.bias)
+
+
+class WConv(nn.Module):
+    """A convolution whose weight is computed in the graph: weight-normalized or scaled by a constant."""
+
+    def __init__(self, c: int, out: int, k: int, mode: str, bias: bool) -> None:
+        super().__init__()
+        self.mode, self.k = mode, k
+        self.weight = nn.Parameter(torch.empty(out, c, k, k))
+        self.gain = nn.Parameter(torch.empty(out, 1, 1, 1)) if mode == "wnorm" else None
+        self.bias = nn.Parameter(torch.empty(out)) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w: torch.Tensor = self.weight
+        if self.gain is not None:
+            w = self.gain * w / w.flatten(1).norm(dim=1).reshape(-1, 1, 1, 1)
+        else:
+            w = w * 0.5
+        return F.conv2d(x, w, self.bias, padding=self.k // 2)
+
+
+class Pick(nn.Module):
+    """Channels picked by index: a contiguous run is a Slice, any other list a Gather (repeats allowed)."""
+
+    def __init__(self, index: list[int], dim: int) -> None:
+        super().__init__()
+        self.index, self.dim = list(index), dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lo, n = self.index[0], len(self.index)
+        if self.index == list(range(lo, lo + n)):
+            return x.narrow(self.dim, lo, n)
+        return x.index_select(self.dim, torch.tensor(self.index))
+
+
+class BinOp(nn.Module):
+    """``x`` combined with ``body(x)`` by a binary op other than + and * (``BINOPS``)."""
+
+    def __init__(self, body: nn.Module, fn: str) -> None:
+        super().__init__()
+        self.body, self.fn = body, fn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.body(x)
+        if self.fn == "sub":
+            return x - y
+        if self.fn == "rsub":
+            return y - x
+        if self.fn == "max":
+            return torch.maximum(x, y)
+        return torch.minimum(x, y)
+
+
 class Net(nn.Module):
     def __init__(self, embed: nn.Module | None, body: Chain) -> None:
         super().__init__()
@@ -689,6 +808,15 @@ def _layer(layer: Layer, state: State, ctx: dict) -> tuple[nn.Module, State]:
         return Lambda(op), out
     if op in ("linear", "head"):
         return nn.Linear(c, layer["out"], bias=layer.get("bias", True)), out
+    if op == "wlinear":
+        return WLinear(c, layer["out"], layer["mode"], layer.get("bias", True)), out
+    if op == "wconv":
+        return WConv(c, layer["out"], layer["k"], layer["mode"], layer.get("bias", True)), out
+    if op == "pick":
+        return Pick(layer["index"], cdim), out
+    if op == "binop":
+        body, _ = _chain(layer["body"], state, dict(ctx, nested=True))
+        return BinOp(body, layer["fn"]), out
     if op == "attn":
         return Attention(
             c, layer["heads"], layer["kv_heads"], layer["head_dim"], layer.get("bias", True)
@@ -784,6 +912,13 @@ def randomize(module: nn.Module, seed: int) -> nn.Module:
 
 def export(built: Built, exporter: str = "torchscript", opset: int | None = None) -> bytes:
     """The ONNX export of ``built`` as serialized bytes (the module itself is never modified)."""
+    if exporter in HALF_EXPORTERS:
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        full = onnx.load_from_string(export(built, exporter.removesuffix("-fp16"), opset))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the converter warns about values it clamps to fp16's range
+            return convert_float_to_float16(full, keep_io_types=True).SerializeToString()
     module = copy.deepcopy(built.module).eval()
     names = ["x"]
     outs = built.output_names
@@ -799,7 +934,7 @@ def export(built: Built, exporter: str = "torchscript", opset: int | None = None
             )  # fmt: skip
             return prog.model_proto.SerializeToString()
         if exporter not in ("torchscript", "torchscript-preserve"):
-            raise SpecError(f"unknown exporter {exporter!r}; choose one of {EXPORTERS}")
+            raise SpecError(f"unknown exporter {exporter!r}; choose one of {EXPORTERS + HALF_EXPORTERS}")
         mode = (
             torch.onnx.TrainingMode.PRESERVE
             if exporter.endswith("preserve")

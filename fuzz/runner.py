@@ -180,12 +180,17 @@ def _architecture_round(
     slow: bool,
     run_seed: int,
     log: Callable[[str], None],
+    sizes: dict[str, int] | None = None,
 ) -> None:
     failing: dict = {}
 
     @hypothesis_seed(round_seed)
     @_round_settings(examples)
-    @given(spec=architectures(), removal_seed=removal_seeds(), exporter=exporters(slow=slow))
+    @given(
+        spec=architectures(**(sizes or {})),  # type: ignore[arg-type]  # only the int bounds
+        removal_seed=removal_seeds(),
+        exporter=exporters(slow=slow, half=True),
+    )
     def prop(spec: dict, removal_seed: int, exporter: str) -> None:
         if time.monotonic() > deadline and not failing:
             return  # over budget: let hypothesis finish quickly (but shrink a failure found in time)
@@ -344,8 +349,14 @@ def run(
     cli_every: int = 5,
     log: Callable[[str], None] = print,
     erase: bool = True,
+    max_layers: int = 6,
+    max_depth: int = 2,
 ) -> Stats:
-    """Fuzz for ``minutes``; every distinct failure is logged once with its regression test."""
+    """Fuzz for ``minutes``; every distinct failure is logged once with its regression test.
+
+    ``max_layers`` and ``max_depth`` bound the pruning rounds' networks (``fuzz.strategies.architectures``):
+    the defaults keep an example at a fraction of a second; long runs can afford deeper ones."""
+    sizes = {"max_layers": max_layers, "max_depth": max_depth}
     start = time.monotonic()
     deadline = start + 60.0 * minutes
     rng = np.random.default_rng(seed)
@@ -369,6 +380,7 @@ def run(
                     slow_exporters,
                     seed,
                     log,
+                    sizes,
                 )
                 if erase and time.monotonic() < deadline:
                     _erase_round(

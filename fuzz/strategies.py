@@ -21,7 +21,18 @@ from dataclasses import dataclass, field, replace
 
 from hypothesis import strategies as st
 
-from fuzz.arch import ACTIVATIONS, EXPORTERS, SpecError, State, channels, input_state, step
+from fuzz.arch import (
+    ACTIVATIONS,
+    BINOPS,
+    EXPORTERS,
+    HALF_EXPORTERS,
+    WEIGHT_MODES,
+    SpecError,
+    State,
+    channels,
+    input_state,
+    step,
+)
 from fuzz.erase_arch import erase_architectures, plain_chains
 
 __all__ = [
@@ -38,7 +49,8 @@ ALL_OPS = frozenset({
     "act", "bn", "gn", "inorm", "ln", "rms", "conv", "convT", "pool", "residual", "concat", "split",
     "glu", "gate", "se", "shuffle", "scale", "shared", "cl_linear", "chanstat", "dropout", "to_seq",
     "flatten", "gap", "linear", "attn", "pos", "cls", "mean_seq", "first_token", "tap", "head",
-    "tied_head", "upsample", "pad", "pixel_shuffle", "pixel_unshuffle", "lrn", "seq_conv",
+    "tied_head", "upsample", "pad", "pixel_shuffle", "pixel_unshuffle", "lrn", "seq_conv", "wlinear",
+    "wconv", "pick", "binop",
 })  # fmt: skip
 """Every op of the grammar; pass a subset as ``ops=`` to focus a run."""
 
@@ -47,19 +59,19 @@ ALL_OPS = frozenset({
 _IMAGE_OPS = ["act", "conv", "bn", "conv", "pool", "residual", "conv", "concat", "split", "convT", "gn",
               "inorm", "ln", "glu", "gate", "se", "shuffle", "scale", "shared", "cl_linear", "chanstat",
               "dropout", "to_seq", "flatten", "gap", "tap", "upsample", "pad", "pixel_shuffle",
-              "pixel_unshuffle", "lrn", "conv"]  # fmt: skip
+              "pixel_unshuffle", "lrn", "wconv", "pick", "binop", "conv"]  # fmt: skip
 _SEQ_OPS = ["act", "linear", "ln", "linear", "residual", "attn", "linear", "concat", "split", "rms", "bn",
             "glu", "gate", "scale", "pos", "cls", "chanstat", "dropout", "mean_seq", "first_token", "tap",
-            "seq_conv", "attn"]  # fmt: skip
+            "seq_conv", "wlinear", "pick", "binop", "attn"]  # fmt: skip
 _VEC_OPS = ["act", "linear", "bn", "linear", "ln", "residual", "concat", "split", "glu", "gate", "chanstat",
-            "dropout", "tap", "linear"]  # fmt: skip
+            "dropout", "tap", "wlinear", "pick", "binop", "linear"]  # fmt: skip
 _KIND_CHANGING = {"to_seq", "flatten", "gap", "mean_seq", "first_token"}
 _MIXING = frozenset(
     {"chanstat", "attn", "glu", "gate", "se", "ln", "rms", "gn", "inorm", "shuffle", "lrn", "pixel_shuffle"}
 )
 """Ops that combine or normalize channels without a weight of their own: where a channel that is not
 exactly zero (f(0) != 0 upstream) changes other channels' values."""
-_NESTING = {"residual", "concat", "split", "gate"}
+_NESTING = {"residual", "concat", "split", "gate", "binop"}
 
 
 @dataclass(frozen=True)
@@ -132,6 +144,8 @@ def _allowed(op: str, state: State, g: Grammar, nested: bool, keep_spatial: bool
         return state[0] == "image"
     if op == "seq_conv":
         return state[0] == "seq"
+    if op == "wconv":
+        return state[0] == "image"
     if state[0] == "vec" and op in ("glu",):
         return c % 2 == 0
     if state[0] == "vec" and op == "split":
@@ -231,6 +245,29 @@ def _layer(draw: st.DrawFn, state: State, g: Grammar, depth: int, nested: bool, 
                 "groups": draw(st.sampled_from(common)), "bias": draw(st.booleans())}  # fmt: skip
     if op == "linear":
         return {"op": "linear", "out": draw(_widths(g)), "bias": draw(st.booleans())}
+    if op == "wlinear":
+        modes = [m for m in WEIGHT_MODES if m != "addmm" or state[0] == "vec"]
+        return {"op": "wlinear", "out": draw(_widths(g)), "mode": draw(st.sampled_from(modes)),
+                "bias": draw(st.booleans())}  # fmt: skip
+    if op == "wconv":
+        return {"op": "wconv", "out": draw(_widths(g)), "k": draw(st.sampled_from([1, 3])),
+                "mode": draw(st.sampled_from(["wnorm", "scaled"])), "bias": draw(st.booleans())}  # fmt: skip
+    if op == "pick":
+        style = draw(st.sampled_from(["slice", "perm", "subset", "repeat"]))
+        if style == "slice":
+            lo = draw(st.integers(0, c - 1))
+            index = list(range(lo, draw(st.integers(lo + 1, c))))
+        elif style == "perm":
+            index = draw(st.permutations(range(c)))
+        elif style == "subset":
+            index = sorted(draw(st.sets(st.integers(0, c - 1), min_size=1, max_size=c)))
+        else:  # a channel read twice: one removal must drop both copies
+            index = draw(st.lists(st.integers(0, c - 1), min_size=1, max_size=min(2 * c, g.max_channels)))
+        return {"op": "pick", "index": list(index)}
+    if op == "binop":
+        body, reached = draw(_body(state, g, depth - 1, keep_spatial=True))
+        body, _ = _restore(body, reached, state, g)
+        return {"op": "binop", "body": body, "fn": draw(st.sampled_from(list(BINOPS)))}
     if op == "attn":
         kv = draw(st.sampled_from([1, 2]))
         heads = kv * draw(st.sampled_from([1, 2]))
@@ -428,10 +465,12 @@ def architectures(
     return spec
 
 
-def exporters(slow: bool = False) -> st.SearchStrategy[str]:
-    """TorchScript exports (tens of milliseconds); with ``slow`` also the dynamo exporter (~1 s)."""
+def exporters(slow: bool = False, half: bool = False) -> st.SearchStrategy[str]:
+    """TorchScript exports (tens of milliseconds); with ``slow`` also the dynamo exporter (~1 s); with
+    ``half`` also the fp16 conversion of the eval export (checked at the fp16 tolerance, so only for
+    the pruning properties)."""
     choices = list(EXPORTERS) if slow else [e for e in EXPORTERS if e != "dynamo"]
-    return st.sampled_from(choices)
+    return st.sampled_from(choices + (list(HALF_EXPORTERS) if half else []))
 
 
 def removal_seeds() -> st.SearchStrategy[int]:

@@ -519,3 +519,73 @@ def test_frontends_may_differ_around_a_weight_read_twice():
     }
     out = check_architecture(spec, removal_seed=0, exporter="torchscript")
     assert any("read twice" in gap for gap in out.skipped)
+
+
+def test_fuzz_torch_addmm_is_a_gemm_without_transb():
+    """python -m fuzz (widened grammar, ``wlinear`` mode ``addmm``): the torch frontend did not know
+    ``torch.addmm`` (FX traces it as the function, not the ATen op it already handled), so every
+    channel around a Linear written ``torch.addmm(b, x, W)`` was pinned as an unknown op while the ONNX
+    export of the same network (a Gemm without transB) pruned it."""
+    spec = {
+        "input": {"kind": "seq", "shape": [1, 4, 6]},
+        "layers": [
+            {"op": "first_token"},
+            {"op": "linear", "out": 8, "bias": True},
+            {"op": "act", "fn": "relu"},
+            {"op": "wlinear", "out": 6, "mode": "addmm", "bias": True},
+            {"op": "act", "fn": "relu"},
+            {"op": "head", "out": 3},
+        ],
+        "seed": 3,
+    }
+    agree = check_frontends_agree(spec)
+    assert not agree.skipped and agree.agreement.axes_skipped == 0, agree.skipped
+    built = build(spec)
+    ta = graphcore.analyze(frontends.load(built.module, built.inputs))
+    w = "body.mods.3.weight"  # stored [in, out]: axis 1 is the Gemm's output channel
+    assert any(g.prunable and (w, 1) in {(p, a) for p, a in g.params} for g in ta.groups), ta.groups
+    out = check_architecture(spec, removal_seed=1, exporter="torchscript-preserve")
+    assert out.zigs_removed > 0 and not out.skipped, out
+
+
+def test_fuzz_a_parameter_with_a_folded_copy_is_not_compared_across_frontends():
+    """python -m fuzz --seed 2612 (a fuzzer bug): a weight-normalized conv exports ``gain * v`` folded
+    into a new initializer (``onnx::Div_N``, what the Conv reads) while ``|v|`` is still computed from
+    ``v``. In ONNX ``v``'s input axis then only feeds a reduction (prunable, and exact), in torch it is
+    the conv's input channel (fixed by the graph input): not a disagreement of the frontends but a
+    copy the exporter made, which the check must set aside like the copies it already knew."""
+    spec = {
+        "input": {"kind": "image", "shape": [1, 2, 1, 1]},
+        "layers": [{"op": "wconv", "out": 1, "k": 1, "mode": "wnorm", "bias": False}],
+        "seed": 0,
+    }
+    out = check_frontends_agree(spec)
+    assert out.agreement.axes_skipped == 1 and "copied parameters" in out.skipped[0], out
+    check_architecture(spec, removal_seed=0, exporter="torchscript")
+
+
+def test_fuzz_a_large_tensor_short_of_its_declared_values_is_bad_input(tmp_path, capsys):
+    """python -m fuzz --seed 777 ([absurd_dim]): a bias whose dims say 2**40 over 13 stored floats. The
+    loader counts only small tensors' bytes, so the declared size let it through to the writer of the
+    pruned model, which decoded it with onnx's to_array: a ValueError, reported as an internal error
+    (exit 3). It is the model's fault: exit 2, one line, nothing written."""
+    spec = {
+        "input": {"kind": "image", "shape": [1, 3, 2, 5]},
+        "layers": [
+            {"op": "conv", "out": 13, "k": 1, "stride": 1, "groups": 1, "bias": True},
+            {"op": "act", "fn": "relu"},
+            {"op": "conv", "out": 2, "k": 3, "stride": 1, "groups": 1, "bias": True},
+        ],
+        "seed": 1301,
+    }
+    model = onnx.load_from_string(export(build(spec), "torchscript-preserve"))
+    bias = next(t for t in model.graph.initializer if t.name == "body.mods.0.bias")
+    bias.dims[:] = [2**40]
+    src = tmp_path / "m.onnx"
+    src.write_bytes(model.SerializeToString())
+    before = src.read_bytes()
+    out = tmp_path / "small.onnx"
+    code, _, err = _cli(["prune", src, "--sparsity", "0.5", "-o", out], capsys)
+    assert code == 2, err
+    assert "body.mods.0.bias" in _one_error_line(err) and "internal error" not in err
+    assert not out.exists() and src.read_bytes() == before

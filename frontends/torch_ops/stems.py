@@ -65,6 +65,20 @@ def _matmul(b: Builder, n: fx.Node) -> Value:
     return y
 
 
+@on_function(torch.addmm)
+@on_method("addmm")
+def _addmm(b: Builder, n: fx.Node) -> Value:
+    """``bias + a @ m``: a Gemm without transB (the weight stored ``[in, out]``), as ONNX spells it."""
+    bias, a, m = b.arg(n, 0, "input"), b.arg(n, 1, "mat1"), b.arg(n, 2, "mat2")
+    if n.kwargs.get("beta", 1) != 1 or n.kwargs.get("alpha", 1) != 1:
+        raise Unsupported("addmm with beta/alpha")
+    if not all(isinstance(v, Value) for v in (bias, a, m)):
+        raise Unsupported("addmm operand is not a tensor")
+    y = b.out(n)
+    b.emit(n, "Gemm", [a, m, bias], [y])
+    return y
+
+
 @on_function(torch.einsum)
 def _einsum(b: Builder, n: fx.Node) -> Value:
     eq = b.arg(n, 0, "equation")
