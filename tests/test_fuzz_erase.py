@@ -7,6 +7,7 @@ The example counts come from the hypothesis profile (``HYPOTHESIS_PROFILE=ci``: 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import frontends
+import graphcore
 from fuzz.arch import build, channels, export, output_states
 from fuzz.erase_arch import BLOCKS, branch_facts, erase_architectures, gate_params, is_plain, plain_chains
 from fuzz.erase_properties import (
@@ -414,95 +416,126 @@ def test_fuzz_erase_soundness_erase_onnx_the_erased_model():
     check_erase_architecture(spec, seed=0, exporter="torchscript")
 
 
-def test_fuzz_erase_validity_need_not_be_monotone():
-    """python -m fuzz --seed 31337 (a fuzzer bug): the erase check demanded that every subset of a valid
-    set be valid, which graphcore.erase does not promise. Here erasing both branches of an inner concat
-    (structures 1 and 2) kills the bias-free conv after it (structure 3) without cutting its channels
-    from the outer concat's consumer, so {1, 2} is refused while {1, ..., 5} is valid. The check now
-    holds a subset to consistent judgement (why_invalid, plan refusing it) instead."""
-    spec = {
-        "input": {"kind": "image", "shape": [1, 1, 2, 4]},
-        "layers": [
-            {
-                "op": "residual",
-                "body": [
-                    {"op": "conv", "out": 1, "k": 3, "stride": 1, "groups": 1, "bias": True},
-                    {
-                        "op": "concat",
-                        "branches": [
-                            [],
-                            [
-                                {
-                                    "op": "concat",
-                                    "branches": [
-                                        [
-                                            {"op": "bn"},
-                                            {
-                                                "op": "conv",
-                                                "out": 1,
-                                                "k": 3,
-                                                "stride": 1,
-                                                "groups": 1,
-                                                "bias": True,
-                                            },
-                                            {
-                                                "op": "conv",
-                                                "out": 2,
-                                                "k": 1,
-                                                "stride": 1,
-                                                "groups": 1,
-                                                "bias": True,
-                                            },
-                                        ],
-                                        [
-                                            {
-                                                "op": "conv",
-                                                "out": 6,
-                                                "k": 1,
-                                                "stride": 1,
-                                                "groups": 1,
-                                                "bias": True,
-                                            }
-                                        ],
-                                    ],
-                                },
-                                {"op": "conv", "out": 5, "k": 1, "stride": 1, "groups": 1, "bias": False},
-                            ],
-                            [
-                                {
-                                    "op": "residual",
-                                    "body": [
-                                        {"op": "pool", "kind": "max", "same": True},
+_NOT_MONOTONE_SPEC = {
+    "input": {"kind": "image", "shape": [1, 1, 2, 4]},
+    "layers": [
+        {
+            "op": "residual",
+            "body": [
+                {"op": "conv", "out": 1, "k": 3, "stride": 1, "groups": 1, "bias": True},
+                {
+                    "op": "concat",
+                    "branches": [
+                        [],
+                        [
+                            {
+                                "op": "concat",
+                                "branches": [
+                                    [
+                                        {"op": "bn"},
+                                        {
+                                            "op": "conv",
+                                            "out": 1,
+                                            "k": 3,
+                                            "stride": 1,
+                                            "groups": 1,
+                                            "bias": True,
+                                        },
                                         {
                                             "op": "conv",
                                             "out": 2,
                                             "k": 1,
                                             "stride": 1,
                                             "groups": 1,
-                                            "bias": False,
+                                            "bias": True,
                                         },
+                                    ],
+                                    [
                                         {
                                             "op": "conv",
-                                            "out": 1,
+                                            "out": 6,
                                             "k": 1,
                                             "stride": 1,
                                             "groups": 1,
                                             "bias": True,
-                                        },
+                                        }
                                     ],
-                                }
-                            ],
+                                ],
+                            },
+                            {"op": "conv", "out": 5, "k": 1, "stride": 1, "groups": 1, "bias": False},
                         ],
-                    },
-                    {"op": "conv", "out": 1, "k": 1, "stride": 1, "groups": 1, "bias": True},
-                    {"op": "act", "fn": "relu"},
-                ],
-            },
-            {"op": "act", "fn": "relu"},
-            {"op": "act", "fn": "relu"},
-            {"op": "act", "fn": "relu"},
-            {"op": "act", "fn": "relu"},
-        ],
-        "seed": 0,
-    }
-    check_erase_architecture(spec, seed=18, exporter="torchscript")
+                        [
+                            {
+                                "op": "residual",
+                                "body": [
+                                    {"op": "pool", "kind": "max", "same": True},
+                                    {
+                                        "op": "conv",
+                                        "out": 2,
+                                        "k": 1,
+                                        "stride": 1,
+                                        "groups": 1,
+                                        "bias": False,
+                                    },
+                                    {
+                                        "op": "conv",
+                                        "out": 1,
+                                        "k": 1,
+                                        "stride": 1,
+                                        "groups": 1,
+                                        "bias": True,
+                                    },
+                                ],
+                            }
+                        ],
+                    ],
+                },
+                {"op": "conv", "out": 1, "k": 1, "stride": 1, "groups": 1, "bias": True},
+                {"op": "act", "fn": "relu"},
+            ],
+        },
+        {"op": "act", "fn": "relu"},
+        {"op": "act", "fn": "relu"},
+        {"op": "act", "fn": "relu"},
+        {"op": "act", "fn": "relu"},
+    ],
+    "seed": 0,
+}
+
+
+def test_fuzz_erase_validity_need_not_be_monotone():
+    """python -m fuzz --seed 31337 (a fuzzer bug): the erase check demanded that every subset of a valid
+    set be valid, which graphcore.erase does not promise. Here erasing both branches of an inner concat
+    (structures 1 and 2) kills the bias-free conv after it (structure 3) without cutting its channels
+    from the outer concat's consumer, so {1, 2} is refused while {1, ..., 5} is valid. The check now
+    holds a subset to consistent judgement (why_invalid, plan refusing it) instead."""
+    check_erase_architecture(_NOT_MONOTONE_SPEC, seed=18, exporter="torchscript")
+
+
+def test_a_zero_set_that_cannot_all_go_still_cuts_to_an_equal_network():
+    """Validity is not monotone, so H2SPG's zero part of G_r can be invalid mid-window ({1, 2} here, valid
+    only with 3). Construct must then erase a valid part of it and leave the rest computing zeros."""
+    from construct import to_torch
+    from construct.erase_zeros import erased_structures
+
+    built = build(_NOT_MONOTONE_SPEC)
+    model = built.module.eval()
+    analysis = graphcore.analyze(frontends.load(model, built.inputs), mode="erase")
+    pair = next(
+        (a, b)
+        for a, b in itertools.combinations([s.id for s in analysis.structures if s.erasable], 2)
+        if analysis.valid([a]) and analysis.valid([b]) and not analysis.valid([a, b])
+    )
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for sid in pair:
+            for name in analysis.structures[sid].params:
+                params[name].zero_()
+    chosen = erased_structures(model, analysis)
+    assert chosen and set(chosen) < set(pair) and analysis.valid(chosen)
+    small = to_torch(model, analysis)
+    x = torch.randn(3, *built.inputs[0].shape[1:])
+    with torch.no_grad():
+        want, got = model(x), small(x)
+    assert want.std() > 0 and torch.allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in model.parameters())
