@@ -224,6 +224,28 @@ def _select(b: Builder, n: fx.Node) -> Value:
     return y
 
 
+@on_function(aten.index.Tensor)
+def _index(b: Builder, n: fx.Node) -> Value:
+    """``x[:, idx]`` with one integer index tensor (``aten.index(x, [None, idx])``): ONNX ``Gather``
+    on that axis, the same result (the index's shape replaces the axis; negative indices count from
+    the end in both). Swin's relative position bias reads its table this way, so its heads are
+    channels. Boolean masks and several index tensors (whose result axes move) stay unknown ops."""
+    x = tensor_input(b, n)
+    indices = b.arg(n, 1, "indices")
+    if not isinstance(indices, list | tuple) or not indices:
+        raise Unsupported("index list")
+    *lead, idx = indices
+    if (
+        any(it is not None for it in lead)
+        or not isinstance(idx, Value)
+        or idx.dtype not in ("int64", "int32")
+    ):
+        raise Unsupported("advanced indexing")
+    y = b.out(n)
+    b.emit(n, "Gather", [x, idx], [y], axis=len(lead))
+    return y
+
+
 @on_function(*_overloads("split", "split_with_sizes", "chunk"))
 def _split(b: Builder, n: fx.Node) -> Any:
     x = tensor_input(b, n)

@@ -329,6 +329,28 @@ class WrappedHelper(nn.Module):
         return self.head(_hidden_mlp(x, self.fc1.weight, self.fc1.bias, self.fc2.weight))
 
 
+def _rows(table: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    return table[idx]
+
+
+torch.fx.wrap("_rows")
+
+
+class IndexedTable(nn.Module):
+    """A position table read by an index tensor (swin's relative position bias): ``aten.index`` on
+    the rows, so the table's columns follow the channels they are added to."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(12, 16)
+        self.table = nn.Parameter(torch.randn(7, 16))
+        self.register_buffer("idx", torch.tensor([6, 0, 3, 3, -2]))
+        self.fc2 = nn.Linear(16, 4)
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.fc1(x) + _rows(self.table, self.idx)))
+
+
 class OpaqueHelper(WrappedHelper):
     def forward(self, x):
         return self.head(_data_dependent(self.fc2(torch.relu(self.fc1(x)))))
@@ -351,6 +373,7 @@ CASES = {
     "regularized": (Regularized, lambda: torch.randn(4, 8)),
     "super_resolution": (SuperResolution, lambda: torch.randn(2, 3, 4, 4)),
     "wrapped_helper": (WrappedHelper, lambda: torch.randn(2, 5, 12)),
+    "indexed_table": (IndexedTable, lambda: torch.randn(2, 5, 12)),
 }
 
 
@@ -466,6 +489,9 @@ def test_wrapped_helpers_are_traced_through():
     a = graphcore.analyze(graph)
     hidden = _group_with(a, "fc1.weight", 0)
     assert hidden.prunable and ("fc2.weight", 1) in hidden.params
+
+    a = graphcore.analyze(load_torch(*_build("indexed_table")))
+    assert ("table", 1) in _group_with(a, "fc1.weight", 0).params and _group_with(a, "fc1.weight", 0).prunable
 
     model = randomize_(OpaqueHelper(), seed=1).eval()
     graph = load_torch(model, x)
