@@ -92,6 +92,8 @@ SHARED: dict[Any, tuple[str, ...]] = {
     torch.amin: ("amin",),
     torch.einsum: ("einsum",),
     torch.where: ("where",),
+    torch.zeros: ("zeros",),
+    torch.ones: ("ones",),
     torch.zeros_like: ("zeros_like",),
     torch.ones_like: ("ones_like",),
     torch.nn.functional.scaled_dot_product_attention: ("scaled_dot_product_attention",),

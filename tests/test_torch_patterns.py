@@ -351,6 +351,32 @@ class IndexedTable(nn.Module):
         return self.fc2(torch.relu(self.fc1(x) + _rows(self.table, self.idx)))
 
 
+class ZerosState(nn.Module):
+    """A zero state sized by the hidden width (Mamba's ``torch.zeros(batch, intermediate, state)``):
+    the created tensor follows the channel, its literal is rewritten."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(12, 16)
+        self.fc2 = nn.Linear(16, 4)
+
+    def forward(self, x):
+        s = torch.zeros((x.size(0), 16, 3)).transpose(1, 2) + torch.ones(size=(x.size(0), 3, 16))
+        return self.fc2(torch.relu(self.fc1(x) * s))
+
+
+def _state(x: torch.Tensor) -> torch.Tensor:
+    return torch.zeros(x.shape[0], 3, 16) + 0.5
+
+
+torch.fx.wrap("_state")
+
+
+class ZerosStateExported(ZerosState):
+    def forward(self, x):
+        return self.fc2(torch.relu(self.fc1(x) + _state(x)))
+
+
 class OpaqueHelper(WrappedHelper):
     def forward(self, x):
         return self.head(_data_dependent(self.fc2(torch.relu(self.fc1(x)))))
@@ -374,6 +400,8 @@ CASES = {
     "super_resolution": (SuperResolution, lambda: torch.randn(2, 3, 4, 4)),
     "wrapped_helper": (WrappedHelper, lambda: torch.randn(2, 5, 12)),
     "indexed_table": (IndexedTable, lambda: torch.randn(2, 5, 12)),
+    "zeros_state": (ZerosState, lambda: torch.randn(2, 3, 12)),
+    "zeros_state_exported": (ZerosStateExported, lambda: torch.randn(2, 3, 12)),
 }
 
 
@@ -492,6 +520,9 @@ def test_wrapped_helpers_are_traced_through():
 
     a = graphcore.analyze(load_torch(*_build("indexed_table")))
     assert ("table", 1) in _group_with(a, "fc1.weight", 0).params and _group_with(a, "fc1.weight", 0).prunable
+
+    for name in ("zeros_state", "zeros_state_exported"):
+        assert _group_with(graphcore.analyze(load_torch(*_build(name))), "fc1.weight", 0).prunable, name
 
     model = randomize_(OpaqueHelper(), seed=1).eval()
     graph = load_torch(model, x)
