@@ -93,6 +93,8 @@ SHARED: dict[Any, tuple[str, ...]] = {
     torch.amin: ("amin",),
     torch.einsum: ("einsum",),
     torch.where: ("where",),
+    torch.zeros: ("zeros",),
+    torch.ones: ("ones",),
     torch.zeros_like: ("zeros_like",),
     torch.ones_like: ("ones_like",),
     torch.nn.functional.scaled_dot_product_attention: ("scaled_dot_product_attention",),
@@ -212,6 +214,28 @@ def _select(b: Builder, n: fx.Node) -> Value:
     idx = b.static_int(b.arg(n, 2, "index"))
     y = b.out(n)
     b.emit(n, "Gather", [x, b.const(n, idx, "index", np.int64)], [y], axis=dim)
+    return y
+
+
+@on_function(aten.index.Tensor)
+def _index(b: Builder, n: fx.Node) -> Value:
+    """``x[:, idx]`` with one integer index tensor (``aten.index(x, [None, idx])``): ONNX ``Gather``
+    on that axis, the same result (the index's shape replaces the axis; negative indices count from
+    the end in both). Swin's relative position bias reads its table this way, so its heads are
+    channels. Boolean masks and several index tensors (whose result axes move) stay unknown ops."""
+    x = tensor_input(b, n)
+    indices = b.arg(n, 1, "indices")
+    if not isinstance(indices, list | tuple) or not indices:
+        raise Unsupported("index list")
+    *lead, idx = indices
+    if (
+        any(it is not None for it in lead)
+        or not isinstance(idx, Value)
+        or idx.dtype not in ("int64", "int32")
+    ):
+        raise Unsupported("advanced indexing")
+    y = b.out(n)
+    b.emit(n, "Gather", [x, idx], [y], axis=len(lead))
     return y
 
 

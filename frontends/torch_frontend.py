@@ -23,7 +23,7 @@ from torch import nn
 
 from frontends.input_spec import FLOAT_NAMES, INT_NAMES, InputSpec, parse_input_spec
 from frontends.torch_aten import SHARED  # noqa: F401  (registers every handler: torch_ops, then ATen)
-from frontends.torch_lower import Builder
+from frontends.torch_lower import Builder, opaque_calls
 from frontends.torch_trace import eval_mode, trace
 from graphcore.errors import ModelLoadError
 from graphcore.ir import Graph, Value
@@ -109,7 +109,7 @@ def load_torch(
         inputs = example_tuple(example_inputs)
     if not inputs and not kwargs:
         raise ModelLoadError(f"{type(module).__name__}: a torch model needs example inputs")
-    tr = trace(module, inputs, kwargs=kwargs, allow_export=allow_export)
+    tr = trace(module, inputs, kwargs=kwargs, allow_export=allow_export, opaque=opaque_calls)
     builder = Builder(tr, name=type(module).__name__, root=tr.root)
     graph = builder.build()
     graph.meta["source"] = f"torch:{type(module).__module__}.{type(module).__qualname__}"

@@ -15,7 +15,8 @@ with ``on_function`` / ``on_method`` / ``on_module``, and this module imports ne
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import types
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -34,9 +35,11 @@ __all__ = [
     "Builder",
     "Handler",
     "Unsupported",
+    "function_handler",
     "on_function",
     "on_method",
     "on_module",
+    "opaque_calls",
     "static_size",
 ]
 
@@ -106,6 +109,37 @@ def short_name(target: Any) -> str:
         return target
     name = getattr(target, "__name__", None) or str(target)
     return str(name).replace("::", ".")
+
+
+def function_handler(target: Any) -> Handler | None:
+    """The handler declared for a ``call_function`` target, by object or by ``module.qualname``."""
+    h = FUNCTIONS.get(target)
+    if h is None:
+        try:
+            h = FUNCTIONS_BY_NAME.get(qualname(target))
+        except Exception:  # exotic callables have no name to look up
+            h = None
+    return h
+
+
+def opaque_calls(graph: fx.Graph, meta: Mapping[fx.Node, Any]) -> list[str]:
+    """The Python functions ``graph`` calls as single nodes that no handler declares.
+
+    Why: ``torch.fx.wrap`` (torchvision's swin ``shifted_window_attention``, mvit ``_add_rel_pos``)
+    keeps a plain Python function as one opaque ``call_function`` node, which lowers to an unknown op
+    that blocks every channel it touches. Its body is ordinary torch code that torch.export traces
+    through, so a graph with such calls is worth tracing again with torch.export. Builtins and C
+    functions (``operator.getitem``, ``torch.cat``) are not counted: tracing cannot open them; nor is
+    a call whose result is a plain Python value (``_call`` keeps that value, nothing is blocked).
+    """
+    return [
+        qualname(n.target)
+        for n in graph.nodes
+        if n.op == "call_function"
+        and isinstance(n.target, types.FunctionType)
+        and function_handler(n.target) is None
+        and not _is_plain_literal(meta.get(n))
+    ]
 
 
 class Builder:
@@ -471,13 +505,7 @@ class Builder:
             return None
         if n.op == "call_method":
             return METHODS.get(str(n.target))
-        h = FUNCTIONS.get(n.target)
-        if h is None:
-            try:
-                h = FUNCTIONS_BY_NAME.get(qualname(n.target))
-            except Exception:  # exotic callables have no name to look up
-                h = None
-        return h
+        return function_handler(n.target)
 
     def _call(self, n: fx.Node) -> Any:
         h = self.handler_for(n)

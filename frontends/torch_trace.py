@@ -370,17 +370,31 @@ def _blocker(exc: BaseException) -> str:
 
 
 def trace(
-    module: nn.Module, inputs: tuple, *, kwargs: Mapping[str, Any] | None = None, allow_export: bool = True
+    module: nn.Module,
+    inputs: tuple,
+    *,
+    kwargs: Mapping[str, Any] | None = None,
+    allow_export: bool = True,
+    opaque: Callable[[fx.Graph, Mapping[fx.Node, Any]], Any] | None = None,
 ) -> TraceResult:
     """Trace ``module`` (fast path first, then torch.export); raises ModelLoadError naming the blocker.
 
     ``kwargs``: keyword inputs, passed to ``forward`` by name.
+    ``opaque``: given the torch.fx graph and its shapes, whether it holds calls the fast path could not
+    open (functions registered with ``torch.fx.wrap``); then torch.export, which runs their bodies, is
+    tried too and its graph is used when it traces. When it does not, the torch.fx graph stands: its
+    opaque calls become unknown ops, which block their channels (conservative, never wrong).
     """
     name = type(module).__name__
     kw = dict(kwargs or {})
     with eval_mode(module):
         fast = _trace_fx(module, inputs, kw)
         if isinstance(fast, TraceResult):
+            if allow_export and opaque is not None and opaque(fast.graph, fast.meta):
+                try:
+                    return _trace_export(module, inputs, kw)
+                except Exception:  # any export failure keeps the torch.fx graph
+                    return fast
             return fast
         if not allow_export:
             raise ModelLoadError(f"{name}: torch.fx cannot trace it ({_blocker(fast)})")

@@ -302,6 +302,86 @@ class SuperResolution(nn.Module):
         return self.d(F.interpolate(y, scale_factor=2.0, mode="nearest"))
 
 
+def _hidden_mlp(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor) -> torch.Tensor:
+    """A helper torch.fx keeps as one call (``torch.fx.wrap``, as torchvision's swin attention is)."""
+    return F.linear(torch.relu(F.linear(x, w1, b1)), w2)
+
+
+def _data_dependent(x: torch.Tensor) -> torch.Tensor:
+    """A wrapped helper torch.export cannot trace either: it branches on a tensor's value."""
+    return x * 2 if bool(x.sum() > 0) else x
+
+
+torch.fx.wrap("_hidden_mlp")
+torch.fx.wrap("_data_dependent")
+
+
+class WrappedHelper(nn.Module):
+    """The hidden width of ``fc1``/``fc2`` lives only inside a function torch.fx does not open."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(12, 16)
+        self.fc2 = nn.Linear(16, 12, bias=False)
+        self.head = nn.Linear(12, 4)
+
+    def forward(self, x):
+        return self.head(_hidden_mlp(x, self.fc1.weight, self.fc1.bias, self.fc2.weight))
+
+
+def _rows(table: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    return table[idx]
+
+
+torch.fx.wrap("_rows")
+
+
+class IndexedTable(nn.Module):
+    """A position table read by an index tensor (swin's relative position bias): ``aten.index`` on
+    the rows, so the table's columns follow the channels they are added to."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(12, 16)
+        self.table = nn.Parameter(torch.randn(7, 16))
+        self.register_buffer("idx", torch.tensor([6, 0, 3, 3, -2]))
+        self.fc2 = nn.Linear(16, 4)
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.fc1(x) + _rows(self.table, self.idx)))
+
+
+class ZerosState(nn.Module):
+    """A zero state sized by the hidden width (Mamba's ``torch.zeros(batch, intermediate, state)``):
+    the created tensor follows the channel, its literal is rewritten."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(12, 16)
+        self.fc2 = nn.Linear(16, 4)
+
+    def forward(self, x):
+        s = torch.zeros((x.size(0), 16, 3)).transpose(1, 2) + torch.ones(size=(x.size(0), 3, 16))
+        return self.fc2(torch.relu(self.fc1(x) * s))
+
+
+def _state(x: torch.Tensor) -> torch.Tensor:
+    return torch.zeros(x.shape[0], 3, 16) + 0.5
+
+
+torch.fx.wrap("_state")
+
+
+class ZerosStateExported(ZerosState):
+    def forward(self, x):
+        return self.fc2(torch.relu(self.fc1(x) + _state(x)))
+
+
+class OpaqueHelper(WrappedHelper):
+    def forward(self, x):
+        return self.head(_data_dependent(self.fc2(torch.relu(self.fc1(x)))))
+
+
 CASES = {
     "residual": (Residual, lambda: torch.randn(2, 3, 8, 8)),
     "concat_split": (ConcatSplit, lambda: torch.randn(2, 3, 6, 6)),
@@ -318,6 +398,10 @@ CASES = {
     "single_head": (SingleHead, lambda: torch.randn(2, 5, 16)),
     "regularized": (Regularized, lambda: torch.randn(4, 8)),
     "super_resolution": (SuperResolution, lambda: torch.randn(2, 3, 4, 4)),
+    "wrapped_helper": (WrappedHelper, lambda: torch.randn(2, 5, 12)),
+    "indexed_table": (IndexedTable, lambda: torch.randn(2, 5, 12)),
+    "zeros_state": (ZerosState, lambda: torch.randn(2, 3, 12)),
+    "zeros_state_exported": (ZerosStateExported, lambda: torch.randn(2, 3, 12)),
 }
 
 
@@ -421,6 +505,32 @@ def test_expected_groups():
 
     a = graphcore.analyze(load_torch(*_build("tied")))
     assert "head.weight" not in a.param_shapes and "emb.weight" in a.param_shapes
+
+
+def test_wrapped_helpers_are_traced_through():
+    """A ``torch.fx.wrap`` function is opaque to torch.fx; torch.export opens it, so the channels it
+    reads are prunable (swin's ``shifted_window_attention`` left every attention width pinned). When
+    torch.export cannot trace it either, the torch.fx graph stands and the call blocks its channels."""
+    model, x = _build("wrapped_helper")
+    graph = load_torch(model, x)
+    assert graph.meta["tracer"] == "export"
+    a = graphcore.analyze(graph)
+    hidden = _group_with(a, "fc1.weight", 0)
+    assert hidden.prunable and ("fc2.weight", 1) in hidden.params
+
+    a = graphcore.analyze(load_torch(*_build("indexed_table")))
+    assert ("table", 1) in _group_with(a, "fc1.weight", 0).params and _group_with(a, "fc1.weight", 0).prunable
+
+    for name in ("zeros_state", "zeros_state_exported"):
+        assert _group_with(graphcore.analyze(load_torch(*_build(name))), "fc1.weight", 0).prunable, name
+
+    model = randomize_(OpaqueHelper(), seed=1).eval()
+    graph = load_torch(model, x)
+    assert graph.meta["tracer"] == "symbolic_trace"
+    a = graphcore.analyze(graph)
+    assert _group_with(a, "fc1.weight", 0).prunable  # read by fc2 only: not blocked by the opaque call
+    blocked = _group_with(a, "fc2.weight", 0)
+    assert not blocked.prunable and "_data_dependent" in (blocked.reason or "")
 
 
 def test_mha_heads_shrink_into_pruned_module():

@@ -96,6 +96,35 @@ def _like(value: float | None) -> Handler:
     return h
 
 
+def _filled(value: float) -> Handler:
+    """``torch.zeros(b, c, n)`` / ``aten.zeros([b, c, n])``: ``ConstantOfShape`` on the sizes, literals
+    and traced sizes alike (``Builder.shape_operand``), as an ONNX export writes it. A tensor created
+    with a channel count as a size (Mamba's scan state, ``zeros(batch, intermediate, state)``) then
+    follows that channel: construct rewrites the literal; a size computed at run time pins its axis."""
+
+    def h(b: Builder, n: fx.Node) -> Value:
+        raw = b.raw(n, 0, "size", None)
+        if isinstance(raw, list | tuple):
+            sizes, paths = list(raw), [(*(b.path(n, 0, "size") or ()), k) for k in range(len(raw))]
+        elif raw is not None and "size" not in n.kwargs:  # varargs: ``torch.zeros(2, 3)``
+            sizes, paths = list(n.args), [("args", k) for k in range(len(n.args))]
+        else:
+            raise Unsupported("size")
+        y = b.out(n)
+        if not sizes:
+            raise Unsupported("a scalar has no sizes")
+        shape, sites = b.shape_operand(n, [b.conv(v) for v in sizes], paths, y)
+        if len(sites) != rank(y):
+            raise Unsupported("size")
+        node = b.emit(n, "ConstantOfShape", [shape], [y], value=np.array([value], dtype=np.float32))
+        b.operand(node, 0, sites)
+        return y
+
+    return h
+
+
+on_function(torch.zeros)(_filled(0.0))
+on_function(torch.ones)(_filled(1.0))
 on_function(torch.zeros_like)(_like(0.0))
 on_function(torch.ones_like)(_like(1.0))
 on_function(torch.full_like)(_like(None))
