@@ -527,9 +527,15 @@ def _small_array(t: onnx.TensorProto, dims: tuple[int, ...]) -> np.ndarray:
     plain dtype) read directly: to_array's generic dtype lookups cost 50 µs a tensor, and a deep
     network has one small tensor per normalization parameter."""
     dt = _PLAIN.get(t.data_type)
-    if dt is not None and t.HasField("raw_data") and sys.byteorder == "little" and not t.HasField("segment"):
-        return np.frombuffer(t.raw_data, dtype=dt).reshape(dims)
-    return numpy_helper.to_array(t)
+    plain = dt is not None and t.HasField("raw_data") and _LITTLE and not t.HasField("segment")
+    try:
+        if plain:
+            return np.frombuffer(t.raw_data, dtype=dt).reshape(dims)
+        return numpy_helper.to_array(t)
+    except ValueError as exc:  # values that do not fill the declared shape: the file's fault
+        raise ModelLoadError(
+            f"invalid ONNX graph (tensor '{t.name}' of shape {list(dims)} does not hold its values: {exc})"
+        ) from None
 
 
 class _SmallArrays:

@@ -137,6 +137,13 @@ def _hardtanh(b: Builder, n: fx.Node) -> Value:
     return clip(b, n, x, lo, hi)
 
 
+@on_function(*_overloads("relu6", "relu6_"))
+def _relu6(b: Builder, n: fx.Node) -> Value:
+    """torch.export keeps ``F.relu6`` as its own ATen op (not a hardtanh); it was an unknown op that
+    blocked its channels and made every branch ending in it unerasable."""
+    return clip(b, n, tensor_input(b, n), 0.0, 6.0)
+
+
 @on_function(*_overloads("_to_copy", "to"))
 def _to_copy(b: Builder, n: fx.Node) -> Value:
     return to_dtype(b, n)

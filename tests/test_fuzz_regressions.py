@@ -590,3 +590,19 @@ def test_fuzz_a_large_tensor_short_of_its_declared_values_is_bad_input(tmp_path,
     assert code == 2, err
     assert "body.mods.0.bias" in _one_error_line(err) and "internal error" not in err
     assert not out.exists() and src.read_bytes() == before
+
+
+def test_fuzz_a_small_tensor_short_of_its_declared_shape_is_bad_input(tmp_path):
+    """python -m fuzz --seed 2026 ([break_init_shape] on an fp16 export): a small initializer whose
+    values do not fill its declared shape (18 values, dims [6, 1]) raised numpy's ValueError from the IR
+    build, an internal error (exit 3) instead of a one-line bad-input error."""
+    from fuzz.arch import build, export
+    from fuzz.malformed import assert_contract, mutate
+
+    spec = {
+        "input": {"kind": "tokens", "vocab": 11, "seq": 4, "dim": 6},
+        "layers": [{"op": "act", "fn": "square"}, {"op": "head", "out": 3}],
+        "seed": 1080,
+    }
+    data = mutate(export(build(spec), "torchscript-fp16"), "break_init_shape", 1525544821)
+    assert_contract(data, tmp_path, seed=1525544821)

@@ -215,3 +215,24 @@ def test_a_layer_shared_across_depths_is_cut_once_and_the_model_shrinks(tmp_path
     # a read cut on its own gets a copy named after its alias (``weight@node``) or ``__zigraph_w``
     copies = [t.name for t in small.graph.initializer if "@" in t.name or "__zigraph_w" in t.name]
     assert not copies
+
+
+class Relu6Branch(nn.Module):
+    """MobileNet's ReLU6 in a graph only torch.export traces (a branch on a shape): there it is its own
+    ATen op, ``aten.relu6``, which was an unknown op (found by ``python -m fuzz --seed 2026``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.up = nn.Linear(8, 16)
+        self.down = nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.up(x)
+        if h.shape[-1] > 4:
+            h = h * 2
+        return self.down(torch.nn.functional.relu6(h))
+
+
+def test_relu6_in_an_exported_graph_is_a_clip():
+    torch.manual_seed(0)
+    _prunes_exactly(randomize_(Relu6Branch()).eval(), torch.randn(2, 3, 8), "up.weight", "export")
