@@ -52,6 +52,7 @@ SHARED: dict[Any, tuple[str, ...]] = {
     torch.nn.functional.leaky_relu: ("leaky_relu",),
     torch.nn.functional.elu: ("elu",),
     torch.nn.functional.softplus: ("softplus",),  # Mamba's time step
+    torch.nn.functional.relu6: ("relu6", "relu6_"),  # its own ATen op under torch.export, not a hardtanh
     torch.exp: ("exp",),
     torch.sqrt: ("sqrt",),
     torch.neg: ("neg",),
@@ -135,13 +136,6 @@ def _hardtanh(b: Builder, n: fx.Node) -> Value:
     x = tensor_input(b, n)
     lo, hi = float(b.arg(n, 1, "min_val", -1.0)), float(b.arg(n, 2, "max_val", 1.0))
     return clip(b, n, x, lo, hi)
-
-
-@on_function(*_overloads("relu6", "relu6_"))
-def _relu6(b: Builder, n: fx.Node) -> Value:
-    """torch.export keeps ``F.relu6`` as its own ATen op (not a hardtanh); it was an unknown op that
-    blocked its channels and made every branch ending in it unerasable."""
-    return clip(b, n, tensor_input(b, n), 0.0, 6.0)
 
 
 @on_function(*_overloads("_to_copy", "to"))
